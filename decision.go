@@ -1,0 +1,201 @@
+package flywheel
+
+import (
+	"strings"
+	"time"
+)
+
+// SchemaVersion is the value of the "schema" field of every record Flywheel
+// writes to Kafka. Readers refuse records with a newer schema.
+const SchemaVersion = 1
+
+// Model kinds.
+const (
+	KindRanker     = "ranker"
+	KindClassifier = "classifier"
+)
+
+// Variants a decision can be served by.
+const (
+	VariantChampion = "champion"
+	VariantCanary   = "canary"
+)
+
+// Action is one option a ranker chooses among.
+type Action struct {
+	ID       string   `json:"id"`
+	Features Features `json:"features,omitempty"`
+}
+
+// Ranked is one entry of a ranking: the action and the exact probability
+// that the policy, exploration included, shows it first.
+type Ranked struct {
+	ID          string  `json:"id"`
+	Probability float64 `json:"probability"`
+}
+
+// RewardRule says how feedback becomes a reward: feedback within Window of
+// the decision is aggregated (sum, first, last or max); a decision with none
+// gets Default once the window has closed.
+type RewardRule struct {
+	WindowSeconds int64   `json:"window_s"`
+	Default       float64 `json:"default"`
+	Aggregate     string  `json:"aggregate"`
+}
+
+// Reward aggregations.
+const (
+	AggregateSum   = "sum"
+	AggregateFirst = "first"
+	AggregateLast  = "last"
+	AggregateMax   = "max"
+)
+
+// Validate reports an EINVALID error naming the bad field.
+func (r RewardRule) Validate(path string) error {
+	if r.WindowSeconds <= 0 {
+		return Errorf(EINVALID, "%s.window must be positive", path)
+	}
+	switch r.Aggregate {
+	case AggregateSum, AggregateFirst, AggregateLast, AggregateMax:
+	default:
+		return Errorf(EINVALID, "%s.aggregate must be one of sum, first, last, max; got %q", path, r.Aggregate)
+	}
+	return nil
+}
+
+// Decision is what serving answered, as logged to Kafka (flywheel.decisions)
+// and kept in ClickHouse. For a ranker, Probabilities is parallel to Actions
+// and ChosenIndex indexes both; for a classifier, Score is set and Actions is
+// empty.
+type Decision struct {
+	Schema        int        `json:"schema"`
+	EventID       string     `json:"event_id"`
+	Time          time.Time  `json:"ts"`
+	Model         string     `json:"model"`
+	Kind          string     `json:"kind"`
+	Version       int        `json:"model_version"`
+	Variant       string     `json:"variant"`
+	Context       Features   `json:"context"`
+	Actions       []Action   `json:"actions,omitempty"`
+	Probabilities []float64  `json:"probabilities,omitempty"`
+	Ranking       []string   `json:"ranking,omitempty"`
+	ChosenIndex   int        `json:"chosen_index"`
+	Chosen        string     `json:"chosen,omitempty"`
+	Explored      bool       `json:"explored"`
+	Score         float64    `json:"score,omitempty"`
+	Reward        RewardRule `json:"reward"`
+}
+
+// Validate checks a decision read back from the log: the fields ingest and
+// training rely on must be present and consistent.
+func (d *Decision) Validate() error {
+	switch {
+	case d.Schema < 1 || d.Schema > SchemaVersion:
+		return Errorf(EINVALID, "schema %d is not supported (this build reads up to %d)", d.Schema, SchemaVersion)
+	case d.EventID == "":
+		return Errorf(EINVALID, "event_id is empty")
+	case d.Model == "":
+		return Errorf(EINVALID, "model is empty")
+	case d.Time.IsZero():
+		return Errorf(EINVALID, "ts is missing")
+	case d.Version < 1:
+		return Errorf(EINVALID, "model_version must be at least 1")
+	}
+	if d.Kind == KindRanker {
+		if len(d.Actions) == 0 {
+			return Errorf(EINVALID, "actions is empty")
+		}
+		if len(d.Probabilities) != len(d.Actions) {
+			return Errorf(EINVALID, "probabilities has %d entries for %d actions", len(d.Probabilities), len(d.Actions))
+		}
+		if d.ChosenIndex < 0 || d.ChosenIndex >= len(d.Actions) {
+			return Errorf(EINVALID, "chosen_index %d is out of range", d.ChosenIndex)
+		}
+	}
+	return d.Reward.Validate("reward")
+}
+
+// Feedback is a user's reaction to a decision, as received by serving and
+// logged to Kafka (flywheel.feedback) with the server's timestamp. FeedbackID
+// is assigned by the server when the client gives none, so that a record
+// delivered twice is recognised.
+type Feedback struct {
+	Schema     int       `json:"schema"`
+	FeedbackID string    `json:"feedback_id"`
+	EventID    string    `json:"event_id"`
+	Time       time.Time `json:"ts"`
+	Reward     float64   `json:"reward"`
+	Type       string    `json:"type,omitempty"`
+}
+
+// Validate checks a feedback record read back from the log.
+func (f *Feedback) Validate() error {
+	switch {
+	case f.Schema < 1 || f.Schema > SchemaVersion:
+		return Errorf(EINVALID, "schema %d is not supported (this build reads up to %d)", f.Schema, SchemaVersion)
+	case f.EventID == "":
+		return Errorf(EINVALID, "event_id is empty")
+	case f.FeedbackID == "":
+		return Errorf(EINVALID, "feedback_id is empty")
+	case f.Time.IsZero():
+		return Errorf(EINVALID, "ts is missing")
+	}
+	return nil
+}
+
+// Example is one logged ranker decision with its outcome: what training and
+// off-policy evaluation read.
+type Example struct {
+	EventID       string
+	Time          time.Time
+	Version       int
+	Context       Features
+	Actions       []Action
+	Probabilities []float64
+	ChosenIndex   int
+	Reward        float64
+	HasFeedback   bool
+}
+
+// ModelRef names one version of one model.
+type ModelRef struct {
+	Name    string `json:"name"`
+	Version int    `json:"version"`
+}
+
+// Model event types, published on flywheel.model-events.
+const (
+	EventRegistered = "registered"
+	EventPromoted   = "promoted"
+	EventRolledBack = "rolled_back"
+)
+
+// ModelEvent tells every serving replica that an alias moved.
+type ModelEvent struct {
+	Schema          int       `json:"schema"`
+	Type            string    `json:"type"`
+	Model           string    `json:"model"`
+	Alias           string    `json:"alias,omitempty"`
+	Version         int       `json:"version"`
+	PreviousVersion int       `json:"previous_version,omitempty"`
+	Actor           string    `json:"actor,omitempty"`
+	Reason          string    `json:"reason,omitempty"`
+	Time            time.Time `json:"ts"`
+}
+
+// ValidateName checks a model name: 1 to 64 characters of [a-z0-9_-].
+func ValidateName(field, name string) error {
+	if name == "" {
+		return Errorf(EINVALID, "%s is empty", field)
+	}
+	if len(name) > 64 {
+		return Errorf(EINVALID, "%s is longer than 64 characters", field)
+	}
+	if strings.IndexFunc(name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-')
+	}) >= 0 {
+		return Errorf(EINVALID, "%s %q may hold only a-z, 0-9, _ and -", field, name)
+	}
+	return nil
+}

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# services.sh — install (when missing), start, stop and check the services
+# Flywheel's tests and demo need: ClickHouse (Debian's clickhouse-server) and
+# Apache Kafka (KRaft, one node, from its Maven Central jars).
+#
+#   scripts/services.sh up      install what is missing, start both, wait until ready
+#   scripts/services.sh down    stop both (data kept)
+#   scripts/services.sh status  say what is running
+#   scripts/services.sh reset   stop both and delete their data
+#
+# Data and logs live in $FLYWHEEL_SERVICES_DIR (default: .services/ in the repo,
+# ignored by git). Kafka's jars are cached in $FLYWHEEL_CACHE (default
+# ~/.cache/flywheel), never in the repository. Running `up` twice is harmless.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DIR="${FLYWHEEL_SERVICES_DIR:-$ROOT/.services}"
+CACHE="${FLYWHEEL_CACHE:-$HOME/.cache/flywheel}"
+KAFKA_VERSION="${FLYWHEEL_KAFKA_VERSION:-4.1.1}"
+KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
+KAFKA_PORT="${FLYWHEEL_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${FLYWHEEL_KAFKA_CONTROLLER_PORT:-9093}"
+CH_PORT="${FLYWHEEL_CLICKHOUSE_PORT:-9000}"
+CH_HTTP_PORT="${FLYWHEEL_CLICKHOUSE_HTTP_PORT:-8123}"
+WAIT_SECONDS="${FLYWHEEL_SERVICES_TIMEOUT:-120}"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# ---------------------------------------------------------------- install
+
+install_clickhouse() {
+  if command -v clickhouse-server >/dev/null && command -v clickhouse-client >/dev/null; then
+    return
+  fi
+  log "installing clickhouse-server and clickhouse-client from Debian's packages"
+  command -v apt-get >/dev/null || die "clickhouse-server is missing and apt-get is not available"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null ||
+    die "apt-get install clickhouse-server clickhouse-client failed"
+}
+
+install_kafka() {
+  if [[ -f "$KAFKA_HOME/.complete" ]]; then
+    return
+  fi
+  command -v java >/dev/null || die "java (17 or newer) is needed to run Kafka"
+  command -v mvn >/dev/null || die "mvn is needed to fetch Kafka's jars from Maven Central"
+  log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_HOME"
+  mkdir -p "$KAFKA_HOME"
+  cat >"$KAFKA_HOME/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.flywheel</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>2.0.16</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>2.24.3</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.24.3</version></dependency>
+  </dependencies>
+</project>
+POM
+  rm -rf "$KAFKA_HOME/libs"
+  (cd "$KAFKA_HOME" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=libs) ||
+    die "mvn could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION and its dependencies"
+  touch "$KAFKA_HOME/.complete"
+}
+
+# ---------------------------------------------------------------- clickhouse
+
+clickhouse_config() {
+  local d="$DIR/clickhouse"
+  mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log"
+  cat >"$d/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger>
+    <level>warning</level>
+    <log>$d/log/clickhouse-server.log</log>
+    <errorlog>$d/log/clickhouse-server.err.log</errorlog>
+    <size>100M</size>
+    <count>3</count>
+  </logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>$CH_PORT</tcp_port>
+  <http_port>$CH_HTTP_PORT</http_port>
+  <max_connections>512</max_connections>
+  <keep_alive_timeout>3</keep_alive_timeout>
+  <max_concurrent_queries>100</max_concurrent_queries>
+  <uncompressed_cache_size>1073741824</uncompressed_cache_size>
+  <mark_cache_size>536870912</mark_cache_size>
+  <path>$d/data/</path>
+  <tmp_path>$d/tmp/</tmp_path>
+  <user_files_path>$d/user_files/</user_files_path>
+  <format_schema_path>$d/format_schemas/</format_schema_path>
+  <users_config>$d/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mlock_executable>false</mlock_executable>
+  <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
+  <max_session_timeout>3600</max_session_timeout>
+  <default_session_timeout>60</default_session_timeout>
+</yandex>
+XML
+  cat >"$d/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default>
+      <max_memory_usage>8000000000</max_memory_usage>
+      <load_balancing>random</load_balancing>
+    </default>
+  </profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas>
+    <default>
+      <interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval>
+    </default>
+  </quotas>
+</yandex>
+XML
+}
+
+clickhouse_up() {
+  local d="$DIR/clickhouse" pidf="$DIR/clickhouse/clickhouse.pid"
+  if pid_alive "$pidf" && clickhouse_ready; then
+    log "clickhouse already running (pid $(cat "$pidf")) on 127.0.0.1:$CH_PORT"
+    return
+  fi
+  if port_open "$CH_PORT"; then
+    if clickhouse_ready; then
+      log "a ClickHouse server not started by this script already answers on 127.0.0.1:$CH_PORT; using it"
+      return
+    fi
+    die "port 127.0.0.1:$CH_PORT is taken by something that is not ClickHouse"
+  fi
+  clickhouse_config
+  log "starting clickhouse-server on 127.0.0.1:$CH_PORT (data in $d)"
+  local bin
+  bin="$(command -v clickhouse-server)"
+  (cd "$d" || exit 1; nohup "$bin" --config-file="$d/config.xml" >"$d/log/stdout.log" 2>&1 </dev/null & echo $! >"$pidf")
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until clickhouse_ready; do
+    if ! pid_alive "$pidf"; then
+      tail -n 20 "$d/log/stdout.log" "$d/log/clickhouse-server.err.log" 2>/dev/null >&2 || true
+      die "clickhouse-server exited during start-up; logs in $d/log"
+    fi
+    ((SECONDS < deadline)) || die "clickhouse-server did not accept connections on 127.0.0.1:$CH_PORT within ${WAIT_SECONDS}s; logs in $d/log"
+    sleep 0.5
+  done
+  log "clickhouse ready: $(clickhouse-client --port "$CH_PORT" --query 'SELECT version()')"
+}
+
+clickhouse_ready() {
+  clickhouse-client --host 127.0.0.1 --port "$CH_PORT" --query 'SELECT 1' >/dev/null 2>&1
+}
+
+clickhouse_down() {
+  local pidf="$DIR/clickhouse/clickhouse.pid"
+  stop_pid "$pidf" clickhouse-server
+}
+
+# ---------------------------------------------------------------- kafka
+
+kafka_java() {
+  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$DIR/kafka/log4j2.properties" \
+    -Dkafka.logs.dir="$DIR/kafka/log" \
+    -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+kafka_config() {
+  local d="$DIR/kafka"
+  mkdir -p "$d/data" "$d/log"
+  cat >"$d/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$d/data
+num.partitions=4
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.retention.hours=168
+log.segment.bytes=268435456
+PROPS
+  cat >"$d/log4j2.properties" <<PROPS
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $d/log/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+PROPS
+}
+
+kafka_up() {
+  local d="$DIR/kafka" pidf="$DIR/kafka/kafka.pid"
+  if pid_alive "$pidf" && port_open "$KAFKA_PORT"; then
+    log "kafka already running (pid $(cat "$pidf")) on 127.0.0.1:$KAFKA_PORT"
+    return
+  fi
+  if port_open "$KAFKA_PORT"; then
+    log "something not started by this script already listens on 127.0.0.1:$KAFKA_PORT; using it as Kafka"
+    return
+  fi
+  kafka_config
+  if [[ ! -f "$d/data/meta.properties" ]]; then
+    local id
+    id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+    [[ -n "$id" ]] || die "kafka-storage random-uuid printed nothing; is $KAFKA_HOME complete?"
+    kafka_java kafka.tools.StorageTool format -t "$id" -c "$d/server.properties" >"$d/log/format.log" 2>&1 ||
+      { cat "$d/log/format.log" >&2; die "formatting Kafka's KRaft storage failed"; }
+  fi
+  log "starting kafka $KAFKA_VERSION (KRaft, one node) on 127.0.0.1:$KAFKA_PORT (data in $d)"
+  (cd "$d" || exit 1; kafka_java kafka.Kafka "$d/server.properties" >"$d/log/stdout.log" 2>&1 </dev/null & echo $! >"$pidf")
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until kafka_ready; do
+    if ! pid_alive "$pidf"; then
+      tail -n 30 "$d/log/stdout.log" "$d/log/server.log" 2>/dev/null >&2 || true
+      die "kafka exited during start-up; logs in $d/log"
+    fi
+    ((SECONDS < deadline)) || die "kafka did not accept connections on 127.0.0.1:$KAFKA_PORT within ${WAIT_SECONDS}s; logs in $d/log"
+    sleep 0.5
+  done
+  log "kafka ready on 127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_ready() {
+  port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$DIR/kafka/log/server.log" 2>/dev/null
+}
+
+kafka_down() {
+  stop_pid "$DIR/kafka/kafka.pid" kafka
+}
+
+# ---------------------------------------------------------------- common
+
+stop_pid() {
+  local pidf="$1" name="$2"
+  if ! pid_alive "$pidf"; then
+    rm -f "$pidf"
+    log "$name not running"
+    return
+  fi
+  local pid
+  pid="$(cat "$pidf")"
+  log "stopping $name (pid $pid)"
+  pkill -TERM -P "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidf"; return; }
+    sleep 0.5
+  done
+  log "$name did not stop in 30s; killing it"
+  pkill -KILL -P "$pid" 2>/dev/null || true
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidf"
+}
+
+case "${1:-}" in
+  up)
+    mkdir -p "$DIR"
+    install_clickhouse
+    install_kafka
+    clickhouse_up
+    kafka_up
+    ;;
+  down)
+    kafka_down
+    clickhouse_down
+    ;;
+  status)
+    pid_alive "$DIR/clickhouse/clickhouse.pid" && echo "clickhouse: running (pid $(cat "$DIR/clickhouse/clickhouse.pid"))" || echo "clickhouse: stopped"
+    pid_alive "$DIR/kafka/kafka.pid" && echo "kafka: running (pid $(cat "$DIR/kafka/kafka.pid"))" || echo "kafka: stopped"
+    ;;
+  reset)
+    kafka_down
+    clickhouse_down
+    rm -rf "$DIR"
+    ;;
+  *)
+    echo "usage: $0 up|down|status|reset" >&2
+    exit 2
+    ;;
+esac
