@@ -1,0 +1,100 @@
+package model
+
+import (
+	"math"
+	"sort"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+	// biasHash is the hash of the constant feature every example has.
+	biasHash = 0x9e3779b97f4a7c15
+)
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// feature is one hashed feature: its hash and value, and the namespace it
+// belongs to (as an index into the example's namespace table).
+type feature struct {
+	h  uint64
+	v  float64
+	ns uint64
+}
+
+// nsHash hashes a namespace name; features of the namespace hash from it.
+func nsHash(ns string) uint64 { return fnvString(fnvOffset, ns) }
+
+// appendFeatures hashes f's features onto dst in a stable order: namespace,
+// name, then bag order. A categorical is ns^name=value with value 1; a number
+// is ns^name with its value; a bool is ns^name with 0 or 1.
+func appendFeatures(dst []feature, f flywheel.Features) []feature {
+	if len(f) == 0 {
+		return dst
+	}
+	var nsBuf [16]string
+	nss := nsBuf[:0]
+	for ns := range f {
+		nss = append(nss, ns)
+	}
+	sort.Strings(nss)
+	var nameBuf [32]string
+	for _, ns := range nss {
+		nh := nsHash(ns)
+		names := nameBuf[:0]
+		for name := range f[ns] {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			base := fnvString(fnvString(nh, "^"), name)
+			switch v := f[ns][name].(type) {
+			case string:
+				dst = append(dst, feature{h: fnvString(fnvString(base, "="), v), v: 1, ns: nh})
+			case float64:
+				if v != 0 && !math.IsNaN(v) && !math.IsInf(v, 0) {
+					dst = append(dst, feature{h: base, v: v, ns: nh})
+				}
+			case bool:
+				if v {
+					dst = append(dst, feature{h: base, v: 1, ns: nh})
+				}
+			case []any:
+				for _, e := range v {
+					if s, ok := e.(string); ok {
+						dst = append(dst, feature{h: fnvString(fnvString(base, "="), s), v: 1, ns: nh})
+					}
+				}
+			case []string:
+				for _, s := range v {
+					dst = append(dst, feature{h: fnvString(fnvString(base, "="), s), v: 1, ns: nh})
+				}
+			}
+		}
+	}
+	return dst
+}
+
+// cross combines the hashes of two features of an interaction.
+func cross(a, b uint64) uint64 { return (a * fnvPrime) ^ b }
+
+// splitmix64 scrambles x; used to turn an event id into a reproducible draw.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// uniform01 returns a reproducible number in [0, 1) for key and salt.
+func uniform01(key string, salt uint64) float64 {
+	return float64(splitmix64(fnvString(fnvOffset, key)^salt)>>11) / (1 << 53)
+}

@@ -1,0 +1,339 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// Exploration policies of a ranker.
+const (
+	EpsilonGreedy = "epsilon-greedy"
+	Softmax       = "softmax"
+	SquareCB      = "squarecb"
+)
+
+// Exploration configures how a ranker spreads probability over actions.
+type Exploration struct {
+	Policy  string  `yaml:"policy" json:"policy"`
+	Epsilon float64 `yaml:"epsilon" json:"epsilon,omitempty"` // epsilon-greedy: share spread uniformly
+	Lambda  float64 `yaml:"lambda" json:"lambda,omitempty"`   // softmax: inverse temperature
+	Gamma   float64 `yaml:"gamma" json:"gamma,omitempty"`     // squarecb: greediness
+}
+
+// Validate reports an EINVALID error naming the bad field under path.
+func (e Exploration) Validate(path string) error {
+	switch e.Policy {
+	case EpsilonGreedy:
+		if !(e.Epsilon >= 0 && e.Epsilon <= 1) {
+			return flywheel.Errorf(flywheel.EINVALID, "%s.epsilon must be in [0, 1]; got %v", path, e.Epsilon)
+		}
+	case Softmax:
+		if !(e.Lambda >= 0) || math.IsInf(e.Lambda, 0) {
+			return flywheel.Errorf(flywheel.EINVALID, "%s.lambda must be a finite number >= 0; got %v", path, e.Lambda)
+		}
+	case SquareCB:
+		if !(e.Gamma >= 0) || math.IsInf(e.Gamma, 0) {
+			return flywheel.Errorf(flywheel.EINVALID, "%s.gamma must be a finite number >= 0; got %v", path, e.Gamma)
+		}
+	default:
+		return flywheel.Errorf(flywheel.EINVALID, "%s.policy must be epsilon-greedy, softmax or squarecb; got %q", path, e.Policy)
+	}
+	return nil
+}
+
+// Config describes a model's shape. It is stored in the artifact, so a
+// version always scores as it was trained.
+type Config struct {
+	Kind         string      // flywheel.KindRanker or flywheel.KindClassifier
+	Bits         int         // 2^Bits weights; default 18
+	Interactions [][2]string // namespace pairs to cross (VW's -q)
+	Exploration  Exploration // rankers only
+}
+
+// Validate reports an EINVALID error naming the bad field.
+func (c Config) Validate() error {
+	switch c.Kind {
+	case flywheel.KindRanker:
+		if err := c.Exploration.Validate("exploration"); err != nil {
+			return err
+		}
+	case flywheel.KindClassifier:
+	default:
+		return flywheel.Errorf(flywheel.EINVALID, "kind must be ranker or classifier; got %q", c.Kind)
+	}
+	if c.Bits < 1 || c.Bits > 28 {
+		return flywheel.Errorf(flywheel.EINVALID, "bits must be in [1, 28]; got %d", c.Bits)
+	}
+	for i, p := range c.Interactions {
+		if p[0] == "" || p[1] == "" {
+			return flywheel.Errorf(flywheel.EINVALID, "interactions[%d] names an empty namespace", i)
+		}
+	}
+	return nil
+}
+
+// Model is a trained (or fresh, all-zero) model. It is immutable and safe for
+// concurrent use.
+type Model struct {
+	cfg     Config
+	mask    uint64
+	pairs   [][2]uint64 // hashed namespace pairs
+	weights []float32
+	trained uint64 // examples seen in training
+}
+
+// New returns a model of the given shape with all weights zero. A fresh
+// ranker scores every action alike, so its policy is uniformly random: the
+// first version of every ranker.
+func New(cfg Config) (*Model, error) {
+	if cfg.Bits == 0 {
+		cfg.Bits = 18
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Model{cfg: cfg, mask: 1<<cfg.Bits - 1, weights: make([]float32, 1<<cfg.Bits)}
+	for _, p := range cfg.Interactions {
+		m.pairs = append(m.pairs, [2]uint64{nsHash(p[0]), nsHash(p[1])})
+	}
+	return m, nil
+}
+
+// Config returns the model's shape.
+func (m *Model) Config() Config { return m.cfg }
+
+// Trained returns how many examples the model has learned from.
+func (m *Model) Trained() uint64 { return m.trained }
+
+// Weights returns the model's weights. The caller must not modify them.
+func (m *Model) Weights() []float32 { return m.weights }
+
+// Clone returns a deep copy, for warm starts.
+func (m *Model) Clone() *Model {
+	c := *m
+	c.weights = append([]float32(nil), m.weights...)
+	c.pairs = append([][2]uint64(nil), m.pairs...)
+	return &c
+}
+
+// score returns w·x for the union of ctx and act features, plus the
+// interactions and the bias.
+func (m *Model) score(ctx, act []feature) float64 {
+	w := m.weights
+	s := float64(w[biasHash&m.mask])
+	for _, f := range ctx {
+		s += float64(w[f.h&m.mask]) * f.v
+	}
+	for _, f := range act {
+		s += float64(w[f.h&m.mask]) * f.v
+	}
+	for _, p := range m.pairs {
+		s += m.crossScore(p, ctx, act)
+	}
+	return s
+}
+
+// crossScore sums the interaction terms of one namespace pair. A namespace
+// may appear in the context, in the action or both.
+func (m *Model) crossScore(p [2]uint64, ctx, act []feature) float64 {
+	w := m.weights
+	var s float64
+	for _, lhs := range [2][]feature{ctx, act} {
+		for _, a := range lhs {
+			if a.ns != p[0] {
+				continue
+			}
+			for _, rhs := range [2][]feature{ctx, act} {
+				for _, b := range rhs {
+					if b.ns == p[1] {
+						s += float64(w[cross(a.h, b.h)&m.mask]) * a.v * b.v
+					}
+				}
+			}
+		}
+	}
+	return s
+}
+
+// visit calls fn with the weight index and value of every feature of the
+// example, interactions included, in the same order as score.
+func (m *Model) visit(ctx, act []feature, fn func(i uint64, v float64)) {
+	fn(biasHash&m.mask, 1)
+	for _, f := range ctx {
+		fn(f.h&m.mask, f.v)
+	}
+	for _, f := range act {
+		fn(f.h&m.mask, f.v)
+	}
+	for _, p := range m.pairs {
+		for _, lhs := range [2][]feature{ctx, act} {
+			for _, a := range lhs {
+				if a.ns != p[0] {
+					continue
+				}
+				for _, rhs := range [2][]feature{ctx, act} {
+					for _, b := range rhs {
+						if b.ns == p[1] {
+							fn(cross(a.h, b.h)&m.mask, a.v*b.v)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// Ranking is a ranker's answer. Probabilities and Scores are parallel to the
+// actions given; Order lists action indexes in presentation order, Order[0]
+// being Chosen.
+type Ranking struct {
+	Scores        []float64
+	Probabilities []float64
+	Order         []int
+	Chosen        int
+	Explored      bool
+}
+
+// Rank scores the actions for the context, computes the exploration policy's
+// exact probability of showing each action first, and draws the first action
+// reproducibly from key (the event id): the same key, context and actions
+// always give the same answer. The rest follow by score. It returns an
+// EINVALID error if actions is empty or the model is not a ranker.
+func (m *Model) Rank(key string, ctx flywheel.Features, actions []flywheel.Action, out *Ranking) error {
+	if m.cfg.Kind != flywheel.KindRanker {
+		return flywheel.Errorf(flywheel.EINVALID, "model is a %s, not a ranker", m.cfg.Kind)
+	}
+	if len(actions) == 0 {
+		return flywheel.Errorf(flywheel.EINVALID, "actions is empty")
+	}
+	m.Policy(ctx, actions, out)
+	u := uniform01(key, uint64(m.trained)*0x2545f4914f6cdd1d)
+	chosen := len(actions) - 1
+	acc := 0.0
+	for i, p := range out.Probabilities {
+		acc += p
+		if u < acc {
+			chosen = i
+			break
+		}
+	}
+	out.Chosen = chosen
+	out.Order = out.Order[:0]
+	out.Order = append(out.Order, chosen)
+	best := argmax(out.Scores)
+	out.Explored = out.Scores[chosen] < out.Scores[best]
+	for len(out.Order) < len(actions) {
+		next := -1
+		for i := range actions {
+			if contains(out.Order, i) {
+				continue
+			}
+			if next < 0 || out.Scores[i] > out.Scores[next] {
+				next = i
+			}
+		}
+		out.Order = append(out.Order, next)
+	}
+	return nil
+}
+
+// Policy fills out.Scores and out.Probabilities for the context and actions:
+// the probability, exploration included, of each action being shown first.
+// It is what serving draws from and what off-policy evaluation asks.
+func (m *Model) Policy(ctx flywheel.Features, actions []flywheel.Action, out *Ranking) {
+	k := len(actions)
+	out.Scores = resize(out.Scores, k)
+	out.Probabilities = resize(out.Probabilities, k)
+	cf := appendFeatures(make([]feature, 0, 32), ctx)
+	af := make([]feature, 0, 32)
+	for i, a := range actions {
+		af = appendFeatures(af[:0], a.Features)
+		out.Scores[i] = m.score(cf, af)
+	}
+	explore(m.cfg.Exploration, out.Scores, out.Probabilities)
+}
+
+// explore fills probs from scores according to the policy.
+func explore(e Exploration, scores, probs []float64) {
+	k := float64(len(scores))
+	best := argmax(scores)
+	switch e.Policy {
+	case Softmax:
+		var sum float64
+		for i, s := range scores {
+			probs[i] = math.Exp(e.Lambda * (s - scores[best]))
+			sum += probs[i]
+		}
+		for i := range probs {
+			probs[i] /= sum
+		}
+	case SquareCB:
+		var rest float64
+		for i, s := range scores {
+			if i == best {
+				continue
+			}
+			probs[i] = 1 / (k + e.Gamma*(scores[best]-s))
+			rest += probs[i]
+		}
+		probs[best] = 1 - rest
+	default: // epsilon-greedy; ties for the best share the greedy mass
+		ties := 0
+		for _, s := range scores {
+			if s == scores[best] {
+				ties++
+			}
+		}
+		for i, s := range scores {
+			probs[i] = e.Epsilon / k
+			if s == scores[best] {
+				probs[i] += (1 - e.Epsilon) / float64(ties)
+			}
+		}
+	}
+}
+
+// Predict returns the classifier's probability of a positive outcome, or the
+// ranker's raw score for the features as a single action with no context.
+func (m *Model) Predict(f flywheel.Features) float64 {
+	s := m.score(appendFeatures(make([]feature, 0, 32), f), nil)
+	if m.cfg.Kind == flywheel.KindClassifier {
+		return sigmoid(s)
+	}
+	return s
+}
+
+func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+
+func argmax(s []float64) int {
+	best := 0
+	for i, v := range s {
+		if v > s[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func resize(s []float64, n int) []float64 {
+	if cap(s) < n {
+		return make([]float64, n)
+	}
+	return s[:n]
+}
+
+// String describes the model for logs.
+func (m *Model) String() string {
+	return fmt.Sprintf("%s bits=%d interactions=%v exploration=%s trained=%d", m.cfg.Kind, m.cfg.Bits, m.cfg.Interactions, m.cfg.Exploration.Policy, m.trained)
+}

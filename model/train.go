@@ -1,0 +1,106 @@
+package model
+
+import (
+	"math"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// TrainConfig tunes learning.
+type TrainConfig struct {
+	// LearningRate scales every adaptive step; default 0.1.
+	LearningRate float64
+	// MaxImportanceWeight clips 1/(K·p), the weight of a logged ranker
+	// example; default 20. 0 < clip; 1 disables importance weighting.
+	MaxImportanceWeight float64
+	// L2 is an L2 penalty per step; default 0.
+	L2 float64
+}
+
+func (c TrainConfig) withDefaults() TrainConfig {
+	if c.LearningRate <= 0 {
+		c.LearningRate = 0.1
+	}
+	if c.MaxImportanceWeight <= 0 {
+		c.MaxImportanceWeight = 20
+	}
+	return c
+}
+
+// Trainer updates a model with adaptive, normalized per-coordinate steps
+// (AdaGrad scaled by the largest magnitude each feature has shown, so a
+// feature's scale does not change how fast predictions move). It is
+// not safe for concurrent use; Model returns the model learned so far.
+type Trainer struct {
+	cfg TrainConfig
+	m   *Model
+	g2  []float32 // running sum of squared gradients per weight
+	sc  []float32 // largest |value| seen per weight, for normalized steps
+	cf  []feature
+	af  []feature
+}
+
+// NewTrainer returns a trainer that starts from m (which it copies, so m
+// itself is never modified).
+func NewTrainer(m *Model, cfg TrainConfig) *Trainer {
+	return &Trainer{cfg: cfg.withDefaults(), m: m.Clone(), g2: make([]float32, len(m.weights)), sc: make([]float32, len(m.weights))}
+}
+
+// Model returns the model learned so far. The trainer goes on owning it:
+// call Model only when done learning, or Clone the result.
+func (t *Trainer) Model() *Model { return t.m }
+
+// LearnRanker learns the reward of the chosen action of one logged decision
+// by importance-weighted squared-loss regression: the weight is 1/(K·p),
+// clipped, so uniformly logged data has weight 1. It returns an EINVALID
+// error for an example that is not usable (no actions, chosen index out of
+// range, probability not in (0, 1], reward not finite).
+func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
+	if len(ex.Actions) == 0 || ex.ChosenIndex < 0 || ex.ChosenIndex >= len(ex.Actions) || ex.ChosenIndex >= len(ex.Probabilities) {
+		return flywheel.Errorf(flywheel.EINVALID, "example %s: chosen action is out of range", ex.EventID)
+	}
+	p := ex.Probabilities[ex.ChosenIndex]
+	if !(p > 0 && p <= 1) {
+		return flywheel.Errorf(flywheel.EINVALID, "example %s: probability %v of the chosen action is not in (0, 1]", ex.EventID, p)
+	}
+	if math.IsNaN(ex.Reward) || math.IsInf(ex.Reward, 0) {
+		return flywheel.Errorf(flywheel.EINVALID, "example %s: reward is not finite", ex.EventID)
+	}
+	iw := math.Min(1/(float64(len(ex.Actions))*p), t.cfg.MaxImportanceWeight)
+	t.cf = appendFeatures(t.cf[:0], ex.Context)
+	t.af = appendFeatures(t.af[:0], ex.Actions[ex.ChosenIndex].Features)
+	pred := t.m.score(t.cf, t.af)
+	t.step(iw * (pred - ex.Reward))
+	return nil
+}
+
+// LearnClassifier learns one labelled example with logistic loss; label is
+// true for a positive outcome.
+func (t *Trainer) LearnClassifier(f flywheel.Features, label bool) {
+	t.cf = appendFeatures(t.cf[:0], f)
+	y := 0.0
+	if label {
+		y = 1
+	}
+	pred := sigmoid(t.m.score(t.cf, nil))
+	t.af = t.af[:0]
+	t.step(pred - y)
+}
+
+// step applies gradient g (dLoss/dScore) to every feature of the current
+// example (t.cf, t.af).
+func (t *Trainer) step(g float64) {
+	w, g2, sc, lr, l2 := t.m.weights, t.g2, t.sc, t.cfg.LearningRate, t.cfg.L2
+	t.m.visit(t.cf, t.af, func(i uint64, v float64) {
+		if a := float32(math.Abs(v)); a > sc[i] {
+			sc[i] = a
+		}
+		gi := g*v + l2*float64(w[i])
+		if gi == 0 || sc[i] == 0 {
+			return
+		}
+		g2[i] += float32(gi * gi)
+		w[i] -= float32(lr * gi / (math.Sqrt(float64(g2[i])) * float64(sc[i])))
+	})
+	t.m.trained++
+}
