@@ -1,0 +1,222 @@
+// Package kafka is Flywheel's thin adapter to Kafka: connection settings,
+// topic names and setup, readers and writers configured the way every
+// component needs them, and the embedded Kafka-protocol broker that
+// `flywheel dev` runs when no brokers are named.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// Config says where the brokers are and how topics are named and made.
+type Config struct {
+	Brokers []string `yaml:"brokers"`
+	// TopicPrefix is put before every topic name ("" in production; tests use
+	// it to keep their topics apart).
+	TopicPrefix string `yaml:"topic_prefix"`
+	// Partitions of the decisions and feedback topics when Flywheel creates
+	// them; default 8. Model events always have one partition.
+	Partitions int `yaml:"partitions"`
+	// ReplicationFactor of topics Flywheel creates; default 1.
+	ReplicationFactor int `yaml:"replication_factor"`
+}
+
+// Topics are the names of Flywheel's topics.
+type Topics struct {
+	Decisions   string
+	Feedback    string
+	ModelEvents string
+	DLQ         string
+}
+
+// Topics returns the topic names under the configured prefix.
+func (c Config) Topics() Topics {
+	p := c.TopicPrefix
+	return Topics{
+		Decisions:   p + "flywheel.decisions",
+		Feedback:    p + "flywheel.feedback",
+		ModelEvents: p + "flywheel.model-events",
+		DLQ:         p + "flywheel.dlq",
+	}
+}
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("kafka.brokers is empty")
+	}
+	for i, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("kafka.brokers[%d] %q is not host:port", i, b)
+		}
+	}
+	if c.Partitions < 0 || c.ReplicationFactor < 0 {
+		return errors.New("kafka.partitions and kafka.replication_factor must not be negative")
+	}
+	return nil
+}
+
+func (c Config) partitions() int {
+	if c.Partitions <= 0 {
+		return 8
+	}
+	return c.Partitions
+}
+
+func (c Config) replication() int {
+	if c.ReplicationFactor <= 0 {
+		return 1
+	}
+	return c.ReplicationFactor
+}
+
+// EnsureTopics creates Flywheel's topics that do not exist yet, and waits
+// until every one of them has a leader. Running it again is harmless.
+func EnsureTopics(ctx context.Context, c Config) error {
+	t := c.Topics()
+	want := []kafkago.TopicConfig{
+		{Topic: t.Decisions, NumPartitions: c.partitions(), ReplicationFactor: c.replication()},
+		{Topic: t.Feedback, NumPartitions: c.partitions(), ReplicationFactor: c.replication()},
+		{Topic: t.ModelEvents, NumPartitions: 1, ReplicationFactor: c.replication()},
+		{Topic: t.DLQ, NumPartitions: 1, ReplicationFactor: c.replication()},
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 10 * time.Second}
+	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: want})
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	for topic, err := range resp.Errors {
+		if err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", topic, err)
+		}
+	}
+	names := make([]string, len(want))
+	for i, w := range want {
+		names[i] = w.Topic
+	}
+	for {
+		meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: names})
+		if err == nil && allLed(meta, len(names)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for topics to have leaders: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(meta *kafkago.MetadataResponse, n int) bool {
+	if len(meta.Topics) != n {
+		return false
+	}
+	for _, t := range meta.Topics {
+		if t.Error != nil || len(t.Partitions) == 0 {
+			return false
+		}
+		for _, p := range t.Partitions {
+			if p.Error != nil || p.Leader.Host == "" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// WaitReady waits until a broker answers a metadata request, or ctx ends.
+func WaitReady(ctx context.Context, c Config) error {
+	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 2 * time.Second}
+	var last error
+	for {
+		if _, err := client.Metadata(ctx, &kafkago.MetadataRequest{}); err == nil {
+			return nil
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka at %v is not reachable: %w (last error: %v)", c.Brokers, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// NewWriter returns a synchronous writer for topic that waits for all
+// in-sync replicas, batches concurrent writes for at most 2 ms, and routes
+// records by key hash so that all records of one key keep their order.
+func NewWriter(c Config, topic string) *kafkago.Writer {
+	return &kafkago.Writer{
+		Addr:                   kafkago.TCP(c.Brokers...),
+		Topic:                  topic,
+		Balancer:               &kafkago.Hash{},
+		RequiredAcks:           kafkago.RequireAll,
+		BatchTimeout:           2 * time.Millisecond,
+		BatchSize:              1000,
+		BatchBytes:             16 << 20,
+		MaxAttempts:            5,
+		WriteBackoffMin:        50 * time.Millisecond,
+		WriteBackoffMax:        time.Second,
+		AllowAutoTopicCreation: false,
+	}
+}
+
+// NewGroupReader returns a consumer-group reader over topics that never
+// commits by itself: the caller commits after it has processed.
+func NewGroupReader(c Config, group string, topics ...string) *kafkago.Reader {
+	return kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers:               c.Brokers,
+		GroupID:               group,
+		GroupTopics:           topics,
+		MinBytes:              1,
+		MaxBytes:              32 << 20,
+		MaxWait:               250 * time.Millisecond,
+		CommitInterval:        0, // synchronous, explicit commits only
+		StartOffset:           kafkago.FirstOffset,
+		HeartbeatInterval:     time.Second,
+		SessionTimeout:        10 * time.Second,
+		RebalanceTimeout:      10 * time.Second,
+		JoinGroupBackoff:      500 * time.Millisecond,
+		WatchPartitionChanges: true,
+		ReadBackoffMin:        50 * time.Millisecond,
+		ReadBackoffMax:        500 * time.Millisecond,
+	})
+}
+
+// NewTailReader returns a reader of partition 0 of a one-partition topic,
+// outside any group, starting at offset (kafkago.FirstOffset or LastOffset):
+// every serving replica reads every model event.
+func NewTailReader(c Config, topic string, offset int64) (*kafkago.Reader, error) {
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers:        c.Brokers,
+		Topic:          topic,
+		Partition:      0,
+		MinBytes:       1,
+		MaxBytes:       4 << 20,
+		MaxWait:        200 * time.Millisecond,
+		ReadBackoffMin: 50 * time.Millisecond,
+		ReadBackoffMax: 500 * time.Millisecond,
+	})
+	if err := r.SetOffset(offset); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("set offset on %s: %w", topic, err)
+	}
+	return r, nil
+}
+
+// Port returns the port of a host:port address, or 0.
+func Port(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}

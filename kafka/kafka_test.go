@@ -1,0 +1,75 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// testBrokers returns the real broker named by FLYWHEEL_TEST_KAFKA. make test
+// starts one and sets it; without it the test fails, it is never skipped.
+func testBrokers(t *testing.T) []string {
+	t.Helper()
+	v := os.Getenv("FLYWHEEL_TEST_KAFKA")
+	if v == "" {
+		t.Fatal("FLYWHEEL_TEST_KAFKA is not set: run `make test`, which starts Kafka")
+	}
+	return strings.Split(v, ",")
+}
+
+func roundTrip(t *testing.T, brokers []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := Config{Brokers: brokers, TopicPrefix: fmt.Sprintf("t%d.", time.Now().UnixNano()), Partitions: 3}
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		t.Fatalf("second EnsureTopics: %v", err)
+	}
+	w := NewWriter(cfg, cfg.Topics().Decisions)
+	defer w.Close()
+	const n = 50
+	msgs := make([]kafkago.Message, n)
+	for i := range msgs {
+		msgs[i] = kafkago.Message{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("v%d", i))}
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	r := NewGroupReader(cfg, cfg.TopicPrefix+"g", cfg.Topics().Decisions)
+	defer r.Close()
+	seen := map[string]bool{}
+	for len(seen) < n {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(seen), err)
+		}
+		if string(m.Value) != "v"+strings.TrimPrefix(string(m.Key), "k") {
+			t.Fatalf("key %s has value %s", m.Key, m.Value)
+		}
+		seen[string(m.Key)] = true
+		if err := r.CommitMessages(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRealBrokerRoundTrip(t *testing.T) {
+	roundTrip(t, testBrokers(t))
+}
+
+func TestEmbeddedBrokerRoundTrip(t *testing.T) {
+	e, err := StartEmbedded(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	roundTrip(t, e.Brokers())
+}
