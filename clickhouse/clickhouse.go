@@ -1,0 +1,101 @@
+// Package clickhouse is Flywheel's thin adapter to ClickHouse: connection
+// settings and the versioned, idempotent migrations that create the tables
+// and views of the flywheel database. The SQL runs on ClickHouse 18.16 (the
+// Debian package the tests use) and on current releases.
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Config says where ClickHouse is.
+type Config struct {
+	// DSN such as clickhouse://user:pass@127.0.0.1:9000/flywheel (the native
+	// protocol; the path names the database).
+	DSN string `yaml:"dsn"`
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Options parses the DSN and checks it.
+func (c Config) Options() (*ch.Options, error) {
+	if c.DSN == "" {
+		return nil, fmt.Errorf("clickhouse.dsn is empty")
+	}
+	o, err := ch.ParseDSN(c.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse.dsn: %w", err)
+	}
+	if o.Auth.Database == "" {
+		o.Auth.Database = "flywheel"
+	}
+	if !identRE.MatchString(o.Auth.Database) {
+		return nil, fmt.Errorf("clickhouse.dsn: database name %q is not a plain identifier", o.Auth.Database)
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.MaxOpenConns == 0 {
+		o.MaxOpenConns = 16
+	}
+	return o, nil
+}
+
+// Database returns the configured database name ("flywheel" by default).
+func (c Config) Database() string {
+	o, err := c.Options()
+	if err != nil {
+		return "flywheel"
+	}
+	return o.Auth.Database
+}
+
+// Open connects to the configured database and pings it. The caller closes
+// the connection; it is safe for concurrent use.
+func Open(ctx context.Context, c Config) (driver.Conn, error) {
+	o, err := c.Options()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := ch.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse: %w", err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ping clickhouse at %v: %w", o.Addr, err)
+	}
+	return conn, nil
+}
+
+// WaitReady waits until the server answers or ctx ends.
+func WaitReady(ctx context.Context, c Config) error {
+	o, err := c.Options()
+	if err != nil {
+		return err
+	}
+	o.Auth.Database = "default"
+	var last error
+	for {
+		conn, err := ch.Open(o)
+		if err == nil {
+			err = conn.Ping(ctx)
+			conn.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("clickhouse at %v is not reachable: %w (last error: %v)", o.Addr, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

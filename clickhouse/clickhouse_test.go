@@ -1,0 +1,97 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestConfig returns a config for a fresh database on the real server named
+// by FLYWHEEL_TEST_CLICKHOUSE (host:port), which make test starts.
+func testConfig(t *testing.T) Config {
+	t.Helper()
+	addr := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
+	if addr == "" {
+		t.Fatal("FLYWHEEL_TEST_CLICKHOUSE is not set: run `make test`, which starts ClickHouse")
+	}
+	return Config{DSN: fmt.Sprintf("clickhouse://%s/t_%d", addr, time.Now().UnixNano())}
+}
+
+func TestMigrateTwiceAndViews(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		if err := Migrate(ctx, cfg); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+	}
+	conn, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	db := cfg.Database()
+	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".schema_migrations FINAL").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != uint64(SchemaVersion()) {
+		t.Fatalf("schema_migrations has %d rows, want %d", n, SchemaVersion())
+	}
+	// Decision e1 (closed window, two feedbacks inside it, one after it),
+	// e2 (closed, none: default), e3 (open window: left out). e1 inserted twice.
+	now := time.Now().UTC()
+	old := now.Add(-time.Hour)
+	ins := func(id string, ts time.Time, window uint32, agg string) {
+		t.Helper()
+		err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, chosen, reward_window_s, reward_default, reward_aggregate, ingested_at)
+			SELECT ?, ?, ?, 'm', 'ranker', 1, 'champion', 'a', ?, -1, ?, now()`, id, ts, uint64(ts.UnixMilli()), window, agg)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fb := func(ev, id string, ts time.Time, r float64) {
+		t.Helper()
+		if err := conn.Exec(ctx, "INSERT INTO "+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at) SELECT ?, ?, ?, ?, ?, '', now()`, ev, id, ts, uint64(ts.UnixMilli()), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ins("e1", old, 600, "sum")
+	ins("e1", old, 600, "sum")
+	ins("e2", old, 600, "sum")
+	ins("e3", now, 3600, "sum")
+	fb("e1", "f1", old.Add(time.Minute), 1)
+	fb("e1", "f1", old.Add(time.Minute), 1) // duplicate delivery
+	fb("e1", "f2", old.Add(2*time.Minute), 0.5)
+	fb("e1", "f3", old.Add(20*time.Minute), 100) // outside the window
+	rows, err := conn.Query(ctx, "SELECT event_id, reward, feedback_count FROM "+db+".examples ORDER BY event_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]float64{}
+	for rows.Next() {
+		var id string
+		var r float64
+		var c uint64
+		if err := rows.Scan(&id, &r, &c); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = [2]float64{r, float64(c)}
+	}
+	want := map[string][2]float64{"e1": {1.5, 2}, "e2": {-1, 0}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("examples = %v, want %v", got, want)
+	}
+	var decisions uint64
+	var rate float64
+	if err := conn.QueryRow(ctx, "SELECT decisions, reward_rate FROM "+db+".reward_by_version WHERE model = 'm'").Scan(&decisions, &rate); err != nil {
+		t.Fatal(err)
+	}
+	if decisions != 2 || rate != 0.25 {
+		t.Fatalf("reward_by_version: %d decisions, rate %v; want 2, 0.25", decisions, rate)
+	}
+}

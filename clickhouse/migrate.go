@@ -1,0 +1,209 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+)
+
+// migration is one step of the schema. Every statement is idempotent on its
+// own (IF NOT EXISTS), and applied versions are recorded in
+// schema_migrations, so Migrate can run at every start of every process.
+type migration struct {
+	version    uint32
+	name       string
+	statements []string
+}
+
+// {db} in a statement is replaced by the database name.
+var migrations = []migration{
+	{1, "decisions and feedback", []string{
+		`CREATE TABLE IF NOT EXISTS {db}.decisions (
+			event_id String,
+			ts DateTime,
+			ts_ms UInt64,
+			model String,
+			kind String,
+			version UInt32,
+			variant String,
+			context_names Array(String),
+			context_values Array(String),
+			context_numbers Array(Float64),
+			action_ids Array(String),
+			probabilities Array(Float64),
+			chosen String,
+			chosen_index UInt16,
+			chosen_probability Float64,
+			chosen_names Array(String),
+			chosen_values Array(String),
+			chosen_numbers Array(Float64),
+			explored UInt8,
+			score Float64,
+			reward_window_s UInt32,
+			reward_default Float64,
+			reward_aggregate String,
+			context_json String,
+			actions_json String,
+			ingested_at DateTime
+		) ENGINE = ReplacingMergeTree()
+		PARTITION BY toYYYYMM(ts)
+		ORDER BY (model, event_id)`,
+		`CREATE TABLE IF NOT EXISTS {db}.feedback (
+			event_id String,
+			feedback_id String,
+			ts DateTime,
+			ts_ms UInt64,
+			reward Float64,
+			type String,
+			ingested_at DateTime
+		) ENGINE = ReplacingMergeTree()
+		PARTITION BY toYYYYMM(ts)
+		ORDER BY (event_id, feedback_id)`,
+	}},
+	{2, "model registry and deployments", []string{
+		`CREATE TABLE IF NOT EXISTS {db}.models (
+			name String,
+			version UInt32,
+			kind String,
+			created_at DateTime,
+			artifact String,
+			sha256 String,
+			manifest String,
+			metrics String
+		) ENGINE = ReplacingMergeTree()
+		ORDER BY (name, version)`,
+		`CREATE TABLE IF NOT EXISTS {db}.deployments (
+			name String,
+			alias String,
+			version UInt32,
+			previous_version UInt32,
+			ts DateTime,
+			seq UInt64,
+			actor String,
+			reason String
+		) ENGINE = MergeTree()
+		ORDER BY (name, alias, seq)`,
+	}},
+	{3, "analyst views", []string{
+		// examples: each decision whose reward window has closed, joined with
+		// the feedback that arrived inside the window, aggregated by the
+		// decision's own reward rule; the default reward when none came.
+		`CREATE VIEW IF NOT EXISTS {db}.examples AS
+		SELECT
+			event_id,
+			any(d_ts) AS ts,
+			any(d_ts_ms) AS ts_ms,
+			any(d_model) AS model,
+			any(d_kind) AS kind,
+			any(d_version) AS version,
+			any(d_variant) AS variant,
+			any(d_action_ids) AS action_ids,
+			any(d_probabilities) AS probabilities,
+			any(d_chosen) AS chosen,
+			any(d_chosen_index) AS chosen_index,
+			any(d_chosen_probability) AS chosen_probability,
+			any(d_explored) AS explored,
+			any(d_score) AS score,
+			any(d_context_json) AS context_json,
+			any(d_actions_json) AS actions_json,
+			any(d_context_names) AS context_names,
+			any(d_context_values) AS context_values,
+			any(d_context_numbers) AS context_numbers,
+			countIf(f_id != '' AND f_ts_ms <= d_deadline_ms) AS feedback_count,
+			multiIf(
+				feedback_count = 0, any(d_reward_default),
+				any(d_reward_aggregate) = 'first', argMinIf(f_reward, f_ts_ms, f_id != '' AND f_ts_ms <= d_deadline_ms),
+				any(d_reward_aggregate) = 'last', argMaxIf(f_reward, f_ts_ms, f_id != '' AND f_ts_ms <= d_deadline_ms),
+				any(d_reward_aggregate) = 'max', maxIf(f_reward, f_id != '' AND f_ts_ms <= d_deadline_ms),
+				sumIf(f_reward, f_id != '' AND f_ts_ms <= d_deadline_ms)) AS reward
+		FROM
+		(
+			SELECT
+				event_id,
+				ts AS d_ts, ts_ms AS d_ts_ms, model AS d_model, kind AS d_kind, version AS d_version,
+				variant AS d_variant, action_ids AS d_action_ids, probabilities AS d_probabilities,
+				chosen AS d_chosen, chosen_index AS d_chosen_index, chosen_probability AS d_chosen_probability,
+				explored AS d_explored, score AS d_score, context_json AS d_context_json,
+				actions_json AS d_actions_json, context_names AS d_context_names,
+				context_values AS d_context_values, context_numbers AS d_context_numbers,
+				reward_default AS d_reward_default, reward_aggregate AS d_reward_aggregate,
+				ts_ms + reward_window_s * 1000 AS d_deadline_ms
+			FROM {db}.decisions FINAL
+			WHERE ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000
+		)
+		ALL LEFT JOIN
+		(
+			SELECT event_id, feedback_id AS f_id, ts_ms AS f_ts_ms, reward AS f_reward
+			FROM {db}.feedback FINAL
+		) USING event_id
+		GROUP BY event_id`,
+		`CREATE VIEW IF NOT EXISTS {db}.reward_by_version AS
+		SELECT
+			model, version, variant, toStartOfHour(ts) AS hour,
+			count() AS decisions,
+			sum(reward) AS reward_sum,
+			avg(reward) AS reward_rate,
+			countIf(feedback_count > 0) AS with_feedback,
+			with_feedback / decisions AS join_rate
+		FROM {db}.examples
+		GROUP BY model, version, variant, hour`,
+	}},
+}
+
+// Migrate creates the database if needed and applies every migration not yet
+// recorded in schema_migrations. It is safe to run again and from several
+// processes at once (each statement is idempotent).
+func Migrate(ctx context.Context, c Config) error {
+	o, err := c.Options()
+	if err != nil {
+		return err
+	}
+	db := o.Auth.Database
+	o.Auth.Database = "default"
+	conn, err := ch.Open(o)
+	if err != nil {
+		return fmt.Errorf("open clickhouse: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		return fmt.Errorf("create database %s: %w", db, err)
+	}
+	if err := conn.Exec(ctx, strings.ReplaceAll(`CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+		version UInt32, name String, applied_at DateTime
+	) ENGINE = ReplacingMergeTree() ORDER BY version`, "{db}", db)); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	applied := map[uint32]bool{}
+	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
+	if err != nil {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	rows.Close()
+	for _, m := range migrations {
+		if applied[m.version] {
+			continue
+		}
+		for i, stmt := range m.statements {
+			if err := conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", db)); err != nil {
+				return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at) SELECT ?, ?, now()", m.version, m.name); err != nil {
+			return fmt.Errorf("record migration %d: %w", m.version, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion returns the newest migration this build knows.
+func SchemaVersion() uint32 { return migrations[len(migrations)-1].version }
