@@ -7,41 +7,15 @@ import (
 	"github.com/flywheel-dev/flywheel"
 )
 
-// Exploration policies of a ranker.
+// Exploration policies, re-exported for convenience.
 const (
-	EpsilonGreedy = "epsilon-greedy"
-	Softmax       = "softmax"
-	SquareCB      = "squarecb"
+	EpsilonGreedy = flywheel.EpsilonGreedy
+	Softmax       = flywheel.Softmax
+	SquareCB      = flywheel.SquareCB
 )
 
 // Exploration configures how a ranker spreads probability over actions.
-type Exploration struct {
-	Policy  string  `yaml:"policy" json:"policy"`
-	Epsilon float64 `yaml:"epsilon" json:"epsilon,omitempty"` // epsilon-greedy: share spread uniformly
-	Lambda  float64 `yaml:"lambda" json:"lambda,omitempty"`   // softmax: inverse temperature
-	Gamma   float64 `yaml:"gamma" json:"gamma,omitempty"`     // squarecb: greediness
-}
-
-// Validate reports an EINVALID error naming the bad field under path.
-func (e Exploration) Validate(path string) error {
-	switch e.Policy {
-	case EpsilonGreedy:
-		if !(e.Epsilon >= 0 && e.Epsilon <= 1) {
-			return flywheel.Errorf(flywheel.EINVALID, "%s.epsilon must be in [0, 1]; got %v", path, e.Epsilon)
-		}
-	case Softmax:
-		if !(e.Lambda >= 0) || math.IsInf(e.Lambda, 0) {
-			return flywheel.Errorf(flywheel.EINVALID, "%s.lambda must be a finite number >= 0; got %v", path, e.Lambda)
-		}
-	case SquareCB:
-		if !(e.Gamma >= 0) || math.IsInf(e.Gamma, 0) {
-			return flywheel.Errorf(flywheel.EINVALID, "%s.gamma must be a finite number >= 0; got %v", path, e.Gamma)
-		}
-	default:
-		return flywheel.Errorf(flywheel.EINVALID, "%s.policy must be epsilon-greedy, softmax or squarecb; got %q", path, e.Policy)
-	}
-	return nil
-}
+type Exploration = flywheel.Exploration
 
 // Config describes a model's shape. It is stored in the artifact, so a
 // version always scores as it was trained.
@@ -336,4 +310,10 @@ func resize(s []float64, n int) []float64 {
 // String describes the model for logs.
 func (m *Model) String() string {
 	return fmt.Sprintf("%s bits=%d interactions=%v exploration=%s trained=%d", m.cfg.Kind, m.cfg.Bits, m.cfg.Interactions, m.cfg.Exploration.Policy, m.trained)
+}
+
+// FromConfig returns a fresh model of the shape a model's configuration
+// describes.
+func FromConfig(mc flywheel.ModelConfig) (*Model, error) {
+	return New(Config{Kind: mc.Kind, Bits: mc.Bits, Interactions: mc.InteractionPairs(), Exploration: mc.Exploration})
 }

@@ -1,0 +1,210 @@
+package flywheel
+
+import (
+	"math"
+	"time"
+)
+
+// Exploration policies of a ranker.
+const (
+	EpsilonGreedy = "epsilon-greedy"
+	Softmax       = "softmax"
+	SquareCB      = "squarecb"
+)
+
+// Exploration configures how a ranker spreads probability over actions.
+type Exploration struct {
+	Policy  string  `yaml:"policy" json:"policy"`
+	Epsilon float64 `yaml:"epsilon" json:"epsilon,omitempty"` // epsilon-greedy: share spread uniformly
+	Lambda  float64 `yaml:"lambda" json:"lambda,omitempty"`   // softmax: inverse temperature
+	Gamma   float64 `yaml:"gamma" json:"gamma,omitempty"`     // squarecb: greediness
+}
+
+// Validate reports an EINVALID error naming the bad field under path.
+func (e Exploration) Validate(path string) error {
+	switch e.Policy {
+	case EpsilonGreedy:
+		if !(e.Epsilon >= 0 && e.Epsilon <= 1) {
+			return Errorf(EINVALID, "%s.epsilon must be in [0, 1]; got %v", path, e.Epsilon)
+		}
+	case Softmax:
+		if !(e.Lambda >= 0) || math.IsInf(e.Lambda, 0) {
+			return Errorf(EINVALID, "%s.lambda must be a finite number >= 0; got %v", path, e.Lambda)
+		}
+	case SquareCB:
+		if !(e.Gamma >= 0) || math.IsInf(e.Gamma, 0) {
+			return Errorf(EINVALID, "%s.gamma must be a finite number >= 0; got %v", path, e.Gamma)
+		}
+	default:
+		return Errorf(EINVALID, "%s.policy must be epsilon-greedy, softmax or squarecb; got %q", path, e.Policy)
+	}
+	return nil
+}
+
+// ModelConfig is everything configured for one model name: its shape, how it
+// explores, how feedback becomes reward, when it is retrained and how a new
+// version is promoted.
+type ModelConfig struct {
+	Kind         string        `yaml:"kind"`
+	Bits         int           `yaml:"bits"`
+	Interactions [][]string    `yaml:"interactions"`
+	Exploration  Exploration   `yaml:"exploration"`
+	Reward       RewardConfig  `yaml:"reward"`
+	Retrain      RetrainConfig `yaml:"retrain"`
+	Promote      PromoteConfig `yaml:"promote"`
+	Guardrails   Guardrails    `yaml:"guardrails"`
+}
+
+// RewardConfig is the reward rule as configured.
+type RewardConfig struct {
+	Window    time.Duration `yaml:"window"`
+	Default   float64       `yaml:"default"`
+	Aggregate string        `yaml:"aggregate"`
+}
+
+// RetrainConfig says when and on what a model is retrained.
+type RetrainConfig struct {
+	Schedule       string        `yaml:"schedule"`
+	Window         time.Duration `yaml:"window"`
+	Holdout        float64       `yaml:"holdout"`
+	MinNewExamples int           `yaml:"min_new_examples"`
+	WarmStart      bool          `yaml:"warm_start"`
+	Passes         int           `yaml:"passes"`
+	LearningRate   float64       `yaml:"learning_rate"`
+}
+
+// PromoteConfig says how a candidate version becomes the champion.
+type PromoteConfig struct {
+	Policy         string       `yaml:"policy"` // auto | manual
+	Estimator      string       `yaml:"estimator"`
+	MinImprovement float64      `yaml:"min_improvement"`
+	Confidence     float64      `yaml:"confidence"`
+	Canary         CanaryConfig `yaml:"canary"`
+}
+
+// CanaryConfig is the share of traffic a canary gets and for how long.
+type CanaryConfig struct {
+	Share    float64       `yaml:"share"`
+	Duration time.Duration `yaml:"duration"`
+}
+
+// Guardrails bound a live version's behaviour.
+type Guardrails struct {
+	MaxRewardDrop float64 `yaml:"max_reward_drop"`
+	MaxErrorRate  float64 `yaml:"max_error_rate"`
+	MaxP99Ms      float64 `yaml:"max_p99_ms"`
+}
+
+// WithDefaults fills every unset field with its documented default.
+func (c ModelConfig) WithDefaults() ModelConfig {
+	if c.Kind == "" {
+		c.Kind = KindRanker
+	}
+	if c.Bits == 0 {
+		c.Bits = 18
+	}
+	if c.Exploration.Policy == "" {
+		c.Exploration = Exploration{Policy: EpsilonGreedy, Epsilon: 0.05}
+	}
+	if c.Reward.Window == 0 {
+		c.Reward.Window = 10 * time.Minute
+	}
+	if c.Reward.Aggregate == "" {
+		c.Reward.Aggregate = AggregateSum
+	}
+	if c.Retrain.Schedule == "" {
+		c.Retrain.Schedule = "*/15 * * * *"
+	}
+	if c.Retrain.Window == 0 {
+		c.Retrain.Window = 168 * time.Hour
+	}
+	if c.Retrain.Holdout == 0 {
+		c.Retrain.Holdout = 0.2
+	}
+	if c.Retrain.MinNewExamples == 0 {
+		c.Retrain.MinNewExamples = 1000
+	}
+	if c.Retrain.Passes == 0 {
+		c.Retrain.Passes = 1
+	}
+	if c.Promote.Policy == "" {
+		c.Promote.Policy = "auto"
+	}
+	if c.Promote.Estimator == "" {
+		c.Promote.Estimator = "snips"
+	}
+	if c.Promote.Confidence == 0 {
+		c.Promote.Confidence = 0.95
+	}
+	return c
+}
+
+// Validate reports an EINVALID error naming the bad field under path (for
+// example "models.homepage").
+func (c ModelConfig) Validate(path string) error {
+	switch c.Kind {
+	case KindRanker:
+		if err := c.Exploration.Validate(path + ".exploration"); err != nil {
+			return err
+		}
+	case KindClassifier:
+	default:
+		return Errorf(EINVALID, "%s.kind must be ranker or classifier; got %q", path, c.Kind)
+	}
+	if c.Bits < 1 || c.Bits > 28 {
+		return Errorf(EINVALID, "%s.bits must be in [1, 28]; got %d", path, c.Bits)
+	}
+	for i, p := range c.Interactions {
+		if len(p) != 2 || p[0] == "" || p[1] == "" {
+			return Errorf(EINVALID, "%s.interactions[%d] must name two namespaces", path, i)
+		}
+	}
+	if err := c.RewardRule().Validate(path + ".reward"); err != nil {
+		return err
+	}
+	if c.Reward.Window%time.Second != 0 {
+		return Errorf(EINVALID, "%s.reward.window must be whole seconds; got %v", path, c.Reward.Window)
+	}
+	if !(c.Retrain.Holdout > 0 && c.Retrain.Holdout < 1) {
+		return Errorf(EINVALID, "%s.retrain.holdout must be in (0, 1); got %v", path, c.Retrain.Holdout)
+	}
+	if c.Retrain.Window <= 0 {
+		return Errorf(EINVALID, "%s.retrain.window must be positive", path)
+	}
+	if c.Retrain.MinNewExamples < 0 || c.Retrain.Passes < 1 || c.Retrain.Passes > 100 {
+		return Errorf(EINVALID, "%s.retrain: min_new_examples must be >= 0 and passes in [1, 100]", path)
+	}
+	switch c.Promote.Policy {
+	case "auto", "manual":
+	default:
+		return Errorf(EINVALID, "%s.promote.policy must be auto or manual; got %q", path, c.Promote.Policy)
+	}
+	switch c.Promote.Estimator {
+	case "ips", "snips", "dr":
+	default:
+		return Errorf(EINVALID, "%s.promote.estimator must be ips, snips or dr; got %q", path, c.Promote.Estimator)
+	}
+	if !(c.Promote.Confidence > 0 && c.Promote.Confidence < 1) {
+		return Errorf(EINVALID, "%s.promote.confidence must be in (0, 1); got %v", path, c.Promote.Confidence)
+	}
+	if c.Promote.Canary.Share < 0 || c.Promote.Canary.Share >= 1 {
+		return Errorf(EINVALID, "%s.promote.canary.share must be in [0, 1); got %v", path, c.Promote.Canary.Share)
+	}
+	return nil
+}
+
+// RewardRule returns the rule stamped on every decision of this model.
+func (c ModelConfig) RewardRule() RewardRule {
+	return RewardRule{WindowSeconds: int64(c.Reward.Window / time.Second), Default: c.Reward.Default, Aggregate: c.Reward.Aggregate}
+}
+
+// InteractionPairs returns the interactions as pairs.
+func (c ModelConfig) InteractionPairs() [][2]string {
+	out := make([][2]string, 0, len(c.Interactions))
+	for _, p := range c.Interactions {
+		if len(p) == 2 {
+			out = append(out, [2]string{p[0], p[1]})
+		}
+	}
+	return out
+}
