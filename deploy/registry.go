@@ -1,0 +1,326 @@
+package deploy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
+)
+
+// Aliases.
+const (
+	Champion = "champion"
+	Canary   = "canary"
+)
+
+// Publisher is where model events go (a Kafka writer on flywheel.model-events).
+type Publisher interface {
+	WriteMessages(ctx context.Context, msgs ...kafkago.Message) error
+}
+
+// Version is one registered version of a model.
+type Version struct {
+	Name      string          `json:"name"`
+	Version   int             `json:"version"`
+	Kind      string          `json:"kind"`
+	CreatedAt time.Time       `json:"created_at"`
+	SHA256    string          `json:"sha256"`
+	Size      int             `json:"size_bytes"`
+	Manifest  json.RawMessage `json:"manifest,omitempty"`
+	Metrics   json.RawMessage `json:"metrics,omitempty"`
+	Artifact  []byte          `json:"-"`
+}
+
+// Deployment is one move of an alias.
+type Deployment struct {
+	Name            string    `json:"name"`
+	Alias           string    `json:"alias"`
+	Version         int       `json:"version"`
+	PreviousVersion int       `json:"previous_version"`
+	Time            time.Time `json:"ts"`
+	Actor           string    `json:"actor"`
+	Reason          string    `json:"reason"`
+}
+
+// Registry is the model registry in ClickHouse. It is safe for concurrent
+// use.
+type Registry struct {
+	conn   driver.Conn
+	db     string
+	events Publisher
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// NewRegistry returns a registry over the migrated database db. events may
+// be nil, in which case no model events are published (tools that only read).
+func NewRegistry(conn driver.Conn, db string, events Publisher, log *slog.Logger, now func() time.Time) (*Registry, error) {
+	if conn == nil {
+		return nil, errors.New("deploy: nil clickhouse connection")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Registry{conn: conn, db: db, events: events, log: log, now: now}, nil
+}
+
+// Register stores artifact as the next version of name and returns its
+// number. manifest and metrics are stored as JSON.
+func (r *Registry) Register(ctx context.Context, name, kind string, artifact []byte, manifest, metrics any) (int, error) {
+	latest, err := r.Latest(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	v := latest + 1
+	if err := r.insert(ctx, name, v, kind, artifact, manifest, metrics); err != nil {
+		return 0, err
+	}
+	r.publish(ctx, flywheel.ModelEvent{Type: flywheel.EventRegistered, Model: name, Version: v})
+	return v, nil
+}
+
+func (r *Registry) insert(ctx context.Context, name string, v int, kind string, artifact []byte, manifest, metrics any) error {
+	man, err := json.Marshal(manifest)
+	if err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	met, err := json.Marshal(metrics)
+	if err != nil {
+		return fmt.Errorf("encode metrics: %w", err)
+	}
+	sum := sha256.Sum256(artifact)
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".models (name, version, kind, created_at, artifact, sha256, manifest, metrics)")
+	if err != nil {
+		return fmt.Errorf("prepare models insert: %w", err)
+	}
+	if err := b.Append(name, uint32(v), kind, r.now().UTC(), string(artifact), hex.EncodeToString(sum[:]), string(man), string(met)); err != nil {
+		b.Abort()
+		return fmt.Errorf("append model row: %w", err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert model %s v%d: %w", name, v, err)
+	}
+	return nil
+}
+
+// Latest returns the highest registered version of name, 0 if none.
+func (r *Registry) Latest(ctx context.Context, name string) (int, error) {
+	var v uint32
+	if err := r.conn.QueryRow(ctx, "SELECT max(version) FROM "+r.db+".models WHERE name = ?", name).Scan(&v); err != nil {
+		return 0, fmt.Errorf("latest version of %s: %w", name, err)
+	}
+	return int(v), nil
+}
+
+// Get returns a version with its artifact, checking the artifact against the
+// stored sha256. It returns an ENOTFOUND error if there is no such version.
+func (r *Registry) Get(ctx context.Context, name string, version int) (*Version, error) {
+	rows, err := r.conn.Query(ctx, "SELECT kind, created_at, artifact, sha256, manifest, metrics FROM "+r.db+".models FINAL WHERE name = ? AND version = ? LIMIT 1", name, uint32(version))
+	if err != nil {
+		return nil, fmt.Errorf("get %s v%d: %w", name, version, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("get %s v%d: %w", name, version, err)
+		}
+		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no version %d", name, version)
+	}
+	v := &Version{Name: name, Version: version}
+	var artifact, man, met string
+	if err := rows.Scan(&v.Kind, &v.CreatedAt, &artifact, &v.SHA256, &man, &met); err != nil {
+		return nil, fmt.Errorf("scan %s v%d: %w", name, version, err)
+	}
+	v.Artifact, v.Manifest, v.Metrics, v.Size = []byte(artifact), json.RawMessage(man), json.RawMessage(met), len(artifact)
+	sum := sha256.Sum256(v.Artifact)
+	if hex.EncodeToString(sum[:]) != v.SHA256 {
+		return nil, fmt.Errorf("%s v%d: %w: artifact does not match its sha256", name, version, model.ErrCorrupt)
+	}
+	return v, nil
+}
+
+// Versions lists the versions of name, newest first, without artifacts.
+func (r *Registry) Versions(ctx context.Context, name string) ([]Version, error) {
+	rows, err := r.conn.Query(ctx, "SELECT version, kind, created_at, sha256, length(artifact), manifest, metrics FROM "+r.db+".models FINAL WHERE name = ? ORDER BY version DESC", name)
+	if err != nil {
+		return nil, fmt.Errorf("list versions of %s: %w", name, err)
+	}
+	defer rows.Close()
+	var out []Version
+	for rows.Next() {
+		var v Version
+		var ver uint32
+		var size uint64
+		var man, met string
+		if err := rows.Scan(&ver, &v.Kind, &v.CreatedAt, &v.SHA256, &size, &man, &met); err != nil {
+			return nil, fmt.Errorf("scan versions of %s: %w", name, err)
+		}
+		v.Name, v.Version, v.Size, v.Manifest, v.Metrics = name, int(ver), int(size), json.RawMessage(man), json.RawMessage(met)
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// Alias returns the version an alias points at, 0 if it was never set.
+func (r *Registry) Alias(ctx context.Context, name, alias string) (int, error) {
+	var v uint32
+	err := r.conn.QueryRow(ctx, "SELECT argMax(version, seq) FROM "+r.db+".deployments WHERE name = ? AND alias = ?", name, alias).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("alias %s of %s: %w", alias, name, err)
+	}
+	return int(v), nil
+}
+
+// Champion returns the champion's version and artifact. It returns an
+// ENOTFOUND error if the model has no champion yet.
+func (r *Registry) Champion(ctx context.Context, name string) (int, []byte, error) {
+	v, err := r.Alias(ctx, name, Champion)
+	if err != nil {
+		return 0, nil, err
+	}
+	if v == 0 {
+		return 0, nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no champion", name)
+	}
+	ver, err := r.Get(ctx, name, v)
+	if err != nil {
+		return 0, nil, err
+	}
+	return v, ver.Artifact, nil
+}
+
+// Promote makes version the champion of name, records who and why, and
+// publishes the event. It returns ENOTFOUND if the version does not exist.
+func (r *Registry) Promote(ctx context.Context, name string, version int, actor, reason string) error {
+	latest, err := r.Latest(ctx, name)
+	if err != nil {
+		return err
+	}
+	if version < 1 || version > latest {
+		return flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no version %d", name, version)
+	}
+	return r.move(ctx, flywheel.EventPromoted, name, Champion, version, actor, reason)
+}
+
+// Rollback makes the champion before the current one the champion again and
+// returns its version. It returns ECONFLICT if there is none to go back to.
+func (r *Registry) Rollback(ctx context.Context, name, actor, reason string) (int, error) {
+	hist, err := r.History(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	var cur, prev int
+	for _, d := range hist { // newest first
+		if d.Alias != Champion {
+			continue
+		}
+		if cur == 0 {
+			cur = d.Version
+		} else if d.Version != cur {
+			prev = d.Version
+			break
+		}
+	}
+	if prev == 0 {
+		return 0, flywheel.Errorf(flywheel.ECONFLICT, "model %s has no earlier champion to roll back to", name)
+	}
+	return prev, r.move(ctx, flywheel.EventRolledBack, name, Champion, prev, actor, reason)
+}
+
+func (r *Registry) move(ctx context.Context, typ, name, alias string, version int, actor, reason string) error {
+	prev, err := r.Alias(ctx, name, alias)
+	if err != nil {
+		return err
+	}
+	now := r.now().UTC()
+	err = r.conn.Exec(ctx, "INSERT INTO "+r.db+".deployments (name, alias, version, previous_version, ts, seq, actor, reason) SELECT ?, ?, ?, ?, ?, ?, ?, ?",
+		name, alias, uint32(version), uint32(prev), now, uint64(now.UnixNano()), actor, reason)
+	if err != nil {
+		return fmt.Errorf("record %s of %s to v%d: %w", alias, name, version, err)
+	}
+	r.log.Info("alias moved", "model", name, "alias", alias, "version", version, "previous", prev, "actor", actor, "reason", reason)
+	r.publish(ctx, flywheel.ModelEvent{Type: typ, Model: name, Alias: alias, Version: version, PreviousVersion: prev, Actor: actor, Reason: reason})
+	return nil
+}
+
+// History returns every alias move of name, newest first.
+func (r *Registry) History(ctx context.Context, name string) ([]Deployment, error) {
+	rows, err := r.conn.Query(ctx, "SELECT alias, version, previous_version, ts, actor, reason FROM "+r.db+".deployments WHERE name = ? ORDER BY seq DESC", name)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", name, err)
+	}
+	defer rows.Close()
+	var out []Deployment
+	for rows.Next() {
+		d := Deployment{Name: name}
+		var v, pv uint32
+		if err := rows.Scan(&d.Alias, &v, &pv, &d.Time, &d.Actor, &d.Reason); err != nil {
+			return nil, fmt.Errorf("scan history of %s: %w", name, err)
+		}
+		d.Version, d.PreviousVersion = int(v), int(pv)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Bootstrap gives a model with no champion its first version: a fresh model
+// of the configured shape, which for a ranker is the uniformly random policy
+// the loop starts from. Several processes may bootstrap at once: version 1 is
+// the same for all of them.
+func (r *Registry) Bootstrap(ctx context.Context, name string, mc flywheel.ModelConfig) error {
+	cur, err := r.Alias(ctx, name, Champion)
+	if err != nil || cur != 0 {
+		return err
+	}
+	latest, err := r.Latest(ctx, name)
+	if err != nil {
+		return err
+	}
+	if latest == 0 {
+		m, err := model.FromConfig(mc)
+		if err != nil {
+			return fmt.Errorf("bootstrap %s: %w", name, err)
+		}
+		art, err := m.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("bootstrap %s: %w", name, err)
+		}
+		manifest := map[string]any{"bootstrap": true, "policy": "uniform random (all weights zero)"}
+		if err := r.insert(ctx, name, 1, mc.Kind, art, manifest, map[string]any{}); err != nil {
+			return err
+		}
+		latest = 1
+	}
+	return r.Promote(ctx, name, 1, "bootstrap", "first version: a fresh model; a ranker's is uniformly random")
+}
+
+// publish sends a model event. A failure is logged, not returned: the alias
+// has moved in ClickHouse, and serving replicas find it by their periodic
+// registry poll.
+func (r *Registry) publish(ctx context.Context, e flywheel.ModelEvent) {
+	if r.events == nil {
+		return
+	}
+	e.Schema = flywheel.SchemaVersion
+	e.Time = r.now().UTC()
+	v, err := json.Marshal(e)
+	if err != nil {
+		r.log.Error("encode model event", "err", err)
+		return
+	}
+	if err := r.events.WriteMessages(ctx, kafkago.Message{Key: []byte(e.Model), Value: v}); err != nil {
+		r.log.Warn("publish model event failed; replicas will find the change by polling", "model", e.Model, "type", e.Type, "err", err)
+	}
+}

@@ -1,0 +1,45 @@
+package serve
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// statusOf maps error codes to HTTP statuses: the one place it is done.
+var statusOf = map[string]int{
+	flywheel.EINVALID:        http.StatusBadRequest,
+	flywheel.EUNAUTHORIZED:   http.StatusUnauthorized,
+	flywheel.EFORBIDDEN:      http.StatusForbidden,
+	flywheel.ENOTFOUND:       http.StatusNotFound,
+	flywheel.ECONFLICT:       http.StatusConflict,
+	flywheel.ETOOLARGE:       http.StatusRequestEntityTooLarge,
+	flywheel.ERATELIMITED:    http.StatusTooManyRequests,
+	flywheel.EINTERNAL:       http.StatusInternalServerError,
+	flywheel.EUNAVAILABLE:    http.StatusServiceUnavailable,
+	flywheel.ENOTIMPLEMENTED: http.StatusNotImplemented,
+}
+
+type errorJSON struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func errorBody(err error) gin.H {
+	return gin.H{"error": errorJSON{Code: flywheel.ErrorCode(err), Message: flywheel.ErrorMessage(err)}}
+}
+
+// writeError writes err as {"error": {"code", "message"}} with its status.
+// Internal errors are logged by the caller's middleware, never shown.
+func writeError(c *gin.Context, err error) {
+	status, ok := statusOf[flywheel.ErrorCode(err)]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	if status >= 500 {
+		_ = c.Error(err)
+	}
+	c.JSON(status, errorBody(err))
+}

@@ -1,0 +1,419 @@
+package serve
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/feedback"
+	"github.com/flywheel-dev/flywheel/model"
+)
+
+type rankRequest struct {
+	Model   string            `json:"model"`
+	EventID string            `json:"event_id"`
+	Context flywheel.Features `json:"context"`
+	Actions []flywheel.Action `json:"actions"`
+}
+
+type rankResponse struct {
+	EventID      string            `json:"event_id"`
+	Model        string            `json:"model"`
+	ModelVersion int               `json:"model_version"`
+	Variant      string            `json:"variant"`
+	Ranking      []flywheel.Ranked `json:"ranking"`
+	Chosen       string            `json:"chosen"`
+	Explored     bool              `json:"explored"`
+}
+
+type predictRequest struct {
+	Model    string            `json:"model"`
+	EventID  string            `json:"event_id"`
+	Features flywheel.Features `json:"features"`
+}
+
+type predictResponse struct {
+	EventID      string  `json:"event_id"`
+	Model        string  `json:"model"`
+	ModelVersion int     `json:"model_version"`
+	Variant      string  `json:"variant"`
+	Score        float64 `json:"score"`
+}
+
+// readBody reads the request body up to the configured limit.
+func (s *Server) readBody(c *gin.Context) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.Limits.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, flywheel.Errorf(flywheel.ETOOLARGE, "the body is larger than %d bytes", s.cfg.Limits.MaxBodyBytes)
+		}
+		return nil, flywheel.Errorf(flywheel.EINVALID, "reading the body: %v", err)
+	}
+	return body, nil
+}
+
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return feedback.DecodeError(err)
+	}
+	if dec.More() {
+		return flywheel.Errorf(flywheel.EINVALID, "body holds more than one JSON value")
+	}
+	return nil
+}
+
+// decodeRank decodes and validates a rank request. It is what the fuzz test
+// drives.
+func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
+	var req rankRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return nil, err
+	}
+	if err := flywheel.ValidateName("model", req.Model); err != nil {
+		return nil, err
+	}
+	if len(req.EventID) > feedback.MaxIDBytes {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", feedback.MaxIDBytes)
+	}
+	if err := req.Context.Validate("context", limits); err != nil {
+		return nil, err
+	}
+	if len(req.Actions) == 0 {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "actions is empty")
+	}
+	if len(req.Actions) > limits.MaxActions {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "actions has %d entries; the limit is %d", len(req.Actions), limits.MaxActions)
+	}
+	seen := make(map[string]int, len(req.Actions))
+	for i, a := range req.Actions {
+		p := "actions[" + strconv.Itoa(i) + "]"
+		if a.ID == "" {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id is empty", p)
+		}
+		if len(a.ID) > limits.MaxStringBytes {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id is longer than %d bytes", p, limits.MaxStringBytes)
+		}
+		if j, dup := seen[a.ID]; dup {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id %q repeats actions[%d].id", p, a.ID, j)
+		}
+		seen[a.ID] = i
+		if err := a.Features.Validate(p+".features", limits); err != nil {
+			return nil, err
+		}
+	}
+	return &req, nil
+}
+
+func (s *Server) modelFor(c *gin.Context, name, kind string) (*holder, *live, error) {
+	h, ok := s.models[name]
+	if !ok {
+		return nil, nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name)
+	}
+	c.Set("model", name)
+	if h.cfg.Kind != kind {
+		return nil, nil, flywheel.Errorf(flywheel.EINVALID, "model %q is a %s; use the %s route", name, h.cfg.Kind, routeFor(h.cfg.Kind))
+	}
+	l := h.ptr.Load()
+	if l == nil {
+		return nil, nil, flywheel.Errorf(flywheel.EUNAVAILABLE, "model %q is not loaded yet", name)
+	}
+	return h, l, nil
+}
+
+func routeFor(kind string) string {
+	if kind == flywheel.KindClassifier {
+		return "/v1/predict"
+	}
+	return "/v1/rank"
+}
+
+func (s *Server) handleRank(c *gin.Context) {
+	body, err := s.readBody(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	req, err := decodeRank(body, s.cfg.Limits)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	h, l, err := s.modelFor(c, req.Model, flywheel.KindRanker)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	if req.EventID == "" {
+		req.EventID = newID()
+	}
+	var r model.Ranking
+	if err := l.model.Rank(req.EventID, req.Context, req.Actions, &r); err != nil {
+		writeError(c, err)
+		return
+	}
+	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: flywheel.VariantChampion,
+		Chosen: req.Actions[r.Chosen].ID, Explored: r.Explored, Ranking: make([]flywheel.Ranked, len(r.Order))}
+	order := make([]string, len(r.Order))
+	for i, idx := range r.Order {
+		resp.Ranking[i] = flywheel.Ranked{ID: req.Actions[idx].ID, Probability: r.Probabilities[idx]}
+		order[i] = req.Actions[idx].ID
+	}
+	d := &flywheel.Decision{
+		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindRanker,
+		Version: l.version, Variant: resp.Variant, Context: req.Context, Actions: req.Actions, Probabilities: r.Probabilities,
+		Ranking: order, ChosenIndex: r.Chosen, Chosen: resp.Chosen, Explored: r.Explored, Reward: h.cfg.RewardRule(),
+	}
+	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
+		writeError(c, err)
+		return
+	}
+	s.metrics.decisions.WithLabelValues(req.Model, strconv.FormatBool(r.Explored)).Inc()
+	c.JSON(http.StatusOK, resp)
+}
+
+func (s *Server) handlePredict(c *gin.Context) {
+	body, err := s.readBody(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	var req predictRequest
+	if err := decodeStrict(body, &req); err != nil {
+		writeError(c, err)
+		return
+	}
+	if err := flywheel.ValidateName("model", req.Model); err != nil {
+		writeError(c, err)
+		return
+	}
+	if len(req.EventID) > feedback.MaxIDBytes {
+		writeError(c, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", feedback.MaxIDBytes))
+		return
+	}
+	if err := req.Features.Validate("features", s.cfg.Limits); err != nil {
+		writeError(c, err)
+		return
+	}
+	h, l, err := s.modelFor(c, req.Model, flywheel.KindClassifier)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	if req.EventID == "" {
+		req.EventID = newID()
+	}
+	score := l.model.Predict(req.Features)
+	d := &flywheel.Decision{
+		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindClassifier,
+		Version: l.version, Variant: flywheel.VariantChampion, Context: req.Features, Score: score, Reward: h.cfg.RewardRule(),
+	}
+	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, predictResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: d.Variant, Score: score})
+}
+
+func (s *Server) handleFeedback(c *gin.Context) {
+	body, err := s.readBody(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	items, err := feedback.Parse(body, s.cfg.Limits.MaxFeedbackPerBatch)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	now := s.now().UTC()
+	fs := make([]flywheel.Feedback, len(items))
+	for i, it := range items {
+		id := it.FeedbackID
+		if id == "" {
+			id = newID()
+		}
+		fs[i] = flywheel.Feedback{Schema: flywheel.SchemaVersion, FeedbackID: id, EventID: it.EventID, Time: now, Reward: *it.Reward, Type: it.Type}
+	}
+	if err := s.events.LogFeedback(c.Request.Context(), fs); err != nil {
+		writeError(c, err)
+		return
+	}
+	ids := make([]string, len(fs))
+	for i := range fs {
+		ids[i] = fs[i].FeedbackID
+	}
+	c.JSON(http.StatusAccepted, gin.H{"accepted": len(fs), "feedback_ids": ids})
+}
+
+type modelInfo struct {
+	Name    string               `json:"name"`
+	Kind    string               `json:"kind"`
+	Version int                  `json:"live_version"`
+	Loaded  string               `json:"loaded_at,omitempty"`
+	Config  flywheel.ModelConfig `json:"config"`
+	Details any                  `json:"registry,omitempty"`
+}
+
+func (s *Server) info(h *holder) modelInfo {
+	mi := modelInfo{Name: h.name, Kind: h.cfg.Kind, Config: h.cfg}
+	if l := h.ptr.Load(); l != nil {
+		mi.Version, mi.Loaded = l.version, l.loadedAt.UTC().Format("2006-01-02T15:04:05Z")
+	}
+	return mi
+}
+
+func (s *Server) handleModels(c *gin.Context) {
+	out := make([]modelInfo, 0, len(s.models))
+	for _, name := range sortedNames(s.models) {
+		out = append(out, s.info(s.models[name]))
+	}
+	c.JSON(http.StatusOK, gin.H{"models": out})
+}
+
+func (s *Server) handleModel(c *gin.Context) {
+	h, ok := s.models[c.Param("name")]
+	if !ok {
+		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
+		return
+	}
+	mi := s.info(h)
+	if s.admin.Describe != nil {
+		d, err := s.admin.Describe(c.Request.Context(), h.name)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		mi.Details = d
+	}
+	c.JSON(http.StatusOK, mi)
+}
+
+type promoteRequest struct {
+	Version int    `json:"version"`
+	Reason  string `json:"reason"`
+}
+
+func (s *Server) adminModel(c *gin.Context) (string, bool) {
+	name := c.Param("name")
+	if _, ok := s.models[name]; !ok {
+		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name))
+		return "", false
+	}
+	return name, true
+}
+
+func actor(c *gin.Context) string {
+	if a, ok := c.Get("actor"); ok {
+		return a.(string)
+	}
+	return "api (open)"
+}
+
+func (s *Server) handlePromote(c *gin.Context) {
+	name, ok := s.adminModel(c)
+	if !ok {
+		return
+	}
+	if s.admin.Promote == nil {
+		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "promotion is not available on this server"))
+		return
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	var req promoteRequest
+	if err := decodeStrict(body, &req); err != nil {
+		writeError(c, err)
+		return
+	}
+	if req.Version < 1 {
+		writeError(c, flywheel.Errorf(flywheel.EINVALID, "version must be a positive integer"))
+		return
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "manual promotion through the API"
+	}
+	if err := s.admin.Promote(c.Request.Context(), name, req.Version, actor(c), reason); err != nil {
+		writeError(c, err)
+		return
+	}
+	v, err := s.Swap(c.Request.Context(), name)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"model": name, "champion": req.Version, "live_version": v})
+}
+
+func (s *Server) handleRollback(c *gin.Context) {
+	name, ok := s.adminModel(c)
+	if !ok {
+		return
+	}
+	if s.admin.Rollback == nil {
+		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "rollback is not available on this server"))
+		return
+	}
+	v, err := s.admin.Rollback(c.Request.Context(), name, actor(c), "manual rollback through the API")
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	live, err := s.Swap(c.Request.Context(), name)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"model": name, "champion": v, "live_version": live})
+}
+
+func (s *Server) handleRetrain(c *gin.Context) {
+	name, ok := s.adminModel(c)
+	if !ok {
+		return
+	}
+	if s.admin.Retrain == nil {
+		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "retraining is not available on this server; run `flywheel retrain --now --model %s`", name))
+		return
+	}
+	out, err := s.admin.Retrain(c.Request.Context(), name)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// newID returns a random 128-bit id as 32 hex digits.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func sortedNames(m map[string]*holder) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	for i := 1; i < len(names); i++ {
+		for j := i; j > 0 && names[j] < names[j-1]; j-- {
+			names[j], names[j-1] = names[j-1], names[j]
+		}
+	}
+	return names
+}

@@ -1,0 +1,49 @@
+package serve
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	latency     *prometheus.HistogramVec
+	swaps       *prometheus.CounterVec
+	swapSeconds *prometheus.HistogramVec
+	version     *prometheus.GaugeVec
+	decisions   *prometheus.CounterVec
+	panics      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flywheel_http_request_duration_seconds",
+			Help:    "HTTP request latency by route, model and status.",
+			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route", "model", "status"}),
+		swaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_model_swaps_total", Help: "Model swap attempts by model and outcome (swapped, refused, error).",
+		}, []string{"model", "outcome"}),
+		swapSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "flywheel_model_swap_duration_seconds", Help: "Time to fetch, decode, verify and warm up a new version.",
+		}, []string{"model"}),
+		version: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flywheel_model_version", Help: "Live version per model.",
+		}, []string{"model"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_decisions_total", Help: "Decisions answered, by model, version and whether they explored.",
+		}, []string{"model", "explored"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_http_panics_total", Help: "Handler panics recovered.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.swapSeconds, m.version, m.decisions, m.panics} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register serve metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

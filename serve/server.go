@@ -1,0 +1,279 @@
+package serve
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// Config configures the HTTP API.
+type Config struct {
+	Addr   string
+	Limits flywheel.Limits
+	Models map[string]flywheel.ModelConfig
+	// AppKeys may rank, predict and send feedback; AdminKeys may do
+	// everything. Both empty means no authentication, allowed only with Open.
+	AppKeys, AdminKeys []string
+	Open               bool
+	// PollInterval is how often the registry is polled for a new champion,
+	// as a fallback to model events; default 30s.
+	PollInterval time.Duration
+	// ShutdownTimeout bounds a graceful shutdown; default 10s.
+	ShutdownTimeout time.Duration
+}
+
+// Registry is where serving finds each model's champion.
+type Registry interface {
+	Champion(ctx context.Context, name string) (version int, artifact []byte, err error)
+}
+
+// EventLogger logs what serving answered and the feedback it received. A nil
+// error means the events are durably logged.
+type EventLogger interface {
+	LogDecision(ctx context.Context, d *flywheel.Decision) error
+	LogFeedback(ctx context.Context, fs []flywheel.Feedback) error
+}
+
+// Admin carries out the admin routes. Any field may be nil: that route then
+// answers 501.
+type Admin struct {
+	Promote  func(ctx context.Context, name string, version int, actor, reason string) error
+	Rollback func(ctx context.Context, name, actor, reason string) (int, error)
+	Retrain  func(ctx context.Context, name string) (any, error)
+	Describe func(ctx context.Context, name string) (any, error)
+}
+
+// Server is the HTTP API. Create it with New; it is safe for concurrent use.
+type Server struct {
+	cfg      Config
+	models   map[string]*holder
+	registry Registry
+	events   EventLogger
+	admin    Admin
+	log      *slog.Logger
+	now      func() time.Time
+	metrics  *metrics
+	engine   *gin.Engine
+}
+
+// New validates cfg and returns a server. It loads no model: Run (or
+// SwapAll) does. reg may be nil (no metrics); log nil discards; now nil is
+// time.Now.
+func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Server, error) {
+	if registry == nil || events == nil {
+		return nil, errors.New("serve: registry and event logger are required")
+	}
+	if len(cfg.Models) == 0 {
+		return nil, errors.New("serve: no models configured")
+	}
+	if len(cfg.AppKeys) == 0 && len(cfg.AdminKeys) == 0 && !cfg.Open {
+		return nil, errors.New("auth.app_keys and auth.admin_keys are both empty: only `flywheel dev` may run without keys")
+	}
+	for i, k := range append(append([]string{}, cfg.AppKeys...), cfg.AdminKeys...) {
+		if len(k) < 16 {
+			return nil, fmt.Errorf("auth: key %d is shorter than 16 characters", i)
+		}
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("http.addr %q: %w", cfg.Addr, err)
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 30 * time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	s := &Server{cfg: cfg, registry: registry, events: events, admin: admin, log: log, now: now, models: map[string]*holder{}}
+	for name, mc := range cfg.Models {
+		if err := flywheel.ValidateName("models."+name, name); err != nil {
+			return nil, err
+		}
+		if err := mc.Validate("models." + name); err != nil {
+			return nil, err
+		}
+		s.models[name] = &holder{name: name, cfg: mc}
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.engine = s.routes(reg)
+	return s, nil
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Run loads every model, serves HTTP on cfg.Addr and polls the registry
+// until ctx ends, then shuts down gracefully: it stops accepting, lets
+// in-flight requests finish (bounded by ShutdownTimeout) and returns.
+// watch, if not nil, is run alongside: it should call Swap on model events.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	s.SwapAll(ctx)
+	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 120 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	tick := time.NewTicker(s.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("http server: %w", err)
+		case <-tick.C:
+			s.SwapAll(ctx)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				return fmt.Errorf("http shutdown: %w", err)
+			}
+			return nil
+		}
+	}
+}
+
+// OnModelEvent reacts to a model event: a move of a served model's alias
+// swaps it.
+func (s *Server) OnModelEvent(ctx context.Context, e flywheel.ModelEvent) {
+	if _, ok := s.models[e.Model]; !ok || e.Type == flywheel.EventRegistered {
+		return
+	}
+	if _, err := s.Swap(ctx, e.Model); err != nil {
+		s.log.Warn("swap after model event failed", "model", e.Model, "event", e.Type, "err", err)
+	}
+}
+
+// Roles.
+const (
+	roleApp   = 1
+	roleAdmin = 2
+)
+
+// auth returns middleware that admits requests whose bearer key has at
+// least the role.
+func (s *Server) auth(role int) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if len(s.cfg.AppKeys) == 0 && len(s.cfg.AdminKeys) == 0 {
+			c.Next()
+			return
+		}
+		key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+		if !ok || key == "" {
+			writeError(c, flywheel.Errorf(flywheel.EUNAUTHORIZED, "an Authorization: Bearer key is required"))
+			c.Abort()
+			return
+		}
+		have := 0
+		if keyIn(key, s.cfg.AdminKeys) {
+			have = roleAdmin
+		} else if keyIn(key, s.cfg.AppKeys) {
+			have = roleApp
+		}
+		switch {
+		case have == 0:
+			writeError(c, flywheel.Errorf(flywheel.EUNAUTHORIZED, "the key is not valid"))
+			c.Abort()
+		case have < role:
+			writeError(c, flywheel.Errorf(flywheel.EFORBIDDEN, "this route needs an admin key"))
+			c.Abort()
+		default:
+			c.Set("actor", fmt.Sprintf("key:%s…", key[:4]))
+			c.Next()
+		}
+	}
+}
+
+func keyIn(key string, keys []string) bool {
+	found := false
+	for _, k := range keys {
+		if subtle.ConstantTimeCompare([]byte(k), []byte(key)) == 1 {
+			found = true
+		}
+	}
+	return found
+}
+
+func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
+	e := gin.New()
+	e.Use(s.recoverer(), s.observe())
+	e.HandleMethodNotAllowed = true
+	e.NoRoute(func(c *gin.Context) { writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "no route %s %s", c.Request.Method, c.Request.URL.Path)) })
+	e.NoMethod(func(c *gin.Context) {
+		c.JSON(http.StatusMethodNotAllowed, errorBody(flywheel.Errorf("method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path)))
+	})
+	app, admin := s.auth(roleApp), s.auth(roleAdmin)
+	v1 := e.Group("/v1")
+	v1.POST("/rank", app, s.handleRank)
+	v1.POST("/predict", app, s.handlePredict)
+	v1.POST("/feedback", app, s.handleFeedback)
+	v1.GET("/models", app, s.handleModels)
+	v1.GET("/models/:name", app, s.handleModel)
+	v1.POST("/models/:name/promote", admin, s.handlePromote)
+	v1.POST("/models/:name/rollback", admin, s.handleRollback)
+	v1.POST("/models/:name/retrain", admin, s.handleRetrain)
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", func(c *gin.Context) {
+		if !s.Ready() {
+			writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "not every configured model is loaded yet"))
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	})
+	gatherer, _ := reg.(prometheus.Gatherer)
+	if gatherer == nil {
+		gatherer = prometheus.NewRegistry()
+	}
+	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	e.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
+	return e
+}
+
+func (s *Server) recoverer() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in handler", "path", c.FullPath(), "panic", r)
+				s.metrics.panics.Inc()
+				if !c.Writer.Written() {
+					writeError(c, fmt.Errorf("panic: %v", r))
+				}
+				c.Abort()
+			}
+		}()
+		c.Next()
+	}
+}
+
+func (s *Server) observe() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		model, _ := c.Get("model")
+		name, _ := model.(string)
+		s.metrics.latency.WithLabelValues(route, name, fmt.Sprint(c.Writer.Status())).Observe(time.Since(start).Seconds())
+	}
+}
