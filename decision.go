@@ -199,3 +199,6 @@ func ValidateName(field, name string) error {
 	}
 	return nil
 }
+
+// TimeMs returns the example's time in Unix milliseconds.
+func (e *Example) TimeMs() uint64 { return uint64(e.Time.UnixMilli()) }

@@ -1,0 +1,258 @@
+// Package ingest turns the Kafka log into ClickHouse tables: a consumer group
+// over the decisions and feedback topics that inserts in batches (by rows and
+// by time) and, only after an insert succeeded, commits the last offset of
+// every partition in it. Delivery is at least once; the tables deduplicate by
+// event id (and feedback id), so a record delivered twice appears once in
+// every view. Records that cannot be decoded go to the dead-letter topic with
+// the error and their origin, and ingest goes on.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/kafka"
+)
+
+// Config tunes batching.
+type Config struct {
+	Group     string        `yaml:"group"`      // consumer group; default flywheel-ingest
+	BatchRows int           `yaml:"batch_rows"` // flush at this many records; default 5000
+	BatchWait time.Duration `yaml:"batch_wait"` // or this long after the first; default 500ms
+}
+
+func (c Config) withDefaults() Config {
+	if c.Group == "" {
+		c.Group = "flywheel-ingest"
+	}
+	if c.BatchRows <= 0 {
+		c.BatchRows = 5000
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = 500 * time.Millisecond
+	}
+	return c
+}
+
+// Ingester consumes and inserts. Run it once per process; several processes
+// with the same group share the partitions.
+type Ingester struct {
+	cfg     Config
+	kcfg    kafka.Config
+	conn    driver.Conn
+	db      string
+	dlq     *kafkago.Writer
+	log     *slog.Logger
+	now     func() time.Time
+	rows    *prometheus.CounterVec
+	batches *prometheus.HistogramVec
+	dead    prometheus.Counter
+	lag     *prometheus.GaugeVec
+}
+
+// New returns an ingester writing into database db through conn.
+func New(cfg Config, kcfg kafka.Config, conn driver.Conn, db string, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Ingester, error) {
+	if err := kcfg.Validate(); err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		return nil, errors.New("ingest: nil clickhouse connection")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	in := &Ingester{
+		cfg: cfg.withDefaults(), kcfg: kcfg, conn: conn, db: db, log: log, now: now,
+		dlq: kafka.NewWriter(kcfg, kcfg.Topics().DLQ),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_ingest_rows_total", Help: "Rows inserted into ClickHouse by table.",
+		}, []string{"table"}),
+		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "flywheel_ingest_insert_seconds", Help: "Insert latency per batch by table.",
+		}, []string{"table"}),
+		dead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_ingest_dead_letters_total", Help: "Records sent to the dead-letter topic.",
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flywheel_ingest_lag", Help: "Consumer lag reported by the reader, by topic.",
+		}, []string{"topic"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{in.rows, in.batches, in.dead, in.lag} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register ingest metrics: %w", err)
+			}
+		}
+	}
+	return in, nil
+}
+
+// Run consumes until ctx ends. It returns nil on a clean stop.
+func (in *Ingester) Run(ctx context.Context) error {
+	t := in.kcfg.Topics()
+	r := kafka.NewGroupReader(in.kcfg, in.cfg.Group, t.Decisions, t.Feedback)
+	defer r.Close()
+	defer in.dlq.Close()
+	var batch []kafkago.Message
+	var deadline time.Time
+	for {
+		fctx, cancel := ctx, context.CancelFunc(func() {})
+		if len(batch) > 0 {
+			fctx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		m, err := r.FetchMessage(fctx)
+		cancel()
+		switch {
+		case err == nil:
+			if len(batch) == 0 {
+				deadline = time.Now().Add(in.cfg.BatchWait)
+			}
+			batch = append(batch, m)
+			if len(batch) < in.cfg.BatchRows {
+				continue
+			}
+		case ctx.Err() != nil:
+			return nil // uncommitted records are delivered again after restart
+		case errors.Is(err, context.DeadlineExceeded):
+		default:
+			return fmt.Errorf("fetch: %w", err)
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := in.flush(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := r.CommitMessages(ctx, lastPerPartition(batch)...); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("commit offsets: %w", err)
+		}
+		st := r.Stats()
+		in.lag.WithLabelValues(st.Topic).Set(float64(st.Lag))
+		batch = batch[:0]
+	}
+}
+
+// lastPerPartition returns the last message of every topic-partition in
+// batch: committing it commits everything before it in that partition.
+func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
+	type tp struct {
+		topic string
+		part  int
+	}
+	last := map[tp]kafkago.Message{}
+	for _, m := range batch {
+		k := tp{m.Topic, m.Partition}
+		if prev, ok := last[k]; !ok || m.Offset > prev.Offset {
+			last[k] = m
+		}
+	}
+	out := make([]kafkago.Message, 0, len(last))
+	for _, m := range last {
+		out = append(out, m)
+	}
+	return out
+}
+
+// flush decodes the batch, inserts decisions and feedback, and dead-letters
+// what it could not decode, retrying ClickHouse and Kafka with backoff until
+// they succeed or ctx ends.
+func (in *Ingester) flush(ctx context.Context, batch []kafkago.Message) error {
+	decTopic := in.kcfg.Topics().Decisions
+	var decisions []*flywheel.Decision
+	var feedback []*flywheel.Feedback
+	var dead []kafkago.Message
+	for _, m := range batch {
+		var err error
+		if m.Topic == decTopic {
+			var d flywheel.Decision
+			if err = json.Unmarshal(m.Value, &d); err == nil {
+				err = d.Validate()
+			}
+			if err == nil {
+				decisions = append(decisions, &d)
+			}
+		} else {
+			var f flywheel.Feedback
+			if err = json.Unmarshal(m.Value, &f); err == nil {
+				err = f.Validate()
+			}
+			if err == nil {
+				feedback = append(feedback, &f)
+			}
+		}
+		if err != nil {
+			dead = append(dead, deadLetter(m, err, in.now()))
+		}
+	}
+	if len(decisions) > 0 {
+		if err := in.retry(ctx, "decisions", func() error { return in.insertDecisions(ctx, decisions) }); err != nil {
+			return err
+		}
+	}
+	if len(feedback) > 0 {
+		if err := in.retry(ctx, "feedback", func() error { return in.insertFeedback(ctx, feedback) }); err != nil {
+			return err
+		}
+	}
+	if len(dead) > 0 {
+		if err := in.retry(ctx, "dlq", func() error { return in.dlq.WriteMessages(ctx, dead...) }); err != nil {
+			return err
+		}
+		in.dead.Add(float64(len(dead)))
+		in.log.Warn("records sent to the dead-letter topic", "count", len(dead))
+	}
+	return nil
+}
+
+// retry runs fn until it succeeds, backing off from 100 ms to 10 s.
+func (in *Ingester) retry(ctx context.Context, what string, fn func() error) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		in.log.Warn("write failed; retrying", "what", what, "attempt", attempt, "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+type deadRecord struct {
+	Schema    int       `json:"schema"`
+	Error     string    `json:"error"`
+	Topic     string    `json:"topic"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Key       string    `json:"key"`
+	Value     string    `json:"value"`
+	Time      time.Time `json:"ts"`
+}
+
+func deadLetter(m kafkago.Message, err error, now time.Time) kafkago.Message {
+	v, _ := json.Marshal(deadRecord{Schema: flywheel.SchemaVersion, Error: err.Error(), Topic: m.Topic, Partition: m.Partition,
+		Offset: m.Offset, Key: string(m.Key), Value: string(m.Value), Time: now.UTC()})
+	return kafkago.Message{Key: m.Key, Value: v}
+}

@@ -1,0 +1,141 @@
+package retrain
+
+import (
+	"math"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
+)
+
+// Estimate is an off-policy estimate of a policy's expected reward.
+type Estimate struct {
+	Value float64 `json:"value"`
+	Lower float64 `json:"lower"`
+	Upper float64 `json:"upper"`
+}
+
+// Evaluation is a policy's estimated value on the holdout by three
+// estimators, with the effective sample size of its importance weights.
+type Evaluation struct {
+	IPS   Estimate `json:"ips"`
+	SNIPS Estimate `json:"snips"`
+	DR    Estimate `json:"dr"`
+	ESS   float64  `json:"ess"`
+	N     int      `json:"n"`
+}
+
+// Get returns the estimate by name (ips, snips, dr).
+func (e Evaluation) Get(estimator string) Estimate {
+	switch estimator {
+	case "ips":
+		return e.IPS
+	case "dr":
+		return e.DR
+	}
+	return e.SNIPS
+}
+
+// Comparison is the candidate and the champion on the same events, with the
+// paired difference of their IPS estimates.
+type Comparison struct {
+	Candidate Evaluation `json:"candidate"`
+	Champion  Evaluation `json:"champion"`
+	// Diff is candidate minus champion, IPS, with a paired interval.
+	Diff Estimate `json:"diff"`
+}
+
+// zFor returns the two-sided normal quantile for a confidence level.
+func zFor(confidence float64) float64 {
+	// Acklam-free approach: bisection on erf, plenty fast for one call.
+	lo, hi := 0.0, 10.0
+	target := confidence
+	for i := 0; i < 100; i++ {
+		mid := (lo + hi) / 2
+		if math.Erf(mid/math.Sqrt2) < target {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return (lo + hi) / 2
+}
+
+// compare evaluates both policies on the examples. q is the reward model
+// used by the doubly robust estimator (the same for both policies).
+func compare(examples []flywheel.Example, cand, champ, q *model.Model, confidence float64) Comparison {
+	z := zFor(confidence)
+	var rc, rh, rq model.Ranking
+	n := len(examples)
+	type acc struct{ w, wr, w2, dr []float64 }
+	mk := func() acc {
+		return acc{make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)}
+	}
+	a, b := mk(), mk()
+	diff := make([]float64, n)
+	for i := range examples {
+		ex := &examples[i]
+		p := ex.Probabilities[ex.ChosenIndex]
+		cand.Policy(ex.Context, ex.Actions, &rc)
+		champ.Policy(ex.Context, ex.Actions, &rh)
+		q.Policy(ex.Context, ex.Actions, &rq)
+		for _, x := range []struct {
+			r   *model.Ranking
+			acc acc
+		}{{&rc, a}, {&rh, b}} {
+			w := x.r.Probabilities[ex.ChosenIndex] / p
+			x.acc.w[i], x.acc.wr[i], x.acc.w2[i] = w, w*ex.Reward, w*w
+			dm := 0.0
+			for j, pj := range x.r.Probabilities {
+				dm += pj * rq.Scores[j]
+			}
+			x.acc.dr[i] = dm + w*(ex.Reward-rq.Scores[ex.ChosenIndex])
+		}
+		diff[i] = a.wr[i] - b.wr[i]
+	}
+	eval := func(x acc) Evaluation {
+		ev := Evaluation{N: n}
+		ev.IPS = meanCI(x.wr, z)
+		ev.DR = meanCI(x.dr, z)
+		sw, swr, sw2 := sum(x.w), sum(x.wr), sum(x.w2)
+		if sw > 0 {
+			s := swr / sw
+			// delta-method variance of the ratio estimator
+			var v float64
+			for i := range x.w {
+				d := x.wr[i] - s*x.w[i]
+				v += d * d
+			}
+			mw := sw / float64(n)
+			se := math.Sqrt(v/float64(n)) / mw / math.Sqrt(float64(n))
+			ev.SNIPS = Estimate{Value: s, Lower: s - z*se, Upper: s + z*se}
+			ev.ESS = sw * sw / sw2
+		}
+		return ev
+	}
+	return Comparison{Candidate: eval(a), Champion: eval(b), Diff: meanCI(diff, z)}
+}
+
+func sum(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+func meanCI(xs []float64, z float64) Estimate {
+	n := float64(len(xs))
+	if n == 0 {
+		return Estimate{}
+	}
+	m := sum(xs) / n
+	var v float64
+	for _, x := range xs {
+		v += (x - m) * (x - m)
+	}
+	se := 0.0
+	if n > 1 {
+		se = math.Sqrt(v / (n - 1) / n)
+	}
+	return Estimate{Value: m, Lower: m - z*se, Upper: m + z*se}
+}

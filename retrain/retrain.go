@@ -1,0 +1,303 @@
+package retrain
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/model"
+)
+
+// Outcomes of a run.
+const (
+	Promoted = "promoted"
+	Rejected = "rejected"
+	Skipped  = "skipped"
+	Failed   = "failed"
+)
+
+// Result is what one run did and why.
+type Result struct {
+	Model      string      `json:"model"`
+	Outcome    string      `json:"outcome"`
+	Reason     string      `json:"reason"`
+	Version    int         `json:"version,omitempty"`
+	Champion   int         `json:"champion"`
+	TrainRows  int         `json:"train_rows"`
+	Holdout    int         `json:"holdout_rows"`
+	Comparison *Comparison `json:"comparison,omitempty"`
+	Took       string      `json:"took"`
+}
+
+// Manifest is stored with every version: what it was trained on and how.
+type Manifest struct {
+	DataFromMs    uint64               `json:"data_from_ms"`
+	DataToMs      uint64               `json:"data_to_ms"` // watermark: newest example's ts_ms
+	HoldoutFrom   uint64               `json:"holdout_from_ms"`
+	TrainRows     int                  `json:"train_rows"`
+	HoldoutRows   int                  `json:"holdout_rows"`
+	ConfigHash    string               `json:"config_hash"`
+	Config        flywheel.ModelConfig `json:"config"`
+	WarmStartFrom int                  `json:"warm_start_from,omitempty"`
+	Passes        int                  `json:"passes"`
+	CodeVersion   string               `json:"code_version"`
+	TrainedAt     time.Time            `json:"trained_at"`
+}
+
+// Registry is what retraining needs of the model registry.
+type Registry interface {
+	Champion(ctx context.Context, name string) (int, []byte, error)
+	Get(ctx context.Context, name string, version int) (*deploy.Version, error)
+	Latest(ctx context.Context, name string) (int, error)
+	Register(ctx context.Context, name, kind string, artifact []byte, manifest, metrics any) (int, error)
+	Promote(ctx context.Context, name string, version int, actor, reason string) error
+}
+
+var _ Registry = (*deploy.Registry)(nil)
+
+// Retrainer trains, evaluates, registers and promotes. Runs of one model
+// never overlap; runs of different models may.
+type Retrainer struct {
+	models      map[string]flywheel.ModelConfig
+	conn        driver.Conn
+	db          string
+	reg         Registry
+	log         *slog.Logger
+	now         func() time.Time
+	codeVersion string
+	locks       map[string]*sync.Mutex
+	runs        *prometheus.CounterVec
+	seconds     *prometheus.HistogramVec
+	rowsRead    *prometheus.CounterVec
+}
+
+// New returns a retrainer for the configured models.
+func New(models map[string]flywheel.ModelConfig, conn driver.Conn, db string, reg Registry, codeVersion string, promReg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Retrainer, error) {
+	if conn == nil || reg == nil {
+		return nil, errors.New("retrain: clickhouse connection and registry are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	r := &Retrainer{models: models, conn: conn, db: db, reg: reg, log: log, now: now, codeVersion: codeVersion, locks: map[string]*sync.Mutex{},
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_retrain_runs_total", Help: "Retrain runs by model and outcome.",
+		}, []string{"model", "outcome"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "flywheel_retrain_duration_seconds", Help: "Retrain run duration by model.", Buckets: prometheus.ExponentialBuckets(0.1, 2, 12),
+		}, []string{"model"}),
+		rowsRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_retrain_rows_read_total", Help: "Examples read from ClickHouse by model.",
+		}, []string{"model"}),
+	}
+	for name, mc := range models {
+		if err := mc.Validate("models." + name); err != nil {
+			return nil, err
+		}
+		r.locks[name] = &sync.Mutex{}
+	}
+	if promReg != nil {
+		for _, c := range []prometheus.Collector{r.runs, r.seconds, r.rowsRead} {
+			if err := promReg.Register(c); err != nil {
+				return nil, fmt.Errorf("register retrain metrics: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// Run retrains one model now. A run already in progress for the model makes
+// this one return ECONFLICT. progress, if not nil, is told each step.
+func (r *Retrainer) Run(ctx context.Context, name string, progress func(step string)) (*Result, error) {
+	mc, ok := r.models[name]
+	if !ok {
+		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name)
+	}
+	if mc.Kind != flywheel.KindRanker {
+		return nil, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "retraining %s models is not built yet", mc.Kind)
+	}
+	mu := r.locks[name]
+	if !mu.TryLock() {
+		return nil, flywheel.Errorf(flywheel.ECONFLICT, "a retrain of %s is already running", name)
+	}
+	defer mu.Unlock()
+	if progress == nil {
+		progress = func(string) {}
+	}
+	start := r.now()
+	res, err := r.run(ctx, name, mc, progress)
+	if res == nil {
+		res = &Result{Model: name}
+	}
+	res.Took = time.Since(start).Round(time.Millisecond).String()
+	if err != nil {
+		res.Outcome, res.Reason = Failed, err.Error()
+	}
+	r.runs.WithLabelValues(name, res.Outcome).Inc()
+	r.seconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	r.log.Info("retrain finished", "model", name, "outcome", res.Outcome, "reason", res.Reason, "version", res.Version, "took", res.Took)
+	return res, err
+}
+
+func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfig, progress func(string)) (*Result, error) {
+	res := &Result{Model: name}
+	progress("looking up the champion")
+	champV, champArt, err := r.reg.Champion(ctx, name)
+	if err != nil {
+		return res, fmt.Errorf("champion of %s: %w", name, err)
+	}
+	res.Champion = champV
+	champ, err := model.Decode(champArt)
+	if err != nil {
+		return res, fmt.Errorf("decode champion %s v%d: %w", name, champV, err)
+	}
+	var watermark uint64
+	if latest, err := r.reg.Latest(ctx, name); err != nil {
+		return res, err
+	} else if latest > 0 {
+		v, err := r.reg.Get(ctx, name, latest)
+		if err != nil {
+			return res, err
+		}
+		var man Manifest
+		_ = json.Unmarshal(v.Manifest, &man) // the bootstrap version has none: watermark 0
+		watermark = man.DataToMs
+	}
+	nowMs := uint64(r.now().UnixMilli())
+	fromMs := nowMs - uint64(mc.Retrain.Window/time.Millisecond)
+	progress("counting new examples")
+	var fresh uint64
+	if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+".examples WHERE model = ? AND kind = 'ranker' AND ts_ms > ?", name, watermark).Scan(&fresh); err != nil {
+		return res, fmt.Errorf("count new examples: %w", err)
+	}
+	if int(fresh) < mc.Retrain.MinNewExamples {
+		res.Outcome = Skipped
+		res.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
+		return res, nil
+	}
+	progress("reading examples")
+	examples, err := r.load(ctx, name, fromMs)
+	if err != nil {
+		return res, err
+	}
+	r.rowsRead.WithLabelValues(name).Add(float64(len(examples)))
+	cut := int(float64(len(examples)) * (1 - mc.Retrain.Holdout))
+	train, hold := examples[:cut], examples[cut:]
+	res.TrainRows, res.Holdout = len(train), len(hold)
+	if len(train) == 0 || len(hold) == 0 {
+		res.Outcome, res.Reason = Skipped, "too few examples to split into training and holdout"
+		return res, nil
+	}
+	progress(fmt.Sprintf("training on %d examples", len(train)))
+	start, err := model.FromConfig(mc)
+	if err != nil {
+		return res, err
+	}
+	warmFrom := 0
+	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
+		start, warmFrom = champ, champV
+	}
+	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate})
+	for pass := 0; pass < mc.Retrain.Passes; pass++ {
+		for i := range train {
+			if err := tr.LearnRanker(&train[i]); err != nil {
+				r.log.Warn("skipping unusable example", "err", err)
+			}
+		}
+	}
+	cand := tr.Model()
+	progress(fmt.Sprintf("evaluating on %d holdout examples", len(hold)))
+	// The doubly robust estimator's reward model is the candidate itself:
+	// both policies are judged with the same one.
+	cmp := compare(hold, cand, champ, cand, mc.Promote.Confidence)
+	res.Comparison = &cmp
+	art, err := cand.MarshalBinary()
+	if err != nil {
+		return res, err
+	}
+	cfgJSON, _ := json.Marshal(mc)
+	h := sha256.Sum256(cfgJSON)
+	man := Manifest{
+		DataFromMs: train[0].TimeMs(), DataToMs: hold[len(hold)-1].TimeMs(), HoldoutFrom: hold[0].TimeMs(),
+		TrainRows: len(train), HoldoutRows: len(hold), ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
+		WarmStartFrom: warmFrom, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
+	}
+	progress("registering")
+	v, err := r.reg.Register(ctx, name, mc.Kind, art, man, map[string]any{"evaluation": cmp, "estimator": mc.Promote.Estimator, "against": champV})
+	if err != nil {
+		return res, err
+	}
+	res.Version = v
+	c, h0 := cmp.Candidate.Get(mc.Promote.Estimator), cmp.Champion.Get(mc.Promote.Estimator)
+	gain := c.Value - h0.Value
+	switch {
+	case gain < mc.Promote.MinImprovement:
+		res.Outcome = Rejected
+		res.Reason = fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f: gain %.4f below the required %.4f", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.MinImprovement)
+	case cmp.Diff.Lower <= 0:
+		res.Outcome = Rejected
+		res.Reason = fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f, but the %.0f%% interval of the difference [%.4f, %.4f] includes 0", mc.Promote.Estimator, c.Value, champV, h0.Value, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
+	case mc.Promote.Policy == "manual":
+		res.Outcome = Rejected
+		res.Reason = fmt.Sprintf("better than champion v%d (%.4f vs %.4f) but promotion is manual", champV, c.Value, h0.Value)
+	default:
+		res.Outcome = Promoted
+		res.Reason = fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f; difference %.4f, %.0f%% interval [%.4f, %.4f]", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
+		progress("promoting")
+		if err := r.reg.Promote(ctx, name, v, "retrain", res.Reason); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// load reads the closed examples of name since fromMs, oldest first.
+func (r *Retrainer) load(ctx context.Context, name string, fromMs uint64) ([]flywheel.Example, error) {
+	rows, err := r.conn.Query(ctx, `SELECT event_id, ts_ms, version, context_json, actions_json, probabilities, chosen_index, reward, feedback_count
+		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? ORDER BY ts_ms, event_id`, name, fromMs)
+	if err != nil {
+		return nil, fmt.Errorf("query examples of %s: %w", name, err)
+	}
+	defer rows.Close()
+	var out []flywheel.Example
+	for rows.Next() {
+		var ex flywheel.Example
+		var tsMs uint64
+		var version uint32
+		var ctxJSON, actJSON string
+		var chosen uint16
+		var fbCount uint64
+		if err := rows.Scan(&ex.EventID, &tsMs, &version, &ctxJSON, &actJSON, &ex.Probabilities, &chosen, &ex.Reward, &fbCount); err != nil {
+			return nil, fmt.Errorf("scan example: %w", err)
+		}
+		if err := json.Unmarshal([]byte(ctxJSON), &ex.Context); err != nil {
+			r.log.Warn("skipping example with undecodable context", "event_id", ex.EventID, "err", err)
+			continue
+		}
+		if err := json.Unmarshal([]byte(actJSON), &ex.Actions); err != nil {
+			r.log.Warn("skipping example with undecodable actions", "event_id", ex.EventID, "err", err)
+			continue
+		}
+		ex.Time = time.UnixMilli(int64(tsMs)).UTC()
+		ex.Version, ex.ChosenIndex, ex.HasFeedback = int(version), int(chosen), fbCount > 0
+		if ex.ChosenIndex >= len(ex.Actions) || len(ex.Probabilities) != len(ex.Actions) {
+			continue
+		}
+		out = append(out, ex)
+	}
+	return out, rows.Err()
+}

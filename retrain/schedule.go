@@ -1,0 +1,56 @@
+package retrain
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/robfig/cron/v3"
+)
+
+// cronParser accepts five fields with an optional CRON_TZ= prefix, and
+// descriptors such as @every 30s and @hourly.
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseSchedule checks a schedule spec; the error names the field.
+func ParseSchedule(field, spec string) error {
+	if _, err := cronParser.Parse(spec); err != nil {
+		return fmt.Errorf("%s %q: %w", field, spec, err)
+	}
+	return nil
+}
+
+// Schedule runs every configured model's retrain on its schedule until ctx
+// ends. A panicking run is recovered and logged, and the scheduler goes on;
+// a run still going when its next turn comes makes that turn skip.
+func (r *Retrainer) Schedule(ctx context.Context) error {
+	logger := cronLogger{r.log}
+	c := cron.New(cron.WithParser(cronParser), cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
+	for name, mc := range r.models {
+		if mc.Kind != "ranker" {
+			r.log.Info("no scheduled retrain: not built for this kind yet", "model", name, "kind", mc.Kind)
+			continue
+		}
+		name := name
+		if _, err := c.AddFunc(mc.Retrain.Schedule, func() {
+			if _, err := r.Run(ctx, name, nil); err != nil {
+				r.log.Warn("scheduled retrain failed", "model", name, "err", err)
+			}
+		}); err != nil {
+			return fmt.Errorf("models.%s.retrain.schedule %q: %w", name, mc.Retrain.Schedule, err)
+		}
+		r.log.Info("retrain scheduled", "model", name, "schedule", mc.Retrain.Schedule)
+	}
+	c.Start()
+	<-ctx.Done()
+	<-c.Stop().Done() // wait for running jobs
+	return nil
+}
+
+// cronLogger adapts slog to cron's logger.
+type cronLogger struct{ log *slog.Logger }
+
+func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
+func (l cronLogger) Error(err error, msg string, kv ...any) {
+	l.log.Error("cron: "+msg, append(kv, "err", err)...)
+}
