@@ -1,0 +1,529 @@
+// Command flywheel runs Flywheel: `flywheel dev` runs the whole loop in one
+// process; serve, ingest and retrain run its parts; models, migrate and sim
+// are tools. main only wires: every component lives in its own package.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/feedback"
+	"github.com/flywheel-dev/flywheel/ingest"
+	"github.com/flywheel-dev/flywheel/kafka"
+	"github.com/flywheel-dev/flywheel/retrain"
+	"github.com/flywheel-dev/flywheel/serve"
+	"github.com/flywheel-dev/flywheel/sim"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	gin.SetMode(gin.ReleaseMode)
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "flywheel:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: flywheel COMMAND [flags]
+
+commands:
+  dev        everything in one process (embedded Kafka-protocol broker unless --kafka)
+  serve      the HTTP API
+  ingest     Kafka → ClickHouse
+  retrain    the retrain scheduler; --now --model X runs once
+  models     list | show X | promote X --version N | rollback X | history X
+  migrate    create or upgrade the ClickHouse schema
+  sim        the simulated product app: --url URL --events N [--json]
+  version    print the version
+
+common flags: --config FILE --addr HOST:PORT --kafka BROKERS --clickhouse DSN
+`
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return bi.Main.Version + "+" + s.Value[:min(12, len(s.Value))]
+			}
+		}
+		return bi.Main.Version
+	}
+	return "unknown"
+}
+
+// env is what every command gets.
+type env struct {
+	cfg    *Config
+	log    *slog.Logger
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	// embedded is set when --kafka was not given to dev
+	kafkaGiven bool
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "version", "--version":
+		fmt.Fprintln(stdout, "flywheel", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "sim":
+		return runSim(ctx, args, stdout, stderr)
+	}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", getenv("FLYWHEEL_CONFIG"), "configuration file (YAML)")
+	addr := fs.String("addr", "", "HTTP listen address (overrides http.addr)")
+	brokers := fs.String("kafka", "", "Kafka brokers, comma separated (overrides kafka.brokers)")
+	dsn := fs.String("clickhouse", "", "ClickHouse DSN (overrides clickhouse.dsn)")
+	now := fs.Bool("now", false, "retrain: run once now instead of scheduling")
+	modelName := fs.String("model", "", "retrain --now: the model")
+	ver := fs.Int("version", 0, "models promote: the version")
+	asJSON := fs.Bool("json", false, "print JSON")
+	embeddedPort := fs.Int("embedded-kafka-port", 0, "dev: port of the embedded broker (0: any free port)")
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	cfg, err := loadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		cfg.HTTP.Addr = *addr
+	}
+	if *brokers != "" {
+		cfg.Kafka.Brokers = strings.Split(*brokers, ",")
+	}
+	if *dsn != "" {
+		cfg.ClickHouse.DSN = *dsn
+	}
+	level := slog.LevelInfo
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	e := &env{cfg: cfg, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), stdout: stdout, stderr: stderr, getenv: getenv, kafkaGiven: *brokers != "" || getenv("FLYWHEEL_KAFKA_BROKERS") != ""}
+	switch cmd {
+	case "dev":
+		return e.dev(ctx, *embeddedPort)
+	case "serve":
+		return e.serve(ctx)
+	case "ingest":
+		return e.ingest(ctx)
+	case "retrain":
+		if *now {
+			return e.retrainNow(ctx, *modelName, *asJSON)
+		}
+		return e.retrainScheduler(ctx)
+	case "migrate":
+		if err := clickhouse.Migrate(ctx, cfg.ClickHouse); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "database %s is at schema version %d\n", cfg.ClickHouse.Database(), clickhouse.SchemaVersion())
+		return nil
+	case "models":
+		return e.models(ctx, rest, *ver, *asJSON)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// parts is what the long-running commands share.
+type parts struct {
+	conn     driver.Conn
+	registry *deploy.Registry
+	promReg  *prometheus.Registry
+	closers  []func()
+}
+
+func (p *parts) Close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+}
+
+// connect waits for ClickHouse and Kafka, migrates, makes the topics and
+// opens the registry. withEvents adds a model-events publisher.
+func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
+	p := &parts{promReg: prometheus.NewRegistry()}
+	p.promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := clickhouse.WaitReady(wctx, e.cfg.ClickHouse); err != nil {
+		return nil, err
+	}
+	if err := clickhouse.Migrate(wctx, e.cfg.ClickHouse); err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(wctx, e.cfg.ClickHouse)
+	if err != nil {
+		return nil, err
+	}
+	p.conn = conn
+	p.closers = append(p.closers, func() { conn.Close() })
+	var pub deploy.Publisher
+	if withKafka {
+		if err := kafka.WaitReady(wctx, e.cfg.Kafka); err != nil {
+			p.Close()
+			return nil, err
+		}
+		if err := kafka.EnsureTopics(wctx, e.cfg.Kafka); err != nil {
+			p.Close()
+			return nil, err
+		}
+		w := kafka.NewWriter(e.cfg.Kafka, e.cfg.Kafka.Topics().ModelEvents)
+		p.closers = append(p.closers, func() { w.Close() })
+		pub = w
+	}
+	reg, err := deploy.NewRegistry(conn, e.cfg.ClickHouse.Database(), pub, e.log, time.Now)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.registry = reg
+	for name, mc := range e.cfg.Models {
+		if err := reg.Bootstrap(wctx, name, mc); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("bootstrap %s: %w", name, err)
+		}
+	}
+	return p, nil
+}
+
+func (e *env) dev(ctx context.Context, embeddedPort int) error {
+	if !e.kafkaGiven {
+		b, err := kafka.StartEmbedded(embeddedPort)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		e.cfg.Kafka.Brokers = b.Brokers()
+		e.log.Warn("using the EMBEDDED Kafka-protocol broker: in memory, for trying Flywheel out only; pass --kafka to use a real cluster", "brokers", b.Brokers())
+	}
+	open := len(e.cfg.Auth.AppKeys) == 0 && len(e.cfg.Auth.AdminKeys) == 0
+	if open {
+		e.log.Warn("no API keys configured: the API is OPEN to anyone who can reach it (allowed under flywheel dev only)")
+	}
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), p.promReg, e.log.With("component", "retrain"), time.Now)
+	if err != nil {
+		return err
+	}
+	in, err := ingest.New(e.cfg.Ingest, e.cfg.Kafka, p.conn, e.cfg.ClickHouse.Database(), p.promReg, e.log.With("component", "ingest"), time.Now)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	if err := e.startServe(gctx, g, p, open, rt); err != nil {
+		return err
+	}
+	g.Go(func() error { return in.Run(gctx) })
+	g.Go(func() error { return rt.Schedule(gctx) })
+	return g.Wait()
+}
+
+func (e *env) serve(ctx context.Context) error {
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	if err := e.startServe(gctx, g, p, false, nil); err != nil {
+		return err
+	}
+	return g.Wait()
+}
+
+// startServe builds the HTTP API and runs it and its model-event watcher in g.
+func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open bool, rt *retrain.Retrainer) error {
+	logger, err := feedback.NewLogger(e.cfg.Kafka, p.promReg, e.log.With("component", "events"))
+	if err != nil {
+		return err
+	}
+	admin := serve.Admin{
+		Promote:  p.registry.Promote,
+		Rollback: p.registry.Rollback,
+		Describe: func(ctx context.Context, name string) (any, error) { return describe(ctx, p.registry, name) },
+	}
+	if rt != nil {
+		admin.Retrain = func(ctx context.Context, name string) (any, error) { return rt.Run(ctx, name, nil) }
+	}
+	srv, err := serve.New(serve.Config{
+		Addr: e.cfg.HTTP.Addr, Limits: e.cfg.Limits, Models: e.cfg.Models,
+		AppKeys: e.cfg.Auth.AppKeys, AdminKeys: e.cfg.Auth.AdminKeys, Open: open,
+		PollInterval: e.cfg.Serve.PollInterval, ShutdownTimeout: e.cfg.Serve.ShutdownTimeout,
+	}, p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
+	if err != nil {
+		logger.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", e.cfg.HTTP.Addr)
+	if err != nil {
+		logger.Close()
+		return fmt.Errorf("listen on %s: %w", e.cfg.HTTP.Addr, err)
+	}
+	e.log.Info("serving", "addr", "http://"+ln.Addr().String(), "models", len(e.cfg.Models))
+	g.Go(func() error {
+		defer logger.Close() // after the HTTP server has drained
+		return srv.Run(ctx, ln)
+	})
+	g.Go(func() error {
+		return deploy.Watch(ctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) { srv.OnModelEvent(ctx, ev) })
+	})
+	return nil
+}
+
+func (e *env) ingest(ctx context.Context) error {
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	in, err := ingest.New(e.cfg.Ingest, e.cfg.Kafka, p.conn, e.cfg.ClickHouse.Database(), p.promReg, e.log, time.Now)
+	if err != nil {
+		return err
+	}
+	return in.Run(ctx)
+}
+
+func (e *env) retrainScheduler(ctx context.Context) error {
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), p.promReg, e.log, time.Now)
+	if err != nil {
+		return err
+	}
+	return rt.Schedule(ctx)
+}
+
+func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
+	if name == "" {
+		return errors.New("retrain --now needs --model NAME")
+	}
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), nil, e.log, time.Now)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := rt.Run(ctx, name, func(step string) {
+		fmt.Fprintf(e.stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), step)
+	})
+	if res != nil {
+		if asJSON {
+			_ = json.NewEncoder(e.stdout).Encode(res)
+		} else {
+			printResult(e.stdout, res)
+		}
+	}
+	return err
+}
+
+func printResult(w io.Writer, r *retrain.Result) {
+	fmt.Fprintf(w, "model %s: %s (%s)\n  %s\n", r.Model, r.Outcome, r.Took, r.Reason)
+	if r.Comparison != nil {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  policy\tIPS\tSNIPS\tDR\tESS\n")
+		for _, row := range []struct {
+			name string
+			ev   retrain.Evaluation
+		}{{fmt.Sprintf("candidate v%d", r.Version), r.Comparison.Candidate}, {fmt.Sprintf("champion v%d", r.Champion), r.Comparison.Champion}} {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.0f\n", row.name, est(row.ev.IPS), est(row.ev.SNIPS), est(row.ev.DR), row.ev.ESS)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "  trained on %d examples, judged on %d\n", r.TrainRows, r.Holdout)
+	}
+}
+
+func est(e retrain.Estimate) string { return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper) }
+
+func describe(ctx context.Context, reg *deploy.Registry, name string) (any, error) {
+	champ, err := reg.Alias(ctx, name, deploy.Champion)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := reg.Versions(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := reg.History(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"champion": champ, "versions": versions, "history": hist}, nil
+}
+
+func (e *env) models(ctx context.Context, args []string, ver int, asJSON bool) error {
+	if len(args) == 0 {
+		return errors.New("models: list | show NAME | promote NAME --version N | rollback NAME | history NAME")
+	}
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	sub := args[0]
+	name := ""
+	if len(args) > 1 {
+		name = args[1]
+	}
+	need := func() error {
+		if name == "" {
+			return fmt.Errorf("models %s needs a model name", sub)
+		}
+		return nil
+	}
+	out := func(v any) error {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	actor := "cli:" + e.getenv("USER")
+	switch sub {
+	case "list":
+		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "MODEL\tKIND\tCHAMPION\tLATEST")
+		for name, mc := range e.cfg.Models {
+			c, _ := p.registry.Alias(ctx, name, deploy.Champion)
+			l, _ := p.registry.Latest(ctx, name)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", name, mc.Kind, c, l)
+		}
+		return tw.Flush()
+	case "show":
+		if err := need(); err != nil {
+			return err
+		}
+		d, err := describe(ctx, p.registry, name)
+		if err != nil {
+			return err
+		}
+		return out(d)
+	case "history":
+		if err := need(); err != nil {
+			return err
+		}
+		h, err := p.registry.History(ctx, name)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return out(h)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tALIAS\tVERSION\tFROM\tACTOR\tREASON")
+		for _, d := range h {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", d.Time.Format(time.RFC3339), d.Alias, d.Version, d.PreviousVersion, d.Actor, d.Reason)
+		}
+		return tw.Flush()
+	case "promote":
+		if err := need(); err != nil {
+			return err
+		}
+		if ver < 1 {
+			return errors.New("models promote needs --version N")
+		}
+		if err := p.registry.Promote(ctx, name, ver, actor, "manual promotion from the CLI"); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s: champion is now v%d\n", name, ver)
+		return nil
+	case "rollback":
+		if err := need(); err != nil {
+			return err
+		}
+		v, err := p.registry.Rollback(ctx, name, actor, "manual rollback from the CLI")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s: champion is now v%d\n", name, v)
+		return nil
+	}
+	return fmt.Errorf("models: unknown subcommand %q", sub)
+}
+
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080", "Flywheel's base URL")
+	events := fs.Int("events", 1000, "decisions to ask for")
+	model := fs.String("model", "homepage", "ranker to call")
+	conc := fs.Int("concurrency", 4, "parallel simulated users")
+	rate := fs.Float64("rate", 0, "events per second (0: as fast as possible)")
+	seed := fs.Uint64("seed", 1, "seed of the ground truth")
+	key := fs.String("key", "", "app API key")
+	asJSON := fs.Bool("json", false, "print one JSON line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	res, err := sim.Run(ctx, sim.Config{URL: strings.TrimRight(*url, "/"), Model: *model, Events: *events, Concurrency: *conc, Rate: *rate, Seed: *seed, APIKey: *key})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	printSim(stdout, res)
+	return nil
+}
+
+func printSim(w io.Writer, r *sim.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\tdecisions\treward rate\t± s.e.\t")
+	for _, v := range r.Versions {
+		fmt.Fprintf(tw, "model v%d\t%d\t%.3f\t%.3f\t\n", v.Version, v.Decisions, v.RewardRate, v.StdErr)
+	}
+	fmt.Fprintf(tw, "random (same contexts)\t%d\t%.3f\t\t\n", r.Events, r.RandomRewardRate)
+	fmt.Fprintf(tw, "oracle (same contexts)\t%d\t%.3f\t\t\n", r.Events, r.OracleRewardRate)
+	tw.Flush()
+	if r.Errors > 0 {
+		fmt.Fprintf(w, "%d requests failed\n", r.Errors)
+	}
+}

@@ -1,0 +1,273 @@
+// Package sim is a simulated product app with a hidden ground truth. Users
+// belong to segments; items belong to categories; each segment strongly
+// prefers one category, and items differ in quality. The best item therefore
+// depends on the segment × category interaction: ranking by popularity is
+// far from optimal. The simulator asks Flywheel to rank, draws a click from
+// the truth for the chosen item, and reports the reward rate of each model
+// version next to a random and an oracle policy on the same contexts.
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Config configures a run.
+type Config struct {
+	URL         string        // base URL of a Flywheel server
+	Model       string        // ranker to call; default homepage
+	Events      int           // decisions to ask for
+	Concurrency int           // parallel users; default 4
+	Rate        float64       // events per second overall; 0: as fast as possible
+	Seed        uint64        // ground truth and traffic; default 1
+	APIKey      string        // app key, if the server wants one
+	Timeout     time.Duration // per request; default 5s
+	Client      *http.Client
+}
+
+// World is the hidden ground truth.
+type World struct {
+	Segments  []string
+	Items     []Item
+	favourite map[string]string // segment → category
+}
+
+// Item is one product.
+type Item struct {
+	ID       string
+	Category string
+	Price    float64
+	Quality  float64
+}
+
+// NewWorld builds the ground truth for a seed: 5 segments, 5 categories,
+// 10 items (two per category).
+func NewWorld(seed uint64) *World {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	w := &World{favourite: map[string]string{}}
+	cats := []string{"shoes", "books", "games", "garden", "music"}
+	perm := rng.Perm(len(cats)) // every segment prefers a different category
+	for i, s := range []string{"students", "parents", "gamers", "gardeners", "musicians"} {
+		w.Segments = append(w.Segments, s)
+		w.favourite[s] = cats[perm[i]]
+	}
+	for i := 0; i < 10; i++ {
+		w.Items = append(w.Items, Item{
+			ID: fmt.Sprintf("item-%02d", i), Category: cats[i%len(cats)],
+			Price: math.Round((5+rng.Float64()*95)*100) / 100, Quality: 0.5 + rng.Float64()*0.5,
+		})
+	}
+	return w
+}
+
+// ClickProbability is the truth: a small base rate, a bonus for quality, and
+// a large bonus when the item's category is the segment's favourite.
+func (w *World) ClickProbability(segment string, it Item) float64 {
+	p := 0.03 + 0.1*it.Quality
+	if w.favourite[segment] == it.Category {
+		p += 0.6 * it.Quality
+	}
+	return p
+}
+
+// Result is the report of a run.
+type Result struct {
+	Events           int             `json:"events"`
+	Errors           int             `json:"errors"`
+	Versions         []VersionResult `json:"versions"`
+	RandomRewardRate float64         `json:"random_reward_rate"`
+	OracleRewardRate float64         `json:"oracle_reward_rate"`
+	// EventIDs are the ids of every decision received, for checks.
+	EventIDs []string `json:"-"`
+}
+
+// VersionResult is the observed reward rate of one model version.
+type VersionResult struct {
+	Version    int     `json:"version"`
+	Decisions  int     `json:"decisions"`
+	RewardRate float64 `json:"reward_rate"`
+	StdErr     float64 `json:"std_err"`
+}
+
+type rankResp struct {
+	EventID      string `json:"event_id"`
+	ModelVersion int    `json:"model_version"`
+	Chosen       string `json:"chosen"`
+}
+
+// Run plays cfg.Events users against the server and reports. It stops early,
+// with what it has, when ctx ends. Requests that fail are counted in Errors.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("sim: url is empty")
+	}
+	if cfg.Events <= 0 {
+		return nil, errors.New("sim: events must be positive")
+	}
+	if cfg.Model == "" {
+		cfg.Model = "homepage"
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+	}
+	world := NewWorld(cfg.Seed)
+	runID := fmt.Sprintf("%x", time.Now().UnixNano())
+	var (
+		mu       sync.Mutex
+		res      = &Result{}
+		clicks   = map[int]int{}
+		counts   = map[int]int{}
+		randSum  float64
+		oracle   float64
+		next     int
+		interval time.Duration
+	)
+	if cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(cfg.Concurrency) / cfg.Rate)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Concurrency; w++ {
+		wg.Add(1)
+		go func(worker int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(worker)+uint64(time.Now().UnixNano())))
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= cfg.Events || ctx.Err() != nil {
+					return
+				}
+				if interval > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(interval):
+					}
+				}
+				seg := world.Segments[rng.IntN(len(world.Segments))]
+				eventID := fmt.Sprintf("sim-%s-%d", runID, i)
+				resp, err := rank(ctx, cfg, world, seg, rng.Float64()*50+18, eventID)
+				if err != nil {
+					mu.Lock()
+					res.Errors++
+					mu.Unlock()
+					continue
+				}
+				var chosen Item
+				rs, best := 0.0, 0.0
+				for _, it := range world.Items {
+					p := world.ClickProbability(seg, it)
+					rs += p
+					best = math.Max(best, p)
+					if it.ID == resp.Chosen {
+						chosen = it
+					}
+				}
+				click := rng.Float64() < world.ClickProbability(seg, chosen)
+				if click {
+					if err := sendFeedback(ctx, cfg, resp.EventID); err != nil {
+						mu.Lock()
+						res.Errors++
+						mu.Unlock()
+					}
+				}
+				mu.Lock()
+				res.Events++
+				res.EventIDs = append(res.EventIDs, resp.EventID)
+				counts[resp.ModelVersion]++
+				if click {
+					clicks[resp.ModelVersion]++
+				}
+				randSum += rs / float64(len(world.Items))
+				oracle += best
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	for v, n := range counts {
+		r := float64(clicks[v]) / float64(n)
+		res.Versions = append(res.Versions, VersionResult{Version: v, Decisions: n, RewardRate: r, StdErr: math.Sqrt(r * (1 - r) / float64(n))})
+	}
+	sort.Slice(res.Versions, func(i, j int) bool { return res.Versions[i].Version < res.Versions[j].Version })
+	if res.Events > 0 {
+		res.RandomRewardRate = randSum / float64(res.Events)
+		res.OracleRewardRate = oracle / float64(res.Events)
+	}
+	return res, nil
+}
+
+func rank(ctx context.Context, cfg Config, w *World, segment string, age float64, eventID string) (*rankResp, error) {
+	actions := make([]map[string]any, len(w.Items))
+	for i, it := range w.Items {
+		actions[i] = map[string]any{"id": it.ID, "features": map[string]any{"item": map[string]any{
+			"id": it.ID, "category": it.Category, "price": it.Price,
+		}}}
+	}
+	body := map[string]any{
+		"model": cfg.Model, "event_id": eventID,
+		"context": map[string]any{"user": map[string]any{"segment": segment, "age": math.Round(age)}},
+		"actions": actions,
+	}
+	var out rankResp
+	if err := post(ctx, cfg, "/v1/rank", body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func sendFeedback(ctx context.Context, cfg Config, eventID string) error {
+	return post(ctx, cfg, "/v1/feedback", map[string]any{"event_id": eventID, "reward": 1.0, "type": "click"}, nil)
+}
+
+func post(ctx context.Context, cfg Config, path string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if cfg.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
+	}
+	resp, err := cfg.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s: %s", path, resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
