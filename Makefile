@@ -1,0 +1,48 @@
+# Flywheel — the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/flywheel
+
+# Tests find the real services here; `make test` starts them.
+export FLYWHEEL_TEST_KAFKA ?= 127.0.0.1:9092
+export FLYWHEEL_TEST_CLICKHOUSE ?= 127.0.0.1:9000
+
+.PHONY: all build test unit demo bench services-up services-down services-status fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/flywheel
+
+## test: everything — vet, unit, integration and end-to-end tests against
+## the real Kafka broker and ClickHouse server, which it starts first.
+test: services-up
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+## demo: services up, `flywheel dev` with a fast retrain schedule, the
+## simulator; prints reward rate by model version next to random and oracle.
+demo: services-up build
+	scripts/demo.sh
+
+## bench: benchmarks; results as JSON under bench/results/.
+bench: services-up
+	scripts/bench.sh
+
+## fuzz: run each fuzz target for a while (FUZZTIME, default 30s).
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./model
+	$(GO) test -run XXX -fuzz FuzzDecodeRank -fuzztime $${FUZZTIME:-30s} ./serve
+	$(GO) test -run XXX -fuzz FuzzParseFeedback -fuzztime $${FUZZTIME:-30s} ./feedback
+
+services-up:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+clean:
+	rm -rf bin
