@@ -383,7 +383,9 @@ func printResult(w io.Writer, r *retrain.Result) {
 	}
 }
 
-func est(e retrain.Estimate) string { return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper) }
+func est(e retrain.Estimate) string {
+	return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper)
+}
 
 func describe(ctx context.Context, reg *deploy.Registry, name string) (any, error) {
 	champ, err := reg.Alias(ctx, name, deploy.Champion)
