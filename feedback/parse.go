@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -92,6 +93,9 @@ func DecodeError(err error) error {
 	var se *json.SyntaxError
 	switch {
 	case asErr(err, &te):
+		if strings.HasPrefix(te.Value, "number") && jsonKind(te.Type.Kind().String()) == "number" {
+			return flywheel.Errorf(flywheel.EINVALID, "%s is out of range (%s)", te.Field, te.Value)
+		}
 		if te.Field != "" {
 			return flywheel.Errorf(flywheel.EINVALID, "%s must be a %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
 		}

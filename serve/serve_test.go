@@ -1,0 +1,294 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
+)
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode)
+	os.Exit(m.Run())
+}
+
+// fakeRegistry and fakeEvents are the boundaries' fakes: function fields.
+type fakeRegistry struct {
+	champion func(ctx context.Context, name string) (int, []byte, error)
+}
+
+func (f *fakeRegistry) Champion(ctx context.Context, name string) (int, []byte, error) {
+	return f.champion(ctx, name)
+}
+
+type fakeEvents struct {
+	mu        sync.Mutex
+	decisions []*flywheel.Decision
+	feedback  []flywheel.Feedback
+	fail      error
+}
+
+func (f *fakeEvents) LogDecision(_ context.Context, d *flywheel.Decision) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.decisions = append(f.decisions, d)
+	return nil
+}
+
+func (f *fakeEvents) LogFeedback(_ context.Context, fs []flywheel.Feedback) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.feedback = append(f.feedback, fs...)
+	return nil
+}
+
+const (
+	appKey   = "app-key-0123456789"
+	adminKey = "admin-key-0123456789"
+)
+
+func mustArtifact(t testing.TB, mc flywheel.ModelConfig) []byte {
+	t.Helper()
+	m, err := model.FromConfig(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustServer(t testing.TB, ev *fakeEvents, version *int, artifact *[]byte) *Server {
+	t.Helper()
+	rank := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults()
+	clf := flywheel.ModelConfig{Kind: flywheel.KindClassifier}.WithDefaults()
+	arts := map[string][]byte{"homepage": mustArtifact(t, rank), "ctr": mustArtifact(t, clf)}
+	reg := &fakeRegistry{champion: func(_ context.Context, name string) (int, []byte, error) {
+		if name == "homepage" && artifact != nil && *artifact != nil {
+			return *version, *artifact, nil
+		}
+		return 1, arts[name], nil
+	}}
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank, "ctr": clf},
+		AppKeys: []string{appKey}, AdminKeys: []string{adminKey}, Limits: flywheel.Limits{MaxActions: 5}},
+		reg, ev, Admin{}, prometheus.NewRegistry(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SwapAll(context.Background())
+	return s
+}
+
+func do(s *Server, method, path, key, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, req)
+	return w
+}
+
+const goodRank = `{"model": "homepage", "event_id": "ev1", "context": {"user": {"segment": "b", "age": 31, "tags": ["x", "y"]}},
+	"actions": [{"id": "a1", "features": {"item": {"category": "shoes", "price": 49.9}}}, {"id": "a2"}, {"id": "a3", "features": {"item": {"new": true}}}]}`
+
+func TestRankLogsExactProbabilities(t *testing.T) {
+	t.Parallel()
+	ev := &fakeEvents{}
+	s := mustServer(t, ev, nil, nil)
+	w := do(s, "POST", "/v1/rank", appKey, goodRank)
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	var resp rankResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.EventID != "ev1" || resp.ModelVersion != 1 || len(resp.Ranking) != 3 || resp.Chosen != resp.Ranking[0].ID {
+		t.Fatalf("response %+v", resp)
+	}
+	sum := 0.0
+	for _, r := range resp.Ranking {
+		sum += r.Probability
+	}
+	if sum < 0.999999 || sum > 1.000001 {
+		t.Fatalf("probabilities sum to %v", sum)
+	}
+	if len(ev.decisions) != 1 {
+		t.Fatalf("%d decisions logged", len(ev.decisions))
+	}
+	d := ev.decisions[0]
+	if d.EventID != "ev1" || d.Chosen != resp.Chosen || d.Probabilities[d.ChosenIndex] != resp.Ranking[0].Probability {
+		t.Fatalf("logged decision %+v does not match the response %+v", d, resp)
+	}
+	// Same request, same answer.
+	again := do(s, "POST", "/v1/rank", appKey, goodRank)
+	var resp2 rankResponse
+	_ = json.Unmarshal(again.Body.Bytes(), &resp2)
+	if resp2.Chosen != resp.Chosen {
+		t.Fatalf("same event id chose %s then %s", resp.Chosen, resp2.Chosen)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	t.Parallel()
+	ev := &fakeEvents{}
+	s := mustServer(t, ev, nil, nil)
+	for _, tc := range []struct {
+		name, path, key, body string
+		status                int
+		code, msg             string
+	}{
+		{"no key", "/v1/rank", "", goodRank, 401, "unauthenticated", "Bearer"},
+		{"wrong key", "/v1/rank", "nope-nope-nope-nope", goodRank, 401, "unauthenticated", "not valid"},
+		{"app key on admin route", "/v1/models/homepage/rollback", appKey, `{}`, 403, "permission_denied", "admin"},
+		{"unknown model", "/v1/rank", appKey, `{"model": "nope", "actions": [{"id": "a"}]}`, 404, "not_found", "nope"},
+		{"classifier on rank", "/v1/rank", appKey, `{"model": "ctr", "actions": [{"id": "a"}]}`, 400, "invalid_argument", "/v1/predict"},
+		{"no actions", "/v1/rank", appKey, `{"model": "homepage", "actions": []}`, 400, "invalid_argument", "actions is empty"},
+		{"empty action id", "/v1/rank", appKey, `{"model": "homepage", "actions": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": ""}]}`, 400, "invalid_argument", "actions[3].id is empty"},
+		{"duplicate ids", "/v1/rank", appKey, `{"model": "homepage", "actions": [{"id": "a"}, {"id": "a"}]}`, 400, "invalid_argument", "actions[1].id \"a\" repeats actions[0].id"},
+		{"bad feature value", "/v1/rank", appKey, `{"model": "homepage", "actions": [{"id": "a", "features": {"item": {"price": {"x": 1}}}}]}`, 400, "invalid_argument", "actions[0].features.item.price must be a string, a number, a bool or an array of strings"},
+		{"null feature", "/v1/rank", appKey, `{"model": "homepage", "actions": [{"id": "a", "features": {"item": {"price": null}}}]}`, 400, "invalid_argument", "actions[0].features.item.price is null"},
+		{"infinite number", "/v1/rank", appKey, `{"model": "homepage", "context": {"user": {"age": 1e400}}, "actions": [{"id": "a"}]}`, 400, "invalid_argument", "out of range"},
+		{"bag of numbers", "/v1/rank", appKey, `{"model": "homepage", "context": {"user": {"tags": ["a", 1]}}, "actions": [{"id": "a"}]}`, 400, "invalid_argument", "context.user.tags[1] is not a string"},
+		{"too many actions", "/v1/rank", appKey, `{"model": "homepage", "actions": [{"id": "1"}, {"id": "2"}, {"id": "3"}, {"id": "4"}, {"id": "5"}, {"id": "6"}]}`, 400, "invalid_argument", "limit is 5"},
+		{"unknown field", "/v1/rank", appKey, `{"model": "homepage", "actoins": []}`, 400, "invalid_argument", "unknown field"},
+		{"not json", "/v1/rank", appKey, `{"model":`, 400, "invalid_argument", "not valid JSON"},
+		{"too large", "/v1/rank", appKey, `{"model": "homepage", "event_id": "` + strings.Repeat("x", 2<<20) + `"}`, 413, "too_large", "larger than"},
+		{"feedback without reward", "/v1/feedback", appKey, `{"event_id": "e"}`, 400, "invalid_argument", "reward is missing"},
+		{"no route", "/v2/rank", appKey, `{}`, 404, "not_found", "no route"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := do(s, "POST", tc.path, tc.key, tc.body)
+			var body struct {
+				Error errorJSON `json:"error"`
+			}
+			_ = json.Unmarshal(w.Body.Bytes(), &body)
+			if w.Code != tc.status || body.Error.Code != tc.code || !strings.Contains(body.Error.Message, tc.msg) {
+				t.Fatalf("got %d %+v, want %d %s containing %q", w.Code, body.Error, tc.status, tc.code, tc.msg)
+			}
+		})
+	}
+	if len(ev.decisions) != 0 || len(ev.feedback) != 0 {
+		t.Fatalf("bad requests logged %d decisions and %d feedback", len(ev.decisions), len(ev.feedback))
+	}
+}
+
+func TestFeedbackAndPredict(t *testing.T) {
+	t.Parallel()
+	ev := &fakeEvents{}
+	s := mustServer(t, ev, nil, nil)
+	w := do(s, "POST", "/v1/feedback", appKey, `[{"event_id": "e1", "reward": 1}, {"event_id": "e2", "reward": 0, "feedback_id": "mine"}]`)
+	if w.Code != 202 || len(ev.feedback) != 2 || ev.feedback[1].FeedbackID != "mine" || ev.feedback[0].FeedbackID == "" {
+		t.Fatalf("feedback: %d %s, logged %+v", w.Code, w.Body, ev.feedback)
+	}
+	w = do(s, "POST", "/v1/predict", appKey, `{"model": "ctr", "features": {"u": {"x": 1}}}`)
+	var p predictResponse
+	_ = json.Unmarshal(w.Body.Bytes(), &p)
+	if w.Code != 200 || p.Score != 0.5 || p.EventID == "" {
+		t.Fatalf("predict: %d %s", w.Code, w.Body)
+	}
+	ev.fail = flywheel.Errorf(flywheel.EUNAVAILABLE, "kafka down")
+	if w := do(s, "POST", "/v1/feedback", appKey, `{"event_id": "e3", "reward": 1}`); w.Code != 503 {
+		t.Fatalf("feedback that could not be logged answered %d", w.Code)
+	}
+}
+
+func TestCorruptArtifactIsRefusedAndOldModelKeepsServing(t *testing.T) {
+	t.Parallel()
+	ev := &fakeEvents{}
+	version := 2
+	var artifact []byte
+	s := mustServer(t, ev, &version, &artifact)
+	good := mustArtifact(t, flywheel.ModelConfig{Kind: flywheel.KindRanker}.WithDefaults())
+	artifact = append([]byte(nil), good...)
+	artifact[len(artifact)/2] ^= 0xff
+	if _, err := s.Swap(context.Background(), "homepage"); err == nil {
+		t.Fatal("a corrupted artifact was swapped in")
+	}
+	w := do(s, "POST", "/v1/rank", appKey, goodRank)
+	var resp rankResponse
+	_ = json.Unmarshal(w.Body.Bytes(), &resp)
+	if w.Code != 200 || resp.ModelVersion != 1 {
+		t.Fatalf("after a refused swap: %d, version %d", w.Code, resp.ModelVersion)
+	}
+	artifact = good
+	if v, err := s.Swap(context.Background(), "homepage"); err != nil || v != 2 {
+		t.Fatalf("good artifact: version %d, %v", v, err)
+	}
+}
+
+// The OpenAPI document lists exactly the routes served.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	t.Parallel()
+	s := mustServer(t, &fakeEvents{}, nil, nil)
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var documented, served []string
+	for p, ops := range doc.Paths {
+		for m := range ops {
+			documented = append(documented, strings.ToUpper(m)+" "+p)
+		}
+	}
+	for _, r := range s.engine.Routes() {
+		p := r.Path
+		for _, seg := range strings.Split(p, "/") {
+			if strings.HasPrefix(seg, ":") {
+				p = strings.Replace(p, seg, "{"+seg[1:]+"}", 1)
+			}
+		}
+		served = append(served, r.Method+" "+p)
+	}
+	sort.Strings(documented)
+	sort.Strings(served)
+	if fmt.Sprint(documented) != fmt.Sprint(served) {
+		t.Fatalf("documented %v\nserved     %v", documented, served)
+	}
+}
+
+func FuzzDecodeRank(f *testing.F) {
+	f.Add([]byte(goodRank))
+	f.Add([]byte(`{"model": "x", "actions": [{"id": "a", "features": {"n": {"b": [1]}}}]}`))
+	limits := flywheel.Limits{}.WithDefaults()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := decodeRank(b, limits)
+		if err != nil {
+			if flywheel.ErrorCode(err) != flywheel.EINVALID {
+				t.Fatalf("decode error with code %s: %v", flywheel.ErrorCode(err), err)
+			}
+			return
+		}
+		if len(req.Actions) == 0 || req.Model == "" {
+			t.Fatalf("accepted %+v", req)
+		}
+		// an accepted request can be ranked
+		m, _ := model.New(model.Config{Kind: flywheel.KindRanker, Bits: 8, Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: 0.1}})
+		var r model.Ranking
+		if err := m.Rank("k", req.Context, req.Actions, &r); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
