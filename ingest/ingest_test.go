@@ -1,0 +1,168 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/kafka"
+)
+
+func realServices(t *testing.T) (kafka.Config, clickhouse.Config) {
+	t.Helper()
+	k, c := os.Getenv("FLYWHEEL_TEST_KAFKA"), os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
+	if k == "" || c == "" {
+		t.Fatal("FLYWHEEL_TEST_KAFKA and FLYWHEEL_TEST_CLICKHOUSE must be set: run `make test`, which starts both")
+	}
+	n := time.Now().UnixNano()
+	return kafka.Config{Brokers: strings.Split(k, ","), TopicPrefix: fmt.Sprintf("ing%d.", n), Partitions: 3},
+		clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/ing_%d", c, n)}
+}
+
+func decision(id string, ts time.Time) flywheel.Decision {
+	return flywheel.Decision{
+		Schema: 1, EventID: id, Time: ts, Model: "homepage", Kind: flywheel.KindRanker, Version: 1, Variant: "champion",
+		Context:       flywheel.Features{"user": {"segment": "b", "age": 31.0, "tags": []any{"x", "y"}}},
+		Actions:       []flywheel.Action{{ID: "a1", Features: flywheel.Features{"item": {"category": "shoes"}}}, {ID: "a2"}},
+		Probabilities: []float64{0.25, 0.75}, Ranking: []string{"a2", "a1"}, ChosenIndex: 1, Chosen: "a2",
+		Reward: flywheel.RewardRule{WindowSeconds: 1, Default: 0, Aggregate: "sum"},
+	}
+}
+
+func msg(t *testing.T, key string, v any) kafkago.Message {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kafkago.Message{Key: []byte(key), Value: b}
+}
+
+// Duplicates appear once, a poison record goes to the DLQ with its origin and
+// the records after it are ingested, and a restarted ingester neither loses
+// nor doubles anything.
+func TestIngestIdempotentWithDeadLetters(t *testing.T) {
+	kcfg, ccfg := realServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	db := ccfg.Database()
+	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+
+	dw := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	fw := kafka.NewWriter(kcfg, kcfg.Topics().Feedback)
+	defer dw.Close()
+	defer fw.Close()
+	old := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	var decs, fbs []kafkago.Message
+	for i := 0; i < 100; i++ {
+		id := fmt.Sprintf("ev-%03d", i)
+		decs = append(decs, msg(t, id, decision(id, old)))
+		if i%4 == 0 {
+			fbs = append(fbs, msg(t, id, flywheel.Feedback{Schema: 1, FeedbackID: "fb-" + id, EventID: id, Time: old.Add(100 * time.Millisecond), Reward: 1}))
+		}
+	}
+	poison := kafkago.Message{Key: []byte("poison"), Value: []byte(`{"schema": 1, "event_id": "poison", "model": ""}`)}
+	// first half, the poison record, second half, then every decision again
+	batch := append(append(append([]kafkago.Message{}, decs[:50]...), poison), decs[50:]...)
+	if err := dw.WriteMessages(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.WriteMessages(ctx, append(fbs, fbs...)...); err != nil {
+		t.Fatal(err)
+	}
+
+	count := func(q string) uint64 {
+		var n uint64
+		if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	runFor := func(until func(in *Ingester) bool) {
+		t.Helper()
+		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 40, BatchWait: 100 * time.Millisecond}, kcfg, conn, db, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- in.Run(rctx) }()
+		for !until(in) {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("timed out waiting for ingest: %d decisions, %d feedback", count("SELECT count() FROM "+db+".decisions"), count("SELECT count() FROM "+db+".feedback"))
+			case err := <-done:
+				t.Fatalf("ingest stopped: %v", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatalf("ingest returned %v", err)
+		}
+	}
+	runFor(func(*Ingester) bool {
+		return count("SELECT count() FROM "+db+".decisions FINAL") >= 100 && count("SELECT count() FROM "+db+".feedback FINAL") >= 25
+	})
+
+	// Deliver everything again, as after a crash before the commit; restart.
+	if err := dw.WriteMessages(ctx, decs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.WriteMessages(ctx, fbs...); err != nil {
+		t.Fatal(err)
+	}
+	// Raw row counts shrink as ClickHouse merges duplicates away, so the
+	// restarted ingester's own counters say when it has inserted them again.
+	runFor(func(in *Ingester) bool {
+		return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 100 && testutil.ToFloat64(in.rows.WithLabelValues("feedback")) >= 25
+	})
+
+	if n := count("SELECT count() FROM " + db + ".decisions FINAL"); n != 100 {
+		t.Errorf("decisions FINAL has %d rows, want 100", n)
+	}
+	if n := count("SELECT count() FROM " + db + ".examples"); n != 100 {
+		t.Errorf("examples has %d rows, want 100", n)
+	}
+	if n := count("SELECT toUInt64(sum(reward)) FROM " + db + ".examples"); n != 25 {
+		t.Errorf("examples reward sum %d, want 25 (each feedback once)", n)
+	}
+	if n := count("SELECT count() FROM " + db + ".decisions FINAL WHERE has(context_names, 'user^tags') AND context_values[indexOf(context_names, 'user^segment')] = 'b'"); n != 100 {
+		t.Errorf("feature arrays: %d rows match, want 100", n)
+	}
+
+	// The poison record is in the DLQ with its origin.
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: kcfg.Brokers, Topic: kcfg.Topics().DLQ, Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	m, err := r.ReadMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dead deadRecord
+	if err := json.Unmarshal(m.Value, &dead); err != nil {
+		t.Fatal(err)
+	}
+	if dead.Topic != kcfg.Topics().Decisions || !strings.Contains(dead.Error, "model is empty") || !strings.Contains(dead.Value, `"poison"`) {
+		t.Errorf("dead letter %+v", dead)
+	}
+}
