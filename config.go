@@ -71,6 +71,7 @@ type RetrainConfig struct {
 	WarmStart      bool          `yaml:"warm_start"`
 	Passes         int           `yaml:"passes"`
 	LearningRate   float64       `yaml:"learning_rate"`
+	Objective      string        `yaml:"objective"` // rankers: mtr | ips | dr
 }
 
 // PromoteConfig says how a candidate version becomes the champion.
@@ -124,6 +125,9 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 	if c.Retrain.MinNewExamples == 0 {
 		c.Retrain.MinNewExamples = 1000
 	}
+	if c.Retrain.Objective == "" {
+		c.Retrain.Objective = "mtr"
+	}
 	if c.Retrain.Passes == 0 {
 		c.Retrain.Passes = 1
 	}
@@ -173,6 +177,11 @@ func (c ModelConfig) Validate(path string) error {
 	}
 	if c.Retrain.MinNewExamples < 0 || c.Retrain.Passes < 1 || c.Retrain.Passes > 100 {
 		return Errorf(EINVALID, "%s.retrain: min_new_examples must be >= 0 and passes in [1, 100]", path)
+	}
+	switch c.Retrain.Objective {
+	case "mtr", "ips", "dr":
+	default:
+		return Errorf(EINVALID, "%s.retrain.objective must be mtr, ips or dr; got %q", path, c.Retrain.Objective)
 	}
 	switch c.Promote.Policy {
 	case "auto", "manual":

@@ -2,7 +2,7 @@ package model
 
 import (
 	"math"
-	"sort"
+	"slices"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -33,28 +33,32 @@ type feature struct {
 // nsHash hashes a namespace name; features of the namespace hash from it.
 func nsHash(ns string) uint64 { return fnvString(fnvOffset, ns) }
 
+// keyBuf holds the sorted keys appendFeatures needs; reused so that
+// hashing a request allocates nothing in steady state.
+type keyBuf struct {
+	nss, names []string
+}
+
 // appendFeatures hashes f's features onto dst in a stable order: namespace,
 // name, then bag order. A categorical is ns^name=value with value 1; a number
 // is ns^name with its value; a bool is ns^name with 0 or 1.
-func appendFeatures(dst []feature, f flywheel.Features) []feature {
+func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf) []feature {
 	if len(f) == 0 {
 		return dst
 	}
-	var nsBuf [16]string
-	nss := nsBuf[:0]
+	kb.nss = kb.nss[:0]
 	for ns := range f {
-		nss = append(nss, ns)
+		kb.nss = append(kb.nss, ns)
 	}
-	sort.Strings(nss)
-	var nameBuf [32]string
-	for _, ns := range nss {
+	slices.Sort(kb.nss)
+	for _, ns := range kb.nss {
 		nh := nsHash(ns)
-		names := nameBuf[:0]
+		kb.names = kb.names[:0]
 		for name := range f[ns] {
-			names = append(names, name)
+			kb.names = append(kb.names, name)
 		}
-		sort.Strings(names)
-		for _, name := range names {
+		slices.Sort(kb.names)
+		for _, name := range kb.names {
 			base := fnvString(fnvString(nh, "^"), name)
 			switch v := f[ns][name].(type) {
 			case string:

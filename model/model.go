@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -51,6 +52,7 @@ func (c Config) Validate() error {
 // Model is a trained (or fresh, all-zero) model. It is immutable and safe for
 // concurrent use.
 type Model struct {
+	scratch *sync.Pool // of *scratch; the only mutable part, safe for concurrent use
 	cfg     Config
 	mask    uint64
 	pairs   [][2]uint64 // hashed namespace pairs
@@ -68,7 +70,7 @@ func New(cfg Config) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Model{cfg: cfg, mask: 1<<cfg.Bits - 1, weights: make([]float32, 1<<cfg.Bits)}
+	m := &Model{cfg: cfg, mask: 1<<cfg.Bits - 1, weights: make([]float32, 1<<cfg.Bits), scratch: newScratchPool()}
 	for _, p := range cfg.Interactions {
 		m.pairs = append(m.pairs, [2]uint64{nsHash(p[0]), nsHash(p[1])})
 	}
@@ -89,6 +91,7 @@ func (m *Model) Clone() *Model {
 	c := *m
 	c.weights = append([]float32(nil), m.weights...)
 	c.pairs = append([][2]uint64(nil), m.pairs...)
+	c.scratch = newScratchPool()
 	return &c
 }
 
@@ -194,8 +197,7 @@ func (m *Model) Rank(key string, ctx flywheel.Features, actions []flywheel.Actio
 		}
 	}
 	out.Chosen = chosen
-	out.Order = out.Order[:0]
-	out.Order = append(out.Order, chosen)
+	out.Order = append(out.Order[:0], chosen)
 	best := argmax(out.Scores)
 	out.Explored = out.Scores[chosen] < out.Scores[best]
 	for len(out.Order) < len(actions) {
@@ -220,12 +222,13 @@ func (m *Model) Policy(ctx flywheel.Features, actions []flywheel.Action, out *Ra
 	k := len(actions)
 	out.Scores = resize(out.Scores, k)
 	out.Probabilities = resize(out.Probabilities, k)
-	cf := appendFeatures(make([]feature, 0, 32), ctx)
-	af := make([]feature, 0, 32)
+	sc := m.scratch.Get().(*scratch)
+	sc.cf = appendFeatures(sc.cf[:0], ctx, &sc.keys) // the context is hashed once per request
 	for i, a := range actions {
-		af = appendFeatures(af[:0], a.Features)
-		out.Scores[i] = m.score(cf, af)
+		sc.af = appendFeatures(sc.af[:0], a.Features, &sc.keys)
+		out.Scores[i] = m.score(sc.cf, sc.af)
 	}
+	m.scratch.Put(sc)
 	explore(m.cfg.Exploration, out.Scores, out.Probabilities)
 }
 
@@ -272,11 +275,24 @@ func explore(e Exploration, scores, probs []float64) {
 // Predict returns the classifier's probability of a positive outcome, or the
 // ranker's raw score for the features as a single action with no context.
 func (m *Model) Predict(f flywheel.Features) float64 {
-	s := m.score(appendFeatures(make([]feature, 0, 32), f), nil)
+	sc := m.scratch.Get().(*scratch)
+	sc.cf = appendFeatures(sc.cf[:0], f, &sc.keys)
+	s := m.score(sc.cf, nil)
+	m.scratch.Put(sc)
 	if m.cfg.Kind == flywheel.KindClassifier {
 		return sigmoid(s)
 	}
 	return s
+}
+
+// scratch is per-call working memory, pooled.
+type scratch struct {
+	cf, af []feature
+	keys   keyBuf
+}
+
+func newScratchPool() *sync.Pool {
+	return &sync.Pool{New: func() any { return &scratch{cf: make([]feature, 0, 64), af: make([]feature, 0, 64)} }}
 }
 
 func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }

@@ -6,8 +6,26 @@ import (
 	"github.com/flywheel-dev/flywheel"
 )
 
+// Ranker training objectives (VW's --cb_type).
+const (
+	// MTR regresses the chosen action's reward with importance weight
+	// 1/(K·p): VW's default for contextual bandits with action features.
+	MTR = "mtr"
+	// IPS regresses every action on its inverse-propensity reward estimate:
+	// r/p for the chosen action, 0 for the others.
+	IPS = "ips"
+	// DR regresses every action on its doubly robust estimate: the current
+	// prediction, corrected by (r - prediction)/p for the chosen action.
+	DR = "dr"
+)
+
 // TrainConfig tunes learning.
 type TrainConfig struct {
+	// Objective of a ranker: MTR (default), IPS or DR.
+	Objective string
+	// FTRL-Proximal parameters of a classifier (McMahan et al. 2013):
+	// Alpha (default 0.1), Beta (default 1), L1 and L2 (default 0).
+	Alpha, Beta, L1 float64
 	// LearningRate scales every adaptive step; default 0.1.
 	LearningRate float64
 	// MaxImportanceWeight clips 1/(K·p), the weight of a logged ranker
@@ -24,6 +42,15 @@ func (c TrainConfig) withDefaults() TrainConfig {
 	if c.MaxImportanceWeight <= 0 {
 		c.MaxImportanceWeight = 20
 	}
+	if c.Objective == "" {
+		c.Objective = MTR
+	}
+	if c.Alpha <= 0 {
+		c.Alpha = 0.1
+	}
+	if c.Beta <= 0 {
+		c.Beta = 1
+	}
 	return c
 }
 
@@ -32,12 +59,14 @@ func (c TrainConfig) withDefaults() TrainConfig {
 // feature's scale does not change how fast predictions move). It is
 // not safe for concurrent use; Model returns the model learned so far.
 type Trainer struct {
-	cfg TrainConfig
-	m   *Model
-	g2  []float32 // running sum of squared gradients per weight
-	sc  []float32 // largest |value| seen per weight, for normalized steps
-	cf  []feature
-	af  []feature
+	cfg  TrainConfig
+	m    *Model
+	g2   []float32 // running sum of squared gradients per weight
+	sc   []float32 // largest |value| seen per weight, for normalized steps
+	z, n []float64 // FTRL-Proximal state of a classifier, made on first use
+	cf   []feature
+	af   []feature
+	keys keyBuf
 }
 
 // NewTrainer returns a trainer that starts from m (which it copies, so m
@@ -66,25 +95,60 @@ func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 	if math.IsNaN(ex.Reward) || math.IsInf(ex.Reward, 0) {
 		return flywheel.Errorf(flywheel.EINVALID, "example %s: reward is not finite", ex.EventID)
 	}
-	iw := math.Min(1/(float64(len(ex.Actions))*p), t.cfg.MaxImportanceWeight)
-	t.cf = appendFeatures(t.cf[:0], ex.Context)
-	t.af = appendFeatures(t.af[:0], ex.Actions[ex.ChosenIndex].Features)
-	pred := t.m.score(t.cf, t.af)
-	t.step(iw * (pred - ex.Reward))
+	t.cf = appendFeatures(t.cf[:0], ex.Context, &t.keys)
+	switch t.cfg.Objective {
+	case IPS, DR:
+		for a := range ex.Actions {
+			t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys)
+			pred := t.m.score(t.cf, t.af)
+			target := 0.0
+			if t.cfg.Objective == DR {
+				target = pred
+			}
+			if a == ex.ChosenIndex {
+				target += (ex.Reward - target) / p
+			}
+			t.step(pred - target)
+		}
+	default:
+		iw := math.Min(1/(float64(len(ex.Actions))*p), t.cfg.MaxImportanceWeight)
+		t.af = appendFeatures(t.af[:0], ex.Actions[ex.ChosenIndex].Features, &t.keys)
+		pred := t.m.score(t.cf, t.af)
+		t.step(iw * (pred - ex.Reward))
+	}
+	t.m.trained++
 	return nil
 }
 
-// LearnClassifier learns one labelled example with logistic loss; label is
-// true for a positive outcome.
+// LearnClassifier learns one labelled example with logistic loss by
+// FTRL-Proximal with L1 and L2 regularisation (McMahan et al. 2013, algorithm
+// 1); label is true for a positive outcome.
 func (t *Trainer) LearnClassifier(f flywheel.Features, label bool) {
-	t.cf = appendFeatures(t.cf[:0], f)
+	if t.z == nil {
+		t.z, t.n = make([]float64, len(t.m.weights)), make([]float64, len(t.m.weights))
+	}
+	t.cf = appendFeatures(t.cf[:0], f, &t.keys)
+	t.af = t.af[:0]
 	y := 0.0
 	if label {
 		y = 1
 	}
-	pred := sigmoid(t.m.score(t.cf, nil))
-	t.af = t.af[:0]
-	t.step(pred - y)
+	// The model's weights are kept equal to FTRL's lazily computed weights
+	// for every coordinate touched so far, so prediction is just a dot product.
+	g := sigmoid(t.m.score(t.cf, nil)) - y
+	w, z, n, c := t.m.weights, t.z, t.n, t.cfg
+	t.m.visit(t.cf, t.af, func(i uint64, v float64) {
+		gi := g * v
+		sigma := (math.Sqrt(n[i]+gi*gi) - math.Sqrt(n[i])) / c.Alpha
+		z[i] += gi - sigma*float64(w[i])
+		n[i] += gi * gi
+		if math.Abs(z[i]) <= c.L1 {
+			w[i] = 0
+			return
+		}
+		w[i] = float32(-(z[i] - math.Copysign(c.L1, z[i])) / ((c.Beta+math.Sqrt(n[i]))/c.Alpha + c.L2))
+	})
+	t.m.trained++
 }
 
 // step applies gradient g (dLoss/dScore) to every feature of the current
@@ -102,5 +166,4 @@ func (t *Trainer) step(g float64) {
 		g2[i] += float32(gi * gi)
 		w[i] -= float32(lr * gi / (math.Sqrt(float64(g2[i])) * float64(sc[i])))
 	})
-	t.m.trained++
 }

@@ -211,7 +211,7 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
 		start, warmFrom = champ, champV
 	}
-	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate})
+	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective})
 	for pass := 0; pass < mc.Retrain.Passes; pass++ {
 		for i := range train {
 			if err := tr.LearnRanker(&train[i]); err != nil {
