@@ -95,9 +95,28 @@ func (m *Model) Clone() *Model {
 	return &c
 }
 
+// crossBuf is working memory for interactions: the features of each side.
+type crossBuf struct{ l, r []feature }
+
+// gather appends the features of namespace ns, from the context then the
+// action, to dst.
+func gather(dst []feature, ns uint64, ctx, act []feature) []feature {
+	for _, f := range ctx {
+		if f.ns == ns {
+			dst = append(dst, f)
+		}
+	}
+	for _, f := range act {
+		if f.ns == ns {
+			dst = append(dst, f)
+		}
+	}
+	return dst
+}
+
 // score returns w·x for the union of ctx and act features, plus the
 // interactions and the bias.
-func (m *Model) score(ctx, act []feature) float64 {
+func (m *Model) score(ctx, act []feature, cb *crossBuf) float64 {
 	w := m.weights
 	s := float64(w[biasHash&m.mask])
 	for _, f := range ctx {
@@ -107,27 +126,10 @@ func (m *Model) score(ctx, act []feature) float64 {
 		s += float64(w[f.h&m.mask]) * f.v
 	}
 	for _, p := range m.pairs {
-		s += m.crossScore(p, ctx, act)
-	}
-	return s
-}
-
-// crossScore sums the interaction terms of one namespace pair. A namespace
-// may appear in the context, in the action or both.
-func (m *Model) crossScore(p [2]uint64, ctx, act []feature) float64 {
-	w := m.weights
-	var s float64
-	for _, lhs := range [2][]feature{ctx, act} {
-		for _, a := range lhs {
-			if a.ns != p[0] {
-				continue
-			}
-			for _, rhs := range [2][]feature{ctx, act} {
-				for _, b := range rhs {
-					if b.ns == p[1] {
-						s += float64(w[cross(a.h, b.h)&m.mask]) * a.v * b.v
-					}
-				}
+		cb.l, cb.r = gather(cb.l[:0], p[0], ctx, act), gather(cb.r[:0], p[1], ctx, act)
+		for _, a := range cb.l {
+			for _, b := range cb.r {
+				s += float64(w[cross(a.h, b.h)&m.mask]) * a.v * b.v
 			}
 		}
 	}
@@ -136,7 +138,7 @@ func (m *Model) crossScore(p [2]uint64, ctx, act []feature) float64 {
 
 // visit calls fn with the weight index and value of every feature of the
 // example, interactions included, in the same order as score.
-func (m *Model) visit(ctx, act []feature, fn func(i uint64, v float64)) {
+func (m *Model) visit(ctx, act []feature, cb *crossBuf, fn func(i uint64, v float64)) {
 	fn(biasHash&m.mask, 1)
 	for _, f := range ctx {
 		fn(f.h&m.mask, f.v)
@@ -145,18 +147,10 @@ func (m *Model) visit(ctx, act []feature, fn func(i uint64, v float64)) {
 		fn(f.h&m.mask, f.v)
 	}
 	for _, p := range m.pairs {
-		for _, lhs := range [2][]feature{ctx, act} {
-			for _, a := range lhs {
-				if a.ns != p[0] {
-					continue
-				}
-				for _, rhs := range [2][]feature{ctx, act} {
-					for _, b := range rhs {
-						if b.ns == p[1] {
-							fn(cross(a.h, b.h)&m.mask, a.v*b.v)
-						}
-					}
-				}
+		cb.l, cb.r = gather(cb.l[:0], p[0], ctx, act), gather(cb.r[:0], p[1], ctx, act)
+		for _, a := range cb.l {
+			for _, b := range cb.r {
+				fn(cross(a.h, b.h)&m.mask, a.v*b.v)
 			}
 		}
 	}
@@ -226,7 +220,7 @@ func (m *Model) Policy(ctx flywheel.Features, actions []flywheel.Action, out *Ra
 	sc.cf = appendFeatures(sc.cf[:0], ctx, &sc.keys) // the context is hashed once per request
 	for i, a := range actions {
 		sc.af = appendFeatures(sc.af[:0], a.Features, &sc.keys)
-		out.Scores[i] = m.score(sc.cf, sc.af)
+		out.Scores[i] = m.score(sc.cf, sc.af, &sc.cb)
 	}
 	m.scratch.Put(sc)
 	explore(m.cfg.Exploration, out.Scores, out.Probabilities)
@@ -277,7 +271,7 @@ func explore(e Exploration, scores, probs []float64) {
 func (m *Model) Predict(f flywheel.Features) float64 {
 	sc := m.scratch.Get().(*scratch)
 	sc.cf = appendFeatures(sc.cf[:0], f, &sc.keys)
-	s := m.score(sc.cf, nil)
+	s := m.score(sc.cf, nil, &sc.cb)
 	m.scratch.Put(sc)
 	if m.cfg.Kind == flywheel.KindClassifier {
 		return sigmoid(s)
@@ -289,6 +283,7 @@ func (m *Model) Predict(f flywheel.Features) float64 {
 type scratch struct {
 	cf, af []feature
 	keys   keyBuf
+	cb     crossBuf
 }
 
 func newScratchPool() *sync.Pool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/flywheel-dev/flywheel"
@@ -115,7 +116,7 @@ func TestRankerLearnsInteraction(t *testing.T) {
 				return 0.1
 			}
 			rng := rand.New(rand.NewPCG(3, 4))
-			tr := NewTrainer(m, TrainConfig{Objective: obj})
+			tr := NewTrainer(m, TrainConfig{Objective: obj, LearningRate: 0.25})
 			for i := 0; i < 20000; i++ {
 				s := rng.IntN(len(segments))
 				a := rng.IntN(len(as))
@@ -245,4 +246,16 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// An artifact whose checksum is right but which carries a NaN weight is
+// refused.
+func TestDecodeRefusesNaN(t *testing.T) {
+	t.Parallel()
+	m := mustModel(t, Config{Kind: flywheel.KindRanker, Bits: 4, Exploration: Exploration{Policy: EpsilonGreedy, Epsilon: 0.1}})
+	m.weights[2] = float32(math.NaN())
+	b, _ := m.MarshalBinary()
+	if _, err := Decode(b); err == nil || !strings.Contains(err.Error(), "not finite") {
+		t.Fatalf("NaN-bearing artifact: %v", err)
+	}
 }

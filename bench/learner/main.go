@@ -1,0 +1,153 @@
+// Command learner is the Flywheel side of the learner benchmark (make bench):
+// it replays a bandit data set progressively through model/ — for each
+// example the policy gives its probabilities, an action is drawn with the
+// example's own uniform number, its reward is revealed, and the learner
+// learns from that alone — and prints examples per second and progressive
+// reward as JSON. vw.py runs Vowpal Wabbit through the same protocol on the
+// same file. With -gen-sim it writes the simulator's data set instead.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
+	"github.com/flywheel-dev/flywheel/sim"
+)
+
+// Row is one line of a data set: a context, the actions, the reward each
+// action would get, and the uniform number that draws the action.
+type Row struct {
+	Context flywheel.Features `json:"context"`
+	Actions []flywheel.Action `json:"actions"`
+	Rewards []float64         `json:"rewards"`
+	U       float64           `json:"u"`
+}
+
+// Result is one learner's figures on one data set.
+type Result struct {
+	Learner           string  `json:"learner"`
+	Data              string  `json:"data"`
+	Examples          int     `json:"examples"`
+	Seconds           float64 `json:"seconds"`
+	ExamplesPerSecond float64 `json:"examples_per_second"`
+	ProgressiveReward float64 `json:"progressive_reward"`
+	Mode              string  `json:"mode"`
+}
+
+func main() {
+	data := flag.String("data", "", "data set (JSON lines)")
+	name := flag.String("name", "", "data set name for the report")
+	bits := flag.Int("bits", 18, "hash bits")
+	epsilon := flag.Float64("epsilon", 0.05, "epsilon-greedy exploration")
+	ctxNS := flag.String("ctx-ns", "user", "context namespace to cross")
+	actNS := flag.String("act-ns", "item", "action namespace to cross")
+	objective := flag.String("objective", model.MTR, "mtr | ips | dr")
+	lr := flag.Float64("lr", 0, "learning rate (0: default)")
+	maxIW := flag.Float64("max-iw", 0, "importance weight clip (0: default)")
+	genSim := flag.Int("gen-sim", 0, "write this many simulator rows to -data and exit")
+	flag.Parse()
+	if err := run(*data, *name, *bits, *epsilon, *ctxNS, *actNS, *objective, *lr, *maxIW, *genSim); err != nil {
+		fmt.Fprintln(os.Stderr, "learner:", err)
+		os.Exit(1)
+	}
+}
+
+func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64, genSim int) error {
+	if genSim > 0 {
+		return writeSim(path, genSim)
+	}
+	rows, err := load(path)
+	if err != nil {
+		return err
+	}
+	m, err := model.New(model.Config{Kind: flywheel.KindRanker, Bits: bits, Interactions: [][2]string{{ctxNS, actNS}},
+		Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: epsilon}})
+	if err != nil {
+		return err
+	}
+	tr := model.NewTrainer(m, model.TrainConfig{Objective: objective, LearningRate: lr, MaxImportanceWeight: maxIW})
+	var r model.Ranking
+	ex := flywheel.Example{}
+	total := 0.0
+	start := time.Now()
+	for i := range rows {
+		row := &rows[i]
+		tr.Model().Policy(row.Context, row.Actions, &r)
+		a := draw(r.Probabilities, row.U)
+		total += row.Rewards[a]
+		ex.Context, ex.Actions, ex.Probabilities, ex.ChosenIndex, ex.Reward = row.Context, row.Actions, r.Probabilities, a, row.Rewards[a]
+		if err := tr.LearnRanker(&ex); err != nil {
+			return err
+		}
+	}
+	secs := time.Since(start).Seconds()
+	return json.NewEncoder(os.Stdout).Encode(Result{Learner: "flywheel", Data: name, Examples: len(rows), Seconds: secs,
+		ExamplesPerSecond: float64(len(rows)) / secs, ProgressiveReward: total / float64(len(rows)), Mode: "interactive, in process"})
+}
+
+func draw(p []float64, u float64) int {
+	acc := 0.0
+	for i, x := range p {
+		acc += x
+		if u < acc {
+			return i
+		}
+	}
+	return len(p) - 1
+}
+
+func load(path string) ([]Row, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var rows []Row
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var r Row
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", path, len(rows)+1, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, sc.Err()
+}
+
+// writeSim writes n rows from the simulator's world: the rewards are drawn
+// once per action, so both learners see the same outcome for the same choice.
+func writeSim(path string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := bufio.NewWriter(f)
+	world := sim.NewWorld(1)
+	rng := rand.New(rand.NewPCG(42, 1))
+	enc := json.NewEncoder(w)
+	for i := 0; i < n; i++ {
+		seg := world.Segments[rng.IntN(len(world.Segments))]
+		row := Row{Context: flywheel.Features{"user": {"segment": seg, "age": float64(18 + rng.IntN(50))}}, U: rng.Float64()}
+		for _, it := range world.Items {
+			row.Actions = append(row.Actions, flywheel.Action{ID: it.ID, Features: flywheel.Features{"item": {"id": it.ID, "category": it.Category, "price": it.Price}}})
+			r := 0.0
+			if rng.Float64() < world.ClickProbability(seg, it) {
+				r = 1
+			}
+			row.Rewards = append(row.Rewards, r)
+		}
+		if err := enc.Encode(row); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
