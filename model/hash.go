@@ -33,14 +33,14 @@ type feature struct {
 // nsHash hashes a namespace name; features of the namespace hash from it.
 func nsHash(ns string) uint64 { return fnvString(fnvOffset, ns) }
 
-// keyBuf holds the sorted keys appendFeatures needs; reused so that
-// hashing a request allocates nothing in steady state.
+// keyBuf holds the sorted namespace names appendFeatures needs; reused so
+// that hashing a request allocates nothing in steady state.
 type keyBuf struct {
-	nss, names []string
+	nss []string
 }
 
-// appendFeatures hashes f's features onto dst in a stable order: namespace,
-// name, then bag order. A categorical is ns^name=value with value 1; a number
+// appendFeatures hashes f's features onto dst in a stable order: namespaces
+// by name, features within one by hash. A categorical is ns^name=value with value 1; a number
 // is ns^name with its value; a bool is ns^name with 0 or 1.
 func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf) []feature {
 	if len(f) == 0 {
@@ -53,14 +53,10 @@ func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf) []feature {
 	slices.Sort(kb.nss)
 	for _, ns := range kb.nss {
 		nh := nsHash(ns)
-		kb.names = kb.names[:0]
-		for name := range f[ns] {
-			kb.names = append(kb.names, name)
-		}
-		slices.Sort(kb.names)
-		for _, name := range kb.names {
+		from := len(dst)
+		for name, val := range f[ns] {
 			base := fnvString(fnvString(nh, "^"), name)
-			switch v := f[ns][name].(type) {
+			switch v := val.(type) {
 			case string:
 				dst = append(dst, feature{h: fnvString(fnvString(base, "="), v), v: 1, ns: nh})
 			case float64:
@@ -83,6 +79,21 @@ func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf) []feature {
 				}
 			}
 		}
+		// Map order is random; sorting by hash makes the order, and so every
+		// floating-point sum over it, the same on every run.
+		slices.SortFunc(dst[from:], func(a, b feature) int {
+			switch {
+			case a.h < b.h:
+				return -1
+			case a.h > b.h:
+				return 1
+			case a.v < b.v:
+				return -1
+			case a.v > b.v:
+				return 1
+			}
+			return 0
+		})
 	}
 	return dst
 }

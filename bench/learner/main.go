@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
@@ -52,9 +54,17 @@ func main() {
 	lr := flag.Float64("lr", 0, "learning rate (0: default)")
 	maxIW := flag.Float64("max-iw", 0, "importance weight clip (0: default)")
 	genSim := flag.Int("gen-sim", 0, "write this many simulator rows to -data and exit")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := run(*data, *name, *bits, *epsilon, *ctxNS, *actNS, *objective, *lr, *maxIW, *genSim); err != nil {
 		fmt.Fprintln(os.Stderr, "learner:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -76,6 +86,7 @@ func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective s
 	var r model.Ranking
 	ex := flywheel.Example{}
 	total := 0.0
+	runtime.GC() // the data set's garbage is not the learner's to collect
 	start := time.Now()
 	for i := range rows {
 		row := &rows[i]
