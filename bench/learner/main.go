@@ -53,6 +53,7 @@ func main() {
 	objective := flag.String("objective", model.MTR, "mtr | ips | dr")
 	lr := flag.Float64("lr", 0, "learning rate (0: default)")
 	maxIW := flag.Float64("max-iw", 0, "importance weight clip (0: default)")
+	decode := flag.Bool("decode-in-loop", false, "decode each example's JSON inside the timed loop")
 	genSim := flag.Int("gen-sim", 0, "write this many simulator rows to -data and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	flag.Parse()
@@ -62,20 +63,23 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*data, *name, *bits, *epsilon, *ctxNS, *actNS, *objective, *lr, *maxIW, *genSim); err != nil {
+	if err := run(*data, *name, *bits, *epsilon, *ctxNS, *actNS, *objective, *lr, *maxIW, *genSim, *decode); err != nil {
 		fmt.Fprintln(os.Stderr, "learner:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64, genSim int) error {
+func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64, genSim int, decodeInLoop bool) error {
 	if genSim > 0 {
 		return writeSim(path, genSim)
 	}
-	rows, err := load(path)
+	rows, raw, err := load(path)
 	if err != nil {
 		return err
+	}
+	if decodeInLoop {
+		return runDecoding(raw, name, bits, epsilon, ctxNS, actNS, objective, lr, maxIW)
 	}
 	m, err := model.New(model.Config{Kind: flywheel.KindRanker, Bits: bits, Interactions: [][2]string{{ctxNS, actNS}},
 		Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: epsilon}})
@@ -114,23 +118,57 @@ func draw(p []float64, u float64) int {
 	return len(p) - 1
 }
 
-func load(path string) ([]Row, error) {
+func load(path string) ([]Row, [][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	var rows []Row
+	var raw [][]byte
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
 		var r Row
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%s line %d: %w", path, len(rows)+1, err)
+			return nil, nil, fmt.Errorf("%s line %d: %w", path, len(rows)+1, err)
 		}
 		rows = append(rows, r)
+		raw = append(raw, append([]byte(nil), sc.Bytes()...))
 	}
-	return rows, sc.Err()
+	return rows, raw, sc.Err()
+}
+
+// runDecoding is run with each example's JSON decoded inside the timed loop,
+// as VW parses each example's text inside its own.
+func runDecoding(raw [][]byte, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64) error {
+	m, err := model.New(model.Config{Kind: flywheel.KindRanker, Bits: bits, Interactions: [][2]string{{ctxNS, actNS}},
+		Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: epsilon}})
+	if err != nil {
+		return err
+	}
+	tr := model.NewTrainer(m, model.TrainConfig{Objective: objective, LearningRate: lr, MaxImportanceWeight: maxIW})
+	var r model.Ranking
+	ex := flywheel.Example{}
+	total := 0.0
+	runtime.GC()
+	start := time.Now()
+	for _, line := range raw {
+		var row Row
+		if err := json.Unmarshal(line, &row); err != nil {
+			return err
+		}
+		tr.Model().Policy(row.Context, row.Actions, &r)
+		a := draw(r.Probabilities, row.U)
+		total += row.Rewards[a]
+		ex.Context, ex.Actions, ex.Probabilities, ex.ChosenIndex, ex.Reward = row.Context, row.Actions, r.Probabilities, a, row.Rewards[a]
+		if err := tr.LearnRanker(&ex); err != nil {
+			return err
+		}
+	}
+	secs := time.Since(start).Seconds()
+	return json.NewEncoder(os.Stdout).Encode(Result{Learner: "flywheel", Data: name, Examples: len(raw), Seconds: secs,
+		ExamplesPerSecond: float64(len(raw)) / secs, ProgressiveReward: total / float64(len(raw)), Mode: "interactive, in process, each example's JSON decoded in the loop"})
 }
 
 // writeSim writes n rows from the simulator's world: the rewards are drawn
