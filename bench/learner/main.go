@@ -78,8 +78,13 @@ func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective s
 	if err != nil {
 		return err
 	}
+	mode, next := "interactive, in process", func(i int) (*Row, error) { return &rows[i], nil }
 	if decodeInLoop {
-		return runDecoding(raw, name, bits, epsilon, ctxNS, actNS, objective, lr, maxIW)
+		// As VW parses each example's text inside its loop.
+		mode, next = "interactive, in process, each example's JSON decoded in the loop", func(i int) (*Row, error) {
+			var row Row
+			return &row, json.Unmarshal(raw[i], &row)
+		}
 	}
 	m, err := model.New(model.Config{Kind: flywheel.KindRanker, Bits: bits, Interactions: [][2]string{{ctxNS, actNS}},
 		Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: epsilon}})
@@ -93,7 +98,10 @@ func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective s
 	runtime.GC() // the data set's garbage is not the learner's to collect
 	start := time.Now()
 	for i := range rows {
-		row := &rows[i]
+		row, err := next(i)
+		if err != nil {
+			return err
+		}
 		tr.Model().Policy(row.Context, row.Actions, &r)
 		a := draw(r.Probabilities, row.U)
 		total += row.Rewards[a]
@@ -104,7 +112,7 @@ func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective s
 	}
 	secs := time.Since(start).Seconds()
 	return json.NewEncoder(os.Stdout).Encode(Result{Learner: "flywheel", Data: name, Examples: len(rows), Seconds: secs,
-		ExamplesPerSecond: float64(len(rows)) / secs, ProgressiveReward: total / float64(len(rows)), Mode: "interactive, in process"})
+		ExamplesPerSecond: float64(len(rows)) / secs, ProgressiveReward: total / float64(len(rows)), Mode: mode})
 }
 
 func draw(p []float64, u float64) int {
@@ -137,38 +145,6 @@ func load(path string) ([]Row, [][]byte, error) {
 		raw = append(raw, append([]byte(nil), sc.Bytes()...))
 	}
 	return rows, raw, sc.Err()
-}
-
-// runDecoding is run with each example's JSON decoded inside the timed loop,
-// as VW parses each example's text inside its own.
-func runDecoding(raw [][]byte, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64) error {
-	m, err := model.New(model.Config{Kind: flywheel.KindRanker, Bits: bits, Interactions: [][2]string{{ctxNS, actNS}},
-		Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: epsilon}})
-	if err != nil {
-		return err
-	}
-	tr := model.NewTrainer(m, model.TrainConfig{Objective: objective, LearningRate: lr, MaxImportanceWeight: maxIW})
-	var r model.Ranking
-	ex := flywheel.Example{}
-	total := 0.0
-	runtime.GC()
-	start := time.Now()
-	for _, line := range raw {
-		var row Row
-		if err := json.Unmarshal(line, &row); err != nil {
-			return err
-		}
-		tr.Model().Policy(row.Context, row.Actions, &r)
-		a := draw(r.Probabilities, row.U)
-		total += row.Rewards[a]
-		ex.Context, ex.Actions, ex.Probabilities, ex.ChosenIndex, ex.Reward = row.Context, row.Actions, r.Probabilities, a, row.Rewards[a]
-		if err := tr.LearnRanker(&ex); err != nil {
-			return err
-		}
-	}
-	secs := time.Since(start).Seconds()
-	return json.NewEncoder(os.Stdout).Encode(Result{Learner: "flywheel", Data: name, Examples: len(raw), Seconds: secs,
-		ExamplesPerSecond: float64(len(raw)) / secs, ProgressiveReward: total / float64(len(raw)), Mode: "interactive, in process, each example's JSON decoded in the loop"})
 }
 
 // writeSim writes n rows from the simulator's world: the rewards are drawn
