@@ -125,6 +125,9 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 	if c.Retrain.MinNewExamples == 0 {
 		c.Retrain.MinNewExamples = 1000
 	}
+	if c.Retrain.LearningRate == 0 {
+		c.Retrain.LearningRate = 0.25 // batch passes over a window want smaller steps than online learning
+	}
 	if c.Retrain.Objective == "" {
 		c.Retrain.Objective = "mtr"
 	}
