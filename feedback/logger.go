@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
@@ -21,45 +22,76 @@ type Writer interface {
 
 var _ Writer = (*kafkago.Writer)(nil)
 
-// Logger writes decisions and feedback to their Kafka topics. Each call
-// returns once the records are acknowledged by all in-sync replicas, or with
-// an error: a caller that got nil knows its records are in Kafka. It is safe
-// for concurrent use; concurrent calls share batches.
+// Logger logs decisions and feedback without ever making a request wait for
+// Kafka. Every event is first appended to the local spool (a decision is
+// written to the operating system, feedback is also fsynced before the call
+// returns, group-committed); Run ships the spool to Kafka in order, with acks
+// from all in-sync replicas, retrying with backoff while Kafka is down or
+// slow, and remembers how far it got. After a crash or a restart, shipping
+// resumes where it stopped. Delivery to Kafka is at least once (a batch
+// retried after a timeout may land twice); ingest deduplicates by event id.
+// Logger is safe for concurrent use.
 type Logger struct {
+	spool               *Spool
 	decisions, feedback Writer
 	log                 *slog.Logger
-	logged              *prometheus.CounterVec
-	errors              *prometheus.CounterVec
+	wake                chan struct{}
+
+	spooled  *prometheus.CounterVec
+	shipped  *prometheus.CounterVec
+	failed   *prometheus.CounterVec
+	errors   prometheus.Counter
+	pending  prometheus.Gauge
+	batchSec prometheus.Histogram
 }
 
-// NewLogger returns a logger writing to the topics of cfg.
-func NewLogger(cfg kafka.Config, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
+// NewLogger returns a logger spooling in spoolDir and shipping to the topics
+// of cfg.
+func NewLogger(cfg kafka.Config, spoolDir string, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	t := cfg.Topics()
-	return NewLoggerWith(kafka.NewWriter(cfg, t.Decisions), kafka.NewWriter(cfg, t.Feedback), reg, log)
+	return NewLoggerWith(spoolDir, kafka.NewWriter(cfg, t.Decisions), kafka.NewWriter(cfg, t.Feedback), reg, log)
 }
 
 // NewLoggerWith returns a logger over the given writers.
-func NewLoggerWith(decisions, feedback Writer, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
+func NewLoggerWith(spoolDir string, decisions, feedback Writer, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
+	if spoolDir == "" {
+		return nil, fmt.Errorf("serve.spool_dir is empty")
+	}
+	sp, err := OpenSpool(spoolDir, 0)
+	if err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	l := &Logger{
-		decisions: decisions,
-		feedback:  feedback,
-		log:       log,
-		logged: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flywheel_events_logged_total", Help: "Events acknowledged by Kafka, by kind (decision, feedback).",
+		spool: sp, decisions: decisions, feedback: feedback, log: log, wake: make(chan struct{}, 1),
+		spooled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_events_spooled_total", Help: "Events appended to the local spool, by kind (decision, feedback).",
 		}, []string{"kind"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flywheel_kafka_write_errors_total", Help: "Kafka writes that failed, by kind; the caller got the error.",
+		shipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_events_shipped_total", Help: "Events acknowledged by Kafka, by kind.",
 		}, []string{"kind"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_events_refused_total", Help: "Events the spool could not take (disk error); the request was answered with an error, so nothing was acknowledged and lost.",
+		}, []string{"kind"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_kafka_write_errors_total", Help: "Failed attempts to ship a spool batch to Kafka (retried).",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flywheel_spool_pending_bytes", Help: "Bytes in the spool not yet acknowledged by Kafka.",
+		}),
+		batchSec: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flywheel_spool_ship_seconds", Help: "Time to ship one spool batch to Kafka.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{l.logged, l.errors} {
+		for _, c := range []prometheus.Collector{l.spooled, l.shipped, l.failed, l.errors, l.pending, l.batchSec} {
 			if err := reg.Register(c); err != nil {
+				sp.Close()
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
 		}
@@ -67,47 +99,152 @@ func NewLoggerWith(decisions, feedback Writer, reg prometheus.Registerer, log *s
 	return l, nil
 }
 
-// LogDecision writes d to the decisions topic, keyed by its event id.
+func kindName(k byte) string {
+	if k == KindDecision {
+		return "decision"
+	}
+	return "feedback"
+}
+
+// LogDecision spools d. It returns an EUNAVAILABLE error if the spool could
+// not take it (the caller must then not answer as if it were logged).
 func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
 	v, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("encode decision %s: %w", d.EventID, err)
 	}
-	if err := l.decisions.WriteMessages(ctx, kafkago.Message{Key: []byte(d.EventID), Value: v}); err != nil {
-		l.errors.WithLabelValues("decision").Inc()
-		return flywheel.Errorf(flywheel.EUNAVAILABLE, "the decision could not be logged: %v", err)
-	}
-	l.logged.WithLabelValues("decision").Inc()
-	return nil
+	return l.append([]Record{{Kind: KindDecision, Key: []byte(d.EventID), Value: v}}, false)
 }
 
-// LogFeedback writes fs to the feedback topic, each keyed by its event id.
+// LogFeedback spools fs and returns once they are fsynced.
 func (l *Logger) LogFeedback(ctx context.Context, fs []flywheel.Feedback) error {
-	msgs := make([]kafkago.Message, len(fs))
+	recs := make([]Record, len(fs))
 	for i := range fs {
 		v, err := json.Marshal(&fs[i])
 		if err != nil {
 			return fmt.Errorf("encode feedback %s: %w", fs[i].FeedbackID, err)
 		}
-		msgs[i] = kafkago.Message{Key: []byte(fs[i].EventID), Value: v}
+		recs[i] = Record{Kind: KindFeedback, Key: []byte(fs[i].EventID), Value: v}
 	}
-	if err := l.feedback.WriteMessages(ctx, msgs...); err != nil {
-		l.errors.WithLabelValues("feedback").Add(float64(len(fs)))
-		return flywheel.Errorf(flywheel.EUNAVAILABLE, "the feedback could not be logged: %v", err)
+	return l.append(recs, true)
+}
+
+func (l *Logger) append(recs []Record, durable bool) error {
+	kind := kindName(recs[0].Kind)
+	if _, err := l.spool.Append(recs, durable); err != nil {
+		l.failed.WithLabelValues(kind).Add(float64(len(recs)))
+		l.log.Error("spool refused events", "kind", kind, "count", len(recs), "err", err)
+		return flywheel.Errorf(flywheel.EUNAVAILABLE, "the %s could not be logged", kind)
 	}
-	l.logged.WithLabelValues("feedback").Add(float64(len(fs)))
+	l.spooled.WithLabelValues(kind).Add(float64(len(recs)))
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
-// Close flushes and closes both writers.
-func (l *Logger) Close() error {
-	err1 := l.decisions.Close()
-	err2 := l.feedback.Close()
-	if err1 != nil {
-		return fmt.Errorf("close decisions writer: %w", err1)
+// Run ships the spool to Kafka until ctx ends.
+func (l *Logger) Run(ctx context.Context) error {
+	cur, err := l.spool.LoadCursor()
+	if err != nil {
+		return err
 	}
-	if err2 != nil {
-		return fmt.Errorf("close feedback writer: %w", err2)
+	if n := l.spool.Pending(cur); n > 0 {
+		l.log.Info("replaying spooled events to Kafka", "bytes", n)
 	}
-	return nil
+	backoff := 50 * time.Millisecond
+	for {
+		next, n, err := l.shipOnce(ctx, cur)
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil
+			}
+			l.errors.Inc()
+			l.log.Warn("shipping to Kafka failed; events stay in the spool", "pending_bytes", l.spool.Pending(cur), "retry_in", backoff, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		case n > 0:
+			cur, backoff = next, 50*time.Millisecond
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.wake:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// shipOnce ships up to one batch from cur; it returns the new cursor and how
+// many records it shipped.
+func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, error) {
+	recs, next, err := l.spool.ReadFrom(cur, 2000)
+	if err != nil || len(recs) == 0 {
+		l.pending.Set(float64(l.spool.Pending(cur)))
+		return cur, 0, err
+	}
+	start := time.Now()
+	var dec, fb []kafkago.Message
+	for _, r := range recs {
+		m := kafkago.Message{Key: r.Key, Value: r.Value}
+		if r.Kind == KindDecision {
+			dec = append(dec, m)
+		} else {
+			fb = append(fb, m)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if len(dec) > 0 {
+		if err := l.decisions.WriteMessages(wctx, dec...); err != nil {
+			return cur, 0, fmt.Errorf("write %d decisions: %w", len(dec), err)
+		}
+	}
+	if len(fb) > 0 {
+		if err := l.feedback.WriteMessages(wctx, fb...); err != nil {
+			return cur, 0, fmt.Errorf("write %d feedback: %w", len(fb), err)
+		}
+	}
+	if err := l.spool.SaveCursor(next); err != nil {
+		return cur, 0, err
+	}
+	if err := l.spool.Release(next); err != nil {
+		l.log.Warn("could not delete a shipped spool segment", "err", err)
+	}
+	l.shipped.WithLabelValues("decision").Add(float64(len(dec)))
+	l.shipped.WithLabelValues("feedback").Add(float64(len(fb)))
+	l.batchSec.Observe(time.Since(start).Seconds())
+	l.pending.Set(float64(l.spool.Pending(next)))
+	return next, len(recs), nil
+}
+
+// Close ships what is left for at most timeout, then closes the spool and
+// the writers. What could not be shipped stays in the spool for the next
+// start.
+func (l *Logger) Close(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cur, err := l.spool.LoadCursor()
+	for err == nil && l.spool.Pending(cur) > 0 && ctx.Err() == nil {
+		var n int
+		cur, n, err = l.shipOnce(ctx, cur)
+		if n == 0 && err == nil {
+			break
+		}
+	}
+	if rest := l.spool.Pending(cur); rest > 0 {
+		l.log.Warn("stopping with events still in the spool; they are shipped at the next start", "bytes", rest, "err", err)
+	}
+	serr := l.spool.Close()
+	l.decisions.Close()
+	l.feedback.Close()
+	return serr
 }

@@ -39,6 +39,7 @@ type Config struct {
 	Serve  struct {
 		PollInterval    time.Duration `yaml:"poll_interval"`
 		ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+		SpoolDir        string        `yaml:"spool_dir"`
 	} `yaml:"serve"`
 	Ingest ingest.Config `yaml:"ingest"`
 	Log    struct {

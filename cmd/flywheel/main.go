@@ -277,7 +277,16 @@ func (e *env) serve(ctx context.Context) error {
 
 // startServe builds the HTTP API and runs it and its model-event watcher in g.
 func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open bool, rt *retrain.Retrainer) error {
-	logger, err := feedback.NewLogger(e.cfg.Kafka, p.promReg, e.log.With("component", "events"))
+	spoolDir := e.cfg.Serve.SpoolDir
+	if spoolDir == "" {
+		dir, err := os.MkdirTemp("", "flywheel-spool-")
+		if err != nil {
+			return err
+		}
+		spoolDir = dir
+		e.log.Warn("serve.spool_dir is not set: spooling in a temporary directory, which does not survive a restart of the machine", "dir", dir)
+	}
+	logger, err := feedback.NewLogger(e.cfg.Kafka, spoolDir, p.promReg, e.log.With("component", "events"))
 	if err != nil {
 		return err
 	}
@@ -295,18 +304,31 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		PollInterval: e.cfg.Serve.PollInterval, ShutdownTimeout: e.cfg.Serve.ShutdownTimeout,
 	}, p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
 	if err != nil {
-		logger.Close()
+		logger.Close(time.Second)
 		return err
 	}
 	ln, err := net.Listen("tcp", e.cfg.HTTP.Addr)
 	if err != nil {
-		logger.Close()
+		logger.Close(time.Second)
 		return fmt.Errorf("listen on %s: %w", e.cfg.HTTP.Addr, err)
 	}
-	e.log.Info("serving", "addr", "http://"+ln.Addr().String(), "models", len(e.cfg.Models))
+	e.log.Info("serving", "addr", "http://"+ln.Addr().String(), "models", len(e.cfg.Models), "spool", spoolDir)
+	shipped := make(chan struct{})
 	g.Go(func() error {
-		defer logger.Close() // after the HTTP server has drained
-		return srv.Run(ctx, ln)
+		defer close(shipped)
+		return logger.Run(ctx)
+	})
+	g.Go(func() error {
+		err := srv.Run(ctx, ln) // returns once in-flight requests are done
+		<-shipped
+		flush := e.cfg.Serve.ShutdownTimeout
+		if flush <= 0 {
+			flush = 10 * time.Second
+		}
+		if cerr := logger.Close(flush); cerr != nil && err == nil {
+			err = cerr
+		}
+		return err
 	})
 	g.Go(func() error {
 		return deploy.Watch(ctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) { srv.OnModelEvent(ctx, ev) })

@@ -1,0 +1,132 @@
+package feedback
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/kafka"
+)
+
+// With no broker at all, logging still answers at once; once a broker comes
+// up, every spooled event reaches it exactly once, and a restarted logger
+// ships only what it had not shipped.
+func TestLoggerRidesOutKafkaOutage(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens here yet: Kafka is "down"
+	cfg := kafka.Config{Brokers: []string{addr}}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	start := func() (*Logger, context.CancelFunc, chan error) {
+		l, err := NewLogger(cfg, dir, prometheus.NewRegistry(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- l.Run(rctx) }()
+		return l, stop, done
+	}
+	l, stop, done := start()
+	const n = 300
+	var slowest time.Duration
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		d := &flywheel.Decision{Schema: 1, EventID: fmt.Sprintf("d%03d", i), Time: time.Now(), Model: "m", Kind: "ranker", Version: 1}
+		if err := l.LogDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.LogFeedback(ctx, []flywheel.Feedback{{Schema: 1, FeedbackID: fmt.Sprintf("f%03d", i), EventID: d.EventID, Time: time.Now(), Reward: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(t0))
+	}
+	t.Logf("broker down: %d decisions and %d feedback logged, slowest pair %v", n, n, slowest)
+	time.Sleep(500 * time.Millisecond) // the shipper fails and backs off meanwhile
+	if got := testutil.ToFloat64(l.shipped.WithLabelValues("decision")); got != 0 {
+		t.Fatalf("%v decisions shipped with no broker", got)
+	}
+
+	port := kafka.Port(addr)
+	c, err := kfake.NewCluster(kfake.Ports(port), kfake.SeedTopics(3, cfg.Topics().Decisions, cfg.Topics().Feedback))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for testutil.ToFloat64(l.shipped.WithLabelValues("decision")) < n || testutil.ToFloat64(l.shipped.WithLabelValues("feedback")) < n {
+		select {
+		case <-ctx.Done():
+			t.Fatal("spooled events were not shipped after the broker came up")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	stop()
+	<-done
+	if err := l.Close(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// A restart ships nothing again.
+	l2, stop2, done2 := start()
+	if err := l2.LogDecision(ctx, &flywheel.Decision{Schema: 1, EventID: "after", Time: time.Now(), Model: "m", Kind: "ranker", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for testutil.ToFloat64(l2.shipped.WithLabelValues("decision")) < 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the restarted logger did not ship")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	stop2()
+	<-done2
+	l2.Close(5 * time.Second)
+	if got := testutil.ToFloat64(l2.shipped.WithLabelValues("decision")); got != 1 {
+		t.Fatalf("the restarted logger shipped %v decisions, want 1", got)
+	}
+
+	for _, topic := range []string{cfg.Topics().Decisions, cfg.Topics().Feedback} {
+		want := n
+		if topic == cfg.Topics().Decisions {
+			want = n + 1
+		}
+		seen := map[string]int{}
+		r := kafka.NewGroupReader(cfg, "check-"+topic, topic)
+		for total := 0; total < want; total++ {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				t.Fatalf("%s: after %d: %v", topic, total, err)
+			}
+			seen[string(m.Key)]++
+		}
+		// nothing more arrives
+		qctx, qcancel := context.WithTimeout(ctx, time.Second)
+		if m, err := r.FetchMessage(qctx); err == nil {
+			t.Errorf("%s: extra record %s", topic, m.Key)
+		}
+		qcancel()
+		r.Close()
+		for k, c := range seen {
+			if c != 1 {
+				t.Errorf("%s: event %s delivered %d times", topic, k, c)
+			}
+		}
+		if len(seen) != want {
+			t.Errorf("%s: %d distinct events, want %d", topic, len(seen), want)
+		}
+	}
+}
+
