@@ -26,7 +26,7 @@ demo: services-up build
 	scripts/demo.sh
 
 ## bench: benchmarks; results as JSON under bench/results/.
-bench:
+bench: services-up
 	scripts/bench.sh
 
 ## fuzz: run each fuzz target for a while (FUZZTIME, default 30s).

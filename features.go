@@ -44,8 +44,67 @@ func (l Limits) WithDefaults() Limits {
 // Validate checks f against l and normalises nothing: it reports the first
 // problem as an EINVALID error naming the field by its path (for example
 // "actions[3].features.item.price"). Namespaces are visited in sorted order
-// so that the error for a given input is always the same.
+// so that the error for a given input is always the same. A valid f is
+// checked without allocating; only a bad one pays for the sorted pass that
+// names the field.
 func (f Features) Validate(path string, l Limits) error {
+	if f.valid(l) {
+		return nil
+	}
+	return f.explain(path, l)
+}
+
+// valid is Validate's fast path: the same checks, no messages.
+func (f Features) valid(l Limits) bool {
+	if len(f) > l.MaxNamespaces {
+		return false
+	}
+	for ns, feats := range f {
+		if ns == "" || len(ns) > l.MaxStringBytes || feats == nil || len(feats) > l.MaxFeaturesPerNS {
+			return false
+		}
+		for name, v := range feats {
+			if name == "" || len(name) > l.MaxStringBytes {
+				return false
+			}
+			switch v := v.(type) {
+			case string:
+				if len(v) > l.MaxStringBytes {
+					return false
+				}
+			case float64:
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					return false
+				}
+			case bool:
+			case []any:
+				if len(v) > l.MaxBagSize {
+					return false
+				}
+				for _, e := range v {
+					if s, ok := e.(string); !ok || len(s) > l.MaxStringBytes {
+						return false
+					}
+				}
+			case []string:
+				if len(v) > l.MaxBagSize {
+					return false
+				}
+				for _, s := range v {
+					if len(s) > l.MaxStringBytes {
+						return false
+					}
+				}
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// explain finds the first problem in sorted order and names it.
+func (f Features) explain(path string, l Limits) error {
 	if len(f) > l.MaxNamespaces {
 		return Errorf(EINVALID, "%s has %d namespaces; the limit is %d", path, len(f), l.MaxNamespaces)
 	}
@@ -76,7 +135,7 @@ func (f Features) Validate(path string, l Limits) error {
 			}
 		}
 	}
-	return nil
+	return Errorf(EINVALID, "%s is not valid", path) // unreachable while valid and explain agree
 }
 
 func validateValue(p string, v any, l Limits) error {
@@ -104,6 +163,9 @@ func validateValue(p string, v any, l Limits) error {
 			}
 		}
 	case []string:
+		if len(v) > l.MaxBagSize {
+			return Errorf(EINVALID, "%s has %d values; the limit is %d", p, len(v), l.MaxBagSize)
+		}
 		for i, s := range v {
 			if len(s) > l.MaxStringBytes {
 				return Errorf(EINVALID, "%s[%d] is longer than %d bytes", p, i, l.MaxStringBytes)

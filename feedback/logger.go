@@ -2,11 +2,11 @@ package feedback
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/bytedance/sonic"
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -109,7 +109,7 @@ func kindName(k byte) string {
 // LogDecision spools d. It returns an EUNAVAILABLE error if the spool could
 // not take it (the caller must then not answer as if it were logged).
 func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
-	v, err := json.Marshal(d)
+	v, err := sonic.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("encode decision %s: %w", d.EventID, err)
 	}
@@ -120,7 +120,7 @@ func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
 func (l *Logger) LogFeedback(ctx context.Context, fs []flywheel.Feedback) error {
 	recs := make([]Record, len(fs))
 	for i := range fs {
-		v, err := json.Marshal(&fs[i])
+		v, err := sonic.Marshal(&fs[i])
 		if err != nil {
 			return fmt.Errorf("encode feedback %s: %w", fs[i].FeedbackID, err)
 		}

@@ -129,4 +129,3 @@ func TestLoggerRidesOutKafkaOutage(t *testing.T) {
 		}
 	}
 }
-

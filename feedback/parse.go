@@ -88,11 +88,21 @@ func strict(body []byte, v any) error {
 
 // DecodeError turns an encoding/json error into an EINVALID error that
 // names the field where it can.
-func DecodeError(err error) error {
+func DecodeError(err error) error { return DecodeErrorAt(err, "") }
+
+// DecodeErrorAt is DecodeError for JSON found at path prefix in the request.
+func DecodeErrorAt(err error, prefix string) error {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
 	switch {
 	case asErr(err, &te):
+		if prefix != "" {
+			if te.Field == "" {
+				te.Field = prefix
+			} else {
+				te.Field = prefix + "." + te.Field
+			}
+		}
 		if strings.HasPrefix(te.Value, "number") && jsonKind(te.Type.Kind().String()) == "number" {
 			return flywheel.Errorf(flywheel.EINVALID, "%s is out of range (%s)", te.Field, te.Value)
 		}
@@ -102,6 +112,8 @@ func DecodeError(err error) error {
 		return flywheel.Errorf(flywheel.EINVALID, "body must be a JSON %s, not %s", jsonKind(te.Type.Kind().String()), te.Value)
 	case asErr(err, &se):
 		return flywheel.Errorf(flywheel.EINVALID, "body is not valid JSON at byte %d: %v", se.Offset, se)
+	case prefix != "":
+		return flywheel.Errorf(flywheel.EINVALID, "%s: %v", prefix, err)
 	}
 	return flywheel.Errorf(flywheel.EINVALID, "body is not valid JSON: %v", err)
 }

@@ -13,6 +13,9 @@ mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
+ONLY="${BENCH_ONLY:-}"   # learner | serve | empty for all
+
+if [[ -z "$ONLY" || "$ONLY" == learner ]]; then
 if ! python3 -c 'import vowpalwabbit, sklearn' 2>/dev/null; then
   echo "bench: installing vowpalwabbit and scikit-learn from PyPI" >&2
   python3 -m pip install --quiet 'vowpalwabbit==9.11.9' 'scikit-learn>=1.3' >&2
@@ -61,3 +64,57 @@ for c in report["comparison"]:
           f"{c['flywheel_progressive_reward']:>17}{c['vw_progressive_reward']:>11}{c['reward_ratio']:>7}")
 PY
 echo "bench: wrote $OUT/learner.json" >&2
+fi
+
+# serve: wrk on loopback against /v1/rank (20 actions, about 30 features) of
+# the real handler with every decision spooled and shipped to Kafka, against a
+# bare gin handler decoding and encoding the same JSON, and the real handler
+# while a new model version is swapped in every second; same run, same load.
+if [[ -z "$ONLY" || "$ONLY" == serve ]]; then
+if ! command -v wrk >/dev/null; then
+  echo "bench: installing wrk from Debian's packages" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+fi
+KAFKA="${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}"
+go build -o "$WORK/serve" ./bench/serve
+DURATION="${BENCH_SERVE_SECONDS:-10}"
+CONNS="${BENCH_SERVE_CONNECTIONS:-16}"
+: >"$WORK/serve.jsonl"
+port=18180
+for mode in bare flywheel swap; do
+  port=$((port + 1))
+  "$WORK/serve" -mode "$mode" -addr "127.0.0.1:$port" -kafka "$KAFKA" >"$WORK/serve-$mode.out" 2>"$WORK/serve-$mode.err" &
+  pid=$!
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null -XPOST "http://127.0.0.1:$port/v1/rank" -d '{"model":"homepage","actions":[{"id":"a"}]}' 2>/dev/null && break
+    sleep 0.2
+  done
+  wrk -t2 -c"$CONNS" -d"${DURATION}s" -s bench/serve/rank.lua "http://127.0.0.1:$port/v1/rank" | tail -n1 >"$WORK/wrk-$mode.json"
+  kill -TERM "$pid"
+  wait "$pid" || true
+  python3 - "$mode" "$WORK/wrk-$mode.json" "$WORK/serve-$mode.out" >>"$WORK/serve.jsonl" <<'PY'
+import json, sys
+mode, wrk, srv = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read().strip()
+row = {"mode": mode, **wrk}
+if srv:
+    s = json.loads(srv.splitlines()[-1])
+    row.update({"spooled": s["spooled"], "shipped": s["shipped"], "swaps": s["swaps"], "lost": s["spooled"] - s["shipped"]})
+print(json.dumps(row))
+PY
+done
+python3 - "$WORK/serve.jsonl" "$OUT/serve.json" <<'PY'
+import json, sys, platform, datetime
+rows = {r["mode"]: r for r in map(json.loads, open(sys.argv[1]))}
+bare, fly, swap = rows["bare"], rows["flywheel"], rows["swap"]
+report = {"benchmark": "serve", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
+          "load": "wrk -t2 on loopback, same machine as server and Kafka", "results": list(rows.values()),
+          "throughput_ratio_vs_bare": round(fly["rps"] / bare["rps"], 3),
+          "p99_ratio_swap_vs_steady": round(swap["p99_ms"] / fly["p99_ms"], 3)}
+json.dump(report, open(sys.argv[2], "w"), indent=2)
+print(f"{'mode':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}{'errors':>8}{'logged':>9}{'lost':>6}")
+for r in rows.values():
+    print(f"{r['mode']:<10}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>9.2f}{r['errors']:>8}{str(int(r.get('shipped', 0))) if 'shipped' in r else '-':>9}{str(int(r['lost'])) if 'lost' in r else '-':>6}")
+print(f"throughput vs bare: {report['throughput_ratio_vs_bare']}, p99 during swaps vs steady: {report['p99_ratio_swap_vs_steady']}")
+PY
+echo "bench: wrote $OUT/serve.json" >&2
+fi

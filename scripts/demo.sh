@@ -14,6 +14,7 @@ LOG="$ROOT/.services/demo.log"
 mkdir -p "$ROOT/.services"
 
 start=$SECONDS
+rm -rf "$ROOT/.services/demo-spool"
 echo "demo: fresh demo database flywheel_demo"
 clickhouse-client --port 9000 --query "DROP DATABASE IF EXISTS flywheel_demo"
 

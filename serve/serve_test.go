@@ -140,6 +140,18 @@ func TestRankLogsExactProbabilities(t *testing.T) {
 	if d.EventID != "ev1" || d.Chosen != resp.Chosen || d.Probabilities[d.ChosenIndex] != resp.Ranking[0].Probability {
 		t.Fatalf("logged decision %+v does not match the response %+v", d, resp)
 	}
+	// The logged JSON carries the request's context and actions unchanged.
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back flywheel.Decision
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Context["user"]["segment"] != "b" || len(back.Actions) != 3 || back.Actions[0].Features["item"]["price"] != 49.9 || back.EventID != "ev1" {
+		t.Fatalf("logged decision decodes to %+v", back)
+	}
 	// Same request, same answer.
 	again := do(s, "POST", "/v1/rank", appKey, goodRank)
 	var resp2 rankResponse

@@ -217,7 +217,9 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	e := gin.New()
 	e.Use(s.recoverer(), s.observe())
 	e.HandleMethodNotAllowed = true
-	e.NoRoute(func(c *gin.Context) { writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "no route %s %s", c.Request.Method, c.Request.URL.Path)) })
+	e.NoRoute(func(c *gin.Context) {
+		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
 	e.NoMethod(func(c *gin.Context) {
 		c.JSON(http.StatusMethodNotAllowed, errorBody(flywheel.Errorf("method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path)))
 	})
