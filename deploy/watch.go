@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -15,7 +15,9 @@ import (
 
 // Watch reads model events from the model-events topic, starting at its end,
 // and calls fn for each, until ctx ends. Every caller sees every event (no
-// consumer group). Undecodable events are logged and skipped.
+// consumer group). Undecodable events are logged and skipped. While Kafka is
+// unreachable it retries with backoff (serving replicas then learn of new
+// versions by their registry poll); it returns nil when ctx ends.
 func Watch(ctx context.Context, cfg kafka.Config, log *slog.Logger, fn func(flywheel.ModelEvent)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -25,17 +27,23 @@ func Watch(ctx context.Context, cfg kafka.Config, log *slog.Logger, fn func(flyw
 		return err
 	}
 	defer r.Close()
+	backoff := 100 * time.Millisecond
 	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
-			if errors.Is(err, context.Canceled) {
+			log.Warn("reading model events failed; retrying", "retry_in", backoff, "err", err)
+			select {
+			case <-ctx.Done():
 				return nil
+			case <-time.After(backoff):
 			}
-			return fmt.Errorf("read model events: %w", err)
+			backoff = min(2*backoff, 5*time.Second)
+			continue
 		}
+		backoff = 100 * time.Millisecond
 		var e flywheel.ModelEvent
 		if err := json.Unmarshal(m.Value, &e); err != nil || e.Model == "" {
 			log.Warn("skipping undecodable model event", "offset", m.Offset, "err", err)

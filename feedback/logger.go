@@ -2,6 +2,7 @@ package feedback
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -52,7 +53,12 @@ func NewLogger(cfg kafka.Config, spoolDir string, reg prometheus.Registerer, log
 		return nil, err
 	}
 	t := cfg.Topics()
-	return NewLoggerWith(spoolDir, kafka.NewWriter(cfg, t.Decisions), kafka.NewWriter(cfg, t.Feedback), reg, log)
+	dw, fw := kafka.NewWriter(cfg, t.Decisions), kafka.NewWriter(cfg, t.Feedback)
+	// The logger retries by itself, resending only what Kafka reports as not
+	// written: a writer's own retry would resend a whole batch and could
+	// write some records twice.
+	dw.MaxAttempts, fw.MaxAttempts = 1, 1
+	return NewLoggerWith(spoolDir, dw, fw, reg, log)
 }
 
 // NewLoggerWith returns a logger over the given writers.
@@ -153,25 +159,16 @@ func (l *Logger) Run(ctx context.Context) error {
 	if n := l.spool.Pending(cur); n > 0 {
 		l.log.Info("replaying spooled events to Kafka", "bytes", n)
 	}
-	backoff := 50 * time.Millisecond
 	for {
 		next, n, err := l.shipOnce(ctx, cur)
-		switch {
-		case err != nil:
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			l.errors.Inc()
-			l.log.Warn("shipping to Kafka failed; events stay in the spool", "pending_bytes", l.spool.Pending(cur), "retry_in", backoff, "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		case n > 0:
-			cur, backoff = next, 50*time.Millisecond
+			return err
+		}
+		if n > 0 {
+			cur = next
 			continue
 		}
 		select {
@@ -183,8 +180,10 @@ func (l *Logger) Run(ctx context.Context) error {
 	}
 }
 
-// shipOnce ships up to one batch from cur; it returns the new cursor and how
-// many records it shipped.
+// shipOnce ships one batch from cur, retrying with backoff until Kafka has
+// taken all of it or ctx ends; it returns the new cursor and how many
+// records it shipped. A retry resends only the records Kafka reported as not
+// written, so that a partly written batch is not written twice.
 func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, error) {
 	recs, next, err := l.spool.ReadFrom(cur, 2000)
 	if err != nil || len(recs) == 0 {
@@ -201,17 +200,27 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 			fb = append(fb, m)
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if len(dec) > 0 {
-		if err := l.decisions.WriteMessages(wctx, dec...); err != nil {
-			return cur, 0, fmt.Errorf("write %d decisions: %w", len(dec), err)
+	nd, nf := len(dec), len(fb)
+	backoff := 50 * time.Millisecond
+	for len(dec)+len(fb) > 0 {
+		var err error
+		if dec, err = l.write(ctx, l.decisions, dec); err == nil {
+			fb, err = l.write(ctx, l.feedback, fb)
 		}
-	}
-	if len(fb) > 0 {
-		if err := l.feedback.WriteMessages(wctx, fb...); err != nil {
-			return cur, 0, fmt.Errorf("write %d feedback: %w", len(fb), err)
+		if err == nil {
+			break
 		}
+		if ctx.Err() != nil {
+			return cur, 0, ctx.Err()
+		}
+		l.errors.Inc()
+		l.log.Warn("shipping to Kafka failed; events stay in the spool", "unshipped", len(dec)+len(fb), "pending_bytes", l.spool.Pending(cur), "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return cur, 0, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
 	if err := l.spool.SaveCursor(next); err != nil {
 		return cur, 0, err
@@ -219,11 +228,37 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 	if err := l.spool.Release(next); err != nil {
 		l.log.Warn("could not delete a shipped spool segment", "err", err)
 	}
-	l.shipped.WithLabelValues("decision").Add(float64(len(dec)))
-	l.shipped.WithLabelValues("feedback").Add(float64(len(fb)))
+	l.shipped.WithLabelValues("decision").Add(float64(nd))
+	l.shipped.WithLabelValues("feedback").Add(float64(nf))
 	l.batchSec.Observe(time.Since(start).Seconds())
 	l.pending.Set(float64(l.spool.Pending(next)))
 	return next, len(recs), nil
+}
+
+// write sends msgs and returns those still to send: none on success, the
+// ones Kafka reported as failed on a partial failure, all of them when the
+// outcome is unknown.
+func (l *Logger) write(ctx context.Context, w Writer, msgs []kafkago.Message) ([]kafkago.Message, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := w.WriteMessages(wctx, msgs...)
+	if err == nil {
+		return nil, nil
+	}
+	var we kafkago.WriteErrors
+	if errors.As(err, &we) && len(we) == len(msgs) {
+		var rest []kafkago.Message
+		for i, e := range we {
+			if e != nil {
+				rest = append(rest, msgs[i])
+			}
+		}
+		return rest, fmt.Errorf("%d of %d records not written: %w", len(rest), len(msgs), err)
+	}
+	return msgs, err
 }
 
 // Close ships what is left for at most timeout, then closes the spool and

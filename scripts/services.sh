@@ -7,6 +7,8 @@
 #   scripts/services.sh down    stop both (data kept)
 #   scripts/services.sh status  say what is running
 #   scripts/services.sh reset   stop both and delete their data
+#   FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up|kafka-down
+#                               another broker, for the tests that stop Kafka
 #
 # Data and logs live in $FLYWHEEL_SERVICES_DIR (default: .services/ in the repo,
 # ignored by git). Kafka's jars are cached in $FLYWHEEL_CACHE (default
@@ -19,7 +21,10 @@ CACHE="${FLYWHEEL_CACHE:-$HOME/.cache/flywheel}"
 KAFKA_VERSION="${FLYWHEEL_KAFKA_VERSION:-4.1.1}"
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 KAFKA_PORT="${FLYWHEEL_KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${FLYWHEEL_KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_CONTROLLER_PORT="${FLYWHEEL_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
+# The default broker lives in $DIR/kafka; another one (the fault-injection
+# broker that tests stop and start, say) in $DIR/kafka-PORT.
+if [[ "$KAFKA_PORT" == 9092 ]]; then KDIR="$DIR/kafka"; else KDIR="$DIR/kafka-$KAFKA_PORT"; fi
 CH_PORT="${FLYWHEEL_CLICKHOUSE_PORT:-9000}"
 CH_HTTP_PORT="${FLYWHEEL_CLICKHOUSE_HTTP_PORT:-8123}"
 WAIT_SECONDS="${FLYWHEEL_SERVICES_TIMEOUT:-120}"
@@ -181,13 +186,13 @@ clickhouse_down() {
 
 kafka_java() {
   java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$DIR/kafka/log4j2.properties" \
-    -Dkafka.logs.dir="$DIR/kafka/log" \
+    -Dlog4j2.configurationFile="$KDIR/log4j2.properties" \
+    -Dkafka.logs.dir="$KDIR/log" \
     -cp "$KAFKA_HOME/libs/*" "$@"
 }
 
 kafka_config() {
-  local d="$DIR/kafka"
+  local d="$KDIR"
   mkdir -p "$d/data" "$d/log"
   cat >"$d/server.properties" <<PROPS
 process.roles=broker,controller
@@ -228,7 +233,7 @@ PROPS
 }
 
 kafka_up() {
-  local d="$DIR/kafka" pidf="$DIR/kafka/kafka.pid"
+  local d="$KDIR" pidf="$KDIR/kafka.pid"
   if pid_alive "$pidf" && port_open "$KAFKA_PORT"; then
     log "kafka already running (pid $(cat "$pidf")) on 127.0.0.1:$KAFKA_PORT"
     return
@@ -245,6 +250,7 @@ kafka_up() {
     kafka_java kafka.tools.StorageTool format -t "$id" -c "$d/server.properties" >"$d/log/format.log" 2>&1 ||
       { cat "$d/log/format.log" >&2; die "formatting Kafka's KRaft storage failed"; }
   fi
+  : >"$d/log/server.log" # readiness is read from this log: start it afresh
   log "starting kafka $KAFKA_VERSION (KRaft, one node) on 127.0.0.1:$KAFKA_PORT (data in $d)"
   (cd "$d" || exit 1; kafka_java kafka.Kafka "$d/server.properties" >"$d/log/stdout.log" 2>&1 </dev/null & echo $! >"$pidf")
   local deadline=$((SECONDS + WAIT_SECONDS))
@@ -260,11 +266,11 @@ kafka_up() {
 }
 
 kafka_ready() {
-  port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$DIR/kafka/log/server.log" 2>/dev/null
+  port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$KDIR/log/server.log" 2>/dev/null
 }
 
 kafka_down() {
-  stop_pid "$DIR/kafka/kafka.pid" kafka
+  stop_pid "$KDIR/kafka.pid" kafka
 }
 
 # ---------------------------------------------------------------- common
@@ -300,15 +306,27 @@ case "${1:-}" in
     kafka_up
     ;;
   down)
-    kafka_down
+    for pidf in "$DIR"/kafka*/kafka.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "kafka ($(dirname "$pidf"))"
+    done
     clickhouse_down
+    ;;
+  kafka-up)
+    mkdir -p "$DIR"
+    install_kafka
+    kafka_up
+    ;;
+  kafka-down)
+    kafka_down
     ;;
   status)
     pid_alive "$DIR/clickhouse/clickhouse.pid" && echo "clickhouse: running (pid $(cat "$DIR/clickhouse/clickhouse.pid"))" || echo "clickhouse: stopped"
-    pid_alive "$DIR/kafka/kafka.pid" && echo "kafka: running (pid $(cat "$DIR/kafka/kafka.pid"))" || echo "kafka: stopped"
+    pid_alive "$KDIR/kafka.pid" && echo "kafka: running (pid $(cat "$KDIR/kafka.pid"))" || echo "kafka: stopped"
     ;;
   reset)
-    kafka_down
+    for pidf in "$DIR"/kafka*/kafka.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" kafka
+    done
     clickhouse_down
     rm -rf "$DIR"
     ;;
