@@ -196,7 +196,9 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	done := make(chan error, 1)
 	var logs bytes.Buffer
 	sw := &syncWriter{w: &logs}
-	go func() { done <- run(sctx, []string{"serve", "--config", cfg}, func(string) string { return "" }, sw, sw) }()
+	go func() {
+		done <- run(sctx, []string{"serve", "--config", cfg}, func(string) string { return "" }, sw, sw)
+	}()
 	defer func() {
 		stopServe()
 		<-done
@@ -244,16 +246,7 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	t.Logf("load stopped after %.1fs; reading the topics back", time.Since(down).Seconds())
 	topics := kafka.Config{TopicPrefix: prefix}.Topics()
 	// Wait until serving has shipped its spool (its metric), then read back.
-	waitFor(t, ctx, "the spool to be shipped", func() bool {
-		resp, err := http.Get(url + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		buf.ReadFrom(resp.Body)
-		return strings.Contains(buf.String(), "flywheel_spool_pending_bytes 0\n")
-	})
+	waitFor(t, ctx, "the spool to be shipped", func() bool { return spoolEmpty(url) })
 	gotD := readTopic(t, ctx, broker, topics.Decisions, "event_id")
 	gotF := readTopic(t, ctx, broker, topics.Feedback, "feedback_id")
 	check := func(kind string, want []string, got map[string]int) {
