@@ -37,11 +37,14 @@ type Logger struct {
 	decisions, feedback Writer
 	log                 *slog.Logger
 	wake                chan struct{}
+	leftover            Position // the spool's end when Run started
+	behind              bool     // a ship failed and the spool has not caught up since
 
 	spooled  *prometheus.CounterVec
 	shipped  *prometheus.CounterVec
 	failed   *prometheus.CounterVec
 	errors   prometheus.Counter
+	replayed prometheus.Counter
 	pending  prometheus.Gauge
 	batchSec prometheus.Histogram
 }
@@ -87,6 +90,9 @@ func NewLoggerWith(spoolDir string, decisions, feedback Writer, reg prometheus.R
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flywheel_kafka_write_errors_total", Help: "Failed attempts to ship a spool batch to Kafka (retried).",
 		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flywheel_spool_replayed_total", Help: "Events shipped late: after a failed attempt, or left in the spool by an earlier run.",
+		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flywheel_spool_pending_bytes", Help: "Bytes in the spool not yet acknowledged by Kafka.",
 		}),
@@ -95,7 +101,7 @@ func NewLoggerWith(spoolDir string, decisions, feedback Writer, reg prometheus.R
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{l.spooled, l.shipped, l.failed, l.errors, l.pending, l.batchSec} {
+		for _, c := range []prometheus.Collector{l.spooled, l.shipped, l.failed, l.errors, l.replayed, l.pending, l.batchSec} {
 			if err := reg.Register(c); err != nil {
 				sp.Close()
 				return nil, fmt.Errorf("register metrics: %w", err)
@@ -159,6 +165,7 @@ func (l *Logger) Run(ctx context.Context) error {
 	if n := l.spool.Pending(cur); n > 0 {
 		l.log.Info("replaying spooled events to Kafka", "bytes", n)
 	}
+	l.leftover = l.spool.End()
 	for {
 		next, n, err := l.shipOnce(ctx, cur)
 		if err != nil {
@@ -187,6 +194,9 @@ func (l *Logger) Run(ctx context.Context) error {
 func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, error) {
 	recs, next, err := l.spool.ReadFrom(cur, 2000)
 	if err != nil || len(recs) == 0 {
+		if err == nil {
+			l.behind = false // caught up
+		}
 		l.pending.Set(float64(l.spool.Pending(cur)))
 		return cur, 0, err
 	}
@@ -202,6 +212,7 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 	}
 	nd, nf := len(dec), len(fb)
 	backoff := 50 * time.Millisecond
+	late := l.behind || cur.less(l.leftover) // waited through an outage, or left by an earlier run
 	for len(dec)+len(fb) > 0 {
 		var err error
 		if dec, err = l.write(ctx, l.decisions, dec); err == nil {
@@ -214,6 +225,7 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 			return cur, 0, ctx.Err()
 		}
 		l.errors.Inc()
+		late, l.behind = true, true
 		l.log.Warn("shipping to Kafka failed; events stay in the spool", "unshipped", len(dec)+len(fb), "pending_bytes", l.spool.Pending(cur), "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
@@ -227,6 +239,9 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 	}
 	if err := l.spool.Release(next); err != nil {
 		l.log.Warn("could not delete a shipped spool segment", "err", err)
+	}
+	if late {
+		l.replayed.Add(float64(len(recs)))
 	}
 	l.shipped.WithLabelValues("decision").Add(float64(nd))
 	l.shipped.WithLabelValues("feedback").Add(float64(nf))

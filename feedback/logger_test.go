@@ -74,6 +74,9 @@ func TestLoggerRidesOutKafkaOutage(t *testing.T) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	if r := testutil.ToFloat64(l.replayed); r != 2*n {
+		t.Errorf("%v events counted as replayed, want %d", r, 2*n)
+	}
 	stop()
 	<-done
 	if err := l.Close(5 * time.Second); err != nil {

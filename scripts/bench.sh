@@ -77,44 +77,62 @@ if ! command -v wrk >/dev/null; then
 fi
 KAFKA="${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}"
 go build -o "$WORK/serve" ./bench/serve
+go build -o "$WORK/loadgen" ./bench/loadgen
 DURATION="${BENCH_SERVE_SECONDS:-10}"
 CONNS="${BENCH_SERVE_CONNECTIONS:-16}"
 : >"$WORK/serve.jsonl"
 port=18180
-for mode in bare flywheel swap; do
+
+# serve_with MODE LABEL COMMAND...: start the server, run the load command
+# (its last line is JSON), stop the server, append one result line.
+serve_with() {
+  local mode="$1" label="$2"
+  shift 2
   port=$((port + 1))
-  "$WORK/serve" -mode "$mode" -addr "127.0.0.1:$port" -kafka "$KAFKA" >"$WORK/serve-$mode.out" 2>"$WORK/serve-$mode.err" &
-  pid=$!
+  "$WORK/serve" -mode "$mode" -addr "127.0.0.1:$port" -kafka "$KAFKA" >"$WORK/serve-$label.out" 2>"$WORK/serve-$label.err" &
+  local pid=$!
   for _ in $(seq 1 100); do
     curl -fsS -o /dev/null -XPOST "http://127.0.0.1:$port/v1/rank" -d '{"model":"homepage","actions":[{"id":"a"}]}' 2>/dev/null && break
     sleep 0.2
   done
-  wrk -t2 -c"$CONNS" -d"${DURATION}s" -s bench/serve/rank.lua "http://127.0.0.1:$port/v1/rank" | tail -n1 >"$WORK/wrk-$mode.json"
+  "$@" "http://127.0.0.1:$port/v1/rank" | tail -n1 >"$WORK/load-$label.json"
   kill -TERM "$pid"
   wait "$pid" || true
-  python3 - "$mode" "$WORK/wrk-$mode.json" "$WORK/serve-$mode.out" >>"$WORK/serve.jsonl" <<'PY'
+  python3 - "$label" "$mode" "$WORK/load-$label.json" "$WORK/serve-$label.out" >>"$WORK/serve.jsonl" <<'PY'
 import json, sys
-mode, wrk, srv = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read().strip()
-row = {"mode": mode, **wrk}
+label, mode, load, srv = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3])), open(sys.argv[4]).read().strip()
+row = {"run": label, "mode": mode, **load}
 if srv:
     s = json.loads(srv.splitlines()[-1])
     row.update({"spooled": s["spooled"], "shipped": s["shipped"], "swaps": s["swaps"], "lost": s["spooled"] - s["shipped"]})
 print(json.dumps(row))
 PY
-done
+}
+wrk_load() { wrk -t2 -c"$CONNS" -d"${DURATION}s" -s bench/serve/rank.lua "$1"; }
+serve_with bare peak-bare wrk_load
+serve_with flywheel peak-flywheel wrk_load
+serve_with swap peak-swap wrk_load
+HALF="$(python3 -c "import json; print(max(50, round(json.load(open('$WORK/load-peak-flywheel.json'))['rps'] / 2)))")"
+paced_load() { "$WORK/loadgen" -rate "$HALF" -duration "${DURATION}s" -url "$1"; }
+serve_with flywheel half-flywheel paced_load
+serve_with swap half-swap paced_load
+
 python3 - "$WORK/serve.jsonl" "$OUT/serve.json" <<'PY'
 import json, sys, platform, datetime
-rows = {r["mode"]: r for r in map(json.loads, open(sys.argv[1]))}
-bare, fly, swap = rows["bare"], rows["flywheel"], rows["swap"]
+rows = {r["run"]: r for r in map(json.loads, open(sys.argv[1]))}
 report = {"benchmark": "serve", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
-          "load": "wrk -t2 on loopback, same machine as server and Kafka", "results": list(rows.values()),
-          "throughput_ratio_vs_bare": round(fly["rps"] / bare["rps"], 3),
-          "p99_ratio_swap_vs_steady": round(swap["p99_ms"] / fly["p99_ms"], 3)}
+          "load": "loopback, same 2-core machine as the server and Kafka; peak: wrk -t2; half: paced open-loop loadgen at half the flywheel peak",
+          "results": list(rows.values()),
+          "throughput_ratio_vs_bare": round(rows["peak-flywheel"]["rps"] / rows["peak-bare"]["rps"], 3),
+          "p99_ms_at_half_peak": rows["half-flywheel"]["p99_ms"],
+          "p99_ratio_swap_vs_steady_at_half_peak": round(rows["half-swap"]["p99_ms"] / max(rows["half-flywheel"]["p99_ms"], 1e-9), 3)}
 json.dump(report, open(sys.argv[2], "w"), indent=2)
-print(f"{'mode':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}{'errors':>8}{'logged':>9}{'lost':>6}")
+print(f"{'run':<15}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}{'errors':>8}{'logged':>9}{'lost':>6}{'swaps':>7}")
 for r in rows.values():
-    print(f"{r['mode']:<10}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>9.2f}{r['errors']:>8}{str(int(r.get('shipped', 0))) if 'shipped' in r else '-':>9}{str(int(r['lost'])) if 'lost' in r else '-':>6}")
-print(f"throughput vs bare: {report['throughput_ratio_vs_bare']}, p99 during swaps vs steady: {report['p99_ratio_swap_vs_steady']}")
+    print(f"{r['run']:<15}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>9.2f}{r['errors']:>8}"
+          f"{int(r['shipped']) if 'shipped' in r else '-':>9}{int(r['lost']) if 'lost' in r else '-':>6}{r.get('swaps', '-'):>7}")
+print(f"throughput vs bare: {report['throughput_ratio_vs_bare']}; p99 at half peak: {report['p99_ms_at_half_peak']} ms; "
+      f"p99 during swaps vs steady at half peak: {report['p99_ratio_swap_vs_steady_at_half_peak']}")
 PY
 echo "bench: wrote $OUT/serve.json" >&2
 fi
