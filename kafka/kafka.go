@@ -34,6 +34,9 @@ type Topics struct {
 	Feedback    string
 	ModelEvents string
 	DLQ         string
+	// Election is a one-partition topic whose consumer group elects the
+	// retrain scheduler that runs the schedules.
+	Election string
 }
 
 // Topics returns the topic names under the configured prefix.
@@ -44,6 +47,7 @@ func (c Config) Topics() Topics {
 		Feedback:    p + "flywheel.feedback",
 		ModelEvents: p + "flywheel.model-events",
 		DLQ:         p + "flywheel.dlq",
+		Election:    p + "flywheel.retrain-election",
 	}
 }
 
@@ -86,6 +90,7 @@ func EnsureTopics(ctx context.Context, c Config) error {
 		{Topic: t.Feedback, NumPartitions: c.partitions(), ReplicationFactor: c.replication()},
 		{Topic: t.ModelEvents, NumPartitions: 1, ReplicationFactor: c.replication()},
 		{Topic: t.DLQ, NumPartitions: 1, ReplicationFactor: c.replication()},
+		{Topic: t.Election, NumPartitions: 1, ReplicationFactor: c.replication()},
 	}
 	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 10 * time.Second}
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: want})

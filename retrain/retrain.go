@@ -77,6 +77,7 @@ type Retrainer struct {
 	now         func() time.Time
 	codeVersion string
 	locks       map[string]*sync.Mutex
+	leader      Leader // nil: this process runs every schedule
 	runs        *prometheus.CounterVec
 	seconds     *prometheus.HistogramVec
 	rowsRead    *prometheus.CounterVec
@@ -119,6 +120,10 @@ func New(models map[string]flywheel.ModelConfig, conn driver.Conn, db string, re
 	}
 	return r, nil
 }
+
+// ElectWith makes scheduled runs happen only while l says this process is
+// the leader. Manual runs (Run) are not affected. Call before Schedule.
+func (r *Retrainer) ElectWith(l Leader) { r.leader = l }
 
 // Run retrains one model now. A run already in progress for the model makes
 // this one return ECONFLICT. progress, if not nil, is told each step.

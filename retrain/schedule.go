@@ -22,10 +22,14 @@ func ParseSchedule(field, spec string) error {
 
 // Schedule runs every configured model's retrain on its schedule until ctx
 // ends. A panicking run is recovered and logged, and the scheduler goes on;
-// a run still going when its next turn comes makes that turn skip.
+// a run still going when its next turn comes makes that turn skip. With an
+// elector (ElectWith), only the elected scheduler runs the schedules.
 func (r *Retrainer) Schedule(ctx context.Context) error {
 	logger := cronLogger{r.log}
-	c := cron.New(cron.WithParser(cronParser), cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
+	// SkipIfStillRunning must wrap Recover, not the other way round: a panic
+	// escaping SkipIfStillRunning's wrapper would keep its token, and every
+	// later run would be skipped.
+	c := cron.New(cron.WithParser(cronParser), cron.WithChain(cron.SkipIfStillRunning(logger), cron.Recover(logger)))
 	for name, mc := range r.models {
 		if mc.Kind != "ranker" {
 			r.log.Info("no scheduled retrain: not built for this kind yet", "model", name, "kind", mc.Kind)
@@ -33,6 +37,10 @@ func (r *Retrainer) Schedule(ctx context.Context) error {
 		}
 		name := name
 		if _, err := c.AddFunc(mc.Retrain.Schedule, func() {
+			if r.leader != nil && !r.leader.IsLeader() {
+				r.log.Debug("scheduled retrain left to the elected scheduler", "model", name)
+				return
+			}
 			if _, err := r.Run(ctx, name, nil); err != nil {
 				r.log.Warn("scheduled retrain failed", "model", name, "err", err)
 			}

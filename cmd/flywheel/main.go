@@ -253,11 +253,17 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 	if err != nil {
 		return err
 	}
+	el, err := retrain.NewElector(e.cfg.Kafka, e.log.With("component", "retrain"))
+	if err != nil {
+		return err
+	}
+	rt.ElectWith(el)
 	g, gctx := errgroup.WithContext(ctx)
 	if err := e.startServe(gctx, g, p, open, rt); err != nil {
 		return err
 	}
 	g.Go(func() error { return in.Run(gctx) })
+	g.Go(func() error { return el.Run(gctx) })
 	g.Go(func() error { return rt.Schedule(gctx) })
 	return g.Wait()
 }
@@ -359,7 +365,16 @@ func (e *env) retrainScheduler(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return rt.Schedule(ctx)
+	// Several schedulers may run; the election makes each scheduled run happen once.
+	el, err := retrain.NewElector(e.cfg.Kafka, e.log)
+	if err != nil {
+		return err
+	}
+	rt.ElectWith(el)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return el.Run(gctx) })
+	g.Go(func() error { return rt.Schedule(gctx) })
+	return g.Wait()
 }
 
 func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
