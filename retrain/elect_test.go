@@ -30,8 +30,10 @@ func (c *countingRegistry) Champion(context.Context, string) (int, []byte, error
 	}
 	return 0, nil, errors.New("no champion in this test")
 }
-func (c *countingRegistry) Get(context.Context, string, int) (*deploy.Version, error) { return nil, nil }
-func (c *countingRegistry) Latest(context.Context, string) (int, error)               { return 0, nil }
+func (c *countingRegistry) Get(context.Context, string, int) (*deploy.Version, error) {
+	return nil, nil
+}
+func (c *countingRegistry) Latest(context.Context, string) (int, error) { return 0, nil }
 func (c *countingRegistry) Register(context.Context, string, string, []byte, any, any) (int, error) {
 	return 0, nil
 }
