@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -45,6 +47,8 @@ type Manifest struct {
 	DataFromMs    uint64               `json:"data_from_ms"`
 	DataToMs      uint64               `json:"data_to_ms"` // watermark: newest example's ts_ms
 	HoldoutFrom   uint64               `json:"holdout_from_ms"`
+	Rows          int                  `json:"rows"`
+	DataSHA256    string               `json:"data_sha256"` // of the event ids and rewards, in training order
 	TrainRows     int                  `json:"train_rows"`
 	HoldoutRows   int                  `json:"holdout_rows"`
 	ConfigHash    string               `json:"config_hash"`
@@ -195,36 +199,27 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		return res, nil
 	}
 	progress("reading examples")
-	examples, err := r.load(ctx, name, fromMs)
+	examples, err := r.load(ctx, name, fromMs, math.MaxUint64)
 	if err != nil {
 		return res, err
 	}
 	r.rowsRead.WithLabelValues(name).Add(float64(len(examples)))
-	cut := int(float64(len(examples)) * (1 - mc.Retrain.Holdout))
-	train, hold := examples[:cut], examples[cut:]
+	train, hold, holdFrom := split(examples, mc.Retrain.Holdout)
 	res.TrainRows, res.Holdout = len(train), len(hold)
 	if len(train) == 0 || len(hold) == 0 {
 		res.Outcome, res.Reason = Skipped, "too few examples to split into training and holdout"
 		return res, nil
 	}
 	progress(fmt.Sprintf("training on %d examples", len(train)))
-	start, err := model.FromConfig(mc)
+	warmFrom := 0
+	var warm *model.Model
+	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
+		warm, warmFrom = champ, champV
+	}
+	cand, err := r.train(mc, warm, train)
 	if err != nil {
 		return res, err
 	}
-	warmFrom := 0
-	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
-		start, warmFrom = champ, champV
-	}
-	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective})
-	for pass := 0; pass < mc.Retrain.Passes; pass++ {
-		for i := range train {
-			if err := tr.LearnRanker(&train[i]); err != nil {
-				r.log.Warn("skipping unusable example", "err", err)
-			}
-		}
-	}
-	cand := tr.Model()
 	progress(fmt.Sprintf("evaluating on %d holdout examples", len(hold)))
 	// The doubly robust estimator's reward model is the candidate itself:
 	// both policies are judged with the same one.
@@ -237,7 +232,8 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	cfgJSON, _ := json.Marshal(mc)
 	h := sha256.Sum256(cfgJSON)
 	man := Manifest{
-		DataFromMs: train[0].TimeMs(), DataToMs: hold[len(hold)-1].TimeMs(), HoldoutFrom: hold[0].TimeMs(),
+		DataFromMs: train[0].TimeMs(), DataToMs: hold[len(hold)-1].TimeMs(), HoldoutFrom: holdFrom,
+		Rows: len(examples), DataSHA256: dataHash(examples),
 		TrainRows: len(train), HoldoutRows: len(hold), ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
 		WarmStartFrom: warmFrom, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
 	}
@@ -270,10 +266,67 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	return res, nil
 }
 
-// load reads the closed examples of name since fromMs, oldest first.
-func (r *Retrainer) load(ctx context.Context, name string, fromMs uint64) ([]flywheel.Example, error) {
+// split puts the newest holdout share of examples (sorted by time) in the
+// holdout, cutting by time so that examples of one millisecond stay on one
+// side; holdFrom is the first holdout time.
+func split(examples []flywheel.Example, holdout float64) (train, hold []flywheel.Example, holdFrom uint64) {
+	if len(examples) == 0 {
+		return nil, nil, 0
+	}
+	cut := int(float64(len(examples)) * (1 - holdout))
+	if cut >= len(examples) {
+		return examples, nil, math.MaxUint64
+	}
+	holdFrom = examples[cut].TimeMs()
+	for cut > 0 && examples[cut-1].TimeMs() == holdFrom {
+		cut--
+	}
+	return examples[:cut], examples[cut:], holdFrom
+}
+
+// splitAt splits sorted examples at holdFrom.
+func splitAt(examples []flywheel.Example, holdFrom uint64) (train, hold []flywheel.Example) {
+	i := sort.Search(len(examples), func(i int) bool { return examples[i].TimeMs() >= holdFrom })
+	return examples[:i], examples[i:]
+}
+
+// train learns a ranker of mc's shape from warm (nil: from zero) on the
+// examples, in order, mc.Retrain.Passes times. It is deterministic: the
+// same examples in the same order give the same weights, bit for bit.
+func (r *Retrainer) train(mc flywheel.ModelConfig, warm *model.Model, examples []flywheel.Example) (*model.Model, error) {
+	start := warm
+	if start == nil {
+		m, err := model.FromConfig(mc)
+		if err != nil {
+			return nil, err
+		}
+		start = m
+	}
+	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective})
+	for pass := 0; pass < mc.Retrain.Passes; pass++ {
+		for i := range examples {
+			if err := tr.LearnRanker(&examples[i]); err != nil {
+				r.log.Warn("skipping unusable example", "err", err)
+			}
+		}
+	}
+	return tr.Model(), nil
+}
+
+// dataHash fingerprints a training set: event ids and rewards in order.
+func dataHash(examples []flywheel.Example) string {
+	h := sha256.New()
+	for i := range examples {
+		fmt.Fprintf(h, "%s\x00%v\x00", examples[i].EventID, examples[i].Reward)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// load reads the closed examples of name with fromMs <= ts_ms <= toMs, oldest
+// first (ties by event id).
+func (r *Retrainer) load(ctx context.Context, name string, fromMs, toMs uint64) ([]flywheel.Example, error) {
 	rows, err := r.conn.Query(ctx, `SELECT event_id, ts_ms, version, context_json, actions_json, probabilities, chosen_index, reward, feedback_count
-		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? ORDER BY ts_ms, event_id`, name, fromMs)
+		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`, name, fromMs, toMs)
 	if err != nil {
 		return nil, fmt.Errorf("query examples of %s: %w", name, err)
 	}

@@ -53,8 +53,10 @@ commands:
   dev        everything in one process (embedded Kafka-protocol broker unless --kafka)
   serve      the HTTP API
   ingest     Kafka → ClickHouse
-  retrain    the retrain scheduler; --now --model X runs once
+  retrain    the retrain scheduler; --now --model X runs once;
+             --reproduce --model X --version N rebuilds a version and compares
   models     list | show X | promote X --version N | rollback X | history X
+  eval       --model X --version N [--window 24h] [--json]: offline evaluation against the champion
   migrate    create or upgrade the ClickHouse schema
   sim        the simulated product app: --url URL --events N [--json]
   version    print the version
@@ -111,6 +113,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	modelName := fs.String("model", "", "retrain --now: the model")
 	ver := fs.Int("version", 0, "models promote: the version")
 	asJSON := fs.Bool("json", false, "print JSON")
+	reproduce := fs.Bool("reproduce", false, "retrain: rebuild --model's --version from its manifest and compare the weights")
+	window := fs.Duration("window", 24*time.Hour, "eval: judge on the closed examples of this last stretch of time")
 	embeddedPort := fs.Int("embedded-kafka-port", 0, "dev: port of the embedded broker (0: any free port)")
 	var rest []string
 	for {
@@ -147,10 +151,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "ingest":
 		return e.ingest(ctx)
 	case "retrain":
+		if *reproduce {
+			return e.retrainReproduce(ctx, *modelName, *ver, *asJSON)
+		}
 		if *now {
 			return e.retrainNow(ctx, *modelName, *asJSON)
 		}
 		return e.retrainScheduler(ctx)
+	case "eval":
+		return e.eval(ctx, *modelName, *ver, *window, *asJSON)
 	case "migrate":
 		if err := clickhouse.Migrate(ctx, cfg.ClickHouse); err != nil {
 			return err
@@ -402,6 +411,66 @@ func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
 		}
 	}
 	return err
+}
+
+// offline builds a retrainer for the one-shot commands (no metrics, no
+// election).
+func (e *env) offline(ctx context.Context) (*parts, *retrain.Retrainer, error) {
+	p, err := e.connect(ctx, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), nil, e.log, time.Now)
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	return p, rt, nil
+}
+
+func (e *env) retrainReproduce(ctx context.Context, name string, ver int, asJSON bool) error {
+	if name == "" || ver < 1 {
+		return errors.New("retrain --reproduce needs --model NAME and --version N")
+	}
+	p, rt, err := e.offline(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rep, err := rt.Reproduce(ctx, name, ver)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(rep)
+	}
+	if rep.Identical {
+		fmt.Fprintf(e.stdout, "%s v%d reproduced from %d examples: weights identical, bit for bit (%s)\n", name, ver, rep.Rows, rep.Took)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s v%d retrained from %d examples: %d weights differ\n", name, ver, rep.Rows, rep.DifferentCount)
+	return fmt.Errorf("%s v%d is not reproducible: %d weights differ", name, ver, rep.DifferentCount)
+}
+
+func (e *env) eval(ctx context.Context, name string, ver int, window time.Duration, asJSON bool) error {
+	if name == "" || ver < 1 {
+		return errors.New("eval needs --model NAME and --version N")
+	}
+	p, rt, err := e.offline(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	now := time.Now()
+	rep, err := rt.Evaluate(ctx, name, ver, now.Add(-window), now)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(rep)
+	}
+	fmt.Fprint(e.stdout, rep.String())
+	return nil
 }
 
 func printResult(w io.Writer, r *retrain.Result) {

@@ -1,0 +1,141 @@
+package retrain
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
+)
+
+// Reproduction is the outcome of retraining a version from its manifest.
+type Reproduction struct {
+	Model          string `json:"model"`
+	Version        int    `json:"version"`
+	Rows           int    `json:"rows"`
+	Identical      bool   `json:"identical"`
+	DifferentCount int    `json:"different_weights"`
+	Took           string `json:"took"`
+}
+
+// Reproduce retrains version of name from what its manifest records (the
+// data window and holdout cut, the configuration, the warm-start version)
+// and compares the weights with the registered artifact. It returns an error
+// if the version has no manifest, or if the data in the window is no longer
+// what it was trained on (rows or their fingerprint differ).
+func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*Reproduction, error) {
+	start := time.Now()
+	v, err := r.reg.Get(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	var man Manifest
+	if err := json.Unmarshal(v.Manifest, &man); err != nil || man.Rows == 0 {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "%s v%d has no training manifest to reproduce (a bootstrap version?)", name, version)
+	}
+	examples, err := r.load(ctx, name, man.DataFromMs, man.DataToMs)
+	if err != nil {
+		return nil, err
+	}
+	if len(examples) != man.Rows || dataHash(examples) != man.DataSHA256 {
+		return nil, flywheel.Errorf(flywheel.ECONFLICT, "the data of %s v%d's window changed: %d rows now, %d then (late events ingested, or data deleted)", name, version, len(examples), man.Rows)
+	}
+	train, _ := splitAt(examples, man.HoldoutFrom)
+	var warm *model.Model
+	if man.WarmStartFrom > 0 {
+		wv, err := r.reg.Get(ctx, name, man.WarmStartFrom)
+		if err != nil {
+			return nil, err
+		}
+		if warm, err = model.Decode(wv.Artifact); err != nil {
+			return nil, err
+		}
+	}
+	m, err := r.train(man.Config, warm, train)
+	if err != nil {
+		return nil, err
+	}
+	orig, err := model.Decode(v.Artifact)
+	if err != nil {
+		return nil, err
+	}
+	diff := 0
+	a, b := m.Weights(), orig.Weights()
+	if len(a) != len(b) {
+		diff = max(len(a), len(b))
+	} else {
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+				diff++
+			}
+		}
+	}
+	return &Reproduction{Model: name, Version: version, Rows: len(examples), Identical: diff == 0, DifferentCount: diff,
+		Took: time.Since(start).Round(time.Millisecond).String()}, nil
+}
+
+// Report is the offline evaluation of a version against the champion.
+type Report struct {
+	Model      string     `json:"model"`
+	Version    int        `json:"version"`
+	Champion   int        `json:"champion"`
+	FromMs     uint64     `json:"from_ms"`
+	ToMs       uint64     `json:"to_ms"`
+	Examples   int        `json:"examples"`
+	Estimator  string     `json:"estimator"`
+	Comparison Comparison `json:"comparison"`
+}
+
+// Evaluate judges version of name against the current champion on the closed
+// examples logged in [from, to], with every estimator. The doubly robust
+// estimator's reward model is the evaluated version.
+func (r *Retrainer) Evaluate(ctx context.Context, name string, version int, from, to time.Time) (*Report, error) {
+	mc, ok := r.models[name]
+	if !ok {
+		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name)
+	}
+	v, err := r.reg.Get(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	cand, err := model.Decode(v.Artifact)
+	if err != nil {
+		return nil, err
+	}
+	champV, champArt, err := r.reg.Champion(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	champ, err := model.Decode(champArt)
+	if err != nil {
+		return nil, err
+	}
+	examples, err := r.load(ctx, name, uint64(from.UnixMilli()), uint64(to.UnixMilli()))
+	if err != nil {
+		return nil, err
+	}
+	if len(examples) == 0 {
+		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "no closed examples of %s between %s and %s", name, from.Format(time.RFC3339), to.Format(time.RFC3339))
+	}
+	return &Report{Model: name, Version: version, Champion: champV, FromMs: uint64(from.UnixMilli()), ToMs: uint64(to.UnixMilli()),
+		Examples: len(examples), Estimator: mc.Promote.Estimator, Comparison: compare(examples, cand, champ, cand, mc.Promote.Confidence)}, nil
+}
+
+// String renders the report for a person.
+func (rep *Report) String() string {
+	est := func(e Estimate) string { return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper) }
+	c := rep.Comparison
+	return fmt.Sprintf(`%s v%d against champion v%d on %d closed examples from %s to %s
+  policy        IPS                        SNIPS                      DR                         ESS
+  v%-12d %-26s %-26s %-26s %.0f
+  v%-12d %-26s %-26s %-26s %.0f
+  difference (IPS, paired): %s; promotion looks at %s
+`, rep.Model, rep.Version, rep.Champion, rep.Examples,
+		time.UnixMilli(int64(rep.FromMs)).UTC().Format(time.RFC3339), time.UnixMilli(int64(rep.ToMs)).UTC().Format(time.RFC3339),
+		rep.Version, est(c.Candidate.IPS), est(c.Candidate.SNIPS), est(c.Candidate.DR), c.Candidate.ESS,
+		rep.Champion, est(c.Champion.IPS), est(c.Champion.SNIPS), est(c.Champion.DR), c.Champion.ESS,
+		est(c.Diff), rep.Estimator)
+}
