@@ -33,8 +33,11 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 		return nil, err
 	}
 	var man Manifest
-	if err := json.Unmarshal(v.Manifest, &man); err != nil || man.Rows == 0 {
+	if err := json.Unmarshal(v.Manifest, &man); err != nil || man.TrainRows == 0 {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "%s v%d has no training manifest to reproduce (a bootstrap version?)", name, version)
+	}
+	if man.DataSHA256 == "" {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "%s v%d was trained by a build that did not fingerprint its data; it cannot be checked", name, version)
 	}
 	examples, err := r.load(ctx, name, man.DataFromMs, man.DataToMs)
 	if err != nil {

@@ -42,7 +42,11 @@ func main() {
 	defer stop()
 	gin.SetMode(gin.ReleaseMode)
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "flywheel:", err)
+		msg := err.Error()
+		if flywheel.ErrorCode(err) != flywheel.EINTERNAL {
+			msg = flywheel.ErrorMessage(err)
+		}
+		fmt.Fprintln(os.Stderr, "flywheel:", msg)
 		os.Exit(1)
 	}
 }
@@ -513,7 +517,8 @@ func (e *env) models(ctx context.Context, args []string, ver int, asJSON bool) e
 	if len(args) == 0 {
 		return errors.New("models: list | show NAME | promote NAME --version N | rollback NAME | history NAME")
 	}
-	p, err := e.connect(ctx, true)
+	// Only moves are published to Kafka; reading needs ClickHouse alone.
+	p, err := e.connect(ctx, args[0] == "promote" || args[0] == "rollback")
 	if err != nil {
 		return err
 	}
