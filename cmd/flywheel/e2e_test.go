@@ -49,6 +49,32 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	}
 }
 
+func waitReady(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
+	waitFor(t, ctx, "readiness", func() bool {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// delivery counts the ids of want that got holds no time and more than once.
+func delivery(want []string, got map[string]int) (missing, dup int) {
+	for _, id := range want {
+		switch got[id] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	return missing, dup
+}
+
 func liveVersion(url string) int {
 	resp, err := http.Get(url + "/v1/models/homepage")
 	if err != nil {
@@ -118,14 +144,7 @@ models:
 			sw.mu.Unlock()
 		}
 	}()
-	waitFor(t, ctx, "readiness", func() bool {
-		resp, err := http.Get(url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, ctx, url)
 	if v := liveVersion(url); v != 1 {
 		t.Fatalf("a fresh model starts at version %d, want 1", v)
 	}

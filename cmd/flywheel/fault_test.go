@@ -208,14 +208,7 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 			sw.mu.Unlock()
 		}
 	}()
-	waitFor(t, ctx, "readiness", func() bool {
-		resp, err := http.Get(url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	waitReady(t, ctx, url)
 
 	stop := make(chan struct{})
 	load := runLoad(url, 4, 20*time.Millisecond, stop)
@@ -250,16 +243,7 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	gotD := readTopic(t, ctx, broker, topics.Decisions, "event_id")
 	gotF := readTopic(t, ctx, broker, topics.Feedback, "feedback_id")
 	check := func(kind string, want []string, got map[string]int) {
-		missing, dup := 0, 0
-		for _, id := range want {
-			switch got[id] {
-			case 0:
-				missing++
-			case 1:
-			default:
-				dup++
-			}
-		}
+		missing, dup := delivery(want, got)
 		t.Logf("%s: %d acknowledged, %d in Kafka, %d missing, %d more than once", kind, len(want), len(got), missing, dup)
 		if missing != 0 || dup != 0 || len(got) != len(want) {
 			t.Errorf("%s: %d missing, %d duplicated, %d in Kafka for %d acknowledged", kind, missing, dup, len(got), len(want))

@@ -35,14 +35,7 @@ func startServe(t *testing.T, ctx context.Context, bin, cfg, url string) *exec.C
 			t.Logf("%s:\n%s", logf.Name(), b)
 		}
 	})
-	waitFor(t, ctx, "serve to be ready", func() bool {
-		resp, err := http.Get(url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	waitReady(t, ctx, url)
 	return cmd
 }
 
@@ -94,16 +87,7 @@ func TestServeKill9LosesNoAcknowledgedFeedback(t *testing.T) {
 	}()
 	waitFor(t, ctx, "the restarted serve to ship the spool", func() bool { return spoolEmpty(url) })
 	got := readTopic(t, ctx, kafkaAddr, kafka.Config{TopicPrefix: prefix}.Topics().Feedback, "feedback_id")
-	missing, dup := 0, 0
-	for _, id := range acked {
-		switch got[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			dup++
-		}
-	}
+	missing, dup := delivery(acked, got)
 	t.Logf("kill -9 after %d decisions and %d acknowledged feedback: %d feedback in Kafka, %d acknowledged missing, %d more than once, %d requests failed around the kill",
 		decisions, len(acked), len(got), missing, dup, load.failures.Load())
 	if len(acked) == 0 {
