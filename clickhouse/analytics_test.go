@@ -1,0 +1,182 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Every query of docs/analytics.md runs against the real server on known
+// data and gives the answer written here.
+func TestAnalyticsGuideQueries(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	db := cfg.Database()
+	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+
+	h0 := time.Now().UTC().Add(-3 * time.Hour).Truncate(time.Hour)
+	h1 := h0.Add(time.Hour)
+	type dec struct {
+		id, model string
+		version   uint32
+		at        time.Time
+		window    uint32
+		segment   string
+		chosen    string
+		explored  uint8
+		prob      float64
+	}
+	decs := []dec{
+		{"e1", "homepage", 1, h0.Add(10 * time.Minute), 60, "a", "x", 0, 0.5},
+		{"e2", "homepage", 1, h0.Add(10*time.Minute + time.Second), 60, "a", "x", 1, 0.25},
+		{"e3", "homepage", 1, h0.Add(10*time.Minute + 2*time.Second), 60, "b", "y", 0, 0.5},
+		{"e4", "homepage", 1, h0.Add(10*time.Minute + 3*time.Second), 60, "b", "x", 0, 0.5},
+		{"e5", "homepage", 2, h1.Add(10 * time.Minute), 60, "a", "x", 0, 0.9},
+		{"e6", "homepage", 2, h1.Add(10*time.Minute + time.Second), 60, "b", "y", 0, 0.9},
+		{"e7", "homepage", 2, h1.Add(10*time.Minute + 2*time.Second), 60, "a", "y", 0, 0.9},
+		{"e8", "homepage", 2, h1.Add(10*time.Minute + 3*time.Second), 60, "b", "y", 1, 0.05},
+		{"e9", "search", 1, time.Now().UTC(), 3600, "c", "z", 0, 0.5},
+	}
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant,
+		context_names, context_values, context_numbers, action_ids, probabilities, chosen, chosen_index, chosen_probability,
+		explored, reward_window_s, reward_default, reward_aggregate, ingested_at)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range decs {
+		for copies := 0; copies < 2; copies++ { // delivered twice: counted once
+			if err := b.Append(d.id, d.at, uint64(d.at.UnixMilli()), d.model, "ranker", d.version, "champion",
+				[]string{"user^segment"}, []string{d.segment}, []float64{1}, []string{"x", "y"}, []float64{0.5, 0.5},
+				d.chosen, uint16(0), d.prob, d.explored, d.window, 0.0, "sum", time.Now().UTC()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	fb, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		event  string
+		after  time.Duration
+		reward float64
+	}{{"e1", 10 * time.Second, 1}, {"e3", 2 * time.Minute, 1}, {"e5", 5 * time.Second, 1}, {"e6", 5 * time.Second, 1}, {"e7", 5 * time.Second, 0.5}, {"ghost", 0, 1}} {
+		at := h0
+		for _, d := range decs {
+			if d.id == f.event {
+				at = d.at
+			}
+		}
+		at = at.Add(f.after)
+		if err := fb.Append(f.event, "f-"+f.event, at, uint64(at.UnixMilli()), f.reward, "click", time.Now().UTC()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fb.Send(); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []struct {
+		v, prev uint32
+		actor   string
+		reason  string
+	}{{1, 0, "bootstrap", "first"}, {2, 1, "retrain", "better"}} {
+		if err := conn.Exec(ctx, "INSERT INTO "+db+".deployments (name, alias, version, previous_version, ts, seq, actor, reason) SELECT 'homepage', 'champion', ?, ?, now(), ?, ?, ?",
+			m.v, m.prev, uint64(i+1), m.actor, m.reason); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	hour := func(t time.Time) string { return t.Format("2006-01-02 15:04:05") }
+	want := map[int]string{
+		1:  fmt.Sprintf("1\t%s\t4\t0.25\n2\t%s\t4\t0.625", hour(h0), hour(h1)),
+		2:  "1\t0.25\n2\t0.75",
+		3:  "1\t0.75\n2\t0.25",
+		4:  "1",
+		5:  "1",
+		6:  "a\tx\t3\nb\ty\t3",
+		7:  "1\t0.25\n2\t0.25",
+		8:  "a\t1\t2\t0.5\na\t2\t2\t0.75\nb\t1\t2\t0\nb\t2\t2\t0.5",
+		9:  "1\t0.4375\n2\t0.6875",
+		10: fmt.Sprintf("%s\tchampion\t4\n%s\tchampion\t4", hour(h0), hour(h1)),
+		11: "1\t0\tbootstrap\tfirst\n2\t1\tretrain\tbetter",
+		12: "search\t1",
+	}
+	doc, err := os.ReadFile("../docs/analytics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```sql\n(-- Q(\\d+)\\..*?)```").FindAllStringSubmatch(string(doc), -1)
+	if len(blocks) < 10 {
+		t.Fatalf("the guide has %d numbered queries; at least 10 are promised", len(blocks))
+	}
+	for _, blk := range blocks {
+		n, _ := strconv.Atoi(blk[2])
+		q := strings.ReplaceAll(blk[1], "flywheel.", db+".")
+		t.Run("Q"+blk[2], func(t *testing.T) {
+			exp, ok := want[n]
+			if !ok {
+				t.Fatalf("no expected answer for Q%d", n)
+			}
+			got, err := queryText(ctx, conn, q)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, q)
+			}
+			if got != exp {
+				t.Fatalf("got\n%s\nwant\n%s", got, exp)
+			}
+		})
+	}
+}
+
+// queryText runs q and renders the rows as tab-separated text.
+func queryText(ctx context.Context, conn driver.Conn, q string) (string, error) {
+	rows, err := conn.Query(ctx, q)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	types := rows.ColumnTypes()
+	var lines []string
+	for rows.Next() {
+		vals := make([]any, len(types))
+		for i, ct := range types {
+			vals[i] = reflect.New(ct.ScanType()).Interface()
+		}
+		if err := rows.Scan(vals...); err != nil {
+			return "", err
+		}
+		cells := make([]string, len(vals))
+		for i, v := range vals {
+			switch x := reflect.ValueOf(v).Elem().Interface().(type) {
+			case float64:
+				cells[i] = strconv.FormatFloat(x, 'f', -1, 64)
+			case time.Time:
+				cells[i] = x.UTC().Format("2006-01-02 15:04:05")
+			default:
+				cells[i] = fmt.Sprint(x)
+			}
+		}
+		lines = append(lines, strings.Join(cells, "\t"))
+	}
+	return strings.Join(lines, "\n"), rows.Err()
+}
