@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -57,6 +58,7 @@ type Ingester struct {
 	batches *prometheus.HistogramVec
 	dead    prometheus.Counter
 	lag     *prometheus.GaugeVec
+	sizes   prometheus.Histogram
 }
 
 // New returns an ingester writing into database db through conn.
@@ -86,11 +88,14 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, db string, reg prometh
 			Name: "flywheel_ingest_dead_letters_total", Help: "Records sent to the dead-letter topic.",
 		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "flywheel_ingest_lag", Help: "Consumer lag reported by the reader, by topic.",
-		}, []string{"topic"}),
+			Name: "flywheel_ingest_lag", Help: "Records behind the end of each partition as of the last batch, by topic and partition.",
+		}, []string{"topic", "partition"}),
+		sizes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flywheel_ingest_batch_records", Help: "Records per batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{in.rows, in.batches, in.dead, in.lag} {
+		for _, c := range []prometheus.Collector{in.rows, in.batches, in.dead, in.lag, in.sizes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register ingest metrics: %w", err)
 			}
@@ -138,14 +143,17 @@ func (in *Ingester) Run(ctx context.Context) error {
 			}
 			return err
 		}
-		if err := r.CommitMessages(ctx, lastPerPartition(batch)...); err != nil {
+		last := lastPerPartition(batch)
+		if err := r.CommitMessages(ctx, last...); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("commit offsets: %w", err)
 		}
-		st := r.Stats()
-		in.lag.WithLabelValues(st.Topic).Set(float64(st.Lag))
+		for _, m := range last {
+			in.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+		}
+		in.sizes.Observe(float64(len(batch)))
 		batch = batch[:0]
 	}
 }

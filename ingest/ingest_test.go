@@ -166,3 +166,72 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 		t.Errorf("dead letter %+v", dead)
 	}
 }
+
+// Two ingest processes in one group split the partitions between them, and
+// together insert every record once.
+func TestTwoIngestersSplitPartitions(t *testing.T) {
+	kcfg, ccfg := realServices(t)
+	kcfg.Partitions = 4
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	db := ccfg.Database()
+	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	var ins [2]*Ingester
+	var stops [2]context.CancelFunc
+	var dones [2]chan error
+	for i := range ins {
+		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 50, BatchWait: 100 * time.Millisecond}, kcfg, conn, db, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- in.Run(rctx) }()
+		ins[i], stops[i], dones[i] = in, stop, done
+	}
+	defer func() {
+		for i := range ins {
+			stops[i]()
+			<-dones[i]
+		}
+	}()
+	time.Sleep(3 * time.Second) // let both join before the records arrive
+	w := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	defer w.Close()
+	old := time.Now().Add(-time.Minute).UTC()
+	var msgs []kafkago.Message
+	for i := 0; i < 400; i++ {
+		id := fmt.Sprintf("ev-%03d", i)
+		msgs = append(msgs, msg(t, id, decision(id, old)))
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	rows := func(in *Ingester) float64 { return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) }
+	for rows(ins[0])+rows(ins[1]) < 400 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ingested %v + %v of 400", rows(ins[0]), rows(ins[1]))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".decisions FINAL").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ingester A inserted %v, ingester B %v; %d distinct decisions", rows(ins[0]), rows(ins[1]), n)
+	if rows(ins[0]) == 0 || rows(ins[1]) == 0 || rows(ins[0])+rows(ins[1]) != 400 || n != 400 {
+		t.Fatalf("the partitions were not split: %v + %v rows, %d distinct", rows(ins[0]), rows(ins[1]), n)
+	}
+}
