@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/bytedance/sonic"
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -191,7 +192,7 @@ func (in *Ingester) flush(ctx context.Context, batch []kafkago.Message) error {
 		var err error
 		if m.Topic == decTopic {
 			var d flywheel.Decision
-			if err = json.Unmarshal(m.Value, &d); err == nil {
+			if err = sonic.Unmarshal(m.Value, &d); err == nil {
 				err = d.Validate()
 			}
 			if err == nil {
@@ -199,7 +200,7 @@ func (in *Ingester) flush(ctx context.Context, batch []kafkago.Message) error {
 			}
 		} else {
 			var f flywheel.Feedback
-			if err = json.Unmarshal(m.Value, &f); err == nil {
+			if err = sonic.Unmarshal(m.Value, &f); err == nil {
 				err = f.Validate()
 			}
 			if err == nil {

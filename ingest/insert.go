@@ -2,9 +2,10 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/bytedance/sonic"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -35,8 +36,8 @@ func (in *Ingester) insertDecisions(ctx context.Context, ds []*flywheel.Decision
 			chn, chv, chnum = flat(d.Actions[d.ChosenIndex].Features)
 			chosenP = d.Probabilities[d.ChosenIndex]
 		}
-		ctxJSON, _ := json.Marshal(d.Context)
-		actJSON, _ := json.Marshal(d.Actions)
+		ctxJSON, _ := sonic.Marshal(d.Context)
+		actJSON, _ := sonic.Marshal(d.Actions)
 		probs := d.Probabilities
 		if probs == nil {
 			probs = []float64{}

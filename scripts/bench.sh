@@ -136,3 +136,25 @@ print(f"throughput vs bare: {report['throughput_ratio_vs_bare']}; p99 at half pe
 PY
 echo "bench: wrote $OUT/serve.json" >&2
 fi
+
+# ingest: Flywheel's ingest against kcat | clickhouse-client (JSONEachRow), the
+# same records from the same topics, decisions and feedback separately.
+if [[ -z "$ONLY" || "$ONLY" == ingest ]]; then
+if ! command -v kcat >/dev/null; then
+  echo "bench: installing kcat from Debian's packages" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
+fi
+go run ./bench/ingest -kafka "${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}" -clickhouse "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" \
+  -decisions "${BENCH_INGEST_DECISIONS:-20000}" -feedback "${BENCH_INGEST_FEEDBACK:-100000}" >"$WORK/ingest.jsonl"
+python3 - "$WORK/ingest.jsonl" "$OUT/ingest.json" <<'PY'
+import json, sys, platform, datetime
+rows = [json.loads(l) for l in open(sys.argv[1])]
+json.dump({"benchmark": "ingest", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
+           "reference": "kcat -C -e | clickhouse-client INSERT ... FORMAT JSONEachRow (scalar fields only; nested ones skipped)",
+           "results": rows}, open(sys.argv[2], "w"), indent=2)
+print(f"{'kind':<10}{'records':>9}{'flywheel/s':>12}{'steady/s':>10}{'reference/s':>13}{'ratio':>7}")
+for r in rows:
+    print(f"{r['kind']:<10}{r['records']:>9}{r['flywheel_per_second']:>12.0f}{r['flywheel_per_second_after_first_batch']:>10.0f}{r['reference_per_second']:>13.0f}{r['ratio']:>7.2f}")
+PY
+echo "bench: wrote $OUT/ingest.json" >&2
+fi

@@ -1,0 +1,200 @@
+// Command ingest is the ingest benchmark (make bench): it writes decisions
+// (20 actions of about 30 features each) and feedback events to fresh topics
+// on the real broker, then times, on the same records, Flywheel's ingest
+// (Kafka → ClickHouse: decode, validate, flatten features, insert, commit)
+// and a reference pipeline of standard tools (kcat piped into clickhouse-client
+// with FORMAT JSONEachRow). It prints one JSON line per run.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/ingest"
+	"github.com/flywheel-dev/flywheel/kafka"
+)
+
+func main() {
+	broker := flag.String("kafka", "127.0.0.1:9092", "broker")
+	chAddr := flag.String("clickhouse", "127.0.0.1:9000", "ClickHouse native address")
+	decisions := flag.Int("decisions", 20000, "decisions to ingest")
+	feedback := flag.Int("feedback", 100000, "feedback events to ingest")
+	flag.Parse()
+	if err := run(*broker, *chAddr, *decisions, *feedback); err != nil {
+		fmt.Fprintln(os.Stderr, "bench ingest:", err)
+		os.Exit(1)
+	}
+}
+
+func run(broker, chAddr string, nd, nf int) error {
+	ctx := context.Background()
+	stamp := time.Now().UnixNano()
+	for _, kind := range []string{"decisions", "feedback"} {
+		n := nd
+		if kind == "feedback" {
+			n = nf
+		}
+		kcfg := kafka.Config{Brokers: []string{broker}, TopicPrefix: fmt.Sprintf("bench%d%s.", stamp, kind[:1]), Partitions: 4}
+		ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s", chAddr, stamp, kind)}
+		if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
+			return err
+		}
+		if err := clickhouse.Migrate(ctx, ccfg); err != nil {
+			return err
+		}
+		topic := kcfg.Topics().Decisions
+		if kind == "feedback" {
+			topic = kcfg.Topics().Feedback
+		}
+		bytesN, err := produce(ctx, kcfg, topic, kind, n)
+		if err != nil {
+			return err
+		}
+		ours, steady, err := timeOurs(ctx, kcfg, ccfg, kind, n)
+		if err != nil {
+			return err
+		}
+		ref, err := timeReference(ctx, broker, chAddr, ccfg.Database(), topic, kind, n)
+		if err != nil {
+			return err
+		}
+		json.NewEncoder(os.Stdout).Encode(map[string]any{
+			"kind": kind, "records": n, "mib": float64(bytesN) / (1 << 20),
+			"flywheel_seconds": ours.Seconds(), "flywheel_per_second": float64(n) / ours.Seconds(),
+			"flywheel_per_second_after_first_batch": steady,
+			"reference_seconds":                     ref.Seconds(), "reference_per_second": float64(n) / ref.Seconds(),
+			"ratio": ref.Seconds() / ours.Seconds(), "lag_at_end": 0,
+		})
+		conn, err := clickhouse.Open(ctx, ccfg)
+		if err == nil {
+			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
+			conn.Close()
+		}
+	}
+	return nil
+}
+
+func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n int) (int, error) {
+	w := kafka.NewWriter(kcfg, topic)
+	defer w.Close()
+	ts := time.Now().Add(-time.Hour).UTC()
+	total := 0
+	batch := make([]kafkago.Message, 0, 1000)
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("ev-%07d", i)
+		var v any
+		if kind == "decisions" {
+			actions := make([]flywheel.Action, 20)
+			probs := make([]float64, 20)
+			for a := range actions {
+				actions[a] = flywheel.Action{ID: fmt.Sprintf("item-%02d", a), Features: flywheel.Features{"item": {
+					"id": fmt.Sprintf("item-%02d", a), "category": fmt.Sprintf("c%d", a%5), "price": float64(a) + 0.99, "new": a%3 == 0}}}
+				probs[a] = 0.05
+			}
+			v = &flywheel.Decision{Schema: 1, EventID: id, Time: ts, Model: "homepage", Kind: "ranker", Version: 1, Variant: "champion",
+				Context: flywheel.Features{"user": {"segment": "b", "age": 31.0, "country": "fr", "device": "ios", "tags": []any{"x", "y"}}},
+				Actions: actions, Probabilities: probs, ChosenIndex: i % 20, Chosen: actions[i%20].ID,
+				Reward: flywheel.RewardRule{WindowSeconds: 600, Aggregate: "sum"}}
+		} else {
+			v = &flywheel.Feedback{Schema: 1, FeedbackID: "f" + id, EventID: id, Time: ts, Reward: 1, Type: "click"}
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return 0, err
+		}
+		total += len(b)
+		batch = append(batch, kafkago.Message{Key: []byte(id), Value: b})
+		if len(batch) == cap(batch) || i == n-1 {
+			if err := w.WriteMessages(ctx, batch...); err != nil {
+				return 0, err
+			}
+			batch = batch[:0]
+		}
+	}
+	return total, nil
+}
+
+// timeOurs returns the time from start (group join included) to the last
+// row, and the rate after the first batch (the steady rate).
+func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, kind string, n int) (time.Duration, float64, error) {
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	in, err := ingest.New(ingest.Config{Group: kcfg.TopicPrefix + "ingest"}, kcfg, conn, ccfg.Database(), prometheus.NewRegistry(), nil, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- in.Run(rctx) }()
+	var firstAt time.Time
+	var firstRows float64
+	for {
+		rows := ingest.Rows(in, kind)
+		if rows > 0 && firstAt.IsZero() {
+			firstAt, firstRows = time.Now(), rows
+		}
+		if rows >= float64(n) {
+			break
+		}
+		select {
+		case err := <-done:
+			stop()
+			return 0, 0, fmt.Errorf("ingest stopped: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	end := time.Now()
+	stop()
+	<-done
+	steady := 0.0
+	if d := end.Sub(firstAt).Seconds(); d > 0 {
+		steady = (float64(n) - firstRows) / d
+	}
+	return end.Sub(start), steady, nil
+}
+
+// The reference table takes the scalar fields of each record; JSONEachRow
+// skips the nested ones (context, actions), which Flywheel flattens and keeps.
+func timeReference(ctx context.Context, broker, chAddr, db, topic, kind string, n int) (time.Duration, error) {
+	host, port, _ := strings.Cut(chAddr, ":")
+	cols := "event_id String, model String, kind String, model_version UInt32, variant String, chosen String, chosen_index UInt16"
+	if kind == "feedback" {
+		cols = "event_id String, feedback_id String, reward Float64, type String"
+	}
+	ch := func(q string, stdin *bytes.Buffer) *exec.Cmd {
+		c := exec.CommandContext(ctx, "clickhouse-client", "--host", host, "--port", port, "--input_format_skip_unknown_fields=1", "--query", q)
+		return c
+	}
+	if out, err := ch("CREATE TABLE "+db+".reference ("+cols+") ENGINE = MergeTree() ORDER BY event_id", nil).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("create reference table: %v: %s", err, out)
+	}
+	start := time.Now()
+	pipe := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c",
+		fmt.Sprintf("kcat -C -b %s -t %s -o beginning -e -q -f '%%s\\n' | clickhouse-client --host %s --port %s --input_format_skip_unknown_fields=1 --query 'INSERT INTO %s.reference FORMAT JSONEachRow'",
+			broker, topic, host, port, db))
+	if out, err := pipe.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("reference pipeline: %v: %s", err, out)
+	}
+	took := time.Since(start)
+	out, err := ch("SELECT count() FROM "+db+".reference", nil).Output()
+	if err != nil || strings.TrimSpace(string(out)) != fmt.Sprint(n) {
+		return 0, fmt.Errorf("reference pipeline inserted %s rows, want %d (%v)", strings.TrimSpace(string(out)), n, err)
+	}
+	return took, nil
+}
