@@ -6,8 +6,10 @@ BIN := bin/flywheel
 # Tests find the real services here; `make test` starts them.
 export FLYWHEEL_TEST_KAFKA ?= 127.0.0.1:9092
 export FLYWHEEL_TEST_CLICKHOUSE ?= 127.0.0.1:9000
-# A second broker that the fault tests stop and start, and how they do it.
+# A second broker and a second ClickHouse server that the fault tests stop and
+# start, and how they do it.
 export FLYWHEEL_TEST_KAFKA_FAULT ?= 127.0.0.1:9192
+export FLYWHEEL_TEST_CLICKHOUSE_FAULT ?= 127.0.0.1:9100
 export FLYWHEEL_TEST_SERVICES ?= $(CURDIR)/scripts/services.sh
 
 .PHONY: all build test unit demo bench services-up services-down services-status fuzz clean
@@ -21,6 +23,7 @@ build:
 ## the real Kafka broker and ClickHouse server, which it starts first.
 test: services-up
 	FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up
+	FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 

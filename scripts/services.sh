@@ -9,6 +9,8 @@
 #   scripts/services.sh reset   stop both and delete their data
 #   FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up|kafka-down
 #                               another broker, for the tests that stop Kafka
+#   FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up|clickhouse-down
+#                               another server, for the tests that stop ClickHouse
 #
 # Data and logs live in $FLYWHEEL_SERVICES_DIR (default: .services/ in the repo,
 # ignored by git). Kafka's jars are cached in $FLYWHEEL_CACHE (default
@@ -26,7 +28,10 @@ KAFKA_CONTROLLER_PORT="${FLYWHEEL_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
 # broker that tests stop and start, say) in $DIR/kafka-PORT.
 if [[ "$KAFKA_PORT" == 9092 ]]; then KDIR="$DIR/kafka"; else KDIR="$DIR/kafka-$KAFKA_PORT"; fi
 CH_PORT="${FLYWHEEL_CLICKHOUSE_PORT:-9000}"
-CH_HTTP_PORT="${FLYWHEEL_CLICKHOUSE_HTTP_PORT:-8123}"
+CH_HTTP_PORT="${FLYWHEEL_CLICKHOUSE_HTTP_PORT:-$((CH_PORT == 9000 ? 8123 : CH_PORT + 1))}"
+# The default server lives in $DIR/clickhouse; another one (for the tests that
+# stop ClickHouse) in $DIR/clickhouse-PORT.
+if [[ "$CH_PORT" == 9000 ]]; then CHDIR="$DIR/clickhouse"; else CHDIR="$DIR/clickhouse-$CH_PORT"; fi
 WAIT_SECONDS="${FLYWHEEL_SERVICES_TIMEOUT:-120}"
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -83,7 +88,7 @@ POM
 # ---------------------------------------------------------------- clickhouse
 
 clickhouse_config() {
-  local d="$DIR/clickhouse"
+  local d="$CHDIR"
   mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log"
   cat >"$d/config.xml" <<XML
 <?xml version="1.0"?>
@@ -144,7 +149,7 @@ XML
 }
 
 clickhouse_up() {
-  local d="$DIR/clickhouse" pidf="$DIR/clickhouse/clickhouse.pid"
+  local d="$CHDIR" pidf="$CHDIR/clickhouse.pid"
   if pid_alive "$pidf" && clickhouse_ready; then
     log "clickhouse already running (pid $(cat "$pidf")) on 127.0.0.1:$CH_PORT"
     return
@@ -178,7 +183,7 @@ clickhouse_ready() {
 }
 
 clickhouse_down() {
-  local pidf="$DIR/clickhouse/clickhouse.pid"
+  local pidf="$CHDIR/clickhouse.pid"
   stop_pid "$pidf" clickhouse-server
 }
 
@@ -309,7 +314,9 @@ case "${1:-}" in
     for pidf in "$DIR"/kafka*/kafka.pid; do
       [[ -f "$pidf" ]] && stop_pid "$pidf" "kafka ($(dirname "$pidf"))"
     done
-    clickhouse_down
+    for pidf in "$DIR"/clickhouse*/clickhouse.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
+    done
     ;;
   kafka-up)
     mkdir -p "$DIR"
@@ -318,6 +325,14 @@ case "${1:-}" in
     ;;
   kafka-down)
     kafka_down
+    ;;
+  clickhouse-up)
+    mkdir -p "$DIR"
+    install_clickhouse
+    clickhouse_up
+    ;;
+  clickhouse-down)
+    clickhouse_down
     ;;
   status)
     pid_alive "$DIR/clickhouse/clickhouse.pid" && echo "clickhouse: running (pid $(cat "$DIR/clickhouse/clickhouse.pid"))" || echo "clickhouse: stopped"

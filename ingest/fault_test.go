@@ -1,0 +1,223 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/kafka"
+)
+
+func countFinal(t *testing.T, ctx context.Context, ccfg clickhouse.Config) (rows, distinct uint64) {
+	t.Helper()
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		return 0, 0
+	}
+	defer conn.Close()
+	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(event_id) FROM "+ccfg.Database()+".decisions FINAL").Scan(&rows, &distinct); err != nil {
+		return 0, 0
+	}
+	return rows, distinct
+}
+
+// produceFor writes decisions with ids p-0, p-1, ... at about rate per
+// second until stop is closed, and returns how many it wrote.
+func produceFor(t *testing.T, ctx context.Context, kcfg kafka.Config, prefix string, rate int, stop <-chan struct{}) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	w := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	old := time.Now().Add(-time.Minute).UTC()
+	go func() {
+		defer w.Close()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			var msgs []kafkago.Message
+			for i := 0; i < rate/10; i++ {
+				id := fmt.Sprintf("%s-%d", prefix, n.Load()+int64(i))
+				msgs = append(msgs, msg(t, id, decision(id, old)))
+			}
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				t.Errorf("produce: %v", err)
+				return
+			}
+			n.Add(int64(len(msgs)))
+		}
+	}()
+	return &n
+}
+
+// With ClickHouse stopped for 30 s under load, ingest retries, commits
+// nothing it did not insert, resumes by itself, and every record appears once.
+func TestIngestRidesOutClickHouseOutage(t *testing.T) {
+	kcfg, _ := realServices(t)
+	chFault, script := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_FAULT"), os.Getenv("FLYWHEEL_TEST_SERVICES")
+	if chFault == "" || script == "" {
+		t.Fatal("FLYWHEEL_TEST_CLICKHOUSE_FAULT and FLYWHEEL_TEST_SERVICES must be set: run `make test`")
+	}
+	outage := 30 * time.Second
+	if v := os.Getenv("FLYWHEEL_TEST_OUTAGE"); v != "" {
+		outage, _ = time.ParseDuration(v)
+	}
+	ctl := func(verb string) {
+		t.Helper()
+		_, port, _ := strings.Cut(chFault, ":")
+		cmd := exec.Command(script, "clickhouse-"+verb)
+		cmd.Env = append(os.Environ(), "FLYWHEEL_CLICKHOUSE_PORT="+port)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("clickhouse-%s: %v\n%s", verb, err, out)
+		}
+	}
+	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/chout_%d", chFault, time.Now().UnixNano())}
+	ctx, cancel := context.WithTimeout(context.Background(), outage+3*time.Minute)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 500, BatchWait: 200 * time.Millisecond}, kcfg, conn, ccfg.Database(), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopIngest := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(rctx) }()
+	stop := make(chan struct{})
+	produced := produceFor(t, ctx, kcfg, "o", 300, stop)
+	time.Sleep(3 * time.Second)
+	ctl("down")
+	t0 := time.Now()
+	time.Sleep(outage)
+	during := produced.Load()
+	ctl("up")
+	t.Logf("ClickHouse down for %.1fs while %d records had been produced", time.Since(t0).Seconds(), during)
+	time.Sleep(3 * time.Second)
+	close(stop)
+	time.Sleep(200 * time.Millisecond)
+	want := uint64(produced.Load())
+	var rows, distinct uint64
+	for rows, distinct = countFinal(t, ctx, ccfg); rows < want; rows, distinct = countFinal(t, ctx, ccfg) {
+		select {
+		case err := <-done:
+			t.Fatalf("ingest stopped: %v (%d of %d rows)", err, rows, want)
+		case <-ctx.Done():
+			t.Fatalf("timed out: %d of %d rows", rows, want)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	stopIngest()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d produced, %d rows in decisions FINAL, %d distinct", want, rows, distinct)
+	if rows != want || distinct != want {
+		t.Fatalf("%d produced, %d rows, %d distinct", want, rows, distinct)
+	}
+	conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+ccfg.Database())
+}
+
+// kill -9 of an ingest process mid-batch and a restart leave every event
+// exactly once in the views.
+func TestIngestKill9MidBatch(t *testing.T) {
+	kcfg, ccfg := realServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "flywheel")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/flywheel").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(t.TempDir(), "flywheel.yaml")
+	yaml := fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: %q, partitions: 3}\nclickhouse: {dsn: %q}\ningest: {batch_rows: 2000, batch_wait: 1s}\nlog: {level: warn}\n",
+		kcfg.Brokers[0], kcfg.TopicPrefix, ccfg.DSN)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kcfg.Partitions = 3
+	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	w := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	old := time.Now().Add(-time.Minute).UTC()
+	for b := 0; b < n; b += 1000 {
+		var msgs []kafkago.Message
+		for i := b; i < b+1000; i++ {
+			id := "k-" + strconv.Itoa(i)
+			msgs = append(msgs, msg(t, id, decision(id, old)))
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "ingest", "--config", cfg)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	first := start()
+	var atKill uint64
+	for {
+		rows, _ := countFinal(t, ctx, ccfg)
+		if rows > 0 {
+			atKill = rows
+			break
+		}
+		select {
+		case <-ctx.Done():
+			first.Process.Kill()
+			t.Fatal("the first ingest process inserted nothing")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	first.Process.Kill() // SIGKILL, between batches or in the middle of one
+	first.Wait()
+	second := start()
+	defer func() { second.Process.Kill(); second.Wait() }()
+	var rows, distinct uint64
+	for rows, distinct = countFinal(t, ctx, ccfg); rows < n; rows, distinct = countFinal(t, ctx, ccfg) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out: %d of %d rows", rows, n)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+ccfg.Database())
+	var raw, examples uint64
+	conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".decisions").Scan(&raw)
+	conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".examples").Scan(&examples)
+	t.Logf("killed with %d rows inserted; after the restart %d rows in decisions FINAL (%d distinct, %d stored before merging), %d in examples", atKill, rows, distinct, raw, examples)
+	if rows != n || distinct != n || examples != n {
+		t.Fatalf("%d rows, %d distinct, %d examples; want %d each", rows, distinct, examples, n)
+	}
+}
