@@ -166,9 +166,11 @@ type ModelRef struct {
 
 // Model event types, published on flywheel.model-events.
 const (
-	EventRegistered = "registered"
-	EventPromoted   = "promoted"
-	EventRolledBack = "rolled_back"
+	EventRegistered    = "registered"
+	EventPromoted      = "promoted"
+	EventRolledBack    = "rolled_back"
+	EventCanaryStarted = "canary_started"
+	EventCanaryEnded   = "canary_ended"
 )
 
 // ModelEvent tells every serving replica that an alias moved.

@@ -201,6 +201,49 @@ func (r *Registry) Champion(ctx context.Context, name string) (int, []byte, erro
 	return v, ver.Artifact, nil
 }
 
+// Canary returns the canary's version and artifact, or 0 and nil when the
+// model has no canary.
+func (r *Registry) Canary(ctx context.Context, name string) (int, []byte, error) {
+	v, err := r.Alias(ctx, name, Canary)
+	if err != nil || v == 0 {
+		return 0, nil, err
+	}
+	ver, err := r.Get(ctx, name, v)
+	if err != nil {
+		return 0, nil, err
+	}
+	return v, ver.Artifact, nil
+}
+
+// StartCanary makes version the canary of name: serving sends it the
+// configured share of traffic. It returns ENOTFOUND if the version does not
+// exist and ECONFLICT if it is the champion.
+func (r *Registry) StartCanary(ctx context.Context, name string, version int, actor, reason string) error {
+	latest, err := r.Latest(ctx, name)
+	if err != nil {
+		return err
+	}
+	if version < 1 || version > latest {
+		return flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no version %d", name, version)
+	}
+	if champ, err := r.Alias(ctx, name, Champion); err != nil {
+		return err
+	} else if champ == version {
+		return flywheel.Errorf(flywheel.ECONFLICT, "v%d is already the champion of %s", version, name)
+	}
+	return r.move(ctx, flywheel.EventCanaryStarted, name, Canary, version, actor, reason)
+}
+
+// EndCanary stops sending traffic to the canary of name.
+func (r *Registry) EndCanary(ctx context.Context, name, actor, reason string) error {
+	if v, err := r.Alias(ctx, name, Canary); err != nil {
+		return err
+	} else if v == 0 {
+		return flywheel.Errorf(flywheel.ECONFLICT, "model %s has no canary", name)
+	}
+	return r.move(ctx, flywheel.EventCanaryEnded, name, Canary, 0, actor, reason)
+}
+
 // Promote makes version the champion of name, records who and why, and
 // publishes the event. It returns ENOTFOUND if the version does not exist.
 func (r *Registry) Promote(ctx context.Context, name string, version int, actor, reason string) error {
@@ -211,7 +254,13 @@ func (r *Registry) Promote(ctx context.Context, name string, version int, actor,
 	if version < 1 || version > latest {
 		return flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no version %d", name, version)
 	}
-	return r.move(ctx, flywheel.EventPromoted, name, Champion, version, actor, reason)
+	if err := r.move(ctx, flywheel.EventPromoted, name, Champion, version, actor, reason); err != nil {
+		return err
+	}
+	if canary, err := r.Alias(ctx, name, Canary); err == nil && canary == version {
+		return r.move(ctx, flywheel.EventCanaryEnded, name, Canary, 0, actor, "the canary became the champion")
+	}
+	return nil
 }
 
 // Rollback makes the champion before the current one the champion again and

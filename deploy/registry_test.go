@@ -137,3 +137,43 @@ func TestRegistryRefusesTamperedArtifact(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A canary is started, served, and ends when it becomes the champion.
+func TestRegistryCanary(t *testing.T) {
+	r, pub := mustRegistry(t)
+	ctx := context.Background()
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker}.WithDefaults()
+	if err := r.Bootstrap(ctx, "m", mc); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := r.Canary(ctx, "m"); err != nil || v != 0 {
+		t.Fatalf("canary before any: v%d, %v", v, err)
+	}
+	if err := r.StartCanary(ctx, "m", 1, "t", "x"); flywheel.ErrorCode(err) != flywheel.ECONFLICT {
+		t.Fatalf("the champion as canary: %v", err)
+	}
+	m, _ := model.FromConfig(mc)
+	art, _ := m.MarshalBinary()
+	if _, err := r.Register(ctx, "m", mc.Kind, art, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.StartCanary(ctx, "m", 2, "t", "try it"); err != nil {
+		t.Fatal(err)
+	}
+	if v, a, err := r.Canary(ctx, "m"); err != nil || v != 2 || string(a) != string(art) {
+		t.Fatalf("canary: v%d, %v", v, err)
+	}
+	if err := r.Promote(ctx, "m", 2, "t", "good"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := r.Canary(ctx, "m"); v != 0 {
+		t.Fatalf("canary after its promotion: v%d", v)
+	}
+	if err := r.EndCanary(ctx, "m", "t", "x"); flywheel.ErrorCode(err) != flywheel.ECONFLICT {
+		t.Fatalf("ending no canary: %v", err)
+	}
+	last := pub.events[len(pub.events)-1]
+	if last.Type != flywheel.EventCanaryEnded || last.Alias != Canary {
+		t.Fatalf("last event %+v", last)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"strconv"
@@ -171,12 +172,13 @@ func (s *Server) handleRank(c *gin.Context) {
 	if req.EventID == "" {
 		req.EventID = newID()
 	}
+	l, variant := s.variantFor(h, l, req.Context, req.EventID)
 	var r model.Ranking
 	if err := l.model.Rank(req.EventID, req.Context, req.Actions, &r); err != nil {
 		writeError(c, err)
 		return
 	}
-	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: flywheel.VariantChampion,
+	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: variant,
 		Chosen: req.Actions[r.Chosen].ID, Explored: r.Explored, Ranking: make([]flywheel.Ranked, len(r.Order))}
 	order := make([]string, len(r.Order))
 	for i, idx := range r.Order {
@@ -227,10 +229,11 @@ func (s *Server) handlePredict(c *gin.Context) {
 	if req.EventID == "" {
 		req.EventID = newID()
 	}
+	l, variant := s.variantFor(h, l, req.Features, req.EventID)
 	score := l.model.Predict(req.Features)
 	d := &flywheel.Decision{
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindClassifier,
-		Version: l.version, Variant: flywheel.VariantChampion, Context: req.Features, Score: score, Reward: h.cfg.RewardRule(),
+		Version: l.version, Variant: variant, Context: req.Features, Score: score, Reward: h.cfg.RewardRule(),
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
 		writeError(c, err)
@@ -410,6 +413,40 @@ func (s *Server) handleRetrain(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, out)
+}
+
+// variantFor picks the live model for a request: the canary for a stable
+// share of units — a user, by the context's user.id, or else the event — and
+// the champion for the rest. One user always sees one variant.
+func (s *Server) variantFor(h *holder, champ *live, ctx flywheel.Features, eventID string) (*live, string) {
+	c := h.canary.Load()
+	share := h.cfg.Promote.Canary.Share
+	if c == nil || share <= 0 {
+		return champ, flywheel.VariantChampion
+	}
+	key := eventID
+	if u, ok := ctx["user"]["id"].(string); ok && u != "" {
+		key = u
+	}
+	if unitHash(h.name, key) < share {
+		return c, flywheel.VariantCanary
+	}
+	return champ, flywheel.VariantChampion
+}
+
+// unitHash maps a unit key to [0, 1), stably across processes and restarts.
+func unitHash(model, key string) float64 {
+	h := fnv.New64a()
+	h.Write([]byte(model))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	// FNV's high bits barely move when only the last bytes differ (u1, u2,
+	// ...): a splitmix64 finaliser spreads every input bit over the result.
+	x := h.Sum64() + 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / (1 << 53)
 }
 
 // writeJSON encodes v with the fast encoder.

@@ -18,12 +18,14 @@ type live struct {
 	loadedAt time.Time
 }
 
-// holder is the live model of one name.
+// holder is the live model of one name: its champion and, while a canary
+// runs, the canary.
 type holder struct {
-	name string
-	cfg  flywheel.ModelConfig
-	ptr  atomic.Pointer[live]
-	mu   sync.Mutex // serialises swaps of this name; readers never take it
+	name   string
+	cfg    flywheel.ModelConfig
+	ptr    atomic.Pointer[live]
+	canary atomic.Pointer[live]
+	mu     sync.Mutex // serialises swaps of this name; readers never take it
 }
 
 // Swap loads the champion of name from the registry if it differs from the
@@ -45,6 +47,7 @@ func (s *Server) Swap(ctx context.Context, name string) (int, error) {
 		s.metrics.swaps.WithLabelValues(name, "error").Inc()
 		return currentVersion(cur), fmt.Errorf("look up champion of %s: %w", name, err)
 	}
+	s.swapCanary(ctx, h)
 	if cur != nil && cur.version == v {
 		return v, nil
 	}
@@ -65,6 +68,37 @@ func (s *Server) Swap(ctx context.Context, name string) (int, error) {
 	s.metrics.version.WithLabelValues(name).Set(float64(v))
 	s.log.Info("model swapped in", "model", name, "version", v, "previous", currentVersion(cur), "took", time.Since(start))
 	return v, nil
+}
+
+// swapCanary loads the canary of h if it changed, or drops it when the
+// canary ended. Errors are logged; the champion keeps serving all traffic.
+func (s *Server) swapCanary(ctx context.Context, h *holder) {
+	cur := h.canary.Load()
+	v, artifact, err := s.registry.Canary(ctx, h.name)
+	if err != nil {
+		s.log.Warn("look up canary failed", "model", h.name, "err", err)
+		return
+	}
+	if v == 0 {
+		if cur != nil {
+			h.canary.Store(nil)
+			s.log.Info("canary ended", "model", h.name, "version", cur.version)
+		}
+		return
+	}
+	if cur != nil && cur.version == v {
+		return
+	}
+	m, err := model.Decode(artifact)
+	if err != nil || m.Config().Kind != h.cfg.Kind {
+		s.metrics.swaps.WithLabelValues(h.name, "refused").Inc()
+		s.log.Error("refused a canary version", "model", h.name, "version", v, "err", err)
+		return
+	}
+	warmUp(m)
+	h.canary.Store(&live{version: v, model: m, loadedAt: s.now()})
+	s.metrics.swaps.WithLabelValues(h.name, "swapped").Inc()
+	s.log.Info("canary swapped in", "model", h.name, "version", v, "share", h.cfg.Promote.Canary.Share)
 }
 
 func currentVersion(l *live) int {

@@ -26,10 +26,18 @@ func TestMain(m *testing.M) {
 // fakeRegistry and fakeEvents are the boundaries' fakes: function fields.
 type fakeRegistry struct {
 	champion func(ctx context.Context, name string) (int, []byte, error)
+	canary   func(ctx context.Context, name string) (int, []byte, error)
 }
 
 func (f *fakeRegistry) Champion(ctx context.Context, name string) (int, []byte, error) {
 	return f.champion(ctx, name)
+}
+
+func (f *fakeRegistry) Canary(ctx context.Context, name string) (int, []byte, error) {
+	if f.canary == nil {
+		return 0, nil, nil
+	}
+	return f.canary(ctx, name)
 }
 
 type fakeEvents struct {
@@ -303,4 +311,67 @@ func FuzzDecodeRank(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// A canary gets its share of users, each user always the same variant, and
+// the variant is logged with the version that served.
+func TestCanarySplitIsStableByUser(t *testing.T) {
+	t.Parallel()
+	ev := &fakeEvents{}
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Promote: flywheel.PromoteConfig{Canary: flywheel.CanaryConfig{Share: 0.3}}}.WithDefaults()
+	art := mustArtifact(t, mc)
+	canaryOn := true
+	reg := &fakeRegistry{
+		champion: func(context.Context, string) (int, []byte, error) { return 1, art, nil },
+		canary: func(context.Context, string) (int, []byte, error) {
+			if canaryOn {
+				return 2, art, nil
+			}
+			return 0, nil, nil
+		},
+	}
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, reg, ev, Admin{}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SwapAll(context.Background())
+	seen := map[string]string{}
+	canary := 0
+	const users = 1000
+	for round := 0; round < 2; round++ {
+		for u := 0; u < users; u++ {
+			body := fmt.Sprintf(`{"model": "homepage", "context": {"user": {"id": "u%d"}}, "actions": [{"id": "a"}, {"id": "b"}]}`, u)
+			w := do(s, "POST", "/v1/rank", "", body)
+			var resp rankResponse
+			if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil || w.Code != 200 {
+				t.Fatalf("%d %s", w.Code, w.Body)
+			}
+			key := fmt.Sprint("u", u)
+			if prev, ok := seen[key]; ok && prev != resp.Variant {
+				t.Fatalf("user %s saw %s then %s", key, prev, resp.Variant)
+			}
+			seen[key] = resp.Variant
+			if want := map[string]int{"champion": 1, "canary": 2}[resp.Variant]; resp.ModelVersion != want {
+				t.Fatalf("variant %s served by v%d", resp.Variant, resp.ModelVersion)
+			}
+			if round == 0 && resp.Variant == "canary" {
+				canary++
+			}
+		}
+	}
+	if canary < 240 || canary > 360 { // 300 expected, sd about 14.5
+		t.Fatalf("%d of %d users on the canary; share 0.3", canary, users)
+	}
+	if d := ev.decisions[len(ev.decisions)-1]; d.Variant != seen[fmt.Sprint("u", users-1)] {
+		t.Fatalf("logged variant %s", d.Variant)
+	}
+	canaryOn = false
+	s.SwapAll(context.Background())
+	w := do(s, "POST", "/v1/rank", "", `{"model": "homepage", "actions": [{"id": "a"}]}`)
+	var resp rankResponse
+	_ = json.Unmarshal(w.Body.Bytes(), &resp)
+	if resp.Variant != "champion" || resp.ModelVersion != 1 {
+		t.Fatalf("after the canary ended: %+v", resp)
+	}
+	t.Logf("%d of %d users on the canary (share 0.3), each on one variant over two rounds", canary, users)
 }

@@ -34,9 +34,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 }
 
-// Registry is where serving finds each model's champion.
+// Registry is where serving finds each model's champion and canary.
 type Registry interface {
 	Champion(ctx context.Context, name string) (version int, artifact []byte, err error)
+	// Canary returns 0 and no artifact when the model has no canary.
+	Canary(ctx context.Context, name string) (version int, artifact []byte, err error)
 }
 
 // EventLogger logs what serving answered and the feedback it received. A nil

@@ -46,6 +46,8 @@ func (r *registry) Champion(_ context.Context, _ string) (int, []byte, error) {
 	return v, r.artifacts[v%2], nil
 }
 
+func (r *registry) Canary(context.Context, string) (int, []byte, error) { return 0, nil, nil }
+
 func main() {
 	mode := flag.String("mode", "flywheel", "flywheel | swap | bare")
 	addr := flag.String("addr", "127.0.0.1:18080", "listen address")

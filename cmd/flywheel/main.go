@@ -59,7 +59,8 @@ commands:
   ingest     Kafka → ClickHouse
   retrain    the retrain scheduler; --now --model X runs once;
              --reproduce --model X --version N rebuilds a version and compares
-  models     list | show X | promote X --version N | rollback X | history X
+  models     list | show X | promote X --version N | rollback X | history X |
+             canary X --version N | canary X --end
   eval       --model X --version N [--window 24h] [--json]: offline evaluation against the champion
   migrate    create or upgrade the ClickHouse schema
   sim        the simulated product app: --url URL --events N [--json]
@@ -117,6 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	modelName := fs.String("model", "", "retrain --now: the model")
 	ver := fs.Int("version", 0, "models promote: the version")
 	asJSON := fs.Bool("json", false, "print JSON")
+	endCanary := fs.Bool("end", false, "models canary: end the canary")
 	reproduce := fs.Bool("reproduce", false, "retrain: rebuild --model's --version from its manifest and compare the weights")
 	window := fs.Duration("window", 24*time.Hour, "eval: judge on the closed examples of this last stretch of time")
 	embeddedPort := fs.Int("embedded-kafka-port", 0, "dev: port of the embedded broker (0: any free port)")
@@ -171,7 +173,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "database %s is at schema version %d\n", cfg.ClickHouse.Database(), clickhouse.SchemaVersion())
 		return nil
 	case "models":
-		return e.models(ctx, rest, *ver, *asJSON)
+		return e.models(ctx, rest, *ver, *endCanary, *asJSON)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", cmd)
@@ -513,12 +515,12 @@ func describe(ctx context.Context, reg *deploy.Registry, name string) (any, erro
 	return map[string]any{"champion": champ, "versions": versions, "history": hist}, nil
 }
 
-func (e *env) models(ctx context.Context, args []string, ver int, asJSON bool) error {
+func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bool) error {
 	if len(args) == 0 {
-		return errors.New("models: list | show NAME | promote NAME --version N | rollback NAME | history NAME")
+		return errors.New("models: list | show NAME | promote NAME --version N | rollback NAME | history NAME | canary NAME (--version N | --end)")
 	}
 	// Only moves are published to Kafka; reading needs ClickHouse alone.
-	p, err := e.connect(ctx, args[0] == "promote" || args[0] == "rollback")
+	p, err := e.connect(ctx, args[0] == "promote" || args[0] == "rollback" || args[0] == "canary")
 	if err != nil {
 		return err
 	}
@@ -587,6 +589,25 @@ func (e *env) models(ctx context.Context, args []string, ver int, asJSON bool) e
 			return err
 		}
 		fmt.Fprintf(e.stdout, "%s: champion is now v%d\n", name, ver)
+		return nil
+	case "canary":
+		if err := need(); err != nil {
+			return err
+		}
+		if end {
+			if err := p.registry.EndCanary(ctx, name, actor, "ended from the CLI"); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s: canary ended\n", name)
+			return nil
+		}
+		if ver < 1 {
+			return errors.New("models canary needs --version N or --end")
+		}
+		if err := p.registry.StartCanary(ctx, name, ver, actor, "started from the CLI"); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s: v%d is the canary, with promote.canary.share of traffic\n", name, ver)
 		return nil
 	case "rollback":
 		if err := need(); err != nil {
