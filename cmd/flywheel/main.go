@@ -541,7 +541,10 @@ func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bo
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	actor := "cli:" + e.getenv("USER")
+	actor := "cli"
+	if u := e.getenv("USER"); u != "" {
+		actor += ":" + u
+	}
 	switch sub {
 	case "list":
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
