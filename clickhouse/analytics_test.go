@@ -23,13 +23,8 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 	if err := Migrate(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := mustOpen(t, ctx, cfg)
 	db := cfg.Database()
-	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
 
 	h0 := time.Now().UTC().Add(-3 * time.Hour).Truncate(time.Hour)
 	h1 := h0.Add(time.Hour)

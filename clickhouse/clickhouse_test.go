@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // TestConfig returns a config for a fresh database on the real server named
@@ -19,6 +21,20 @@ func testConfig(t *testing.T) Config {
 	return Config{DSN: fmt.Sprintf("clickhouse://%s/t_%d", addr, time.Now().UnixNano())}
 }
 
+// mustOpen connects to cfg's database; it is dropped when the test ends.
+func mustOpen(t *testing.T, ctx context.Context, cfg Config) driver.Conn {
+	t.Helper()
+	conn, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database())
+		conn.Close()
+	})
+	return conn
+}
+
 func TestMigrateTwiceAndViews(t *testing.T) {
 	cfg := testConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -28,13 +44,8 @@ func TestMigrateTwiceAndViews(t *testing.T) {
 			t.Fatalf("migrate run %d: %v", i+1, err)
 		}
 	}
-	conn, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := mustOpen(t, ctx, cfg)
 	db := cfg.Database()
-	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
 	var n uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".schema_migrations FINAL").Scan(&n); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package feedback
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 	"strings"
@@ -95,7 +96,7 @@ func DecodeErrorAt(err error, prefix string) error {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
 	switch {
-	case asErr(err, &te):
+	case errors.As(err, &te):
 		if prefix != "" {
 			if te.Field == "" {
 				te.Field = prefix
@@ -110,7 +111,7 @@ func DecodeErrorAt(err error, prefix string) error {
 			return flywheel.Errorf(flywheel.EINVALID, "%s must be a %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
 		}
 		return flywheel.Errorf(flywheel.EINVALID, "body must be a JSON %s, not %s", jsonKind(te.Type.Kind().String()), te.Value)
-	case asErr(err, &se):
+	case errors.As(err, &se):
 		return flywheel.Errorf(flywheel.EINVALID, "body is not valid JSON at byte %d: %v", se.Offset, se)
 	case prefix != "":
 		return flywheel.Errorf(flywheel.EINVALID, "%s: %v", prefix, err)

@@ -389,7 +389,7 @@ func readSegment(f *os.File, p Position, limit int64, max int) ([]Record, Positi
 	if _, err := f.Seek(p.Off, io.SeekStart); err != nil {
 		return nil, p, err
 	}
-	r := bufio.NewReaderSize(f, 1<<20)
+	r := bufio.NewReaderSize(f, 64<<10)
 	var recs []Record
 	for len(recs) < max && p.Off < limit {
 		rec, n, err := readRecord(r)

@@ -87,17 +87,7 @@ func TestIngestRidesOutClickHouseOutage(t *testing.T) {
 	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/chout_%d", chFault, time.Now().UnixNano())}
 	ctx, cancel := context.WithTimeout(context.Background(), outage+3*time.Minute)
 	defer cancel()
-	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := clickhouse.Open(ctx, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := mustReady(t, ctx, kcfg, ccfg)
 	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 500, BatchWait: 200 * time.Millisecond}, kcfg, conn, ccfg.Database(), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +126,6 @@ func TestIngestRidesOutClickHouseOutage(t *testing.T) {
 	if rows != want || distinct != want {
 		t.Fatalf("%d produced, %d rows, %d distinct", want, rows, distinct)
 	}
-	conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+ccfg.Database())
 }
 
 // kill -9 of an ingest process mid-batch and a restart leave every event

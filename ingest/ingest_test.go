@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -26,6 +27,27 @@ func realServices(t *testing.T) (kafka.Config, clickhouse.Config) {
 	n := time.Now().UnixNano()
 	return kafka.Config{Brokers: strings.Split(k, ","), TopicPrefix: fmt.Sprintf("ing%d.", n), Partitions: 3},
 		clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/ing_%d", c, n)}
+}
+
+// mustReady creates the topics and a migrated database, and returns a
+// connection to it; the database is dropped when the test ends.
+func mustReady(t *testing.T, ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config) driver.Conn {
+	t.Helper()
+	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+ccfg.Database())
+		conn.Close()
+	})
+	return conn
 }
 
 func decision(id string, ts time.Time) flywheel.Decision {
@@ -54,19 +76,8 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 	kcfg, ccfg := realServices(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := clickhouse.Open(ctx, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := mustReady(t, ctx, kcfg, ccfg)
 	db := ccfg.Database()
-	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
 
 	dw := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
 	fw := kafka.NewWriter(kcfg, kcfg.Topics().Feedback)
@@ -174,19 +185,8 @@ func TestTwoIngestersSplitPartitions(t *testing.T) {
 	kcfg.Partitions = 4
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := clickhouse.Open(ctx, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := mustReady(t, ctx, kcfg, ccfg)
 	db := ccfg.Database()
-	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
 	var ins [2]*Ingester
 	var stops [2]context.CancelFunc
 	var dones [2]chan error

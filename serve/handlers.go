@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/bytedance/sonic"
@@ -292,7 +294,7 @@ func (s *Server) info(h *holder) modelInfo {
 
 func (s *Server) handleModels(c *gin.Context) {
 	out := make([]modelInfo, 0, len(s.models))
-	for _, name := range sortedNames(s.models) {
+	for _, name := range slices.Sorted(maps.Keys(s.models)) {
 		out = append(out, s.info(s.models[name]))
 	}
 	c.JSON(http.StatusOK, gin.H{"models": out})
@@ -464,17 +466,4 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func sortedNames(m map[string]*holder) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	for i := 1; i < len(names); i++ {
-		for j := i; j > 0 && names[j] < names[j-1]; j-- {
-			names[j], names[j-1] = names[j-1], names[j]
-		}
-	}
-	return names
 }
