@@ -46,12 +46,17 @@ type Config struct {
 		Level string `yaml:"level"`
 	} `yaml:"log"`
 	Models map[string]flywheel.ModelConfig `yaml:"models"`
+
+	// kafkaDefaulted is set when neither the file nor the environment named
+	// brokers: `flywheel dev` then starts its embedded broker.
+	kafkaDefaulted bool
 }
+
+var defaultBrokers = []string{"127.0.0.1:9092"}
 
 func defaultConfig() Config {
 	var c Config
 	c.HTTP.Addr = "127.0.0.1:8080"
-	c.Kafka.Brokers = []string{"127.0.0.1:9092"}
 	c.ClickHouse.DSN = "clickhouse://127.0.0.1:9000/flywheel"
 	c.Log.Level = "info"
 	return c
@@ -83,6 +88,10 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	}
 	if err := applyEnv(reflect.ValueOf(&c).Elem(), "FLYWHEEL", getenv); err != nil {
 		return nil, err
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		c.Kafka.Brokers = append([]string(nil), defaultBrokers...)
+		c.kafkaDefaulted = true
 	}
 	for name, mc := range c.Models {
 		mc = mc.WithDefaults()

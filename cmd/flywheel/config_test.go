@@ -64,4 +64,14 @@ func TestDefaultConfigWithoutFile(t *testing.T) {
 	if _, ok := c.Models["homepage"]; !ok || c.ClickHouse.DSN == "" {
 		t.Fatalf("default config: %+v", c)
 	}
+	if !c.kafkaDefaulted || len(c.Kafka.Brokers) != 1 {
+		t.Fatalf("no brokers named: kafkaDefaulted %v, brokers %v; dev would not start its embedded broker", c.kafkaDefaulted, c.Kafka.Brokers)
+	}
+	named, err := loadConfig(filepath.Join("testdata", "good.yml"), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if named.kafkaDefaulted {
+		t.Fatalf("brokers %v named in the file count as defaulted: dev would ignore them", named.Kafka.Brokers)
+	}
 }

@@ -108,7 +108,7 @@ kafka: {brokers: [%q], topic_prefix: "e2e%d.", partitions: 4}
 clickhouse: {dsn: "clickhouse://%s/%s"}
 ingest: {batch_wait: 200ms}
 serve: {poll_interval: 2s}
-log: {level: warn}
+log: {level: info}
 models:
   homepage:
     kind: ranker

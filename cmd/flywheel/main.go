@@ -88,7 +88,8 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
-	// embedded is set when --kafka was not given to dev
+	// kafkaGiven is set when --kafka, FLYWHEEL_KAFKA_BROKERS or the file named
+	// brokers; dev starts an embedded broker otherwise
 	kafkaGiven bool
 }
 
@@ -148,7 +149,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	level := slog.LevelInfo
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	e := &env{cfg: cfg, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), stdout: stdout, stderr: stderr, getenv: getenv, kafkaGiven: *brokers != "" || getenv("FLYWHEEL_KAFKA_BROKERS") != ""}
+	e := &env{cfg: cfg, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), stdout: stdout, stderr: stderr, getenv: getenv, kafkaGiven: *brokers != "" || !cfg.kafkaDefaulted}
 	switch cmd {
 	case "dev":
 		return e.dev(ctx, *embeddedPort)
@@ -268,17 +269,23 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 	if err != nil {
 		return err
 	}
-	el, err := retrain.NewElector(e.cfg.Kafka, e.log.With("component", "retrain"))
-	if err != nil {
-		return err
+	var el *retrain.Elector
+	if e.kafkaGiven {
+		// Other dev or retrain processes may share this cluster: elect one
+		// scheduler. The embedded broker belongs to this process alone.
+		if el, err = retrain.NewElector(e.cfg.Kafka, e.log.With("component", "retrain")); err != nil {
+			return err
+		}
+		rt.ElectWith(el)
 	}
-	rt.ElectWith(el)
 	g, gctx := errgroup.WithContext(ctx)
 	if err := e.startServe(gctx, g, p, open, rt); err != nil {
 		return err
 	}
+	if el != nil {
+		g.Go(func() error { return el.Run(gctx) })
+	}
 	g.Go(func() error { return in.Run(gctx) })
-	g.Go(func() error { return el.Run(gctx) })
 	g.Go(func() error { return rt.Schedule(gctx) })
 	return g.Wait()
 }
