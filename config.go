@@ -83,17 +83,29 @@ type PromoteConfig struct {
 	Canary         CanaryConfig `yaml:"canary"`
 }
 
-// CanaryConfig is the share of traffic a canary gets and for how long.
+// CanaryConfig is the share of traffic a canary gets and for how long. A
+// share of 0 means no canary: a candidate that passes the gate becomes the
+// champion at once.
 type CanaryConfig struct {
 	Share    float64       `yaml:"share"`
 	Duration time.Duration `yaml:"duration"`
+	// MinDecisions is how many closed decisions each variant needs before the
+	// canary's online reward decides anything; default 200.
+	MinDecisions int `yaml:"min_decisions"`
 }
 
-// Guardrails bound a live version's behaviour.
+// Guardrails bound a live version's behaviour; a zero bound is not checked.
+// The reward bound applies to a canary (against the champion over the same
+// time) and to a new champion (against the one it replaced); the error and
+// latency bounds apply, on every serving replica, to a canary and to a
+// champion within its first canary.duration (default 10m) after promotion.
 type Guardrails struct {
-	MaxRewardDrop float64 `yaml:"max_reward_drop"`
-	MaxErrorRate  float64 `yaml:"max_error_rate"`
-	MaxP99Ms      float64 `yaml:"max_p99_ms"`
+	MaxRewardDrop float64 `yaml:"max_reward_drop"` // relative: 0.2 = 20% below the reference
+	MaxErrorRate  float64 `yaml:"max_error_rate"`  // share of requests answered 5xx
+	MaxP99Ms      float64 `yaml:"max_p99_ms"`      // 99th percentile request latency
+	// MinRequests is how many requests a replica needs in a check window
+	// before the error and latency bounds apply; default 100.
+	MinRequests int `yaml:"min_requests"`
 }
 
 // WithDefaults fills every unset field with its documented default.
@@ -142,6 +154,15 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 	}
 	if c.Promote.Confidence == 0 {
 		c.Promote.Confidence = 0.95
+	}
+	if c.Promote.Canary.Duration == 0 {
+		c.Promote.Canary.Duration = 30 * time.Minute
+	}
+	if c.Promote.Canary.MinDecisions == 0 {
+		c.Promote.Canary.MinDecisions = 200
+	}
+	if c.Guardrails.MinRequests == 0 {
+		c.Guardrails.MinRequests = 100
 	}
 	return c
 }
@@ -201,6 +222,20 @@ func (c ModelConfig) Validate(path string) error {
 	}
 	if c.Promote.Canary.Share < 0 || c.Promote.Canary.Share >= 1 {
 		return Errorf(EINVALID, "%s.promote.canary.share must be in [0, 1); got %v", path, c.Promote.Canary.Share)
+	}
+	if c.Promote.Canary.Duration < 0 || c.Promote.Canary.MinDecisions < 0 {
+		return Errorf(EINVALID, "%s.promote.canary: duration and min_decisions must not be negative", path)
+	}
+	g := c.Guardrails
+	switch {
+	case !(g.MaxRewardDrop >= 0 && g.MaxRewardDrop <= 1):
+		return Errorf(EINVALID, "%s.guardrails.max_reward_drop must be in [0, 1]; got %v", path, g.MaxRewardDrop)
+	case !(g.MaxErrorRate >= 0 && g.MaxErrorRate <= 1):
+		return Errorf(EINVALID, "%s.guardrails.max_error_rate must be in [0, 1]; got %v", path, g.MaxErrorRate)
+	case !(g.MaxP99Ms >= 0) || math.IsInf(g.MaxP99Ms, 0):
+		return Errorf(EINVALID, "%s.guardrails.max_p99_ms must be a finite number >= 0; got %v", path, g.MaxP99Ms)
+	case g.MinRequests < 0:
+		return Errorf(EINVALID, "%s.guardrails.min_requests must not be negative", path)
 	}
 	return nil
 }

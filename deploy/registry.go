@@ -263,6 +263,25 @@ func (r *Registry) Promote(ctx context.Context, name string, version int, actor,
 	return nil
 }
 
+// Demote takes version of name out of service if it is live: a canary is
+// ended, a champion rolled back to the one before it. It returns ECONFLICT
+// if version is neither (several replicas may demote the same version; the
+// first one does it).
+func (r *Registry) Demote(ctx context.Context, name string, version int, actor, reason string) error {
+	if c, err := r.Alias(ctx, name, Canary); err != nil {
+		return err
+	} else if c == version {
+		return r.move(ctx, flywheel.EventCanaryEnded, name, Canary, 0, actor, reason)
+	}
+	if h, err := r.Alias(ctx, name, Champion); err != nil {
+		return err
+	} else if h == version {
+		_, err := r.Rollback(ctx, name, actor, reason)
+		return err
+	}
+	return flywheel.Errorf(flywheel.ECONFLICT, "v%d of %s is not live", version, name)
+}
+
 // Rollback makes the champion before the current one the champion again and
 // returns its version. It returns ECONFLICT if there is none to go back to.
 func (r *Registry) Rollback(ctx context.Context, name, actor, reason string) (int, error) {

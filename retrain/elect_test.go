@@ -38,6 +38,10 @@ func (c *countingRegistry) Register(context.Context, string, string, []byte, any
 	return 0, nil
 }
 func (c *countingRegistry) Promote(context.Context, string, int, string, string) error { return nil }
+func (c *countingRegistry) Alias(context.Context, string, string) (int, error)         { return 0, nil }
+func (c *countingRegistry) StartCanary(context.Context, string, int, string, string) error {
+	return nil
+}
 
 func testServices(t *testing.T) (kafka.Config, clickhouse.Config) {
 	t.Helper()

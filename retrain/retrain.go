@@ -24,6 +24,7 @@ import (
 // Outcomes of a run.
 const (
 	Promoted = "promoted"
+	Canaried = "canary" // passed the gate; serving a share of traffic until the canary is judged
 	Rejected = "rejected"
 	Skipped  = "skipped"
 	Failed   = "failed"
@@ -66,6 +67,8 @@ type Registry interface {
 	Latest(ctx context.Context, name string) (int, error)
 	Register(ctx context.Context, name, kind string, artifact []byte, manifest, metrics any) (int, error)
 	Promote(ctx context.Context, name string, version int, actor, reason string) error
+	Alias(ctx context.Context, name, alias string) (int, error)
+	StartCanary(ctx context.Context, name string, version int, actor, reason string) error
 }
 
 var _ Registry = (*deploy.Registry)(nil)
@@ -170,6 +173,12 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		return res, fmt.Errorf("champion of %s: %w", name, err)
 	}
 	res.Champion = champV
+	if c, err := r.reg.Alias(ctx, name, deploy.Canary); err != nil {
+		return res, err
+	} else if c != 0 {
+		res.Outcome, res.Reason = Skipped, fmt.Sprintf("canary v%d is being judged; the next candidate waits for its verdict", c)
+		return res, nil
+	}
 	champ, err := model.Decode(champArt)
 	if err != nil {
 		return res, fmt.Errorf("decode champion %s v%d: %w", name, champV, err)
@@ -243,27 +252,38 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		return res, err
 	}
 	res.Version = v
-	c, h0 := cmp.Candidate.Get(mc.Promote.Estimator), cmp.Champion.Get(mc.Promote.Estimator)
-	gain := c.Value - h0.Value
+	res.Outcome, res.Reason = Gate(mc, cmp, champV)
 	switch {
-	case gain < mc.Promote.MinImprovement:
-		res.Outcome = Rejected
-		res.Reason = fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f: gain %.4f below the required %.4f", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.MinImprovement)
-	case cmp.Diff.Lower <= 0:
-		res.Outcome = Rejected
-		res.Reason = fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f, but the %.0f%% interval of the difference [%.4f, %.4f] includes 0", mc.Promote.Estimator, c.Value, champV, h0.Value, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
-	case mc.Promote.Policy == "manual":
-		res.Outcome = Rejected
-		res.Reason = fmt.Sprintf("better than champion v%d (%.4f vs %.4f) but promotion is manual", champV, c.Value, h0.Value)
+	case res.Outcome != Promoted:
+	case mc.Promote.Canary.Share > 0:
+		res.Outcome = Canaried
+		progress("starting the canary")
+		if err := r.reg.StartCanary(ctx, name, v, "retrain", res.Reason); err != nil {
+			return res, err
+		}
 	default:
-		res.Outcome = Promoted
-		res.Reason = fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f; difference %.4f, %.0f%% interval [%.4f, %.4f]", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
 		progress("promoting")
 		if err := r.reg.Promote(ctx, name, v, "retrain", res.Reason); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// Gate decides whether a candidate judged by cmp against champion version
+// champV may replace it: Promoted, or Rejected, with the reason either way.
+func Gate(mc flywheel.ModelConfig, cmp Comparison, champV int) (outcome, reason string) {
+	c, h0 := cmp.Candidate.Get(mc.Promote.Estimator), cmp.Champion.Get(mc.Promote.Estimator)
+	gain := c.Value - h0.Value
+	switch {
+	case gain < mc.Promote.MinImprovement:
+		return Rejected, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f: gain %.4f below the required %.4f", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.MinImprovement)
+	case cmp.Diff.Lower <= 0:
+		return Rejected, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f, but the %.0f%% interval of the difference [%.4f, %.4f] includes 0", mc.Promote.Estimator, c.Value, champV, h0.Value, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
+	case mc.Promote.Policy == "manual":
+		return Rejected, fmt.Sprintf("better than champion v%d (%.4f vs %.4f) but promotion is manual", champV, c.Value, h0.Value)
+	}
+	return Promoted, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f; difference %.4f, %.0f%% interval [%.4f, %.4f]", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
 }
 
 // split puts the newest holdout share of examples (sorted by time) in the

@@ -175,6 +175,7 @@ func (s *Server) handleRank(c *gin.Context) {
 		req.EventID = newID()
 	}
 	l, variant := s.variantFor(h, l, req.Context, req.EventID)
+	c.Set("live", l)
 	var r model.Ranking
 	if err := l.model.Rank(req.EventID, req.Context, req.Actions, &r); err != nil {
 		writeError(c, err)
@@ -232,6 +233,7 @@ func (s *Server) handlePredict(c *gin.Context) {
 		req.EventID = newID()
 	}
 	l, variant := s.variantFor(h, l, req.Features, req.EventID)
+	c.Set("live", l)
 	score := l.model.Predict(req.Features)
 	d := &flywheel.Decision{
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindClassifier,
@@ -398,6 +400,47 @@ func (s *Server) handleRollback(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"model": name, "champion": v, "live_version": live})
+}
+
+// handleCanary starts (POST, with the version) or ends (DELETE) a canary.
+func (s *Server) handleCanary(c *gin.Context) {
+	name, ok := s.adminModel(c)
+	if !ok {
+		return
+	}
+	if s.admin.Canary == nil {
+		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "canaries are not available on this server"))
+		return
+	}
+	req := promoteRequest{Reason: "canary ended through the API"}
+	if c.Request.Method == http.MethodPost {
+		body, err := s.readBody(c)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
+		req.Reason = ""
+		if err := decodeStrict(body, &req); err != nil {
+			writeError(c, err)
+			return
+		}
+		if req.Version < 1 {
+			writeError(c, flywheel.Errorf(flywheel.EINVALID, "version must be a positive integer"))
+			return
+		}
+		if req.Reason == "" {
+			req.Reason = "canary started through the API"
+		}
+	}
+	if err := s.admin.Canary(c.Request.Context(), name, req.Version, actor(c), req.Reason); err != nil {
+		writeError(c, err)
+		return
+	}
+	if _, err := s.Swap(c.Request.Context(), name); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"model": name, "canary": currentVersion(s.models[name].canary.Load()), "share": s.models[name].cfg.Promote.Canary.Share})
 }
 
 func (s *Server) handleRetrain(c *gin.Context) {

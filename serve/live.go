@@ -16,6 +16,16 @@ type live struct {
 	version  int
 	model    *model.Model
 	loadedAt time.Time
+	win      atomic.Pointer[window] // requests since the last guardrail check
+	// replaced is set when this version replaced another one here (not at
+	// start-up): only then is a champion watched by the guardrails.
+	replaced bool
+}
+
+func newLive(version int, m *model.Model, at time.Time, replaced bool) *live {
+	l := &live{version: version, model: m, loadedAt: at, replaced: replaced}
+	l.win.Store(&window{})
+	return l
 }
 
 // holder is the live model of one name: its champion and, while a canary
@@ -62,7 +72,7 @@ func (s *Server) Swap(ctx context.Context, name string) (int, error) {
 		return currentVersion(cur), fmt.Errorf("%s v%d is a %s, configured as a %s", name, v, m.Config().Kind, h.cfg.Kind)
 	}
 	warmUp(m)
-	h.ptr.Store(&live{version: v, model: m, loadedAt: s.now()})
+	h.ptr.Store(newLive(v, m, s.now(), cur != nil))
 	s.metrics.swaps.WithLabelValues(name, "swapped").Inc()
 	s.metrics.swapSeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	s.metrics.version.WithLabelValues(name).Set(float64(v))
@@ -96,7 +106,7 @@ func (s *Server) swapCanary(ctx context.Context, h *holder) {
 		return
 	}
 	warmUp(m)
-	h.canary.Store(&live{version: v, model: m, loadedAt: s.now()})
+	h.canary.Store(newLive(v, m, s.now(), true))
 	s.metrics.swaps.WithLabelValues(h.name, "swapped").Inc()
 	s.log.Info("canary swapped in", "model", h.name, "version", v, "share", h.cfg.Promote.Canary.Share)
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	version     *prometheus.GaugeVec
 	decisions   *prometheus.CounterVec
 	panics      prometheus.Counter
+	guardrails  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,9 +38,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flywheel_http_panics_total", Help: "Handler panics recovered.",
 		}),
+		guardrails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_guardrail_breaches_total", Help: "Error-rate or latency guardrail breaches seen on this replica, by model.",
+		}, []string{"model"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.swapSeconds, m.version, m.decisions, m.panics} {
+		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register serve metrics: %w", err)
 			}

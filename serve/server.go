@@ -32,6 +32,9 @@ type Config struct {
 	PollInterval time.Duration
 	// ShutdownTimeout bounds a graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
+	// GuardInterval is how often the error-rate and latency guardrails are
+	// checked on this replica; default 10s.
+	GuardInterval time.Duration
 }
 
 // Registry is where serving finds each model's champion and canary.
@@ -55,6 +58,11 @@ type Admin struct {
 	Rollback func(ctx context.Context, name, actor, reason string) (int, error)
 	Retrain  func(ctx context.Context, name string) (any, error)
 	Describe func(ctx context.Context, name string) (any, error)
+	// Demote takes a live version that breaks its guardrails out of
+	// service (ends a canary, rolls back a champion).
+	Demote func(ctx context.Context, name string, version int, actor, reason string) error
+	// Canary starts (version > 0) or ends (version 0) the canary of name.
+	Canary func(ctx context.Context, name string, version int, actor, reason string) error
 }
 
 // Server is the HTTP API. Create it with New; it is safe for concurrent use.
@@ -98,6 +106,9 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.GuardInterval <= 0 {
+		cfg.GuardInterval = 10 * time.Second
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -137,12 +148,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- srv.Serve(ln) }()
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
+	guard := time.NewTicker(s.cfg.GuardInterval)
+	defer guard.Stop()
 	for {
 		select {
 		case err := <-errc:
 			return fmt.Errorf("http server: %w", err)
 		case <-tick.C:
 			s.SwapAll(ctx)
+		case <-guard.C:
+			s.checkGuardrails(ctx)
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 			defer cancel()
@@ -235,6 +250,8 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	v1.POST("/models/:name/promote", admin, s.handlePromote)
 	v1.POST("/models/:name/rollback", admin, s.handleRollback)
 	v1.POST("/models/:name/retrain", admin, s.handleRetrain)
+	v1.POST("/models/:name/canary", admin, s.handleCanary)
+	v1.DELETE("/models/:name/canary", admin, s.handleCanary)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", func(c *gin.Context) {
 		if !s.Ready() {
@@ -278,6 +295,10 @@ func (s *Server) observe() gin.HandlerFunc {
 		}
 		model, _ := c.Get("model")
 		name, _ := model.(string)
-		s.metrics.latency.WithLabelValues(route, name, fmt.Sprint(c.Writer.Status())).Observe(time.Since(start).Seconds())
+		took := time.Since(start)
+		s.metrics.latency.WithLabelValues(route, name, fmt.Sprint(c.Writer.Status())).Observe(took.Seconds())
+		if l, ok := c.Get("live"); ok {
+			l.(*live).win.Load().record(c.Writer.Status() >= 500, took)
+		}
 	}
 }

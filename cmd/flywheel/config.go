@@ -40,7 +40,11 @@ type Config struct {
 		PollInterval    time.Duration `yaml:"poll_interval"`
 		ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 		SpoolDir        string        `yaml:"spool_dir"`
+		GuardInterval   time.Duration `yaml:"guard_interval"`
 	} `yaml:"serve"`
+	Deploy struct {
+		CheckInterval time.Duration `yaml:"check_interval"`
+	} `yaml:"deploy"`
 	Ingest ingest.Config `yaml:"ingest"`
 	Log    struct {
 		Level string `yaml:"level"`
@@ -59,6 +63,7 @@ func defaultConfig() Config {
 	c.HTTP.Addr = "127.0.0.1:8080"
 	c.ClickHouse.DSN = "clickhouse://127.0.0.1:9000/flywheel"
 	c.Log.Level = "info"
+	c.Deploy.CheckInterval = 15 * time.Second
 	return c
 }
 
@@ -88,6 +93,9 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	}
 	if err := applyEnv(reflect.ValueOf(&c).Elem(), "FLYWHEEL", getenv); err != nil {
 		return nil, err
+	}
+	if c.Deploy.CheckInterval <= 0 {
+		return nil, errors.New("deploy.check_interval must be positive")
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		c.Kafka.Brokers = append([]string(nil), defaultBrokers...)

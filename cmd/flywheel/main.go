@@ -269,6 +269,10 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 	if err != nil {
 		return err
 	}
+	judge, err := deploy.NewJudge(p.registry, p.conn, e.cfg.ClickHouse.Database(), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
+	if err != nil {
+		return err
+	}
 	var el *retrain.Elector
 	if e.kafkaGiven {
 		// Other dev or retrain processes may share this cluster: elect one
@@ -277,6 +281,7 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 			return err
 		}
 		rt.ElectWith(el)
+		judge.ElectWith(el.IsLeader)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if err := e.startServe(gctx, g, p, open, rt); err != nil {
@@ -287,6 +292,7 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 	}
 	g.Go(func() error { return in.Run(gctx) })
 	g.Go(func() error { return rt.Schedule(gctx) })
+	g.Go(func() error { return judge.Run(gctx, e.cfg.Deploy.CheckInterval) })
 	return g.Wait()
 }
 
@@ -322,6 +328,13 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		Promote:  p.registry.Promote,
 		Rollback: p.registry.Rollback,
 		Describe: func(ctx context.Context, name string) (any, error) { return describe(ctx, p.registry, name) },
+		Demote:   p.registry.Demote,
+		Canary: func(ctx context.Context, name string, version int, actor, reason string) error {
+			if version == 0 {
+				return p.registry.EndCanary(ctx, name, actor, reason)
+			}
+			return p.registry.StartCanary(ctx, name, version, actor, reason)
+		},
 	}
 	if rt != nil {
 		admin.Retrain = func(ctx context.Context, name string) (any, error) { return rt.Run(ctx, name, nil) }
@@ -329,7 +342,7 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 	srv, err := serve.New(serve.Config{
 		Addr: e.cfg.HTTP.Addr, Limits: e.cfg.Limits, Models: e.cfg.Models,
 		AppKeys: e.cfg.Auth.AppKeys, AdminKeys: e.cfg.Auth.AdminKeys, Open: open,
-		PollInterval: e.cfg.Serve.PollInterval, ShutdownTimeout: e.cfg.Serve.ShutdownTimeout,
+		PollInterval: e.cfg.Serve.PollInterval, ShutdownTimeout: e.cfg.Serve.ShutdownTimeout, GuardInterval: e.cfg.Serve.GuardInterval,
 	}, p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
 	if err != nil {
 		logger.Close(time.Second)
@@ -393,9 +406,15 @@ func (e *env) retrainScheduler(ctx context.Context) error {
 		return err
 	}
 	rt.ElectWith(el)
+	judge, err := deploy.NewJudge(p.registry, p.conn, e.cfg.ClickHouse.Database(), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
+	if err != nil {
+		return err
+	}
+	judge.ElectWith(el.IsLeader)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return el.Run(gctx) })
 	g.Go(func() error { return rt.Schedule(gctx) })
+	g.Go(func() error { return judge.Run(gctx, e.cfg.Deploy.CheckInterval) })
 	return g.Wait()
 }
 
