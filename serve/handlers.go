@@ -282,6 +282,7 @@ type modelInfo struct {
 	Kind    string               `json:"kind"`
 	Version int                  `json:"live_version"`
 	Loaded  string               `json:"loaded_at,omitempty"`
+	Canary  int                  `json:"canary_version,omitempty"` // serving Promote.Canary.Share of users
 	Config  flywheel.ModelConfig `json:"config"`
 	Details any                  `json:"registry,omitempty"`
 }
@@ -291,6 +292,7 @@ func (s *Server) info(h *holder) modelInfo {
 	if l := h.ptr.Load(); l != nil {
 		mi.Version, mi.Loaded = l.version, l.loadedAt.UTC().Format("2006-01-02T15:04:05Z")
 	}
+	mi.Canary = currentVersion(h.canary.Load())
 	return mi
 }
 

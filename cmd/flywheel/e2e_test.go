@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -121,29 +120,7 @@ models:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	sw := &syncWriter{w: &logs}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(runCtx, []string{"dev", "--config", cfgPath}, func(string) string { return "" }, sw, sw)
-	}()
-	defer func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("flywheel dev returned %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("flywheel dev did not stop within 30s of its context ending")
-		}
-		if t.Failed() {
-			sw.mu.Lock()
-			t.Logf("flywheel dev log:\n%s", logs.String())
-			sw.mu.Unlock()
-		}
-	}()
+	defer inProcess(t, ctx, "flywheel dev", "dev", "--config", cfgPath)()
 	waitReady(t, ctx, url)
 	if v := liveVersion(url); v != 1 {
 		t.Fatalf("a fresh model starts at version %d, want 1", v)

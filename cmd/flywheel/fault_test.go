@@ -192,22 +192,7 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	addr := freeAddr(t)
 	cfg := faultConfig(t, broker, ch, prefix, t.TempDir(), addr)
 	url := "http://" + addr
-	sctx, stopServe := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	var logs bytes.Buffer
-	sw := &syncWriter{w: &logs}
-	go func() {
-		done <- run(sctx, []string{"serve", "--config", cfg}, func(string) string { return "" }, sw, sw)
-	}()
-	defer func() {
-		stopServe()
-		<-done
-		if t.Failed() {
-			sw.mu.Lock()
-			t.Logf("serve log:\n%s", logs.String())
-			sw.mu.Unlock()
-		}
-	}()
+	defer inProcess(t, ctx, "flywheel serve", "serve", "--config", cfg)()
 	waitReady(t, ctx, url)
 
 	stop := make(chan struct{})
