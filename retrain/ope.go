@@ -36,29 +36,32 @@ func (e Evaluation) Get(estimator string) Estimate {
 }
 
 // Comparison is the candidate and the champion on the same events, with the
-// paired difference of their IPS estimates.
+// paired differences of their estimates.
 type Comparison struct {
 	Candidate Evaluation `json:"candidate"`
 	Champion  Evaluation `json:"champion"`
-	// Diff is candidate minus champion, IPS, with a paired interval.
-	Diff Estimate `json:"diff"`
+	// Diff is candidate minus champion by IPS, DiffSNIPS and DiffDR by the
+	// other two, each with an interval from the paired per-event terms (so
+	// what both policies share cancels out).
+	Diff      Estimate `json:"diff"`
+	DiffSNIPS Estimate `json:"diff_snips"`
+	DiffDR    Estimate `json:"diff_dr"`
 }
 
-// zFor returns the two-sided normal quantile for a confidence level.
-func zFor(confidence float64) float64 {
-	// Acklam-free approach: bisection on erf, plenty fast for one call.
-	lo, hi := 0.0, 10.0
-	target := confidence
-	for i := 0; i < 100; i++ {
-		mid := (lo + hi) / 2
-		if math.Erf(mid/math.Sqrt2) < target {
-			lo = mid
-		} else {
-			hi = mid
-		}
+// DiffFor returns the paired difference by estimator (ips, snips, dr).
+func (c Comparison) DiffFor(estimator string) Estimate {
+	switch estimator {
+	case "ips":
+		return c.Diff
+	case "dr":
+		return c.DiffDR
 	}
-	return (lo + hi) / 2
+	return c.DiffSNIPS
 }
+
+// zFor returns the two-sided normal quantile for a confidence level (1.96
+// for 0.95).
+func zFor(confidence float64) float64 { return math.Sqrt2 * math.Erfinv(confidence) }
 
 // compare evaluates both policies on the examples. q is the reward model
 // used by the doubly robust estimator (the same for both policies).
@@ -92,27 +95,41 @@ func compare(examples []flywheel.Example, cand, champ, q *model.Model, confidenc
 		}
 		diff[i] = a.wr[i] - b.wr[i]
 	}
+	// snipsTerms returns the SNIPS value of x and each event's term of its
+	// linearisation (delta method): (w·r - s·w) / mean(w).
+	snipsTerms := func(x acc) (float64, []float64) {
+		sw := sum(x.w)
+		if sw <= 0 {
+			return 0, make([]float64, n)
+		}
+		s, mw := sum(x.wr)/sw, sw/float64(n)
+		t := make([]float64, n)
+		for i := range x.w {
+			t[i] = (x.wr[i] - s*x.w[i]) / mw
+		}
+		return s, t
+	}
 	eval := func(x acc) Evaluation {
 		ev := Evaluation{N: n}
 		ev.IPS = meanCI(x.wr, z)
 		ev.DR = meanCI(x.dr, z)
-		sw, swr, sw2 := sum(x.w), sum(x.wr), sum(x.w2)
-		if sw > 0 {
-			s := swr / sw
-			// delta-method variance of the ratio estimator
-			var v float64
-			for i := range x.w {
-				d := x.wr[i] - s*x.w[i]
-				v += d * d
-			}
-			mw := sw / float64(n)
-			se := math.Sqrt(v/float64(n)) / mw / math.Sqrt(float64(n))
-			ev.SNIPS = Estimate{Value: s, Lower: s - z*se, Upper: s + z*se}
-			ev.ESS = sw * sw / sw2
+		if sw := sum(x.w); sw > 0 {
+			s, t := snipsTerms(x)
+			e := meanCI(t, z) // the terms have mean 0; their spread is the estimate's
+			ev.SNIPS = Estimate{Value: s, Lower: s + e.Lower, Upper: s + e.Upper}
+			ev.ESS = sw * sw / sum(x.w2)
 		}
 		return ev
 	}
-	return Comparison{Candidate: eval(a), Champion: eval(b), Diff: meanCI(diff, z)}
+	sa, ta := snipsTerms(a)
+	sb, tb := snipsTerms(b)
+	dsn, ddr := make([]float64, n), make([]float64, n)
+	for i := range ddr {
+		dsn[i], ddr[i] = ta[i]-tb[i], a.dr[i]-b.dr[i]
+	}
+	ds := meanCI(dsn, z)
+	return Comparison{Candidate: eval(a), Champion: eval(b), Diff: meanCI(diff, z),
+		DiffSNIPS: Estimate{Value: sa - sb, Lower: sa - sb + ds.Lower, Upper: sa - sb + ds.Upper}, DiffDR: meanCI(ddr, z)}
 }
 
 func sum(xs []float64) float64 {

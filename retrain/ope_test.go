@@ -3,6 +3,7 @@ package retrain
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/flywheel-dev/flywheel"
@@ -69,6 +70,7 @@ func TestEstimatorCoverage(t *testing.T) {
 		m    *model.Model
 	}{{"uniform", uniform}, {"learned", learned}} {
 		truthV := value(pol.m)
+		truthD := truthV - value(uniform) // the champion in compare is the uniform policy
 		covered := map[string]int{}
 		for seed := uint64(0); seed < seeds; seed++ {
 			ex := logged(rand.New(rand.NewPCG(seed, 7)), 800)
@@ -78,9 +80,15 @@ func TestEstimatorCoverage(t *testing.T) {
 				if e.Lower <= truthV && truthV <= e.Upper {
 					covered[est]++
 				}
+				if d := c.DiffFor(est); d.Lower <= truthD && truthD <= d.Upper {
+					covered["difference by "+est]++
+				}
 			}
 		}
-		for _, est := range []string{"ips", "snips", "dr"} {
+		for _, est := range []string{"ips", "snips", "dr", "difference by ips", "difference by snips", "difference by dr"} {
+			if pol.name == "uniform" && strings.HasPrefix(est, "difference") {
+				continue // candidate = champion: every difference is exactly 0
+			}
 			cov := float64(covered[est]) / seeds
 			t.Logf("%s policy (true value %.4f): %s interval coverage %.3f", pol.name, truthV, est, cov)
 			if cov < 0.90 || cov > 0.99 {

@@ -135,10 +135,11 @@ func (rep *Report) String() string {
   policy        IPS                        SNIPS                      DR                         ESS
   v%-12d %-26s %-26s %-26s %.0f
   v%-12d %-26s %-26s %-26s %.0f
-  difference (IPS, paired): %s; promotion looks at %s
+  paired difference        %-26s %-26s %-26s
+  promotion looks at %s
 `, rep.Model, rep.Version, rep.Champion, rep.Examples,
 		time.UnixMilli(int64(rep.FromMs)).UTC().Format(time.RFC3339), time.UnixMilli(int64(rep.ToMs)).UTC().Format(time.RFC3339),
 		rep.Version, est(c.Candidate.IPS), est(c.Candidate.SNIPS), est(c.Candidate.DR), c.Candidate.ESS,
 		rep.Champion, est(c.Champion.IPS), est(c.Champion.SNIPS), est(c.Champion.DR), c.Champion.ESS,
-		est(c.Diff), rep.Estimator)
+		est(c.Diff), est(c.DiffSNIPS), est(c.DiffDR), rep.Estimator)
 }

@@ -273,17 +273,17 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 // Gate decides whether a candidate judged by cmp against champion version
 // champV may replace it: Promoted, or Rejected, with the reason either way.
 func Gate(mc flywheel.ModelConfig, cmp Comparison, champV int) (outcome, reason string) {
-	c, h0 := cmp.Candidate.Get(mc.Promote.Estimator), cmp.Champion.Get(mc.Promote.Estimator)
+	c, h0, d := cmp.Candidate.Get(mc.Promote.Estimator), cmp.Champion.Get(mc.Promote.Estimator), cmp.DiffFor(mc.Promote.Estimator)
 	gain := c.Value - h0.Value
 	switch {
 	case gain < mc.Promote.MinImprovement:
 		return Rejected, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f: gain %.4f below the required %.4f", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.MinImprovement)
-	case cmp.Diff.Lower <= 0:
-		return Rejected, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f, but the %.0f%% interval of the difference [%.4f, %.4f] includes 0", mc.Promote.Estimator, c.Value, champV, h0.Value, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
+	case d.Lower <= 0:
+		return Rejected, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f, but the %.0f%% interval of the paired difference [%.4f, %.4f] does not lie above 0", mc.Promote.Estimator, c.Value, champV, h0.Value, mc.Promote.Confidence*100, d.Lower, d.Upper)
 	case mc.Promote.Policy == "manual":
 		return Rejected, fmt.Sprintf("better than champion v%d (%.4f vs %.4f) but promotion is manual", champV, c.Value, h0.Value)
 	}
-	return Promoted, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f; difference %.4f, %.0f%% interval [%.4f, %.4f]", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.Confidence*100, cmp.Diff.Lower, cmp.Diff.Upper)
+	return Promoted, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f; paired difference %.4f, %.0f%% interval [%.4f, %.4f]", mc.Promote.Estimator, c.Value, champV, h0.Value, d.Value, mc.Promote.Confidence*100, d.Lower, d.Upper)
 }
 
 // split puts the newest holdout share of examples (sorted by time) in the

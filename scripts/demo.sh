@@ -38,6 +38,9 @@ echo
 echo "demo: what retraining decided"
 grep -E 'retrain finished' "$LOG" | grep -v skipped | sed -E 's/.*model=([a-z]+) outcome=([a-z]+) reason="([^"]*)".*version=([0-9]+).*/  v\4 \2: \3/' || true
 echo
+echo "demo: what the canary judge decided"
+grep -E 'deploy decision' "$LOG" | sed -E 's/.*action="?([a-z ]+)"? version=([0-9]+) reason="([^"]*)".*/  v\2 \1: \3/' || true
+echo
 echo "demo: reward rate by model version (the simulator's hidden truth decides each click)"
 python3 - "$ROOT/.services/demo-sim.json" <<'PY'
 import json, sys
