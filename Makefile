@@ -22,6 +22,7 @@ build:
 ## test: everything — vet, unit, integration and end-to-end tests against
 ## the real Kafka broker and ClickHouse server, which it starts first.
 test: services-up
+	scripts/services.sh browser
 	FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up
 	FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up
 	$(GO) vet ./...

@@ -150,6 +150,36 @@ var migrations = []migration{
 		FROM {db}.examples
 		GROUP BY model, version, variant, hour`,
 	}},
+	{4, "retrain runs and reference rewards", []string{
+		// every retrain run, skipped ones included, with its outcome, reason
+		// and the evaluation of the candidate against the champion (JSON)
+		`CREATE TABLE IF NOT EXISTS {db}.retrain_runs (
+			model String,
+			started_at DateTime,
+			started_ms UInt64,
+			took_ms UInt64,
+			outcome String,
+			reason String,
+			version UInt32,
+			champion UInt32,
+			train_rows UInt64,
+			holdout_rows UInt64,
+			comparison String
+		) ENGINE = MergeTree()
+		PARTITION BY toYYYYMM(started_at)
+		ORDER BY (model, started_ms)`,
+		// reference reward rates (random, best known) that a simulator or a
+		// person supplies, drawn as lines next to the versions' rewards
+		`CREATE TABLE IF NOT EXISTS {db}.model_references (
+			model String,
+			name String,
+			value Float64,
+			source String,
+			ts DateTime,
+			ts_ms UInt64
+		) ENGINE = ReplacingMergeTree(ts_ms)
+		ORDER BY (model, name)`,
+	}},
 }
 
 // Migrate creates the database if needed and applies every migration not yet

@@ -32,6 +32,9 @@ type Config struct {
 	BatchWait time.Duration `yaml:"batch_wait"` // or this long after the first; default 500ms
 }
 
+// GroupName is the consumer group, with its default.
+func (c Config) GroupName() string { return c.withDefaults().Group }
+
 func (c Config) withDefaults() Config {
 	if c.Group == "" {
 		c.Group = "flywheel-ingest"

@@ -161,6 +161,7 @@ func (r *Retrainer) Run(ctx context.Context, name string, progress func(step str
 	}
 	r.runs.WithLabelValues(name, res.Outcome).Inc()
 	r.seconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	r.record(ctx, res, start)
 	r.log.Info("retrain finished", "model", name, "outcome", res.Outcome, "reason", res.Reason, "version", res.Version, "took", res.Took)
 	return res, err
 }
@@ -284,6 +285,22 @@ func Gate(mc flywheel.ModelConfig, cmp Comparison, champV int) (outcome, reason 
 		return Rejected, fmt.Sprintf("better than champion v%d (%.4f vs %.4f) but promotion is manual", champV, c.Value, h0.Value)
 	}
 	return Promoted, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f; paired difference %.4f, %.0f%% interval [%.4f, %.4f]", mc.Promote.Estimator, c.Value, champV, h0.Value, d.Value, mc.Promote.Confidence*100, d.Lower, d.Upper)
+}
+
+// record stores the run in retrain_runs, for people and the dashboard. A
+// failure is logged: the run itself is done.
+func (r *Retrainer) record(ctx context.Context, res *Result, start time.Time) {
+	cmp := []byte("{}")
+	if res.Comparison != nil {
+		cmp, _ = json.Marshal(res.Comparison)
+	}
+	err := r.conn.Exec(ctx, "INSERT INTO "+r.db+`.retrain_runs (model, started_at, started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`,
+		res.Model, start.UTC(), uint64(start.UnixMilli()), uint64(time.Since(start).Milliseconds()), res.Outcome, res.Reason,
+		uint32(res.Version), uint32(res.Champion), uint64(res.TrainRows), uint64(res.Holdout), string(cmp))
+	if err != nil {
+		r.log.Warn("recording the retrain run failed", "model", res.Model, "err", err)
+	}
 }
 
 // split puts the newest holdout share of examples (sorted by time) in the

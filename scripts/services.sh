@@ -11,6 +11,7 @@
 #                               another broker, for the tests that stop Kafka
 #   FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up|clickhouse-down
 #                               another server, for the tests that stop ClickHouse
+#   scripts/services.sh browser install Debian's chromium if missing (the dashboard's browser test)
 #
 # Data and logs live in $FLYWHEEL_SERVICES_DIR (default: .services/ in the repo,
 # ignored by git). Kafka's jars are cached in $FLYWHEEL_CACHE (default
@@ -53,6 +54,17 @@ install_clickhouse() {
   apt-get update -qq || die "apt-get update failed"
   apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null ||
     die "apt-get install clickhouse-server clickhouse-client failed"
+}
+
+install_browser() {
+  if [[ -x "${FLYWHEEL_TEST_CHROMIUM:-/usr/bin/chromium}" ]]; then
+    return
+  fi
+  log "installing chromium from Debian's packages (headless, for the dashboard's browser test)"
+  command -v apt-get >/dev/null || die "chromium is missing and apt-get is not available"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ||
+    die "apt-get install chromium failed"
 }
 
 install_kafka() {
@@ -325,6 +337,9 @@ case "${1:-}" in
     ;;
   kafka-down)
     kafka_down
+    ;;
+  browser)
+    install_browser
     ;;
   clickhouse-up)
     mkdir -p "$DIR"

@@ -76,6 +76,8 @@ type Server struct {
 	now      func() time.Time
 	metrics  *metrics
 	engine   *gin.Engine
+	insights Insights
+	gatherer prometheus.Gatherer // this replica's metrics, for the dashboard
 }
 
 // New validates cfg and returns a server. It loads no model: Run (or
@@ -252,6 +254,9 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	v1.POST("/models/:name/retrain", admin, s.handleRetrain)
 	v1.POST("/models/:name/canary", admin, s.handleCanary)
 	v1.DELETE("/models/:name/canary", admin, s.handleCanary)
+	v1.GET("/models/:name/dashboard", app, s.handleDashboard)
+	v1.PUT("/models/:name/references", app, s.handleReferences)
+	s.uiRoutes(e)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", func(c *gin.Context) {
 		if !s.Ready() {
@@ -264,6 +269,7 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	if gatherer == nil {
 		gatherer = prometheus.NewRegistry()
 	}
+	s.gatherer = gatherer
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 	e.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
 	return e

@@ -31,6 +31,10 @@ type Config struct {
 	Rate        float64       // events per second overall; 0: as fast as possible
 	Seed        uint64        // ground truth and traffic; default 1
 	APIKey      string        // app key, if the server wants one
+	// PublishReferences stores the random and oracle reward rates measured
+	// on this run's contexts as the model's references, which the
+	// dashboard draws next to the versions.
+	PublishReferences bool
 	Timeout     time.Duration // per request; default 5s
 	Client      *http.Client
 }
@@ -87,6 +91,8 @@ type Result struct {
 	Versions         []VersionResult `json:"versions"`
 	RandomRewardRate float64         `json:"random_reward_rate"`
 	OracleRewardRate float64         `json:"oracle_reward_rate"`
+	// ReferencesError says why publishing the references failed.
+	ReferencesError string `json:"references_error,omitempty"`
 	// EventIDs are the ids of every decision received, for checks.
 	EventIDs []string `json:"-"`
 }
@@ -214,6 +220,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if res.Events > 0 {
 		res.RandomRewardRate = randSum / float64(res.Events)
 		res.OracleRewardRate = oracle / float64(res.Events)
+		if cfg.PublishReferences {
+			refs := map[string]any{"references": map[string]float64{"random": res.RandomRewardRate, "oracle": res.OracleRewardRate}, "source": "simulator"}
+			if err := send(ctx, cfg, http.MethodPut, "/v1/models/"+cfg.Model+"/references", refs, nil); err != nil {
+				res.ReferencesError = err.Error()
+			}
+		}
 	}
 	return res, nil
 }
@@ -242,11 +254,15 @@ func sendFeedback(ctx context.Context, cfg Config, eventID string) error {
 }
 
 func post(ctx context.Context, cfg Config, path string, body, out any) error {
+	return send(ctx, cfg, http.MethodPost, path, body, out)
+}
+
+func send(ctx context.Context, cfg Config, method, path string, body, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, method, cfg.URL+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}

@@ -296,6 +296,50 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 	return g.Wait()
 }
 
+// insights answers the dashboard from ClickHouse, the registry and Kafka.
+func (e *env) insights(p *parts) serve.Insights {
+	db := e.cfg.ClickHouse.Database()
+	return serve.Insights{
+		Dashboard: func(ctx context.Context, name string, window time.Duration) (any, error) {
+			o, err := clickhouse.Insights(ctx, p.conn, db, name, window, time.Now())
+			if err != nil {
+				return nil, err
+			}
+			hist, err := p.registry.History(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			versions, err := p.registry.Versions(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			type version struct {
+				Version   int       `json:"version"`
+				CreatedAt time.Time `json:"created_at"`
+				SHA256    string    `json:"sha256"`
+				Size      int       `json:"size_bytes"`
+			}
+			vs := make([]version, len(versions))
+			for i, v := range versions {
+				vs[i] = version{v.Version, v.CreatedAt, v.SHA256, v.Size}
+			}
+			out := map[string]any{"overview": o, "deployments": hist, "versions": vs}
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second) // Kafka down must not stall the page
+			defer cancel()
+			t := e.cfg.Kafka.Topics()
+			if lag, err := kafka.GroupLag(lctx, e.cfg.Kafka, e.cfg.Ingest.GroupName(), t.Decisions, t.Feedback); err != nil {
+				out["ingest_lag_error"] = err.Error()
+			} else {
+				out["ingest_lag"] = lag
+			}
+			return out, nil
+		},
+		SetReferences: func(ctx context.Context, name string, refs map[string]float64, source string) error {
+			return clickhouse.SetReferences(ctx, p.conn, db, name, refs, source, time.Now())
+		},
+	}
+}
+
 func (e *env) serve(ctx context.Context) error {
 	p, err := e.connect(ctx, true)
 	if err != nil {
@@ -348,6 +392,7 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		logger.Close(time.Second)
 		return err
 	}
+	srv.SetInsights(e.insights(p))
 	ln, err := net.Listen("tcp", e.cfg.HTTP.Addr)
 	if err != nil {
 		logger.Close(time.Second)
@@ -663,12 +708,16 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	seed := fs.Uint64("seed", 1, "seed of the ground truth")
 	key := fs.String("key", "", "app API key")
 	asJSON := fs.Bool("json", false, "print one JSON line")
+	refs := fs.Bool("references", true, "store the random and oracle reward rates as the model's references (drawn by the dashboard)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	res, err := sim.Run(ctx, sim.Config{URL: strings.TrimRight(*url, "/"), Model: *model, Events: *events, Concurrency: *conc, Rate: *rate, Seed: *seed, APIKey: *key})
+	res, err := sim.Run(ctx, sim.Config{URL: strings.TrimRight(*url, "/"), Model: *model, Events: *events, Concurrency: *conc, Rate: *rate, Seed: *seed, APIKey: *key, PublishReferences: *refs})
 	if err != nil {
 		return err
+	}
+	if res.ReferencesError != "" {
+		fmt.Fprintf(stderr, "sim: the references were not stored: %s\n", res.ReferencesError)
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)

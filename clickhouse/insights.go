@@ -1,0 +1,265 @@
+package clickhouse
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Point is one time bucket of one version and variant's closed decisions.
+type Point struct {
+	T          int64   `json:"t"` // bucket start, Unix ms
+	Decisions  uint64  `json:"decisions"`
+	RewardRate float64 `json:"reward_rate"`
+}
+
+// Series is the reward of one version and variant over time.
+type Series struct {
+	Version int     `json:"version"`
+	Variant string  `json:"variant"`
+	Points  []Point `json:"points"`
+	// Totals over the whole window.
+	Decisions  uint64  `json:"decisions"`
+	RewardRate float64 `json:"reward_rate"`
+	StdErr     float64 `json:"stderr"`
+}
+
+// Quality is one time bucket of how feedback and exploration went, over
+// every version.
+type Quality struct {
+	T              int64   `json:"t"`
+	Decisions      uint64  `json:"decisions"`
+	JoinRate       float64 `json:"join_rate"`       // decisions with feedback inside the window
+	DefaultedShare float64 `json:"defaulted_share"` // decisions whose reward is the default
+	ExploredShare  float64 `json:"explored_share"`  // decisions that explored
+}
+
+// Reference is a reward rate to compare with (random, best known).
+type Reference struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Source string  `json:"source"`
+	At     int64   `json:"t"`
+}
+
+// Run is one stored retrain run.
+type Run struct {
+	StartedMs   int64           `json:"t"`
+	TookMs      uint64          `json:"took_ms"`
+	Outcome     string          `json:"outcome"`
+	Reason      string          `json:"reason"`
+	Version     int             `json:"version,omitempty"`
+	Champion    int             `json:"champion"`
+	TrainRows   uint64          `json:"train_rows"`
+	HoldoutRows uint64          `json:"holdout_rows"`
+	Comparison  json.RawMessage `json:"comparison,omitempty"`
+}
+
+// Flow is how fast events reach ClickHouse.
+type Flow struct {
+	DecisionsPerSecond float64 `json:"decisions_per_second"` // ingested over the last minute
+	FeedbackPerSecond  float64 `json:"feedback_per_second"`
+	NewestDecisionMs   int64   `json:"newest_decision_ms"` // when the newest ingested decision was made
+	NewestAgeSeconds   float64 `json:"newest_age_seconds"`
+}
+
+// Overview is what the dashboard shows of one model, from ClickHouse.
+type Overview struct {
+	Model         string      `json:"model"`
+	FromMs        int64       `json:"from"`
+	ToMs          int64       `json:"to"`
+	BucketSeconds int64       `json:"bucket_seconds"`
+	Series        []Series    `json:"series"`
+	Quality       []Quality   `json:"quality"`
+	References    []Reference `json:"references"`
+	Runs          []Run       `json:"runs"`
+	Flow          Flow        `json:"flow"`
+}
+
+// bucketFor picks a bucket length that gives about 60 points over span.
+func bucketFor(span time.Duration) time.Duration {
+	for _, b := range []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
+		time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour, 6 * time.Hour} {
+		if span/b <= 90 {
+			return b
+		}
+	}
+	return 24 * time.Hour
+}
+
+// Insights reads the dashboard's figures of model over [now-window, now]
+// from the analyst views, the retrain runs and the references.
+func Insights(ctx context.Context, conn driver.Conn, db, model string, window time.Duration, now time.Time) (*Overview, error) {
+	// Zoom to the data: a window of a day over a model one hour old shows
+	// that hour, in buckets fit for an hour.
+	from := now.Add(-window)
+	var first uint64
+	if err := conn.QueryRow(ctx, `SELECT min(ts_ms) FROM `+db+`.decisions WHERE model = ? AND ts_ms >= ?`, model, uint64(from.UnixMilli())).Scan(&first); err != nil {
+		return nil, fmt.Errorf("first decision: %w", err)
+	}
+	if t := time.UnixMilli(int64(first)); first > 0 && t.After(from) {
+		from = t
+	}
+	bucket := bucketFor(now.Sub(from))
+	from = from.Truncate(bucket)
+	o := &Overview{Model: model, FromMs: from.UnixMilli(), ToMs: now.UnixMilli(), BucketSeconds: int64(bucket / time.Second),
+		Series: []Series{}, Quality: []Quality{}, References: []Reference{}, Runs: []Run{}}
+	bms := uint64(bucket / time.Millisecond)
+	rows, err := conn.Query(ctx, `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), avg(reward), stddevSamp(reward)
+		FROM `+db+`.examples WHERE model = ? AND ts_ms >= ? GROUP BY t, version, variant ORDER BY version, variant, t`,
+		bms, bms, model, uint64(from.UnixMilli()))
+	if err != nil {
+		return nil, fmt.Errorf("reward over time: %w", err)
+	}
+	for rows.Next() {
+		var (
+			t, n     uint64
+			ver      uint32
+			variant  string
+			avg, std float64
+		)
+		if err := rows.Scan(&t, &ver, &variant, &n, &avg, &std); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("reward over time: %w", err)
+		}
+		if k := len(o.Series); k == 0 || o.Series[k-1].Version != int(ver) || o.Series[k-1].Variant != variant {
+			o.Series = append(o.Series, Series{Version: int(ver), Variant: variant})
+		}
+		s := &o.Series[len(o.Series)-1]
+		s.Points = append(s.Points, Point{T: int64(t), Decisions: n, RewardRate: avg})
+	}
+	rows.Close()
+	if err := o.totals(ctx, conn, db, model, from); err != nil {
+		return nil, err
+	}
+	rows, err = conn.Query(ctx, `SELECT intDiv(ts_ms, ?) * ? AS t, count(), countIf(feedback_count > 0), sum(explored)
+		FROM `+db+`.examples WHERE model = ? AND ts_ms >= ? GROUP BY t ORDER BY t`, bms, bms, model, uint64(from.UnixMilli()))
+	if err != nil {
+		return nil, fmt.Errorf("feedback and exploration over time: %w", err)
+	}
+	for rows.Next() {
+		var t, n, joined, explored uint64
+		if err := rows.Scan(&t, &n, &joined, &explored); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("feedback and exploration over time: %w", err)
+		}
+		o.Quality = append(o.Quality, Quality{T: int64(t), Decisions: n, JoinRate: float64(joined) / float64(n),
+			DefaultedShare: float64(n-joined) / float64(n), ExploredShare: float64(explored) / float64(n)})
+	}
+	rows.Close()
+	if o.References, err = References(ctx, conn, db, model); err != nil {
+		return nil, err
+	}
+	if err := o.runs(ctx, conn, db, model); err != nil {
+		return nil, err
+	}
+	return o, o.flow(ctx, conn, db, model, now)
+}
+
+func (o *Overview) totals(ctx context.Context, conn driver.Conn, db, model string, from time.Time) error {
+	rows, err := conn.Query(ctx, `SELECT version, variant, count(), avg(reward), stddevSamp(reward)
+		FROM `+db+`.examples WHERE model = ? AND ts_ms >= ? GROUP BY version, variant`, model, uint64(from.UnixMilli()))
+	if err != nil {
+		return fmt.Errorf("reward totals: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			ver      uint32
+			variant  string
+			n        uint64
+			avg, std float64
+		)
+		if err := rows.Scan(&ver, &variant, &n, &avg, &std); err != nil {
+			return fmt.Errorf("reward totals: %w", err)
+		}
+		for i := range o.Series {
+			if s := &o.Series[i]; s.Version == int(ver) && s.Variant == variant {
+				s.Decisions, s.RewardRate = n, avg
+				if n > 1 && !math.IsNaN(std) {
+					s.StdErr = std / math.Sqrt(float64(n))
+				}
+			}
+		}
+	}
+	return rows.Err()
+}
+
+func (o *Overview) runs(ctx context.Context, conn driver.Conn, db, model string) error {
+	rows, err := conn.Query(ctx, `SELECT started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison
+		FROM `+db+`.retrain_runs WHERE model = ? ORDER BY started_ms DESC LIMIT 50`, model)
+	if err != nil {
+		return fmt.Errorf("retrain runs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			r       Run
+			started uint64
+			ver, ch uint32
+			cmp     string
+		)
+		if err := rows.Scan(&started, &r.TookMs, &r.Outcome, &r.Reason, &ver, &ch, &r.TrainRows, &r.HoldoutRows, &cmp); err != nil {
+			return fmt.Errorf("retrain runs: %w", err)
+		}
+		r.StartedMs, r.Version, r.Champion = int64(started), int(ver), int(ch)
+		if cmp != "{}" && json.Valid([]byte(cmp)) {
+			r.Comparison = json.RawMessage(cmp)
+		}
+		o.Runs = append(o.Runs, r)
+	}
+	return rows.Err()
+}
+
+func (o *Overview) flow(ctx context.Context, conn driver.Conn, db, model string, now time.Time) error {
+	var dec, fb, newest uint64
+	if err := conn.QueryRow(ctx, `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM `+db+`.decisions WHERE model = ?`, model).Scan(&dec, &newest); err != nil {
+		return fmt.Errorf("ingest flow: %w", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT countIf(ingested_at >= now() - 60) FROM `+db+`.feedback`).Scan(&fb); err != nil {
+		return fmt.Errorf("ingest flow: %w", err)
+	}
+	o.Flow = Flow{DecisionsPerSecond: float64(dec) / 60, FeedbackPerSecond: float64(fb) / 60, NewestDecisionMs: int64(newest)}
+	if newest > 0 {
+		o.Flow.NewestAgeSeconds = now.Sub(time.UnixMilli(int64(newest))).Seconds()
+	}
+	return nil
+}
+
+// References returns the newest value of every reference of model.
+func References(ctx context.Context, conn driver.Conn, db, model string) ([]Reference, error) {
+	rows, err := conn.Query(ctx, `SELECT name, argMax(value, ts_ms), argMax(source, ts_ms), max(ts_ms)
+		FROM `+db+`.model_references WHERE model = ? GROUP BY name ORDER BY name`, model)
+	if err != nil {
+		return nil, fmt.Errorf("references: %w", err)
+	}
+	defer rows.Close()
+	out := []Reference{}
+	for rows.Next() {
+		var (
+			r  Reference
+			ts uint64
+		)
+		if err := rows.Scan(&r.Name, &r.Value, &r.Source, &ts); err != nil {
+			return nil, fmt.Errorf("references: %w", err)
+		}
+		r.At = int64(ts)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// SetReferences stores reference reward rates of model (name → rate).
+func SetReferences(ctx context.Context, conn driver.Conn, db, model string, refs map[string]float64, source string, now time.Time) error {
+	for name, v := range refs {
+		if err := conn.Exec(ctx, `INSERT INTO `+db+`.model_references (model, name, value, source, ts, ts_ms) SELECT ?, ?, ?, ?, ?, ?`,
+			model, name, v, source, now.UTC(), uint64(now.UnixMilli())); err != nil {
+			return fmt.Errorf("store reference %s of %s: %w", name, model, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package serve
+
+import (
+	"context"
+	"embed"
+	"io/fs"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// The dashboard's static files, embedded: it works offline, with no CDN.
+//
+//go:embed ui
+var uiFiles embed.FS
+
+// Insights answers the dashboard's questions from ClickHouse, the registry
+// and Kafka. Either field may be nil: that route then answers 501.
+type Insights struct {
+	// Dashboard returns the figures of one model over the last window.
+	Dashboard func(ctx context.Context, name string, window time.Duration) (any, error)
+	// SetReferences stores reference reward rates (random, best known) of a
+	// model, which the dashboard draws next to the versions.
+	SetReferences func(ctx context.Context, name string, refs map[string]float64, source string) error
+}
+
+// SetInsights gives the server what the dashboard's data routes need. Call
+// it before Run.
+func (s *Server) SetInsights(in Insights) { s.insights = in }
+
+func (s *Server) uiRoutes(e *gin.Engine) {
+	sub, _ := fs.Sub(uiFiles, "ui")
+	files := http.FileServer(http.FS(sub))
+	e.GET("/ui", func(c *gin.Context) { c.Redirect(http.StatusFound, "/ui/") })
+	e.GET("/ui/*file", func(c *gin.Context) {
+		c.Header("Cache-Control", "no-cache")
+		c.Header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
+		http.StripPrefix("/ui", files).ServeHTTP(c.Writer, c.Request)
+	})
+}
+
+func (s *Server) handleDashboard(c *gin.Context) {
+	h, ok := s.models[c.Param("name")]
+	if !ok {
+		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
+		return
+	}
+	window := time.Hour
+	if w := c.Query("window"); w != "" {
+		d, err := time.ParseDuration(w)
+		if err != nil || d < time.Minute || d > 90*24*time.Hour {
+			writeError(c, flywheel.Errorf(flywheel.EINVALID, "window must be a duration between 1m and 2160h, like 15m or 24h; got %q", w))
+			return
+		}
+		window = d
+	}
+	out := gin.H{"model": s.info(h), "replica": s.replicaStats()}
+	if s.insights.Dashboard == nil {
+		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "the dashboard's data is not available on this server"))
+		return
+	}
+	d, err := s.insights.Dashboard(c.Request.Context(), h.name, window)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	out["data"] = d
+	c.JSON(http.StatusOK, out)
+}
+
+type referencesRequest struct {
+	References map[string]float64 `json:"references"`
+	Source     string             `json:"source"`
+}
+
+func (s *Server) handleReferences(c *gin.Context) {
+	h, ok := s.models[c.Param("name")]
+	if !ok {
+		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
+		return
+	}
+	if s.insights.SetReferences == nil {
+		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "references are not available on this server"))
+		return
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	var req referencesRequest
+	if err := decodeStrict(body, &req); err != nil {
+		writeError(c, err)
+		return
+	}
+	if len(req.References) == 0 || len(req.References) > 16 {
+		writeError(c, flywheel.Errorf(flywheel.EINVALID, "references must name between 1 and 16 reward rates"))
+		return
+	}
+	for name, v := range req.References {
+		if err := flywheel.ValidateName("references."+name, name); err != nil {
+			writeError(c, err)
+			return
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			writeError(c, flywheel.Errorf(flywheel.EINVALID, "references.%s is not a finite number", name))
+			return
+		}
+	}
+	if len(req.Source) > 256 {
+		writeError(c, flywheel.Errorf(flywheel.EINVALID, "source is longer than 256 bytes"))
+		return
+	}
+	if err := s.insights.SetReferences(c.Request.Context(), h.name, req.References, req.Source); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"model": h.name, "references": req.References})
+}
+
+// replicaStats reads this replica's own event-logging metrics.
+func (s *Server) replicaStats() gin.H {
+	out := gin.H{}
+	if s.gatherer == nil {
+		return out
+	}
+	families, err := s.gatherer.Gather()
+	if err != nil {
+		return out
+	}
+	want := map[string]string{
+		"flywheel_spool_pending_bytes":      "spool_pending_bytes",
+		"flywheel_kafka_write_errors_total": "kafka_write_errors",
+		"flywheel_events_refused_total":     "events_refused",
+		"flywheel_spool_replayed_total":     "spool_replayed",
+		"flywheel_events_shipped_total":     "events_shipped",
+		"flywheel_guardrail_breaches_total": "guardrail_breaches",
+	}
+	for _, f := range families {
+		key, ok := want[f.GetName()]
+		if !ok {
+			continue
+		}
+		out[key] = sumMetric(f)
+	}
+	return out
+}
+
+func sumMetric(f *dto.MetricFamily) float64 {
+	total := 0.0
+	for _, m := range f.GetMetric() {
+		switch {
+		case m.Counter != nil:
+			total += m.Counter.GetValue()
+		case m.Gauge != nil:
+			total += m.Gauge.GetValue()
+		}
+	}
+	return total
+}

@@ -1,0 +1,273 @@
+// Flywheel dashboard: reads /v1/models and /v1/models/{name}/dashboard and
+// draws them. No framework, no CDN: everything here is embedded in the binary.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SVG = "http://www.w3.org/2000/svg";
+const COLORS = ["#2c6fbb", "#1f8a4c", "#8e44ad", "#c0392b", "#d68910", "#16a085", "#7f8c8d", "#2c3e50"];
+const MARKERS = { promoted: "#1f8a4c", rolled_back: "#c0392b", canary_started: "#d68910", canary_ended: "#7f8c8d" };
+
+const state = { models: [], data: null, timer: null };
+
+function key() { return sessionStorage.getItem("flywheel-key") || ""; }
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (key()) headers["Authorization"] = "Bearer " + key();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await resp.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch (e) { /* not JSON */ }
+  if (!resp.ok) {
+    const msg = json && json.error ? json.error.message || JSON.stringify(json.error) : text;
+    throw new Error(method + " " + path + ": " + resp.status + " " + msg);
+  }
+  return json;
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+const fmt = (x, d = 3) => (x === undefined || x === null || isNaN(x)) ? "–" : Number(x).toFixed(d);
+const time = (ms) => new Date(ms).toISOString().slice(11, 19);
+const dateTime = (ms) => new Date(ms).toISOString().replace("T", " ").slice(0, 19);
+
+function showError(err) {
+  const box = $("error");
+  box.hidden = !err;
+  box.textContent = err ? String(err.message || err) : "";
+  if (err) document.body.dataset.state = "error";
+}
+
+// lineChart draws series [{label, color, dashed, points: [{t, y}]}] and
+// markers [{t, label, color}] into the element with id, y in [0, yMax].
+function lineChart(id, series, markers, from, to, yMax) {
+  const W = 1000, H = 280, L = 44, R = 12, T = 16, B = 26;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+  const x = (t) => L + (W - L - R) * (to > from ? (t - from) / (to - from) : 0);
+  const y = (v) => T + (H - T - B) * (1 - Math.min(Math.max(v / yMax, 0), 1));
+  for (let i = 0; i <= 4; i++) {
+    const v = yMax * i / 4;
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }));
+    root.append(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, fmt(v, 2)));
+  }
+  for (let i = 0; i <= 5; i++) {
+    const t = from + (to - from) * i / 5;
+    root.append(svg("text", { x: x(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === 5 ? "end" : "middle" }, time(t)));
+  }
+  for (const m of markers) {
+    if (m.t < from || m.t > to) continue;
+    root.append(svg("line", { x1: x(m.t), x2: x(m.t), y1: T, y2: H - B, stroke: m.color, "stroke-width": 1.5, "stroke-dasharray": "3 3", "data-marker": m.id }));
+    root.append(svg("text", { x: x(m.t) + 3, y: T + 10 + (m.row || 0) * 12, class: "marker-label", fill: m.color, style: `fill:${m.color}` }, m.label));
+  }
+  for (const s of series) {
+    if (s.points.length === 0) continue;
+    const d = s.points.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p.y).toFixed(1)).join(" ");
+    root.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": s.dashed ? 1.5 : 2.2,
+      "stroke-dasharray": s.dashed ? "6 4" : "none", "data-series": s.id }));
+    if (s.points.length === 1) root.append(svg("circle", { cx: x(s.points[0].t), cy: y(s.points[0].y), r: 3, fill: s.color }));
+  }
+  $(id).replaceChildren(root);
+}
+
+function legend(id, items) {
+  $(id).replaceChildren(...items.map((it) => {
+    const sw = el("span", { class: "swatch" + (it.dashed ? " dashed" : "") });
+    sw.style.background = it.color; sw.style.borderColor = it.color;
+    const attrs = { class: "item" };
+    for (const [k, v] of Object.entries(it.data || {})) attrs["data-" + k] = v;
+    return el("span", attrs, sw, it.text);
+  }));
+}
+
+function stat(label, value, cls, data) {
+  const attrs = { class: "stat " + (cls || "") };
+  if (data) attrs["data-stat"] = data;
+  return el("div", attrs, el("div", { class: "label", text: label }), el("div", { class: "value", text: value }));
+}
+
+function render(d) {
+  const m = d.model, o = d.data.overview, rep = d.replica || {};
+  const cfg = m.config || {};
+  const estimator = (cfg.Promote && cfg.Promote.Estimator) || "snips";
+  const lag = d.data.ingest_lag || {};
+  const lagTotal = Object.values(lag).reduce((a, b) => a + b, 0);
+  const canary = m.canary_version ? `v${m.canary_version} (${Math.round(((cfg.Promote && cfg.Promote.Canary && cfg.Promote.Canary.Share) || 0) * 100)}%)` : "none";
+  $("status").replaceChildren(
+    stat("champion", "v" + m.live_version, "good", "champion"),
+    stat("canary", canary, m.canary_version ? "warn" : "", "canary"),
+    stat("decisions ingested / s", fmt(o.flow.decisions_per_second, 1), "", "decisions-rate"),
+    stat("feedback ingested / s", fmt(o.flow.feedback_per_second, 1), "", "feedback-rate"),
+    stat("newest decision", o.flow.newest_decision_ms ? fmt(o.flow.newest_age_seconds, 1) + " s ago" : "none", o.flow.newest_age_seconds > 300 ? "warn" : "", "newest"),
+    stat("ingest lag (records)", d.data.ingest_lag_error ? "unknown" : String(lagTotal), d.data.ingest_lag_error ? "bad" : lagTotal > 10000 ? "warn" : "", "lag"),
+    stat("spool on this replica", fmt((rep.spool_pending_bytes || 0) / 1024, 1) + " KiB", rep.spool_pending_bytes > 0 ? "warn" : "", "spool"),
+    stat("Kafka errors (this replica)", String(rep.kafka_write_errors || 0), rep.kafka_write_errors > 0 ? "bad" : "", "kafka-errors"),
+    stat("events refused", String(rep.events_refused || 0), rep.events_refused > 0 ? "bad" : "", "refused"),
+  );
+  if (d.data.ingest_lag_error) $("status").lastChild.title = d.data.ingest_lag_error;
+
+  // Reward over time, one line per version and variant, references dashed.
+  const from = o.from, to = o.to;
+  const series = [], items = [];
+  o.series.forEach((s, i) => {
+    const color = COLORS[(s.version - 1) % COLORS.length];
+    const id = `v${s.version}-${s.variant}`;
+    series.push({ id, color, dashed: s.variant === "canary", points: s.points.map((p) => ({ t: p.t + o.bucket_seconds * 500, y: p.reward_rate })) });
+    items.push({ color, dashed: s.variant === "canary", text: `v${s.version} ${s.variant}: ${fmt(s.reward_rate)} ± ${fmt(s.stderr)} (${s.decisions} decisions)`,
+      data: { series: id, version: s.version, variant: s.variant, rate: fmt(s.reward_rate), decisions: s.decisions } });
+  });
+  let yMax = 0.1;
+  for (const s of o.series) for (const p of s.points) yMax = Math.max(yMax, p.reward_rate);
+  for (const r of o.references) {
+    const color = r.name === "random" ? "#95a5a6" : "#34495e";
+    series.push({ id: "ref-" + r.name, color, dashed: true, points: [{ t: from, y: r.value }, { t: to, y: r.value }] });
+    items.push({ color, dashed: true, text: `${r.name} (${r.source || "reference"}): ${fmt(r.value)}`, data: { reference: r.name, rate: fmt(r.value) } });
+    yMax = Math.max(yMax, r.value);
+  }
+  yMax = Math.min(Math.ceil(yMax * 1.15 * 10) / 10, Math.max(1, yMax));
+  const markers = [];
+  const moves = (d.data.deployments || []).slice().reverse();
+  moves.forEach((mv, i) => {
+    const t = Date.parse(mv.ts);
+    let kind = mv.alias === "canary" ? (mv.version ? "canary_started" : "canary_ended") : (mv.actor === "guardrail" || /rollback|roll back/i.test(mv.reason) || (mv.version < mv.previous_version) ? "rolled_back" : "promoted");
+    const label = { promoted: `v${mv.version} champion`, rolled_back: `rollback to v${mv.version}`, canary_started: `v${mv.version} canary`, canary_ended: `canary v${mv.previous_version} ended` }[kind];
+    markers.push({ t, label, color: MARKERS[kind], id: `${kind}-${mv.version || mv.previous_version}`, row: i % 3 });
+  });
+  lineChart("reward-chart", series, markers, from, to, yMax);
+  legend("reward-legend", items);
+  $("reward-note").textContent = `closed decisions, ${o.bucket_seconds} s buckets; markers: promotions, canaries, rollbacks`;
+
+  // Feedback join rate, defaulted rewards, exploration share.
+  const q = (f) => o.quality.map((p) => ({ t: p.t + o.bucket_seconds * 500, y: p[f] }));
+  const avg = (f) => { let n = 0, s = 0; for (const p of o.quality) { n += p.decisions; s += p[f] * p.decisions; } return n ? s / n : NaN; };
+  const qs = [
+    { id: "join", color: "#2c6fbb", points: q("join_rate"), name: "feedback join rate", f: "join_rate" },
+    { id: "defaulted", color: "#c0392b", points: q("defaulted_share"), name: "defaulted rewards", f: "defaulted_share" },
+    { id: "explored", color: "#d68910", points: q("explored_share"), name: "exploration share", f: "explored_share" },
+  ];
+  lineChart("quality-chart", qs, [], from, to, 1);
+  legend("quality-legend", qs.map((s) => ({ color: s.color, text: `${s.name}: ${fmt(avg(s.f))}`, data: { quality: s.id, rate: fmt(avg(s.f)) } })));
+
+  // Versions with their online reward in the window and the admin actions.
+  const online = {};
+  for (const s of o.series) {
+    const v = online[s.version] || (online[s.version] = { n: 0, sum: 0 });
+    v.n += s.decisions; v.sum += s.reward_rate * s.decisions;
+  }
+  const vt = $("versions");
+  vt.replaceChildren(el("tr", {}, ...["version", "role", "created", "decisions in window", "reward rate", "sha256", ""].map((h) => el("th", { text: h }))));
+  for (const v of d.data.versions || []) {
+    const role = v.version === m.live_version ? "champion" : v.version === m.canary_version ? "canary" : "";
+    const on = online[v.version];
+    const promote = el("button", { "data-admin": "", text: "promote" });
+    promote.onclick = () => act(`Make v${v.version} the champion of ${m.name}?`, "POST", `/v1/models/${m.name}/promote`, { version: v.version, reason: "promoted from the dashboard" });
+    const can = el("button", { "data-admin": "", text: "canary" });
+    can.onclick = () => act(`Serve v${v.version} to the canary share of users of ${m.name}?`, "POST", `/v1/models/${m.name}/canary`, { version: v.version, reason: "canary started from the dashboard" });
+    vt.append(el("tr", { "data-version": v.version },
+      el("td", { text: "v" + v.version }),
+      el("td", {}, role ? el("span", { class: "badge " + role, text: role }) : ""),
+      el("td", { text: dateTime(Date.parse(v.created_at)) }),
+      el("td", { text: on ? String(on.n) : "0" }),
+      el("td", { "data-rate": on ? fmt(on.sum / on.n) : "", text: on ? fmt(on.sum / on.n) : "–" }),
+      el("td", { text: (v.sha256 || "").slice(0, 12) }),
+      el("td", {}, role ? "" : promote, " ", role ? "" : can)));
+  }
+
+  // Retrain runs with the evaluation of candidate against champion.
+  const rt = $("runs");
+  rt.replaceChildren(el("tr", {}, ...["started", "outcome", "candidate", "rows (train / holdout)", `candidate ${estimator}`, `champion ${estimator}`, "reason"].map((h) => el("th", { text: h }))));
+  const est = (e) => e ? `${fmt(e.value)} [${fmt(e.lower)}, ${fmt(e.upper)}]` : "–";
+  for (const r of o.runs) {
+    const c = r.comparison;
+    rt.append(el("tr", { "data-run": r.outcome },
+      el("td", { text: dateTime(r.t) }),
+      el("td", {}, el("span", { class: "badge " + r.outcome, text: r.outcome })),
+      el("td", { text: r.version ? `v${r.version} vs v${r.champion}` : `– (champion v${r.champion})` }),
+      el("td", { text: r.train_rows ? `${r.train_rows} / ${r.holdout_rows}` : "–" }),
+      el("td", { text: c ? est(c.candidate[estimator]) : "–" }),
+      el("td", { text: c ? est(c.champion[estimator]) : "–" }),
+      el("td", { class: "reason", text: r.reason })));
+  }
+
+  const dt = $("deployments");
+  dt.replaceChildren(el("tr", {}, ...["when", "alias", "version", "previous", "by", "reason"].map((h) => el("th", { text: h }))));
+  for (const mv of d.data.deployments || []) {
+    dt.append(el("tr", {}, el("td", { text: dateTime(Date.parse(mv.ts)) }), el("td", { text: mv.alias }),
+      el("td", { text: mv.version ? "v" + mv.version : "none" }), el("td", { text: mv.previous_version ? "v" + mv.previous_version : "none" }),
+      el("td", { text: mv.actor }), el("td", { class: "reason", text: mv.reason })));
+  }
+  $("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
+  document.body.dataset.state = "ready";
+}
+
+async function act(question, method, path, body) {
+  if (!window.confirm(question + "\n\nThis needs an admin key.")) return;
+  try {
+    const out = await api(method, path, body);
+    $("action-result").textContent = "done: " + JSON.stringify(out);
+    refresh();
+  } catch (err) {
+    $("action-result").textContent = String(err.message || err);
+  }
+}
+
+async function refresh() {
+  const name = $("model").value;
+  if (!name) return;
+  try {
+    const d = await api("GET", `/v1/models/${encodeURIComponent(name)}/dashboard?window=${$("window").value}`);
+    state.data = d;
+    showError(null);
+    render(d);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function start() {
+  $("key").value = key();
+  $("key").onchange = () => { sessionStorage.setItem("flywheel-key", $("key").value); init(); };
+  $("window").onchange = refresh;
+  $("model").onchange = () => { location.hash = $("model").value; refresh(); };
+  $("auto").onchange = schedule;
+  $("retrain").onclick = () => act(`Retrain ${$("model").value} now?`, "POST", `/v1/models/${$("model").value}/retrain`, {});
+  $("rollback").onclick = () => act(`Roll ${$("model").value} back to its previous champion?`, "POST", `/v1/models/${$("model").value}/rollback`, {});
+  $("end-canary").onclick = () => act(`End the canary of ${$("model").value}?`, "DELETE", `/v1/models/${$("model").value}/canary`);
+  await init();
+  schedule();
+}
+
+async function init() {
+  try {
+    const out = await api("GET", "/v1/models");
+    state.models = out.models || [];
+    const sel = $("model");
+    const want = location.hash.slice(1);
+    sel.replaceChildren(...state.models.map((m) => el("option", { value: m.name, text: `${m.name} (${m.kind})` })));
+    if (state.models.some((m) => m.name === want)) sel.value = want;
+    await refresh();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function schedule() {
+  clearInterval(state.timer);
+  if ($("auto").checked) state.timer = setInterval(refresh, 5000);
+}
+
+start();
