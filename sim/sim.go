@@ -24,19 +24,19 @@ import (
 
 // Config configures a run.
 type Config struct {
-	URL         string        // base URL of a Flywheel server
-	Model       string        // ranker to call; default homepage
-	Events      int           // decisions to ask for
-	Concurrency int           // parallel users; default 4
-	Rate        float64       // events per second overall; 0: as fast as possible
-	Seed        uint64        // ground truth and traffic; default 1
-	APIKey      string        // app key, if the server wants one
+	URL         string  // base URL of a Flywheel server
+	Model       string  // ranker to call; default homepage
+	Events      int     // decisions to ask for
+	Concurrency int     // parallel users; default 4
+	Rate        float64 // events per second overall; 0: as fast as possible
+	Seed        uint64  // ground truth and traffic; default 1
+	APIKey      string  // app key, if the server wants one
 	// PublishReferences stores the random and oracle reward rates measured
 	// on this run's contexts as the model's references, which the
 	// dashboard draws next to the versions.
 	PublishReferences bool
-	Timeout     time.Duration // per request; default 5s
-	Client      *http.Client
+	Timeout           time.Duration // per request; default 5s
+	Client            *http.Client
 }
 
 // World is the hidden ground truth.
