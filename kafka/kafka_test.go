@@ -43,7 +43,19 @@ func roundTrip(t *testing.T, brokers []string) {
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	r := NewGroupReader(cfg, cfg.TopicPrefix+"g", cfg.Topics().Decisions)
+	group := cfg.TopicPrefix + "g"
+	lag := func() int64 {
+		t.Helper()
+		l, err := GroupLag(ctx, cfg, group, cfg.Topics().Decisions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l[cfg.Topics().Decisions]
+	}
+	if l := lag(); l != n {
+		t.Fatalf("lag of a group that never read: %d, want %d", l, n)
+	}
+	r := NewGroupReader(cfg, group, cfg.Topics().Decisions)
 	defer r.Close()
 	seen := map[string]bool{}
 	for len(seen) < n {
@@ -58,6 +70,9 @@ func roundTrip(t *testing.T, brokers []string) {
 		if err := r.CommitMessages(ctx, m); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if l := lag(); l != 0 {
+		t.Fatalf("lag after committing everything: %d, want 0", l)
 	}
 }
 

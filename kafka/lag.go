@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -37,7 +38,7 @@ func GroupLag(ctx context.Context, c Config, group string, topics ...string) (ma
 	if err != nil {
 		return nil, fmt.Errorf("lag of %s: committed offsets: %w", group, err)
 	}
-	if of.Error != nil {
+	if of.Error != nil && !errors.Is(of.Error, kafkago.GroupIdNotFound) { // a group that never committed
 		return nil, fmt.Errorf("lag of %s: committed offsets: %w", group, of.Error)
 	}
 	lag := map[string]int64{}
