@@ -32,6 +32,7 @@ done
 curl -fsS "http://$ADDR/readyz" >/dev/null || { tail -20 "$LOG"; echo "demo: flywheel did not become ready in 60s" >&2; exit 1; }
 
 echo "demo: simulating $EVENTS users at $RATE per second; version 1 is a uniformly random policy"
+echo "demo: watch it turn on the dashboard: http://$ADDR/ui"
 "$BIN" sim --url "http://$ADDR" --events "$EVENTS" --rate "$RATE" --json >"$ROOT/.services/demo-sim.json"
 
 echo
