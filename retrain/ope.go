@@ -63,96 +63,120 @@ func (c Comparison) DiffFor(estimator string) Estimate {
 // for 0.95).
 func zFor(confidence float64) float64 { return math.Sqrt2 * math.Erfinv(confidence) }
 
-// compare evaluates both policies on the examples. q is the reward model
-// used by the doubly robust estimator (the same for both policies).
-func compare(examples []flywheel.Example, cand, champ, q *model.Model, confidence float64) Comparison {
-	z := zFor(confidence)
-	var rc, rh, rq model.Ranking
-	n := len(examples)
-	type acc struct{ w, wr, w2, dr []float64 }
-	mk := func() acc {
-		return acc{make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)}
-	}
-	a, b := mk(), mk()
-	diff := make([]float64, n)
-	for i := range examples {
-		ex := &examples[i]
-		p := ex.Probabilities[ex.ChosenIndex]
-		cand.Policy(ex.Context, ex.Actions, &rc)
-		champ.Policy(ex.Context, ex.Actions, &rh)
-		q.Policy(ex.Context, ex.Actions, &rq)
-		for _, x := range []struct {
-			r   *model.Ranking
-			acc acc
-		}{{&rc, a}, {&rh, b}} {
-			w := x.r.Probabilities[ex.ChosenIndex] / p
-			x.acc.w[i], x.acc.wr[i], x.acc.w2[i] = w, w*ex.Reward, w*w
-			dm := 0.0
-			for j, pj := range x.r.Probabilities {
-				dm += pj * rq.Scores[j]
-			}
-			x.acc.dr[i] = dm + w*(ex.Reward-rq.Scores[ex.ChosenIndex])
-		}
-		diff[i] = a.wr[i] - b.wr[i]
-	}
-	// snipsTerms returns the SNIPS value of x and each event's term of its
-	// linearisation (delta method): (w·r - s·w) / mean(w).
-	snipsTerms := func(x acc) (float64, []float64) {
-		sw := sum(x.w)
-		if sw <= 0 {
-			return 0, make([]float64, n)
-		}
-		s, mw := sum(x.wr)/sw, sw/float64(n)
-		t := make([]float64, n)
-		for i := range x.w {
-			t[i] = (x.wr[i] - s*x.w[i]) / mw
-		}
-		return s, t
-	}
-	eval := func(x acc) Evaluation {
-		ev := Evaluation{N: n}
-		ev.IPS = meanCI(x.wr, z)
-		ev.DR = meanCI(x.dr, z)
-		if sw := sum(x.w); sw > 0 {
-			s, t := snipsTerms(x)
-			e := meanCI(t, z) // the terms have mean 0; their spread is the estimate's
-			ev.SNIPS = Estimate{Value: s, Lower: s + e.Lower, Upper: s + e.Upper}
-			ev.ESS = sw * sw / sum(x.w2)
-		}
-		return ev
-	}
-	sa, ta := snipsTerms(a)
-	sb, tb := snipsTerms(b)
-	dsn, ddr := make([]float64, n), make([]float64, n)
-	for i := range ddr {
-		dsn[i], ddr[i] = ta[i]-tb[i], a.dr[i]-b.dr[i]
-	}
-	ds := meanCI(dsn, z)
-	return Comparison{Candidate: eval(a), Champion: eval(b), Diff: meanCI(diff, z),
-		DiffSNIPS: Estimate{Value: sa - sb, Lower: sa - sb + ds.Lower, Upper: sa - sb + ds.Upper}, DiffDR: meanCI(ddr, z)}
+// comparer accumulates, one logged example at a time, what Comparison needs:
+// sums and sums of products of each policy's per-event terms, so memory stays
+// flat however many examples are judged.
+type comparer struct {
+	cand, champ, q *model.Model
+	z              float64
+	rc, rh, rq     model.Ranking
+	n              float64
+	a, b           policySums
+	// cross sums of the two policies' terms, for the paired intervals
+	wrAwrB, wrAwB, wAwrB, wAwB float64
+	diff, diff2                float64 // IPS: candidate term minus champion term
+	ddr, ddr2                  float64 // DR
 }
 
-func sum(xs []float64) float64 {
-	s := 0.0
-	for _, x := range xs {
-		s += x
-	}
-	return s
+type policySums struct {
+	w, wr, w2, wr2, wrw float64 // importance weight w and w·reward
+	dr, dr2             float64 // doubly robust term
 }
 
-func meanCI(xs []float64, z float64) Estimate {
-	n := float64(len(xs))
+func newComparer(cand, champ, q *model.Model, confidence float64) *comparer {
+	return &comparer{cand: cand, champ: champ, q: q, z: zFor(confidence)}
+}
+
+// add judges both policies on one logged example.
+func (c *comparer) add(ex *flywheel.Example) {
+	p := ex.Probabilities[ex.ChosenIndex]
+	c.cand.Policy(ex.Context, ex.Actions, &c.rc)
+	c.champ.Policy(ex.Context, ex.Actions, &c.rh)
+	c.q.Policy(ex.Context, ex.Actions, &c.rq)
+	term := func(r *model.Ranking, s *policySums) (w, wr, dr float64) {
+		w = r.Probabilities[ex.ChosenIndex] / p
+		wr = w * ex.Reward
+		dm := 0.0
+		for j, pj := range r.Probabilities {
+			dm += pj * c.rq.Scores[j]
+		}
+		dr = dm + w*(ex.Reward-c.rq.Scores[ex.ChosenIndex])
+		s.w += w
+		s.wr += wr
+		s.w2 += w * w
+		s.wr2 += wr * wr
+		s.wrw += wr * w
+		s.dr += dr
+		s.dr2 += dr * dr
+		return w, wr, dr
+	}
+	wa, wra, dra := term(&c.rc, &c.a)
+	wb, wrb, drb := term(&c.rh, &c.b)
+	c.n++
+	c.wrAwrB += wra * wrb
+	c.wrAwB += wra * wb
+	c.wAwrB += wa * wrb
+	c.wAwB += wa * wb
+	c.diff += wra - wrb
+	c.diff2 += (wra - wrb) * (wra - wrb)
+	c.ddr += dra - drb
+	c.ddr2 += (dra - drb) * (dra - drb)
+}
+
+// fromSums is the mean of n values with the given sum and sum of squares,
+// with its interval.
+func fromSums(n, sum, sum2, z float64) Estimate {
 	if n == 0 {
 		return Estimate{}
 	}
-	m := sum(xs) / n
-	var v float64
-	for _, x := range xs {
-		v += (x - m) * (x - m)
-	}
+	m := sum / n
 	se := 0.0
 	if n > 1 {
-		se = math.Sqrt(v / (n - 1) / n)
+		se = math.Sqrt(math.Max(sum2-n*m*m, 0) / (n - 1) / n)
 	}
 	return Estimate{Value: m, Lower: m - z*se, Upper: m + z*se}
+}
+
+// snips returns the SNIPS value of s and the sum of squares of the terms of
+// its linearisation (delta method), (w·r - value·w) / mean(w), whose mean is 0.
+func (s policySums) snips(n float64) (value, mw, sq float64) {
+	if s.w <= 0 {
+		return 0, 0, 0
+	}
+	value, mw = s.wr/s.w, s.w/n
+	sq = (s.wr2 - 2*value*s.wrw + value*value*s.w2) / (mw * mw)
+	return value, mw, sq
+}
+
+// result returns the comparison of everything added.
+func (c *comparer) result() Comparison {
+	n := c.n
+	eval := func(s policySums) Evaluation {
+		ev := Evaluation{N: int(n), IPS: fromSums(n, s.wr, s.wr2, c.z), DR: fromSums(n, s.dr, s.dr2, c.z)}
+		if v, _, sq := s.snips(n); s.w > 0 {
+			e := fromSums(n, 0, sq, c.z)
+			ev.SNIPS = Estimate{Value: v, Lower: v + e.Lower, Upper: v + e.Upper}
+			ev.ESS = s.w * s.w / s.w2
+		}
+		return ev
+	}
+	out := Comparison{Candidate: eval(c.a), Champion: eval(c.b), Diff: fromSums(n, c.diff, c.diff2, c.z), DiffDR: fromSums(n, c.ddr, c.ddr2, c.z)}
+	sa, mwa, sqa := c.a.snips(n)
+	sb, mwb, sqb := c.b.snips(n)
+	if mwa > 0 && mwb > 0 {
+		cross := (c.wrAwrB - sb*c.wrAwB - sa*c.wAwrB + sa*sb*c.wAwB) / (mwa * mwb)
+		e := fromSums(n, 0, sqa+sqb-2*cross, c.z)
+		out.DiffSNIPS = Estimate{Value: sa - sb, Lower: sa - sb + e.Lower, Upper: sa - sb + e.Upper}
+	}
+	return out
+}
+
+// compare evaluates both policies on the examples. q is the reward model
+// used by the doubly robust estimator (the same for both policies).
+func compare(examples []flywheel.Example, cand, champ, q *model.Model, confidence float64) Comparison {
+	c := newComparer(cand, champ, q, confidence)
+	for i := range examples {
+		c.add(&examples[i])
+	}
+	return c.result()
 }

@@ -39,14 +39,6 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 	if man.DataSHA256 == "" {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "%s v%d was trained by a build that did not fingerprint its data; it cannot be checked", name, version)
 	}
-	examples, err := r.load(ctx, name, man.DataFromMs, man.DataToMs)
-	if err != nil {
-		return nil, err
-	}
-	if len(examples) != man.Rows || dataHash(examples) != man.DataSHA256 {
-		return nil, flywheel.Errorf(flywheel.ECONFLICT, "the data of %s v%d's window changed: %d rows now, %d then (late events ingested, or data deleted)", name, version, len(examples), man.Rows)
-	}
-	train, _ := splitAt(examples, man.HoldoutFrom)
 	var warm *model.Model
 	if man.WarmStartFrom > 0 {
 		wv, err := r.reg.Get(ctx, name, man.WarmStartFrom)
@@ -57,9 +49,13 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 			return nil, err
 		}
 	}
-	m, err := r.train(man.Config, warm, train)
+	win := window{fromMs: man.DataFromMs, toMs: man.DataToMs, holdFrom: man.HoldoutFrom}
+	m, got, err := r.trainOn(ctx, name, man.Config, warm, win, nil)
 	if err != nil {
 		return nil, err
+	}
+	if got.rows != man.Rows || got.hash != man.DataSHA256 {
+		return nil, flywheel.Errorf(flywheel.ECONFLICT, "the data of %s v%d's window changed: %d rows now, %d then (late events ingested, or data deleted)", name, version, got.rows, man.Rows)
 	}
 	orig, err := model.Decode(v.Artifact)
 	if err != nil {
@@ -76,7 +72,7 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 			}
 		}
 	}
-	return &Reproduction{Model: name, Version: version, Rows: len(examples), Identical: diff == 0, DifferentCount: diff,
+	return &Reproduction{Model: name, Version: version, Rows: got.rows, Identical: diff == 0, DifferentCount: diff,
 		Took: time.Since(start).Round(time.Millisecond).String()}, nil
 }
 
@@ -116,15 +112,15 @@ func (r *Retrainer) Evaluate(ctx context.Context, name string, version int, from
 	if err != nil {
 		return nil, err
 	}
-	examples, err := r.load(ctx, name, uint64(from.UnixMilli()), uint64(to.UnixMilli()))
-	if err != nil {
+	c := newComparer(cand, champ, cand, mc.Promote.Confidence)
+	if err := r.scan(ctx, name, uint64(from.UnixMilli()), uint64(to.UnixMilli()), c.add); err != nil {
 		return nil, err
 	}
-	if len(examples) == 0 {
+	if c.n == 0 {
 		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "no closed examples of %s between %s and %s", name, from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
 	return &Report{Model: name, Version: version, Champion: champV, FromMs: uint64(from.UnixMilli()), ToMs: uint64(to.UnixMilli()),
-		Examples: len(examples), Estimator: mc.Promote.Estimator, Comparison: compare(examples, cand, champ, cand, mc.Promote.Confidence)}, nil
+		Examples: int(c.n), Estimator: mc.Promote.Estimator, Comparison: c.result()}, nil
 }
 
 // String renders the report for a person.

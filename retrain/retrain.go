@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"sort"
 	"sync"
 	"time"
 
@@ -208,32 +207,33 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		res.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
 		return res, nil
 	}
-	progress("reading examples")
-	examples, err := r.load(ctx, name, fromMs, math.MaxUint64)
+	progress("sizing the window")
+	win, err := r.window(ctx, name, fromMs, math.MaxUint64, mc.Retrain.Holdout)
 	if err != nil {
 		return res, err
 	}
-	r.rowsRead.WithLabelValues(name).Add(float64(len(examples)))
-	train, hold, holdFrom := split(examples, mc.Retrain.Holdout)
-	res.TrainRows, res.Holdout = len(train), len(hold)
-	if len(train) == 0 || len(hold) == 0 {
+	if win.trainRows == 0 || win.rows == win.trainRows {
 		res.Outcome, res.Reason = Skipped, "too few examples to split into training and holdout"
 		return res, nil
 	}
-	progress(fmt.Sprintf("training on %d examples", len(train)))
+	progress(fmt.Sprintf("training on %d examples, %d passes, streamed from ClickHouse", win.trainRows, mc.Retrain.Passes))
 	warmFrom := 0
 	var warm *model.Model
 	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
 		warm, warmFrom = champ, champV
 	}
-	cand, err := r.train(mc, warm, train)
+	cand, seen, err := r.trainOn(ctx, name, mc, warm, win, func(m *model.Model) *comparer {
+		// The doubly robust estimator's reward model is the candidate itself:
+		// both policies are judged with the same one.
+		progress(fmt.Sprintf("evaluating on %d holdout examples", win.rows-win.trainRows))
+		return newComparer(m, champ, m, mc.Promote.Confidence)
+	})
 	if err != nil {
 		return res, err
 	}
-	progress(fmt.Sprintf("evaluating on %d holdout examples", len(hold)))
-	// The doubly robust estimator's reward model is the candidate itself:
-	// both policies are judged with the same one.
-	cmp := compare(hold, cand, champ, cand, mc.Promote.Confidence)
+	r.rowsRead.WithLabelValues(name).Add(float64(seen.rows))
+	res.TrainRows, res.Holdout = seen.trainRows, seen.rows-seen.trainRows
+	cmp := seen.cmp.result()
 	res.Comparison = &cmp
 	art, err := cand.MarshalBinary()
 	if err != nil {
@@ -242,9 +242,9 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	cfgJSON, _ := json.Marshal(mc)
 	h := sha256.Sum256(cfgJSON)
 	man := Manifest{
-		DataFromMs: train[0].TimeMs(), DataToMs: hold[len(hold)-1].TimeMs(), HoldoutFrom: holdFrom,
-		Rows: len(examples), DataSHA256: dataHash(examples),
-		TrainRows: len(train), HoldoutRows: len(hold), ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
+		DataFromMs: seen.firstMs, DataToMs: seen.lastMs, HoldoutFrom: win.holdFrom,
+		Rows: seen.rows, DataSHA256: seen.hash,
+		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
 		WarmStartFrom: warmFrom, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
 	}
 	progress("registering")
@@ -301,98 +301,4 @@ func (r *Retrainer) record(ctx context.Context, res *Result, start time.Time) {
 	if err != nil {
 		r.log.Warn("recording the retrain run failed", "model", res.Model, "err", err)
 	}
-}
-
-// split puts the newest holdout share of examples (sorted by time) in the
-// holdout, cutting by time so that examples of one millisecond stay on one
-// side; holdFrom is the first holdout time.
-func split(examples []flywheel.Example, holdout float64) (train, hold []flywheel.Example, holdFrom uint64) {
-	if len(examples) == 0 {
-		return nil, nil, 0
-	}
-	cut := int(float64(len(examples)) * (1 - holdout))
-	if cut >= len(examples) {
-		return examples, nil, math.MaxUint64
-	}
-	holdFrom = examples[cut].TimeMs()
-	for cut > 0 && examples[cut-1].TimeMs() == holdFrom {
-		cut--
-	}
-	return examples[:cut], examples[cut:], holdFrom
-}
-
-// splitAt splits sorted examples at holdFrom.
-func splitAt(examples []flywheel.Example, holdFrom uint64) (train, hold []flywheel.Example) {
-	i := sort.Search(len(examples), func(i int) bool { return examples[i].TimeMs() >= holdFrom })
-	return examples[:i], examples[i:]
-}
-
-// train learns a ranker of mc's shape from warm (nil: from zero) on the
-// examples, in order, mc.Retrain.Passes times. It is deterministic: the
-// same examples in the same order give the same weights, bit for bit.
-func (r *Retrainer) train(mc flywheel.ModelConfig, warm *model.Model, examples []flywheel.Example) (*model.Model, error) {
-	start := warm
-	if start == nil {
-		m, err := model.FromConfig(mc)
-		if err != nil {
-			return nil, err
-		}
-		start = m
-	}
-	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective})
-	for pass := 0; pass < mc.Retrain.Passes; pass++ {
-		for i := range examples {
-			if err := tr.LearnRanker(&examples[i]); err != nil {
-				r.log.Warn("skipping unusable example", "err", err)
-			}
-		}
-	}
-	return tr.Model(), nil
-}
-
-// dataHash fingerprints a training set: event ids and rewards in order.
-func dataHash(examples []flywheel.Example) string {
-	h := sha256.New()
-	for i := range examples {
-		fmt.Fprintf(h, "%s\x00%v\x00", examples[i].EventID, examples[i].Reward)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// load reads the closed examples of name with fromMs <= ts_ms <= toMs, oldest
-// first (ties by event id).
-func (r *Retrainer) load(ctx context.Context, name string, fromMs, toMs uint64) ([]flywheel.Example, error) {
-	rows, err := r.conn.Query(ctx, `SELECT event_id, ts_ms, version, context_json, actions_json, probabilities, chosen_index, reward, feedback_count
-		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`, name, fromMs, toMs)
-	if err != nil {
-		return nil, fmt.Errorf("query examples of %s: %w", name, err)
-	}
-	defer rows.Close()
-	var out []flywheel.Example
-	for rows.Next() {
-		var ex flywheel.Example
-		var tsMs uint64
-		var version uint32
-		var ctxJSON, actJSON string
-		var chosen uint16
-		var fbCount uint64
-		if err := rows.Scan(&ex.EventID, &tsMs, &version, &ctxJSON, &actJSON, &ex.Probabilities, &chosen, &ex.Reward, &fbCount); err != nil {
-			return nil, fmt.Errorf("scan example: %w", err)
-		}
-		if err := json.Unmarshal([]byte(ctxJSON), &ex.Context); err != nil {
-			r.log.Warn("skipping example with undecodable context", "event_id", ex.EventID, "err", err)
-			continue
-		}
-		if err := json.Unmarshal([]byte(actJSON), &ex.Actions); err != nil {
-			r.log.Warn("skipping example with undecodable actions", "event_id", ex.EventID, "err", err)
-			continue
-		}
-		ex.Time = time.UnixMilli(int64(tsMs)).UTC()
-		ex.Version, ex.ChosenIndex, ex.HasFeedback = int(version), int(chosen), fbCount > 0
-		if ex.ChosenIndex >= len(ex.Actions) || len(ex.Probabilities) != len(ex.Actions) {
-			continue
-		}
-		out = append(out, ex)
-	}
-	return out, rows.Err()
 }
