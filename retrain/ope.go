@@ -92,15 +92,19 @@ func (c *comparer) add(ex *flywheel.Example) {
 	p := ex.Probabilities[ex.ChosenIndex]
 	c.cand.Policy(ex.Context, ex.Actions, &c.rc)
 	c.champ.Policy(ex.Context, ex.Actions, &c.rh)
-	c.q.Policy(ex.Context, ex.Actions, &c.rq)
+	q := &c.rc // the reward model is usually the candidate: its scores are at hand
+	if c.q != c.cand {
+		c.q.Policy(ex.Context, ex.Actions, &c.rq)
+		q = &c.rq
+	}
 	term := func(r *model.Ranking, s *policySums) (w, wr, dr float64) {
 		w = r.Probabilities[ex.ChosenIndex] / p
 		wr = w * ex.Reward
 		dm := 0.0
 		for j, pj := range r.Probabilities {
-			dm += pj * c.rq.Scores[j]
+			dm += pj * q.Scores[j]
 		}
-		dr = dm + w*(ex.Reward-c.rq.Scores[ex.ChosenIndex])
+		dr = dm + w*(ex.Reward-q.Scores[ex.ChosenIndex])
 		s.w += w
 		s.wr += wr
 		s.w2 += w * w

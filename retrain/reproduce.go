@@ -84,8 +84,10 @@ type Report struct {
 	FromMs     uint64     `json:"from_ms"`
 	ToMs       uint64     `json:"to_ms"`
 	Examples   int        `json:"examples"`
-	Estimator  string     `json:"estimator"`
+	Estimator  string     `json:"estimator,omitempty"`
 	Comparison Comparison `json:"comparison"`
+	// Classification is set for classifiers (and Comparison left empty).
+	Classification *ClassifierComparison `json:"classification,omitempty"`
 }
 
 // Evaluate judges version of name against the current champion on the closed
@@ -112,19 +114,40 @@ func (r *Retrainer) Evaluate(ctx context.Context, name string, version int, from
 	if err != nil {
 		return nil, err
 	}
-	c := newComparer(cand, champ, cand, mc.Promote.Confidence)
-	if err := r.scan(ctx, name, uint64(from.UnixMilli()), uint64(to.UnixMilli()), c.add); err != nil {
-		return nil, err
+	rep := &Report{Model: name, Version: version, Champion: champV, FromMs: uint64(from.UnixMilli()), ToMs: uint64(to.UnixMilli())}
+	fromMs, toMs := uint64(from.UnixMilli()), uint64(to.UnixMilli())
+	if mc.Kind == flywheel.KindClassifier {
+		j := newClassJudge(cand, champ, mc.Promote.Confidence)
+		if err := r.scanClassified(ctx, name, fromMs, toMs, j.add); err != nil {
+			return nil, err
+		}
+		cc := j.result()
+		rep.Examples, rep.Classification = int(j.n), &cc
+	} else {
+		c := newComparer(cand, champ, cand, mc.Promote.Confidence)
+		if err := r.scan(ctx, name, fromMs, toMs, c.add); err != nil {
+			return nil, err
+		}
+		rep.Examples, rep.Estimator, rep.Comparison = int(c.n), mc.Promote.Estimator, c.result()
 	}
-	if c.n == 0 {
+	if rep.Examples == 0 {
 		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "no closed examples of %s between %s and %s", name, from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
-	return &Report{Model: name, Version: version, Champion: champV, FromMs: uint64(from.UnixMilli()), ToMs: uint64(to.UnixMilli()),
-		Examples: int(c.n), Estimator: mc.Promote.Estimator, Comparison: c.result()}, nil
+	return rep, nil
 }
 
 // String renders the report for a person.
 func (rep *Report) String() string {
+	if cc := rep.Classification; cc != nil {
+		row := func(v int, e ClassifierEval) string {
+			return fmt.Sprintf("  v%-12d %.4f [%.4f, %.4f]   %.4f   %.4f   %.4f / %.4f\n", v, e.LogLoss.Value, e.LogLoss.Lower, e.LogLoss.Upper, e.AUC, e.ECE, e.MeanPredicted, e.PositiveRate)
+		}
+		return fmt.Sprintf("%s v%d against champion v%d on %d closed examples from %s to %s\n  model         log loss [95%% interval]       AUC      ECE      mean predicted / positive rate\n",
+			rep.Model, rep.Version, rep.Champion, rep.Examples,
+			time.UnixMilli(int64(rep.FromMs)).UTC().Format(time.RFC3339), time.UnixMilli(int64(rep.ToMs)).UTC().Format(time.RFC3339)) +
+			row(rep.Version, cc.Candidate) + row(rep.Champion, cc.Champion) +
+			fmt.Sprintf("  log loss difference (paired): %.4f [%.4f, %.4f]\n", cc.LogLossDiff.Value, cc.LogLossDiff.Lower, cc.LogLossDiff.Upper)
+	}
 	est := func(e Estimate) string { return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper) }
 	c := rep.Comparison
 	return fmt.Sprintf(`%s v%d against champion v%d on %d closed examples from %s to %s

@@ -39,7 +39,9 @@ type Result struct {
 	TrainRows  int         `json:"train_rows"`
 	Holdout    int         `json:"holdout_rows"`
 	Comparison *Comparison `json:"comparison,omitempty"`
-	Took       string      `json:"took"`
+	// Classification is set instead of Comparison for classifiers.
+	Classification *ClassifierComparison `json:"classification,omitempty"`
+	Took           string                `json:"took"`
 }
 
 // Manifest is stored with every version: what it was trained on and how.
@@ -138,9 +140,6 @@ func (r *Retrainer) Run(ctx context.Context, name string, progress func(step str
 	if !ok {
 		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name)
 	}
-	if mc.Kind != flywheel.KindRanker {
-		return nil, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "retraining %s models is not built yet", mc.Kind)
-	}
 	mu := r.locks[name]
 	if !mu.TryLock() {
 		return nil, flywheel.Errorf(flywheel.ECONFLICT, "a retrain of %s is already running", name)
@@ -199,7 +198,7 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	fromMs := nowMs - uint64(mc.Retrain.Window/time.Millisecond)
 	progress("counting new examples")
 	var fresh uint64
-	if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+".examples WHERE model = ? AND kind = 'ranker' AND ts_ms > ?", name, watermark).Scan(&fresh); err != nil {
+	if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.closed()+" WHERE model = ? AND kind = ? AND ts_ms > ?", name, mc.Kind, watermark).Scan(&fresh); err != nil {
 		return res, fmt.Errorf("count new examples: %w", err)
 	}
 	if int(fresh) < mc.Retrain.MinNewExamples {
@@ -208,7 +207,7 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		return res, nil
 	}
 	progress("sizing the window")
-	win, err := r.window(ctx, name, fromMs, math.MaxUint64, mc.Retrain.Holdout)
+	win, err := r.window(ctx, name, mc.Kind, fromMs, math.MaxUint64, mc.Retrain.Holdout)
 	if err != nil {
 		return res, err
 	}
@@ -222,10 +221,13 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
 		warm, warmFrom = champ, champV
 	}
-	cand, seen, err := r.trainOn(ctx, name, mc, warm, win, func(m *model.Model) *comparer {
+	cand, seen, err := r.trainOn(ctx, name, mc, warm, win, func(m *model.Model) judge {
+		progress(fmt.Sprintf("evaluating on %d holdout examples", win.rows-win.trainRows))
+		if mc.Kind == flywheel.KindClassifier {
+			return newClassJudge(m, champ, mc.Promote.Confidence)
+		}
 		// The doubly robust estimator's reward model is the candidate itself:
 		// both policies are judged with the same one.
-		progress(fmt.Sprintf("evaluating on %d holdout examples", win.rows-win.trainRows))
 		return newComparer(m, champ, m, mc.Promote.Confidence)
 	})
 	if err != nil {
@@ -233,8 +235,19 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	}
 	r.rowsRead.WithLabelValues(name).Add(float64(seen.rows))
 	res.TrainRows, res.Holdout = seen.trainRows, seen.rows-seen.trainRows
-	cmp := seen.cmp.result()
-	res.Comparison = &cmp
+	metrics := map[string]any{"against": champV}
+	switch j := seen.judge.(type) {
+	case *comparer:
+		cmp := j.result()
+		res.Comparison = &cmp
+		metrics["evaluation"], metrics["estimator"] = cmp, mc.Promote.Estimator
+		res.Outcome, res.Reason = Gate(mc, cmp, champV)
+	case *classJudge:
+		cc := j.result()
+		res.Classification = &cc
+		metrics["classification"] = cc
+		res.Outcome, res.Reason = GateClassifier(mc, cc, champV)
+	}
 	art, err := cand.MarshalBinary()
 	if err != nil {
 		return res, err
@@ -248,12 +261,11 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		WarmStartFrom: warmFrom, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
 	}
 	progress("registering")
-	v, err := r.reg.Register(ctx, name, mc.Kind, art, man, map[string]any{"evaluation": cmp, "estimator": mc.Promote.Estimator, "against": champV})
+	v, err := r.reg.Register(ctx, name, mc.Kind, art, man, metrics)
 	if err != nil {
 		return res, err
 	}
 	res.Version = v
-	res.Outcome, res.Reason = Gate(mc, cmp, champV)
 	switch {
 	case res.Outcome != Promoted:
 	case mc.Promote.Canary.Share > 0:
@@ -293,6 +305,8 @@ func (r *Retrainer) record(ctx context.Context, res *Result, start time.Time) {
 	cmp := []byte("{}")
 	if res.Comparison != nil {
 		cmp, _ = json.Marshal(res.Comparison)
+	} else if res.Classification != nil {
+		cmp, _ = json.Marshal(res.Classification)
 	}
 	err := r.conn.Exec(ctx, "INSERT INTO "+r.db+`.retrain_runs (model, started_at, started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison)
 		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`,

@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"log/slog"
 	"math"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -35,11 +38,11 @@ type window struct {
 // window sizes the closed examples of name in [fromMs, toMs] and puts the
 // newest holdout share of them in the holdout, cutting by time so that the
 // examples of one millisecond stay on one side.
-func (r *Retrainer) window(ctx context.Context, name string, fromMs, toMs uint64, holdout float64) (window, error) {
+func (r *Retrainer) window(ctx context.Context, name, kind string, fromMs, toMs uint64, holdout float64) (window, error) {
 	w := window{fromMs: fromMs}
 	var n, lo, hi uint64
-	if err := r.conn.QueryRow(ctx, `SELECT count(), min(ts_ms), max(ts_ms) FROM `+r.db+`.examples
-		WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ?`, name, fromMs, toMs).Scan(&n, &lo, &hi); err != nil {
+	if err := r.conn.QueryRow(ctx, `SELECT count(), min(ts_ms), max(ts_ms) FROM `+r.closed()+`
+		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms <= ?`, name, kind, fromMs, toMs).Scan(&n, &lo, &hi); err != nil {
 		return w, fmt.Errorf("size the training window of %s: %w", name, err)
 	}
 	if n == 0 {
@@ -51,63 +54,189 @@ func (r *Retrainer) window(ctx context.Context, name string, fromMs, toMs uint64
 		w.holdFrom, w.trainRows = math.MaxUint64, int(n)
 		return w, nil
 	}
-	if err := r.conn.QueryRow(ctx, `SELECT ts_ms FROM `+r.db+`.examples
-		WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms LIMIT 1 OFFSET ?`,
-		name, w.fromMs, w.toMs, cut).Scan(&w.holdFrom); err != nil {
+	if err := r.conn.QueryRow(ctx, `SELECT ts_ms FROM `+r.closed()+`
+		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms LIMIT 1 OFFSET ?`,
+		name, kind, w.fromMs, w.toMs, cut).Scan(&w.holdFrom); err != nil {
 		return w, fmt.Errorf("find the holdout cut of %s: %w", name, err)
 	}
 	var train uint64
-	if err := r.conn.QueryRow(ctx, `SELECT count() FROM `+r.db+`.examples
-		WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms < ?`, name, w.fromMs, w.holdFrom).Scan(&train); err != nil {
+	if err := r.conn.QueryRow(ctx, `SELECT count() FROM `+r.closed()+`
+		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms < ?`, name, kind, w.fromMs, w.holdFrom).Scan(&train); err != nil {
 		return w, fmt.Errorf("count the training rows of %s: %w", name, err)
 	}
 	w.trainRows = int(train)
 	return w, nil
 }
 
+// closed is the decisions whose reward window has closed: the rows of the
+// examples view, without its join with the feedback, for counting them.
+func (r *Retrainer) closed() string {
+	return `(SELECT model, kind, ts_ms FROM ` + r.db + `.decisions FINAL
+		WHERE ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000)`
+}
+
 // scan calls fn with every closed example of name with fromMs <= ts_ms <=
-// toMs, oldest first (ties by event id). Examples that cannot be decoded are
-// logged and skipped. fn must not keep the example.
+// toMs, oldest first (ties by event id), from the calling goroutine.
+// Examples that cannot be decoded are logged and skipped. fn must not keep
+// the example.
+//
+// Decoding the JSON of the context and the actions costs more than training
+// on them, so it runs on every core: one goroutine reads rows into chunks,
+// workers decode the chunks, and fn sees them in their order.
 func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, fn func(*flywheel.Example)) error {
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_block_size": scanBlockRows}))
-	rows, err := r.conn.Query(ctx, `SELECT event_id, ts_ms, version, context_json, actions_json, probabilities, chosen_index, reward, feedback_count
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := max(runtime.GOMAXPROCS(0), 1)
+	sets := &actionSets{sets: map[string][]flywheel.Action{}}
+	jobs := make(chan *chunk, workers)
+	ordered := make(chan *chunk, 2*workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range jobs {
+				c.decode(r.log, sets)
+				close(c.done)
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(ordered)
+		defer close(jobs)
+		readErr <- r.read(ctx, name, fromMs, toMs, func(c *chunk) bool {
+			select {
+			case jobs <- c:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case ordered <- c:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	for c := range ordered {
+		<-c.done
+		for i := range c.rows {
+			if c.rows[i].ok {
+				fn(&c.rows[i].ex)
+			}
+		}
+	}
+	wg.Wait()
+	return <-readErr
+}
+
+const chunkRows = 256
+
+// chunk is rows read from ClickHouse, decoded by a worker.
+type chunk struct {
+	rows []rawExample
+	done chan struct{}
+}
+
+type rawExample struct {
+	ex               flywheel.Example
+	ctxJSON, actJSON string
+	tsMs             uint64
+	version          uint32
+	chosen           uint16
+	fbCount          uint64
+	ok               bool
+}
+
+// actionSets remembers decoded action lists by their JSON: a homepage or a
+// catalogue offers the same candidates to many users, and decoding them
+// costs more than learning from them. Cached lists are shared read-only.
+type actionSets struct {
+	mu   sync.Mutex
+	sets map[string][]flywheel.Action
+}
+
+const maxActionSets = 256
+
+func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
+	a.mu.Lock()
+	acts, ok := a.sets[js]
+	a.mu.Unlock()
+	if ok {
+		return acts, nil
+	}
+	if err := sonic.UnmarshalString(js, &acts); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if len(a.sets) >= maxActionSets {
+		clear(a.sets) // varied candidates: the cache would not pay; start over
+	}
+	a.sets[js] = acts
+	a.mu.Unlock()
+	return acts, nil
+}
+
+func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
+	for i := range c.rows {
+		x := &c.rows[i]
+		ex := &x.ex
+		if err := sonic.UnmarshalString(x.ctxJSON, &ex.Context); err != nil {
+			log.Warn("skipping example with undecodable context", "event_id", ex.EventID, "err", err)
+			continue
+		}
+		acts, err := sets.decode(x.actJSON)
+		if err != nil {
+			log.Warn("skipping example with undecodable actions", "event_id", ex.EventID, "err", err)
+			continue
+		}
+		ex.Actions = acts
+		x.ctxJSON, x.actJSON = "", ""
+		ex.Time = time.UnixMilli(int64(x.tsMs)).UTC()
+		ex.Version, ex.ChosenIndex, ex.HasFeedback = int(x.version), int(x.chosen), x.fbCount > 0
+		x.ok = ex.ChosenIndex < len(ex.Actions) && len(ex.Probabilities) == len(ex.Actions)
+	}
+}
+
+// read sends the rows in chunks to send until it returns false.
+func (r *Retrainer) read(ctx context.Context, name string, fromMs, toMs uint64, send func(*chunk) bool) error {
+	// Sorting millions of wide rows by time spills to disk past 512 MiB
+	// instead of holding them in ClickHouse's memory.
+	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": 512 << 20}))
+	rows, err := r.conn.Query(qctx, `SELECT event_id, ts_ms, version, context_json, actions_json, probabilities, chosen_index, reward, feedback_count
 		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`, name, fromMs, toMs)
 	if err != nil {
 		return fmt.Errorf("query examples of %s: %w", name, err)
 	}
 	defer rows.Close()
-	var (
-		tsMs             uint64
-		version          uint32
-		ctxJSON, actJSON string
-		chosen           uint16
-		fbCount          uint64
-	)
+	c := &chunk{rows: make([]rawExample, 0, chunkRows), done: make(chan struct{})}
 	for rows.Next() {
-		var ex flywheel.Example
-		if err := rows.Scan(&ex.EventID, &tsMs, &version, &ctxJSON, &actJSON, &ex.Probabilities, &chosen, &ex.Reward, &fbCount); err != nil {
+		c.rows = append(c.rows, rawExample{})
+		x := &c.rows[len(c.rows)-1]
+		if err := rows.Scan(&x.ex.EventID, &x.tsMs, &x.version, &x.ctxJSON, &x.actJSON, &x.ex.Probabilities, &x.chosen, &x.ex.Reward, &x.fbCount); err != nil {
 			return fmt.Errorf("scan example: %w", err)
 		}
-		if err := sonic.UnmarshalString(ctxJSON, &ex.Context); err != nil {
-			r.log.Warn("skipping example with undecodable context", "event_id", ex.EventID, "err", err)
-			continue
+		if len(c.rows) == chunkRows {
+			if !send(c) {
+				return ctx.Err()
+			}
+			c = &chunk{rows: make([]rawExample, 0, chunkRows), done: make(chan struct{})}
 		}
-		if err := sonic.UnmarshalString(actJSON, &ex.Actions); err != nil {
-			r.log.Warn("skipping example with undecodable actions", "event_id", ex.EventID, "err", err)
-			continue
-		}
-		ex.Time = time.UnixMilli(int64(tsMs)).UTC()
-		ex.Version, ex.ChosenIndex, ex.HasFeedback = int(version), int(chosen), fbCount > 0
-		if ex.ChosenIndex >= len(ex.Actions) || len(ex.Probabilities) != len(ex.Actions) {
-			continue
-		}
-		fn(&ex)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read examples of %s: %w", name, err)
 	}
+	if len(c.rows) > 0 && !send(c) {
+		return ctx.Err()
+	}
 	return nil
 }
+
+// judge judges a trained model on holdout examples, one at a time: a
+// *comparer for rankers, a *classJudge for classifiers.
+type judge interface{ add(ex *flywheel.Example) }
 
 // seen is what a training run read: counts, the first and last time, the
 // fingerprint of the data (event ids and rewards, in order) and the judge.
@@ -115,7 +244,7 @@ type seen struct {
 	rows, trainRows int
 	firstMs, lastMs uint64
 	hash            string
-	cmp             *comparer
+	judge           judge
 }
 
 type fingerprint struct {
@@ -136,37 +265,41 @@ func (f *fingerprint) add(ex *flywheel.Example) {
 	f.n++
 }
 
-// trainOn learns a ranker of mc's shape from warm (nil: from zero) on the
+// trainOn learns a model of mc's shape from warm (nil: from zero) on the
 // training part of win, in order, mc.Retrain.Passes times, then reads the
-// holdout, judging the result with the comparer judge returns (judge nil:
-// the holdout is only fingerprinted). It is deterministic: the same rows in
-// the same order give the same weights, bit for bit.
-func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelConfig, warm *model.Model, win window, judge func(*model.Model) *comparer) (*model.Model, *seen, error) {
-	start := warm
-	if start == nil {
-		m, err := model.FromConfig(mc)
-		if err != nil {
-			return nil, nil, err
-		}
-		start = m
-	} else {
+// holdout, judging the result with what newJudge returns (nil: the holdout
+// is only fingerprinted). It is deterministic: the same rows in the same
+// order give the same weights, bit for bit. A ranker learns from the chosen
+// action's reward and logged probability; a classifier learns whether the
+// reward was above 0 (FTRL keeps state outside the weights, so a classifier
+// always starts from zero).
+func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelConfig, warm *model.Model, win window, newJudge func(*model.Model) judge) (*model.Model, *seen, error) {
+	start, err := model.FromConfig(mc)
+	if err != nil {
+		return nil, nil, err
+	}
+	if warm != nil && mc.Kind == flywheel.KindRanker {
 		start = warm.Clone()
 	}
 	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective})
+	scan, learn := r.scan, func(ex *flywheel.Example) error { return tr.LearnRanker(ex) }
+	if mc.Kind == flywheel.KindClassifier {
+		scan = r.scanClassified
+		learn = func(ex *flywheel.Example) error { tr.LearnClassifier(ex.Context, ex.Reward > 0); return nil }
+	}
 	fp := &fingerprint{h: sha256.New()}
 	skipped := 0
-	learn := func(ex *flywheel.Example) {
-		if err := tr.LearnRanker(ex); err != nil {
-			skipped++
-		}
-	}
 	for pass := 0; pass < mc.Retrain.Passes; pass++ {
-		fn := learn
-		if pass == 0 {
-			fn = func(ex *flywheel.Example) { fp.add(ex); learn(ex) }
+		fn := func(ex *flywheel.Example) {
+			if pass == 0 {
+				fp.add(ex)
+			}
+			if learn(ex) != nil {
+				skipped++
+			}
 		}
 		if win.holdFrom > win.fromMs {
-			if err := r.scan(ctx, name, win.fromMs, min(win.holdFrom-1, win.toMs), fn); err != nil {
+			if err := scan(ctx, name, win.fromMs, min(win.holdFrom-1, win.toMs), fn); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -176,22 +309,19 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 	}
 	out := &seen{trainRows: fp.n}
 	m := tr.Model()
-	if judge != nil {
-		out.cmp = judge(m)
+	if newJudge != nil {
+		out.judge = newJudge(m)
 	}
 	if win.holdFrom <= win.toMs {
-		err := r.scan(ctx, name, win.holdFrom, win.toMs, func(ex *flywheel.Example) {
+		err := scan(ctx, name, win.holdFrom, win.toMs, func(ex *flywheel.Example) {
 			fp.add(ex)
-			if out.cmp != nil {
-				out.cmp.add(ex)
+			if out.judge != nil {
+				out.judge.add(ex)
 			}
 		})
 		if err != nil {
 			return nil, nil, err
 		}
-	}
-	if out.cmp == nil {
-		out.cmp = newComparer(m, m, m, 0.95)
 	}
 	out.rows, out.firstMs, out.lastMs, out.hash = fp.n, fp.first, fp.last, hex.EncodeToString(fp.h.Sum(nil))
 	return m, out, nil

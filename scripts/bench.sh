@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-ONLY="${BENCH_ONLY:-}"   # learner | serve | empty for all
+ONLY="${BENCH_ONLY:-}"   # learner | serve | ingest | retrain | empty for all
 
 if [[ -z "$ONLY" || "$ONLY" == learner ]]; then
 if ! python3 -c 'import vowpalwabbit, sklearn' 2>/dev/null; then
@@ -157,4 +157,37 @@ for r in rows:
     print(f"{r['kind']:<10}{r['records']:>9}{r['flywheel_per_second']:>12.0f}{r['flywheel_per_second_after_first_batch']:>10.0f}{r['reference_per_second']:>13.0f}{r['ratio']:>7.2f}")
 PY
 echo "bench: wrote $OUT/ingest.json" >&2
+fi
+
+# retrain: a whole retrain run (streamed training set, training, off-policy
+# evaluation, registration) on N logged decisions of 20 actions generated in
+# ClickHouse, for 1 and 5 million; once more on 1 million whose action sets
+# all differ (no decoded-action reuse).
+if [[ -z "$ONLY" || "$ONLY" == retrain ]]; then
+go build -o "$WORK/retrain" ./bench/retrain
+{
+  "$WORK/retrain" -clickhouse "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" -sizes "${BENCH_RETRAIN_SIZES:-1000000,5000000}"
+  "$WORK/retrain" -clickhouse "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" -sizes "${BENCH_RETRAIN_UNIQUE_SIZES:-1000000}" -unique-actions
+} >"$WORK/retrain.jsonl" 2>"$WORK/retrain.log" || { cat "$WORK/retrain.log" >&2; exit 1; }
+python3 - "$WORK/retrain.jsonl" "$OUT/retrain.json" <<'PY'
+import json, sys, platform, datetime
+rows = [json.loads(l) for l in open(sys.argv[1])]
+fixed = sorted([r for r in rows if not r["unique_action_sets"]], key=lambda r: r["decisions"])
+report = {"benchmark": "retrain", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
+          "goal": "1 million decisions retrained and evaluated in under 60 s; time linear in the rows; peak memory flat",
+          "results": rows}
+if len(fixed) >= 2:
+    a, b = fixed[0], fixed[-1]
+    report["seconds_per_million_ratio_largest_vs_smallest"] = round((b["retrain_seconds"] / b["decisions"]) / (a["retrain_seconds"] / a["decisions"]), 3)
+    report["peak_rss_ratio_largest_vs_smallest"] = round(b["peak_rss_bytes"] / a["peak_rss_bytes"], 3)
+json.dump(report, open(sys.argv[2], "w"), indent=2)
+print(f"{'decisions':>10}{'unique sets':>12}{'seconds':>9}{'per second':>12}{'peak heap MiB':>14}{'peak RSS MiB':>13}  outcome")
+for r in rows:
+    print(f"{r['decisions']:>10}{str(r['unique_action_sets']):>12}{r['retrain_seconds']:>9.1f}{r['decisions_per_second']:>12.0f}"
+          f"{r['peak_heap_bytes']/2**20:>14.0f}{r['peak_rss_bytes']/2**20:>13.0f}  {r['outcome']}")
+for k in ("seconds_per_million_ratio_largest_vs_smallest", "peak_rss_ratio_largest_vs_smallest"):
+    if k in report:
+        print(f"{k}: {report[k]}")
+PY
+echo "bench: wrote $OUT/retrain.json" >&2
 fi

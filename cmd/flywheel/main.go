@@ -564,6 +564,18 @@ func printResult(w io.Writer, r *retrain.Result) {
 		tw.Flush()
 		fmt.Fprintf(w, "  trained on %d examples, judged on %d\n", r.TrainRows, r.Holdout)
 	}
+	if c := r.Classification; c != nil {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  model	log loss	AUC	ECE	mean predicted / positive rate\n")
+		for _, row := range []struct {
+			name string
+			ev   retrain.ClassifierEval
+		}{{fmt.Sprintf("candidate v%d", r.Version), c.Candidate}, {fmt.Sprintf("champion v%d", r.Champion), c.Champion}} {
+			fmt.Fprintf(tw, "  %s\t%s\t%.4f\t%.4f\t%.4f / %.4f\n", row.name, est(row.ev.LogLoss), row.ev.AUC, row.ev.ECE, row.ev.MeanPredicted, row.ev.PositiveRate)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "  log loss difference (paired) %s; trained on %d examples, judged on %d\n", est(c.LogLossDiff), r.TrainRows, r.Holdout)
+	}
 }
 
 func est(e retrain.Estimate) string {

@@ -189,7 +189,10 @@ function render(d) {
 
   // Retrain runs with the evaluation of candidate against champion.
   const rt = $("runs");
-  rt.replaceChildren(el("tr", {}, ...["started", "outcome", "candidate", "rows (train / holdout)", `candidate ${estimator}`, `champion ${estimator}`, "reason"].map((h) => el("th", { text: h }))));
+  // rankers: the off-policy estimate promotion looks at; classifiers: log loss (lower is better)
+  const metric = m.kind === "classifier" ? "log_loss" : estimator;
+  const metricName = m.kind === "classifier" ? "log loss" : estimator;
+  rt.replaceChildren(el("tr", {}, ...["started", "outcome", "candidate", "rows (train / holdout)", `candidate ${metricName}`, `champion ${metricName}`, "reason"].map((h) => el("th", { text: h }))));
   const est = (e) => e ? `${fmt(e.value)} [${fmt(e.lower)}, ${fmt(e.upper)}]` : "–";
   for (const r of o.runs) {
     const c = r.comparison;
@@ -198,8 +201,8 @@ function render(d) {
       el("td", {}, el("span", { class: "badge " + r.outcome, text: r.outcome })),
       el("td", { text: r.version ? `v${r.version} vs v${r.champion}` : `– (champion v${r.champion})` }),
       el("td", { text: r.train_rows ? `${r.train_rows} / ${r.holdout_rows}` : "–" }),
-      el("td", { text: c ? est(c.candidate[estimator]) : "–" }),
-      el("td", { text: c ? est(c.champion[estimator]) : "–" }),
+      el("td", { text: c && c.candidate ? est(c.candidate[metric]) : "–" }),
+      el("td", { text: c && c.champion ? est(c.champion[metric]) : "–" }),
       el("td", { class: "reason", text: r.reason })));
   }
 

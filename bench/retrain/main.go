@@ -1,0 +1,230 @@
+// Command retrain times a whole retrain run — streaming the training set from
+// ClickHouse, training, off-policy evaluation of candidate against champion,
+// registration — on N logged decisions of 20 actions each, generated inside
+// ClickHouse, for each N given. It prints one JSON line per size with the
+// decisions per second and the peak memory of this process.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/retrain"
+)
+
+func main() {
+	addr := flag.String("clickhouse", "127.0.0.1:9000", "ClickHouse native address")
+	sizes := flag.String("sizes", "1000000,5000000", "decisions per run, comma separated")
+	passes := flag.Int("passes", 1, "training passes")
+	unique := flag.Bool("unique-actions", false, "give every decision its own action set (item prices vary), so no two decisions' actions JSON is the same")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the runs here")
+	memProfile := flag.String("memprofile", "", "write a heap profile (at the peak sample) here")
+	flag.Parse()
+	memProfilePath = *memProfile
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1000 {
+			log.Fatalf("bad size %q", s)
+		}
+		out, err := runOne(*addr, n, *passes, *unique)
+		if err != nil {
+			pprof.StopCPUProfile()
+			log.Fatalf("%d decisions: %v", n, err)
+		}
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+	}
+}
+
+var memProfilePath string
+
+// peak samples the Go heap in use while a run lasts.
+type peak struct {
+	max  atomic.Uint64
+	stop chan struct{}
+}
+
+func watchPeak() *peak {
+	p := &peak{stop: make(chan struct{})}
+	go func() {
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if v := ms.HeapInuse; v > p.max.Load() {
+				p.max.Store(v)
+				if memProfilePath != "" {
+					if f, err := os.Create(memProfilePath); err == nil {
+						_ = pprof.WriteHeapProfile(f)
+						f.Close()
+					}
+				}
+			}
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return p
+}
+
+// genArgs drops a nil argument (an expression took its place).
+func genArgs(args ...any) []any {
+	out := args[:0]
+	for _, a := range args {
+		if a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// vmHWM is the process's peak resident set size in bytes, from /proc.
+func vmHWM() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
+	ctx := context.Background()
+	db := fmt.Sprintf("bench_retrain_%d", n)
+	cfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s", addr, db)}
+	admin, err := clickhouse.Open(ctx, clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/default", addr)})
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	if err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+		return nil, err
+	}
+	defer admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	if err := clickhouse.Migrate(ctx, cfg); err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+
+	// N decisions over the last hour (all reward windows closed), each with
+	// 20 items of 4 features and a user of 3; the chosen item, uniformly
+	// logged, is clicked with probability 0.6 when its category is the
+	// segment's favourite and 0.1 otherwise.
+	gen := time.Now()
+	base := uint64(time.Now().Add(-time.Hour).UnixMilli())
+	span := uint64(50 * time.Minute / time.Millisecond)
+	items := make([]string, 20)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"id":"i%d","features":{"item":{"id":"i%d","category":"c%d","price":%d,"tags":["t%d","t%d"]}}}`, i, i, i%5, 10+i, i%3, i%7)
+	}
+	// One catalogue of 20 items for everyone (a homepage), or with -unique-actions
+	// a price per decision in every item, so that every decision's actions differ.
+	actionsExpr := "?"
+	actionsArg := any("[" + strings.Join(items, ",") + "]")
+	if unique {
+		parts := make([]string, 20)
+		for i := range parts {
+			parts[i] = fmt.Sprintf(`'{"id":"i%d","features":{"item":{"id":"i%d","category":"c%d","price":', toString(%d + number / 10000000), ',"tags":["t%d","t%d"]}}}'`, i, i, i%5, 10+i, i%3, i%7)
+		}
+		actionsExpr = "concat('[', " + strings.Join(parts, ", ',', ") + ", ']')"
+		actionsArg = nil
+	}
+	ids := make([]string, 20)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("i%d", i)
+	}
+	err = conn.Exec(ctx, `INSERT INTO `+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities, chosen, chosen_index, chosen_probability,
+			explored, reward_window_s, reward_default, reward_aggregate, context_json, actions_json, context_names, context_values, ingested_at)
+		SELECT concat('e', toString(number)) AS id, toDateTime(intDiv(ts_ms, 1000)), ? + intDiv(number * ?, ?) AS ts_ms, 'bench', 'ranker', 1, 'champion',
+			?, arrayMap(i -> 0.05, range(20)), concat('i', toString(number % 20)), number % 20, 0.05,
+			1, 1, 0, 'sum',
+			concat('{"user":{"segment":"s', toString(intHash32(number) % 5), '","age":', toString(20 + intHash32(number) % 40), ',"device":"d', toString(intHash32(number) % 3), '"}}'),
+			`+actionsExpr+`, ['user^segment'], [concat('s', toString(intHash32(number) % 5))], now()
+		FROM system.numbers LIMIT ?`,
+		genArgs(base, span, uint64(n), ids, actionsArg, uint64(n))...)
+	if err != nil {
+		return nil, fmt.Errorf("generate decisions: %w", err)
+	}
+	// click: segment s's favourite category is c(s); chosen item k has category c(k % 5)
+	err = conn.Exec(ctx, `INSERT INTO `+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)
+		SELECT concat('e', toString(number)), 'f', toDateTime(intDiv(? + intDiv(number * ?, ?) + 100, 1000)), ? + intDiv(number * ?, ?) + 100, 1, 'click', now()
+		FROM system.numbers WHERE (intHash32(number) % 5 = (number % 20) % 5 AND intHash64(number) % 100 < 60)
+			OR (intHash32(number) % 5 != (number % 20) % 5 AND intHash64(number) % 100 < 10)
+		LIMIT ?`, base, span, uint64(n), base, span, uint64(n), uint64(n))
+	if err != nil {
+		return nil, fmt.Errorf("generate feedback: %w", err)
+	}
+	genTook := time.Since(gen)
+
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}},
+		Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: 0.1},
+		Reward:      flywheel.RewardConfig{Window: time.Second},
+		Retrain:     flywheel.RetrainConfig{Window: 2 * time.Hour, Holdout: 0.2, MinNewExamples: 1, Passes: passes}}.WithDefaults()
+	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.Bootstrap(ctx, "bench", mc); err != nil {
+		return nil, err
+	}
+	rt, err := retrain.New(map[string]flywheel.ModelConfig{"bench": mc}, conn, db, reg, "bench", nil, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	runtime.GC()
+	p := watchPeak()
+	start := time.Now()
+	res, err := rt.Run(ctx, "bench", func(step string) { log.Printf("[%6.1fs] %s", time.Since(start).Seconds(), step) })
+	took := time.Since(start)
+	close(p.stop)
+	if err != nil {
+		return nil, err
+	}
+	rows := res.TrainRows + res.Holdout
+	out := map[string]any{
+		"decisions": n, "actions": 20, "passes": passes, "unique_action_sets": unique, "rows_read": rows, "train_rows": res.TrainRows, "holdout_rows": res.Holdout,
+		"generate_seconds": genTook.Seconds(), "retrain_seconds": took.Seconds(),
+		"decisions_per_second": float64(rows) / took.Seconds(),
+		"peak_heap_bytes":      p.max.Load(), "peak_rss_bytes": vmHWM(),
+		"outcome": res.Outcome, "reason": res.Reason,
+	}
+	if res.Comparison != nil {
+		out["candidate_snips"], out["champion_snips"] = res.Comparison.Candidate.SNIPS.Value, res.Comparison.Champion.SNIPS.Value
+	}
+	return out, nil
+}
