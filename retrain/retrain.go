@@ -46,8 +46,16 @@ type Result struct {
 
 // Manifest is stored with every version: what it was trained on and how.
 type Manifest struct {
-	DataFromMs    uint64               `json:"data_from_ms"`
-	DataToMs      uint64               `json:"data_to_ms"` // watermark: newest example's ts_ms
+	DataFromMs uint64 `json:"data_from_ms"`
+	DataToMs   uint64 `json:"data_to_ms"` // watermark: newest example's ts_ms
+	// IngestedThrough is ClickHouse's ingestion watermark when the window
+	// was read: the newest ingested_at of the model's decisions. Rows
+	// ingested later (late events) are not in this version's data.
+	IngestedThrough time.Time `json:"ingested_through"`
+	// Order is how the rows were fed to the learner. Training draws no
+	// random numbers (exploration draws are keyed by event id), so the order
+	// and the data determine the weights: there is no seed to record.
+	Order         string               `json:"order"`
 	HoldoutFrom   uint64               `json:"holdout_from_ms"`
 	Rows          int                  `json:"rows"`
 	DataSHA256    string               `json:"data_sha256"` // of the event ids and rewards, in training order
@@ -259,6 +267,7 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		Rows: seen.rows, DataSHA256: seen.hash,
 		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
 		WarmStartFrom: warmFrom, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
+		IngestedThrough: win.ingestedThrough, Order: "ts_ms, event_id",
 	}
 	progress("registering")
 	v, err := r.reg.Register(ctx, name, mc.Kind, art, man, metrics)

@@ -33,6 +33,7 @@ type window struct {
 	fromMs, toMs    uint64
 	rows, trainRows int
 	holdFrom        uint64
+	ingestedThrough time.Time
 }
 
 // window sizes the closed examples of name in [fromMs, toMs] and puts the
@@ -40,6 +41,10 @@ type window struct {
 // examples of one millisecond stay on one side.
 func (r *Retrainer) window(ctx context.Context, name, kind string, fromMs, toMs uint64, holdout float64) (window, error) {
 	w := window{fromMs: fromMs}
+	if err := r.conn.QueryRow(ctx, `SELECT max(ingested_at) FROM `+r.db+`.decisions WHERE model = ?`, name).Scan(&w.ingestedThrough); err != nil {
+		return w, fmt.Errorf("ingestion watermark of %s: %w", name, err)
+	}
+	w.ingestedThrough = w.ingestedThrough.UTC()
 	var n, lo, hi uint64
 	if err := r.conn.QueryRow(ctx, `SELECT count(), min(ts_ms), max(ts_ms) FROM `+r.closed()+`
 		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms <= ?`, name, kind, fromMs, toMs).Scan(&n, &lo, &hi); err != nil {
