@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/bytedance/sonic"
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -187,31 +186,17 @@ func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
 // what it could not decode, retrying ClickHouse and Kafka with backoff until
 // they succeed or ctx ends.
 func (in *Ingester) flush(ctx context.Context, batch []kafkago.Message) error {
-	decTopic := in.kcfg.Topics().Decisions
-	var decisions []*flywheel.Decision
+	var decisions []*row
 	var feedback []*flywheel.Feedback
 	var dead []kafkago.Message
-	for _, m := range batch {
-		var err error
-		if m.Topic == decTopic {
-			var d flywheel.Decision
-			if err = sonic.Unmarshal(m.Value, &d); err == nil {
-				err = d.Validate()
-			}
-			if err == nil {
-				decisions = append(decisions, &d)
-			}
-		} else {
-			var f flywheel.Feedback
-			if err = sonic.Unmarshal(m.Value, &f); err == nil {
-				err = f.Validate()
-			}
-			if err == nil {
-				feedback = append(feedback, &f)
-			}
-		}
-		if err != nil {
-			dead = append(dead, deadLetter(m, err, in.now()))
+	for i, x := range decodeAll(batch, in.kcfg.Topics().Decisions) {
+		switch {
+		case x.err != nil:
+			dead = append(dead, deadLetter(batch[i], x.err, in.now()))
+		case x.decision != nil:
+			decisions = append(decisions, x.decision)
+		default:
+			feedback = append(feedback, x.feedback)
 		}
 	}
 	if len(decisions) > 0 {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/bytedance/sonic"
-
 	"github.com/flywheel-dev/flywheel"
 )
 
@@ -16,41 +14,24 @@ const decisionColumns = `event_id, ts, ts_ms, model, kind, version, variant,
 	explored, score, reward_window_s, reward_default, reward_aggregate,
 	context_json, actions_json, ingested_at`
 
-func (in *Ingester) insertDecisions(ctx context.Context, ds []*flywheel.Decision) error {
+func (in *Ingester) insertDecisions(ctx context.Context, rows []*row) error {
 	start := time.Now()
 	b, err := in.conn.PrepareBatch(ctx, "INSERT INTO "+in.db+".decisions ("+decisionColumns+")")
 	if err != nil {
 		return fmt.Errorf("prepare decisions batch: %w", err)
 	}
 	now := in.now().UTC()
-	for _, d := range ds {
-		cn, cv, cnum := flat(d.Context)
-		ids := make([]string, len(d.Actions))
-		for i, a := range d.Actions {
-			ids[i] = a.ID
-		}
-		var chn, chv []string
-		var chnum []float64
-		chosenP := 0.0
-		if d.Kind == flywheel.KindRanker && d.ChosenIndex < len(d.Actions) {
-			chn, chv, chnum = flat(d.Actions[d.ChosenIndex].Features)
-			chosenP = d.Probabilities[d.ChosenIndex]
-		}
-		ctxJSON, _ := sonic.Marshal(d.Context)
-		actJSON, _ := sonic.Marshal(d.Actions)
-		probs := d.Probabilities
-		if probs == nil {
-			probs = []float64{}
-		}
+	for _, r := range rows {
+		d := &r.d
 		explored := uint8(0)
 		if d.Explored {
 			explored = 1
 		}
 		err := b.Append(d.EventID, d.Time, uint64(d.Time.UnixMilli()), d.Model, d.Kind, uint32(d.Version), d.Variant,
-			cn, cv, cnum, ids, probs,
-			d.Chosen, uint16(d.ChosenIndex), chosenP, chn, chv, chnum,
+			r.ctxNames, r.ctxValues, r.ctxNumbers, r.actionIDs, d.Probabilities,
+			d.Chosen, uint16(d.ChosenIndex), r.chosenProbability, r.chNames, r.chValues, r.chNumbers,
 			explored, d.Score, uint32(d.Reward.WindowSeconds), d.Reward.Default, d.Reward.Aggregate,
-			string(ctxJSON), string(actJSON), now)
+			r.ctxJSON, r.actJSON, now)
 		if err != nil {
 			b.Abort()
 			return fmt.Errorf("append decision %s: %w", d.EventID, err)
@@ -59,7 +40,7 @@ func (in *Ingester) insertDecisions(ctx context.Context, ds []*flywheel.Decision
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("insert decisions batch: %w", err)
 	}
-	in.rows.WithLabelValues("decisions").Add(float64(len(ds)))
+	in.rows.WithLabelValues("decisions").Add(float64(len(rows)))
 	in.batches.WithLabelValues("decisions").Observe(time.Since(start).Seconds())
 	return nil
 }

@@ -1,0 +1,149 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/bytedance/sonic"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// wireDecision is a decision as serving logs it, with the context and the
+// actions kept as the JSON they came in: ClickHouse stores that JSON as is
+// (context_json, actions_json), so only what the flat columns need is
+// decoded — the context's features, every action's id and the chosen
+// action's features — and nothing is encoded again.
+type wireDecision struct {
+	Schema        int                 `json:"schema"`
+	EventID       string              `json:"event_id"`
+	Time          time.Time           `json:"ts"`
+	Model         string              `json:"model"`
+	Kind          string              `json:"kind"`
+	Version       int                 `json:"model_version"`
+	Variant       string              `json:"variant"`
+	Context       json.RawMessage     `json:"context"`
+	Actions       json.RawMessage     `json:"actions,omitempty"`
+	Probabilities []float64           `json:"probabilities,omitempty"`
+	ChosenIndex   int                 `json:"chosen_index"`
+	Chosen        string              `json:"chosen,omitempty"`
+	Explored      bool                `json:"explored"`
+	Score         float64             `json:"score,omitempty"`
+	Reward        flywheel.RewardRule `json:"reward"`
+}
+
+type wireAction struct {
+	ID       string          `json:"id"`
+	Features json.RawMessage `json:"features,omitempty"`
+}
+
+// row is one decision ready for the decisions table.
+type row struct {
+	d                   wireDecision
+	ctxNames, ctxValues []string
+	ctxNumbers          []float64
+	actionIDs           []string
+	chNames, chValues   []string
+	chNumbers           []float64
+	ctxJSON, actJSON    string
+	chosenProbability   float64
+}
+
+var emptyObject = []byte("{}")
+
+// decodeDecision decodes and checks one logged decision, as strictly as
+// Decision.Validate does.
+func decodeDecision(b []byte) (*row, error) {
+	r := &row{}
+	d := &r.d
+	if err := sonic.Unmarshal(b, d); err != nil {
+		return nil, err
+	}
+	var actions []wireAction
+	if len(d.Actions) > 0 && !bytes.Equal(d.Actions, []byte("null")) {
+		if err := sonic.Unmarshal(d.Actions, &actions); err != nil {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "actions: %v", err)
+		}
+	}
+	var ctx flywheel.Features
+	if len(d.Context) > 0 && !bytes.Equal(d.Context, []byte("null")) {
+		if err := sonic.Unmarshal(d.Context, &ctx); err != nil {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "context: %v", err)
+		}
+	} else {
+		d.Context = emptyObject
+	}
+	shell := flywheel.Decision{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind, Version: d.Version,
+		Actions: make([]flywheel.Action, len(actions)), Probabilities: d.Probabilities, ChosenIndex: d.ChosenIndex, Reward: d.Reward}
+	if err := shell.Validate(); err != nil {
+		return nil, err
+	}
+	r.ctxNames, r.ctxValues, r.ctxNumbers = flat(ctx)
+	r.actionIDs = make([]string, len(actions))
+	for i, a := range actions {
+		r.actionIDs[i] = a.ID
+	}
+	if d.Kind == flywheel.KindRanker {
+		var chosen flywheel.Features
+		if f := actions[d.ChosenIndex].Features; len(f) > 0 {
+			if err := sonic.Unmarshal(f, &chosen); err != nil {
+				return nil, flywheel.Errorf(flywheel.EINVALID, "actions[%d].features: %v", d.ChosenIndex, err)
+			}
+		}
+		r.chNames, r.chValues, r.chNumbers = flat(chosen)
+		r.chosenProbability = d.Probabilities[d.ChosenIndex]
+	} else {
+		r.chNames, r.chValues, r.chNumbers = []string{}, []string{}, []float64{}
+	}
+	if d.Probabilities == nil {
+		d.Probabilities = []float64{}
+	}
+	r.ctxJSON = string(d.Context)
+	r.actJSON = "[]"
+	if len(actions) > 0 {
+		r.actJSON = string(d.Actions)
+	}
+	return r, nil
+}
+
+// decoded is the outcome of decoding one message of a batch.
+type decoded struct {
+	decision *row
+	feedback *flywheel.Feedback
+	err      error
+}
+
+// decodeAll decodes a batch on every core, keeping its order.
+func decodeAll(batch []kafkago.Message, decisionsTopic string) []decoded {
+	out := make([]decoded, len(batch))
+	workers := min(runtime.GOMAXPROCS(0), max(len(batch)/64, 1))
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(batch); i += workers {
+				m := &batch[i]
+				if m.Topic == decisionsTopic {
+					out[i].decision, out[i].err = decodeDecision(m.Value)
+					continue
+				}
+				var f flywheel.Feedback
+				err := sonic.Unmarshal(m.Value, &f)
+				if err == nil {
+					err = f.Validate()
+				}
+				if err == nil {
+					out[i].feedback = &f
+				}
+				out[i].err = err
+			}
+		}(w)
+	}
+	wg.Wait()
+	return out
+}
