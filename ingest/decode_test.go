@@ -17,7 +17,7 @@ func TestDecodeDecisionRow(t *testing.T) {
 	t.Parallel()
 	d := flywheel.Decision{Schema: 1, EventID: "e1", Time: time.Unix(1700000000, 0).UTC(), Model: "m", Kind: flywheel.KindRanker, Version: 3,
 		Variant: "canary", Context: flywheel.Features{"user": {"segment": "b", "age": 31.0, "tags": []any{"x", "y"}}},
-		Actions: []flywheel.Action{{ID: "a", Features: flywheel.Features{"item": {"price": 9.5}}}, {ID: "b", Features: flywheel.Features{"item": {"cat": "books"}}}},
+		Actions:       []flywheel.Action{{ID: "a", Features: flywheel.Features{"item": {"price": 9.5}}}, {ID: "b", Features: flywheel.Features{"item": {"cat": "books"}}}},
 		Probabilities: []float64{0.25, 0.75}, ChosenIndex: 1, Chosen: "b", Reward: flywheel.RewardRule{WindowSeconds: 60, Aggregate: "sum"}}
 	b, _ := json.Marshal(d)
 	r, err := decodeDecision(b)
