@@ -27,7 +27,7 @@ type wireDecision struct {
 	Version       int                 `json:"model_version"`
 	Variant       string              `json:"variant"`
 	Context       json.RawMessage     `json:"context"`
-	Actions       json.RawMessage     `json:"actions,omitempty"`
+	Actions       []wireAction        `json:"actions,omitempty"`
 	Probabilities []float64           `json:"probabilities,omitempty"`
 	ChosenIndex   int                 `json:"chosen_index"`
 	Chosen        string              `json:"chosen,omitempty"`
@@ -61,14 +61,9 @@ func decodeDecision(b []byte) (*row, error) {
 	r := &row{}
 	d := &r.d
 	if err := sonic.Unmarshal(b, d); err != nil {
-		return nil, err
+		return nil, flywheel.Errorf(flywheel.EINVALID, "%v", err)
 	}
-	var actions []wireAction
-	if len(d.Actions) > 0 && !bytes.Equal(d.Actions, []byte("null")) {
-		if err := sonic.Unmarshal(d.Actions, &actions); err != nil {
-			return nil, flywheel.Errorf(flywheel.EINVALID, "actions: %v", err)
-		}
-	}
+	actions := d.Actions
 	var ctx flywheel.Features
 	if len(d.Context) > 0 && !bytes.Equal(d.Context, []byte("null")) {
 		if err := sonic.Unmarshal(d.Context, &ctx); err != nil {
@@ -103,11 +98,34 @@ func decodeDecision(b []byte) (*row, error) {
 		d.Probabilities = []float64{}
 	}
 	r.ctxJSON = string(d.Context)
-	r.actJSON = "[]"
-	if len(actions) > 0 {
-		r.actJSON = string(d.Actions)
-	}
+	r.actJSON = actionsJSON(actions)
 	return r, nil
+}
+
+// actionsJSON writes the actions back as logged: ids encoded again (cheap),
+// each action's features copied as they came.
+func actionsJSON(actions []wireAction) string {
+	n := 2
+	for _, a := range actions {
+		n += len(a.ID) + len(a.Features) + 32
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, a := range actions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		id, _ := sonic.Marshal(a.ID)
+		b = append(b, `{"id":`...)
+		b = append(b, id...)
+		if len(a.Features) > 0 && !bytes.Equal(a.Features, []byte("null")) {
+			b = append(b, `,"features":`...)
+			b = append(b, a.Features...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, ']')
+	return string(b)
 }
 
 // decoded is the outcome of decoding one message of a batch.

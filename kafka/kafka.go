@@ -183,7 +183,8 @@ func NewGroupReader(c Config, group string, topics ...string) *kafkago.Reader {
 		MinBytes:              1,
 		MaxBytes:              32 << 20,
 		MaxWait:               250 * time.Millisecond,
-		CommitInterval:        0, // synchronous, explicit commits only
+		QueueCapacity:         8192, // keep fetching while a batch is inserted
+		CommitInterval:        0,    // synchronous, explicit commits only
 		StartOffset:           kafkago.FirstOffset,
 		HeartbeatInterval:     time.Second,
 		SessionTimeout:        10 * time.Second,

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"os/exec"
 	"strings"
 	"time"
@@ -31,8 +32,16 @@ func main() {
 	chAddr := flag.String("clickhouse", "127.0.0.1:9000", "ClickHouse native address")
 	decisions := flag.Int("decisions", 20000, "decisions to ingest")
 	feedback := flag.Int("feedback", 100000, "feedback events to ingest")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := run(*broker, *chAddr, *decisions, *feedback); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench ingest:", err)
 		os.Exit(1)
 	}
