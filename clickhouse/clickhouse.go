@@ -19,6 +19,10 @@ type Config struct {
 	// DSN such as clickhouse://user:pass@127.0.0.1:9000/flywheel (the native
 	// protocol; the path names the database).
 	DSN string `yaml:"dsn"`
+	// Retention, when set, drops decisions and feedback older than this
+	// (by their ts) with a table TTL, on servers that have TTL (19.6 and
+	// newer); on older ones Migrate says so and nothing expires by itself.
+	Retention time.Duration `yaml:"retention"`
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,4 +106,57 @@ func TestMigrateTwiceAndViews(t *testing.T) {
 	if decisions != 2 || rate != 0.25 {
 		t.Fatalf("reward_by_version: %d decisions, rate %v; want 2, 0.25", decisions, rate)
 	}
+}
+
+// Features newer than 18.16 are applied only where the server has them, once.
+func TestOptionalStatementsByVersion(t *testing.T) {
+	t.Parallel()
+	types := map[string]string{"decisions.model": "String", "decisions.kind": "LowCardinality(String)", "decisions.variant": "String",
+		"decisions.reward_aggregate": "String", "feedback.type": "String"}
+	for _, tc := range []struct {
+		version     string
+		retention   time.Duration
+		wantStmts   int
+		wantSkipped int
+	}{
+		{"18.16.1", 0, 0, 1},
+		{"18.16.1", 90 * 24 * time.Hour, 0, 2},
+		{"19.1.6", 90 * 24 * time.Hour, 4, 1},
+		{"19.6.2", 90 * 24 * time.Hour, 6, 0},
+		{"24.8.4.13", 0, 4, 0},
+	} {
+		v, err := parseVersion(tc.version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stmts, skipped := optionalStatements(v, "db", tc.retention, types)
+		if len(stmts) != tc.wantStmts || len(skipped) != tc.wantSkipped {
+			t.Errorf("%s, retention %v: %d statements %q, skipped %q; want %d and %d", tc.version, tc.retention, len(stmts), stmts, skipped, tc.wantStmts, tc.wantSkipped)
+		}
+		for _, s := range stmts {
+			if strings.Contains(s, " kind ") {
+				t.Errorf("%s: altered a column that is already LowCardinality: %s", tc.version, s)
+			}
+		}
+	}
+	stmts, _ := optionalStatements(serverVersion{19, 6}, "db", 36*time.Hour, nil)
+	if len(stmts) != 2 || !strings.Contains(stmts[0], "INTERVAL 2 DAY") {
+		t.Errorf("a retention of 36h rounds up to 2 days: %q", stmts)
+	}
+}
+
+// Migrating with a retention on a server without TTL (the 18.16 the tests
+// run) succeeds and changes nothing it cannot.
+func TestMigrateWithRetentionOnOldServer(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Retention = 180 * 24 * time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	mustOpen(t, ctx, cfg) // drops the database when the test ends
 }

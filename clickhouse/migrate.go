@@ -3,7 +3,11 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 )
@@ -282,6 +286,92 @@ func Migrate(ctx context.Context, c Config) error {
 		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at) SELECT ?, ?, now()", m.version, m.name); err != nil {
 			return fmt.Errorf("record migration %d: %w", m.version, err)
 		}
+	}
+	return applyOptional(ctx, conn, db, c)
+}
+
+// serverVersion is a ClickHouse release as major.minor.
+type serverVersion struct{ major, minor int }
+
+func (v serverVersion) atLeast(major, minor int) bool {
+	return v.major > major || v.major == major && v.minor >= minor
+}
+
+func parseVersion(s string) (serverVersion, error) {
+	var v serverVersion
+	if _, err := fmt.Sscanf(s, "%d.%d", &v.major, &v.minor); err != nil {
+		return v, fmt.Errorf("clickhouse version %q: %w", s, err)
+	}
+	return v, nil
+}
+
+// lowCardinality are the columns with few distinct values: stored as
+// LowCardinality(String) where the server has it (19.1 and newer).
+var lowCardinality = map[string][]string{
+	"decisions": {"model", "kind", "variant", "reward_aggregate"},
+	"feedback":  {"type"},
+}
+
+// optionalStatements returns what the server of version v gets beyond the
+// base schema (which runs on 18.16): LowCardinality columns and, with a
+// retention, TTLs; types maps table.column to its current type, so that
+// nothing is altered twice. skipped says what the server cannot have.
+func optionalStatements(v serverVersion, db string, retention time.Duration, types map[string]string) (stmts, skipped []string) {
+	if v.atLeast(19, 1) {
+		for _, table := range []string{"decisions", "feedback"} {
+			for _, col := range lowCardinality[table] {
+				if types[table+"."+col] == "String" {
+					stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s LowCardinality(String)", db, table, col))
+				}
+			}
+		}
+	} else {
+		skipped = append(skipped, "LowCardinality columns (ClickHouse 19.1+)")
+	}
+	if retention > 0 {
+		days := int((retention + 24*time.Hour - 1) / (24 * time.Hour))
+		if v.atLeast(19, 6) {
+			for _, table := range []string{"decisions", "feedback"} {
+				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s.%s MODIFY TTL ts + INTERVAL %d DAY", db, table, days))
+			}
+		} else {
+			skipped = append(skipped, fmt.Sprintf("clickhouse.retention of %d days (TTL needs ClickHouse 19.6+; drop old monthly partitions instead)", days))
+		}
+	}
+	return stmts, skipped
+}
+
+func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) error {
+	var vs string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&vs); err != nil {
+		return fmt.Errorf("clickhouse version: %w", err)
+	}
+	v, err := parseVersion(vs)
+	if err != nil {
+		return err
+	}
+	types := map[string]string{}
+	rows, err := conn.Query(ctx, "SELECT table, name, type FROM system.columns WHERE database = ?", db)
+	if err != nil {
+		return fmt.Errorf("read column types: %w", err)
+	}
+	for rows.Next() {
+		var table, name, typ string
+		if err := rows.Scan(&table, &name, &typ); err != nil {
+			rows.Close()
+			return fmt.Errorf("read column types: %w", err)
+		}
+		types[table+"."+name] = typ
+	}
+	rows.Close()
+	stmts, skipped := optionalStatements(v, db, c.Retention, types)
+	for _, stmt := range stmts {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	if len(skipped) > 0 {
+		slog.Default().Info("ClickHouse features this server lacks were not applied", "version", vs, "skipped", skipped)
 	}
 	return nil
 }
