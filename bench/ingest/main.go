@@ -13,8 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/pprof"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"time"
 
