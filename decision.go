@@ -1,6 +1,7 @@
 package flywheel
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 )
@@ -85,6 +86,12 @@ type Decision struct {
 	Explored      bool       `json:"explored"`
 	Score         float64    `json:"score,omitempty"`
 	Reward        RewardRule `json:"reward"`
+
+	// RawContext and RawActions, when set, are Context and Actions as the
+	// client sent them (already decoded and validated): the event logger
+	// writes them as they are instead of encoding the maps again.
+	RawContext json.RawMessage `json:"-"`
+	RawActions json.RawMessage `json:"-"`
 }
 
 // Validate checks a decision read back from the log: the fields ingest and

@@ -27,6 +27,24 @@ type rankRequest struct {
 	EventID string            `json:"event_id"`
 	Context flywheel.Features `json:"context"`
 	Actions []flywheel.Action `json:"actions"`
+
+	// the context and actions as sent, for the decision log
+	rawContext, rawActions []byte
+}
+
+// rankWire is a rank request with the features still JSON: decoding the
+// request this way keeps what the client sent, so that the decision log
+// need not encode the features again.
+type rankWire struct {
+	Model   string          `json:"model"`
+	EventID string          `json:"event_id"`
+	Context json.RawMessage `json:"context"`
+	Actions []actionWire    `json:"actions"`
+}
+
+type actionWire struct {
+	ID       string          `json:"id"`
+	Features json.RawMessage `json:"features"`
 }
 
 type rankResponse struct {
@@ -93,9 +111,13 @@ func decodeStrict(body []byte, v any) error {
 // decodeRank decodes and validates a rank request. It is what the fuzz test
 // drives.
 func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
-	var req rankRequest
-	if err := decodeStrict(body, &req); err != nil {
-		return nil, err
+	req, ok := decodeRankFast(body)
+	if !ok {
+		// decodeStrict names the bad field in its error
+		req = &rankRequest{}
+		if err := decodeStrict(body, req); err != nil {
+			return nil, err
+		}
 	}
 	if err := flywheel.ValidateName("model", req.Model); err != nil {
 		return nil, err
@@ -129,7 +151,68 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 			return nil, err
 		}
 	}
-	return &req, nil
+	return req, nil
+}
+
+// decodeRankFast decodes body keeping the context's and every action's
+// features as sent; it reports false when any part does not decode (the
+// caller then decodes again, to name the field in the error).
+func decodeRankFast(body []byte) (*rankRequest, bool) {
+	var w rankWire
+	if strictJSON.Unmarshal(body, &w) != nil {
+		return nil, false
+	}
+	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions))}
+	if !isNull(w.Context) {
+		if strictJSON.Unmarshal(w.Context, &req.Context) != nil {
+			return nil, false
+		}
+		req.rawContext = w.Context
+	} else {
+		req.rawContext = []byte("{}")
+	}
+	n := 2
+	for i, a := range w.Actions {
+		req.Actions[i].ID = a.ID
+		if !isNull(a.Features) {
+			if strictJSON.Unmarshal(a.Features, &req.Actions[i].Features) != nil {
+				return nil, false
+			}
+		}
+		n += len(a.ID) + len(a.Features) + 32
+	}
+	// the actions as logged: ids encoded again, features as sent
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, a := range w.Actions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = appendJSONString(b, a.ID)
+		if !isNull(a.Features) {
+			b = append(b, `,"features":`...)
+			b = append(b, a.Features...)
+		}
+		b = append(b, '}')
+	}
+	req.rawActions = append(b, ']')
+	return req, true
+}
+
+func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			q, _ := json.Marshal(s) // needs escaping: rare in ids
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func (s *Server) modelFor(c *gin.Context, name, kind string) (*holder, *live, error) {
@@ -192,6 +275,7 @@ func (s *Server) handleRank(c *gin.Context) {
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindRanker,
 		Version: l.version, Variant: resp.Variant, Context: req.Context, Actions: req.Actions, Probabilities: r.Probabilities,
 		Ranking: order, ChosenIndex: r.Chosen, Chosen: resp.Chosen, Explored: r.Explored, Reward: h.cfg.RewardRule(),
+		RawContext: req.rawContext, RawActions: req.rawActions,
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
 		writeError(c, err)

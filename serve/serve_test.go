@@ -378,3 +378,34 @@ func TestCanarySplitIsStableByUser(t *testing.T) {
 	}
 	t.Logf("%d of %d users on the canary (share 0.3), each on one variant over two rounds", canary, users)
 }
+
+// The context and actions kept as sent for the decision log decode to what
+// the request decoded to, whatever the ids hold.
+func TestRankKeepsRawJSON(t *testing.T) {
+	t.Parallel()
+	limits := flywheel.Limits{}.WithDefaults()
+	for _, body := range []string{
+		`{"model": "m", "context": {"user": {"segment": "b", "age": 31, "tags": ["x", "y"]}},
+		  "actions": [{"id": "a\"b", "features": {"item": {"price": 1e3, "new": true}}}, {"id": "é\u0001<&>"}, {"id": "c", "features": null}]}`,
+		`{"model": "m", "actions": [{"id": "solo", "features": {}}]}`,
+	} {
+		req, err := decodeRank([]byte(body), limits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ctx flywheel.Features
+		var acts []flywheel.Action
+		if err := json.Unmarshal(req.rawContext, &ctx); err != nil {
+			t.Fatalf("raw context %s: %v", req.rawContext, err)
+		}
+		if err := json.Unmarshal(req.rawActions, &acts); err != nil {
+			t.Fatalf("raw actions %s: %v", req.rawActions, err)
+		}
+		if len(req.Context) == 0 && len(ctx) == 0 {
+			ctx = req.Context
+		}
+		if fmt.Sprint(ctx) != fmt.Sprint(req.Context) || fmt.Sprint(acts) != fmt.Sprint(req.Actions) {
+			t.Fatalf("raw JSON decodes to %v %v, the request to %v %v", ctx, acts, req.Context, req.Actions)
+		}
+	}
+}
