@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
@@ -55,6 +56,10 @@ func main() {
 	spool := flag.String("spool", "", "spool directory (default: a temporary one)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	// As `flywheel serve` does (cmd/flywheel), for every mode alike.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	if *cpuprofile != "" {
 		if f, err := os.Create(*cpuprofile); err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
