@@ -91,7 +91,36 @@ type Decision struct {
 	// client sent them (already decoded and validated): the event logger
 	// writes them as they are instead of encoding the maps again.
 	RawContext json.RawMessage `json:"-"`
-	RawActions json.RawMessage `json:"-"`
+	RawActions []RawAction     `json:"-"`
+}
+
+// RawAction is an action whose features are still the JSON they came in.
+type RawAction struct {
+	ID       string          `json:"id"`
+	Features json.RawMessage `json:"features,omitempty"`
+}
+
+// DecisionRecord is a Decision as logged to flywheel.decisions, with the
+// context and every action's features kept as JSON: serving writes it
+// without encoding the features again, ingest reads it without decoding
+// what it stores as is. Its JSON is that of Decision.
+type DecisionRecord struct {
+	Schema        int             `json:"schema"`
+	EventID       string          `json:"event_id"`
+	Time          time.Time       `json:"ts"`
+	Model         string          `json:"model"`
+	Kind          string          `json:"kind"`
+	Version       int             `json:"model_version"`
+	Variant       string          `json:"variant"`
+	Context       json.RawMessage `json:"context"`
+	Actions       []RawAction     `json:"actions,omitempty"`
+	Probabilities []float64       `json:"probabilities,omitempty"`
+	Ranking       []string        `json:"ranking,omitempty"`
+	ChosenIndex   int             `json:"chosen_index"`
+	Chosen        string          `json:"chosen,omitempty"`
+	Explored      bool            `json:"explored"`
+	Score         float64         `json:"score,omitempty"`
+	Reward        RewardRule      `json:"reward"`
 }
 
 // Validate checks a decision read back from the log: the fields ingest and

@@ -24,7 +24,7 @@ func TestEncodeDecisionRawMatchesMaps(t *testing.T) {
 	}
 	raw := d
 	raw.RawContext = json.RawMessage(`{"user": {"segment": "b", "age": 31}}`)
-	raw.RawActions = json.RawMessage(`[{"id":"a","features":{"item":{"tags":["x"]}}},{"id":"b"}]`)
+	raw.RawActions = []flywheel.RawAction{{ID: "a", Features: json.RawMessage(`{"item":{"tags":["x"]}}`)}, {ID: "b"}}
 	viaRaw, err := encodeDecision(&raw)
 	if err != nil {
 		t.Fatal(err)

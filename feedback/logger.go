@@ -2,7 +2,6 @@ package feedback
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -129,28 +128,6 @@ func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
 	return l.append([]Record{{Kind: KindDecision, Key: []byte(d.EventID), Value: v}}, false)
 }
 
-// decisionWire is flywheel.Decision as logged, with the context and the
-// actions as JSON: the same record, without encoding again what the client
-// sent.
-type decisionWire struct {
-	Schema        int                 `json:"schema"`
-	EventID       string              `json:"event_id"`
-	Time          time.Time           `json:"ts"`
-	Model         string              `json:"model"`
-	Kind          string              `json:"kind"`
-	Version       int                 `json:"model_version"`
-	Variant       string              `json:"variant"`
-	Context       json.RawMessage     `json:"context"`
-	Actions       json.RawMessage     `json:"actions,omitempty"`
-	Probabilities []float64           `json:"probabilities,omitempty"`
-	Ranking       []string            `json:"ranking,omitempty"`
-	ChosenIndex   int                 `json:"chosen_index"`
-	Chosen        string              `json:"chosen,omitempty"`
-	Explored      bool                `json:"explored"`
-	Score         float64             `json:"score,omitempty"`
-	Reward        flywheel.RewardRule `json:"reward"`
-}
-
 // rawJSON writes json.RawMessage fields as they are: they were decoded, so
 // they are valid.
 var rawJSON = sonic.Config{NoValidateJSONMarshaler: true}.Froze()
@@ -159,7 +136,7 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 	if d.RawContext == nil || (d.RawActions == nil && len(d.Actions) > 0) {
 		return sonic.Marshal(d)
 	}
-	return rawJSON.Marshal(&decisionWire{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
+	return rawJSON.Marshal(&flywheel.DecisionRecord{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
 		Version: d.Version, Variant: d.Variant, Context: d.RawContext, Actions: d.RawActions, Probabilities: d.Probabilities,
 		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward})
 }

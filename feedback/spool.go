@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Record kinds in the spool.
@@ -60,6 +61,7 @@ type Spool struct {
 	end     Position // where the next record goes
 	durable Position // everything before it is fsynced
 	syncing bool
+	later   bool       // a lazy sync of non-durable appends is scheduled
 	cond    *sync.Cond // signalled when durable moves or a sync ends
 	err     error      // sticky write or sync error
 	closed  bool
@@ -205,11 +207,16 @@ func readRecord(r io.Reader) (Record, int64, error) {
 	return Record{Kind: body[0], Key: body[5 : 5+kl], Value: body[5+kl:]}, int64(8 + size), nil
 }
 
+// lazySync is how soon appends that did not ask to be durable are fsynced:
+// fsyncing after every burst of decisions costs serving a tenth of its CPU
+// under load, and a machine crash is what this delay can lose.
+const lazySync = 50 * time.Millisecond
+
 // Append writes recs to the spool, in order, and returns the position after
 // them. With durable set it returns only once they are fsynced; without, once
 // they are written to the operating system (a process crash loses nothing;
 // a machine crash may lose what was not yet synced, which the next group
-// commit, within a millisecond or so, covers). It returns an error if the
+// commit covers within lazySync). It returns an error if the
 // disk refused them: then none of them may be assumed spooled.
 func (s *Spool) Append(recs []Record, durable bool) (Position, error) {
 	var buf []byte
@@ -236,7 +243,7 @@ func (s *Spool) Append(recs []Record, durable bool) (Position, error) {
 	s.end.Off += int64(len(buf))
 	end := s.end
 	if !durable {
-		s.kickLocked()
+		s.kickLaterLocked()
 		return end, nil
 	}
 	for s.durable.less(end) && s.err == nil {
@@ -254,6 +261,23 @@ func (s *Spool) kickLocked() {
 	}
 	s.syncing = true
 	go s.syncLoop()
+}
+
+// kickLaterLocked schedules a group commit lazySync from now unless one is
+// running or scheduled.
+func (s *Spool) kickLaterLocked() {
+	if s.syncing || s.later {
+		return
+	}
+	s.later = true
+	time.AfterFunc(lazySync, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.later = false
+		if !s.closed && s.durable.less(s.end) {
+			s.kickLocked()
+		}
+	})
 }
 
 func (s *Spool) syncLoop() {

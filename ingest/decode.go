@@ -2,10 +2,8 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
 	"runtime"
 	"sync"
-	"time"
 
 	"github.com/bytedance/sonic"
 	kafkago "github.com/segmentio/kafka-go"
@@ -13,37 +11,9 @@ import (
 	"github.com/flywheel-dev/flywheel"
 )
 
-// wireDecision is a decision as serving logs it, with the context and the
-// actions kept as the JSON they came in: ClickHouse stores that JSON as is
-// (context_json, actions_json), so only what the flat columns need is
-// decoded — the context's features, every action's id and the chosen
-// action's features — and nothing is encoded again.
-type wireDecision struct {
-	Schema        int                 `json:"schema"`
-	EventID       string              `json:"event_id"`
-	Time          time.Time           `json:"ts"`
-	Model         string              `json:"model"`
-	Kind          string              `json:"kind"`
-	Version       int                 `json:"model_version"`
-	Variant       string              `json:"variant"`
-	Context       json.RawMessage     `json:"context"`
-	Actions       []wireAction        `json:"actions,omitempty"`
-	Probabilities []float64           `json:"probabilities,omitempty"`
-	ChosenIndex   int                 `json:"chosen_index"`
-	Chosen        string              `json:"chosen,omitempty"`
-	Explored      bool                `json:"explored"`
-	Score         float64             `json:"score,omitempty"`
-	Reward        flywheel.RewardRule `json:"reward"`
-}
-
-type wireAction struct {
-	ID       string          `json:"id"`
-	Features json.RawMessage `json:"features,omitempty"`
-}
-
 // row is one decision ready for the decisions table.
 type row struct {
-	d                   wireDecision
+	d                   flywheel.DecisionRecord
 	ctxNames, ctxValues []string
 	ctxNumbers          []float64
 	actionIDs           []string
@@ -102,29 +72,15 @@ func decodeDecision(b []byte) (*row, error) {
 	return r, nil
 }
 
-// actionsJSON writes the actions back as logged: ids encoded again (cheap),
-// each action's features copied as they came.
-func actionsJSON(actions []wireAction) string {
-	n := 2
-	for _, a := range actions {
-		n += len(a.ID) + len(a.Features) + 32
+// rawJSON writes the actions' features as they came: they were decoded, so
+// they are valid JSON.
+var rawJSON = sonic.Config{NoValidateJSONMarshaler: true}.Froze()
+
+func actionsJSON(actions []flywheel.RawAction) string {
+	if len(actions) == 0 {
+		return "[]"
 	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, a := range actions {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		id, _ := sonic.Marshal(a.ID)
-		b = append(b, `{"id":`...)
-		b = append(b, id...)
-		if len(a.Features) > 0 && !bytes.Equal(a.Features, []byte("null")) {
-			b = append(b, `,"features":`...)
-			b = append(b, a.Features...)
-		}
-		b = append(b, '}')
-	}
-	b = append(b, ']')
+	b, _ := rawJSON.Marshal(actions)
 	return string(b)
 }
 

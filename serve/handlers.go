@@ -29,22 +29,18 @@ type rankRequest struct {
 	Actions []flywheel.Action `json:"actions"`
 
 	// the context and actions as sent, for the decision log
-	rawContext, rawActions []byte
+	rawContext []byte
+	rawActions []flywheel.RawAction
 }
 
 // rankWire is a rank request with the features still JSON: decoding the
 // request this way keeps what the client sent, so that the decision log
 // need not encode the features again.
 type rankWire struct {
-	Model   string          `json:"model"`
-	EventID string          `json:"event_id"`
-	Context json.RawMessage `json:"context"`
-	Actions []actionWire    `json:"actions"`
-}
-
-type actionWire struct {
-	ID       string          `json:"id"`
-	Features json.RawMessage `json:"features"`
+	Model   string               `json:"model"`
+	EventID string               `json:"event_id"`
+	Context json.RawMessage      `json:"context"`
+	Actions []flywheel.RawAction `json:"actions"`
 }
 
 type rankResponse struct {
@@ -171,7 +167,6 @@ func decodeRankFast(body []byte) (*rankRequest, bool) {
 	} else {
 		req.rawContext = []byte("{}")
 	}
-	n := 2
 	for i, a := range w.Actions {
 		req.Actions[i].ID = a.ID
 		if !isNull(a.Features) {
@@ -179,41 +174,12 @@ func decodeRankFast(body []byte) (*rankRequest, bool) {
 				return nil, false
 			}
 		}
-		n += len(a.ID) + len(a.Features) + 32
 	}
-	// the actions as logged: ids encoded again, features as sent
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, a := range w.Actions {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"id":`...)
-		b = appendJSONString(b, a.ID)
-		if !isNull(a.Features) {
-			b = append(b, `,"features":`...)
-			b = append(b, a.Features...)
-		}
-		b = append(b, '}')
-	}
-	req.rawActions = append(b, ']')
+	req.rawActions = w.Actions
 	return req, true
 }
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
-			q, _ := json.Marshal(s) // needs escaping: rare in ids
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
 
 func (s *Server) modelFor(c *gin.Context, name, kind string) (*holder, *live, error) {
 	h, ok := s.models[name]

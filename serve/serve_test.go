@@ -398,8 +398,12 @@ func TestRankKeepsRawJSON(t *testing.T) {
 		if err := json.Unmarshal(req.rawContext, &ctx); err != nil {
 			t.Fatalf("raw context %s: %v", req.rawContext, err)
 		}
-		if err := json.Unmarshal(req.rawActions, &acts); err != nil {
-			t.Fatalf("raw actions %s: %v", req.rawActions, err)
+		logged, err := json.Marshal(req.rawActions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(logged, &acts); err != nil {
+			t.Fatalf("raw actions %s: %v", logged, err)
 		}
 		if len(req.Context) == 0 && len(ctx) == 0 {
 			ctx = req.Context
