@@ -295,6 +295,9 @@ func (l *Logger) write(ctx context.Context, w Writer, msgs []kafkago.Message) ([
 func (l *Logger) Close(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if err := l.spool.Sync(); err != nil { // what was appended lazily, too
+		l.log.Warn("spool sync at close failed", "err", err)
+	}
 	cur, err := l.spool.LoadCursor()
 	for err == nil && l.spool.Pending(cur) > 0 && ctx.Err() == nil {
 		var n int

@@ -263,6 +263,17 @@ func (s *Spool) kickLocked() {
 	go s.syncLoop()
 }
 
+// Sync makes everything appended so far durable before it returns.
+func (s *Spool) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.durable.less(s.end) && s.err == nil && !s.closed {
+		s.kickLocked()
+		s.cond.Wait()
+	}
+	return s.err
+}
+
 // kickLaterLocked schedules a group commit lazySync from now unless one is
 // running or scheduled.
 func (s *Spool) kickLaterLocked() {
