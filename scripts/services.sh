@@ -355,9 +355,11 @@ case "${1:-}" in
     ;;
   reset)
     for pidf in "$DIR"/kafka*/kafka.pid; do
-      [[ -f "$pidf" ]] && stop_pid "$pidf" kafka
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "kafka ($(dirname "$pidf"))"
     done
-    clickhouse_down
+    for pidf in "$DIR"/clickhouse*/clickhouse.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
+    done
     rm -rf "$DIR"
     ;;
   *)
