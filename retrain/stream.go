@@ -158,15 +158,33 @@ type rawExample struct {
 // catalogue offers the same candidates to many users, and decoding them
 // costs more than learning from them. Cached lists are shared read-only.
 type actionSets struct {
-	mu   sync.Mutex
-	sets map[string][]flywheel.Action
+	mu           sync.Mutex
+	sets         map[string][]flywheel.Action
+	lookups, hit int
+	off          bool // the candidates vary: looking them up costs more than it saves
 }
 
-const maxActionSets = 256
+const (
+	maxActionSets = 256
+	// after this many lookups, a hit rate below a tenth turns the cache off
+	judgeAfter = 2048
+)
 
 func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 	a.mu.Lock()
-	acts, ok := a.sets[js]
+	off := a.off
+	var acts []flywheel.Action
+	ok := false
+	if !off {
+		acts, ok = a.sets[js]
+		a.lookups++
+		if ok {
+			a.hit++
+		}
+		if a.lookups == judgeAfter && a.hit*10 < a.lookups {
+			a.off, a.sets = true, nil
+		}
+	}
 	a.mu.Unlock()
 	if ok {
 		return acts, nil
@@ -174,11 +192,16 @@ func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 	if err := sonic.UnmarshalString(js, &acts); err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	if len(a.sets) >= maxActionSets {
-		clear(a.sets) // varied candidates: the cache would not pay; start over
+	if off {
+		return acts, nil
 	}
-	a.sets[js] = acts
+	a.mu.Lock()
+	if a.sets != nil {
+		if len(a.sets) >= maxActionSets {
+			clear(a.sets)
+		}
+		a.sets[js] = acts
+	}
 	a.mu.Unlock()
 	return acts, nil
 }
