@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
-	"github.com/flywheel-dev/flywheel/clickhouse"
-	"github.com/flywheel-dev/flywheel/deploy"
 )
 
 // A classifier is retrained from logged predictions and their outcomes,
@@ -23,20 +21,7 @@ func TestRetrainClassifier(t *testing.T) {
 	_, base := testServices(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/rtc_%d", base.DSN[len("clickhouse://"):len(base.DSN)-len("/default")], time.Now().UnixNano())}
-	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := clickhouse.Open(ctx, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := ccfg.Database()
-	defer func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); conn.Close() }()
-	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, db, reg := testRegistry(t, ctx, base, "rtc")
 	mc := flywheel.ModelConfig{Kind: flywheel.KindClassifier, Bits: 16, Interactions: [][]string{{"user", "item"}},
 		Reward:  flywheel.RewardConfig{Window: time.Minute},
 		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100, Holdout: 0.3, Passes: 1}}.WithDefaults()

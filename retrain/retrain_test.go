@@ -8,19 +8,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/sim"
 )
 
-// Retraining reads only decisions whose reward window has closed, and a
-// version it registered is rebuilt from its manifest with identical weights.
-func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
-	_, base := testServices(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/rt_%d", base.DSN[len("clickhouse://"):len(base.DSN)-len("/default")], time.Now().UnixNano())}
+// testRegistry migrates a fresh database named after prefix on base's
+// server and returns a connection to it (the database is dropped when the
+// test ends) and a registry over it.
+func testRegistry(t *testing.T, ctx context.Context, base clickhouse.Config, prefix string) (driver.Conn, string, *deploy.Registry) {
+	t.Helper()
+	host := base.DSN[len("clickhouse://") : len(base.DSN)-len("/default")]
+	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s_%d", host, prefix, time.Now().UnixNano())}
 	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
 		t.Fatal(err)
 	}
@@ -29,11 +31,21 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := ccfg.Database()
-	defer func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); conn.Close() }()
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); conn.Close() })
 	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return conn, db, reg
+}
+
+// Retraining reads only decisions whose reward window has closed, and a
+// version it registered is rebuilt from its manifest with identical weights.
+func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
+	_, base := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, db, reg := testRegistry(t, ctx, base, "rt")
 	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}},
 		Reward:  flywheel.RewardConfig{Window: time.Minute},
 		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100, Passes: 2}}.WithDefaults()
