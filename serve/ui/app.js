@@ -194,11 +194,18 @@ function render(d) {
   const metricName = m.kind === "classifier" ? "log loss" : estimator;
   rt.replaceChildren(el("tr", {}, ...["started", "outcome", "candidate", "rows (train / holdout)", `candidate ${metricName}`, `champion ${metricName}`, "reason"].map((h) => el("th", { text: h }))));
   const est = (e) => e ? `${fmt(e.value)} [${fmt(e.lower)}, ${fmt(e.upper)}]` : "–";
+  // consecutive skipped runs collapse into one row: the newest, with how many
+  const runs = [];
   for (const r of o.runs) {
+    const prev = runs[runs.length - 1];
+    if (prev && prev.outcome === "skipped" && r.outcome === "skipped") { prev.times = (prev.times || 1) + 1; prev.since = r.t; continue; }
+    runs.push(Object.assign({}, r));
+  }
+  for (const r of runs) {
     const c = r.comparison;
     rt.append(el("tr", { "data-run": r.outcome },
       el("td", { text: dateTime(r.t) }),
-      el("td", {}, el("span", { class: "badge " + r.outcome, text: r.outcome })),
+      el("td", {}, el("span", { class: "badge " + r.outcome, text: r.times ? `${r.outcome} ×${r.times}` : r.outcome })),
       el("td", { text: r.version ? `v${r.version} vs v${r.champion}` : `– (champion v${r.champion})` }),
       el("td", { text: r.train_rows ? `${r.train_rows} / ${r.holdout_rows}` : "–" }),
       el("td", { text: c && c.candidate ? est(c.candidate[metric]) : "–" }),
