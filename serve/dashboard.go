@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"math"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -32,6 +33,39 @@ type Insights struct {
 // SetInsights gives the server what the dashboard's data routes need. Call
 // it before Run.
 func (s *Server) SetInsights(in Insights) { s.insights = in }
+
+// dashboardTTL is how long one answer of Insights.Dashboard serves every
+// open dashboard: each refreshes every 5 s, and the figures come from
+// queries over all of a model's examples, which ClickHouse should run once
+// however many people watch.
+const dashboardTTL = 2 * time.Second
+
+type dashboardCache struct {
+	mu      sync.Mutex // held while computing: one set of queries at a time
+	entries map[string]dashboardEntry
+}
+
+type dashboardEntry struct {
+	at time.Time
+	v  any
+}
+
+func (c *dashboardCache) get(ctx context.Context, key string, now time.Time, compute func(context.Context) (any, error)) (any, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[key]; ok && now.Sub(e.at) < dashboardTTL {
+		return e.v, nil
+	}
+	v, err := compute(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.entries == nil || len(c.entries) > 64 {
+		c.entries = map[string]dashboardEntry{}
+	}
+	c.entries[key] = dashboardEntry{now, v}
+	return v, nil
+}
 
 func (s *Server) uiRoutes(e *gin.Engine) {
 	sub, _ := fs.Sub(uiFiles, "ui")
@@ -64,7 +98,9 @@ func (s *Server) handleDashboard(c *gin.Context) {
 		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "the dashboard's data is not available on this server"))
 		return
 	}
-	d, err := s.insights.Dashboard(c.Request.Context(), h.name, window)
+	d, err := s.dashboards.get(c.Request.Context(), h.name+"|"+window.String(), s.now(), func(ctx context.Context) (any, error) {
+		return s.insights.Dashboard(ctx, h.name, window)
+	})
 	if err != nil {
 		writeError(c, err)
 		return

@@ -67,17 +67,18 @@ type Admin struct {
 
 // Server is the HTTP API. Create it with New; it is safe for concurrent use.
 type Server struct {
-	cfg      Config
-	models   map[string]*holder
-	registry Registry
-	events   EventLogger
-	admin    Admin
-	log      *slog.Logger
-	now      func() time.Time
-	metrics  *metrics
-	engine   *gin.Engine
-	insights Insights
-	gatherer prometheus.Gatherer // this replica's metrics, for the dashboard
+	cfg        Config
+	models     map[string]*holder
+	registry   Registry
+	events     EventLogger
+	admin      Admin
+	log        *slog.Logger
+	now        func() time.Time
+	metrics    *metrics
+	engine     *gin.Engine
+	insights   Insights
+	dashboards dashboardCache
+	gatherer   prometheus.Gatherer // this replica's metrics, for the dashboard
 }
 
 // New validates cfg and returns a server. It loads no model: Run (or
