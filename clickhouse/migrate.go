@@ -370,8 +370,12 @@ func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) e
 			return fmt.Errorf("%s: %w", stmt, err)
 		}
 	}
-	if len(skipped) > 0 {
-		slog.Default().Info("ClickHouse features this server lacks were not applied", "version", vs, "skipped", skipped)
+	for _, what := range skipped {
+		level := slog.LevelDebug // an optimisation the server lacks
+		if strings.Contains(what, "retention") {
+			level = slog.LevelWarn // asked for, and not done
+		}
+		slog.Default().Log(ctx, level, "ClickHouse feature not applied: this server lacks it", "version", vs, "feature", what)
 	}
 	return nil
 }
