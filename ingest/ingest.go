@@ -19,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/kafka"
@@ -113,51 +114,88 @@ func (in *Ingester) Run(ctx context.Context) error {
 	r := kafka.NewGroupReader(in.kcfg, in.cfg.Group, t.Decisions, t.Feedback)
 	defer r.Close()
 	defer in.dlq.Close()
-	var batch []kafkago.Message
+	// Two stages: one goroutine fetches and decodes batch N+1 while the
+	// other inserts batch N and commits its offsets, in order.
+	g, gctx := errgroup.WithContext(ctx)
+	ready := make(chan *batch, 1)
+	g.Go(func() error {
+		for b := range ready {
+			if err := in.write(gctx, b); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			last := lastPerPartition(b.msgs)
+			if err := r.CommitMessages(gctx, last...); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("commit offsets: %w", err)
+			}
+			for _, m := range last {
+				in.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
+			}
+			in.sizes.Observe(float64(len(b.msgs)))
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer close(ready)
+		err := in.fetch(gctx, r, ready)
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+			return nil // uncommitted records are delivered again after restart
+		}
+		return err
+	})
+	return g.Wait()
+}
+
+// batch is fetched records, decoded.
+type batch struct {
+	msgs      []kafkago.Message
+	decisions []*row
+	feedback  []*flywheel.Feedback
+	dead      []kafkago.Message
+}
+
+// fetch reads records into batches (by rows and by time), decodes each and
+// hands it to ready, until ctx ends.
+func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *batch) error {
+	var msgs []kafkago.Message
 	var deadline time.Time
 	for {
 		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if len(batch) > 0 {
+		if len(msgs) > 0 {
 			fctx, cancel = context.WithDeadline(ctx, deadline)
 		}
 		m, err := r.FetchMessage(fctx)
 		cancel()
 		switch {
 		case err == nil:
-			if len(batch) == 0 {
+			if len(msgs) == 0 {
 				deadline = time.Now().Add(in.cfg.BatchWait)
 			}
-			batch = append(batch, m)
-			if len(batch) < in.cfg.BatchRows {
+			msgs = append(msgs, m)
+			if len(msgs) < in.cfg.BatchRows {
 				continue
 			}
 		case ctx.Err() != nil:
-			return nil // uncommitted records are delivered again after restart
+			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded):
 		default:
 			return fmt.Errorf("fetch: %w", err)
 		}
-		if len(batch) == 0 {
+		if len(msgs) == 0 {
 			continue
 		}
-		if err := in.flush(ctx, batch); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+		b := in.decode(msgs)
+		select {
+		case ready <- b:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		last := lastPerPartition(batch)
-		if err := r.CommitMessages(ctx, last...); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("commit offsets: %w", err)
-		}
-		for _, m := range last {
-			in.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
-		}
-		in.sizes.Observe(float64(len(batch)))
-		batch = batch[:0]
+		msgs = nil
 	}
 }
 
@@ -182,39 +220,41 @@ func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
 	return out
 }
 
-// flush decodes the batch, inserts decisions and feedback, and dead-letters
-// what it could not decode, retrying ClickHouse and Kafka with backoff until
-// they succeed or ctx ends.
-func (in *Ingester) flush(ctx context.Context, batch []kafkago.Message) error {
-	var decisions []*row
-	var feedback []*flywheel.Feedback
-	var dead []kafkago.Message
-	for i, x := range decodeAll(batch, in.kcfg.Topics().Decisions) {
+// decode sorts a batch's records into decisions, feedback and dead letters.
+func (in *Ingester) decode(msgs []kafkago.Message) *batch {
+	b := &batch{msgs: msgs}
+	for i, x := range decodeAll(msgs, in.kcfg.Topics().Decisions) {
 		switch {
 		case x.err != nil:
-			dead = append(dead, deadLetter(batch[i], x.err, in.now()))
+			b.dead = append(b.dead, deadLetter(msgs[i], x.err, in.now()))
 		case x.decision != nil:
-			decisions = append(decisions, x.decision)
+			b.decisions = append(b.decisions, x.decision)
 		default:
-			feedback = append(feedback, x.feedback)
+			b.feedback = append(b.feedback, x.feedback)
 		}
 	}
-	if len(decisions) > 0 {
-		if err := in.retry(ctx, "decisions", func() error { return in.insertDecisions(ctx, decisions) }); err != nil {
+	return b
+}
+
+// write inserts a batch's decisions and feedback and dead-letters the rest,
+// retrying ClickHouse and Kafka with backoff until they succeed or ctx ends.
+func (in *Ingester) write(ctx context.Context, b *batch) error {
+	if len(b.decisions) > 0 {
+		if err := in.retry(ctx, "decisions", func() error { return in.insertDecisions(ctx, b.decisions) }); err != nil {
 			return err
 		}
 	}
-	if len(feedback) > 0 {
-		if err := in.retry(ctx, "feedback", func() error { return in.insertFeedback(ctx, feedback) }); err != nil {
+	if len(b.feedback) > 0 {
+		if err := in.retry(ctx, "feedback", func() error { return in.insertFeedback(ctx, b.feedback) }); err != nil {
 			return err
 		}
 	}
-	if len(dead) > 0 {
-		if err := in.retry(ctx, "dlq", func() error { return in.dlq.WriteMessages(ctx, dead...) }); err != nil {
+	if len(b.dead) > 0 {
+		if err := in.retry(ctx, "dlq", func() error { return in.dlq.WriteMessages(ctx, b.dead...) }); err != nil {
 			return err
 		}
-		in.dead.Add(float64(len(dead)))
-		in.log.Warn("records sent to the dead-letter topic", "count", len(dead))
+		in.dead.Add(float64(len(b.dead)))
+		in.log.Warn("records sent to the dead-letter topic", "count", len(b.dead))
 	}
 	return nil
 }

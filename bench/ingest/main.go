@@ -143,7 +143,8 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, ki
 		return 0, 0, err
 	}
 	defer conn.Close()
-	in, err := ingest.New(ingest.Config{Group: kcfg.TopicPrefix + "ingest"}, kcfg, conn, ccfg.Database(), prometheus.NewRegistry(), nil, nil)
+	reg := prometheus.NewRegistry()
+	in, err := ingest.New(ingest.Config{Group: kcfg.TopicPrefix + "ingest"}, kcfg, conn, ccfg.Database(), reg, nil, nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -174,6 +175,16 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, ki
 	steady := 0.0
 	if d := end.Sub(firstAt).Seconds(); d > 0 {
 		steady = (float64(n) - firstRows) / d
+	}
+	if fams, err := reg.Gather(); err == nil {
+		for _, f := range fams {
+			if f.GetName() == "flywheel_ingest_insert_seconds" {
+				for _, m := range f.GetMetric() {
+					fmt.Fprintf(os.Stderr, "bench ingest: %s: %.2f s of %.2f s in ClickHouse inserts (%d batches)\n",
+						kind, m.GetHistogram().GetSampleSum(), end.Sub(start).Seconds(), m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
 	}
 	return end.Sub(start), steady, nil
 }
