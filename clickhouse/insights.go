@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -108,49 +110,62 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 	from = from.Truncate(bucket)
 	o := &Overview{Model: model, FromMs: from.UnixMilli(), ToMs: now.UnixMilli(), BucketSeconds: int64(bucket / time.Second),
 		Series: []Series{}, Quality: []Quality{}, References: []Reference{}, Runs: []Run{}}
+	// One pass over the examples: each view query joins all the feedback,
+	// so the totals and the feedback and exploration shares are summed here
+	// from the same per-bucket rows.
 	bms := uint64(bucket / time.Millisecond)
-	rows, err := conn.Query(ctx, `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), avg(reward), stddevSamp(reward)
+	rows, err := conn.Query(ctx, `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), sum(reward), sum(reward * reward),
+			countIf(feedback_count > 0), sum(explored)
 		FROM `+db+`.examples WHERE model = ? AND ts_ms >= ? GROUP BY t, version, variant ORDER BY version, variant, t`,
 		bms, bms, model, uint64(from.UnixMilli()))
 	if err != nil {
 		return nil, fmt.Errorf("reward over time: %w", err)
 	}
+	type sums struct{ n, sum, sum2 float64 }
+	var totals []sums
+	quality := map[int64]*[3]uint64{} // t → decisions, with feedback, explored
 	for rows.Next() {
 		var (
-			t, n     uint64
-			ver      uint32
-			variant  string
-			avg, std float64
+			t, n, joined, explored uint64
+			ver                    uint32
+			variant                string
+			sum, sum2              float64
 		)
-		if err := rows.Scan(&t, &ver, &variant, &n, &avg, &std); err != nil {
+		if err := rows.Scan(&t, &ver, &variant, &n, &sum, &sum2, &joined, &explored); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("reward over time: %w", err)
 		}
 		if k := len(o.Series); k == 0 || o.Series[k-1].Version != int(ver) || o.Series[k-1].Variant != variant {
 			o.Series = append(o.Series, Series{Version: int(ver), Variant: variant})
+			totals = append(totals, sums{})
 		}
-		s := &o.Series[len(o.Series)-1]
-		s.Points = append(s.Points, Point{T: int64(t), Decisions: n, RewardRate: avg})
+		s, tot := &o.Series[len(o.Series)-1], &totals[len(totals)-1]
+		s.Points = append(s.Points, Point{T: int64(t), Decisions: n, RewardRate: sum / float64(n)})
+		tot.n, tot.sum, tot.sum2 = tot.n+float64(n), tot.sum+sum, tot.sum2+sum2
+		q := quality[int64(t)]
+		if q == nil {
+			q = &[3]uint64{}
+			quality[int64(t)] = q
+		}
+		q[0], q[1], q[2] = q[0]+n, q[1]+joined, q[2]+explored
 	}
 	rows.Close()
-	if err := o.totals(ctx, conn, db, model, from); err != nil {
-		return nil, err
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reward over time: %w", err)
 	}
-	rows, err = conn.Query(ctx, `SELECT intDiv(ts_ms, ?) * ? AS t, count(), countIf(feedback_count > 0), sum(explored)
-		FROM `+db+`.examples WHERE model = ? AND ts_ms >= ? GROUP BY t ORDER BY t`, bms, bms, model, uint64(from.UnixMilli()))
-	if err != nil {
-		return nil, fmt.Errorf("feedback and exploration over time: %w", err)
-	}
-	for rows.Next() {
-		var t, n, joined, explored uint64
-		if err := rows.Scan(&t, &n, &joined, &explored); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("feedback and exploration over time: %w", err)
+	for i, tot := range totals {
+		s := &o.Series[i]
+		s.Decisions, s.RewardRate = uint64(tot.n), tot.sum/tot.n
+		if tot.n > 1 {
+			s.StdErr = math.Sqrt(math.Max(tot.sum2-tot.n*s.RewardRate*s.RewardRate, 0) / (tot.n - 1) / tot.n)
 		}
-		o.Quality = append(o.Quality, Quality{T: int64(t), Decisions: n, JoinRate: float64(joined) / float64(n),
-			DefaultedShare: float64(n-joined) / float64(n), ExploredShare: float64(explored) / float64(n)})
 	}
-	rows.Close()
+	for _, t := range slices.Sorted(maps.Keys(quality)) {
+		q := quality[t]
+		n := float64(q[0])
+		o.Quality = append(o.Quality, Quality{T: t, Decisions: q[0], JoinRate: float64(q[1]) / n,
+			DefaultedShare: float64(q[0]-q[1]) / n, ExploredShare: float64(q[2]) / n})
+	}
 	if o.References, err = References(ctx, conn, db, model); err != nil {
 		return nil, err
 	}
@@ -158,35 +173,6 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 		return nil, err
 	}
 	return o, o.flow(ctx, conn, db, model, now)
-}
-
-func (o *Overview) totals(ctx context.Context, conn driver.Conn, db, model string, from time.Time) error {
-	rows, err := conn.Query(ctx, `SELECT version, variant, count(), avg(reward), stddevSamp(reward)
-		FROM `+db+`.examples WHERE model = ? AND ts_ms >= ? GROUP BY version, variant`, model, uint64(from.UnixMilli()))
-	if err != nil {
-		return fmt.Errorf("reward totals: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			ver      uint32
-			variant  string
-			n        uint64
-			avg, std float64
-		)
-		if err := rows.Scan(&ver, &variant, &n, &avg, &std); err != nil {
-			return fmt.Errorf("reward totals: %w", err)
-		}
-		for i := range o.Series {
-			if s := &o.Series[i]; s.Version == int(ver) && s.Variant == variant {
-				s.Decisions, s.RewardRate = n, avg
-				if n > 1 && !math.IsNaN(std) {
-					s.StdErr = std / math.Sqrt(float64(n))
-				}
-			}
-		}
-	}
-	return rows.Err()
 }
 
 func (o *Overview) runs(ctx context.Context, conn driver.Conn, db, model string) error {
