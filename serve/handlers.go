@@ -197,6 +197,22 @@ func (s *Server) modelFor(c *gin.Context, name, kind string) (*holder, *live, er
 	return h, l, nil
 }
 
+// pick chooses the version that answers a request — the champion, or the
+// canary for its share of units — gives the request an event id if it has
+// none, and records the version for the guardrails.
+func (s *Server) pick(c *gin.Context, name, kind string, f flywheel.Features, eventID *string) (*holder, *live, string, error) {
+	h, l, err := s.modelFor(c, name, kind)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if *eventID == "" {
+		*eventID = newID()
+	}
+	l, variant := s.variantFor(h, l, f, *eventID)
+	c.Set("live", l)
+	return h, l, variant, nil
+}
+
 func routeFor(kind string) string {
 	if kind == flywheel.KindClassifier {
 		return "/v1/predict"
@@ -215,16 +231,11 @@ func (s *Server) handleRank(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	h, l, err := s.modelFor(c, req.Model, flywheel.KindRanker)
+	h, l, variant, err := s.pick(c, req.Model, flywheel.KindRanker, req.Context, &req.EventID)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	if req.EventID == "" {
-		req.EventID = newID()
-	}
-	l, variant := s.variantFor(h, l, req.Context, req.EventID)
-	c.Set("live", l)
 	var r model.Ranking
 	if err := l.model.Rank(req.EventID, req.Context, req.Actions, &r); err != nil {
 		writeError(c, err)
@@ -274,16 +285,11 @@ func (s *Server) handlePredict(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	h, l, err := s.modelFor(c, req.Model, flywheel.KindClassifier)
+	h, l, variant, err := s.pick(c, req.Model, flywheel.KindClassifier, req.Features, &req.EventID)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	if req.EventID == "" {
-		req.EventID = newID()
-	}
-	l, variant := s.variantFor(h, l, req.Features, req.EventID)
-	c.Set("live", l)
 	score := l.model.Predict(req.Features)
 	d := &flywheel.Decision{
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindClassifier,
