@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
-	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/model"
@@ -214,12 +213,7 @@ models:
 	waitReady(t, ctx, urls[1])
 	go obs.poll(watchCtx, urls)
 
-	conn, err := clickhouse.Open(ctx, cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	conn := testDB(t, ctx, chAddr, db)
 	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/sim"
 )
@@ -25,6 +27,21 @@ func services(t *testing.T) (kafkaAddr, chAddr string) {
 		t.Fatal("FLYWHEEL_TEST_KAFKA and FLYWHEEL_TEST_CLICKHOUSE must be set: run `make test`, which starts both")
 	}
 	return kafkaAddr, chAddr
+}
+
+// testDB connects to database db on the ClickHouse at chAddr; the database
+// is dropped when the test ends, after the processes it started stopped.
+func testDB(t *testing.T, ctx context.Context, chAddr, db string) driver.Conn {
+	t.Helper()
+	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s", chAddr, db)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+		conn.Close()
+	})
+	return conn
 }
 
 func freeAddr(t *testing.T) string {
@@ -162,12 +179,7 @@ models:
 
 	// Every decision the simulator received is in ClickHouse exactly once.
 	want := append(append([]string{}, first.EventIDs...), second.EventIDs...)
-	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s", chAddr, db)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	conn := testDB(t, ctx, chAddr, db)
 	var got []string
 	waitFor(t, ctx, "ingest to catch up", func() bool {
 		rows, err := conn.Query(ctx, "SELECT event_id FROM "+db+".decisions FINAL")

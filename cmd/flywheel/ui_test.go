@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/sim"
 )
@@ -72,12 +71,7 @@ models:
 	}
 	defer inProcess(t, ctx, "flywheel dev", "dev", "--config", cfgPath)()
 	waitReady(t, ctx, url)
-	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s", chAddr, db)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	conn := testDB(t, ctx, chAddr, db)
 	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
