@@ -126,30 +126,39 @@ type DecisionRecord struct {
 // Validate checks a decision read back from the log: the fields ingest and
 // training rely on must be present and consistent.
 func (d *Decision) Validate() error {
+	return validateDecision(d.Schema, d.EventID, d.Model, d.Kind, d.Time, d.Version, len(d.Actions), len(d.Probabilities), d.ChosenIndex, d.Reward)
+}
+
+// Validate checks a logged decision as Decision.Validate does.
+func (r *DecisionRecord) Validate() error {
+	return validateDecision(r.Schema, r.EventID, r.Model, r.Kind, r.Time, r.Version, len(r.Actions), len(r.Probabilities), r.ChosenIndex, r.Reward)
+}
+
+func validateDecision(schema int, eventID, model, kind string, ts time.Time, version, actions, probabilities, chosen int, reward RewardRule) error {
 	switch {
-	case d.Schema < 1 || d.Schema > SchemaVersion:
-		return Errorf(EINVALID, "schema %d is not supported (this build reads up to %d)", d.Schema, SchemaVersion)
-	case d.EventID == "":
+	case schema < 1 || schema > SchemaVersion:
+		return Errorf(EINVALID, "schema %d is not supported (this build reads up to %d)", schema, SchemaVersion)
+	case eventID == "":
 		return Errorf(EINVALID, "event_id is empty")
-	case d.Model == "":
+	case model == "":
 		return Errorf(EINVALID, "model is empty")
-	case d.Time.IsZero():
+	case ts.IsZero():
 		return Errorf(EINVALID, "ts is missing")
-	case d.Version < 1:
+	case version < 1:
 		return Errorf(EINVALID, "model_version must be at least 1")
 	}
-	if d.Kind == KindRanker {
-		if len(d.Actions) == 0 {
+	if kind == KindRanker {
+		if actions == 0 {
 			return Errorf(EINVALID, "actions is empty")
 		}
-		if len(d.Probabilities) != len(d.Actions) {
-			return Errorf(EINVALID, "probabilities has %d entries for %d actions", len(d.Probabilities), len(d.Actions))
+		if probabilities != actions {
+			return Errorf(EINVALID, "probabilities has %d entries for %d actions", probabilities, actions)
 		}
-		if d.ChosenIndex < 0 || d.ChosenIndex >= len(d.Actions) {
-			return Errorf(EINVALID, "chosen_index %d is out of range", d.ChosenIndex)
+		if chosen < 0 || chosen >= actions {
+			return Errorf(EINVALID, "chosen_index %d is out of range", chosen)
 		}
 	}
-	return d.Reward.Validate("reward")
+	return reward.Validate("reward")
 }
 
 // Feedback is a user's reaction to a decision, as received by serving and

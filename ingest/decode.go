@@ -42,9 +42,7 @@ func decodeDecision(b []byte) (*row, error) {
 	} else {
 		d.Context = emptyObject
 	}
-	shell := flywheel.Decision{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind, Version: d.Version,
-		Actions: make([]flywheel.Action, len(actions)), Probabilities: d.Probabilities, ChosenIndex: d.ChosenIndex, Reward: d.Reward}
-	if err := shell.Validate(); err != nil {
+	if err := d.Validate(); err != nil {
 		return nil, err
 	}
 	r.ctxNames, r.ctxValues, r.ctxNumbers = flat(ctx)
