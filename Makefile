@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./model
 	$(GO) test -run XXX -fuzz FuzzDecodeRank -fuzztime $${FUZZTIME:-30s} ./serve
 	$(GO) test -run XXX -fuzz FuzzParseFeedback -fuzztime $${FUZZTIME:-30s} ./feedback
+	$(GO) test -run XXX -fuzz FuzzScanDecision -fuzztime $${FUZZTIME:-30s} ./ingest
 
 services-up:
 	scripts/services.sh up

@@ -28,6 +28,15 @@ var emptyObject = []byte("{}")
 // decodeDecision decodes and checks one logged decision, as strictly as
 // Decision.Validate does.
 func decodeDecision(b []byte) (*row, error) {
+	if r, ok := scanDecision(b); ok {
+		return r, nil
+	}
+	return decodeGeneral(b)
+}
+
+// decodeGeneral decodes any decision through maps, and names what is wrong
+// with one it refuses.
+func decodeGeneral(b []byte) (*row, error) {
 	r := &row{}
 	d := &r.d
 	if err := sonic.Unmarshal(b, d); err != nil {

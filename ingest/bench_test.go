@@ -1,0 +1,56 @@
+package ingest
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// benchDecision is a decision the shape of the ingest benchmark's: 20
+// actions, each with its item features, and a small user context.
+func benchDecision(tb testing.TB) []byte {
+	actions := make([]flywheel.Action, 20)
+	probs := make([]float64, 20)
+	ranking := make([]string, 20)
+	for a := range actions {
+		actions[a] = flywheel.Action{ID: fmt.Sprintf("item-%02d", a), Features: flywheel.Features{"item": {
+			"id": fmt.Sprintf("item-%02d", a), "category": fmt.Sprintf("c%d", a%5), "price": float64(a) + 0.99, "new": a%3 == 0}}}
+		probs[a] = 0.05
+		ranking[a] = actions[a].ID
+	}
+	d := flywheel.Decision{Schema: 1, EventID: "ev-0000001", Time: time.Unix(1700000000, 0).UTC(), Model: "homepage", Kind: flywheel.KindRanker,
+		Version: 1, Variant: "champion", Context: flywheel.Features{"user": {"segment": "b", "age": 31.0, "country": "fr", "device": "ios", "tags": []any{"x", "y"}}},
+		Actions: actions, Probabilities: probs, Ranking: ranking, ChosenIndex: 7, Chosen: actions[7].ID,
+		Reward: flywheel.RewardRule{WindowSeconds: 600, Aggregate: "sum"}}
+	b, err := json.Marshal(d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func BenchmarkDecodeDecision(b *testing.B) {
+	msg := benchDecision(b)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeDecision(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The general decoder on the same record, for comparison.
+func BenchmarkDecodeGeneral(b *testing.B) {
+	msg := benchDecision(b)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeGeneral(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,663 @@
+package ingest
+
+import (
+	"bytes"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/bytedance/sonic"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// scanDecision is the fast path of decodeDecision: one strict pass over the
+// record that keeps the context and actions JSON as the bytes they were
+// logged as, flattens the context and the chosen action's features straight
+// from the text, and builds no maps. Its strings share b's memory (a Kafka
+// message's value, never written to). It handles the records serving
+// writes; for anything else (a null, a key that differs from a field's name
+// only in case, a repeated key, a feature value that is not a string,
+// number, bool or list of strings, a malformed record) it says no, and
+// decodeDecision decodes the record the general way, which also names what
+// is wrong. FuzzScanDecision checks that the two agree.
+func scanDecision(b []byte) (*row, bool) {
+	s := scanner{b: b}
+	r := &row{}
+	d := &r.d
+	var ctxSpan, actSpan []byte
+	var seen uint32
+	if !s.open('{') {
+		return nil, false
+	}
+	for first := true; s.more('}', &first); {
+		key := s.key()
+		bit, known := topFields[unsafeString(key)]
+		switch {
+		case s.bad:
+		case !known:
+			if foldsToField(key) {
+				return nil, false
+			}
+			s.skip(0)
+		case seen&bit != 0:
+			return nil, false
+		default:
+			seen |= bit
+			switch unsafeString(key) {
+			case "schema":
+				d.Schema = s.int()
+			case "event_id":
+				d.EventID = s.str()
+			case "ts":
+				if q := s.quoted(); !s.bad && d.Time.UnmarshalJSON(q) != nil {
+					s.bad = true
+				}
+			case "model":
+				d.Model = s.str()
+			case "kind":
+				d.Kind = s.str()
+			case "model_version":
+				d.Version = s.int()
+			case "variant":
+				d.Variant = s.str()
+			case "context":
+				start := s.at()
+				r.ctxNames, r.ctxValues, r.ctxNumbers = s.features()
+				ctxSpan = b[start:s.i]
+			case "actions":
+				start := s.at()
+				d.Actions = s.actions()
+				actSpan = b[start:s.i]
+			case "probabilities":
+				d.Probabilities = s.numbers()
+			case "ranking":
+				s.strings()
+			case "chosen_index":
+				d.ChosenIndex = s.int()
+			case "chosen":
+				d.Chosen = s.str()
+			case "explored":
+				d.Explored = s.bool()
+			case "score":
+				d.Score = s.float()
+			case "reward":
+				d.Reward = s.reward()
+			}
+		}
+		if s.bad {
+			return nil, false
+		}
+	}
+	if s.bad || !s.end() {
+		return nil, false
+	}
+	if ctxSpan == nil {
+		d.Context = emptyObject
+		r.ctxNames, r.ctxValues, r.ctxNumbers = []string{}, []string{}, []float64{}
+	} else {
+		d.Context = ctxSpan
+	}
+	if d.Validate() != nil {
+		return nil, false
+	}
+	r.actionIDs = make([]string, len(d.Actions))
+	for i, a := range d.Actions {
+		r.actionIDs[i] = a.ID
+	}
+	r.chNames, r.chValues, r.chNumbers = []string{}, []string{}, []float64{}
+	if d.Kind == flywheel.KindRanker {
+		if f := d.Actions[d.ChosenIndex].Features; len(f) > 0 {
+			c := scanner{b: f}
+			r.chNames, r.chValues, r.chNumbers = c.features()
+			if c.bad || !c.end() {
+				return nil, false
+			}
+		}
+		r.chosenProbability = d.Probabilities[d.ChosenIndex]
+	}
+	if d.Probabilities == nil {
+		d.Probabilities = []float64{}
+	}
+	r.ctxJSON = unsafeString(d.Context)
+	r.actJSON = "[]"
+	if len(d.Actions) > 0 {
+		r.actJSON = unsafeString(actSpan)
+	}
+	return r, true
+}
+
+// unsafeString is b as a string without a copy; b must never change.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+var topFields = func() map[string]uint32 {
+	m := map[string]uint32{}
+	for i, k := range []string{"schema", "event_id", "ts", "model", "kind", "model_version", "variant", "context",
+		"actions", "probabilities", "ranking", "chosen_index", "chosen", "explored", "score", "reward"} {
+		m[k] = 1 << i
+	}
+	return m
+}()
+
+// foldsToField reports whether key would match one of the record's fields
+// when compared without case, as the general decoder compares them.
+func foldsToField(key []byte) bool {
+	for k := range topFields {
+		if strings.EqualFold(k, string(key)) {
+			return true
+		}
+	}
+	for _, k := range []string{"id", "features", "window_s", "default", "aggregate"} {
+		if strings.EqualFold(k, string(key)) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanner reads JSON strictly (RFC 8259) from b at i. A method that finds
+// something it cannot read sets bad; later calls then do nothing useful.
+type scanner struct {
+	b   []byte
+	i   int
+	bad bool
+}
+
+var space, special = func() (sp, spec [256]bool) {
+	for _, c := range " \t\n\r" {
+		sp[c] = true
+	}
+	for c := range 256 {
+		spec[c] = c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf
+	}
+	return sp, spec
+}()
+
+func (s *scanner) ws() {
+	b, i := s.b, s.i
+	if i < len(b) && b[i] > ' ' {
+		return
+	}
+	for i < len(b) && space[b[i]] {
+		i++
+	}
+	s.i = i
+}
+
+// at skips white space and returns where the next value starts.
+func (s *scanner) at() int {
+	s.ws()
+	return s.i
+}
+
+// end reports whether only white space is left.
+func (s *scanner) end() bool {
+	s.ws()
+	return s.i == len(s.b)
+}
+
+// peek returns the next byte that is not white space, or 0.
+func (s *scanner) peek() byte {
+	s.ws()
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+// open consumes c ('{' or '['), which must come next.
+func (s *scanner) open(c byte) bool {
+	if s.peek() != c {
+		s.bad = true
+		return false
+	}
+	s.i++
+	return true
+}
+
+// more reports whether another member or element follows in an object or
+// array closed by c, consuming the comma or the closing c. first is true
+// before the first call.
+func (s *scanner) more(c byte, first *bool) bool {
+	if s.bad {
+		return false
+	}
+	next := s.peek()
+	if next == c {
+		s.i++
+		return false
+	}
+	if *first {
+		*first = false
+		return true
+	}
+	if next == ',' {
+		s.i++
+		return true
+	}
+	s.bad = true
+	return false
+}
+
+// key reads an object key and its colon. Keys with escapes (rare) are
+// unescaped by the general decoder.
+func (s *scanner) key() []byte {
+	if s.peek() != '"' {
+		s.bad = true
+		return nil
+	}
+	start := s.i
+	key, plain := s.rawString()
+	if !plain && !s.bad && (bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key)) {
+		var k string
+		if sonic.Unmarshal(s.b[start:s.i], &k) != nil {
+			s.bad = true
+		}
+		key = []byte(k)
+	}
+	if s.bad || s.peek() != ':' {
+		s.bad = true
+		return nil
+	}
+	s.i++
+	return key
+}
+
+// rawString reads a string at s.i and returns its contents as they are
+// written; plain says they contain no escapes and only ASCII, so they are
+// the string's value too.
+func (s *scanner) rawString() (raw []byte, plain bool) {
+	s.i++ // the opening quote
+	start := s.i
+	plain = true
+	for s.i < len(s.b) {
+		b, i := s.b, s.i
+		for i < len(b) && !special[b[i]] {
+			i++
+		}
+		s.i = i
+		if s.i == len(s.b) {
+			break
+		}
+		switch c := s.b[s.i]; {
+		case c == '"':
+			raw = s.b[start:s.i]
+			s.i++
+			return raw, plain
+		case c < 0x20:
+			s.bad = true
+			return nil, false
+		case c == '\\':
+			plain = false
+			s.i++
+			if s.i >= len(s.b) {
+				s.bad = true
+				return nil, false
+			}
+			switch s.b[s.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i++
+			case 'u':
+				if s.i+4 >= len(s.b) {
+					s.bad = true
+					return nil, false
+				}
+				for _, h := range s.b[s.i+1 : s.i+5] {
+					if !isHex(h) {
+						s.bad = true
+						return nil, false
+					}
+				}
+				s.i += 5
+			default:
+				s.bad = true
+				return nil, false
+			}
+		default: // a byte of a multi-byte character
+			plain = false
+			s.i++
+		}
+	}
+	s.bad = true
+	return nil, false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// quoted reads a string and returns it with its quotes, as written.
+func (s *scanner) quoted() []byte {
+	if s.peek() != '"' {
+		s.bad = true
+		return nil
+	}
+	start := s.i
+	s.rawString()
+	return s.b[start:s.i]
+}
+
+// str reads a string value. Strings with escapes or invalid UTF-8 are
+// decoded by the general decoder, so they come out exactly as it makes them.
+func (s *scanner) str() string {
+	if s.peek() != '"' {
+		s.bad = true
+		return ""
+	}
+	start := s.i
+	raw, plain := s.rawString()
+	switch {
+	case s.bad:
+		return ""
+	case plain || bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw):
+		return unsafeString(raw)
+	}
+	var v string
+	if sonic.Unmarshal(s.b[start:s.i], &v) != nil {
+		s.bad = true
+	}
+	return v
+}
+
+// number returns the text of a number at s.i.
+func (s *scanner) number() []byte {
+	s.ws()
+	start := s.i
+	if s.i < len(s.b) && s.b[s.i] == '-' {
+		s.i++
+	}
+	switch {
+	case s.i < len(s.b) && s.b[s.i] == '0':
+		s.i++
+	case s.i < len(s.b) && '1' <= s.b[s.i] && s.b[s.i] <= '9':
+		s.digits()
+	default:
+		s.bad = true
+		return nil
+	}
+	if s.i < len(s.b) && s.b[s.i] == '.' {
+		s.i++
+		if !s.digits() {
+			s.bad = true
+		}
+	}
+	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		s.i++
+		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
+			s.i++
+		}
+		if !s.digits() {
+			s.bad = true
+		}
+	}
+	return s.b[start:s.i]
+}
+
+func (s *scanner) digits() bool {
+	b, i := s.b, s.i
+	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+		i++
+	}
+	start := s.i
+	s.i = i
+	return i > start
+}
+
+func (s *scanner) float() float64 {
+	n := s.number()
+	if s.bad {
+		return 0
+	}
+	f, err := strconv.ParseFloat(unsafeString(n), 64)
+	if err != nil {
+		s.bad = true
+	}
+	return f
+}
+
+func (s *scanner) int64() int64 {
+	n := s.number()
+	if s.bad {
+		return 0
+	}
+	v, err := strconv.ParseInt(unsafeString(n), 10, 64)
+	if err != nil {
+		s.bad = true
+	}
+	return v
+}
+
+func (s *scanner) int() int { return int(s.int64()) }
+
+func (s *scanner) literal(word string) {
+	if !bytes.HasPrefix(s.b[s.i:], []byte(word)) {
+		s.bad = true
+		return
+	}
+	s.i += len(word)
+}
+
+func (s *scanner) bool() bool {
+	switch s.peek() {
+	case 't':
+		s.literal("true")
+		return true
+	case 'f':
+		s.literal("false")
+		return false
+	}
+	s.bad = true
+	return false
+}
+
+// skip reads any value (nested at most 64 deep).
+func (s *scanner) skip(depth int) {
+	if depth > 64 {
+		s.bad = true
+		return
+	}
+	switch s.peek() {
+	case '{':
+		s.i++
+		for first := true; s.more('}', &first); {
+			s.key()
+			s.skip(depth + 1)
+		}
+	case '[':
+		s.i++
+		for first := true; s.more(']', &first); {
+			s.skip(depth + 1)
+		}
+	case '"':
+		s.rawString()
+	case 't':
+		s.literal("true")
+	case 'f':
+		s.literal("false")
+	case 'n':
+		s.literal("null")
+	default:
+		s.number()
+	}
+}
+
+func (s *scanner) numbers() []float64 {
+	out := make([]float64, 0, 32)
+	if !s.open('[') {
+		return nil
+	}
+	for first := true; s.more(']', &first); {
+		out = append(out, s.float())
+	}
+	return out
+}
+
+// strings reads a list of strings and keeps none of them.
+func (s *scanner) strings() {
+	if !s.open('[') {
+		return
+	}
+	for first := true; s.more(']', &first); {
+		if s.peek() != '"' {
+			s.bad = true
+			return
+		}
+		s.rawString()
+	}
+}
+
+func (s *scanner) actions() []flywheel.RawAction {
+	out := make([]flywheel.RawAction, 0, 32)
+	if !s.open('[') {
+		return nil
+	}
+	for first := true; s.more(']', &first); {
+		var a flywheel.RawAction
+		var seen uint8
+		if !s.open('{') {
+			return nil
+		}
+		for first := true; s.more('}', &first); {
+			key := s.key()
+			switch {
+			case s.bad:
+			case string(key) == "id" && seen&1 == 0:
+				seen |= 1
+				a.ID = s.str()
+			case string(key) == "features" && seen&2 == 0 && s.peek() == '{':
+				seen |= 2
+				start := s.i
+				s.skip(0)
+				a.Features = s.b[start:s.i]
+			case foldsToField(key):
+				s.bad = true
+			default:
+				s.skip(0)
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func (s *scanner) reward() (rule flywheel.RewardRule) {
+	var seen uint8
+	if !s.open('{') {
+		return rule
+	}
+	for first := true; s.more('}', &first); {
+		key := s.key()
+		switch {
+		case s.bad:
+		case string(key) == "window_s" && seen&1 == 0:
+			seen |= 1
+			rule.WindowSeconds = s.int64()
+		case string(key) == "default" && seen&2 == 0:
+			seen |= 2
+			rule.Default = s.float()
+		case string(key) == "aggregate" && seen&4 == 0:
+			seen |= 4
+			rule.Aggregate = s.str()
+		case foldsToField(key):
+			s.bad = true
+		default:
+			s.skip(0)
+		}
+	}
+	return rule
+}
+
+// flatFeature is one feature as Features.Flatten lists it, before sorting;
+// member is its position in a bag, or -1 for an empty bag (named, not listed).
+type flatFeature struct {
+	ns, name []byte
+	value    string
+	number   float64
+	member   int
+}
+
+// features flattens an object of namespaces in Features.Flatten's order:
+// namespaces, then names, then bag members in order.
+func (s *scanner) features() (names, values []string, numbers []float64) {
+	fs := make([]flatFeature, 0, 16)
+	if !s.open('{') {
+		return nil, nil, nil
+	}
+	for first := true; s.more('}', &first); {
+		ns := s.key()
+		if !s.open('{') {
+			return nil, nil, nil
+		}
+		from := len(fs)
+		for first := true; s.more('}', &first); {
+			name := s.key()
+			if s.bad {
+				return nil, nil, nil
+			}
+			for _, f := range fs[from:] {
+				if string(f.name) == string(name) {
+					s.bad = true // a repeated name: the general decoder keeps the last
+					return nil, nil, nil
+				}
+			}
+			switch s.peek() {
+			case '"':
+				fs = append(fs, flatFeature{ns: ns, name: name, value: s.str(), number: 1})
+			case 't', 'f':
+				n := 0.0
+				if s.bool() {
+					n = 1
+				}
+				fs = append(fs, flatFeature{ns: ns, name: name, number: n})
+			case '[':
+				s.i++
+				m := 0
+				for first := true; s.more(']', &first); m++ {
+					if s.peek() != '"' {
+						s.bad = true
+						return nil, nil, nil
+					}
+					fs = append(fs, flatFeature{ns: ns, name: name, value: s.str(), number: 1, member: m})
+				}
+				if m == 0 {
+					fs = append(fs, flatFeature{ns: ns, name: name, member: -1})
+				}
+			default:
+				fs = append(fs, flatFeature{ns: ns, name: name, number: s.float()})
+			}
+		}
+		for _, f := range fs[:from] {
+			if string(f.ns) == string(ns) {
+				s.bad = true // a repeated namespace
+				break
+			}
+		}
+	}
+	if s.bad {
+		return nil, nil, nil
+	}
+	slices.SortStableFunc(fs, func(a, b flatFeature) int {
+		if c := bytes.Compare(a.ns, b.ns); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.name, b.name)
+	})
+	n := 0
+	for _, f := range fs {
+		if f.member >= 0 {
+			n++
+		}
+	}
+	names, values, numbers = make([]string, 0, n), make([]string, 0, n), make([]float64, 0, n)
+	for _, f := range fs {
+		if f.member < 0 {
+			continue
+		}
+		names = append(names, string(f.ns)+"^"+string(f.name))
+		values = append(values, f.value)
+		numbers = append(numbers, f.number)
+	}
+	return names, values, numbers
+}
