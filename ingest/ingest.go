@@ -121,6 +121,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	g.Go(func() error {
 		for b := range ready {
 			if err := in.write(gctx, b); err != nil {
+				b.abort()
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -148,15 +149,26 @@ func (in *Ingester) Run(ctx context.Context) error {
 		}
 		return err
 	})
-	return g.Wait()
+	err := g.Wait()
+	for b := range ready { // batches built but never written: release their connections
+		b.abort()
+	}
+	return err
 }
 
-// batch is fetched records, decoded.
+// batch is fetched records, decoded, with their inserts (decisions, then
+// feedback) and dead letters.
 type batch struct {
-	msgs      []kafkago.Message
-	decisions []*row
-	feedback  []*flywheel.Feedback
-	dead      []kafkago.Message
+	msgs    []kafkago.Message
+	inserts []*insert
+	dead    []kafkago.Message
+}
+
+// abort releases the connections of the inserts built ahead of time.
+func (b *batch) abort() {
+	for _, x := range b.inserts {
+		x.abort()
+	}
 }
 
 // fetch reads records into batches (by rows and by time), decodes each and
@@ -190,9 +202,15 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 			continue
 		}
 		b := in.decode(msgs)
+		// Build the inserts now, while the write stage sends the previous
+		// batch: the write stage then only sends.
+		for _, x := range b.inserts {
+			x.prefill(ctx)
+		}
 		select {
 		case ready <- b:
 		case <-ctx.Done():
+			b.abort()
 			return ctx.Err()
 		}
 		msgs = nil
@@ -223,15 +241,23 @@ func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
 // decode sorts a batch's records into decisions, feedback and dead letters.
 func (in *Ingester) decode(msgs []kafkago.Message) *batch {
 	b := &batch{msgs: msgs}
+	var decisions []*row
+	var feedback []*flywheel.Feedback
 	for i, x := range decodeAll(msgs, in.kcfg.Topics().Decisions) {
 		switch {
 		case x.err != nil:
 			b.dead = append(b.dead, deadLetter(msgs[i], x.err, in.now()))
 		case x.decision != nil:
-			b.decisions = append(b.decisions, x.decision)
+			decisions = append(decisions, x.decision)
 		default:
-			b.feedback = append(b.feedback, x.feedback)
+			feedback = append(feedback, x.feedback)
 		}
+	}
+	if len(decisions) > 0 {
+		b.inserts = append(b.inserts, in.decisionsInsert(decisions))
+	}
+	if len(feedback) > 0 {
+		b.inserts = append(b.inserts, in.feedbackInsert(feedback))
 	}
 	return b
 }
@@ -239,13 +265,8 @@ func (in *Ingester) decode(msgs []kafkago.Message) *batch {
 // write inserts a batch's decisions and feedback and dead-letters the rest,
 // retrying ClickHouse and Kafka with backoff until they succeed or ctx ends.
 func (in *Ingester) write(ctx context.Context, b *batch) error {
-	if len(b.decisions) > 0 {
-		if err := in.retry(ctx, "decisions", func() error { return in.insertDecisions(ctx, b.decisions) }); err != nil {
-			return err
-		}
-	}
-	if len(b.feedback) > 0 {
-		if err := in.retry(ctx, "feedback", func() error { return in.insertFeedback(ctx, b.feedback) }); err != nil {
+	for _, x := range b.inserts {
+		if err := in.retry(ctx, x.table, func() error { return in.send(ctx, x) }); err != nil {
 			return err
 		}
 	}

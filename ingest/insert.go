@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/flywheel-dev/flywheel"
 )
 
@@ -14,56 +16,97 @@ const decisionColumns = `event_id, ts, ts_ms, model, kind, version, variant,
 	explored, score, reward_window_s, reward_default, reward_aggregate,
 	context_json, actions_json, ingested_at`
 
-func (in *Ingester) insertDecisions(ctx context.Context, rows []*row) error {
+// insert is one table's rows of a batch, appended to a prepared ClickHouse
+// batch ahead of time when that worked (the fetch stage does it while the
+// previous batch is being sent), and sent by the write stage.
+type insert struct {
+	table    string
+	rows     int
+	fill     func(ctx context.Context) (driver.Batch, error) // prepare and append every row
+	ready    driver.Batch                                     // filled ahead of time, or nil
+	appended time.Duration                                    // how long filling it took
+}
+
+// prefill prepares and appends now, so that send only has to send. A
+// failure is not an error here: send fills again, with retries.
+func (x *insert) prefill(ctx context.Context) {
 	start := time.Now()
-	b, err := in.conn.PrepareBatch(ctx, "INSERT INTO "+in.db+".decisions ("+decisionColumns+")")
-	if err != nil {
-		return fmt.Errorf("prepare decisions batch: %w", err)
+	if b, err := x.fill(ctx); err == nil {
+		x.ready, x.appended = b, time.Since(start)
 	}
-	now := in.now().UTC()
-	for _, r := range rows {
-		d := &r.d
-		explored := uint8(0)
-		if d.Explored {
-			explored = 1
+}
+
+// abort releases a prefilled batch's connection without sending it.
+func (x *insert) abort() {
+	if x.ready != nil {
+		x.ready.Abort()
+		x.ready = nil
+	}
+}
+
+// send inserts the rows: the prefilled batch if there is one, else a new
+// one. A failed attempt leaves nothing prefilled, so a retry starts afresh.
+func (in *Ingester) send(ctx context.Context, x *insert) error {
+	start := time.Now()
+	b, took := x.ready, x.appended
+	x.ready = nil
+	if b == nil {
+		var err error
+		if b, err = x.fill(ctx); err != nil {
+			return err
 		}
-		err := b.Append(d.EventID, d.Time, uint64(d.Time.UnixMilli()), d.Model, d.Kind, uint32(d.Version), d.Variant,
-			r.ctxNames, r.ctxValues, r.ctxNumbers, r.actionIDs, d.Probabilities,
-			d.Chosen, uint16(d.ChosenIndex), r.chosenProbability, r.chNames, r.chValues, r.chNumbers,
-			explored, d.Score, uint32(d.Reward.WindowSeconds), d.Reward.Default, d.Reward.Aggregate,
-			r.ctxJSON, r.actJSON, now)
-		if err != nil {
-			b.Abort()
-			return fmt.Errorf("append decision %s: %w", d.EventID, err)
-		}
+		took = 0
 	}
 	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert decisions batch: %w", err)
+		return fmt.Errorf("insert %s batch: %w", x.table, err)
 	}
-	in.rows.WithLabelValues("decisions").Add(float64(len(rows)))
-	in.batches.WithLabelValues("decisions").Observe(time.Since(start).Seconds())
+	in.rows.WithLabelValues(x.table).Add(float64(x.rows))
+	in.batches.WithLabelValues(x.table).Observe((took + time.Since(start)).Seconds())
 	return nil
 }
 
-func (in *Ingester) insertFeedback(ctx context.Context, fs []*flywheel.Feedback) error {
-	start := time.Now()
-	b, err := in.conn.PrepareBatch(ctx, "INSERT INTO "+in.db+".feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)")
-	if err != nil {
-		return fmt.Errorf("prepare feedback batch: %w", err)
-	}
-	now := in.now().UTC()
-	for _, f := range fs {
-		if err := b.Append(f.EventID, f.FeedbackID, f.Time, uint64(f.Time.UnixMilli()), f.Reward, f.Type, now); err != nil {
-			b.Abort()
-			return fmt.Errorf("append feedback %s: %w", f.FeedbackID, err)
+func (in *Ingester) decisionsInsert(rows []*row) *insert {
+	return &insert{table: "decisions", rows: len(rows), fill: func(ctx context.Context) (driver.Batch, error) {
+		b, err := in.conn.PrepareBatch(ctx, "INSERT INTO "+in.db+".decisions ("+decisionColumns+")")
+		if err != nil {
+			return nil, fmt.Errorf("prepare decisions batch: %w", err)
 		}
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert feedback batch: %w", err)
-	}
-	in.rows.WithLabelValues("feedback").Add(float64(len(fs)))
-	in.batches.WithLabelValues("feedback").Observe(time.Since(start).Seconds())
-	return nil
+		now := in.now().UTC()
+		for _, r := range rows {
+			d := &r.d
+			explored := uint8(0)
+			if d.Explored {
+				explored = 1
+			}
+			err := b.Append(d.EventID, d.Time, uint64(d.Time.UnixMilli()), d.Model, d.Kind, uint32(d.Version), d.Variant,
+				r.ctxNames, r.ctxValues, r.ctxNumbers, r.actionIDs, d.Probabilities,
+				d.Chosen, uint16(d.ChosenIndex), r.chosenProbability, r.chNames, r.chValues, r.chNumbers,
+				explored, d.Score, uint32(d.Reward.WindowSeconds), d.Reward.Default, d.Reward.Aggregate,
+				r.ctxJSON, r.actJSON, now)
+			if err != nil {
+				b.Abort()
+				return nil, fmt.Errorf("append decision %s: %w", d.EventID, err)
+			}
+		}
+		return b, nil
+	}}
+}
+
+func (in *Ingester) feedbackInsert(fs []*flywheel.Feedback) *insert {
+	return &insert{table: "feedback", rows: len(fs), fill: func(ctx context.Context) (driver.Batch, error) {
+		b, err := in.conn.PrepareBatch(ctx, "INSERT INTO "+in.db+".feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)")
+		if err != nil {
+			return nil, fmt.Errorf("prepare feedback batch: %w", err)
+		}
+		now := in.now().UTC()
+		for _, f := range fs {
+			if err := b.Append(f.EventID, f.FeedbackID, f.Time, uint64(f.Time.UnixMilli()), f.Reward, f.Type, now); err != nil {
+				b.Abort()
+				return nil, fmt.Errorf("append feedback %s: %w", f.FeedbackID, err)
+			}
+		}
+		return b, nil
+	}}
 }
 
 func flat(f flywheel.Features) (names, values []string, numbers []float64) {
