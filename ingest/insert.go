@@ -23,8 +23,8 @@ type insert struct {
 	table    string
 	rows     int
 	fill     func(ctx context.Context) (driver.Batch, error) // prepare and append every row
-	ready    driver.Batch                                     // filled ahead of time, or nil
-	appended time.Duration                                    // how long filling it took
+	ready    driver.Batch                                    // filled ahead of time, or nil
+	appended time.Duration                                   // how long filling it took
 }
 
 // prefill prepares and appends now, so that send only has to send. A
