@@ -30,6 +30,9 @@ type Config struct {
 	Group     string        `yaml:"group"`      // consumer group; default flywheel-ingest
 	BatchRows int           `yaml:"batch_rows"` // flush at this many records; default 5000
 	BatchWait time.Duration `yaml:"batch_wait"` // or this long after the first; default 500ms
+	// BatchBytes flushes at this many bytes of records (default 32 MiB), so
+	// that the memory a batch of large decisions takes stays bounded.
+	BatchBytes int `yaml:"batch_bytes"`
 }
 
 // GroupName is the consumer group, with its default.
@@ -41,6 +44,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchRows <= 0 {
 		c.BatchRows = 5000
+	}
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = 32 << 20
 	}
 	if c.BatchWait <= 0 {
 		c.BatchWait = 500 * time.Millisecond
@@ -175,6 +181,7 @@ func (b *batch) abort() {
 // hands it to ready, until ctx ends.
 func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *batch) error {
 	var msgs []kafkago.Message
+	var size int
 	var deadline time.Time
 	for {
 		fctx, cancel := ctx, context.CancelFunc(func() {})
@@ -189,7 +196,8 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 				deadline = time.Now().Add(in.cfg.BatchWait)
 			}
 			msgs = append(msgs, m)
-			if len(msgs) < in.cfg.BatchRows {
+			size += len(m.Value)
+			if len(msgs) < in.cfg.BatchRows && size < in.cfg.BatchBytes {
 				continue
 			}
 		case ctx.Err() != nil:
@@ -213,7 +221,7 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 			b.abort()
 			return ctx.Err()
 		}
-		msgs = nil
+		msgs, size = nil, 0
 	}
 }
 

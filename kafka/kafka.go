@@ -159,13 +159,17 @@ func WaitReady(ctx context.Context, c Config) error {
 // records by key hash so that all records of one key keep their order.
 func NewWriter(c Config, topic string) *kafkago.Writer {
 	return &kafkago.Writer{
-		Addr:                   kafkago.TCP(c.Brokers...),
-		Topic:                  topic,
-		Balancer:               &kafkago.Hash{},
-		RequiredAcks:           kafkago.RequireAll,
-		BatchTimeout:           2 * time.Millisecond,
-		BatchSize:              1000,
-		BatchBytes:             16 << 20,
+		Addr:         kafkago.TCP(c.Brokers...),
+		Topic:        topic,
+		Balancer:     &kafkago.Hash{},
+		RequiredAcks: kafkago.RequireAll,
+		BatchTimeout: 2 * time.Millisecond,
+		BatchSize:    1000,
+		// A produce request's batch for one partition must stay under the
+		// broker's message.max.bytes (1 MiB unless raised): larger ones are
+		// refused whole ("Message Size Too Large"), which large decisions
+		// (20 actions of 30 features are ~14 KB each) reached at 1000 a batch.
+		BatchBytes:             1_000_000,
 		MaxAttempts:            5,
 		WriteBackoffMin:        50 * time.Millisecond,
 		WriteBackoffMax:        time.Second,

@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,22 +34,27 @@ func main() {
 	chAddr := flag.String("clickhouse", "127.0.0.1:9000", "ClickHouse native address")
 	decisions := flag.Int("decisions", 20000, "decisions to ingest")
 	feedback := flag.Int("feedback", 100000, "feedback events to ingest")
+	features := flag.Int("action-features", 30, "features of each action of a decision")
+	runs := flag.Int("runs", 3, "runs of each pipeline (alternating); medians are reported")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400) // as `flywheel ingest` runs (cmd/flywheel tuneGC)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*broker, *chAddr, *decisions, *feedback); err != nil {
+	if err := run(*broker, *chAddr, *decisions, *feedback, *features, *runs); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench ingest:", err)
 		os.Exit(1)
 	}
 }
 
-func run(broker, chAddr string, nd, nf int) error {
+func run(broker, chAddr string, nd, nf, features, runs int) error {
 	ctx := context.Background()
 	stamp := time.Now().UnixNano()
 	for _, kind := range []string{"decisions", "feedback"} {
@@ -56,46 +63,75 @@ func run(broker, chAddr string, nd, nf int) error {
 			n = nf
 		}
 		kcfg := kafka.Config{Brokers: []string{broker}, TopicPrefix: fmt.Sprintf("bench%d%s.", stamp, kind[:1]), Partitions: 4}
-		ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s", chAddr, stamp, kind)}
 		if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
-			return err
-		}
-		if err := clickhouse.Migrate(ctx, ccfg); err != nil {
 			return err
 		}
 		topic := kcfg.Topics().Decisions
 		if kind == "feedback" {
 			topic = kcfg.Topics().Feedback
 		}
-		bytesN, err := produce(ctx, kcfg, topic, kind, n)
+		bytesN, err := produce(ctx, kcfg, topic, kind, n, features)
 		if err != nil {
 			return err
 		}
-		ours, steady, err := timeOurs(ctx, kcfg, ccfg, kind, n)
-		if err != nil {
-			return err
+		// The runs alternate between the two pipelines, each into a fresh
+		// database, so that both see the machine in the same moods; the
+		// medians are reported.
+		var ours, refs, steadies []float64
+		for i := range runs {
+			ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s_%d", chAddr, stamp, kind, i)}
+			if err := clickhouse.Migrate(ctx, ccfg); err != nil {
+				return err
+			}
+			took, steady, err := timeOurs(ctx, kcfg, ccfg, fmt.Sprintf("%singest%d", kcfg.TopicPrefix, i), kind, n)
+			if err != nil {
+				return err
+			}
+			ref, err := timeReference(ctx, broker, chAddr, ccfg.Database(), topic, kind, n)
+			if err != nil {
+				return err
+			}
+			ours, refs, steadies = append(ours, took.Seconds()), append(refs, ref.Seconds()), append(steadies, steady)
+			fmt.Fprintf(os.Stderr, "bench ingest: %s run %d: flywheel %.0f/s, reference %.0f/s\n", kind, i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds())
+			if conn, err := clickhouse.Open(ctx, ccfg); err == nil {
+				conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
+				conn.Close()
+			}
 		}
-		ref, err := timeReference(ctx, broker, chAddr, ccfg.Database(), topic, kind, n)
-		if err != nil {
-			return err
+		o, r := median(ours), median(refs)
+		perRun := func(xs []float64) []float64 {
+			out := make([]float64, len(xs))
+			for i, x := range xs {
+				out[i] = float64(n) / x
+			}
+			return out
 		}
-		json.NewEncoder(os.Stdout).Encode(map[string]any{
-			"kind": kind, "records": n, "mib": float64(bytesN) / (1 << 20),
-			"flywheel_seconds": ours.Seconds(), "flywheel_per_second": float64(n) / ours.Seconds(),
-			"flywheel_per_second_after_first_batch": steady,
-			"reference_seconds":                     ref.Seconds(), "reference_per_second": float64(n) / ref.Seconds(),
-			"ratio": ref.Seconds() / ours.Seconds(), "lag_at_end": 0,
-		})
-		conn, err := clickhouse.Open(ctx, ccfg)
-		if err == nil {
-			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
-			conn.Close()
+		rec := map[string]any{
+			"kind": kind, "records": n, "mib": float64(bytesN) / (1 << 20), "runs": runs,
+			"flywheel_seconds": o, "flywheel_per_second": float64(n) / o,
+			"flywheel_per_second_after_first_batch": median(steadies),
+			"reference_seconds":                     r, "reference_per_second": float64(n) / r,
+			"ratio": r / o, "lag_at_end": 0,
+			"flywheel_per_second_runs": perRun(ours), "reference_per_second_runs": perRun(refs),
 		}
+		if kind == "decisions" {
+			rec["features_per_action"] = features
+		}
+		json.NewEncoder(os.Stdout).Encode(rec)
 	}
 	return nil
 }
 
-func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n int) (int, error) {
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n, features int) (int, error) {
 	w := kafka.NewWriter(kcfg, topic)
 	defer w.Close()
 	ts := time.Now().Add(-time.Hour).UTC()
@@ -108,8 +144,7 @@ func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n int) 
 			actions := make([]flywheel.Action, 20)
 			probs := make([]float64, 20)
 			for a := range actions {
-				actions[a] = flywheel.Action{ID: fmt.Sprintf("item-%02d", a), Features: flywheel.Features{"item": {
-					"id": fmt.Sprintf("item-%02d", a), "category": fmt.Sprintf("c%d", a%5), "price": float64(a) + 0.99, "new": a%3 == 0}}}
+				actions[a] = flywheel.Action{ID: fmt.Sprintf("item-%02d", a), Features: itemFeatures(a, features)}
 				probs[a] = 0.05
 			}
 			v = &flywheel.Decision{Schema: 1, EventID: id, Time: ts, Model: "homepage", Kind: "ranker", Version: 1, Variant: "champion",
@@ -135,16 +170,33 @@ func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n int) 
 	return total, nil
 }
 
+// itemFeatures gives action a n features: an id, a category, a price and a
+// flag, then strings, numbers and bools in turn.
+func itemFeatures(a, n int) flywheel.Features {
+	f := map[string]any{"id": fmt.Sprintf("item-%02d", a), "category": fmt.Sprintf("c%d", a%5), "price": float64(a) + 0.99, "new": a%3 == 0}
+	for k := 4; k < n; k++ {
+		switch k % 3 {
+		case 0:
+			f[fmt.Sprintf("attr_%d", k)] = fmt.Sprintf("v%d", (a*k)%7)
+		case 1:
+			f[fmt.Sprintf("score_%d", k)] = float64(a*k%100) / 10
+		default:
+			f[fmt.Sprintf("flag_%d", k)] = (a+k)%2 == 0
+		}
+	}
+	return flywheel.Features{"item": f}
+}
+
 // timeOurs returns the time from start (group join included) to the last
 // row, and the rate after the first batch (the steady rate).
-func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, kind string, n int) (time.Duration, float64, error) {
+func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, group, kind string, n int) (time.Duration, float64, error) {
 	conn, err := clickhouse.Open(ctx, ccfg)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer conn.Close()
 	reg := prometheus.NewRegistry()
-	in, err := ingest.New(ingest.Config{Group: kcfg.TopicPrefix + "ingest"}, kcfg, conn, ccfg.Database(), reg, nil, nil)
+	in, err := ingest.New(ingest.Config{Group: group}, kcfg, conn, ccfg.Database(), reg, nil, nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -180,7 +232,7 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, ki
 		for _, f := range fams {
 			if f.GetName() == "flywheel_ingest_insert_seconds" {
 				for _, m := range f.GetMetric() {
-					fmt.Fprintf(os.Stderr, "bench ingest: %s: %.2f s of %.2f s in ClickHouse inserts (%d batches)\n",
+					fmt.Fprintf(os.Stderr, "bench ingest: %s: %.2f s of %.2f s building and sending ClickHouse inserts (%d batches)\n",
 						kind, m.GetHistogram().GetSampleSum(), end.Sub(start).Seconds(), m.GetHistogram().GetSampleCount())
 				}
 			}
