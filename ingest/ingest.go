@@ -120,10 +120,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 	r := kafka.NewGroupReader(in.kcfg, in.cfg.Group, t.Decisions, t.Feedback)
 	defer r.Close()
 	defer in.dlq.Close()
-	// Two stages: one goroutine fetches and decodes batch N+1 while the
-	// other inserts batch N and commits its offsets, in order.
+	// Three stages, each on its own goroutine: fetching and decoding batch
+	// N+2, building the inserts of batch N+1 (prepared and appended), and
+	// sending batch N's inserts then committing its offsets, in order.
 	g, gctx := errgroup.WithContext(ctx)
-	ready := make(chan *batch, 1)
+	decoded, ready := make(chan *batch, 1), make(chan *batch, 1)
 	g.Go(func() error {
 		for b := range ready {
 			if err := in.write(gctx, b); err != nil {
@@ -149,13 +150,30 @@ func (in *Ingester) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		defer close(ready)
-		err := in.fetch(gctx, r, ready)
+		for b := range decoded {
+			for _, x := range b.inserts {
+				x.prefill(gctx)
+			}
+			select {
+			case ready <- b:
+			case <-gctx.Done():
+				b.abort()
+				return nil
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer close(decoded)
+		err := in.fetch(gctx, r, decoded)
 		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 			return nil // uncommitted records are delivered again after restart
 		}
 		return err
 	})
 	err := g.Wait()
+	for range decoded {
+	}
 	for b := range ready { // batches built but never written: release their connections
 		b.abort()
 	}
@@ -177,8 +195,8 @@ func (b *batch) abort() {
 	}
 }
 
-// fetch reads records into batches (by rows and by time), decodes each and
-// hands it to ready, until ctx ends.
+// fetch reads records into batches (by rows, bytes and time), decodes each
+// and hands it to ready, until ctx ends.
 func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *batch) error {
 	var msgs []kafkago.Message
 	var size int
@@ -209,16 +227,9 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 		if len(msgs) == 0 {
 			continue
 		}
-		b := in.decode(msgs)
-		// Build the inserts now, while the write stage sends the previous
-		// batch: the write stage then only sends.
-		for _, x := range b.inserts {
-			x.prefill(ctx)
-		}
 		select {
-		case ready <- b:
+		case ready <- in.decode(msgs):
 		case <-ctx.Done():
-			b.abort()
 			return ctx.Err()
 		}
 		msgs, size = nil, 0

@@ -16,6 +16,9 @@ const decisionColumns = `event_id, ts, ts_ms, model, kind, version, variant,
 	explored, score, reward_window_s, reward_default, reward_aggregate,
 	context_json, actions_json, ingested_at`
 
+// flushBytes is how much JSON a block of a decisions insert carries.
+const flushBytes = 2 << 20
+
 // insert is one table's rows of a batch, appended to a prepared ClickHouse
 // batch ahead of time when that worked (the fetch stage does it while the
 // previous batch is being sent), and sent by the write stage.
@@ -72,7 +75,21 @@ func (in *Ingester) decisionsInsert(rows []*row) *insert {
 			return nil, fmt.Errorf("prepare decisions batch: %w", err)
 		}
 		now := in.now().UTC()
+		pending := 0
 		for _, r := range rows {
+			// Send the rows so far every few MiB as a block of the same
+			// INSERT: the column buffers are then reused instead of growing
+			// (and being copied) to the whole batch's size. The server
+			// squashes the blocks into one part, and acknowledges them all,
+			// or none, when the batch is sent.
+			if pending >= flushBytes {
+				if err := b.Flush(); err != nil {
+					b.Abort()
+					return nil, fmt.Errorf("send decisions block: %w", err)
+				}
+				pending = 0
+			}
+			pending += len(r.ctxJSON) + len(r.actJSON)
 			d := &r.d
 			explored := uint8(0)
 			if d.Explored {
