@@ -11,13 +11,27 @@ import (
 
 // benchDecision is a decision the shape of the ingest benchmark's: 20
 // actions, each with its item features, and a small user context.
-func benchDecision(tb testing.TB) []byte {
+func benchDecision(tb testing.TB) []byte { return benchDecisionN(tb, 4) }
+
+// benchDecisionN is a decision whose 20 actions have n item features each
+// (the ingest benchmark's default is 30).
+func benchDecisionN(tb testing.TB, n int) []byte {
 	actions := make([]flywheel.Action, 20)
 	probs := make([]float64, 20)
 	ranking := make([]string, 20)
 	for a := range actions {
-		actions[a] = flywheel.Action{ID: fmt.Sprintf("item-%02d", a), Features: flywheel.Features{"item": {
-			"id": fmt.Sprintf("item-%02d", a), "category": fmt.Sprintf("c%d", a%5), "price": float64(a) + 0.99, "new": a%3 == 0}}}
+		f := map[string]any{"id": fmt.Sprintf("item-%02d", a), "category": fmt.Sprintf("c%d", a%5), "price": float64(a) + 0.99, "new": a%3 == 0}
+		for k := 4; k < n; k++ {
+			switch k % 3 {
+			case 0:
+				f[fmt.Sprintf("attr_%d", k)] = fmt.Sprintf("v%d", (a*k)%7)
+			case 1:
+				f[fmt.Sprintf("score_%d", k)] = float64(a*k%100) / 10
+			default:
+				f[fmt.Sprintf("flag_%d", k)] = (a+k)%2 == 0
+			}
+		}
+		actions[a] = flywheel.Action{ID: fmt.Sprintf("item-%02d", a), Features: flywheel.Features{"item": f}}
 		probs[a] = 0.05
 		ranking[a] = actions[a].ID
 	}
@@ -34,6 +48,17 @@ func benchDecision(tb testing.TB) []byte {
 
 func BenchmarkDecodeDecision(b *testing.B) {
 	msg := benchDecision(b)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeDecision(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeDecision30(b *testing.B) {
+	msg := benchDecisionN(b, 30)
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {

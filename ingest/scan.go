@@ -41,7 +41,7 @@ func scanDecision(b []byte) (*row, bool) {
 			if foldsToField(key) {
 				return nil, false
 			}
-			s.skip(0)
+			s.skip()
 		case seen&bit != 0:
 			return nil, false
 		default:
@@ -452,35 +452,194 @@ func (s *scanner) bool() bool {
 	return false
 }
 
-// skip reads any value (nested at most 64 deep).
-func (s *scanner) skip(depth int) {
-	if depth > 64 {
-		s.bad = true
+// skip reads any value, nested at most 64 deep, checking it as strictly as
+// the rest. It is one loop with its own stack (a bit per level: 1 for an
+// object, 0 for an array), as most of a record's bytes are skipped: the
+// features of every action but the chosen one.
+func (s *scanner) skip() {
+	b, i := s.b, s.i
+	var stack uint64
+	depth := 0
+value:
+	for i < len(b) && space[b[i]] {
+		i++
+	}
+	if i >= len(b) {
+		goto bad
+	}
+	switch b[i] {
+	case '{', '[':
+		if depth == 64 {
+			goto bad
+		}
+		obj := b[i] == '{'
+		stack <<= 1
+		if obj {
+			stack |= 1
+		}
+		depth++
+		i++
+		for i < len(b) && space[b[i]] {
+			i++
+		}
+		if i < len(b) && (obj && b[i] == '}' || !obj && b[i] == ']') {
+			i++
+			depth--
+			stack >>= 1
+			goto after
+		}
+		if obj {
+			goto key
+		}
+		goto value
+	case '"':
+		if i = skipString(b, i); i < 0 {
+			goto bad
+		}
+	case 't':
+		if !bytes.HasPrefix(b[i:], []byte("true")) {
+			goto bad
+		}
+		i += 4
+	case 'f':
+		if !bytes.HasPrefix(b[i:], []byte("false")) {
+			goto bad
+		}
+		i += 5
+	case 'n':
+		if !bytes.HasPrefix(b[i:], []byte("null")) {
+			goto bad
+		}
+		i += 4
+	default:
+		if i = skipNumber(b, i); i < 0 {
+			goto bad
+		}
+	}
+after:
+	if depth == 0 {
+		s.i = i
 		return
 	}
-	switch s.peek() {
-	case '{':
-		s.i++
-		for first := true; s.more('}', &first); {
-			s.key()
-			s.skip(depth + 1)
-		}
-	case '[':
-		s.i++
-		for first := true; s.more(']', &first); {
-			s.skip(depth + 1)
-		}
-	case '"':
-		s.rawString()
-	case 't':
-		s.literal("true")
-	case 'f':
-		s.literal("false")
-	case 'n':
-		s.literal("null")
-	default:
-		s.number()
+	for i < len(b) && space[b[i]] {
+		i++
 	}
+	if i >= len(b) {
+		goto bad
+	}
+	switch c := b[i]; {
+	case c == ',':
+		i++
+		if stack&1 == 1 {
+			goto key
+		}
+		goto value
+	case c == '}' && stack&1 == 1, c == ']' && stack&1 == 0:
+		i++
+		depth--
+		stack >>= 1
+		goto after
+	}
+	goto bad
+key:
+	for i < len(b) && space[b[i]] {
+		i++
+	}
+	if i >= len(b) || b[i] != '"' {
+		goto bad
+	}
+	if i = skipString(b, i); i < 0 {
+		goto bad
+	}
+	for i < len(b) && space[b[i]] {
+		i++
+	}
+	if i >= len(b) || b[i] != ':' {
+		goto bad
+	}
+	i++
+	goto value
+bad:
+	s.bad = true
+}
+
+// skipString returns where the string at b[i] ends (after its closing
+// quote), or -1 if it is not a valid JSON string.
+func skipString(b []byte, i int) int {
+	i++
+	for {
+		for i < len(b) && !special[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			return -1
+		}
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1
+		case c < 0x20:
+			return -1
+		case c == '\\':
+			if i+1 >= len(b) {
+				return -1
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+5 >= len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
+					return -1
+				}
+				i += 6
+			default:
+				return -1
+			}
+		default: // a byte of a multi-byte character
+			i++
+		}
+	}
+}
+
+// skipNumber returns where the number at b[i] ends, or -1 if it is not a
+// valid JSON number.
+func skipNumber(b []byte, i int) int {
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && '1' <= b[i] && b[i] <= '9':
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	default:
+		return -1
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		start := i
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return -1
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		start := i
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return -1
+		}
+	}
+	return i
 }
 
 func (s *scanner) numbers() []float64 {
@@ -529,12 +688,12 @@ func (s *scanner) actions() []flywheel.RawAction {
 			case string(key) == "features" && seen&2 == 0 && s.peek() == '{':
 				seen |= 2
 				start := s.i
-				s.skip(0)
+				s.skip()
 				a.Features = s.b[start:s.i]
 			case foldsToField(key):
 				s.bad = true
 			default:
-				s.skip(0)
+				s.skip()
 			}
 		}
 		out = append(out, a)
@@ -563,7 +722,7 @@ func (s *scanner) reward() (rule flywheel.RewardRule) {
 		case foldsToField(key):
 			s.bad = true
 		default:
-			s.skip(0)
+			s.skip()
 		}
 	}
 	return rule
