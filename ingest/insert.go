@@ -115,11 +115,19 @@ func (in *Ingester) feedbackInsert(fs []*flywheel.Feedback) *insert {
 		if err != nil {
 			return nil, fmt.Errorf("prepare feedback batch: %w", err)
 		}
+		// Column by column: feedback rows are small and many, and appending
+		// whole columns skips the per-row conversions of Append.
 		now := in.now().UTC()
-		for _, f := range fs {
-			if err := b.Append(f.EventID, f.FeedbackID, f.Time, uint64(f.Time.UnixMilli()), f.Reward, f.Type, now); err != nil {
+		events, ids, types := make([]string, len(fs)), make([]string, len(fs)), make([]string, len(fs))
+		ts, ingested := make([]time.Time, len(fs)), make([]time.Time, len(fs))
+		ms, rewards := make([]uint64, len(fs)), make([]float64, len(fs))
+		for i, f := range fs {
+			events[i], ids[i], ts[i], ms[i], rewards[i], types[i], ingested[i] = f.EventID, f.FeedbackID, f.Time, uint64(f.Time.UnixMilli()), f.Reward, f.Type, now
+		}
+		for i, col := range []any{events, ids, ts, ms, rewards, types, ingested} {
+			if err := b.Column(i).Append(col); err != nil {
 				b.Abort()
-				return nil, fmt.Errorf("append feedback %s: %w", f.FeedbackID, err)
+				return nil, fmt.Errorf("append feedback column %d: %w", i, err)
 			}
 		}
 		return b, nil

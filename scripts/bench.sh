@@ -155,11 +155,12 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 json.dump({"benchmark": "ingest", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
            "reference": "kcat -C -e | clickhouse-client INSERT ... FORMAT JSONEachRow (scalar fields only; nested ones skipped)",
            "results": rows}, open(sys.argv[2], "w"), indent=2)
-print(f"medians of {rows[0]['runs']} alternating runs; decisions have {rows[0].get('features_per_action')} features per action")
-print(f"{'kind':<10}{'records':>9}{'MiB':>7}{'flywheel/s':>12}{'steady/s':>10}{'reference/s':>13}{'ratio':>7}  runs (flywheel / reference)")
+print(f"medians of {rows[0]['runs']} alternating runs; decisions have 20 actions of 4 or 30 features each")
+print(f"{'kind':<14}{'records':>9}{'MiB':>7}{'flywheel/s':>12}{'steady/s':>10}{'reference/s':>13}{'ratio':>7}  runs (flywheel / reference)")
 for r in rows:
     runs = " ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(r['flywheel_per_second_runs'], r['reference_per_second_runs']))
-    print(f"{r['kind']:<10}{r['records']:>9}{r['mib']:>7.0f}{r['flywheel_per_second']:>12.0f}{r['flywheel_per_second_after_first_batch']:>10.0f}{r['reference_per_second']:>13.0f}{r['ratio']:>7.2f}  {runs}")
+    kind = r['kind'] + (f" ({r['features_per_action']})" if 'features_per_action' in r else "")
+    print(f"{kind:<14}{r['records']:>9}{r['mib']:>7.0f}{r['flywheel_per_second']:>12.0f}{r['flywheel_per_second_after_first_batch']:>10.0f}{r['reference_per_second']:>13.0f}{r['ratio']:>7.2f}  {runs}")
 PY
 echo "bench: wrote $OUT/ingest.json" >&2
 fi

@@ -1,5 +1,6 @@
 // Command ingest is the ingest benchmark (make bench): it writes decisions
-// (20 actions of about 30 features each) and feedback events to fresh topics
+// (20 actions, each with 4 item features as in the serving benchmark's
+// requests, and again with 30) and feedback events to fresh topics
 // on the real broker, then times, on the same records, Flywheel's ingest
 // (Kafka → ClickHouse: decode, validate, flatten features, insert, commit)
 // and a reference pipeline of standard tools (kcat piped into clickhouse-client
@@ -17,6 +18,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,7 +36,7 @@ func main() {
 	chAddr := flag.String("clickhouse", "127.0.0.1:9000", "ClickHouse native address")
 	decisions := flag.Int("decisions", 20000, "decisions to ingest")
 	feedback := flag.Int("feedback", 100000, "feedback events to ingest")
-	features := flag.Int("action-features", 30, "features of each action of a decision")
+	features := flag.String("action-features", "4,30", "features of each action of a decision: one decisions run per number")
 	runs := flag.Int("runs", 3, "runs of each pipeline (alternating); medians are reported")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
@@ -47,22 +49,40 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*broker, *chAddr, *decisions, *feedback, *features, *runs); err != nil {
+	var shapes []int
+	for _, f := range strings.Split(*features, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 4 {
+			fmt.Fprintf(os.Stderr, "bench ingest: -action-features: %q is not a number of at least 4\n", f)
+			os.Exit(2)
+		}
+		shapes = append(shapes, n)
+	}
+	if err := run(*broker, *chAddr, *decisions, *feedback, shapes, *runs); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench ingest:", err)
 		os.Exit(1)
 	}
 }
 
-func run(broker, chAddr string, nd, nf, features, runs int) error {
+func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 	ctx := context.Background()
 	stamp := time.Now().UnixNano()
-	for _, kind := range []string{"decisions", "feedback"} {
+	type job struct {
+		kind     string
+		features int
+	}
+	var jobs []job
+	for _, f := range shapes {
+		jobs = append(jobs, job{"decisions", f})
+	}
+	for j, jb := range append(jobs, job{kind: "feedback"}) {
+		kind, features := jb.kind, jb.features
 		n := nd
 		if kind == "feedback" {
 			n = nf
 		}
-		kcfg := kafka.Config{Brokers: []string{broker}, TopicPrefix: fmt.Sprintf("bench%d%s.", stamp, kind[:1]), Partitions: 4}
+		kcfg := kafka.Config{Brokers: []string{broker}, TopicPrefix: fmt.Sprintf("bench%d%s%d.", stamp, kind[:1], j), Partitions: 4}
 		if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
 			return err
 		}
@@ -79,7 +99,7 @@ func run(broker, chAddr string, nd, nf, features, runs int) error {
 		// medians are reported.
 		var ours, refs, steadies []float64
 		for i := range runs {
-			ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s_%d", chAddr, stamp, kind, i)}
+			ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s%d_%d", chAddr, stamp, kind, j, i)}
 			if err := clickhouse.Migrate(ctx, ccfg); err != nil {
 				return err
 			}
@@ -92,7 +112,7 @@ func run(broker, chAddr string, nd, nf, features, runs int) error {
 				return err
 			}
 			ours, refs, steadies = append(ours, took.Seconds()), append(refs, ref.Seconds()), append(steadies, steady)
-			fmt.Fprintf(os.Stderr, "bench ingest: %s run %d: flywheel %.0f/s, reference %.0f/s\n", kind, i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds())
+			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: flywheel %.0f/s, reference %.0f/s\n", kind, shape(features), i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds())
 			if conn, err := clickhouse.Open(ctx, ccfg); err == nil {
 				conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
 				conn.Close()
@@ -269,4 +289,11 @@ func timeReference(ctx context.Context, broker, chAddr, db, topic, kind string, 
 		return 0, fmt.Errorf("reference pipeline inserted %s rows, want %d (%v)", strings.TrimSpace(string(out)), n, err)
 	}
 	return took, nil
+}
+
+func shape(features int) string {
+	if features == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d features per action)", features)
 }
