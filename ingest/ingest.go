@@ -28,7 +28,7 @@ import (
 // Config tunes batching.
 type Config struct {
 	Group     string        `yaml:"group"`      // consumer group; default flywheel-ingest
-	BatchRows int           `yaml:"batch_rows"` // flush at this many records; default 5000
+	BatchRows int           `yaml:"batch_rows"` // flush at this many records; default 10000
 	BatchWait time.Duration `yaml:"batch_wait"` // or this long after the first; default 500ms
 	// BatchBytes flushes at this many bytes of records (default 32 MiB), so
 	// that the memory a batch of large decisions takes stays bounded.
@@ -43,7 +43,7 @@ func (c Config) withDefaults() Config {
 		c.Group = "flywheel-ingest"
 	}
 	if c.BatchRows <= 0 {
-		c.BatchRows = 5000
+		c.BatchRows = 10000
 	}
 	if c.BatchBytes <= 0 {
 		c.BatchBytes = 32 << 20
@@ -195,44 +195,101 @@ func (b *batch) abort() {
 	}
 }
 
-// fetch reads records into batches (by rows, bytes and time), decodes each
-// and hands it to ready, until ctx ends.
+// earlyRows is the smallest batch inserted as soon as ingest has caught
+// up with the log, before batch_wait: ClickHouse's guidance is inserts of
+// at least 1000 rows or at most one a second.
+const earlyRows = 1000
+
+// fetch reads records into batches and hands each, decoded, to ready, until
+// ctx ends. A batch is cut at batch_rows records or batch_bytes bytes, at
+// batch_wait after its first record, or as soon as it has earlyRows records
+// and every partition in it is read to its end (nothing is waiting).
 func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *batch) error {
-	var msgs []kafkago.Message
-	var size int
-	var deadline time.Time
-	for {
-		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if len(msgs) > 0 {
-			fctx, cancel = context.WithDeadline(ctx, deadline)
+	type fetched struct {
+		m   kafkago.Message
+		err error
+	}
+	// FetchMessage blocks; a goroutine feeds the batcher so that it can
+	// see when nothing is waiting.
+	incoming := make(chan fetched, 1024)
+	go func() {
+		for {
+			m, err := r.FetchMessage(ctx)
+			select {
+			case incoming <- fetched{m, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		m, err := r.FetchMessage(fctx)
-		cancel()
-		switch {
-		case err == nil:
-			if len(msgs) == 0 {
-				deadline = time.Now().Add(in.cfg.BatchWait)
+	}()
+	type tp struct {
+		topic string
+		part  int
+	}
+	var (
+		msgs     []kafkago.Message
+		size     int
+		behind   = map[tp]bool{} // partitions of the batch not read to their end
+		deadline *time.Timer
+		expired  <-chan time.Time
+	)
+	add := func(f fetched) error {
+		if f.err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			msgs = append(msgs, m)
-			size += len(m.Value)
-			if len(msgs) < in.cfg.BatchRows && size < in.cfg.BatchBytes {
-				continue
-			}
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, context.DeadlineExceeded):
-		default:
-			return fmt.Errorf("fetch: %w", err)
+			return fmt.Errorf("fetch: %w", f.err)
 		}
 		if len(msgs) == 0 {
-			continue
+			deadline = time.NewTimer(in.cfg.BatchWait)
+			expired = deadline.C
+		}
+		msgs = append(msgs, f.m)
+		size += len(f.m.Value)
+		behind[tp{f.m.Topic, f.m.Partition}] = f.m.Offset+1 < f.m.HighWaterMark
+		return nil
+	}
+	for {
+		full := len(msgs) >= in.cfg.BatchRows || size >= in.cfg.BatchBytes
+		if !full {
+			select {
+			case f := <-incoming:
+				if err := add(f); err != nil {
+					return err
+				}
+				continue
+			default:
+			}
+			caughtUp := len(msgs) >= min(earlyRows, in.cfg.BatchRows)
+			for _, b := range behind {
+				caughtUp = caughtUp && !b
+			}
+			if !caughtUp {
+				select {
+				case f := <-incoming:
+					if err := add(f); err != nil {
+						return err
+					}
+					continue
+				case <-expired:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+		if deadline != nil {
+			deadline.Stop()
 		}
 		select {
 		case ready <- in.decode(msgs):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		msgs, size = nil, 0
+		msgs, size, deadline, expired = nil, 0, nil, nil
+		clear(behind)
 	}
 }
 

@@ -235,3 +235,60 @@ func TestTwoIngestersSplitPartitions(t *testing.T) {
 		t.Fatalf("the partitions were not split: %v + %v rows, %d distinct", rows(ins[0]), rows(ins[1]), n)
 	}
 }
+
+// A batch is cut early once it has 1000 records and ingest has read every
+// partition in it to the end, long before batch_wait; a smaller one waits
+// for batch_wait, so that a trickle of records does not become a trickle of
+// tiny inserts.
+func TestBatchCutWhenCaughtUp(t *testing.T) {
+	kcfg, ccfg := realServices(t)
+	kcfg.Partitions = 1 // "read to the end" then means all 1500 were read
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn := mustReady(t, ctx, kcfg, ccfg)
+	const wait = 8 * time.Second
+	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchWait: wait}, kcfg, conn, ccfg.Database(), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	defer w.Close()
+	produce := func(from, n int) time.Time {
+		var msgs []kafkago.Message
+		for i := from; i < from+n; i++ {
+			id := fmt.Sprintf("ev-%05d", i)
+			msgs = append(msgs, msg(t, id, decision(id, time.Now().Add(-time.Minute).UTC())))
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		return time.Now()
+	}
+	rows := func() float64 { return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) }
+	waitFor := func(n float64, within time.Duration) time.Duration {
+		start := time.Now()
+		for rows() < n {
+			if time.Since(start) > within {
+				t.Fatalf("%v of %v rows after %v", rows(), n, within)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	// All 1500 are in the log before ingest starts, so that it does not
+	// catch up, and cut a batch, between two of the writer's requests.
+	produce(0, 1500)
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	big := waitFor(1500, wait-2*time.Second)
+	sent := produce(1500, 10)
+	time.Sleep(wait / 2)
+	if rows() != 1500 {
+		t.Fatalf("a batch of 10 records was inserted %v after it was produced, before batch_wait (%v)", time.Since(sent), wait)
+	}
+	waitFor(1510, wait)
+	t.Logf("1500 records inserted %v after ingest started (batch_wait %v); 10 records inserted %v after they were produced",
+		big.Round(time.Millisecond), wait, time.Since(sent).Round(time.Millisecond))
+}
