@@ -133,10 +133,14 @@ func runLoad(url string, workers int, pace time.Duration, stop <-chan struct{}) 
 }
 
 // readTopic reads every record of every partition of topic, from the first
-// offset to the end, and counts each record by the JSON field idField.
+// offset to the end, and counts each record by the JSON field idField. Two
+// different records with the same id fail the test: a record delivered
+// twice (at least once, as the spool ships) must be the same record, which
+// ingest then keeps once.
 func readTopic(t *testing.T, ctx context.Context, broker, topic, idField string) map[string]int {
 	t.Helper()
 	seen := map[string]int{}
+	first := map[string]string{}
 	conn, err := kafkago.DialContext(ctx, "tcp", broker)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +169,13 @@ func readTopic(t *testing.T, ctx context.Context, broker, topic, idField string)
 			off = m.Offset + 1
 			var v map[string]any
 			if json.Unmarshal(m.Value, &v) == nil {
-				seen[fmt.Sprint(v[idField])]++
+				id := fmt.Sprint(v[idField])
+				seen[id]++
+				if f, ok := first[id]; !ok {
+					first[id] = string(m.Value)
+				} else if f != string(m.Value) {
+					t.Errorf("%s: two different records with %s %s:\n%s\n%s", topic, idField, id, f, m.Value)
+				}
 			}
 		}
 		r.Close()
@@ -227,11 +237,16 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	waitFor(t, ctx, "the spool to be shipped", func() bool { return spoolEmpty(url) })
 	gotD := readTopic(t, ctx, broker, topics.Decisions, "event_id")
 	gotF := readTopic(t, ctx, broker, topics.Feedback, "feedback_id")
+	// Nothing acknowledged may be missing. The spool ships at least once
+	// (kafka-go has no idempotent producer): a produce request the broker
+	// applied but could not answer before it went down is sent again, so a
+	// record may be in Kafka twice, as the same bytes (readTopic checks),
+	// which ingest keeps once (by event id and feedback id).
 	check := func(kind string, want []string, got map[string]int) {
 		missing, dup := delivery(want, got)
 		t.Logf("%s: %d acknowledged, %d in Kafka, %d missing, %d more than once", kind, len(want), len(got), missing, dup)
-		if missing != 0 || dup != 0 || len(got) != len(want) {
-			t.Errorf("%s: %d missing, %d duplicated, %d in Kafka for %d acknowledged", kind, missing, dup, len(got), len(want))
+		if missing != 0 || len(got) != len(want) {
+			t.Errorf("%s: %d missing, %d distinct in Kafka for %d acknowledged", kind, missing, len(got), len(want))
 		}
 	}
 	t.Logf("topics read back %.1fs after the outage began", time.Since(down).Seconds())
