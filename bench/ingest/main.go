@@ -98,12 +98,13 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 		// database, so that both see the machine in the same moods; the
 		// medians are reported.
 		var ours, refs, steadies []float64
+		var lagAtEnd int64 // the largest over the runs
 		for i := range runs {
 			ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s%d_%d", chAddr, stamp, kind, j, i)}
 			if err := clickhouse.Migrate(ctx, ccfg); err != nil {
 				return err
 			}
-			took, steady, err := timeOurs(ctx, kcfg, ccfg, fmt.Sprintf("%singest%d", kcfg.TopicPrefix, i), kind, n)
+			took, steady, lag, err := timeOurs(ctx, kcfg, ccfg, fmt.Sprintf("%singest%d", kcfg.TopicPrefix, i), kind, n)
 			if err != nil {
 				return err
 			}
@@ -112,6 +113,7 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 				return err
 			}
 			ours, refs, steadies = append(ours, took.Seconds()), append(refs, ref.Seconds()), append(steadies, steady)
+			lagAtEnd = max(lagAtEnd, lag)
 			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: flywheel %.0f/s, reference %.0f/s\n", kind, shape(features), i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds())
 			if conn, err := clickhouse.Open(ctx, ccfg); err == nil {
 				conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
@@ -131,7 +133,7 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 			"flywheel_seconds": o, "flywheel_per_second": float64(n) / o,
 			"flywheel_per_second_after_first_batch": median(steadies),
 			"reference_seconds":                     r, "reference_per_second": float64(n) / r,
-			"ratio": r / o, "lag_at_end": 0,
+			"ratio": r / o, "lag_at_end": lagAtEnd,
 			"flywheel_per_second_runs": perRun(ours), "reference_per_second_runs": perRun(refs),
 		}
 		if kind == "decisions" {
@@ -209,16 +211,16 @@ func itemFeatures(a, n int) flywheel.Features {
 
 // timeOurs returns the time from start (group join included) to the last
 // row, and the rate after the first batch (the steady rate).
-func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, group, kind string, n int) (time.Duration, float64, error) {
+func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, group, kind string, n int) (time.Duration, float64, int64, error) {
 	conn, err := clickhouse.Open(ctx, ccfg)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer conn.Close()
 	reg := prometheus.NewRegistry()
 	in, err := ingest.New(ingest.Config{Group: group}, kcfg, conn, ccfg.Database(), reg, nil, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -237,11 +239,26 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, gr
 		select {
 		case err := <-done:
 			stop()
-			return 0, 0, fmt.Errorf("ingest stopped: %v", err)
+			return 0, 0, 0, fmt.Errorf("ingest stopped: %v", err)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	end := time.Now()
+	// Every row is in; the lag at the end is what the group has not
+	// committed once its last commit had a second to land.
+	lag := int64(-1)
+	for wait := time.Now(); lag != 0 && time.Since(wait) < time.Second; time.Sleep(50 * time.Millisecond) {
+		lags, err := kafka.GroupLag(ctx, kcfg, group, kcfg.Topics().Decisions, kcfg.Topics().Feedback)
+		if err != nil {
+			stop()
+			<-done
+			return 0, 0, 0, err
+		}
+		lag = 0
+		for _, l := range lags {
+			lag += l
+		}
+	}
 	stop()
 	<-done
 	steady := 0.0
@@ -258,7 +275,7 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, gr
 			}
 		}
 	}
-	return end.Sub(start), steady, nil
+	return end.Sub(start), steady, lag, nil
 }
 
 // The reference table takes the scalar fields of each record; JSONEachRow
