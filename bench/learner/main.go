@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/bytedance/sonic"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -70,6 +71,10 @@ func main() {
 	}
 }
 
+// requestJSON decodes as serving's strictJSON does (copied strings,
+// validated UTF-8).
+var requestJSON = sonic.Config{CopyString: true, ValidateString: true}.Froze()
+
 func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64, genSim int, decodeInLoop bool) error {
 	if genSim > 0 {
 		return writeSim(path, genSim)
@@ -80,10 +85,11 @@ func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective s
 	}
 	mode, next := "interactive, in process", func(i int) (*Row, error) { return &rows[i], nil }
 	if decodeInLoop {
-		// As VW parses each example's text inside its loop.
+		// As VW parses each example's text inside its loop, with the JSON
+		// decoder serving uses on each request (serve/handlers.go).
 		mode, next = "interactive, in process, each example's JSON decoded in the loop", func(i int) (*Row, error) {
 			var row Row
-			return &row, json.Unmarshal(raw[i], &row)
+			return &row, requestJSON.Unmarshal(raw[i], &row)
 		}
 	}
 	m, err := model.New(model.Config{Kind: flywheel.KindRanker, Bits: bits, Interactions: [][2]string{{ctxNS, actNS}},
