@@ -125,6 +125,9 @@ func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
 	if err != nil {
 		return fmt.Errorf("encode decision %s: %w", d.EventID, err)
 	}
+	if n := len(v) + len(d.EventID); n > kafka.MaxRecordBytes {
+		return flywheel.Errorf(flywheel.ETOOLARGE, "the decision's log record would be %d bytes, more than the %d a Kafka record takes: send fewer or smaller actions", n, kafka.MaxRecordBytes)
+	}
 	return l.append([]Record{{Kind: KindDecision, Key: []byte(d.EventID), Value: v}}, false)
 }
 

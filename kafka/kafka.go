@@ -154,6 +154,15 @@ func WaitReady(ctx context.Context, c Config) error {
 	}
 }
 
+// maxBatchBytes bounds one produce request's batch for a partition.
+const maxBatchBytes = 1_000_000
+
+// MaxRecordBytes is the largest record (key and value) Flywheel writes: one
+// record alone must fit a produce batch, with room for its framing. Serving
+// refuses a request whose decision record would be larger, rather than
+// spool a record no broker with default settings takes.
+const MaxRecordBytes = maxBatchBytes - 4096
+
 // NewWriter returns a synchronous writer for topic that waits for all
 // in-sync replicas, batches concurrent writes for at most 2 ms, and routes
 // records by key hash so that all records of one key keep their order.
@@ -169,7 +178,7 @@ func NewWriter(c Config, topic string) *kafkago.Writer {
 		// broker's message.max.bytes (1 MiB unless raised): larger ones are
 		// refused whole ("Message Size Too Large"), which large decisions
 		// (20 actions of 30 features are ~14 KB each) reached at 1000 a batch.
-		BatchBytes:             1_000_000,
+		BatchBytes:             maxBatchBytes,
 		MaxAttempts:            5,
 		WriteBackoffMin:        50 * time.Millisecond,
 		WriteBackoffMax:        time.Second,

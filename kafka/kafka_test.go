@@ -88,3 +88,28 @@ func TestEmbeddedBrokerRoundTrip(t *testing.T) {
 	defer e.Close()
 	roundTrip(t, e.Brokers())
 }
+
+// The real broker, with its default message.max.bytes, takes a record of
+// MaxRecordBytes, and a burst of large records (~10 KB decisions, 1000 at a
+// time) that a 16 MiB produce batch once made it refuse.
+func TestRealBrokerTakesLargeRecords(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := Config{Brokers: testBrokers(t), TopicPrefix: fmt.Sprintf("t%d.", time.Now().UnixNano()), Partitions: 1}
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(cfg, cfg.Topics().Decisions)
+	defer w.Close()
+	key := []byte("k")
+	if err := w.WriteMessages(ctx, kafkago.Message{Key: key, Value: make([]byte, MaxRecordBytes-len(key))}); err != nil {
+		t.Fatalf("a record of MaxRecordBytes (%d): %v", MaxRecordBytes, err)
+	}
+	burst := make([]kafkago.Message, 1000)
+	for i := range burst {
+		burst[i] = kafkago.Message{Key: []byte(fmt.Sprint(i)), Value: make([]byte, 10_000)}
+	}
+	if err := w.WriteMessages(ctx, burst...); err != nil {
+		t.Fatalf("1000 records of 10 KB: %v", err)
+	}
+}
