@@ -98,33 +98,70 @@ type decoded struct {
 	err      error
 }
 
-// decodeAll decodes a batch on every core, keeping its order.
-func decodeAll(batch []kafkago.Message, decisionsTopic string) []decoded {
-	out := make([]decoded, len(batch))
-	workers := min(runtime.GOMAXPROCS(0), max(len(batch)/64, 1))
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := w; i < len(batch); i += workers {
-				m := &batch[i]
-				if m.Topic == decisionsTopic {
-					out[i].decision, out[i].err = decodeDecision(m.Value)
-					continue
-				}
-				var f flywheel.Feedback
-				err := sonic.Unmarshal(m.Value, &f)
-				if err == nil {
-					err = f.Validate()
-				}
-				if err == nil {
-					out[i].feedback = &f
-				}
-				out[i].err = err
-			}
-		}(w)
+// decodeOne decodes and checks one record of either topic.
+func decodeOne(m *kafkago.Message, decisionsTopic string) (x decoded) {
+	if m.Topic == decisionsTopic {
+		x.decision, x.err = decodeDecision(m.Value)
+		return x
 	}
-	wg.Wait()
+	var f flywheel.Feedback
+	err := sonic.Unmarshal(m.Value, &f)
+	if err == nil {
+		err = f.Validate()
+	}
+	if err == nil {
+		x.feedback = &f
+	}
+	x.err = err
+	return x
+}
+
+// decodeChunk is how many records one decoding goroutine takes.
+const decodeChunk = 256
+
+// decoder decodes a batch while it is still being read: every decodeChunk
+// records go to a goroutine (at most one per core at a time), so that when
+// the batch is cut most of it is decoded already.
+type decoder struct {
+	topic  string
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	chunks [][]decoded
+	taken  int // records handed to goroutines so far
+}
+
+func newDecoder(decisionsTopic string) *decoder {
+	return &decoder{topic: decisionsTopic, sem: make(chan struct{}, runtime.GOMAXPROCS(0))}
+}
+
+// add is told the batch so far; it starts decoding each full chunk, or
+// everything left when last.
+func (d *decoder) add(msgs []kafkago.Message, last bool) {
+	for len(msgs)-d.taken >= decodeChunk || last && len(msgs) > d.taken {
+		n := min(decodeChunk, len(msgs)-d.taken)
+		part := msgs[d.taken : d.taken+n] // never written again: appends leave it as it is
+		out := make([]decoded, n)
+		d.chunks = append(d.chunks, out)
+		d.taken += n
+		d.sem <- struct{}{}
+		d.wg.Add(1)
+		go func() {
+			defer func() { <-d.sem; d.wg.Done() }()
+			for i := range part {
+				out[i] = decodeOne(&part[i], d.topic)
+			}
+		}()
+	}
+}
+
+// wait decodes what is left of msgs and returns every record's outcome, in
+// order.
+func (d *decoder) wait(msgs []kafkago.Message) []decoded {
+	d.add(msgs, true)
+	d.wg.Wait()
+	out := make([]decoded, 0, len(msgs))
+	for _, c := range d.chunks {
+		out = append(out, c...)
+	}
 	return out
 }

@@ -231,6 +231,7 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 	}
 	var (
 		msgs     []kafkago.Message
+		dec      = newDecoder(in.kcfg.Topics().Decisions)
 		size     int
 		behind   = map[tp]bool{} // partitions of the batch not read to their end
 		deadline *time.Timer
@@ -249,6 +250,7 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 		}
 		msgs = append(msgs, f.m)
 		size += len(f.m.Value)
+		dec.add(msgs, false)
 		behind[tp{f.m.Topic, f.m.Partition}] = f.m.Offset+1 < f.m.HighWaterMark
 		return nil
 	}
@@ -284,11 +286,12 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 			deadline.Stop()
 		}
 		select {
-		case ready <- in.decode(msgs):
+		case ready <- in.batch(msgs, dec.wait(msgs)):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 		msgs, size, deadline, expired = nil, 0, nil, nil
+		dec = newDecoder(in.kcfg.Topics().Decisions)
 		clear(behind)
 	}
 }
@@ -314,12 +317,13 @@ func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
 	return out
 }
 
-// decode sorts a batch's records into decisions, feedback and dead letters.
-func (in *Ingester) decode(msgs []kafkago.Message) *batch {
+// batch sorts a batch's decoded records into decisions, feedback and dead
+// letters, and makes its inserts.
+func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded) *batch {
 	b := &batch{msgs: msgs}
 	var decisions []*row
 	var feedback []*flywheel.Feedback
-	for i, x := range decodeAll(msgs, in.kcfg.Topics().Decisions) {
+	for i, x := range outcomes {
 		switch {
 		case x.err != nil:
 			b.dead = append(b.dead, deadLetter(msgs[i], x.err, in.now()))
