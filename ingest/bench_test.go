@@ -79,3 +79,14 @@ func BenchmarkDecodeGeneral(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkDecodeGeneral30(b *testing.B) {
+	msg := benchDecisionN(b, 30)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeGeneral(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
