@@ -162,6 +162,40 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 		t.Errorf("feature arrays: %d rows match, want 100", n)
 	}
 
+	// Every column of one decision holds what was logged.
+	var (
+		ev, model, kind, variant, chosen, agg, ctxJSON, actJSON string
+		tsMs                                                    uint64
+		version, window                                         uint32
+		chosenIdx                                               uint16
+		explored                                                uint8
+		chosenProb, score, def                                  float64
+		ctxNames, ctxValues, actionIDs, chNames, chValues       []string
+		ctxNumbers, probs, chNumbers                            []float64
+	)
+	if err := conn.QueryRow(ctx, `SELECT event_id, ts_ms, model, kind, version, variant, context_names, context_values, context_numbers,
+		action_ids, probabilities, chosen, chosen_index, chosen_probability, chosen_names, chosen_values, chosen_numbers,
+		explored, score, reward_window_s, reward_default, reward_aggregate, context_json, actions_json
+		FROM `+db+`.decisions FINAL WHERE event_id = 'ev-007'`).Scan(&ev, &tsMs, &model, &kind, &version, &variant, &ctxNames, &ctxValues, &ctxNumbers,
+		&actionIDs, &probs, &chosen, &chosenIdx, &chosenProb, &chNames, &chValues, &chNumbers,
+		&explored, &score, &window, &def, &agg, &ctxJSON, &actJSON); err != nil {
+		t.Fatal(err)
+	}
+	want := decision("ev-007", old)
+	got := fmt.Sprint(ev, tsMs, model, kind, version, variant, ctxNames, ctxValues, ctxNumbers, actionIDs, probs, chosen, chosenIdx, chosenProb,
+		len(chNames), len(chValues), len(chNumbers), explored, score, window, def, agg)
+	if exp := fmt.Sprint("ev-007", uint64(old.UnixMilli()), "homepage", "ranker", 1, "champion", []string{"user^age", "user^segment", "user^tags", "user^tags"},
+		[]string{"", "b", "x", "y"}, []float64{31, 1, 1, 1}, []string{"a1", "a2"}, []float64{0.25, 0.75}, "a2", 1, 0.75,
+		0, 0, 0, 0, 0, 1, 0, "sum"); got != exp {
+		t.Errorf("decision columns:\n got %s\nwant %s", got, exp)
+	}
+	var gotCtx flywheel.Features
+	var gotActs []flywheel.Action
+	if json.Unmarshal([]byte(ctxJSON), &gotCtx) != nil || json.Unmarshal([]byte(actJSON), &gotActs) != nil ||
+		fmt.Sprint(gotCtx) != fmt.Sprint(want.Context) || fmt.Sprint(gotActs) != fmt.Sprint(want.Actions) {
+		t.Errorf("stored JSON %s %s does not decode to the logged context and actions", ctxJSON, actJSON)
+	}
+
 	// The poison record is in the DLQ with its origin.
 	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: kcfg.Brokers, Topic: kcfg.Topics().DLQ, Partition: 0, MaxWait: 200 * time.Millisecond})
 	defer r.Close()
