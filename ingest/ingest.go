@@ -225,10 +225,6 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 			}
 		}
 	}()
-	type tp struct {
-		topic string
-		part  int
-	}
 	var (
 		msgs     []kafkago.Message
 		dec      = newDecoder(in.kcfg.Topics().Decisions)
@@ -296,13 +292,15 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 	}
 }
 
+// tp names a topic-partition.
+type tp struct {
+	topic string
+	part  int
+}
+
 // lastPerPartition returns the last message of every topic-partition in
 // batch: committing it commits everything before it in that partition.
 func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
-	type tp struct {
-		topic string
-		part  int
-	}
 	last := map[tp]kafkago.Message{}
 	for _, m := range batch {
 		k := tp{m.Topic, m.Partition}

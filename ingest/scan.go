@@ -269,59 +269,13 @@ func (s *scanner) key() []byte {
 // written; plain says they contain no escapes and only ASCII, so they are
 // the string's value too.
 func (s *scanner) rawString() (raw []byte, plain bool) {
-	s.i++ // the opening quote
-	start := s.i
-	plain = true
-	for s.i < len(s.b) {
-		b, i := s.b, s.i
-		for i < len(b) && !special[b[i]] {
-			i++
-		}
-		s.i = i
-		if s.i == len(s.b) {
-			break
-		}
-		switch c := s.b[s.i]; {
-		case c == '"':
-			raw = s.b[start:s.i]
-			s.i++
-			return raw, plain
-		case c < 0x20:
-			s.bad = true
-			return nil, false
-		case c == '\\':
-			plain = false
-			s.i++
-			if s.i >= len(s.b) {
-				s.bad = true
-				return nil, false
-			}
-			switch s.b[s.i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.i++
-			case 'u':
-				if s.i+4 >= len(s.b) {
-					s.bad = true
-					return nil, false
-				}
-				for _, h := range s.b[s.i+1 : s.i+5] {
-					if !isHex(h) {
-						s.bad = true
-						return nil, false
-					}
-				}
-				s.i += 5
-			default:
-				s.bad = true
-				return nil, false
-			}
-		default: // a byte of a multi-byte character
-			plain = false
-			s.i++
-		}
+	end, plain := scanString(s.b, s.i)
+	if end < 0 {
+		s.bad = true
+		return nil, false
 	}
-	s.bad = true
-	return nil, false
+	raw, s.i = s.b[s.i+1:end-1], end
+	return raw, plain
 }
 
 func isHex(c byte) bool {
@@ -365,44 +319,13 @@ func (s *scanner) str() string {
 func (s *scanner) number() []byte {
 	s.ws()
 	start := s.i
-	if s.i < len(s.b) && s.b[s.i] == '-' {
-		s.i++
-	}
-	switch {
-	case s.i < len(s.b) && s.b[s.i] == '0':
-		s.i++
-	case s.i < len(s.b) && '1' <= s.b[s.i] && s.b[s.i] <= '9':
-		s.digits()
-	default:
+	end := skipNumber(s.b, s.i)
+	if end < 0 {
 		s.bad = true
 		return nil
 	}
-	if s.i < len(s.b) && s.b[s.i] == '.' {
-		s.i++
-		if !s.digits() {
-			s.bad = true
-		}
-	}
-	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
-		s.i++
-		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
-			s.i++
-		}
-		if !s.digits() {
-			s.bad = true
-		}
-	}
-	return s.b[start:s.i]
-}
-
-func (s *scanner) digits() bool {
-	b, i := s.b, s.i
-	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-		i++
-	}
-	start := s.i
-	s.i = i
-	return i > start
+	s.i = end
+	return s.b[start:end]
 }
 
 func (s *scanner) float() float64 {
@@ -493,7 +416,7 @@ value:
 		}
 		goto value
 	case '"':
-		if i = skipString(b, i); i < 0 {
+		if i, _ = scanString(b, i); i < 0 {
 			goto bad
 		}
 	case 't':
@@ -548,7 +471,7 @@ key:
 	if i >= len(b) || b[i] != '"' {
 		goto bad
 	}
-	if i = skipString(b, i); i < 0 {
+	if i, _ = scanString(b, i); i < 0 {
 		goto bad
 	}
 	for i < len(b) && space[b[i]] {
@@ -563,38 +486,42 @@ bad:
 	s.bad = true
 }
 
-// skipString returns where the string at b[i] ends (after its closing
-// quote), or -1 if it is not a valid JSON string.
-func skipString(b []byte, i int) int {
+// scanString returns where the string at b[i] ends (after its closing
+// quote), or -1 if it is not a valid JSON string; plain says it has no
+// escapes and only ASCII.
+func scanString(b []byte, i int) (end int, plain bool) {
 	i++
+	plain = true
 	for {
 		for i < len(b) && !special[b[i]] {
 			i++
 		}
 		if i >= len(b) {
-			return -1
+			return -1, false
 		}
 		switch c := b[i]; {
 		case c == '"':
-			return i + 1
+			return i + 1, plain
 		case c < 0x20:
-			return -1
+			return -1, false
 		case c == '\\':
+			plain = false
 			if i+1 >= len(b) {
-				return -1
+				return -1, false
 			}
 			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i += 2
 			case 'u':
 				if i+5 >= len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
-					return -1
+					return -1, false
 				}
 				i += 6
 			default:
-				return -1
+				return -1, false
 			}
 		default: // a byte of a multi-byte character
+			plain = false
 			i++
 		}
 	}
