@@ -79,6 +79,17 @@ func decodeGeneral(b []byte) (*row, error) {
 	return r, nil
 }
 
+// flat lists f's features as the parallel columns of names, values and
+// numbers, in Features.Flatten's order.
+func flat(f flywheel.Features) (names, values []string, numbers []float64) {
+	fl := f.Flatten()
+	names, values, numbers = make([]string, len(fl)), make([]string, len(fl)), make([]float64, len(fl))
+	for i, x := range fl {
+		names[i], values[i], numbers[i] = x.Name, x.Value, x.Number
+	}
+	return names, values, numbers
+}
+
 // rawJSON writes the actions' features as they came: they were decoded, so
 // they are valid JSON.
 var rawJSON = sonic.Config{NoValidateJSONMarshaler: true}.Froze()

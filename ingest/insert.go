@@ -133,12 +133,3 @@ func (in *Ingester) feedbackInsert(fs []*flywheel.Feedback) *insert {
 		return b, nil
 	}}
 }
-
-func flat(f flywheel.Features) (names, values []string, numbers []float64) {
-	fl := f.Flatten()
-	names, values, numbers = make([]string, len(fl)), make([]string, len(fl)), make([]float64, len(fl))
-	for i, x := range fl {
-		names[i], values[i], numbers[i] = x.Name, x.Value, x.Number
-	}
-	return names, values, numbers
-}
