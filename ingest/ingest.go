@@ -8,12 +8,15 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -331,6 +334,16 @@ func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded) *batch {
 			feedback = append(feedback, x.feedback)
 		}
 	}
+	// In each table's order: the server then writes the part as it comes
+	// instead of sorting it (a permutation of every column, the wide JSON
+	// ones included). Stable, so that of two deliveries of a record the
+	// later stays the later.
+	slices.SortStableFunc(decisions, func(a, b *row) int {
+		return cmp.Or(strings.Compare(a.d.Model, b.d.Model), strings.Compare(a.d.EventID, b.d.EventID))
+	})
+	slices.SortStableFunc(feedback, func(a, b *flywheel.Feedback) int {
+		return cmp.Or(strings.Compare(a.EventID, b.EventID), strings.Compare(a.FeedbackID, b.FeedbackID))
+	})
 	if len(decisions) > 0 {
 		b.inserts = append(b.inserts, in.decisionsInsert(decisions))
 	}

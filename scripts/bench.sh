@@ -147,8 +147,13 @@ if ! command -v kcat >/dev/null; then
   echo "bench: installing kcat from Debian's packages" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
 fi
+# The server's CPU time is read from /proc when it is the one services.sh runs.
+CH_PID=0
+if [[ "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" == 127.0.0.1:9000 && -f .services/clickhouse/clickhouse.pid ]]; then
+  CH_PID="$(cat .services/clickhouse/clickhouse.pid)"
+fi
 go run ./bench/ingest -kafka "${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}" -clickhouse "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" \
-  -decisions "${BENCH_INGEST_DECISIONS:-20000}" -feedback "${BENCH_INGEST_FEEDBACK:-100000}" >"$WORK/ingest.jsonl"
+  -clickhouse-pid "$CH_PID" -decisions "${BENCH_INGEST_DECISIONS:-20000}" -feedback "${BENCH_INGEST_FEEDBACK:-100000}" >"$WORK/ingest.jsonl"
 python3 - "$WORK/ingest.jsonl" "$OUT/ingest.json" <<'PY'
 import json, sys, platform, datetime
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -161,6 +166,11 @@ for r in rows:
     runs = " ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(r['flywheel_per_second_runs'], r['reference_per_second_runs']))
     kind = r['kind'] + (f" ({r['features_per_action']})" if 'features_per_action' in r else "")
     print(f"{kind:<14}{r['records']:>9}{r['mib']:>7.0f}{r['flywheel_per_second']:>12.0f}{r['flywheel_per_second_after_first_batch']:>10.0f}{r['reference_per_second']:>13.0f}{r['ratio']:>7.2f}  {runs}")
+print("CPU µs a record (medians): the pipeline's processes + the ClickHouse server's, merges included")
+for r in rows:
+    kind = r['kind'] + (f" ({r['features_per_action']})" if 'features_per_action' in r else "")
+    srv = lambda k: f" + {r[k]:.1f}" if k in r else ""
+    print(f"{kind:<14} flywheel {r['flywheel_cpu_us_per_record']:.1f}{srv('flywheel_server_cpu_us_per_record')}   reference {r['reference_cpu_us_per_record']:.1f}{srv('reference_server_cpu_us_per_record')}")
 PY
 echo "bench: wrote $OUT/ingest.json" >&2
 fi

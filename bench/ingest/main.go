@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,7 @@ func main() {
 	features := flag.String("action-features", "4,30", "features of each action of a decision: one decisions run per number")
 	runs := flag.Int("runs", 3, "runs of each pipeline (alternating); medians are reported")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
+	flag.IntVar(&serverPID, "clickhouse-pid", 0, "the ClickHouse server's process id, if it runs here: its CPU time is reported for each pipeline")
 	flag.Parse()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as `flywheel ingest` runs (cmd/flywheel tuneGC)
@@ -97,24 +99,32 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 		// The runs alternate between the two pipelines, each into a fresh
 		// database, so that both see the machine in the same moods; the
 		// medians are reported.
-		var ours, refs, steadies []float64
+		var ours, refs, steadies, oursCPU, refsCPU, oursSrv, refsSrv []float64
 		var lagAtEnd int64 // the largest over the runs
 		for i := range runs {
 			ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s%d_%d", chAddr, stamp, kind, j, i)}
 			if err := clickhouse.Migrate(ctx, ccfg); err != nil {
 				return err
 			}
+			cpu := startCPU(ctx, ccfg)
 			took, steady, lag, err := timeOurs(ctx, kcfg, ccfg, fmt.Sprintf("%singest%d", kcfg.TopicPrefix, i), kind, n)
 			if err != nil {
 				return err
 			}
+			self, _, srv := cpu.stop(ctx)
+			oursCPU, oursSrv = append(oursCPU, self), append(oursSrv, srv)
+			cpu = startCPU(ctx, ccfg)
 			ref, err := timeReference(ctx, broker, chAddr, ccfg.Database(), topic, kind, n)
 			if err != nil {
 				return err
 			}
+			_, children, srv := cpu.stop(ctx)
+			refsCPU, refsSrv = append(refsCPU, children), append(refsSrv, srv)
 			ours, refs, steadies = append(ours, took.Seconds()), append(refs, ref.Seconds()), append(steadies, steady)
 			lagAtEnd = max(lagAtEnd, lag)
-			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: flywheel %.0f/s, reference %.0f/s\n", kind, shape(features), i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds())
+			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: flywheel %.0f/s, reference %.0f/s; CPU µs a record: flywheel %.1f + server %.1f, reference %.1f + server %.1f\n",
+				kind, shape(features), i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds(),
+				oursCPU[i]/float64(n)*1e6, oursSrv[i]/float64(n)*1e6, refsCPU[i]/float64(n)*1e6, refsSrv[i]/float64(n)*1e6)
 			if conn, err := clickhouse.Open(ctx, ccfg); err == nil {
 				conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
 				conn.Close()
@@ -136,12 +146,90 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 			"ratio": r / o, "lag_at_end": lagAtEnd,
 			"flywheel_per_second_runs": perRun(ours), "reference_per_second_runs": perRun(refs),
 		}
+		// CPU seconds a record, in microseconds: the pipeline's own
+		// processes, and the server's from the start until the merges the
+		// inserts set off are done.
+		perRecord := func(xs []float64) float64 { return median(xs) / float64(n) * 1e6 }
+		rec["flywheel_cpu_us_per_record"] = perRecord(oursCPU)
+		rec["reference_cpu_us_per_record"] = perRecord(refsCPU)
+		if serverPID > 0 {
+			rec["flywheel_server_cpu_us_per_record"] = perRecord(oursSrv)
+			rec["reference_server_cpu_us_per_record"] = perRecord(refsSrv)
+		}
 		if kind == "decisions" {
 			rec["features_per_action"] = features
 		}
 		json.NewEncoder(os.Stdout).Encode(rec)
 	}
 	return nil
+}
+
+var serverPID int
+
+// cpuMark is the CPU time used so far by this process, its children and
+// the ClickHouse server.
+type cpuMark struct {
+	self, children, server float64
+	ccfg                   clickhouse.Config
+}
+
+func cpuNow() (self, children, server float64) {
+	var ru syscall.Rusage
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		self = tv(ru.Utime) + tv(ru.Stime)
+	}
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru) == nil {
+		children = tv(ru.Utime) + tv(ru.Stime)
+	}
+	if serverPID > 0 {
+		// /proc/PID/stat: utime and stime are fields 14 and 15, in ticks
+		// of 1/100 s; the command name (field 2) may hold spaces.
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", serverPID)); err == nil {
+			if i := bytes.LastIndexByte(b, ')'); i > 0 {
+				f := strings.Fields(string(b[i+1:]))
+				if len(f) > 12 {
+					u, _ := strconv.ParseFloat(f[11], 64)
+					s, _ := strconv.ParseFloat(f[12], 64)
+					server = (u + s) / 100
+				}
+			}
+		}
+	}
+	return
+}
+
+// startCPU waits until the server merges nothing (so that a run is not
+// charged for the last one's merges) and marks the CPU time.
+func startCPU(ctx context.Context, ccfg clickhouse.Config) cpuMark {
+	waitMerges(ctx, ccfg)
+	m := cpuMark{ccfg: ccfg}
+	m.self, m.children, m.server = cpuNow()
+	return m
+}
+
+// stop waits for the merges the run set off and returns the CPU seconds
+// used since the mark.
+func (m cpuMark) stop(ctx context.Context) (self, children, server float64) {
+	s, c, _ := cpuNow()
+	waitMerges(ctx, m.ccfg)
+	_, _, srv := cpuNow()
+	return s - m.self, c - m.children, srv - m.server
+}
+
+// waitMerges waits (up to a minute) until system.merges is empty.
+func waitMerges(ctx context.Context, ccfg clickhouse.Config) {
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var n uint64
+		if conn.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&n) != nil || n == 0 {
+			return
+		}
+	}
 }
 
 func median(xs []float64) float64 {
