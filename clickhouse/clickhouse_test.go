@@ -122,7 +122,7 @@ func TestOptionalStatementsByVersion(t *testing.T) {
 		{"18.16.1", 0, 0, 1},
 		{"18.16.1", 90 * 24 * time.Hour, 0, 2},
 		{"19.1.6", 90 * 24 * time.Hour, 4, 1},
-		{"19.6.2", 90 * 24 * time.Hour, 6, 0},
+		{"19.6.2", 90 * 24 * time.Hour, 7, 0},
 		{"24.8.4.13", 0, 4, 0},
 	} {
 		v, err := parseVersion(tc.version)
@@ -140,7 +140,7 @@ func TestOptionalStatementsByVersion(t *testing.T) {
 		}
 	}
 	stmts, _ := optionalStatements(serverVersion{19, 6}, "db", 36*time.Hour, nil)
-	if len(stmts) != 2 || !strings.Contains(stmts[0], "INTERVAL 2 DAY") {
+	if len(stmts) != 3 || !strings.Contains(stmts[0], "INTERVAL 2 DAY") || !strings.Contains(stmts[2], "actions MODIFY TTL seen_at + INTERVAL 4 DAY") {
 		t.Errorf("a retention of 36h rounds up to 2 days: %q", stmts)
 	}
 }
@@ -159,4 +159,40 @@ func TestMigrateWithRetentionOnOldServer(t *testing.T) {
 		t.Fatalf("second run: %v", err)
 	}
 	mustOpen(t, ctx, cfg) // drops the database when the test ends
+}
+
+// A database of schema 5, with decisions that carry their actions' JSON,
+// gains the actions table and the action_keys column; its decisions read
+// as before, with no keys.
+func TestMigrateFromSchema5KeepsDecisions(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := migrate(ctx, cfg, 5); err != nil {
+		t.Fatal(err)
+	}
+	conn := mustOpen(t, ctx, cfg)
+	db := cfg.Database()
+	old := time.Now().UTC().Add(-time.Hour)
+	if err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, chosen, reward_window_s, reward_default, reward_aggregate, actions_json, ingested_at)
+		SELECT 'e1', ?, ?, 'm', 'ranker', 1, 'champion', ['a', 'b'], 'a', 600, 0, 'sum', '[{"id":"a"},{"id":"b"}]', now()`, old, uint64(old.UnixMilli())); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := Migrate(ctx, cfg); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+	}
+	var ids, keys []string
+	var js string
+	if err := conn.QueryRow(ctx, "SELECT action_ids, action_keys, actions_json FROM "+db+".examples WHERE event_id = 'e1'").Scan(&ids, &keys, &js); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ids) != "[a b]" || len(keys) != 0 || js != `[{"id":"a"},{"id":"b"}]` {
+		t.Fatalf("after migrating: action_ids %q, action_keys %q, actions_json %s", ids, keys, js)
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".actions").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("actions table: %d rows, %v", n, err)
+	}
 }

@@ -185,15 +185,71 @@ var migrations = []migration{
 		ORDER BY (model, name)`,
 	}},
 	{5, "examples without grouping the decisions", []string{
-		// The first examples view grouped every decision with its feedback,
-		// wide columns and all: ClickHouse 18.16 then returns the result as
-		// one block held in memory on both sides. This one aggregates only
-		// the feedback (narrow rows, joined with each decision's deadline)
-		// and joins that to the decisions, which stream through in blocks.
 		`DROP TABLE IF EXISTS {db}.examples`,
-		`CREATE VIEW IF NOT EXISTS {db}.examples AS
+		examplesView("action_ids"),
+	}},
+	{6, "actions stored once", []string{
+		// Each distinct action (its id and features, as logged) once, by a
+		// hash of its JSON: a catalogue's items recur in decision after
+		// decision, and storing them in every decision was most of what
+		// ingest wrote. A decision keeps its actions' keys, in order.
+		// seen_at is when ingest last wrote the action (it writes it again
+		// now and then while the action is in use): the newest row stays.
+		`CREATE TABLE IF NOT EXISTS {db}.actions (
+			action_key String,
+			action_id String,
+			action_json String,
+			seen_at DateTime
+		) ENGINE = ReplacingMergeTree(seen_at)
+		ORDER BY action_key`,
+		`DROP TABLE IF EXISTS {db}.examples`,
+		examplesView("action_ids, action_keys"),
+	}},
+}
+
+// addedColumns are the columns a migration adds to existing tables, before
+// its statements, where they are missing (ClickHouse 18.16 has no ADD
+// COLUMN IF NOT EXISTS).
+var addedColumns = map[uint32][]column{
+	6: {{"decisions", "action_keys", "Array(String)", "action_ids"}},
+}
+
+type column struct{ table, name, typ, after string }
+
+// addColumn adds c to db's table unless it is there; another process adding
+// it at the same time is not an error.
+func addColumn(ctx context.Context, conn driver.Conn, db string, c column) error {
+	has := func() (bool, error) {
+		var n uint64
+		err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, c.table, c.name).Scan(&n)
+		return n > 0, err
+	}
+	if ok, err := has(); err != nil || ok {
+		return err
+	}
+	err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s AFTER %s", db, c.table, c.name, c.typ, c.after))
+	if err != nil {
+		if ok, _ := has(); ok {
+			return nil
+		}
+		return fmt.Errorf("add column %s.%s: %w", c.table, c.name, err)
+	}
+	return nil
+}
+
+// examplesView is the examples view with actions as cols (columns of the
+// decisions table): each decision whose reward window has closed with the
+// aggregate of its feedback inside the window, or the default reward.
+//
+// The first examples view (migration 3) grouped every decision with its
+// feedback, wide columns and all: ClickHouse 18.16 then returns the result as
+// one block held in memory on both sides. This one aggregates only the
+// feedback (narrow rows, joined with each decision's deadline) and joins
+// that to the decisions, which stream through in blocks.
+func examplesView(actions string) string {
+	return strings.ReplaceAll(`CREATE VIEW IF NOT EXISTS {db}.examples AS
 		SELECT
-			event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities, chosen, chosen_index,
+			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 			context_numbers, feedback_count,
 			multiIf(
@@ -205,7 +261,7 @@ var migrations = []migration{
 		FROM
 		(
 			SELECT
-				event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities, chosen, chosen_index,
+				event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 				chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 				context_numbers, reward_default, reward_aggregate
 			FROM {db}.decisions FINAL
@@ -233,14 +289,18 @@ var migrations = []migration{
 			) USING event_id
 			WHERE f_ts_ms <= deadline_ms
 			GROUP BY event_id
-		) USING event_id`,
-	}},
+		) USING event_id`, "{actions}", actions)
 }
 
 // Migrate creates the database if needed and applies every migration not yet
 // recorded in schema_migrations. It is safe to run again and from several
 // processes at once (each statement is idempotent).
 func Migrate(ctx context.Context, c Config) error {
+	return migrate(ctx, c, SchemaVersion())
+}
+
+// migrate applies the migrations up to version upTo.
+func migrate(ctx context.Context, c Config, upTo uint32) error {
 	o, err := c.Options()
 	if err != nil {
 		return err
@@ -275,8 +335,13 @@ func Migrate(ctx context.Context, c Config) error {
 	}
 	rows.Close()
 	for _, m := range migrations {
-		if applied[m.version] {
+		if applied[m.version] || m.version > upTo {
 			continue
+		}
+		for _, c := range addedColumns[m.version] {
+			if err := addColumn(ctx, conn, db, c); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
 		}
 		for i, stmt := range m.statements {
 			if err := conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", db)); err != nil {
@@ -334,6 +399,9 @@ func optionalStatements(v serverVersion, db string, retention time.Duration, typ
 			for _, table := range []string{"decisions", "feedback"} {
 				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s.%s MODIFY TTL ts + INTERVAL %d DAY", db, table, days))
 			}
+			// An action outlives the decisions that name it: ingest writes
+			// it again at least daily while it is in use.
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s.actions MODIFY TTL seen_at + INTERVAL %d DAY", db, days+2))
 		} else {
 			skipped = append(skipped, fmt.Sprintf("clickhouse.retention of %d days (TTL needs ClickHouse 19.6+; drop old monthly partitions instead)", days))
 		}

@@ -2,10 +2,14 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/bytedance/sonic"
+	"github.com/go-faster/city"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
@@ -19,8 +23,34 @@ type row struct {
 	actionIDs           []string
 	chNames, chValues   []string
 	chNumbers           []float64
-	ctxJSON, actJSON    string
+	ctxJSON             string
+	actionJSON          []string // each action's JSON, as logged when it could be
+	actionKeys          []string // the key of each action's JSON (actionKey)
 	chosenProbability   float64
+}
+
+// actionKey is the key an action is stored under in the actions table: the
+// 128-bit CityHash of its JSON, in hex.
+func actionKey(dst []byte, js []byte) []byte {
+	h := city.Hash128(js)
+	dst = binary.BigEndian.AppendUint64(dst, h.High)
+	dst = binary.BigEndian.AppendUint64(dst, h.Low)
+	return dst
+}
+
+// keyActions fills r.actionKeys from r.actionJSON, the keys sharing one
+// allocation.
+func (r *row) keyActions() {
+	var raw [16]byte
+	buf := make([]byte, 0, 32*len(r.actionJSON))
+	for _, js := range r.actionJSON {
+		buf = hex.AppendEncode(buf, actionKey(raw[:0], unsafe.Slice(unsafe.StringData(js), len(js))))
+	}
+	all := unsafeString(buf)
+	r.actionKeys = make([]string, len(r.actionJSON))
+	for i := range r.actionKeys {
+		r.actionKeys[i] = all[32*i : 32*(i+1)]
+	}
 }
 
 var emptyObject = []byte("{}")
@@ -75,7 +105,13 @@ func decodeGeneral(b []byte) (*row, error) {
 		d.Probabilities = []float64{}
 	}
 	r.ctxJSON = string(d.Context)
-	r.actJSON = actionsJSON(actions)
+	r.actionJSON = make([]string, len(actions))
+	for i, a := range actions {
+		// They were decoded, so their features are valid JSON.
+		b, _ := rawJSON.Marshal(a)
+		r.actionJSON[i] = string(b)
+	}
+	r.keyActions()
 	return r, nil
 }
 
@@ -90,17 +126,8 @@ func flat(f flywheel.Features) (names, values []string, numbers []float64) {
 	return names, values, numbers
 }
 
-// rawJSON writes the actions' features as they came: they were decoded, so
-// they are valid JSON.
+// rawJSON writes the actions' features as they came.
 var rawJSON = sonic.Config{NoValidateJSONMarshaler: true}.Froze()
-
-func actionsJSON(actions []flywheel.RawAction) string {
-	if len(actions) == 0 {
-		return "[]"
-	}
-	b, _ := rawJSON.Marshal(actions)
-	return string(b)
-}
 
 // decoded is the outcome of decoding one message of a batch.
 type decoded struct {

@@ -32,9 +32,15 @@ func TestDecodeDecisionRow(t *testing.T) {
 	}
 	var ctx flywheel.Features
 	var acts []flywheel.Action
-	if json.Unmarshal([]byte(r.ctxJSON), &ctx) != nil || json.Unmarshal([]byte(r.actJSON), &acts) != nil ||
+	if json.Unmarshal([]byte(r.ctxJSON), &ctx) != nil || json.Unmarshal([]byte(actionsOf(r)), &acts) != nil ||
 		fmt.Sprint(ctx) != fmt.Sprint(d.Context) || fmt.Sprint(acts) != fmt.Sprint(d.Actions) {
-		t.Fatalf("stored JSON does not decode back: %s %s", r.ctxJSON, r.actJSON)
+		t.Fatalf("stored JSON does not decode back: %s %s", r.ctxJSON, actionsOf(r))
+	}
+	if err := checkKeys(r); err != nil {
+		t.Fatal(err)
+	}
+	if r.actionKeys[0] == r.actionKeys[1] {
+		t.Fatalf("two different actions have one key %s", r.actionKeys[0])
 	}
 }
 

@@ -231,6 +231,7 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 	var (
 		msgs     []kafkago.Message
 		dec      = newDecoder(in.kcfg.Topics().Decisions)
+		known    = newKnownActions()
 		size     int
 		behind   = map[tp]bool{} // partitions of the batch not read to their end
 		deadline *time.Timer
@@ -285,7 +286,7 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 			deadline.Stop()
 		}
 		select {
-		case ready <- in.batch(msgs, dec.wait(msgs)):
+		case ready <- in.batch(msgs, dec.wait(msgs), known):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -293,6 +294,39 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 		dec = newDecoder(in.kcfg.Topics().Decisions)
 		clear(behind)
 	}
+}
+
+// knownActions are the actions this run has written (by key), so that each
+// is written once, not with every decision that names it. Two generations
+// of at most maxKnownActions keys bound its memory. Every hour it forgets
+// everything, so that an action in use is written again with a fresh
+// seen_at (its row outlives a retention TTL, and comes back if the table
+// lost it); a new run starts knowing nothing.
+type knownActions struct {
+	cur, old map[string]struct{}
+	since    time.Time
+}
+
+const maxKnownActions = 1 << 18
+
+func newKnownActions() *knownActions {
+	return &knownActions{cur: map[string]struct{}{}}
+}
+
+// add reports whether key is new, and remembers it.
+func (k *knownActions) add(key string, now time.Time) bool {
+	if now.Sub(k.since) >= time.Hour {
+		k.cur, k.old, k.since = map[string]struct{}{}, nil, now
+	}
+	if _, ok := k.cur[key]; ok {
+		return false
+	}
+	_, ok := k.old[key]
+	if len(k.cur) >= maxKnownActions {
+		k.cur, k.old = map[string]struct{}{}, k.cur
+	}
+	k.cur[strings.Clone(key)] = struct{}{}
+	return !ok
 }
 
 // tp names a topic-partition.
@@ -320,7 +354,7 @@ func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
 
 // batch sorts a batch's decoded records into decisions, feedback and dead
 // letters, and makes its inserts.
-func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded) *batch {
+func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded, known *knownActions) *batch {
 	b := &batch{msgs: msgs}
 	var decisions []*row
 	var feedback []*flywheel.Feedback
@@ -344,6 +378,21 @@ func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded) *batch {
 	slices.SortStableFunc(feedback, func(a, b *flywheel.Feedback) int {
 		return cmp.Or(strings.Compare(a.EventID, b.EventID), strings.Compare(a.FeedbackID, b.FeedbackID))
 	})
+	// The actions first: a decision is never in before the actions it
+	// names. They count as written from here: the batches are written in
+	// order, each retried until it is in or the run ends.
+	var acts []newAction
+	now := in.now()
+	for _, r := range decisions {
+		for i, key := range r.actionKeys {
+			if known.add(key, now) {
+				acts = append(acts, newAction{key: key, id: r.d.Actions[i].ID, json: r.actionJSON[i]})
+			}
+		}
+	}
+	if len(acts) > 0 {
+		b.inserts = append(b.inserts, in.actionsInsert(acts))
+	}
 	if len(decisions) > 0 {
 		b.inserts = append(b.inserts, in.decisionsInsert(decisions))
 	}

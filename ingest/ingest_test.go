@@ -171,16 +171,38 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 		explored                                                uint8
 		chosenProb, score, def                                  float64
 		ctxNames, ctxValues, actionIDs, chNames, chValues       []string
+		actionKeys                                              []string
 		ctxNumbers, probs, chNumbers                            []float64
 	)
 	if err := conn.QueryRow(ctx, `SELECT event_id, ts_ms, model, kind, version, variant, context_names, context_values, context_numbers,
 		action_ids, probabilities, chosen, chosen_index, chosen_probability, chosen_names, chosen_values, chosen_numbers,
-		explored, score, reward_window_s, reward_default, reward_aggregate, context_json, actions_json
+		explored, score, reward_window_s, reward_default, reward_aggregate, context_json, actions_json, action_keys
 		FROM `+db+`.decisions FINAL WHERE event_id = 'ev-007'`).Scan(&ev, &tsMs, &model, &kind, &version, &variant, &ctxNames, &ctxValues, &ctxNumbers,
 		&actionIDs, &probs, &chosen, &chosenIdx, &chosenProb, &chNames, &chValues, &chNumbers,
-		&explored, &score, &window, &def, &agg, &ctxJSON, &actJSON); err != nil {
+		&explored, &score, &window, &def, &agg, &ctxJSON, &actJSON, &actionKeys); err != nil {
 		t.Fatal(err)
 	}
+	// Its actions are in the actions table, by key; the decision keeps no
+	// copy. Every decision offered the same two actions: each run wrote
+	// them once, not with each of its 100 or 200 decisions.
+	if actJSON != "" {
+		t.Errorf("decision keeps its actions' JSON: %s", actJSON)
+	}
+	if n := count("SELECT count() FROM " + db + ".actions FINAL"); n != 2 {
+		t.Errorf("actions FINAL has %d rows, want 2", n)
+	}
+	if n := count("SELECT count() FROM " + db + ".actions"); n > 4 {
+		t.Errorf("actions has %d rows before merging, want at most 4 (each action once by each of the two runs)", n)
+	}
+	var parts []string
+	for _, key := range actionKeys {
+		var js string
+		if err := conn.QueryRow(ctx, "SELECT action_json FROM "+db+".actions FINAL WHERE action_key = ?", key).Scan(&js); err != nil {
+			t.Fatalf("action %s: %v", key, err)
+		}
+		parts = append(parts, js)
+	}
+	actJSON = "[" + strings.Join(parts, ",") + "]"
 	want := decision("ev-007", old)
 	got := fmt.Sprint(ev, tsMs, model, kind, version, variant, ctxNames, ctxValues, ctxNumbers, actionIDs, probs, chosen, chosenIdx, chosenProb,
 		len(chNames), len(chValues), len(chNumbers), explored, score, window, def, agg)

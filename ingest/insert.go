@@ -10,11 +10,13 @@ import (
 	"github.com/flywheel-dev/flywheel"
 )
 
+// The decisions' actions go to the actions table, each once (knownActions);
+// a decision has their keys, and its actions_json stays empty.
 const decisionColumns = `event_id, ts, ts_ms, model, kind, version, variant,
-	context_names, context_values, context_numbers, action_ids, probabilities,
+	context_names, context_values, context_numbers, action_ids, action_keys, probabilities,
 	chosen, chosen_index, chosen_probability, chosen_names, chosen_values, chosen_numbers,
 	explored, score, reward_window_s, reward_default, reward_aggregate,
-	context_json, actions_json, ingested_at`
+	context_json, ingested_at`
 
 // flushBytes is how much JSON a block of a decisions insert carries.
 const flushBytes = 2 << 20
@@ -89,20 +91,40 @@ func (in *Ingester) decisionsInsert(rows []*row) *insert {
 				}
 				pending = 0
 			}
-			pending += len(r.ctxJSON) + len(r.actJSON)
+			pending += len(r.ctxJSON) + 32*len(r.actionKeys)
 			d := &r.d
 			explored := uint8(0)
 			if d.Explored {
 				explored = 1
 			}
 			err := b.Append(d.EventID, d.Time, uint64(d.Time.UnixMilli()), d.Model, d.Kind, uint32(d.Version), d.Variant,
-				r.ctxNames, r.ctxValues, r.ctxNumbers, r.actionIDs, d.Probabilities,
+				r.ctxNames, r.ctxValues, r.ctxNumbers, r.actionIDs, r.actionKeys, d.Probabilities,
 				d.Chosen, uint16(d.ChosenIndex), r.chosenProbability, r.chNames, r.chValues, r.chNumbers,
 				explored, d.Score, uint32(d.Reward.WindowSeconds), d.Reward.Default, d.Reward.Aggregate,
-				r.ctxJSON, r.actJSON, now)
+				r.ctxJSON, now)
 			if err != nil {
 				b.Abort()
 				return nil, fmt.Errorf("append decision %s: %w", d.EventID, err)
+			}
+		}
+		return b, nil
+	}}
+}
+
+// newAction is an action not yet written by this run.
+type newAction struct{ key, id, json string }
+
+func (in *Ingester) actionsInsert(acts []newAction) *insert {
+	return &insert{table: "actions", rows: len(acts), fill: func(ctx context.Context) (driver.Batch, error) {
+		b, err := in.conn.PrepareBatch(ctx, "INSERT INTO "+in.db+".actions (action_key, action_id, action_json, seen_at)")
+		if err != nil {
+			return nil, fmt.Errorf("prepare actions batch: %w", err)
+		}
+		now := in.now().UTC()
+		for _, a := range acts {
+			if err := b.Append(a.key, a.id, a.json, now); err != nil {
+				b.Abort()
+				return nil, fmt.Errorf("append action %s: %w", a.id, err)
 			}
 		}
 		return b, nil

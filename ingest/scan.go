@@ -27,7 +27,7 @@ func scanDecision(b []byte) (*row, bool) {
 	s := scanner{b: b}
 	r := &row{}
 	d := &r.d
-	var ctxSpan, actSpan []byte
+	var ctxSpan []byte
 	var seen uint32
 	if !s.open('{') {
 		return nil, false
@@ -68,9 +68,7 @@ func scanDecision(b []byte) (*row, bool) {
 				r.ctxNames, r.ctxValues, r.ctxNumbers = s.features()
 				ctxSpan = b[start:s.i]
 			case "actions":
-				start := s.at()
-				d.Actions = s.actions()
-				actSpan = b[start:s.i]
+				d.Actions, r.actionJSON = s.actions()
 			case "probabilities":
 				d.Probabilities = s.numbers()
 			case "ranking":
@@ -122,10 +120,10 @@ func scanDecision(b []byte) (*row, bool) {
 		d.Probabilities = []float64{}
 	}
 	r.ctxJSON = unsafeString(d.Context)
-	r.actJSON = "[]"
-	if len(d.Actions) > 0 {
-		r.actJSON = unsafeString(actSpan)
+	if r.actionJSON == nil {
+		r.actionJSON = []string{}
 	}
+	r.keyActions()
 	return r, true
 }
 
@@ -594,16 +592,19 @@ func (s *scanner) strings() {
 	}
 }
 
-func (s *scanner) actions() []flywheel.RawAction {
+// actions reads a list of actions, and returns each one's JSON as well.
+func (s *scanner) actions() ([]flywheel.RawAction, []string) {
 	out := make([]flywheel.RawAction, 0, 32)
+	spans := make([]string, 0, 32)
 	if !s.open('[') {
-		return nil
+		return nil, nil
 	}
 	for first := true; s.more(']', &first); {
 		var a flywheel.RawAction
 		var seen uint8
+		start := s.at()
 		if !s.open('{') {
-			return nil
+			return nil, nil
 		}
 		for first := true; s.more('}', &first); {
 			key := s.key()
@@ -624,8 +625,9 @@ func (s *scanner) actions() []flywheel.RawAction {
 			}
 		}
 		out = append(out, a)
+		spans = append(spans, unsafeString(s.b[start:s.i]))
 	}
-	return out
+	return out, spans
 }
 
 func (s *scanner) reward() (rule flywheel.RewardRule) {

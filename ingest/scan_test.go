@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -43,8 +44,29 @@ func sameRow(a, b *row) error {
 		Features any    `json:"features"`
 	}
 	var aa, ab []action
-	if json.Unmarshal([]byte(a.actJSON), &aa) != nil || json.Unmarshal([]byte(b.actJSON), &ab) != nil || !reflect.DeepEqual(aa, ab) {
-		return fmt.Errorf("actions JSON %s vs %s", a.actJSON, b.actJSON)
+	if json.Unmarshal([]byte(actionsOf(a)), &aa) != nil || json.Unmarshal([]byte(actionsOf(b)), &ab) != nil || !reflect.DeepEqual(aa, ab) {
+		return fmt.Errorf("actions JSON %s vs %s", actionsOf(a), actionsOf(b))
+	}
+	for _, r := range []*row{a, b} {
+		if err := checkKeys(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// actionsOf is r's actions as one JSON list.
+func actionsOf(r *row) string { return "[" + strings.Join(r.actionJSON, ",") + "]" }
+
+// checkKeys checks that r has a key for each action, the hash of its JSON.
+func checkKeys(r *row) error {
+	if len(r.actionKeys) != len(r.actionJSON) || len(r.actionJSON) != len(r.actionIDs) {
+		return fmt.Errorf("%d action keys, %d action JSONs, %d ids", len(r.actionKeys), len(r.actionJSON), len(r.actionIDs))
+	}
+	for i, js := range r.actionJSON {
+		if want := hex.EncodeToString(actionKey(nil, []byte(js))); r.actionKeys[i] != want || len(want) != 32 {
+			return fmt.Errorf("action %d: key %q, want %q", i, r.actionKeys[i], want)
+		}
 	}
 	return nil
 }

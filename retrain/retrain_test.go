@@ -54,10 +54,13 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 	}
 
 	// 3,000 closed decisions (an hour ago, one-minute window) and 500 open
-	// ones (now, one-hour window), logged by the uniform policy.
+	// ones (now, one-hour window), logged by the uniform policy. Half of
+	// them name their actions by key in the actions table, as ingest writes
+	// them; the other half carry their actions' JSON, as ingest wrote them
+	// before the actions table.
 	world := sim.NewWorld(3)
 	rng := rand.New(rand.NewPCG(5, 6))
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities, chosen, chosen_index, chosen_probability, reward_window_s, reward_default, reward_aggregate, context_json, actions_json, ingested_at)")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, action_keys, probabilities, chosen, chosen_index, chosen_probability, reward_window_s, reward_default, reward_aggregate, context_json, actions_json, ingested_at)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +77,7 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 		seg := world.Segments[rng.IntN(len(world.Segments))]
 		var actions []flywheel.Action
 		var ids []string
+		keys := []string{}
 		probs := make([]float64, len(world.Items))
 		for j, it := range world.Items {
 			actions = append(actions, flywheel.Action{ID: it.ID, Features: flywheel.Features{"item": {"id": it.ID, "category": it.Category}}})
@@ -83,8 +87,11 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 		a := rng.IntN(len(actions))
 		ctxJSON, _ := json.Marshal(flywheel.Features{"user": {"segment": seg}})
 		actJSON, _ := json.Marshal(actions)
+		if i%2 == 1 {
+			keys, actJSON = itemKeys(world), nil
+		}
 		id := fmt.Sprintf("ev-%05d", i)
-		if err := b.Append(id, ts, uint64(ts.UnixMilli()), "homepage", "ranker", uint32(1), "champion", ids, probs, ids[a], uint16(a), probs[a], window, 0.0, "sum", string(ctxJSON), string(actJSON), time.Now().UTC()); err != nil {
+		if err := b.Append(id, ts, uint64(ts.UnixMilli()), "homepage", "ranker", uint32(1), "champion", ids, keys, probs, ids[a], uint16(a), probs[a], window, 0.0, "sum", string(ctxJSON), string(actJSON), time.Now().UTC()); err != nil {
 			t.Fatal(err)
 		}
 		if rng.Float64() < world.ClickProbability(seg, world.Items[a]) {
@@ -97,6 +104,19 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := fb.Send(); err != nil {
+		t.Fatal(err)
+	}
+	ab, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".actions (action_key, action_id, action_json, seen_at)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j, it := range world.Items {
+		js, _ := json.Marshal(flywheel.Action{ID: it.ID, Features: flywheel.Features{"item": {"id": it.ID, "category": it.Category}}})
+		if err := ab.Append(itemKeys(world)[j], it.ID, string(js), time.Now().UTC()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ab.Send(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -135,4 +155,13 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 		t.Fatalf("evaluation: %d examples against v%d", ev.Examples, ev.Champion)
 	}
 	t.Logf("\n%s", ev)
+}
+
+// itemKeys are the keys of the world's items in the actions table.
+func itemKeys(world *sim.World) []string {
+	keys := make([]string, len(world.Items))
+	for j := range world.Items {
+		keys[j] = fmt.Sprintf("%032x", j+1)
+	}
+	return keys
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/bytedance/sonic"
 
 	"github.com/flywheel-dev/flywheel"
@@ -93,6 +94,7 @@ func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, 
 	defer cancel()
 	workers := max(runtime.GOMAXPROCS(0), 1)
 	sets := &actionSets{sets: map[string][]flywheel.Action{}}
+	store := &actionStore{conn: r.conn, db: r.db, acts: map[string]flywheel.Action{}}
 	jobs := make(chan *chunk, workers)
 	ordered := make(chan *chunk, 2*workers)
 	var wg sync.WaitGroup
@@ -111,6 +113,9 @@ func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, 
 		defer close(ordered)
 		defer close(jobs)
 		readErr <- r.read(ctx, name, fromMs, toMs, func(c *chunk) bool {
+			if err := store.resolve(ctx, c); err != nil {
+				r.log.Warn("reading actions by key", "err", err) // the rows that lack them are skipped
+			}
 			select {
 			case jobs <- c:
 			case <-ctx.Done():
@@ -146,7 +151,9 @@ type chunk struct {
 
 type rawExample struct {
 	ex               flywheel.Example
-	ctxJSON, actJSON string
+	ctxJSON, actJSON string   // actJSON: rows ingested before the actions table
+	keys             []string // the actions' keys in the actions table
+	keyed            bool     // ex.Actions were read by key (resolve)
 	tsMs             uint64
 	version          uint32
 	chosen           uint16
@@ -206,6 +213,88 @@ func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 	return acts, nil
 }
 
+// actionStore reads the actions that rows name by key from the actions
+// table, decoding each once, and keeps up to maxStoredActions of them (the
+// decoded actions are shared read-only by the rows).
+type actionStore struct {
+	conn driver.Conn
+	db   string
+	acts map[string]flywheel.Action
+}
+
+const (
+	maxStoredActions = 1 << 17
+	keysPerQuery     = 2000 // keeps a query's text well under max_query_size
+)
+
+// resolve gives every keyed row of c its actions, reading the keys not
+// stored yet; a row with an action that is not in the table stays unkeyed.
+func (a *actionStore) resolve(ctx context.Context, c *chunk) error {
+	var missing []string
+	want := map[string]bool{}
+	for i := range c.rows {
+		for _, k := range c.rows[i].keys {
+			if _, ok := a.acts[k]; !ok && !want[k] {
+				want[k] = true
+				missing = append(missing, k)
+			}
+		}
+	}
+	if len(a.acts) > 0 && len(a.acts)+len(missing) > maxStoredActions {
+		clear(a.acts)
+		return a.resolve(ctx, c)
+	}
+	var err error
+	for len(missing) > 0 && err == nil {
+		n := min(len(missing), keysPerQuery)
+		err = a.read(ctx, missing[:n])
+		missing = missing[n:]
+	}
+	for i := range c.rows {
+		x := &c.rows[i]
+		if len(x.keys) == 0 {
+			continue
+		}
+		acts := make([]flywheel.Action, len(x.keys))
+		x.keyed = true
+		for j, k := range x.keys {
+			act, ok := a.acts[k]
+			x.keyed = x.keyed && ok
+			acts[j] = act
+		}
+		if x.keyed {
+			x.ex.Actions = acts
+		}
+	}
+	return err
+}
+
+// read decodes the actions of keys into the store.
+func (a *actionStore) read(ctx context.Context, keys []string) error {
+	set := make([]any, len(keys))
+	for i, k := range keys {
+		set[i] = k
+	}
+	rows, err := a.conn.Query(ctx, `SELECT action_key, any(action_json) FROM `+a.db+`.actions WHERE action_key IN ? GROUP BY action_key`,
+		clickhouse.GroupSet{Value: set})
+	if err != nil {
+		return fmt.Errorf("query actions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key, js string
+		if err := rows.Scan(&key, &js); err != nil {
+			return fmt.Errorf("read actions: %w", err)
+		}
+		var act flywheel.Action
+		if err := sonic.UnmarshalString(js, &act); err != nil {
+			return fmt.Errorf("action %s: %w", key, err)
+		}
+		a.acts[key] = act
+	}
+	return rows.Err()
+}
+
 func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
 	for i := range c.rows {
 		x := &c.rows[i]
@@ -214,12 +303,19 @@ func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
 			log.Warn("skipping example with undecodable context", "event_id", ex.EventID, "err", err)
 			continue
 		}
-		acts, err := sets.decode(x.actJSON)
-		if err != nil {
-			log.Warn("skipping example with undecodable actions", "event_id", ex.EventID, "err", err)
-			continue
+		if len(x.keys) > 0 {
+			if !x.keyed {
+				log.Warn("skipping example whose actions are missing from the actions table", "event_id", ex.EventID)
+				continue
+			}
+		} else if x.actJSON != "" {
+			acts, err := sets.decode(x.actJSON)
+			if err != nil {
+				log.Warn("skipping example with undecodable actions", "event_id", ex.EventID, "err", err)
+				continue
+			}
+			ex.Actions = acts
 		}
-		ex.Actions = acts
 		x.ctxJSON, x.actJSON = "", ""
 		ex.Time = time.UnixMilli(int64(x.tsMs)).UTC()
 		ex.Version, ex.ChosenIndex, ex.HasFeedback = int(x.version), int(x.chosen), x.fbCount > 0
@@ -233,7 +329,7 @@ func (r *Retrainer) read(ctx context.Context, name string, fromMs, toMs uint64, 
 	// instead of holding them in ClickHouse's memory.
 	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": 512 << 20}))
-	rows, err := r.conn.Query(qctx, `SELECT event_id, ts_ms, version, context_json, actions_json, probabilities, chosen_index, reward, feedback_count
+	rows, err := r.conn.Query(qctx, `SELECT event_id, ts_ms, version, context_json, actions_json, action_keys, probabilities, chosen_index, reward, feedback_count
 		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`, name, fromMs, toMs)
 	if err != nil {
 		return fmt.Errorf("query examples of %s: %w", name, err)
@@ -243,7 +339,7 @@ func (r *Retrainer) read(ctx context.Context, name string, fromMs, toMs uint64, 
 	for rows.Next() {
 		c.rows = append(c.rows, rawExample{})
 		x := &c.rows[len(c.rows)-1]
-		if err := rows.Scan(&x.ex.EventID, &x.tsMs, &x.version, &x.ctxJSON, &x.actJSON, &x.ex.Probabilities, &x.chosen, &x.ex.Reward, &x.fbCount); err != nil {
+		if err := rows.Scan(&x.ex.EventID, &x.tsMs, &x.version, &x.ctxJSON, &x.actJSON, &x.keys, &x.ex.Probabilities, &x.chosen, &x.ex.Reward, &x.fbCount); err != nil {
 			return fmt.Errorf("scan example: %w", err)
 		}
 		if len(c.rows) == chunkRows {

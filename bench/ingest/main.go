@@ -332,6 +332,7 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, gr
 		}
 	}
 	end := time.Now()
+	fmt.Fprintf(os.Stderr, "bench ingest: %s: first %.0f rows in after %.2f s, the rest in %.2f s\n", kind, firstRows, firstAt.Sub(start).Seconds(), end.Sub(firstAt).Seconds())
 	// Every row is in; the lag at the end is what the group has not
 	// committed once its last commit had a second to land.
 	lag := int64(-1)
