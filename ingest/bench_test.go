@@ -1,12 +1,15 @@
 package ingest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
 )
 
 // benchDecision is a decision the shape of the ingest benchmark's: 20
@@ -88,5 +91,48 @@ func BenchmarkDecodeGeneral30(b *testing.B) {
 		if _, err := decodeGeneral(msg); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Building a decisions insert of 1000 rows (prepared, appended, sent in
+// blocks, then aborted) on the real ClickHouse named by
+// FLYWHEEL_TEST_CLICKHOUSE; ns/op is per row.
+func BenchmarkAppendDecisions(b *testing.B)   { benchAppend(b, 4) }
+func BenchmarkAppendDecisions30(b *testing.B) { benchAppend(b, 30) }
+
+func benchAppend(b *testing.B, features int) {
+	addr := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
+	if addr == "" {
+		b.Fatal("FLYWHEEL_TEST_CLICKHOUSE is not set")
+	}
+	ctx := context.Background()
+	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/ingbench_%d", addr, time.Now().UnixNano())}
+	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
+		b.Fatal(err)
+	}
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
+		conn.Close()
+	}()
+	in := &Ingester{conn: conn, db: ccfg.Database(), now: time.Now}
+	msg := benchDecisionN(b, features)
+	rows := make([]*row, 1000)
+	for i := range rows {
+		if rows[i], err = decodeDecision(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(rows) {
+		batch, err := in.decisionsInsert(rows).fill(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batch.Abort()
 	}
 }

@@ -78,6 +78,13 @@ func (in *Ingester) decisionsInsert(rows []*row) *insert {
 		}
 		now := in.now().UTC()
 		pending := 0
+		// The arrays go in as slices of pointers to their elements:
+		// clickhouse-go appends an array element by element through an
+		// interface, and a string or a float64 put in an interface is
+		// allocated on the heap where a pointer is not. The pointer slices
+		// are reused row after row (Append copies the values).
+		var sp [6][]*string
+		var fp [3][]*float64
 		for _, r := range rows {
 			// Send the rows so far every few MiB as a block of the same
 			// INSERT: the column buffers are then reused instead of growing
@@ -97,11 +104,13 @@ func (in *Ingester) decisionsInsert(rows []*row) *insert {
 			if d.Explored {
 				explored = 1
 			}
-			err := b.Append(d.EventID, d.Time, uint64(d.Time.UnixMilli()), d.Model, d.Kind, uint32(d.Version), d.Variant,
-				r.ctxNames, r.ctxValues, r.ctxNumbers, r.actionIDs, r.actionKeys, d.Probabilities,
-				d.Chosen, uint16(d.ChosenIndex), r.chosenProbability, r.chNames, r.chValues, r.chNumbers,
-				explored, d.Score, uint32(d.Reward.WindowSeconds), d.Reward.Default, d.Reward.Aggregate,
-				r.ctxJSON, now)
+			err := b.Append(&d.EventID, d.Time, uint64(d.Time.UnixMilli()), &d.Model, &d.Kind, uint32(d.Version), &d.Variant,
+				pointers(&sp[0], r.ctxNames), pointers(&sp[1], r.ctxValues), pointers(&fp[0], r.ctxNumbers),
+				pointers(&sp[2], r.actionIDs), pointers(&sp[3], r.actionKeys), pointers(&fp[1], d.Probabilities),
+				&d.Chosen, uint16(d.ChosenIndex), &r.chosenProbability,
+				pointers(&sp[4], r.chNames), pointers(&sp[5], r.chValues), pointers(&fp[2], r.chNumbers),
+				explored, &d.Score, uint32(d.Reward.WindowSeconds), &d.Reward.Default, &d.Reward.Aggregate,
+				&r.ctxJSON, now)
 			if err != nil {
 				b.Abort()
 				return nil, fmt.Errorf("append decision %s: %w", d.EventID, err)
@@ -109,6 +118,16 @@ func (in *Ingester) decisionsInsert(rows []*row) *insert {
 		}
 		return b, nil
 	}}
+}
+
+// pointers fills *buf with pointers to xs's elements and returns it.
+func pointers[T any](buf *[]*T, xs []T) []*T {
+	p := (*buf)[:0]
+	for i := range xs {
+		p = append(p, &xs[i])
+	}
+	*buf = p
+	return p
 }
 
 // newAction is an action not yet written by this run.
