@@ -33,7 +33,7 @@ type Config struct {
 	Group     string        `yaml:"group"`      // consumer group; default flywheel-ingest
 	BatchRows int           `yaml:"batch_rows"` // flush at this many records; default 10000
 	BatchWait time.Duration `yaml:"batch_wait"` // or this long after the first; default 500ms
-	// BatchBytes flushes at this many bytes of records (default 32 MiB), so
+	// BatchBytes flushes at this many bytes of records (default 64 MiB), so
 	// that the memory a batch of large decisions takes stays bounded.
 	BatchBytes int `yaml:"batch_bytes"`
 }
@@ -49,7 +49,7 @@ func (c Config) withDefaults() Config {
 		c.BatchRows = 10000
 	}
 	if c.BatchBytes <= 0 {
-		c.BatchBytes = 32 << 20
+		c.BatchBytes = 64 << 20
 	}
 	if c.BatchWait <= 0 {
 		c.BatchWait = 500 * time.Millisecond

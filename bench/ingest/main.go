@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
@@ -99,7 +100,7 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 		// The runs alternate between the two pipelines, each into a fresh
 		// database, so that both see the machine in the same moods; the
 		// medians are reported.
-		var ours, refs, steadies, oursCPU, refsCPU, oursSrv, refsSrv []float64
+		var ours, refs, steadies, oursCPU, refsCPU, oursSrv, refsSrv, peaks []float64
 		var lagAtEnd int64 // the largest over the runs
 		for i := range runs {
 			ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/bench_ingest_%d_%s%d_%d", chAddr, stamp, kind, j, i)}
@@ -107,10 +108,12 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 				return err
 			}
 			cpu := startCPU(ctx, ccfg)
+			resetPeakRSS()
 			took, steady, lag, err := timeOurs(ctx, kcfg, ccfg, fmt.Sprintf("%singest%d", kcfg.TopicPrefix, i), kind, n)
 			if err != nil {
 				return err
 			}
+			peaks = append(peaks, peakRSSMiB())
 			self, _, srv := cpu.stop(ctx)
 			oursCPU, oursSrv = append(oursCPU, self), append(oursSrv, srv)
 			cpu = startCPU(ctx, ccfg)
@@ -122,9 +125,9 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 			refsCPU, refsSrv = append(refsCPU, children), append(refsSrv, srv)
 			ours, refs, steadies = append(ours, took.Seconds()), append(refs, ref.Seconds()), append(steadies, steady)
 			lagAtEnd = max(lagAtEnd, lag)
-			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: flywheel %.0f/s, reference %.0f/s; CPU µs a record: flywheel %.1f + server %.1f, reference %.1f + server %.1f\n",
+			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: flywheel %.0f/s, reference %.0f/s; CPU µs a record: flywheel %.1f + server %.1f, reference %.1f + server %.1f; flywheel peak RSS %.0f MiB\n",
 				kind, shape(features), i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds(),
-				oursCPU[i]/float64(n)*1e6, oursSrv[i]/float64(n)*1e6, refsCPU[i]/float64(n)*1e6, refsSrv[i]/float64(n)*1e6)
+				oursCPU[i]/float64(n)*1e6, oursSrv[i]/float64(n)*1e6, refsCPU[i]/float64(n)*1e6, refsSrv[i]/float64(n)*1e6, peaks[i])
 			if conn, err := clickhouse.Open(ctx, ccfg); err == nil {
 				conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
 				conn.Close()
@@ -151,6 +154,7 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 		// inserts set off are done.
 		perRecord := func(xs []float64) float64 { return median(xs) / float64(n) * 1e6 }
 		rec["flywheel_cpu_us_per_record"] = perRecord(oursCPU)
+		rec["flywheel_peak_rss_mib"] = slices.Max(peaks)
 		rec["reference_cpu_us_per_record"] = perRecord(refsCPU)
 		if serverPID > 0 {
 			rec["flywheel_server_cpu_us_per_record"] = perRecord(oursSrv)
@@ -165,6 +169,29 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 }
 
 var serverPID int
+
+// resetPeakRSS starts a new peak of this process's resident memory, so that
+// the ingest's peak is not the producer's (Linux: clear_refs 5 resets VmHWM).
+func resetPeakRSS() {
+	runtime.GC()
+	debug.FreeOSMemory()
+	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// peakRSSMiB is the process's peak resident memory since resetPeakRSS.
+func peakRSSMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
 
 // cpuMark is the CPU time used so far by this process, its children and
 // the ClickHouse server.
