@@ -40,17 +40,11 @@ func main() {
 	feedback := flag.Int("feedback", 100000, "feedback events to ingest")
 	features := flag.String("action-features", "4,30", "features of each action of a decision: one decisions run per number")
 	runs := flag.Int("runs", 3, "runs of each pipeline (alternating); medians are reported")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of Flywheel's ingest (its runs only) here")
 	flag.IntVar(&serverPID, "clickhouse-pid", 0, "the ClickHouse server's process id, if it runs here: its CPU time is reported for each pipeline")
 	flag.Parse()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as `flywheel ingest` runs (cmd/flywheel tuneGC)
-	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil && pprof.StartCPUProfile(f) == nil {
-			defer pprof.StopCPUProfile()
-		}
 	}
 	var shapes []int
 	for _, f := range strings.Split(*features, ",") {
@@ -62,7 +56,6 @@ func main() {
 		shapes = append(shapes, n)
 	}
 	if err := run(*broker, *chAddr, *decisions, *feedback, shapes, *runs); err != nil {
-		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench ingest:", err)
 		os.Exit(1)
 	}
@@ -109,9 +102,14 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 			}
 			cpu := startCPU(ctx, ccfg)
 			resetPeakRSS()
+			profile := startProfile()
 			took, steady, lag, err := timeOurs(ctx, kcfg, ccfg, fmt.Sprintf("%singest%d", kcfg.TopicPrefix, i), kind, n)
 			if err != nil {
 				return err
+			}
+			if profile != nil {
+				pprof.StopCPUProfile()
+				profile.Close()
 			}
 			peaks = append(peaks, peakRSSMiB())
 			self, _, srv := cpu.stop(ctx)
@@ -169,6 +167,22 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 }
 
 var serverPID int
+
+// cpuProfile names the file for a CPU profile of the first run of
+// Flywheel's pipeline (the first kind of record), and of nothing else.
+var cpuProfile string
+
+func startProfile() *os.File {
+	if cpuProfile == "" {
+		return nil
+	}
+	f, err := os.Create(cpuProfile)
+	if err != nil || pprof.StartCPUProfile(f) != nil {
+		return nil
+	}
+	cpuProfile = ""
+	return f
+}
 
 // resetPeakRSS starts a new peak of this process's resident memory, so that
 // the ingest's peak is not the producer's (Linux: clear_refs 5 resets VmHWM).
