@@ -14,6 +14,7 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
@@ -29,6 +30,33 @@ func countFinal(t *testing.T, ctx context.Context, ccfg clickhouse.Config) (rows
 		return 0, 0
 	}
 	return rows, distinct
+}
+
+// variedDecision is decision(id, ts) whose second action is one of 3,000
+// versions: new actions keep coming, in every batch.
+func variedDecision(id string, ts time.Time, i int) flywheel.Decision {
+	d := decision(id, ts)
+	d.Actions[1].Features = flywheel.Features{"item": {"version": float64(i % 3000)}}
+	return d
+}
+
+// danglingKeys counts the action keys of decisions that are not in the
+// actions table: a decision must never be in before the actions it names.
+func danglingKeys(t *testing.T, ctx context.Context, ccfg clickhouse.Config) (dangling, actions uint64) {
+	t.Helper()
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	db := ccfg.Database()
+	if err := conn.QueryRow(ctx, "SELECT count() FROM (SELECT arrayJoin(action_keys) AS k FROM "+db+".decisions) WHERE k NOT IN (SELECT action_key FROM "+db+".actions)").Scan(&dangling); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".actions FINAL").Scan(&actions); err != nil {
+		t.Fatal(err)
+	}
+	return dangling, actions
 }
 
 // produceFor writes decisions with ids p-0, p-1, ... at about rate per
@@ -50,8 +78,9 @@ func produceFor(t *testing.T, ctx context.Context, kcfg kafka.Config, prefix str
 			}
 			var msgs []kafkago.Message
 			for i := 0; i < rate/10; i++ {
-				id := fmt.Sprintf("%s-%d", prefix, n.Load()+int64(i))
-				msgs = append(msgs, msg(t, id, decision(id, old)))
+				seq := n.Load() + int64(i)
+				id := fmt.Sprintf("%s-%d", prefix, seq)
+				msgs = append(msgs, msg(t, id, variedDecision(id, old, int(seq))))
 			}
 			if err := w.WriteMessages(ctx, msgs...); err != nil {
 				t.Errorf("produce: %v", err)
@@ -122,9 +151,10 @@ func TestIngestRidesOutClickHouseOutage(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d produced, %d rows in decisions FINAL, %d distinct", want, rows, distinct)
-	if rows != want || distinct != want {
-		t.Fatalf("%d produced, %d rows, %d distinct", want, rows, distinct)
+	dangling, actions := danglingKeys(t, ctx, ccfg)
+	t.Logf("%d produced, %d rows in decisions FINAL, %d distinct; %d distinct actions, %d action keys of decisions not in the actions table", want, rows, distinct, actions, dangling)
+	if rows != want || distinct != want || dangling != 0 {
+		t.Fatalf("%d produced, %d rows, %d distinct, %d dangling action keys", want, rows, distinct, dangling)
 	}
 }
 
@@ -155,7 +185,7 @@ func TestIngestKill9MidBatch(t *testing.T) {
 		var msgs []kafkago.Message
 		for i := b; i < b+1000; i++ {
 			id := "k-" + strconv.Itoa(i)
-			msgs = append(msgs, msg(t, id, decision(id, old)))
+			msgs = append(msgs, msg(t, id, variedDecision(id, old, i)))
 		}
 		if err := w.WriteMessages(ctx, msgs...); err != nil {
 			t.Fatal(err)
@@ -205,8 +235,10 @@ func TestIngestKill9MidBatch(t *testing.T) {
 	var raw, examples uint64
 	conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".decisions").Scan(&raw)
 	conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".examples").Scan(&examples)
-	t.Logf("killed with %d rows inserted; after the restart %d rows in decisions FINAL (%d distinct, %d stored before merging), %d in examples", atKill, rows, distinct, raw, examples)
-	if rows != n || distinct != n || examples != n {
-		t.Fatalf("%d rows, %d distinct, %d examples; want %d each", rows, distinct, examples, n)
+	dangling, actions := danglingKeys(t, ctx, ccfg)
+	t.Logf("killed with %d rows inserted; after the restart %d rows in decisions FINAL (%d distinct, %d stored before merging), %d in examples; %d distinct actions, %d action keys of decisions not in the actions table",
+		atKill, rows, distinct, raw, examples, actions, dangling)
+	if rows != n || distinct != n || examples != n || dangling != 0 || actions != 3001 {
+		t.Fatalf("%d rows, %d distinct, %d examples; want %d each; %d dangling action keys (want 0), %d actions (want 3001)", rows, distinct, examples, n, dangling, actions)
 	}
 }
