@@ -23,9 +23,10 @@ type row struct {
 	actionIDs           []string
 	chNames, chValues   []string
 	chNumbers           []float64
-	ctxJSON             string
-	actionJSON          []string // each action's JSON, as logged when it could be
+	ctxJSON, actJSON    string   // the context and the actions as logged when they could be
+	actionJSON          []string // each action's JSON (a part of actJSON)
 	actionKeys          []string // the key of each action's JSON (actionKey)
+	inline              bool     // store actJSON with the decision (an action is new)
 	chosenProbability   float64
 }
 
@@ -105,6 +106,11 @@ func decodeGeneral(b []byte) (*row, error) {
 		d.Probabilities = []float64{}
 	}
 	r.ctxJSON = string(d.Context)
+	r.actJSON = "[]"
+	if len(actions) > 0 {
+		b, _ := rawJSON.Marshal(actions)
+		r.actJSON = string(b)
+	}
 	r.actionJSON = make([]string, len(actions))
 	for i, a := range actions {
 		// They were decoded, so their features are valid JSON.

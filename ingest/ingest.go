@@ -296,37 +296,48 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 	}
 }
 
-// knownActions are the actions this run has written (by key), so that each
-// is written once, not with every decision that names it. Two generations
-// of at most maxKnownActions keys bound its memory. Every hour it forgets
-// everything, so that an action in use is written again with a fresh
-// seen_at (its row outlives a retention TTL, and comes back if the table
-// lost it); a new run starts knowing nothing.
+// knownActions is what this run knows of actions, by key: seen once, or
+// seen again and written to the actions table (once, not with every
+// decision that names it). Two generations of at most maxKnownActions keys
+// bound its memory. Every hour it forgets everything, so that an action in
+// use is written again with a fresh seen_at (its row outlives a retention
+// TTL, and comes back if the table lost it); a new run starts knowing
+// nothing.
 type knownActions struct {
-	cur, old map[string]struct{}
+	cur, old map[string]uint8
 	since    time.Time
 }
 
-const maxKnownActions = 1 << 18
+const (
+	maxKnownActions = 1 << 18
+	seenOnce        = 1
+	written         = 2
+)
 
 func newKnownActions() *knownActions {
-	return &knownActions{cur: map[string]struct{}{}}
+	return &knownActions{cur: map[string]uint8{}}
 }
 
-// add reports whether key is new, and remembers it.
-func (k *knownActions) add(key string, now time.Time) bool {
+// state is what is known of key: 0 (nothing), seenOnce or written.
+func (k *knownActions) state(key string, now time.Time) uint8 {
 	if now.Sub(k.since) >= time.Hour {
-		k.cur, k.old, k.since = map[string]struct{}{}, nil, now
+		k.cur, k.old, k.since = map[string]uint8{}, nil, now
 	}
-	if _, ok := k.cur[key]; ok {
-		return false
+	if st, ok := k.cur[key]; ok {
+		return st
 	}
-	_, ok := k.old[key]
-	if len(k.cur) >= maxKnownActions {
-		k.cur, k.old = map[string]struct{}{}, k.cur
+	if st, ok := k.old[key]; ok {
+		k.set(key, st)
+		return st
 	}
-	k.cur[strings.Clone(key)] = struct{}{}
-	return !ok
+	return 0
+}
+
+func (k *knownActions) set(key string, st uint8) {
+	if _, ok := k.cur[key]; !ok && len(k.cur) >= maxKnownActions {
+		k.cur, k.old = map[string]uint8{}, k.cur
+	}
+	k.cur[strings.Clone(key)] = st
 }
 
 // tp names a topic-partition.
@@ -378,15 +389,27 @@ func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded, known *kno
 	slices.SortStableFunc(feedback, func(a, b *flywheel.Feedback) int {
 		return cmp.Or(strings.Compare(a.EventID, b.EventID), strings.Compare(a.FeedbackID, b.FeedbackID))
 	})
-	// The actions first: a decision is never in before the actions it
-	// names. They count as written from here: the batches are written in
+	// An action is written to the actions table when it is seen the second
+	// time: actions that recur (a catalogue's) are stored once, and those
+	// that do not (an action made for one decision) are not stored twice. A
+	// decision whose actions were all seen before names them by key alone;
+	// one with a first sighting carries its actions' JSON as well. The
+	// actions go in first, so a decision is never in before the actions it
+	// names; they count as written from here, since batches are written in
 	// order, each retried until it is in or the run ends.
 	var acts []newAction
 	now := in.now()
 	for _, r := range decisions {
+		for _, key := range r.actionKeys {
+			r.inline = r.inline || known.state(key, now) == 0
+		}
 		for i, key := range r.actionKeys {
-			if known.add(key, now) {
-				acts = append(acts, newAction{key: key, id: r.d.Actions[i].ID, json: r.actionJSON[i]})
+			switch known.state(key, now) {
+			case 0:
+				known.set(key, seenOnce)
+			case seenOnce:
+				known.set(key, written)
+				acts = append(acts, newAction{key: key, id: r.actionIDs[i], json: r.actionJSON[i]})
 			}
 		}
 	}

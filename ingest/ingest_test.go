@@ -182,11 +182,18 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 		&explored, &score, &window, &def, &agg, &ctxJSON, &actJSON, &actionKeys); err != nil {
 		t.Fatal(err)
 	}
-	// Its actions are in the actions table, by key; the decision keeps no
-	// copy. Every decision offered the same two actions: each run wrote
-	// them once, not with each of its 100 or 200 decisions.
+	// Its actions are in the actions table, by key. Every decision offered
+	// the same two actions: each run wrote them once, when it saw them the
+	// second time, not with each of its 100 or 200 decisions; the one
+	// decision a run saw them in first carries their JSON as well.
 	if actJSON != "" {
-		t.Errorf("decision keeps its actions' JSON: %s", actJSON)
+		var inline []flywheel.Action
+		if json.Unmarshal([]byte(actJSON), &inline) != nil || fmt.Sprint(inline) != fmt.Sprint(decision("ev-007", old).Actions) {
+			t.Errorf("inline actions JSON %s is not the logged actions", actJSON)
+		}
+	}
+	if n := count("SELECT count() FROM " + db + ".decisions FINAL WHERE actions_json != ''"); n != 1 {
+		t.Errorf("%d decisions carry their actions' JSON, want 1 (the first of the run)", n)
 	}
 	if n := count("SELECT count() FROM " + db + ".actions FINAL"); n != 2 {
 		t.Errorf("actions FINAL has %d rows, want 2", n)

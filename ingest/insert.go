@@ -10,13 +10,14 @@ import (
 	"github.com/flywheel-dev/flywheel"
 )
 
-// The decisions' actions go to the actions table, each once (knownActions);
-// a decision has their keys, and its actions_json stays empty.
+// A decision has its actions' keys (action_keys); their JSON is in the
+// actions table once they recur, and in the decision's actions_json while
+// one of them is new (Ingester.batch).
 const decisionColumns = `event_id, ts, ts_ms, model, kind, version, variant,
 	context_names, context_values, context_numbers, action_ids, action_keys, probabilities,
 	chosen, chosen_index, chosen_probability, chosen_names, chosen_values, chosen_numbers,
 	explored, score, reward_window_s, reward_default, reward_aggregate,
-	context_json, ingested_at`
+	context_json, actions_json, ingested_at`
 
 // flushBytes is how much JSON a block of a decisions insert carries.
 const flushBytes = 2 << 20
@@ -98,7 +99,11 @@ func (in *Ingester) decisionsInsert(rows []*row) *insert {
 				}
 				pending = 0
 			}
-			pending += len(r.ctxJSON) + 32*len(r.actionKeys)
+			actJSON := ""
+			if r.inline {
+				actJSON = r.actJSON
+			}
+			pending += len(r.ctxJSON) + len(actJSON) + 32*len(r.actionKeys)
 			d := &r.d
 			explored := uint8(0)
 			if d.Explored {
@@ -110,7 +115,7 @@ func (in *Ingester) decisionsInsert(rows []*row) *insert {
 				&d.Chosen, uint16(d.ChosenIndex), &r.chosenProbability,
 				pointers(&sp[4], r.chNames), pointers(&sp[5], r.chValues), pointers(&fp[2], r.chNumbers),
 				explored, &d.Score, uint32(d.Reward.WindowSeconds), &d.Reward.Default, &d.Reward.Aggregate,
-				&r.ctxJSON, now)
+				&r.ctxJSON, &actJSON, now)
 			if err != nil {
 				b.Abort()
 				return nil, fmt.Errorf("append decision %s: %w", d.EventID, err)

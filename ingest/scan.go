@@ -27,7 +27,7 @@ func scanDecision(b []byte) (*row, bool) {
 	s := scanner{b: b}
 	r := &row{}
 	d := &r.d
-	var ctxSpan []byte
+	var ctxSpan, actSpan []byte
 	var seen uint32
 	if !s.open('{') {
 		return nil, false
@@ -68,7 +68,9 @@ func scanDecision(b []byte) (*row, bool) {
 				r.ctxNames, r.ctxValues, r.ctxNumbers = s.features()
 				ctxSpan = b[start:s.i]
 			case "actions":
+				start := s.at()
 				d.Actions, r.actionJSON = s.actions()
+				actSpan = b[start:s.i]
 			case "probabilities":
 				d.Probabilities = s.numbers()
 			case "ranking":
@@ -120,6 +122,10 @@ func scanDecision(b []byte) (*row, bool) {
 		d.Probabilities = []float64{}
 	}
 	r.ctxJSON = unsafeString(d.Context)
+	r.actJSON = "[]"
+	if len(d.Actions) > 0 {
+		r.actJSON = unsafeString(actSpan)
+	}
 	if r.actionJSON == nil {
 		r.actionJSON = []string{}
 	}

@@ -43,9 +43,12 @@ func sameRow(a, b *row) error {
 		ID       string `json:"id"`
 		Features any    `json:"features"`
 	}
-	var aa, ab []action
+	var aa, ab, wa, wb []action
 	if json.Unmarshal([]byte(actionsOf(a)), &aa) != nil || json.Unmarshal([]byte(actionsOf(b)), &ab) != nil || !reflect.DeepEqual(aa, ab) {
 		return fmt.Errorf("actions JSON %s vs %s", actionsOf(a), actionsOf(b))
+	}
+	if json.Unmarshal([]byte(a.actJSON), &wa) != nil || json.Unmarshal([]byte(b.actJSON), &wb) != nil || !reflect.DeepEqual(wa, wb) || !reflect.DeepEqual(wa, aa) {
+		return fmt.Errorf("whole actions JSON %s vs %s", a.actJSON, b.actJSON)
 	}
 	for _, r := range []*row{a, b} {
 		if err := checkKeys(r); err != nil {

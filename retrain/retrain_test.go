@@ -55,9 +55,8 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 
 	// 3,000 closed decisions (an hour ago, one-minute window) and 500 open
 	// ones (now, one-hour window), logged by the uniform policy. Half of
-	// them name their actions by key in the actions table, as ingest writes
-	// them; the other half carry their actions' JSON, as ingest wrote them
-	// before the actions table.
+	// them name their actions by key alone, in the actions table; the other
+	// half carry their actions' JSON as well.
 	world := sim.NewWorld(3)
 	rng := rand.New(rand.NewPCG(5, 6))
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, action_keys, probabilities, chosen, chosen_index, chosen_probability, reward_window_s, reward_default, reward_aggregate, context_json, actions_json, ingested_at)")
@@ -87,8 +86,9 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 		a := rng.IntN(len(actions))
 		ctxJSON, _ := json.Marshal(flywheel.Features{"user": {"segment": seg}})
 		actJSON, _ := json.Marshal(actions)
+		keys = itemKeys(world) // as ingest writes them: keys always, the JSON too while an action is new
 		if i%2 == 1 {
-			keys, actJSON = itemKeys(world), nil
+			actJSON = nil
 		}
 		id := fmt.Sprintf("ev-%05d", i)
 		if err := b.Append(id, ts, uint64(ts.UnixMilli()), "homepage", "ranker", uint32(1), "champion", ids, keys, probs, ids[a], uint16(a), probs[a], window, 0.0, "sum", string(ctxJSON), string(actJSON), time.Now().UTC()); err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,7 +95,7 @@ func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, 
 	defer cancel()
 	workers := max(runtime.GOMAXPROCS(0), 1)
 	sets := &actionSets{sets: map[string][]flywheel.Action{}}
-	store := &actionStore{conn: r.conn, db: r.db, acts: map[string]flywheel.Action{}}
+	store := &actionStore{conn: r.conn, db: r.db, acts: map[string]flywheel.Action{}, sets: map[string][]flywheel.Action{}}
 	jobs := make(chan *chunk, workers)
 	ordered := make(chan *chunk, 2*workers)
 	var wg sync.WaitGroup
@@ -151,9 +152,9 @@ type chunk struct {
 
 type rawExample struct {
 	ex               flywheel.Example
-	ctxJSON, actJSON string   // actJSON: rows ingested before the actions table
-	keys             []string // the actions' keys in the actions table
-	keyed            bool     // ex.Actions were read by key (resolve)
+	ctxJSON, actJSON string // actJSON: the actions, when the decision carries them
+	keys             string // else the actions' keys in the actions table, space-separated
+	keyed            bool   // ex.Actions were read by key (resolve)
 	tsMs             uint64
 	version          uint32
 	chosen           uint16
@@ -215,25 +216,38 @@ func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 
 // actionStore reads the actions that rows name by key from the actions
 // table, decoding each once, and keeps up to maxStoredActions of them (the
-// decoded actions are shared read-only by the rows).
+// decoded actions are shared read-only by the rows), and the action lists
+// of up to maxStoredSets distinct lists of keys (a catalogue offers the same
+// list to many users: one lookup then serves the row).
 type actionStore struct {
 	conn driver.Conn
 	db   string
 	acts map[string]flywheel.Action
+	sets map[string][]flywheel.Action
 }
 
 const (
 	maxStoredActions = 1 << 17
+	maxStoredSets    = 4096
 	keysPerQuery     = 2000 // keeps a query's text well under max_query_size
 )
 
-// resolve gives every keyed row of c its actions, reading the keys not
-// stored yet; a row with an action that is not in the table stays unkeyed.
+// resolve gives every row of c that names its actions by key alone its
+// actions, reading the keys not stored yet; a row with an action that is
+// not in the table stays unkeyed.
 func (a *actionStore) resolve(ctx context.Context, c *chunk) error {
 	var missing []string
 	want := map[string]bool{}
 	for i := range c.rows {
-		for _, k := range c.rows[i].keys {
+		x := &c.rows[i]
+		if x.actJSON != "" || x.keys == "" {
+			continue
+		}
+		if acts, ok := a.sets[x.keys]; ok {
+			x.ex.Actions, x.keyed = acts, true
+			continue
+		}
+		for _, k := range strings.Fields(x.keys) {
 			if _, ok := a.acts[k]; !ok && !want[k] {
 				want[k] = true
 				missing = append(missing, k)
@@ -242,6 +256,7 @@ func (a *actionStore) resolve(ctx context.Context, c *chunk) error {
 	}
 	if len(a.acts) > 0 && len(a.acts)+len(missing) > maxStoredActions {
 		clear(a.acts)
+		clear(a.sets)
 		return a.resolve(ctx, c)
 	}
 	var err error
@@ -252,18 +267,23 @@ func (a *actionStore) resolve(ctx context.Context, c *chunk) error {
 	}
 	for i := range c.rows {
 		x := &c.rows[i]
-		if len(x.keys) == 0 {
+		if x.actJSON != "" || x.keys == "" || x.keyed {
 			continue
 		}
-		acts := make([]flywheel.Action, len(x.keys))
+		keys := strings.Fields(x.keys)
+		acts := make([]flywheel.Action, len(keys))
 		x.keyed = true
-		for j, k := range x.keys {
+		for j, k := range keys {
 			act, ok := a.acts[k]
 			x.keyed = x.keyed && ok
 			acts[j] = act
 		}
 		if x.keyed {
 			x.ex.Actions = acts
+			if len(a.sets) >= maxStoredSets {
+				clear(a.sets)
+			}
+			a.sets[x.keys] = acts
 		}
 	}
 	return err
@@ -303,18 +323,17 @@ func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
 			log.Warn("skipping example with undecodable context", "event_id", ex.EventID, "err", err)
 			continue
 		}
-		if len(x.keys) > 0 {
-			if !x.keyed {
-				log.Warn("skipping example whose actions are missing from the actions table", "event_id", ex.EventID)
-				continue
-			}
-		} else if x.actJSON != "" {
+		switch {
+		case x.actJSON != "":
 			acts, err := sets.decode(x.actJSON)
 			if err != nil {
 				log.Warn("skipping example with undecodable actions", "event_id", ex.EventID, "err", err)
 				continue
 			}
 			ex.Actions = acts
+		case x.keys != "" && !x.keyed:
+			log.Warn("skipping example whose actions are missing from the actions table", "event_id", ex.EventID)
+			continue
 		}
 		x.ctxJSON, x.actJSON = "", ""
 		ex.Time = time.UnixMilli(int64(x.tsMs)).UTC()
@@ -329,7 +348,7 @@ func (r *Retrainer) read(ctx context.Context, name string, fromMs, toMs uint64, 
 	// instead of holding them in ClickHouse's memory.
 	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": 512 << 20}))
-	rows, err := r.conn.Query(qctx, `SELECT event_id, ts_ms, version, context_json, actions_json, action_keys, probabilities, chosen_index, reward, feedback_count
+	rows, err := r.conn.Query(qctx, `SELECT event_id, ts_ms, version, context_json, actions_json, arrayStringConcat(action_keys, ' '), probabilities, chosen_index, reward, feedback_count
 		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`, name, fromMs, toMs)
 	if err != nil {
 		return fmt.Errorf("query examples of %s: %w", name, err)

@@ -30,6 +30,7 @@ func main() {
 	sizes := flag.String("sizes", "1000000,5000000", "decisions per run, comma separated")
 	passes := flag.Int("passes", 1, "training passes")
 	unique := flag.Bool("unique-actions", false, "give every decision its own action set (item prices vary), so no two decisions' actions JSON is the same")
+	flag.BoolVar(&inlineJSON, "inline-actions", false, "store each decision's actions as JSON in its row (as ingest did before schema 6) instead of by key in the actions table")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the runs here")
 	memProfile := flag.String("memprofile", "", "write a heap profile (at the peak sample) here")
 	flag.Parse()
@@ -119,6 +120,11 @@ func vmHWM() uint64 {
 	return 0
 }
 
+// inlineJSON: decisions carry their actions' JSON (actions_json), as ingest
+// wrote them before the actions table; otherwise, as ingest writes them now,
+// they name their actions by key (action_keys) in the actions table.
+var inlineJSON bool
+
 func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
 	ctx := context.Background()
 	db := fmt.Sprintf("bench_retrain_%d", n)
@@ -168,15 +174,44 @@ func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("i%d", i)
 	}
+	// As ingest writes them (schema 6): every decision has its actions' keys;
+	// actions that recur (the catalogue) are in the actions table and the
+	// decision names them by key alone, while one whose actions are new
+	// (with -unique-actions, every decision) carries their JSON as well.
+	// With -inline-actions, as ingest wrote them before: the JSON only.
+	actionsCols, keysExpr := "actions_json", ""
+	var keysArg any
+	if !inlineJSON {
+		actionsCols = "actions_json, action_keys"
+		keys := make([]string, 20)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("k%d", i)
+		}
+		keysExpr, keysArg = ", ?", keys
+		if unique {
+			parts := make([]string, 20)
+			for i := range parts {
+				parts[i] = fmt.Sprintf("concat('k%d-', toString(number))", i)
+			}
+			keysExpr, keysArg = ", ["+strings.Join(parts, ", ")+"]", nil
+		} else {
+			actionsArg = ""
+			if err := conn.Exec(ctx, `INSERT INTO `+db+`.actions (action_key, action_id, action_json, seen_at)
+				SELECT concat('k', toString(number)), concat('i', toString(number)), items[number + 1], now()
+				FROM (SELECT number, ? AS items FROM system.numbers LIMIT 20)`, items); err != nil {
+				return nil, fmt.Errorf("generate actions: %w", err)
+			}
+		}
+	}
 	err = conn.Exec(ctx, `INSERT INTO `+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities, chosen, chosen_index, chosen_probability,
-			explored, reward_window_s, reward_default, reward_aggregate, context_json, actions_json, context_names, context_values, ingested_at)
+			explored, reward_window_s, reward_default, reward_aggregate, context_json, `+actionsCols+`, context_names, context_values, ingested_at)
 		SELECT concat('e', toString(number)) AS id, toDateTime(intDiv(ts_ms, 1000)), ? + intDiv(number * ?, ?) AS ts_ms, 'bench', 'ranker', 1, 'champion',
 			?, arrayMap(i -> 0.05, range(20)), concat('i', toString(number % 20)), number % 20, 0.05,
 			1, 1, 0, 'sum',
 			concat('{"user":{"segment":"s', toString(intHash32(number) % 5), '","age":', toString(20 + intHash32(number) % 40), ',"device":"d', toString(intHash32(number) % 3), '"}}'),
-			`+actionsExpr+`, ['user^segment'], [concat('s', toString(intHash32(number) % 5))], now()
+			`+actionsExpr+keysExpr+`, ['user^segment'], [concat('s', toString(intHash32(number) % 5))], now()
 		FROM system.numbers LIMIT ?`,
-		genArgs(base, span, uint64(n), ids, actionsArg, uint64(n))...)
+		genArgs(base, span, uint64(n), ids, actionsArg, keysArg, uint64(n))...)
 	if err != nil {
 		return nil, fmt.Errorf("generate decisions: %w", err)
 	}
