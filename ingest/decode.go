@@ -25,7 +25,8 @@ type row struct {
 	chNumbers           []float64
 	ctxJSON, actJSON    string   // the context and the actions as logged when they could be
 	actionJSON          []string // each action's JSON (a part of actJSON)
-	actionKeys          []string // the key of each action's JSON (actionKey)
+	actionKeys          []string // the key of each action's JSON (actionKey), in hex
+	actionHashes        [][16]byte
 	inline              bool     // store actJSON with the decision (an action is new)
 	chosenProbability   float64
 }
@@ -42,10 +43,11 @@ func actionKey(dst []byte, js []byte) []byte {
 // keyActions fills r.actionKeys from r.actionJSON, the keys sharing one
 // allocation.
 func (r *row) keyActions() {
-	var raw [16]byte
 	buf := make([]byte, 0, 32*len(r.actionJSON))
-	for _, js := range r.actionJSON {
-		buf = hex.AppendEncode(buf, actionKey(raw[:0], unsafe.Slice(unsafe.StringData(js), len(js))))
+	r.actionHashes = make([][16]byte, len(r.actionJSON))
+	for i, js := range r.actionJSON {
+		h := actionKey(r.actionHashes[i][:0], unsafe.Slice(unsafe.StringData(js), len(js)))
+		buf = hex.AppendEncode(buf, h)
 	}
 	all := unsafeString(buf)
 	r.actionKeys = make([]string, len(r.actionJSON))

@@ -304,7 +304,7 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 // TTL, and comes back if the table lost it); a new run starts knowing
 // nothing.
 type knownActions struct {
-	cur, old map[string]uint8
+	cur, old map[[16]byte]uint8 // by the hash behind the key: no pointers for the GC to follow
 	since    time.Time
 }
 
@@ -315,13 +315,13 @@ const (
 )
 
 func newKnownActions() *knownActions {
-	return &knownActions{cur: map[string]uint8{}}
+	return &knownActions{cur: map[[16]byte]uint8{}}
 }
 
 // state is what is known of key: 0 (nothing), seenOnce or written.
-func (k *knownActions) state(key string, now time.Time) uint8 {
+func (k *knownActions) state(key [16]byte, now time.Time) uint8 {
 	if now.Sub(k.since) >= time.Hour {
-		k.cur, k.old, k.since = map[string]uint8{}, nil, now
+		k.cur, k.old, k.since = map[[16]byte]uint8{}, nil, now
 	}
 	if st, ok := k.cur[key]; ok {
 		return st
@@ -333,11 +333,11 @@ func (k *knownActions) state(key string, now time.Time) uint8 {
 	return 0
 }
 
-func (k *knownActions) set(key string, st uint8) {
+func (k *knownActions) set(key [16]byte, st uint8) {
 	if _, ok := k.cur[key]; !ok && len(k.cur) >= maxKnownActions {
-		k.cur, k.old = map[string]uint8{}, k.cur
+		k.cur, k.old = map[[16]byte]uint8{}, k.cur
 	}
-	k.cur[strings.Clone(key)] = st
+	k.cur[key] = st
 }
 
 // tp names a topic-partition.
@@ -399,17 +399,23 @@ func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded, known *kno
 	// order, each retried until it is in or the run ends.
 	var acts []newAction
 	now := in.now()
+	var states []uint8
 	for _, r := range decisions {
-		for _, key := range r.actionKeys {
-			r.inline = r.inline || known.state(key, now) == 0
+		states = states[:0]
+		for _, h := range r.actionHashes {
+			st := known.state(h, now)
+			states = append(states, st)
+			r.inline = r.inline || st == 0
 		}
-		for i, key := range r.actionKeys {
-			switch known.state(key, now) {
+		for i, h := range r.actionHashes {
+			switch states[i] {
 			case 0:
-				known.set(key, seenOnce)
+				known.set(h, seenOnce)
 			case seenOnce:
-				known.set(key, written)
-				acts = append(acts, newAction{key: key, id: r.actionIDs[i], json: r.actionJSON[i]})
+				if known.state(h, now) == seenOnce { // not written for an earlier action of this decision
+					known.set(h, written)
+					acts = append(acts, newAction{key: r.actionKeys[i], id: r.actionIDs[i], json: r.actionJSON[i]})
+				}
 			}
 		}
 	}

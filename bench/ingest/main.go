@@ -40,6 +40,7 @@ func main() {
 	feedback := flag.Int("feedback", 100000, "feedback events to ingest")
 	features := flag.String("action-features", "4,30", "features of each action of a decision: one decisions run per number")
 	runs := flag.Int("runs", 3, "runs of each pipeline (alternating); medians are reported")
+	flag.BoolVar(&uniqueActions, "unique-actions", false, "give every action of every decision a price of its own, so that no action recurs (the default is a catalogue: the same 20 actions in every decision)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of Flywheel's ingest (its runs only) here")
 	flag.IntVar(&serverPID, "clickhouse-pid", 0, "the ClickHouse server's process id, if it runs here: its CPU time is reported for each pipeline")
 	flag.Parse()
@@ -167,6 +168,8 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 }
 
 var serverPID int
+
+var uniqueActions bool
 
 // cpuProfile names the file for a CPU profile of the first run of
 // Flywheel's pipeline (the first kind of record), and of nothing else.
@@ -296,6 +299,9 @@ func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n, feat
 			probs := make([]float64, 20)
 			for a := range actions {
 				actions[a] = flywheel.Action{ID: fmt.Sprintf("item-%02d", a), Features: itemFeatures(a, features)}
+				if uniqueActions { // a price of its own in every decision: no action recurs
+					actions[a].Features["item"]["price"] = float64(a) + float64(i)/1000
+				}
 				probs[a] = 0.05
 			}
 			v = &flywheel.Decision{Schema: 1, EventID: id, Time: ts, Model: "homepage", Kind: "ranker", Version: 1, Variant: "champion",
