@@ -23,11 +23,11 @@ type row struct {
 	actionIDs           []string
 	chNames, chValues   []string
 	chNumbers           []float64
-	ctxJSON, actJSON    string   // the context and the actions as logged when they could be
-	actionJSON          []string // each action's JSON (a part of actJSON)
-	actionKeys          []string // the key of each action's JSON (actionKey), in hex
-	actionHashes        [][16]byte
-	inline              bool     // store actJSON with the decision (an action is new)
+	ctxJSON, actJSON    string     // the context and the actions as logged when they could be
+	actionJSON          []string   // each action's JSON (a part of actJSON)
+	actionKeys          []string   // the key of each action's JSON (actionKey), in hex
+	actionHashes        [][16]byte // the hashes behind actionKeys
+	inline              bool       // store actJSON with the decision (an action is new)
 	chosenProbability   float64
 }
 
