@@ -51,15 +51,15 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 	}
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant,
 		context_names, context_values, context_numbers, action_ids, action_keys, probabilities, chosen, chosen_index, chosen_probability,
-		explored, reward_window_s, reward_default, reward_aggregate, ingested_at)`)
+		explored, reward_window_s, reward_default, reward_aggregate, actions_json, ingested_at)`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Actions: x, and y whose price changed before e4 was served.
+	// Actions: x, and y, which e4 offered at another price: seen once, that
+	// version of y is not in the actions table, and e4 carries its actions.
 	actions := [][3]string{
 		{"k-x", "x", `{"id":"x","features":{"item":{"price":9.5}}}`},
 		{"k-y", "y", `{"id":"y","features":{"item":{"price":5}}}`},
-		{"k-y2", "y", `{"id":"y","features":{"item":{"price":4.5}}}`},
 	}
 	ab, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".actions (action_key, action_id, action_json, seen_at)")
 	if err != nil {
@@ -74,14 +74,14 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range decs {
-		keys := []string{"k-x", "k-y"}
+		keys, inline := []string{"k-x", "k-y"}, ""
 		if d.id == "e4" {
-			keys = []string{"k-x", "k-y2"}
+			keys, inline = []string{"k-x", "k-y2"}, `[`+actions[0][2]+`,{"id":"y","features":{"item":{"price":4.5}}}]`
 		}
 		for copies := 0; copies < 2; copies++ { // delivered twice: counted once
 			if err := b.Append(d.id, d.at, uint64(d.at.UnixMilli()), d.model, "ranker", d.version, "champion",
 				[]string{"user^segment"}, []string{d.segment}, []float64{1}, []string{"x", "y"}, keys, []float64{0.5, 0.5},
-				d.chosen, uint16(0), d.prob, d.explored, d.window, 0.0, "sum", time.Now().UTC()); err != nil {
+				d.chosen, uint16(0), d.prob, d.explored, d.window, 0.0, "sum", inline, time.Now().UTC()); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -137,7 +137,7 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 		10: fmt.Sprintf("%s\tchampion\t4\n%s\tchampion\t4", hour(h0), hour(h1)),
 		11: "1\t0\tbootstrap\tfirst\n2\t1\tretrain\tbetter",
 		12: "search\t1",
-		13: "x\t8\t" + actions[0][2] + "\ny\t7\t" + actions[1][2] + "\ny\t1\t" + actions[2][2],
+		13: "x\t8\t" + actions[0][2] + "\ny\t7\t" + actions[1][2],
 	}
 	doc, err := os.ReadFile("../docs/analytics.md")
 	if err != nil {
