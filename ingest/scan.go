@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 	"unsafe"
 
@@ -24,7 +25,11 @@ import (
 // decodeDecision decodes the record the general way, which also names what
 // is wrong. FuzzScanDecision checks that the two agree.
 func scanDecision(b []byte) (*row, bool) {
-	s := scanner{b: b}
+	// The actions are read into scratch space: the row keeps their ids and
+	// their JSON, not the list.
+	sc := actionScratchPool.Get().(*actionScratch)
+	defer sc.release()
+	s := scanner{b: b, scratch: sc}
 	r := &row{}
 	d := &r.d
 	var ctxSpan, actSpan []byte
@@ -126,9 +131,11 @@ func scanDecision(b []byte) (*row, bool) {
 	if len(d.Actions) > 0 {
 		r.actJSON = unsafeString(actSpan)
 	}
+	r.actionJSON = slices.Clone(r.actionJSON)
 	if r.actionJSON == nil {
 		r.actionJSON = []string{}
 	}
+	d.Actions = nil // the scratch's
 	r.keyActions()
 	return r, true
 }
@@ -164,9 +171,10 @@ func foldsToField(key []byte) bool {
 // scanner reads JSON strictly (RFC 8259) from b at i. A method that finds
 // something it cannot read sets bad; later calls then do nothing useful.
 type scanner struct {
-	b   []byte
-	i   int
-	bad bool
+	b       []byte
+	i       int
+	bad     bool
+	scratch *actionScratch // for actions
 }
 
 var space, special = func() (sp, spec [256]bool) {
@@ -598,10 +606,26 @@ func (s *scanner) strings() {
 	}
 }
 
-// actions reads a list of actions, and returns each one's JSON as well.
+// actionScratch is where a scan reads a decision's actions.
+type actionScratch struct {
+	acts  []flywheel.RawAction
+	spans []string
+}
+
+var actionScratchPool = sync.Pool{New: func() any { return &actionScratch{} }}
+
+// release forgets the record's actions and returns the scratch to the pool.
+func (sc *actionScratch) release() {
+	clear(sc.acts[:cap(sc.acts)])
+	clear(sc.spans[:cap(sc.spans)])
+	actionScratchPool.Put(sc)
+}
+
+// actions reads a list of actions, and returns each one's JSON as well,
+// both in the scanner's scratch space.
 func (s *scanner) actions() ([]flywheel.RawAction, []string) {
-	out := make([]flywheel.RawAction, 0, 32)
-	spans := make([]string, 0, 32)
+	out, spans := s.scratch.acts[:0], s.scratch.spans[:0]
+	defer func() { s.scratch.acts, s.scratch.spans = out[:0], spans[:0] }()
 	if !s.open('[') {
 		return nil, nil
 	}
