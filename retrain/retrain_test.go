@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,4 +165,42 @@ func itemKeys(world *sim.World) []string {
 		keys[j] = fmt.Sprintf("%032x", j+1)
 	}
 	return keys
+}
+
+// A retrain run that cannot read the actions its examples name by key fails,
+// rather than training on the examples it could read.
+func TestRetrainFailsWhenActionsCannotBeRead(t *testing.T) {
+	_, base := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, db, reg := testRegistry(t, ctx, base, "rta")
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}},
+		Reward:  flywheel.RewardConfig{Window: time.Minute},
+		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 10, Passes: 1}}.WithDefaults()
+	if err := reg.Bootstrap(ctx, "homepage", mc); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour).UTC()
+	if err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, action_keys, probabilities,
+		chosen, chosen_index, chosen_probability, reward_window_s, reward_default, reward_aggregate, context_json, ingested_at)
+		SELECT concat('e', toString(number)), ?, ? + number, 'homepage', 'ranker', 1, 'champion', ['a', 'b'], ['k-a', 'k-b'], [0.5, 0.5],
+			'a', 0, 0.5, 60, 0, 'sum', '{"user":{"segment":"s"}}', now()
+		FROM system.numbers LIMIT 100`, old, uint64(old.UnixMilli())); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "DROP TABLE "+db+".actions"); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(map[string]flywheel.ModelConfig{"homepage": mc}, conn, db, reg, "test", nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := rt.Run(ctx, "homepage", nil)
+	if err == nil || !strings.Contains(err.Error(), "read the actions") {
+		t.Fatalf("run with the actions table gone: %+v, %v; want an error reading the actions", res, err)
+	}
+	if v, _ := reg.Latest(ctx, "homepage"); v != 1 {
+		t.Fatalf("latest version %d after a failed run; want 1", v)
+	}
+	t.Logf("run failed as it should: %v", err)
 }

@@ -110,12 +110,18 @@ func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, 
 		}()
 	}
 	readErr := make(chan error, 1)
+	var resolveErr error // set before readErr is sent
 	go func() {
 		defer close(ordered)
 		defer close(jobs)
 		readErr <- r.read(ctx, name, fromMs, toMs, func(c *chunk) bool {
+			// A failed read of the actions fails the scan, as a failed
+			// read of the examples does: training on fewer examples than
+			// the window holds would not be reproducible.
 			if err := store.resolve(ctx, c); err != nil {
-				r.log.Warn("reading actions by key", "err", err) // the rows that lack them are skipped
+				resolveErr = err
+				cancel()
+				return false
 			}
 			select {
 			case jobs <- c:
@@ -139,7 +145,11 @@ func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, 
 		}
 	}
 	wg.Wait()
-	return <-readErr
+	err := <-readErr
+	if resolveErr != nil {
+		return fmt.Errorf("read the actions of %s's examples: %w", name, resolveErr)
+	}
+	return err
 }
 
 const chunkRows = 256
