@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -31,8 +32,8 @@ type row struct {
 	chosenProbability   float64
 }
 
-// actionKey is the key an action is stored under in the actions table: the
-// 128-bit CityHash of its JSON, in hex.
+// actionKey appends the 128-bit CityHash of an action's JSON to dst; in hex,
+// it is the key the action is stored under in the actions table.
 func actionKey(dst []byte, js []byte) []byte {
 	h := city.Hash128(js)
 	dst = binary.BigEndian.AppendUint64(dst, h.High)
@@ -40,8 +41,8 @@ func actionKey(dst []byte, js []byte) []byte {
 	return dst
 }
 
-// keyActions fills r.actionKeys from r.actionJSON, the keys sharing one
-// allocation.
+// keyActions fills r.actionHashes and r.actionKeys from r.actionJSON, the
+// hex keys sharing one allocation.
 func (r *row) keyActions() {
 	buf := make([]byte, 0, 32*len(r.actionJSON))
 	r.actionHashes = make([][16]byte, len(r.actionJSON))
@@ -108,17 +109,13 @@ func decodeGeneral(b []byte) (*row, error) {
 		d.Probabilities = []float64{}
 	}
 	r.ctxJSON = string(d.Context)
-	r.actJSON = "[]"
-	if len(actions) > 0 {
-		b, _ := rawJSON.Marshal(actions)
-		r.actJSON = string(b)
-	}
 	r.actionJSON = make([]string, len(actions))
 	for i, a := range actions {
 		// They were decoded, so their features are valid JSON.
 		b, _ := rawJSON.Marshal(a)
 		r.actionJSON[i] = string(b)
 	}
+	r.actJSON = "[" + strings.Join(r.actionJSON, ",") + "]"
 	r.keyActions()
 	return r, nil
 }
