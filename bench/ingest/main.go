@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
@@ -28,6 +27,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/bench/internal/proc"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/ingest"
 	"github.com/flywheel-dev/flywheel/kafka"
@@ -102,7 +102,7 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 				return err
 			}
 			cpu := startCPU(ctx, ccfg)
-			resetPeakRSS()
+			proc.ResetPeakRSS()
 			profile := startProfile()
 			took, steady, lag, err := timeOurs(ctx, kcfg, ccfg, fmt.Sprintf("%singest%d", kcfg.TopicPrefix, i), kind, n)
 			if err != nil {
@@ -112,7 +112,7 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 				pprof.StopCPUProfile()
 				profile.Close()
 			}
-			peaks = append(peaks, peakRSSMiB())
+			peaks = append(peaks, float64(proc.PeakRSS())/(1<<20))
 			self, _, srv := cpu.stop(ctx)
 			oursCPU, oursSrv = append(oursCPU, self), append(oursSrv, srv)
 			cpu = startCPU(ctx, ccfg)
@@ -185,29 +185,6 @@ func startProfile() *os.File {
 	}
 	cpuProfile = ""
 	return f
-}
-
-// resetPeakRSS starts a new peak of this process's resident memory, so that
-// the ingest's peak is not the producer's (Linux: clear_refs 5 resets VmHWM).
-func resetPeakRSS() {
-	runtime.GC()
-	debug.FreeOSMemory()
-	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
-}
-
-// peakRSSMiB is the process's peak resident memory since resetPeakRSS.
-func peakRSSMiB() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			return kb / 1024
-		}
-	}
-	return 0
 }
 
 // cpuMark is the CPU time used so far by this process, its children and

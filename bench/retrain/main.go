@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/bench/internal/proc"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/retrain"
@@ -102,22 +103,6 @@ func genArgs(args ...any) []any {
 		}
 	}
 	return out
-}
-
-// vmHWM is the process's peak resident set size in bytes, from /proc.
-func vmHWM() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			f := strings.Fields(line)
-			kb, _ := strconv.ParseUint(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }
 
 // inlineJSON: decisions carry their actions' JSON (actions_json), as ingest
@@ -255,7 +240,7 @@ func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
 		"decisions": n, "actions": 20, "passes": passes, "unique_action_sets": unique, "rows_read": rows, "train_rows": res.TrainRows, "holdout_rows": res.Holdout,
 		"generate_seconds": genTook.Seconds(), "retrain_seconds": took.Seconds(),
 		"decisions_per_second": float64(rows) / took.Seconds(),
-		"peak_heap_bytes":      p.max.Load(), "peak_rss_bytes": vmHWM(),
+		"peak_heap_bytes":      p.max.Load(), "peak_rss_bytes": proc.PeakRSS(),
 		"outcome": res.Outcome, "reason": res.Reason,
 	}
 	if res.Comparison != nil {
