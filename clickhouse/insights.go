@@ -249,3 +249,6 @@ func SetReferences(ctx context.Context, conn driver.Conn, db, model string, refs
 	}
 	return nil
 }
+
+// dashboardStatements lists the dashboard's statements for Statements.
+func dashboardStatements(db string) []Statement { return nil }

@@ -450,3 +450,6 @@ func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) e
 
 // SchemaVersion returns the newest migration this build knows.
 func SchemaVersion() uint32 { return migrations[len(migrations)-1].version }
+
+// migrationStatements lists the statements that migrate a fresh database.
+func migrationStatements(db string) []Statement { return nil }
