@@ -11,6 +11,10 @@ export FLYWHEEL_TEST_CLICKHOUSE ?= 127.0.0.1:9000
 export FLYWHEEL_TEST_KAFKA_FAULT ?= 127.0.0.1:9192
 export FLYWHEEL_TEST_CLICKHOUSE_FAULT ?= 127.0.0.1:9100
 export FLYWHEEL_TEST_SERVICES ?= $(CURDIR)/scripts/services.sh
+# The ClickHouse server's HTTP port, and the Python with chDB (ClickHouse
+# 26.x in process) that the compatibility test compares it with.
+export FLYWHEEL_TEST_CLICKHOUSE_HTTP ?= 127.0.0.1:8123
+export FLYWHEEL_TEST_CHDB_PYTHON ?= $(HOME)/.cache/flywheel/chdb-26.9.0/bin/python
 
 .PHONY: all build test unit demo bench services-up services-down services-status fuzz clean
 
@@ -23,6 +27,7 @@ build:
 ## the real Kafka broker and ClickHouse server, which it starts first.
 test: services-up
 	scripts/services.sh browser
+	scripts/services.sh chdb
 	FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up
 	FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up
 	$(GO) vet ./...

@@ -100,7 +100,7 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 	// that hour, in buckets fit for an hour.
 	from := now.Add(-window)
 	var first uint64
-	if err := conn.QueryRow(ctx, `SELECT min(ts_ms) FROM `+db+`.decisions WHERE model = ? AND ts_ms >= ?`, model, uint64(from.UnixMilli())).Scan(&first); err != nil {
+	if err := conn.QueryRow(ctx, expand(sqlFirstDecision, db), model, uint64(from.UnixMilli())).Scan(&first); err != nil {
 		return nil, fmt.Errorf("first decision: %w", err)
 	}
 	if t := time.UnixMilli(int64(first)); first > 0 && t.After(from) {
@@ -114,10 +114,7 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 	// so the totals and the feedback and exploration shares are summed here
 	// from the same per-bucket rows.
 	bms := uint64(bucket / time.Millisecond)
-	rows, err := conn.Query(ctx, `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), sum(reward), sum(reward * reward),
-			countIf(feedback_count > 0), sum(explored)
-		FROM `+db+`.examples WHERE model = ? AND ts_ms >= ? GROUP BY t, version, variant ORDER BY version, variant, t`,
-		bms, bms, model, uint64(from.UnixMilli()))
+	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), bms, bms, model, uint64(from.UnixMilli()))
 	if err != nil {
 		return nil, fmt.Errorf("reward over time: %w", err)
 	}
@@ -176,8 +173,7 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 }
 
 func (o *Overview) runs(ctx context.Context, conn driver.Conn, db, model string) error {
-	rows, err := conn.Query(ctx, `SELECT started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison
-		FROM `+db+`.retrain_runs WHERE model = ? ORDER BY started_ms DESC LIMIT 50`, model)
+	rows, err := conn.Query(ctx, expand(sqlRetrainRuns, db), model)
 	if err != nil {
 		return fmt.Errorf("retrain runs: %w", err)
 	}
@@ -203,10 +199,10 @@ func (o *Overview) runs(ctx context.Context, conn driver.Conn, db, model string)
 
 func (o *Overview) flow(ctx context.Context, conn driver.Conn, db, model string, now time.Time) error {
 	var dec, fb, newest uint64
-	if err := conn.QueryRow(ctx, `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM `+db+`.decisions WHERE model = ?`, model).Scan(&dec, &newest); err != nil {
+	if err := conn.QueryRow(ctx, expand(sqlDecisionFlow, db), model).Scan(&dec, &newest); err != nil {
 		return fmt.Errorf("ingest flow: %w", err)
 	}
-	if err := conn.QueryRow(ctx, `SELECT countIf(ingested_at >= now() - 60) FROM `+db+`.feedback`).Scan(&fb); err != nil {
+	if err := conn.QueryRow(ctx, expand(sqlFeedbackFlow, db)).Scan(&fb); err != nil {
 		return fmt.Errorf("ingest flow: %w", err)
 	}
 	o.Flow = Flow{DecisionsPerSecond: float64(dec) / 60, FeedbackPerSecond: float64(fb) / 60, NewestDecisionMs: int64(newest)}
@@ -218,8 +214,7 @@ func (o *Overview) flow(ctx context.Context, conn driver.Conn, db, model string,
 
 // References returns the newest value of every reference of model.
 func References(ctx context.Context, conn driver.Conn, db, model string) ([]Reference, error) {
-	rows, err := conn.Query(ctx, `SELECT name, argMax(value, ts_ms), argMax(source, ts_ms), max(ts_ms)
-		FROM `+db+`.model_references WHERE model = ? GROUP BY name ORDER BY name`, model)
+	rows, err := conn.Query(ctx, expand(sqlReferences, db), model)
 	if err != nil {
 		return nil, fmt.Errorf("references: %w", err)
 	}
@@ -242,13 +237,42 @@ func References(ctx context.Context, conn driver.Conn, db, model string) ([]Refe
 // SetReferences stores reference reward rates of model (name → rate).
 func SetReferences(ctx context.Context, conn driver.Conn, db, model string, refs map[string]float64, source string, now time.Time) error {
 	for name, v := range refs {
-		if err := conn.Exec(ctx, `INSERT INTO `+db+`.model_references (model, name, value, source, ts, ts_ms) SELECT ?, ?, ?, ?, ?, ?`,
-			model, name, v, source, now.UTC(), uint64(now.UnixMilli())); err != nil {
+		if err := conn.Exec(ctx, expand(sqlSetReference, db), model, name, v, source, now.UTC(), uint64(now.UnixMilli())); err != nil {
 			return fmt.Errorf("store reference %s of %s: %w", name, model, err)
 		}
 	}
 	return nil
 }
 
+// The dashboard's statements.
+const (
+	sqlFirstDecision = `SELECT min(ts_ms) FROM {db}.decisions WHERE model = ? AND ts_ms >= ?`
+	// One pass over the examples: the view joins all the feedback, so the
+	// totals and the shares are summed in Go from the per-bucket rows.
+	sqlRewardSeries = `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), sum(reward), sum(reward * reward),
+			countIf(feedback_count > 0), sum(explored)
+		FROM {db}.examples WHERE model = ? AND ts_ms >= ? GROUP BY t, version, variant ORDER BY version, variant, t`
+	sqlRetrainRuns = `SELECT started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison
+		FROM {db}.retrain_runs WHERE model = ? ORDER BY started_ms DESC LIMIT 50`
+	sqlDecisionFlow = `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM {db}.decisions WHERE model = ?`
+	sqlFeedbackFlow = `SELECT countIf(ingested_at >= now() - 60) FROM {db}.feedback`
+	sqlReferences   = `SELECT name, argMax(value, ts_ms), argMax(source, ts_ms), max(ts_ms)
+		FROM {db}.model_references WHERE model = ? GROUP BY name ORDER BY name`
+	sqlSetReference = `INSERT INTO {db}.model_references (model, name, value, source, ts, ts_ms) SELECT ?, ?, ?, ?, ?, ?`
+)
+
 // dashboardStatements lists the dashboard's statements for Statements.
-func dashboardStatements(db string) []Statement { return nil }
+func dashboardStatements(db string) []Statement {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	return []Statement{
+		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0)}, Query: true},
+		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: []any{uint64(3600000), uint64(3600000), "homepage", uint64(0)}, Query: true},
+		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: []any{uint64(60000), uint64(60000), "ctr", uint64(0)}, Query: true},
+		{Name: "dashboard.retrain_runs", SQL: expand(sqlRetrainRuns, db), Args: []any{"homepage"}, Query: true},
+		// counts of the last minute: the fixture's ingested_at is fixed
+		{Name: "dashboard.decision_flow", SQL: expand(sqlDecisionFlow, db), Args: []any{"homepage"}, Query: true},
+		{Name: "dashboard.feedback_flow", SQL: expand(sqlFeedbackFlow, db), Query: true},
+		{Name: "dashboard.set_reference", SQL: expand(sqlSetReference, db), Args: []any{"homepage", "random", 0.25, "sim", at, uint64(at.UnixMilli())}},
+		{Name: "dashboard.references", SQL: expand(sqlReferences, db), Args: []any{"homepage"}, Query: true},
+	}
+}

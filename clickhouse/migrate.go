@@ -91,68 +91,8 @@ var migrations = []migration{
 		ORDER BY (name, alias, seq)`,
 	}},
 	{3, "analyst views", []string{
-		// examples: each decision whose reward window has closed, joined with
-		// the feedback that arrived inside the window, aggregated by the
-		// decision's own reward rule; the default reward when none came.
-		`CREATE VIEW IF NOT EXISTS {db}.examples AS
-		SELECT
-			event_id,
-			any(d_ts) AS ts,
-			any(d_ts_ms) AS ts_ms,
-			any(d_model) AS model,
-			any(d_kind) AS kind,
-			any(d_version) AS version,
-			any(d_variant) AS variant,
-			any(d_action_ids) AS action_ids,
-			any(d_probabilities) AS probabilities,
-			any(d_chosen) AS chosen,
-			any(d_chosen_index) AS chosen_index,
-			any(d_chosen_probability) AS chosen_probability,
-			any(d_explored) AS explored,
-			any(d_score) AS score,
-			any(d_context_json) AS context_json,
-			any(d_actions_json) AS actions_json,
-			any(d_context_names) AS context_names,
-			any(d_context_values) AS context_values,
-			any(d_context_numbers) AS context_numbers,
-			countIf(f_id != '' AND f_ts_ms <= d_deadline_ms) AS feedback_count,
-			multiIf(
-				feedback_count = 0, any(d_reward_default),
-				any(d_reward_aggregate) = 'first', argMinIf(f_reward, f_ts_ms, f_id != '' AND f_ts_ms <= d_deadline_ms),
-				any(d_reward_aggregate) = 'last', argMaxIf(f_reward, f_ts_ms, f_id != '' AND f_ts_ms <= d_deadline_ms),
-				any(d_reward_aggregate) = 'max', maxIf(f_reward, f_id != '' AND f_ts_ms <= d_deadline_ms),
-				sumIf(f_reward, f_id != '' AND f_ts_ms <= d_deadline_ms)) AS reward
-		FROM
-		(
-			SELECT
-				event_id,
-				ts AS d_ts, ts_ms AS d_ts_ms, model AS d_model, kind AS d_kind, version AS d_version,
-				variant AS d_variant, action_ids AS d_action_ids, probabilities AS d_probabilities,
-				chosen AS d_chosen, chosen_index AS d_chosen_index, chosen_probability AS d_chosen_probability,
-				explored AS d_explored, score AS d_score, context_json AS d_context_json,
-				actions_json AS d_actions_json, context_names AS d_context_names,
-				context_values AS d_context_values, context_numbers AS d_context_numbers,
-				reward_default AS d_reward_default, reward_aggregate AS d_reward_aggregate,
-				ts_ms + reward_window_s * 1000 AS d_deadline_ms
-			FROM {db}.decisions FINAL
-			WHERE ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000
-		)
-		ALL LEFT JOIN
-		(
-			SELECT event_id, feedback_id AS f_id, ts_ms AS f_ts_ms, reward AS f_reward
-			FROM {db}.feedback FINAL
-		) USING event_id
-		GROUP BY event_id`,
-		`CREATE VIEW IF NOT EXISTS {db}.reward_by_version AS
-		SELECT
-			model, version, variant, toStartOfHour(ts) AS hour,
-			count() AS decisions,
-			sum(reward) AS reward_sum,
-			avg(reward) AS reward_rate,
-			countIf(feedback_count > 0) AS with_feedback,
-			with_feedback / decisions AS join_rate
-		FROM {db}.examples
-		GROUP BY model, version, variant, hour`,
+		examplesView("action_ids"),
+		rewardByVersionView,
 	}},
 	{4, "retrain runs and reference rewards", []string{
 		// every retrain run, skipped ones included, with its outcome, reason
@@ -205,6 +145,17 @@ var migrations = []migration{
 		`DROP TABLE IF EXISTS {db}.examples`,
 		examplesView("action_ids, action_keys"),
 	}},
+	{7, "views in the SQL of ClickHouse 18.16 and current releases", []string{
+		// Views are stored as text: a database created before this
+		// migration has views that current servers refuse (a joined
+		// subquery without an alias) or answer differently (ANY INNER
+		// JOIN keeps one row per key on both sides since 20.x). Both are
+		// recreated from the definitions below.
+		`DROP TABLE IF EXISTS {db}.reward_by_version`,
+		`DROP TABLE IF EXISTS {db}.examples`,
+		examplesView("action_ids, action_keys"),
+		rewardByVersionView,
+	}},
 }
 
 // addedColumns are the columns a migration adds to existing tables, before
@@ -216,19 +167,36 @@ var addedColumns = map[uint32][]column{
 
 type column struct{ table, name, typ, after string }
 
+// The statements of the migrations' own bookkeeping.
+const (
+	sqlCreateDatabase         = `CREATE DATABASE IF NOT EXISTS {db}`
+	sqlCreateSchemaMigrations = `CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+		version UInt32, name String, applied_at DateTime
+	) ENGINE = ReplacingMergeTree() ORDER BY version`
+	sqlAppliedMigrations = `SELECT version FROM {db}.schema_migrations`
+	sqlRecordMigration   = `INSERT INTO {db}.schema_migrations (version, name, applied_at) SELECT ?, ?, now()`
+	sqlHasColumn         = `SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?`
+	sqlServerVersion     = `SELECT version()`
+	sqlColumnTypes       = `SELECT table, name, type FROM system.columns WHERE database = ?`
+)
+
+// sql is the statement that adds c to db's table.
+func (c column) sql(db string) string {
+	return fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s AFTER %s", db, c.table, c.name, c.typ, c.after)
+}
+
 // addColumn adds c to db's table unless it is there; another process adding
 // it at the same time is not an error.
 func addColumn(ctx context.Context, conn driver.Conn, db string, c column) error {
 	has := func() (bool, error) {
 		var n uint64
-		err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, c.table, c.name).Scan(&n)
+		err := conn.QueryRow(ctx, sqlHasColumn, db, c.table, c.name).Scan(&n)
 		return n > 0, err
 	}
 	if ok, err := has(); err != nil || ok {
 		return err
 	}
-	err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s AFTER %s", db, c.table, c.name, c.typ, c.after))
-	if err != nil {
+	if err := conn.Exec(ctx, c.sql(db)); err != nil {
 		if ok, _ := has(); ok {
 			return nil
 		}
@@ -237,17 +205,27 @@ func addColumn(ctx context.Context, conn driver.Conn, db string, c column) error
 	return nil
 }
 
+// closedCondition is when a decision's example is closed, in SQL over the
+// decisions table: its reward window has passed. The examples view and
+// every count of closed examples use it, so they agree.
+const closedCondition = `ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000`
+
 // examplesView is the examples view with actions as cols (columns of the
 // decisions table): each decision whose reward window has closed with the
 // aggregate of its feedback inside the window, or the default reward.
 //
-// The first examples view (migration 3) grouped every decision with its
-// feedback, wide columns and all: ClickHouse 18.16 then returns the result as
-// one block held in memory on both sides. This one aggregates only the
-// feedback (narrow rows, joined with each decision's deadline) and joins
-// that to the decisions, which stream through in blocks.
+// It aggregates only the feedback (narrow rows, joined with each decision's
+// deadline) and joins that to the decisions, which stream through in blocks
+// (grouping the wide decision rows would hold them in memory).
+//
+// The SQL is the common subset of ClickHouse 18.16 and current releases:
+// every joined subquery has an alias, and each join's right side has one
+// row per key (grouped by event_id), so ANY and ALL, and the ANY semantics
+// of 18.16 and of 20.x and newer (any_join_distinct_right_table_keys), give
+// the same rows; a decision with no feedback inside its window gets the
+// default reward from feedback_count = 0, whatever join_use_nulls says.
 func examplesView(actions string) string {
-	return strings.ReplaceAll(`CREATE VIEW IF NOT EXISTS {db}.examples AS
+	return strings.NewReplacer("{actions}", actions, "{closed}", closedCondition).Replace(`CREATE VIEW IF NOT EXISTS {db}.examples AS
 		SELECT
 			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
@@ -265,9 +243,9 @@ func examplesView(actions string) string {
 				chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 				context_numbers, reward_default, reward_aggregate
 			FROM {db}.decisions FINAL
-			WHERE ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000
-		)
-		ANY LEFT JOIN
+			WHERE {closed}
+		) AS d
+		ALL LEFT JOIN
 		(
 			SELECT
 				event_id,
@@ -280,17 +258,31 @@ func examplesView(actions string) string {
 			(
 				SELECT event_id, ts_ms AS f_ts_ms, reward AS f_reward
 				FROM {db}.feedback FINAL
-			)
-			ANY INNER JOIN
+			) AS fb
+			ALL INNER JOIN
 			(
-				SELECT event_id, ts_ms + reward_window_s * 1000 AS deadline_ms
+				SELECT event_id, max(ts_ms + reward_window_s * 1000) AS deadline_ms
 				FROM {db}.decisions FINAL
-				WHERE ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000
-			) USING event_id
+				WHERE {closed}
+				GROUP BY event_id
+			) AS dl USING event_id
 			WHERE f_ts_ms <= deadline_ms
 			GROUP BY event_id
-		) USING event_id`, "{actions}", actions)
+		) AS f USING event_id`)
 }
+
+// rewardByVersionView is the reward rate, counts and feedback join rate of
+// the closed examples per model, version, variant and hour.
+const rewardByVersionView = `CREATE VIEW IF NOT EXISTS {db}.reward_by_version AS
+		SELECT
+			model, version, variant, toStartOfHour(ts) AS hour,
+			count() AS decisions,
+			sum(reward) AS reward_sum,
+			avg(reward) AS reward_rate,
+			countIf(feedback_count > 0) AS with_feedback,
+			with_feedback / decisions AS join_rate
+		FROM {db}.examples
+		GROUP BY model, version, variant, hour`
 
 // Migrate creates the database if needed and applies every migration not yet
 // recorded in schema_migrations. It is safe to run again and from several
@@ -312,16 +304,14 @@ func migrate(ctx context.Context, c Config, upTo uint32) error {
 		return fmt.Errorf("open clickhouse: %w", err)
 	}
 	defer conn.Close()
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+	if err := conn.Exec(ctx, expand(sqlCreateDatabase, db)); err != nil {
 		return fmt.Errorf("create database %s: %w", db, err)
 	}
-	if err := conn.Exec(ctx, strings.ReplaceAll(`CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
-		version UInt32, name String, applied_at DateTime
-	) ENGINE = ReplacingMergeTree() ORDER BY version`, "{db}", db)); err != nil {
+	if err := conn.Exec(ctx, expand(sqlCreateSchemaMigrations, db)); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	applied := map[uint32]bool{}
-	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
+	rows, err := conn.Query(ctx, expand(sqlAppliedMigrations, db))
 	if err != nil {
 		return fmt.Errorf("read schema_migrations: %w", err)
 	}
@@ -344,11 +334,11 @@ func migrate(ctx context.Context, c Config, upTo uint32) error {
 			}
 		}
 		for i, stmt := range m.statements {
-			if err := conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", db)); err != nil {
+			if err := conn.Exec(ctx, expand(stmt, db)); err != nil {
 				return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
 			}
 		}
-		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at) SELECT ?, ?, now()", m.version, m.name); err != nil {
+		if err := conn.Exec(ctx, expand(sqlRecordMigration, db), m.version, m.name); err != nil {
 			return fmt.Errorf("record migration %d: %w", m.version, err)
 		}
 	}
@@ -411,7 +401,7 @@ func optionalStatements(v serverVersion, db string, retention time.Duration, typ
 
 func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) error {
 	var vs string
-	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&vs); err != nil {
+	if err := conn.QueryRow(ctx, sqlServerVersion).Scan(&vs); err != nil {
 		return fmt.Errorf("clickhouse version: %w", err)
 	}
 	v, err := parseVersion(vs)
@@ -419,7 +409,7 @@ func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) e
 		return err
 	}
 	types := map[string]string{}
-	rows, err := conn.Query(ctx, "SELECT table, name, type FROM system.columns WHERE database = ?", db)
+	rows, err := conn.Query(ctx, sqlColumnTypes, db)
 	if err != nil {
 		return fmt.Errorf("read column types: %w", err)
 	}
@@ -451,5 +441,40 @@ func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) e
 // SchemaVersion returns the newest migration this build knows.
 func SchemaVersion() uint32 { return migrations[len(migrations)-1].version }
 
-// migrationStatements lists the statements that migrate a fresh database.
-func migrationStatements(db string) []Statement { return nil }
+// migrationStatements lists the statements that migrate a fresh database,
+// in the order Migrate sends them, and the optional ones that a current
+// server gets on top (since 19.1).
+func migrationStatements(db string) []Statement {
+	out := []Statement{
+		{Name: "migrate.create_database", SQL: expand(sqlCreateDatabase, db)},
+		{Name: "migrate.schema_migrations", SQL: expand(sqlCreateSchemaMigrations, db)},
+		{Name: "migrate.applied", SQL: expand(sqlAppliedMigrations, db), Query: true},
+	}
+	for _, m := range migrations {
+		for _, c := range addedColumns[m.version] {
+			out = append(out,
+				Statement{Name: fmt.Sprintf("migrate.%d.has_column", m.version), SQL: sqlHasColumn, Args: []any{db, c.table, c.name}, Query: true},
+				Statement{Name: fmt.Sprintf("migrate.%d.add_column", m.version), SQL: c.sql(db)})
+		}
+		for i, stmt := range m.statements {
+			out = append(out, Statement{Name: fmt.Sprintf("migrate.%d.%d", m.version, i+1), SQL: expand(stmt, db)})
+		}
+		out = append(out, Statement{Name: fmt.Sprintf("migrate.%d.record", m.version), SQL: expand(sqlRecordMigration, db), Args: []any{m.version, m.name}})
+	}
+	out = append(out,
+		Statement{Name: "migrate.server_version", SQL: sqlServerVersion, Query: true, Varies: true},
+		Statement{Name: "migrate.column_types", SQL: sqlColumnTypes, Args: []any{db}, Query: true, Varies: true})
+	current := serverVersion{major: 99}
+	// A retention long enough to keep any row a test writes.
+	stmts, _ := optionalStatements(current, db, 100*365*24*time.Hour, map[string]string{
+		"decisions.model": "String", "decisions.kind": "String", "decisions.variant": "String",
+		"decisions.reward_aggregate": "String", "feedback.type": "String"})
+	for i, stmt := range stmts {
+		since := "19.1" // LowCardinality
+		if strings.Contains(stmt, " TTL ") {
+			since = "19.6"
+		}
+		out = append(out, Statement{Name: fmt.Sprintf("migrate.optional.%d", i+1), SQL: stmt, Since: since})
+	}
+	return out
+}

@@ -20,6 +20,12 @@ type Statement struct {
 	// Query is true for a statement that returns rows, whose answer the
 	// compatibility test compares across servers.
 	Query bool
+	// Varies is true for a query whose answer depends on the server
+	// (its version, its system tables): run everywhere, not compared.
+	Varies bool
+	// Since, when set, is the oldest ClickHouse release (major.minor) the
+	// statement is sent to: an optional feature older servers lack.
+	Since string
 }
 
 // Statements returns every statement the product sends to database db, with

@@ -12,6 +12,8 @@
 #   FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up|clickhouse-down
 #                               another server, for the tests that stop ClickHouse
 #   scripts/services.sh browser install Debian's chromium if missing (the dashboard's browser test)
+#   scripts/services.sh chdb    install chDB (PyPI chdb-core, ClickHouse 26.x in process) into a
+#                               virtualenv under $FLYWHEEL_CACHE if missing; prints its python
 #
 # Data and logs live in $FLYWHEEL_SERVICES_DIR (default: .services/ in the repo,
 # ignored by git). Kafka's jars are cached in $FLYWHEEL_CACHE (default
@@ -65,6 +67,25 @@ install_browser() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ||
     die "apt-get install chromium failed"
+}
+
+# chDB: a current ClickHouse engine in process, for the compatibility test
+# (no current ClickHouse server can be installed on these machines).
+CHDB_VERSION="${FLYWHEEL_CHDB_VERSION:-26.9.0}"
+CHDB_VENV="$CACHE/chdb-$CHDB_VERSION"
+
+install_chdb() {
+  if [[ -f "$CHDB_VENV/.complete" ]]; then
+    return
+  fi
+  command -v python3 >/dev/null || die "python3 is needed for chDB"
+  log "installing chdb-core $CHDB_VERSION from PyPI into $CHDB_VENV"
+  rm -rf "$CHDB_VENV"
+  python3 -m venv "$CHDB_VENV" || die "python3 -m venv $CHDB_VENV failed"
+  "$CHDB_VENV/bin/pip" install -q --disable-pip-version-check "chdb-core==$CHDB_VERSION" ||
+    die "pip could not install chdb-core==$CHDB_VERSION"
+  "$CHDB_VENV/bin/python" -c 'from chdb import session' || die "chdb-core $CHDB_VERSION does not import"
+  touch "$CHDB_VENV/.complete"
 }
 
 install_kafka() {
@@ -340,6 +361,10 @@ case "${1:-}" in
     ;;
   browser)
     install_browser
+    ;;
+  chdb)
+    install_chdb
+    echo "$CHDB_VENV/bin/python"
     ;;
   clickhouse-up)
     mkdir -p "$DIR"
