@@ -7,6 +7,8 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"regexp"
 	"time"
 
@@ -23,6 +25,31 @@ type Config struct {
 	// (by their ts) with a table TTL, on servers that have TTL (19.6 and
 	// newer); on older ones Migrate says so and nothing expires by itself.
 	Retention time.Duration `yaml:"retention"`
+	// Log receives what Migrate says about the server: its version, a
+	// warning outside the tested releases, features it lacks. Nil: discard.
+	Log *slog.Logger `yaml:"-"`
+}
+
+// The releases the product's SQL is tested on: every statement and every
+// query of the analysts' guide runs on both with the same answers (the
+// compatibility test). Releases in between share the SQL that both accept.
+const (
+	OldestTested = "18.16"
+	NewestTested = "26.9"
+)
+
+// checkVersion says whether release v lies in the tested range.
+func checkVersion(v serverVersion) bool {
+	lo, _ := parseVersion(OldestTested)
+	hi, _ := parseVersion(NewestTested)
+	return v.atLeast(lo.major, lo.minor) && (hi.major > v.major || hi.major == v.major && hi.minor >= v.minor)
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Log == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c.Log
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

@@ -196,3 +196,18 @@ func TestMigrateFromSchema5KeepsDecisions(t *testing.T) {
 		t.Fatalf("actions table: %d rows, %v", n, err)
 	}
 }
+
+func TestCheckVersion(t *testing.T) {
+	for _, tc := range []struct {
+		v  string
+		ok bool
+	}{{"18.16.1", true}, {"18.14.2", false}, {"20.3.1.1", true}, {"26.9.2.1", true}, {"26.10.1", false}, {"27.1", false}, {"1.1", false}} {
+		v, err := parseVersion(tc.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := checkVersion(v); got != tc.ok {
+			t.Errorf("%s: in the tested range %v, want %v", tc.v, got, tc.ok)
+		}
+	}
+}

@@ -408,6 +408,13 @@ func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) e
 	if err != nil {
 		return err
 	}
+	log := c.logger()
+	if checkVersion(v) {
+		log.Info("ClickHouse server", "version", vs, "tested", OldestTested+" to "+NewestTested)
+	} else {
+		log.Warn("ClickHouse server outside the tested releases: the SQL may be refused or answer differently",
+			"version", vs, "tested", OldestTested+" to "+NewestTested)
+	}
 	types := map[string]string{}
 	rows, err := conn.Query(ctx, sqlColumnTypes, db)
 	if err != nil {
@@ -433,7 +440,7 @@ func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) e
 		if strings.Contains(what, "retention") {
 			level = slog.LevelWarn // asked for, and not done
 		}
-		slog.Default().Log(ctx, level, "ClickHouse feature not applied: this server lacks it", "version", vs, "feature", what)
+		log.Log(ctx, level, "ClickHouse feature not applied: this server lacks it", "version", vs, "feature", what)
 	}
 	return nil
 }
