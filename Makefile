@@ -14,7 +14,9 @@ export FLYWHEEL_TEST_SERVICES ?= $(CURDIR)/scripts/services.sh
 # The ClickHouse server's HTTP port, and the Python with chDB (ClickHouse
 # 26.x in process) that the compatibility test compares it with.
 export FLYWHEEL_TEST_CLICKHOUSE_HTTP ?= 127.0.0.1:8123
-export FLYWHEEL_TEST_CHDB_PYTHON ?= $(HOME)/.cache/flywheel/chdb-26.9.0/bin/python
+export FLYWHEEL_CACHE ?= $(HOME)/.cache/flywheel
+export FLYWHEEL_CHDB_VERSION ?= 26.9.0
+export FLYWHEEL_TEST_CHDB_PYTHON ?= $(FLYWHEEL_CACHE)/chdb-$(FLYWHEEL_CHDB_VERSION)/bin/python
 
 .PHONY: all build test unit demo bench services-up services-down services-status fuzz clean
 
