@@ -15,8 +15,10 @@ const (
 	ECONFLICT       = "conflict"
 	ETOOLARGE       = "too_large"
 	ERATELIMITED    = "rate_limited"
+	EUNSUPPORTED    = "unsupported_media_type"
 	EINTERNAL       = "internal"
 	EUNAVAILABLE    = "unavailable"
+	ESPOOLFULL      = "spool_full" // the server's event spool is at its cap or its disk is full: retry later
 	ENOTIMPLEMENTED = "not_implemented"
 )
 

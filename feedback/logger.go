@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/bytedance/sonic"
@@ -40,18 +41,20 @@ type Logger struct {
 	leftover            Position // the spool's end when Run started
 	behind              bool     // a ship failed and the spool has not caught up since
 
+	cursor atomic.Pointer[Position] // how far Run got, for Close
+
 	spooled  *prometheus.CounterVec
 	shipped  *prometheus.CounterVec
-	failed   *prometheus.CounterVec
+	failed   *prometheus.CounterVec // by kind and reason (full, error)
 	errors   prometheus.Counter
 	replayed prometheus.Counter
 	pending  prometheus.Gauge
 	batchSec prometheus.Histogram
 }
 
-// NewLogger returns a logger spooling in spoolDir and shipping to the topics
-// of cfg.
-func NewLogger(cfg kafka.Config, spoolDir string, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
+// NewLogger returns a logger spooling as sp says (sp.Log defaults to log)
+// and shipping to the topics of cfg.
+func NewLogger(cfg kafka.Config, sp SpoolOptions, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -61,20 +64,29 @@ func NewLogger(cfg kafka.Config, spoolDir string, reg prometheus.Registerer, log
 	// written: a writer's own retry would resend a whole batch and could
 	// write some records twice.
 	dw.MaxAttempts, fw.MaxAttempts = 1, 1
-	return NewLoggerWith(spoolDir, dw, fw, reg, log)
+	return NewLoggerWith(sp, dw, fw, reg, log)
 }
 
 // NewLoggerWith returns a logger over the given writers.
-func NewLoggerWith(spoolDir string, decisions, feedback Writer, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
-	if spoolDir == "" {
+func NewLoggerWith(so SpoolOptions, decisions, feedback Writer, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
+	if so.Dir == "" {
 		return nil, fmt.Errorf("serve.spool_dir is empty")
 	}
-	sp, err := OpenSpool(spoolDir, 0)
-	if err != nil {
-		return nil, err
+	if so.MaxBytes < 0 {
+		return nil, fmt.Errorf("serve.spool_max_bytes is %d: it must be positive (0 means %d)", so.MaxBytes, DefaultSpoolMaxBytes)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if so.Log == nil {
+		so.Log = log
+	}
+	sp, err := OpenSpool(so)
+	if err != nil {
+		return nil, err
+	}
+	stat := func(f func(SpoolStats) int64) func() float64 {
+		return func() float64 { return float64(f(sp.Stats())) }
 	}
 	l := &Logger{
 		spool: sp, decisions: decisions, feedback: feedback, log: log, wake: make(chan struct{}, 1),
@@ -85,8 +97,8 @@ func NewLoggerWith(spoolDir string, decisions, feedback Writer, reg prometheus.R
 			Name: "flywheel_events_shipped_total", Help: "Events acknowledged by Kafka, by kind.",
 		}, []string{"kind"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flywheel_events_refused_total", Help: "Events the spool could not take (disk error); the request was answered with an error, so nothing was acknowledged and lost.",
-		}, []string{"kind"}),
+			Name: "flywheel_events_refused_total", Help: "Events the spool could not take, by kind and reason (full: at serve.spool_max_bytes or the disk is full; error: another disk error); the request was answered with an error, so nothing was acknowledged and lost.",
+		}, []string{"kind", "reason"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flywheel_kafka_write_errors_total", Help: "Failed attempts to ship a spool batch to Kafka (retried).",
 		}),
@@ -100,8 +112,28 @@ func NewLoggerWith(spoolDir string, decisions, feedback Writer, reg prometheus.R
 			Name: "flywheel_spool_ship_seconds", Help: "Time to ship one spool batch to Kafka.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
+	spoolMetrics := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flywheel_spool_bytes", Help: "Bytes of the spool's segment files on disk (what serve.spool_max_bytes caps).",
+		}, stat(func(s SpoolStats) int64 { return s.Bytes })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flywheel_spool_max_bytes", Help: "The spool's size cap (serve.spool_max_bytes).",
+		}, func() float64 { return float64(sp.MaxBytes()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flywheel_spool_write_errors_total", Help: "Spool writes and fsyncs the disk failed (each is retried by the next event).",
+		}, stat(func(s SpoolStats) int64 { return s.WriteErrors })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flywheel_spool_quarantined_total", Help: "Corrupt stretches of spool segments copied into the quarantine directory and skipped.",
+		}, stat(func(s SpoolStats) int64 { return s.Quarantined })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flywheel_spool_quarantined_bytes_total", Help: "Bytes of the corrupt stretches quarantined.",
+		}, stat(func(s SpoolStats) int64 { return s.QuarantinedBytes })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flywheel_spool_torn_bytes_total", Help: "Bytes of a torn record (a crash mid-write) cut off the end of the spool when it was opened.",
+		}, stat(func(s SpoolStats) int64 { return s.TornBytes })),
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{l.spooled, l.shipped, l.failed, l.errors, l.replayed, l.pending, l.batchSec} {
+		for _, c := range append([]prometheus.Collector{l.spooled, l.shipped, l.failed, l.errors, l.replayed, l.pending, l.batchSec}, spoolMetrics...) {
 			if err := reg.Register(c); err != nil {
 				sp.Close()
 				return nil, fmt.Errorf("register metrics: %w", err)
@@ -118,8 +150,9 @@ func kindName(k byte) string {
 	return "feedback"
 }
 
-// LogDecision spools d. It returns an EUNAVAILABLE error if the spool could
-// not take it (the caller must then not answer as if it were logged).
+// LogDecision spools d. It returns an ESPOOLFULL or EUNAVAILABLE error if
+// the spool could not take it (the caller must then not answer as if it
+// were logged).
 func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
 	v, err := encodeDecision(d)
 	if err != nil {
@@ -144,7 +177,8 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward})
 }
 
-// LogFeedback spools fs and returns once they are fsynced.
+// LogFeedback spools fs and returns once they are fsynced; it fails as
+// LogDecision does.
 func (l *Logger) LogFeedback(ctx context.Context, fs []flywheel.Feedback) error {
 	recs := make([]Record, len(fs))
 	for i := range fs {
@@ -157,12 +191,31 @@ func (l *Logger) LogFeedback(ctx context.Context, fs []flywheel.Feedback) error 
 	return l.append(recs, true)
 }
 
+// retryError is a flywheel error that also tells the client when to try
+// again (serve answers it with Retry-After).
+type retryError struct {
+	err   *flywheel.Error
+	after time.Duration
+}
+
+func (e *retryError) Error() string             { return e.err.Error() }
+func (e *retryError) Unwrap() error             { return e.err }
+func (e *retryError) RetryAfter() time.Duration { return e.after }
+
+// append spools recs. When the spool refuses them it returns an ESPOOLFULL
+// error (at its cap or the disk is full) or an EUNAVAILABLE one, both with a
+// retry delay.
 func (l *Logger) append(recs []Record, durable bool) error {
 	kind := kindName(recs[0].Kind)
 	if _, err := l.spool.Append(recs, durable); err != nil {
-		l.failed.WithLabelValues(kind).Add(float64(len(recs)))
+		if errors.Is(err, ErrSpoolFull) {
+			l.failed.WithLabelValues(kind, "full").Add(float64(len(recs)))
+			l.log.Warn("spool full: events refused", "kind", kind, "count", len(recs), "err", err)
+			return &retryError{flywheel.Errorf(flywheel.ESPOOLFULL, "the event log of this server is full, so the %s was not logged: try again later", kind), 5 * time.Second}
+		}
+		l.failed.WithLabelValues(kind, "error").Add(float64(len(recs)))
 		l.log.Error("spool refused events", "kind", kind, "count", len(recs), "err", err)
-		return flywheel.Errorf(flywheel.EUNAVAILABLE, "the %s could not be logged", kind)
+		return &retryError{flywheel.Errorf(flywheel.EUNAVAILABLE, "the %s could not be logged", kind), time.Second}
 	}
 	l.spooled.WithLabelValues(kind).Add(float64(len(recs)))
 	select {
@@ -172,7 +225,13 @@ func (l *Logger) append(recs []Record, durable bool) error {
 	return nil
 }
 
-// Run ships the spool to Kafka until ctx ends.
+// Health returns nil while the spool takes events, or why it does not (see
+// Spool.Health). It is safe for concurrent use.
+func (l *Logger) Health() error { return l.spool.Health() }
+
+// Run ships the spool to Kafka until ctx ends. It returns an error only if
+// the spool's directory cannot be listed; a segment it cannot read is
+// retried with backoff and logged, so that serving goes on.
 func (l *Logger) Run(ctx context.Context) error {
 	cur, err := l.spool.LoadCursor()
 	if err != nil {
@@ -182,23 +241,31 @@ func (l *Logger) Run(ctx context.Context) error {
 		l.log.Info("replaying spooled events to Kafka", "bytes", n)
 	}
 	l.leftover = l.spool.End()
+	retry := 100 * time.Millisecond
 	for {
+		c := cur
+		l.cursor.Store(&c)
 		next, n, err := l.shipOnce(ctx, cur)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+		if ctx.Err() != nil {
+			return nil
 		}
-		if n > 0 {
+		wait := 100 * time.Millisecond
+		if err != nil {
+			l.log.Error("reading the spool failed; trying again", "cursor", cur, "retry_in", retry, "err", err)
+			wait, retry = retry, min(retry*2, 10*time.Second)
+		} else {
+			retry = 100 * time.Millisecond
+			moved := next != cur
 			cur = next
-			continue
+			if n > 0 || moved {
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-l.wake:
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -212,6 +279,10 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 	if err != nil || len(recs) == 0 {
 		if err == nil {
 			l.behind = false // caught up
+			if next != cur { // past a quarantined stretch
+				l.saveCursor(next)
+				cur = next
+			}
 		}
 		l.pending.Set(float64(l.spool.Pending(cur)))
 		return cur, 0, err
@@ -250,12 +321,7 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
-	if err := l.spool.SaveCursor(next); err != nil {
-		return cur, 0, err
-	}
-	if err := l.spool.Release(next); err != nil {
-		l.log.Warn("could not delete a shipped spool segment", "err", err)
-	}
+	l.saveCursor(next)
 	if late {
 		l.replayed.Add(float64(len(recs)))
 	}
@@ -264,6 +330,19 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 	l.batchSec.Observe(time.Since(start).Seconds())
 	l.pending.Set(float64(l.spool.Pending(next)))
 	return next, len(recs), nil
+}
+
+// saveCursor saves the shipping position and deletes the segments shipped.
+// A cursor that cannot be saved (the disk is full) is logged and kept in
+// memory: the segments shipped are deleted all the same, which frees room,
+// and a restart before the next save ships a few events twice.
+func (l *Logger) saveCursor(p Position) {
+	if err := l.spool.SaveCursor(p); err != nil {
+		l.log.Warn("could not save the spool's cursor; a restart now would ship some events again", "err", err)
+	}
+	if err := l.spool.Release(p); err != nil {
+		l.log.Warn("could not delete a shipped spool segment", "err", err)
+	}
 }
 
 // write sends msgs and returns those still to send: none on success, the
@@ -302,6 +381,9 @@ func (l *Logger) Close(timeout time.Duration) error {
 		l.log.Warn("spool sync at close failed", "err", err)
 	}
 	cur, err := l.spool.LoadCursor()
+	if p := l.cursor.Load(); p != nil && (err != nil || cur.less(*p)) { // Run got this far without saving it
+		cur, err = *p, nil
+	}
 	for err == nil && l.spool.Pending(cur) > 0 && ctx.Err() == nil {
 		var n int
 		cur, n, err = l.shipOnce(ctx, cur)

@@ -32,7 +32,7 @@ func TestLoggerRidesOutKafkaOutage(t *testing.T) {
 	defer cancel()
 
 	start := func() (*Logger, context.CancelFunc, chan error) {
-		l, err := NewLogger(cfg, dir, prometheus.NewRegistry(), nil)
+		l, err := NewLogger(cfg, SpoolOptions{Dir: dir}, prometheus.NewRegistry(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

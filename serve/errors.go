@@ -1,7 +1,11 @@
 package serve
 
 import (
+	"errors"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -17,10 +21,16 @@ var statusOf = map[string]int{
 	flywheel.ECONFLICT:       http.StatusConflict,
 	flywheel.ETOOLARGE:       http.StatusRequestEntityTooLarge,
 	flywheel.ERATELIMITED:    http.StatusTooManyRequests,
+	flywheel.EUNSUPPORTED:    http.StatusUnsupportedMediaType,
 	flywheel.EINTERNAL:       http.StatusInternalServerError,
 	flywheel.EUNAVAILABLE:    http.StatusServiceUnavailable,
+	flywheel.ESPOOLFULL:      http.StatusServiceUnavailable,
 	flywheel.ENOTIMPLEMENTED: http.StatusNotImplemented,
 }
+
+// retryAfter is implemented by errors that tell the client when to try
+// again: writeError answers them with a Retry-After header (whole seconds).
+type retryAfter interface{ RetryAfter() time.Duration }
 
 type errorJSON struct {
 	Code    string `json:"code"`
@@ -40,6 +50,10 @@ func writeError(c *gin.Context, err error) {
 	}
 	if status >= 500 {
 		_ = c.Error(err)
+	}
+	var ra retryAfter
+	if errors.As(err, &ra) && ra.RetryAfter() > 0 {
+		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(ra.RetryAfter().Seconds()))))
 	}
 	c.JSON(status, errorBody(err))
 }
