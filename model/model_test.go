@@ -235,14 +235,38 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte("FWM1"))
 	f.Add(b[:len(b)-checksumSize])
+	// The 79-byte artifact whose bits=28 allocated 1 GiB, and the same
+	// claiming a million weights it does not carry (bodies: the fuzz
+	// function appends the checksum).
+	for _, h := range [][]byte{hostileArtifact(28, 0), hostileArtifact(28, 1<<20)} {
+		f.Add(h)
+		f.Add(h[:len(h)-checksumSize])
+	}
+	v2, _ := mustModel(f, Config{Kind: flywheel.KindRanker, Bits: 4, Interactions: [][2]string{{"u", "i"}},
+		Exploration: Exploration{Policy: SquareCB, GammaScale: 10, GammaExponent: 0.5}}).MarshalBinary()
+	f.Add(v2[:len(v2)-checksumSize])
+	small := Config{Kind: flywheel.KindRanker, Bits: 4}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// As given (nearly always a checksum failure) and with a valid
 		// checksum appended, so the fuzzer reaches the parser behind it.
+		// Headers are held to at most 2^16 weights so that the fuzzer's
+		// memory stays bounded; DecodeAs is fuzzed as serving uses it.
 		sum := sha256.Sum256(b)
 		for _, in := range [][]byte{b, append(append([]byte(nil), b...), sum[:]...)} {
-			m, err := Decode(in)
+			m, err := decode(in, func(c Config) error {
+				if c.Bits > 16 {
+					return ErrShape
+				}
+				return nil
+			})
 			if err == nil && m == nil {
 				t.Fatal("nil model without error")
+			}
+			if err == nil && uint64(len(in)) < uint64(len(magic)+checksumSize) {
+				t.Fatalf("%d bytes decoded", len(in))
+			}
+			if m, err := DecodeAs(in, small); err == nil && (m == nil || m.Config().Bits != 4) {
+				t.Fatal("DecodeAs returned another shape")
 			}
 		}
 	})

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,12 @@ func newLive(version int, m *model.Model, at time.Time, replaced bool) *live {
 	return l
 }
 
+// The registry aliases serving follows (deploy.Champion, deploy.Canary).
+const (
+	aliasChampion = "champion"
+	aliasCanary   = "canary"
+)
+
 // holder is the live model of one name: its champion and, while a canary
 // runs, the canary.
 type holder struct {
@@ -36,13 +43,48 @@ type holder struct {
 	ptr    atomic.Pointer[live]
 	canary atomic.Pointer[live]
 	mu     sync.Mutex // serialises swaps of this name; readers never take it
+	// refused is, per alias, the last version this replica refused to load
+	// and why (guarded by mu): versions are immutable, so it is not fetched
+	// again unless its alias moves away and back after a restart.
+	refused map[string]refusal
+}
+
+type refusal struct {
+	version int
+	err     error
+}
+
+// shape is the model shape the configuration fixes: a version of another
+// kind, bits or interactions is refused before its weights are allocated.
+func (h *holder) shape() model.Config {
+	return model.Config{Kind: h.cfg.Kind, Bits: h.cfg.Bits, Interactions: h.cfg.InteractionPairs()}
+}
+
+// unchangedBy reports whether model event e changes nothing here: it moves an
+// alias to the version this replica already serves under that alias (or
+// ends a canary that is not running). Such an event needs no registry read.
+func (h *holder) unchangedBy(e flywheel.ModelEvent) bool {
+	switch e.Alias {
+	case aliasChampion:
+		return e.Version != 0 && e.Version == currentVersion(h.ptr.Load())
+	case aliasCanary:
+		return e.Version == currentVersion(h.canary.Load())
+	}
+	return false
 }
 
 // Swap loads the champion of name from the registry if it differs from the
-// live version: it is decoded, checked and warmed up here, off the request
-// path, then stored. It is the one function every reload trigger (model
-// event, poll, start-up) goes through, and records the outcome in metrics.
-// It returns the live version after the call.
+// live version: it reads which version the alias points at first, and
+// fetches the artifact only when that version is neither live nor already
+// refused (a promoted canary is reused without a fetch). A new version is
+// decoded, checked against the configured shape (kind, bits, interactions)
+// and warmed up here, off the request path, then stored; a refused one is
+// logged once and counted, and the live one keeps serving. It is the one
+// function every reload trigger (model event, poll, start-up) goes through,
+// and records the outcome in metrics. It returns the live version after the
+// call, and an error if the champion could not be looked up or was refused
+// (ECONFLICT for a shape other than the configured one). It is safe for
+// concurrent use.
 func (s *Server) Swap(ctx context.Context, name string) (int, error) {
 	h, ok := s.models[name]
 	if !ok {
@@ -52,26 +94,41 @@ func (s *Server) Swap(ctx context.Context, name string) (int, error) {
 	defer h.mu.Unlock()
 	start := time.Now()
 	cur := h.ptr.Load()
-	v, artifact, err := s.registry.Champion(ctx, name)
+	v, err := s.registry.Alias(ctx, name, aliasChampion)
+	if err == nil && v == 0 {
+		err = flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no champion", name)
+	}
 	if err != nil {
 		s.metrics.swaps.WithLabelValues(name, "error").Inc()
 		return currentVersion(cur), fmt.Errorf("look up champion of %s: %w", name, err)
 	}
+	canary := h.canary.Load()
 	s.swapCanary(ctx, h)
 	if cur != nil && cur.version == v {
+		h.clearRefusal(s, aliasChampion)
 		return v, nil
 	}
-	m, err := model.Decode(artifact)
-	if err != nil {
-		s.metrics.swaps.WithLabelValues(name, "refused").Inc()
-		s.log.Error("refused a model version; the live one keeps serving", "model", name, "version", v, "live", currentVersion(cur), "err", err)
-		return currentVersion(cur), fmt.Errorf("decode %s v%d: %w", name, v, err)
+	if r, ok := h.refused[aliasChampion]; ok && r.version == v {
+		return currentVersion(cur), r.err
 	}
-	if m.Config().Kind != h.cfg.Kind {
-		s.metrics.swaps.WithLabelValues(name, "refused").Inc()
-		return currentVersion(cur), fmt.Errorf("%s v%d is a %s, configured as a %s", name, v, m.Config().Kind, h.cfg.Kind)
+	var m *model.Model
+	if canary != nil && canary.version == v {
+		m = canary.model // the canary became the champion: fetched, checked and warmed up already
+	} else {
+		var artifact []byte
+		v, artifact, err = s.registry.Champion(ctx, name)
+		if err != nil {
+			s.metrics.swaps.WithLabelValues(name, "error").Inc()
+			return currentVersion(cur), fmt.Errorf("fetch champion of %s: %w", name, err)
+		}
+		if cur != nil && cur.version == v { // moved back in the meantime
+			return v, nil
+		}
+		if m, err = s.load(h, aliasChampion, v, artifact, currentVersion(cur)); err != nil {
+			return currentVersion(cur), err
+		}
 	}
-	warmUp(m)
+	h.clearRefusal(s, aliasChampion)
 	h.ptr.Store(newLive(v, m, s.now(), cur != nil))
 	s.metrics.swaps.WithLabelValues(name, "swapped").Inc()
 	s.metrics.swapSeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
@@ -80,32 +137,74 @@ func (s *Server) Swap(ctx context.Context, name string) (int, error) {
 	return v, nil
 }
 
+// load decodes, checks and warms up version v of h's alias. A version that
+// is corrupt or of another shape is refused: logged, counted, remembered
+// (so that polls and events do not fetch it again) and returned as an error.
+func (s *Server) load(h *holder, alias string, v int, artifact []byte, live int) (*model.Model, error) {
+	m, err := model.DecodeAs(artifact, h.shape())
+	if err == nil {
+		warmUp(m)
+		return m, nil
+	}
+	s.metrics.swaps.WithLabelValues(h.name, "refused").Inc()
+	s.metrics.refused.WithLabelValues(h.name, alias).Set(float64(v))
+	s.log.Error("refused a model version; the live one keeps serving", "model", h.name, "alias", alias, "version", v, "live", live, "err", err)
+	if errors.Is(err, model.ErrShape) {
+		err = flywheel.Errorf(flywheel.ECONFLICT, "%s v%d (%s) does not have the configured shape, so v%d keeps serving: %v", h.name, v, alias, live, err)
+	} else {
+		err = fmt.Errorf("decode %s v%d: %w", h.name, v, err)
+	}
+	if h.refused == nil {
+		h.refused = map[string]refusal{}
+	}
+	h.refused[alias] = refusal{version: v, err: err}
+	return nil, err
+}
+
+// clearRefusal forgets alias's refused version once the alias has moved to
+// a version that loads. The caller holds h.mu.
+func (h *holder) clearRefusal(s *Server, alias string) {
+	if _, ok := h.refused[alias]; ok {
+		delete(h.refused, alias)
+		s.metrics.refused.WithLabelValues(h.name, alias).Set(0)
+	}
+}
+
 // swapCanary loads the canary of h if it changed, or drops it when the
-// canary ended. Errors are logged; the champion keeps serving all traffic.
+// canary ended; like Swap, it fetches an artifact only for a version neither
+// live nor refused. Errors are logged; the champion keeps serving all
+// traffic. The caller holds h.mu.
 func (s *Server) swapCanary(ctx context.Context, h *holder) {
 	cur := h.canary.Load()
-	v, artifact, err := s.registry.Canary(ctx, h.name)
+	v, err := s.registry.Alias(ctx, h.name, aliasCanary)
 	if err != nil {
 		s.log.Warn("look up canary failed", "model", h.name, "err", err)
 		return
 	}
-	if v == 0 {
-		if cur != nil {
+	if v == 0 || (cur != nil && cur.version == v) {
+		h.clearRefusal(s, aliasCanary)
+		if v == 0 && cur != nil {
 			h.canary.Store(nil)
 			s.log.Info("canary ended", "model", h.name, "version", cur.version)
 		}
 		return
 	}
-	if cur != nil && cur.version == v {
+	if r, ok := h.refused[aliasCanary]; ok && r.version == v {
 		return
 	}
-	m, err := model.Decode(artifact)
-	if err != nil || m.Config().Kind != h.cfg.Kind {
-		s.metrics.swaps.WithLabelValues(h.name, "refused").Inc()
-		s.log.Error("refused a canary version", "model", h.name, "version", v, "err", err)
+	v, artifact, err := s.registry.Canary(ctx, h.name)
+	if err != nil {
+		s.log.Warn("fetch canary failed", "model", h.name, "err", err)
 		return
 	}
-	warmUp(m)
+	if v == 0 || (cur != nil && cur.version == v) { // moved in the meantime; the next trigger sees it
+		return
+	}
+	m, err := s.load(h, aliasCanary, v, artifact, currentVersion(h.ptr.Load()))
+	if err != nil {
+		return
+	}
+	h.clearRefusal(s, aliasCanary)
 	h.canary.Store(newLive(v, m, s.now(), true))
 	s.metrics.swaps.WithLabelValues(h.name, "swapped").Inc()
 	s.log.Info("canary swapped in", "model", h.name, "version", v, "share", h.cfg.Promote.Canary.Share)
