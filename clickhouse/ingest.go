@@ -1,4 +1,273 @@
 package clickhouse
 
-// ingestStatements lists the statements of this file for Statements.
-func ingestStatements(db string) []Statement { return nil }
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// The inserts of ingest. A decision has its actions' keys (action_keys);
+// their JSON is in the actions table once they recur, and in the decision's
+// actions_json while one of them is new (ingest decides which).
+const (
+	insertDecisionsSQL = `INSERT INTO {db}.decisions (event_id, ts, ts_ms, model, kind, version, variant,
+	context_names, context_values, context_numbers, action_ids, action_keys, probabilities,
+	chosen, chosen_index, chosen_probability, chosen_names, chosen_values, chosen_numbers,
+	explored, score, reward_window_s, reward_default, reward_aggregate,
+	context_json, actions_json, ingested_at)`
+
+	insertActionsSQL = `INSERT INTO {db}.actions (action_key, action_id, action_json, seen_at)`
+
+	insertFeedbackSQL = `INSERT INTO {db}.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)`
+)
+
+// decisionColumns is how many columns insertDecisionsSQL names.
+const decisionColumns = 27
+
+// flushBytes is about how much JSON a block of a decisions insert carries.
+const flushBytes = 2 << 20
+
+// Inserts prepares ingest's batch inserts into one database: decisions,
+// actions and feedback. It is safe for concurrent use; each batch it
+// returns belongs to one goroutine at a time.
+type Inserts struct {
+	conn                         driver.Conn
+	decisions, actions, feedback string // the statements, database in place
+}
+
+// NewInserts returns the inserts into database db over conn.
+func NewInserts(conn driver.Conn, db string) *Inserts {
+	return &Inserts{conn: conn, decisions: expand(insertDecisionsSQL, db), actions: expand(insertActionsSQL, db),
+		feedback: expand(insertFeedbackSQL, db)}
+}
+
+// batch is a prepared insert into one table, sent or aborted once.
+type batch struct {
+	b     driver.Batch
+	table string
+}
+
+func (x *Inserts) prepare(ctx context.Context, table, sql string) (batch, error) {
+	if x == nil || x.conn == nil {
+		return batch{}, errors.New("clickhouse: inserts without a connection")
+	}
+	b, err := x.conn.PrepareBatch(ctx, sql)
+	if err != nil {
+		return batch{}, fmt.Errorf("prepare %s batch: %w", table, err)
+	}
+	return batch{b: b, table: table}, nil
+}
+
+// Send inserts the rows appended so far, all of them or none, and releases
+// the batch's connection. It returns the server's or the connection's error.
+func (b *batch) Send() error {
+	if err := b.b.Send(); err != nil {
+		return fmt.Errorf("insert %s batch: %w", b.table, err)
+	}
+	return nil
+}
+
+// Abort releases the batch's connection without inserting anything. Call it
+// for a batch that is not to be sent, or after an Append failed.
+func (b *batch) Abort() { b.b.Abort() }
+
+// DecisionRow is one row of the decisions table: a logged decision and
+// what ingest derived from it. Append reads it and keeps none of it.
+type DecisionRow struct {
+	// Decision gives the ids, time, model, version, variant, probabilities,
+	// chosen action, score and reward rule (not its context or actions).
+	Decision *flywheel.DecisionRecord
+	// The context's and the chosen action's features, flattened into
+	// parallel arrays of names, values and numbers.
+	ContextNames, ContextValues []string
+	ContextNumbers              []float64
+	ChosenNames, ChosenValues   []string
+	ChosenNumbers               []float64
+	// ActionIDs and ActionKeys name the actions in order; the key is the
+	// action's row in the actions table.
+	ActionIDs, ActionKeys []string
+	ChosenProbability     float64
+	ContextJSON           string
+	// ActionsJSON is the actions as logged when the decision carries them,
+	// or "" when they are all in the actions table.
+	ActionsJSON string
+}
+
+// DecisionsBatch is a prepared insert into the decisions table.
+type DecisionsBatch struct {
+	batch
+	ingestedAt time.Time
+	pending    int // JSON bytes appended since the last block was sent
+	// Scratch reused row after row (Append copies the values). The arrays
+	// go in as slices of pointers to their elements and the scalars as
+	// pointers: clickhouse-go appends through interfaces, and a string, a
+	// time or a number put in an interface is allocated on the heap where a
+	// pointer is not.
+	sp          [6][]*string
+	fp          [3][]*float64
+	tsMs        uint64
+	version     uint32
+	chosenIndex uint16
+	explored    uint8
+	window      uint32
+	args        [decisionColumns]any
+}
+
+// PrepareDecisions returns a new insert into the decisions table, whose rows
+// say they were ingested at ingestedAt, or the error of preparing it.
+func (x *Inserts) PrepareDecisions(ctx context.Context, ingestedAt time.Time) (*DecisionsBatch, error) {
+	b, err := x.prepare(ctx, "decisions", x.decisions)
+	if err != nil {
+		return nil, err
+	}
+	return &DecisionsBatch{batch: b, ingestedAt: ingestedAt.UTC()}, nil
+}
+
+// Append adds r to the batch. Every few MiB it sends the rows so far as a
+// block of the same INSERT: the column buffers are then reused instead of
+// growing (and being copied) to the whole batch's size; the server squashes
+// the blocks into one part, and acknowledges them all, or none, at Send. It
+// returns the error of the append or of sending a block; the batch must
+// then be aborted.
+func (b *DecisionsBatch) Append(r *DecisionRow) error {
+	if b.pending >= flushBytes {
+		if err := b.b.Flush(); err != nil {
+			return fmt.Errorf("send decisions block: %w", err)
+		}
+		b.pending = 0
+	}
+	b.pending += len(r.ContextJSON) + len(r.ActionsJSON) + 32*len(r.ActionKeys)
+	d := r.Decision
+	b.tsMs, b.version, b.chosenIndex, b.window = uint64(d.Time.UnixMilli()), uint32(d.Version), uint16(d.ChosenIndex), uint32(d.Reward.WindowSeconds)
+	b.explored = 0
+	if d.Explored {
+		b.explored = 1
+	}
+	b.args = [decisionColumns]any{&d.EventID, &d.Time, &b.tsMs, &d.Model, &d.Kind, &b.version, &d.Variant,
+		pointers(&b.sp[0], r.ContextNames), pointers(&b.sp[1], r.ContextValues), pointers(&b.fp[0], r.ContextNumbers),
+		pointers(&b.sp[2], r.ActionIDs), pointers(&b.sp[3], r.ActionKeys), pointers(&b.fp[1], d.Probabilities),
+		&d.Chosen, &b.chosenIndex, &r.ChosenProbability,
+		pointers(&b.sp[4], r.ChosenNames), pointers(&b.sp[5], r.ChosenValues), pointers(&b.fp[2], r.ChosenNumbers),
+		&b.explored, &d.Score, &b.window, &d.Reward.Default, &d.Reward.Aggregate,
+		&r.ContextJSON, &r.ActionsJSON, &b.ingestedAt}
+	if err := b.b.Append(b.args[:]...); err != nil {
+		return fmt.Errorf("append decision %s: %w", d.EventID, err)
+	}
+	return nil
+}
+
+// pointers fills *buf with pointers to xs's elements and returns it.
+func pointers[T any](buf *[]*T, xs []T) []*T {
+	p := (*buf)[:0]
+	for i := range xs {
+		p = append(p, &xs[i])
+	}
+	*buf = p
+	return p
+}
+
+// ActionsBatch is a prepared insert into the actions table.
+type ActionsBatch struct {
+	batch
+	seenAt time.Time
+}
+
+// PrepareActions returns a new insert into the actions table, whose rows
+// say they were seen at seenAt, or the error of preparing it.
+func (x *Inserts) PrepareActions(ctx context.Context, seenAt time.Time) (*ActionsBatch, error) {
+	b, err := x.prepare(ctx, "actions", x.actions)
+	if err != nil {
+		return nil, err
+	}
+	return &ActionsBatch{batch: b, seenAt: seenAt.UTC()}, nil
+}
+
+// Append adds the action id, logged as json and stored under key. It
+// returns the error of the append; the batch must then be aborted.
+func (b *ActionsBatch) Append(key, id, json string) error {
+	if err := b.b.Append(key, id, json, b.seenAt); err != nil {
+		return fmt.Errorf("append action %s: %w", id, err)
+	}
+	return nil
+}
+
+// FeedbackBatch is a prepared insert into the feedback table.
+type FeedbackBatch struct {
+	batch
+	ingestedAt time.Time
+}
+
+// PrepareFeedback returns a new insert into the feedback table, whose rows
+// say they were ingested at ingestedAt, or the error of preparing it.
+func (x *Inserts) PrepareFeedback(ctx context.Context, ingestedAt time.Time) (*FeedbackBatch, error) {
+	b, err := x.prepare(ctx, "feedback", x.feedback)
+	if err != nil {
+		return nil, err
+	}
+	return &FeedbackBatch{batch: b, ingestedAt: ingestedAt.UTC()}, nil
+}
+
+// Append adds the feedback records fs, column by column: feedback rows are
+// small and many, and appending whole columns skips the per-row conversions
+// of a row append. It returns the error of the append; the batch must then
+// be aborted.
+func (b *FeedbackBatch) Append(fs []*flywheel.Feedback) error {
+	events, ids, types := make([]string, len(fs)), make([]string, len(fs)), make([]string, len(fs))
+	ts, ingested := make([]time.Time, len(fs)), make([]time.Time, len(fs))
+	ms, rewards := make([]uint64, len(fs)), make([]float64, len(fs))
+	for i, f := range fs {
+		events[i], ids[i], ts[i], ms[i], rewards[i], types[i], ingested[i] = f.EventID, f.FeedbackID, f.Time, uint64(f.Time.UnixMilli()), f.Reward, f.Type, b.ingestedAt
+	}
+	for i, col := range []any{events, ids, ts, ms, rewards, types, ingested} {
+		if err := b.b.Column(i).Append(col); err != nil {
+			return fmt.Errorf("append feedback column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// ingestStatements lists the statements of this file for Statements: two
+// decisions (a ranker's, whose actions are in the actions table, and a
+// classifier's), the two actions, and feedback on both decisions. The rows
+// hold the values Append sends, in column order.
+func ingestStatements(db string) []Statement {
+	t := time.Date(2025, 1, 1, 10, 0, 0, 250e6, time.UTC)
+	ingested := t.Add(time.Minute).Truncate(time.Second)
+	const (
+		a1, a2     = `{"id":"a1","features":{"item":{"category":"shoes","price":49.9}}}`, `{"id":"a2","features":{"item":{"category":"hats","price":19}}}`
+		key1, key2 = "dc36cc012a495ac9d124b47da763c613", "202ae2c0dd43b39c2ac5290e0ea2cacf" // their keys (ingest's actionKey)
+		hpContext  = `{"user":{"segment":"b","age":31}}`
+		ctrContext = `{"user":{"segment":"a","age":42},"item":{"category":"shoes"}}`
+	)
+	ctrTime := t.Add(1250 * time.Millisecond)
+	ms1, ms2 := uint64(t.UnixMilli()), uint64(ctrTime.UnixMilli())
+	return []Statement{
+		{Name: "ingest.actions", SQL: expand(insertActionsSQL, db), Rows: [][]any{
+			{key1, "a1", a1, ingested},
+			{key2, "a2", a2, ingested},
+		}},
+		{Name: "ingest.decisions", SQL: expand(insertDecisionsSQL, db), Rows: [][]any{
+			{"hp-1", t, ms1, "homepage", flywheel.KindRanker, uint32(1), flywheel.VariantChampion,
+				[]string{"user^age", "user^segment"}, []string{"", "b"}, []float64{31, 1},
+				[]string{"a1", "a2"}, []string{key1, key2}, []float64{0.75, 0.25},
+				"a1", uint16(0), 0.75, []string{"item^category", "item^price"}, []string{"shoes", ""}, []float64{1, 49.9},
+				uint8(0), 0.0, uint32(600), 0.0, flywheel.AggregateSum,
+				hpContext, "", ingested},
+			{"ctr-1", ctrTime, ms2, "ctr", flywheel.KindClassifier, uint32(1), flywheel.VariantChampion,
+				[]string{"item^category", "user^age", "user^segment"}, []string{"shoes", "", "a"}, []float64{1, 42, 1},
+				[]string{}, []string{}, []float64{},
+				"", uint16(0), 0.0, []string{}, []string{}, []float64{},
+				uint8(0), 0.12, uint32(600), 0.0, flywheel.AggregateMax,
+				ctrContext, "", ingested},
+		}},
+		{Name: "ingest.feedback", SQL: expand(insertFeedbackSQL, db), Rows: [][]any{
+			{"hp-1", "fb-hp-1", t.Add(2 * time.Second), ms1 + 2000, 1.0, "click", ingested},
+			{"ctr-1", "fb-ctr-1", ctrTime.Add(3 * time.Second), ms2 + 3000, 1.0, "click", ingested},
+		}},
+	}
+}

@@ -156,6 +156,17 @@ var migrations = []migration{
 		examplesView("action_ids, action_keys"),
 		rewardByVersionView,
 	}},
+	{8, "installation id", []string{
+		// The id of this installation, drawn by the first process that
+		// migrates the database; the Kafka topics it uses are claimed
+		// with it, so that another installation cannot use them too.
+		`CREATE TABLE IF NOT EXISTS {db}.installation (
+			id String,
+			created_at DateTime,
+			created_ms UInt64
+		) ENGINE = MergeTree()
+		ORDER BY (created_ms, id)`,
+	}},
 }
 
 // addedColumns are the columns a migration adds to existing tables, before

@@ -41,6 +41,7 @@ func Statements(db string) []Statement {
 		registryStatements(db),
 		judgeStatements(db),
 		dashboardStatements(db),
+		installationStatements(db),
 	} {
 		out = append(out, group...)
 	}

@@ -2,16 +2,17 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
 	"slices"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
 )
 
 // What a check did.
@@ -24,6 +25,12 @@ const (
 	ActionHealthy    = "healthy"     // the champion is within its guardrails
 )
 
+// Inconclusive is the outcome the retrain gate records in a version's
+// metrics ({"gate": {"outcome": "inconclusive"}}) when its offline evidence
+// could not decide: as a canary, such a version must show on live traffic
+// that it is not worse than the champion beyond promote.margin.
+const Inconclusive = "inconclusive"
+
 // Online is a version's reward as served, from the examples ClickHouse
 // holds (closed decisions only).
 type Online struct {
@@ -31,7 +38,39 @@ type Online struct {
 	Variant    string  `json:"variant"`
 	Decisions  int     `json:"decisions"`
 	RewardRate float64 `json:"reward_rate"`
-	StdErr     float64 `json:"stderr"`
+	// LogLoss is, for a classifier, the mean log loss of the scores it
+	// served against the outcomes; StdErr is then that mean's.
+	LogLoss float64 `json:"log_loss,omitempty"`
+	StdErr  float64 `json:"stderr"`
+}
+
+// merit is o's figure oriented so that higher is better: the reward rate,
+// or a classifier's log loss negated.
+func merit(kind string, o Online) float64 {
+	if kind == flywheel.KindClassifier {
+		return 0 - o.LogLoss
+	}
+	return o.RewardRate
+}
+
+// describe renders o's figure for a reason.
+func describe(kind string, o Online) string {
+	if kind == flywheel.KindClassifier {
+		return fmt.Sprintf("log loss %.4f ± %.4f (%d)", o.LogLoss, o.StdErr, o.Decisions)
+	}
+	return fmt.Sprintf("%.4f ± %.4f (%d)", o.RewardRate, o.StdErr, o.Decisions)
+}
+
+// RewardReader reads what versions earned online. *clickhouse.Rewards is
+// one.
+type RewardReader interface {
+	// Online returns the count, mean and sample standard deviation of the
+	// reward of every version and variant of model, over the closed
+	// examples decided in [fromMs, toMs) (Unix ms).
+	Online(ctx context.Context, model string, fromMs, toMs uint64) ([]clickhouse.VersionReward, error)
+	// OnlineLogLoss returns the same of the log loss of a classifier's
+	// served scores against the outcomes (reward above 0).
+	OnlineLogLoss(ctx context.Context, model string, fromMs, toMs uint64) ([]clickhouse.VersionReward, error)
 }
 
 // Verdict is the outcome of one check of one model.
@@ -51,8 +90,7 @@ type Verdict struct {
 // (the elected retrain scheduler does).
 type Judge struct {
 	reg     *Registry
-	conn    driver.Conn
-	db      string
+	rewards RewardReader
 	models  map[string]flywheel.ModelConfig
 	log     *slog.Logger
 	now     func() time.Time
@@ -60,16 +98,17 @@ type Judge struct {
 	actions *prometheus.CounterVec
 }
 
-// NewJudge returns a judge of models. reg may be nil (no metrics); log nil
-// discards; now nil is time.Now.
-func NewJudge(registry *Registry, conn driver.Conn, db string, models map[string]flywheel.ModelConfig, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Judge, error) {
+// NewJudge returns a judge of models that reads their online reward from
+// rewards (clickhouse.NewRewards on the migrated database). reg may be nil
+// (no metrics); log nil discards; now nil is time.Now.
+func NewJudge(registry *Registry, rewards RewardReader, models map[string]flywheel.ModelConfig, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Judge, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if now == nil {
 		now = time.Now
 	}
-	j := &Judge{reg: registry, conn: conn, db: db, models: models, log: log, now: now, leader: func() bool { return true },
+	j := &Judge{reg: registry, rewards: rewards, models: models, log: log, now: now, leader: func() bool { return true },
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flywheel_deploy_actions_total", Help: "Canary decisions and guardrail rollbacks, by model and action."}, []string{"model", "action"})}
 	if reg != nil {
 		if err := reg.Register(j.actions); err != nil {
@@ -155,42 +194,84 @@ func latestMove(hist []Deployment, alias string) *Deployment {
 
 func (j *Judge) checkCanary(ctx context.Context, name string, mc flywheel.ModelConfig, canary Deployment, champ int) (*Verdict, error) {
 	since := canary.Time
-	stats, err := j.online(ctx, name, since, time.Time{})
+	stats, err := j.online(ctx, name, mc.Kind, since, time.Time{})
 	if err != nil {
 		return nil, err
 	}
 	c, h := stats.get(canary.Version, flywheel.VariantCanary), stats.get(champ, flywheel.VariantChampion)
 	v := &Verdict{Model: name, Version: canary.Version, Subject: &c, Reference: &h, Action: ActionWaiting}
-	minN := mc.Promote.Canary.MinDecisions
+	minN, dur := mc.Promote.Canary.MinDecisions, mc.Promote.Canary.Duration
 	enough := c.Decisions >= minN && h.Decisions >= minN
-	z := zFor(mc.Promote.Confidence)
-	diff, se := c.RewardRate-h.RewardRate, math.Hypot(c.StdErr, h.StdErr)
+	z, conf := zFor(mc.Promote.Confidence), mc.Promote.Confidence*100
+	gain, se := merit(mc.Kind, c)-merit(mc.Kind, h), math.Hypot(c.StdErr, h.StdErr)
 	age := j.now().Sub(since)
-	compare := fmt.Sprintf("canary v%d %.4f ± %.4f (%d) vs champion v%d %.4f ± %.4f (%d) over %s",
-		c.Version, c.RewardRate, c.StdErr, c.Decisions, h.Version, h.RewardRate, h.StdErr, h.Decisions, age.Round(time.Second))
+	compare := fmt.Sprintf("canary v%d %s vs champion v%d %s over %s", c.Version, describe(mc.Kind, c), h.Version, describe(mc.Kind, h), age.Round(time.Second))
 	switch {
-	case enough && dropped(mc.Guardrails.MaxRewardDrop, c, h, z):
+	case enough && dropped(mc.Kind, mc.Guardrails.MaxRewardDrop, c, h, z):
 		v.Action = ActionRolledBack
 		v.Reason = fmt.Sprintf("guardrail max_reward_drop %.2f: %s", mc.Guardrails.MaxRewardDrop, compare)
 		return v, j.reg.EndCanary(ctx, name, "guardrail", v.Reason)
-	case age < mc.Promote.Canary.Duration:
-		v.Reason = fmt.Sprintf("canary runs for %s; %s", mc.Promote.Canary.Duration, compare)
-	case enough && diff+z*se >= 0:
-		v.Action = ActionPromoted
-		v.Reason = fmt.Sprintf("canary not worse online at %.0f%% confidence: %s", mc.Promote.Confidence*100, compare)
-		return v, j.reg.Promote(ctx, name, canary.Version, "canary", v.Reason)
-	case enough:
+	case age < dur:
+		v.Reason = fmt.Sprintf("canary runs for %s; %s", dur, compare)
+		return v, nil
+	case !enough && age >= 3*dur:
 		v.Action = ActionEnded
-		v.Reason = fmt.Sprintf("canary worse online at %.0f%% confidence: %s", mc.Promote.Confidence*100, compare)
+		v.Reason = fmt.Sprintf("too little data after 3 × %s (need %d closed decisions per variant): %s", dur, minN, compare)
 		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
-	case age >= 3*mc.Promote.Canary.Duration:
-		v.Action = ActionEnded
-		v.Reason = fmt.Sprintf("too little data after 3 × %s (need %d closed decisions per variant): %s", mc.Promote.Canary.Duration, minN, compare)
-		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
-	default:
+	case !enough:
 		v.Reason = fmt.Sprintf("waiting for %d closed decisions per variant: %s", minN, compare)
+		return v, nil
 	}
+	// A canary whose offline evidence was inconclusive must show on live
+	// traffic what the gate could not: that it is not worse than the
+	// champion beyond the margin. Any other is promoted unless it is worse.
+	strict, err := j.inconclusive(ctx, name, canary.Version)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := gain-z*se, gain+z*se
+	margin := mc.Promote.Margin * math.Abs(merit(mc.Kind, h))
+	online := fmt.Sprintf("gain %.4f, %.0f%% interval [%.4f, %.4f]; %s", gain, conf, lo, hi, compare)
+	switch {
+	case !strict && hi >= 0:
+		v.Action = ActionPromoted
+		v.Reason = fmt.Sprintf("canary not worse online at %.0f%% confidence: %s", conf, online)
+		return v, j.reg.Promote(ctx, name, canary.Version, "canary", v.Reason)
+	case !strict:
+		v.Action = ActionEnded
+		v.Reason = fmt.Sprintf("canary worse online at %.0f%% confidence: %s", conf, online)
+		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
+	case lo > -margin:
+		v.Action = ActionPromoted
+		v.Reason = fmt.Sprintf("offline evidence inconclusive; online not worse than the champion beyond the margin %.4f at %.0f%% confidence: %s", margin, conf, online)
+		return v, j.reg.Promote(ctx, name, canary.Version, "canary", v.Reason)
+	case hi < 0:
+		v.Action = ActionEnded
+		v.Reason = fmt.Sprintf("offline evidence inconclusive; online worse at %.0f%% confidence: %s", conf, online)
+		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
+	case age >= 3*dur:
+		v.Action = ActionEnded
+		v.Reason = fmt.Sprintf("offline evidence inconclusive, and still online after 3 × %s (margin %.4f): %s", dur, margin, online)
+		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
+	}
+	v.Reason = fmt.Sprintf("offline evidence inconclusive; online too (margin %.4f), up to 3 × %s: %s", margin, dur, online)
 	return v, nil
+}
+
+// inconclusive reports whether the retrain gate recorded version's offline
+// evidence as inconclusive in its metrics.
+func (j *Judge) inconclusive(ctx context.Context, name string, version int) (bool, error) {
+	v, err := j.reg.Get(ctx, name, version)
+	if err != nil {
+		return false, err
+	}
+	var m struct {
+		Gate struct {
+			Outcome string `json:"outcome"`
+		} `json:"gate"`
+	}
+	_ = json.Unmarshal(v.Metrics, &m) // no gate (a version registered by hand): not inconclusive
+	return m.Gate.Outcome == Inconclusive, nil
 }
 
 // checkChampion compares a champion's online reward since its promotion with
@@ -202,34 +283,36 @@ func (j *Judge) checkChampion(ctx context.Context, name string, mc flywheel.Mode
 		return v, nil
 	}
 	span := j.now().Sub(champ.Time)
-	after, err := j.online(ctx, name, champ.Time, time.Time{})
+	after, err := j.online(ctx, name, mc.Kind, champ.Time, time.Time{})
 	if err != nil {
 		return nil, err
 	}
-	before, err := j.online(ctx, name, champ.Time.Add(-span), champ.Time)
+	before, err := j.online(ctx, name, mc.Kind, champ.Time.Add(-span), champ.Time)
 	if err != nil {
 		return nil, err
 	}
 	c, p := after.get(champ.Version, flywheel.VariantChampion), before.get(champ.PreviousVersion, flywheel.VariantChampion)
 	v.Subject, v.Reference = &c, &p
 	minN := mc.Promote.Canary.MinDecisions
-	if c.Decisions < minN || p.Decisions < minN || !dropped(mc.Guardrails.MaxRewardDrop, c, p, zFor(mc.Promote.Confidence)) {
+	if c.Decisions < minN || p.Decisions < minN || !dropped(mc.Kind, mc.Guardrails.MaxRewardDrop, c, p, zFor(mc.Promote.Confidence)) {
 		return v, nil
 	}
 	v.Action = ActionRolledBack
-	v.Reason = fmt.Sprintf("guardrail max_reward_drop %.2f: champion v%d %.4f ± %.4f (%d) since its promotion vs v%d %.4f ± %.4f (%d) before",
-		mc.Guardrails.MaxRewardDrop, c.Version, c.RewardRate, c.StdErr, c.Decisions, p.Version, p.RewardRate, p.StdErr, p.Decisions)
+	v.Reason = fmt.Sprintf("guardrail max_reward_drop %.2f: champion v%d %s since its promotion vs v%d %s before",
+		mc.Guardrails.MaxRewardDrop, c.Version, describe(mc.Kind, c), p.Version, describe(mc.Kind, p))
 	_, err = j.reg.Rollback(ctx, name, "guardrail", v.Reason)
 	return v, err
 }
 
-// dropped reports whether s's reward is below (1-drop) of ref's, and
-// significantly below ref's at the z of the configured confidence.
-func dropped(drop float64, s, ref Online, z float64) bool {
+// dropped reports whether s's reward is below (1-drop) of ref's (a
+// classifier's log loss above (1+drop) of ref's), and significantly so at
+// the z of the configured confidence.
+func dropped(kind string, drop float64, s, ref Online, z float64) bool {
 	if drop <= 0 {
 		return false
 	}
-	return s.RewardRate < ref.RewardRate*(1-drop) && s.RewardRate-ref.RewardRate+z*math.Hypot(s.StdErr, ref.StdErr) < 0
+	gap := merit(kind, s) - merit(kind, ref)
+	return gap < -drop*math.Abs(merit(kind, ref)) && gap+z*math.Hypot(s.StdErr, ref.StdErr) < 0
 }
 
 // zFor is the two-sided normal quantile of confidence (1.96 for 0.95).
@@ -246,36 +329,33 @@ func (o onlineStats) get(version int, variant string) Online {
 	return Online{Version: version, Variant: variant}
 }
 
-// online reads the reward of every version and variant of name from the
-// closed examples decided in [from, to) (to zero: open-ended).
-func (j *Judge) online(ctx context.Context, name string, from, to time.Time) (onlineStats, error) {
+// online reads the reward (a classifier's log loss) of every version and
+// variant of name from the closed examples decided in [from, to) (to zero:
+// open-ended).
+func (j *Judge) online(ctx context.Context, name, kind string, from, to time.Time) (onlineStats, error) {
 	toMs := uint64(math.MaxInt64)
 	if !to.IsZero() {
 		toMs = uint64(to.UnixMilli())
 	}
-	rows, err := j.conn.Query(ctx, `SELECT version, variant, count(), avg(reward), stddevSamp(reward)
-		FROM `+j.db+`.examples WHERE model = ? AND ts_ms >= ? AND ts_ms < ? GROUP BY version, variant`,
-		name, uint64(from.UnixMilli()), toMs)
+	read := j.rewards.Online
+	if kind == flywheel.KindClassifier {
+		read = j.rewards.OnlineLogLoss
+	}
+	rows, err := read(ctx, name, uint64(from.UnixMilli()), toMs)
 	if err != nil {
-		return nil, fmt.Errorf("online reward of %s: %w", name, err)
+		return nil, err
 	}
-	defer rows.Close()
 	var out onlineStats
-	for rows.Next() {
-		var (
-			ver      uint32
-			variant  string
-			n        uint64
-			avg, std float64
-		)
-		if err := rows.Scan(&ver, &variant, &n, &avg, &std); err != nil {
-			return nil, fmt.Errorf("online reward of %s: %w", name, err)
-		}
+	for _, r := range rows {
 		se := 0.0
-		if n > 1 && !math.IsNaN(std) {
-			se = std / math.Sqrt(float64(n))
+		if r.Decisions > 1 && !math.IsNaN(r.StdDev) {
+			se = r.StdDev / math.Sqrt(float64(r.Decisions))
 		}
-		out = append(out, Online{Version: int(ver), Variant: variant, Decisions: int(n), RewardRate: avg, StdErr: se})
+		o := Online{Version: r.Version, Variant: r.Variant, Decisions: int(r.Decisions), RewardRate: r.Mean, StdErr: se}
+		if kind == flywheel.KindClassifier {
+			o.RewardRate, o.LogLoss = 0, r.Mean
+		}
+		out = append(out, o)
 	}
-	return out, rows.Err()
+	return out, nil
 }

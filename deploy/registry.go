@@ -10,10 +10,10 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/model"
 )
 
@@ -26,6 +26,30 @@ const (
 // Publisher is where model events go (a Kafka writer on flywheel.model-events).
 type Publisher interface {
 	WriteMessages(ctx context.Context, msgs ...kafkago.Message) error
+}
+
+// RegistryStore is where the registry keeps its rows: the versions (the
+// models table) and every move of every alias (the deployments table). It
+// stores and reads rows only; the numbering, the checksums and the rules of
+// the moves are the Registry's. It must be safe for concurrent use.
+// *clickhouse.Registry is one.
+type RegistryStore interface {
+	// LatestVersion returns the highest stored version of name, 0 if none.
+	LatestVersion(ctx context.Context, name string) (int, error)
+	// InsertVersion stores one version (Size is not stored).
+	InsertVersion(ctx context.Context, v clickhouse.ModelVersion) error
+	// Version returns one version with its artifact, false if there is none.
+	Version(ctx context.Context, name string, version int) (clickhouse.ModelVersion, bool, error)
+	// Versions lists the versions of name, newest first, with their Size
+	// but without their artifacts.
+	Versions(ctx context.Context, name string) ([]clickhouse.ModelVersion, error)
+	// Alias returns the version of alias's newest move (by Seq), 0 if none.
+	Alias(ctx context.Context, name, alias string) (int, error)
+	// InsertMove records one move of an alias.
+	InsertMove(ctx context.Context, m clickhouse.AliasMove) error
+	// Moves returns the latest limit moves of name's aliases (every one
+	// when limit is 0), newest first.
+	Moves(ctx context.Context, name string, limit int) ([]clickhouse.AliasMove, error)
 }
 
 // Version is one registered version of a model.
@@ -55,18 +79,18 @@ type Deployment struct {
 // Registry is the model registry in ClickHouse. It is safe for concurrent
 // use.
 type Registry struct {
-	conn   driver.Conn
-	db     string
+	store  RegistryStore
 	events Publisher
 	log    *slog.Logger
 	now    func() time.Time
 }
 
-// NewRegistry returns a registry over the migrated database db. events may
-// be nil, in which case no model events are published (tools that only read).
-func NewRegistry(conn driver.Conn, db string, events Publisher, log *slog.Logger, now func() time.Time) (*Registry, error) {
-	if conn == nil {
-		return nil, errors.New("deploy: nil clickhouse connection")
+// NewRegistry returns a registry over store (clickhouse.NewRegistry on the
+// migrated database). events may be nil, in which case no model events are
+// published (tools that only read). It returns an error if store is nil.
+func NewRegistry(store RegistryStore, events Publisher, log *slog.Logger, now func() time.Time) (*Registry, error) {
+	if store == nil {
+		return nil, errors.New("deploy: nil registry store")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -74,7 +98,7 @@ func NewRegistry(conn driver.Conn, db string, events Publisher, log *slog.Logger
 	if now == nil {
 		now = time.Now
 	}
-	return &Registry{conn: conn, db: db, events: events, log: log, now: now}, nil
+	return &Registry{store: store, events: events, log: log, now: now}, nil
 }
 
 // Register stores artifact as the next version of name and returns its
@@ -102,49 +126,26 @@ func (r *Registry) insert(ctx context.Context, name string, v int, kind string, 
 		return fmt.Errorf("encode metrics: %w", err)
 	}
 	sum := sha256.Sum256(artifact)
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".models (name, version, kind, created_at, artifact, sha256, manifest, metrics)")
-	if err != nil {
-		return fmt.Errorf("prepare models insert: %w", err)
-	}
-	if err := b.Append(name, uint32(v), kind, r.now().UTC(), string(artifact), hex.EncodeToString(sum[:]), string(man), string(met)); err != nil {
-		b.Abort()
-		return fmt.Errorf("append model row: %w", err)
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert model %s v%d: %w", name, v, err)
-	}
-	return nil
+	return r.store.InsertVersion(ctx, clickhouse.ModelVersion{Name: name, Version: v, Kind: kind, CreatedAt: r.now().UTC(),
+		Artifact: artifact, SHA256: hex.EncodeToString(sum[:]), Manifest: string(man), Metrics: string(met)})
 }
 
 // Latest returns the highest registered version of name, 0 if none.
 func (r *Registry) Latest(ctx context.Context, name string) (int, error) {
-	var v uint32
-	if err := r.conn.QueryRow(ctx, "SELECT max(version) FROM "+r.db+".models WHERE name = ?", name).Scan(&v); err != nil {
-		return 0, fmt.Errorf("latest version of %s: %w", name, err)
-	}
-	return int(v), nil
+	return r.store.LatestVersion(ctx, name)
 }
 
 // Get returns a version with its artifact, checking the artifact against the
 // stored sha256. It returns an ENOTFOUND error if there is no such version.
 func (r *Registry) Get(ctx context.Context, name string, version int) (*Version, error) {
-	rows, err := r.conn.Query(ctx, "SELECT kind, created_at, artifact, sha256, manifest, metrics FROM "+r.db+".models FINAL WHERE name = ? AND version = ? LIMIT 1", name, uint32(version))
+	row, ok, err := r.store.Version(ctx, name, version)
 	if err != nil {
-		return nil, fmt.Errorf("get %s v%d: %w", name, version, err)
+		return nil, err
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("get %s v%d: %w", name, version, err)
-		}
+	if !ok {
 		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no version %d", name, version)
 	}
-	v := &Version{Name: name, Version: version}
-	var artifact, man, met string
-	if err := rows.Scan(&v.Kind, &v.CreatedAt, &artifact, &v.SHA256, &man, &met); err != nil {
-		return nil, fmt.Errorf("scan %s v%d: %w", name, version, err)
-	}
-	v.Artifact, v.Manifest, v.Metrics, v.Size = []byte(artifact), json.RawMessage(man), json.RawMessage(met), len(artifact)
+	v := versionOf(row)
 	sum := sha256.Sum256(v.Artifact)
 	if hex.EncodeToString(sum[:]) != v.SHA256 {
 		return nil, fmt.Errorf("%s v%d: %w: artifact does not match its sha256", name, version, model.ErrCorrupt)
@@ -154,34 +155,23 @@ func (r *Registry) Get(ctx context.Context, name string, version int) (*Version,
 
 // Versions lists the versions of name, newest first, without artifacts.
 func (r *Registry) Versions(ctx context.Context, name string) ([]Version, error) {
-	rows, err := r.conn.Query(ctx, "SELECT version, kind, created_at, sha256, length(artifact), manifest, metrics FROM "+r.db+".models FINAL WHERE name = ? ORDER BY version DESC", name)
-	if err != nil {
-		return nil, fmt.Errorf("list versions of %s: %w", name, err)
-	}
-	defer rows.Close()
+	rows, err := r.store.Versions(ctx, name)
 	var out []Version
-	for rows.Next() {
-		var v Version
-		var ver uint32
-		var size uint64
-		var man, met string
-		if err := rows.Scan(&ver, &v.Kind, &v.CreatedAt, &v.SHA256, &size, &man, &met); err != nil {
-			return nil, fmt.Errorf("scan versions of %s: %w", name, err)
-		}
-		v.Name, v.Version, v.Size, v.Manifest, v.Metrics = name, int(ver), int(size), json.RawMessage(man), json.RawMessage(met)
-		out = append(out, v)
+	for _, row := range rows {
+		out = append(out, *versionOf(row))
 	}
-	return out, rows.Err()
+	return out, err
+}
+
+// versionOf is the Version of a stored row.
+func versionOf(row clickhouse.ModelVersion) *Version {
+	return &Version{Name: row.Name, Version: row.Version, Kind: row.Kind, CreatedAt: row.CreatedAt, SHA256: row.SHA256,
+		Size: row.Size, Manifest: json.RawMessage(row.Manifest), Metrics: json.RawMessage(row.Metrics), Artifact: row.Artifact}
 }
 
 // Alias returns the version an alias points at, 0 if it was never set.
 func (r *Registry) Alias(ctx context.Context, name, alias string) (int, error) {
-	var v uint32
-	err := r.conn.QueryRow(ctx, "SELECT argMax(version, seq) FROM "+r.db+".deployments WHERE name = ? AND alias = ?", name, alias).Scan(&v)
-	if err != nil {
-		return 0, fmt.Errorf("alias %s of %s: %w", alias, name, err)
-	}
-	return int(v), nil
+	return r.store.Alias(ctx, name, alias)
 }
 
 // Champion returns the champion's version and artifact. It returns an
@@ -313,10 +303,10 @@ func (r *Registry) move(ctx context.Context, typ, name, alias string, version in
 		return err
 	}
 	now := r.now().UTC()
-	err = r.conn.Exec(ctx, "INSERT INTO "+r.db+".deployments (name, alias, version, previous_version, ts, seq, actor, reason) SELECT ?, ?, ?, ?, ?, ?, ?, ?",
-		name, alias, uint32(version), uint32(prev), now, uint64(now.UnixNano()), actor, reason)
+	err = r.store.InsertMove(ctx, clickhouse.AliasMove{Name: name, Alias: alias, Version: version, PreviousVersion: prev,
+		Time: now, Seq: uint64(now.UnixNano()), Actor: actor, Reason: reason})
 	if err != nil {
-		return fmt.Errorf("record %s of %s to v%d: %w", alias, name, version, err)
+		return err
 	}
 	r.log.Info("alias moved", "model", name, "alias", alias, "version", version, "previous", prev, "actor", actor, "reason", reason)
 	r.publish(ctx, flywheel.ModelEvent{Type: typ, Model: name, Alias: alias, Version: version, PreviousVersion: prev, Actor: actor, Reason: reason})
@@ -325,22 +315,19 @@ func (r *Registry) move(ctx context.Context, typ, name, alias string, version in
 
 // History returns every alias move of name, newest first.
 func (r *Registry) History(ctx context.Context, name string) ([]Deployment, error) {
-	rows, err := r.conn.Query(ctx, "SELECT alias, version, previous_version, ts, actor, reason FROM "+r.db+".deployments WHERE name = ? ORDER BY seq DESC", name)
-	if err != nil {
-		return nil, fmt.Errorf("history of %s: %w", name, err)
-	}
-	defer rows.Close()
+	return r.RecentHistory(ctx, name, 0)
+}
+
+// RecentHistory returns the latest limit alias moves of name, newest first
+// (every one when limit is 0): what a page or an API answer shows, bounded.
+func (r *Registry) RecentHistory(ctx context.Context, name string, limit int) ([]Deployment, error) {
+	moves, err := r.store.Moves(ctx, name, limit)
 	var out []Deployment
-	for rows.Next() {
-		d := Deployment{Name: name}
-		var v, pv uint32
-		if err := rows.Scan(&d.Alias, &v, &pv, &d.Time, &d.Actor, &d.Reason); err != nil {
-			return nil, fmt.Errorf("scan history of %s: %w", name, err)
-		}
-		d.Version, d.PreviousVersion = int(v), int(pv)
-		out = append(out, d)
+	for _, m := range moves {
+		out = append(out, Deployment{Name: m.Name, Alias: m.Alias, Version: m.Version, PreviousVersion: m.PreviousVersion,
+			Time: m.Time, Actor: m.Actor, Reason: m.Reason})
 	}
-	return out, rows.Err()
+	return out, err
 }
 
 // Bootstrap gives a model with no champion its first version: a fresh model

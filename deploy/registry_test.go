@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
@@ -35,7 +36,16 @@ func (f *fakePublisher) WriteMessages(_ context.Context, msgs ...kafkago.Message
 	return nil
 }
 
-func mustRegistry(t *testing.T) (*Registry, *fakePublisher) {
+var _ RegistryStore = (*clickhouse.Registry)(nil)
+
+// testDB is the database behind a test's registry, for writing fixtures
+// and tampering behind the registry's back.
+type testDB struct {
+	conn driver.Conn
+	name string
+}
+
+func mustRegistry(t *testing.T) (*Registry, *fakePublisher, testDB) {
 	t.Helper()
 	addr := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
 	if addr == "" {
@@ -55,15 +65,15 @@ func mustRegistry(t *testing.T) (*Registry, *fakePublisher) {
 		conn.Close()
 	})
 	pub := &fakePublisher{}
-	r, err := NewRegistry(conn, cfg.Database(), pub, nil, nil)
+	r, err := NewRegistry(clickhouse.NewRegistry(conn, cfg.Database()), pub, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r, pub
+	return r, pub, testDB{conn: conn, name: cfg.Database()}
 }
 
 func TestRegistryLifecycle(t *testing.T) {
-	r, pub := mustRegistry(t)
+	r, pub, _ := mustRegistry(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults()
@@ -114,14 +124,14 @@ func TestRegistryLifecycle(t *testing.T) {
 }
 
 func TestRegistryRefusesTamperedArtifact(t *testing.T) {
-	r, _ := mustRegistry(t)
+	r, _, db := mustRegistry(t)
 	ctx := context.Background()
 	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker}.WithDefaults()
 	if err := r.Bootstrap(ctx, "m", mc); err != nil {
 		t.Fatal(err)
 	}
 	// Overwrite version 1's bytes behind the registry's back.
-	if err := r.conn.Exec(ctx, "ALTER TABLE "+r.db+".models UPDATE artifact = 'garbage' WHERE name = 'm'"); err != nil {
+	if err := db.conn.Exec(ctx, "ALTER TABLE "+db.name+".models UPDATE artifact = 'garbage' WHERE name = 'm'"); err != nil {
 		t.Fatalf("tamper with the artifact: %v", err)
 	}
 	// The mutation is applied in the background.
@@ -140,7 +150,7 @@ func TestRegistryRefusesTamperedArtifact(t *testing.T) {
 
 // A canary is started, served, and ends when it becomes the champion.
 func TestRegistryCanary(t *testing.T) {
-	r, pub := mustRegistry(t)
+	r, pub, _ := mustRegistry(t)
 	ctx := context.Background()
 	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker}.WithDefaults()
 	if err := r.Bootstrap(ctx, "m", mc); err != nil {

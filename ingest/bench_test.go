@@ -118,7 +118,7 @@ func benchAppend(b *testing.B, features int) {
 		conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
 		conn.Close()
 	}()
-	in := &Ingester{conn: conn, db: ccfg.Database(), now: time.Now}
+	in := &Ingester{inserts: clickhouse.NewInserts(conn, ccfg.Database()), now: time.Now}
 	msg := benchDecisionN(b, features)
 	rows := make([]*row, 1000)
 	for i := range rows {

@@ -118,7 +118,7 @@ func TestIngestRidesOutClickHouseOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), outage+3*time.Minute)
 	defer cancel()
 	conn := mustReady(t, ctx, kcfg, ccfg)
-	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 500, BatchWait: 200 * time.Millisecond}, kcfg, conn, ccfg.Database(), nil, nil, nil)
+	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 500, BatchWait: 200 * time.Millisecond}, Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, ccfg.Database())})
 	if err != nil {
 		t.Fatal(err)
 	}

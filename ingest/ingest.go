@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
@@ -30,7 +29,7 @@ import (
 
 // Config tunes batching.
 type Config struct {
-	Group     string        `yaml:"group"`      // consumer group; default flywheel-ingest
+	Group     string        `yaml:"group"`      // consumer group; default flywheel-ingest (the command line puts kafka.topic_prefix before it)
 	BatchRows int           `yaml:"batch_rows"` // flush at this many records; default 10000
 	BatchWait time.Duration `yaml:"batch_wait"` // or this long after the first; default 500ms
 	// BatchBytes flushes at this many bytes of records (default 64 MiB), so
@@ -62,8 +61,7 @@ func (c Config) withDefaults() Config {
 type Ingester struct {
 	cfg     Config
 	kcfg    kafka.Config
-	conn    driver.Conn
-	db      string
+	inserts Inserter
 	dlq     *kafkago.Writer
 	log     *slog.Logger
 	now     func() time.Time
@@ -74,14 +72,27 @@ type Ingester struct {
 	sizes   prometheus.Histogram
 }
 
-// New returns an ingester writing into database db through conn.
-func New(cfg Config, kcfg kafka.Config, conn driver.Conn, db string, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Ingester, error) {
+// Options are an Ingester's dependencies.
+type Options struct {
+	Kafka   kafka.Config // the cluster and topics to consume; required
+	Inserts Inserter     // where the rows go (clickhouse.NewInserts); required
+	// Registerer takes the metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger     // nil discards
+	Now        func() time.Time // the clock; nil is time.Now
+}
+
+// New returns an ingester of the records of o.Kafka into o.Inserts, or the
+// error of a bad option or of registering its metrics.
+func New(cfg Config, o Options) (*Ingester, error) {
+	kcfg := o.Kafka
 	if err := kcfg.Validate(); err != nil {
 		return nil, err
 	}
-	if conn == nil {
-		return nil, errors.New("ingest: nil clickhouse connection")
+	if o.Inserts == nil {
+		return nil, errors.New("ingest: no inserts (clickhouse.NewInserts)")
 	}
+	log, now := o.Logger, o.Now
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -89,7 +100,7 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, db string, reg prometh
 		now = time.Now
 	}
 	in := &Ingester{
-		cfg: cfg.withDefaults(), kcfg: kcfg, conn: conn, db: db, log: log, now: now,
+		cfg: cfg.withDefaults(), kcfg: kcfg, inserts: o.Inserts, log: log, now: now,
 		dlq: kafka.NewWriter(kcfg, kcfg.Topics().DLQ),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flywheel_ingest_rows_total", Help: "Rows inserted into ClickHouse by table.",
@@ -107,7 +118,7 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, db string, reg prometh
 			Name: "flywheel_ingest_batch_records", Help: "Records per batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9),
 		}),
 	}
-	if reg != nil {
+	if reg := o.Registerer; reg != nil {
 		for _, c := range []prometheus.Collector{in.rows, in.batches, in.dead, in.lag, in.sizes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register ingest metrics: %w", err)

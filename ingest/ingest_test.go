@@ -111,7 +111,7 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 	}
 	runFor := func(until func(in *Ingester) bool) {
 		t.Helper()
-		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 40, BatchWait: 100 * time.Millisecond}, kcfg, conn, db, nil, nil, nil)
+		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 40, BatchWait: 100 * time.Millisecond}, Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,7 +254,7 @@ func TestTwoIngestersSplitPartitions(t *testing.T) {
 	var stops [2]context.CancelFunc
 	var dones [2]chan error
 	for i := range ins {
-		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 50, BatchWait: 100 * time.Millisecond}, kcfg, conn, db, nil, nil, nil)
+		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 50, BatchWait: 100 * time.Millisecond}, Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +310,7 @@ func TestBatchCutWhenCaughtUp(t *testing.T) {
 	defer cancel()
 	conn := mustReady(t, ctx, kcfg, ccfg)
 	const wait = 8 * time.Second
-	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchWait: wait}, kcfg, conn, ccfg.Database(), nil, nil, nil)
+	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchWait: wait}, Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, ccfg.Database())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,17 +37,21 @@ type Topics struct {
 	// Election is a one-partition topic whose consumer group elects the
 	// retrain scheduler that runs the schedules.
 	Election string
+	// Installation is a one-partition topic whose first record names the
+	// installation that owns the topics (Claim); it is never deleted.
+	Installation string
 }
 
 // Topics returns the topic names under the configured prefix.
 func (c Config) Topics() Topics {
 	p := c.TopicPrefix
 	return Topics{
-		Decisions:   p + "flywheel.decisions",
-		Feedback:    p + "flywheel.feedback",
-		ModelEvents: p + "flywheel.model-events",
-		DLQ:         p + "flywheel.dlq",
-		Election:    p + "flywheel.retrain-election",
+		Decisions:    p + "flywheel.decisions",
+		Feedback:     p + "flywheel.feedback",
+		ModelEvents:  p + "flywheel.model-events",
+		DLQ:          p + "flywheel.dlq",
+		Election:     p + "flywheel.retrain-election",
+		Installation: p + "flywheel.installation",
 	}
 }
 
@@ -91,6 +95,8 @@ func EnsureTopics(ctx context.Context, c Config) error {
 		{Topic: t.ModelEvents, NumPartitions: 1, ReplicationFactor: c.replication()},
 		{Topic: t.DLQ, NumPartitions: 1, ReplicationFactor: c.replication()},
 		{Topic: t.Election, NumPartitions: 1, ReplicationFactor: c.replication()},
+		{Topic: t.Installation, NumPartitions: 1, ReplicationFactor: c.replication(), ConfigEntries: []kafkago.ConfigEntry{
+			{ConfigName: "retention.ms", ConfigValue: "-1"}, {ConfigName: "retention.bytes", ConfigValue: "-1"}}},
 	}
 	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 10 * time.Second}
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: want})

@@ -6,7 +6,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/bytedance/sonic"
 
 	"github.com/flywheel-dev/flywheel"
@@ -137,54 +136,26 @@ func (j *classJudge) result() ClassifierComparison {
 	return ClassifierComparison{Candidate: j.a.eval(j.n, j.z), Champion: j.b.eval(j.n, j.z), LogLossDiff: fromSums(j.n, j.diff, j.diff2, j.z)}
 }
 
-// GateClassifier decides whether a candidate classifier judged by cc may
-// replace champion version champV: its log loss must be lower by at least
-// promote.min_improvement, with the interval of the paired difference below 0.
-func GateClassifier(mc flywheel.ModelConfig, cc ClassifierComparison, champV int) (outcome, reason string) {
-	c, h, d := cc.Candidate, cc.Champion, cc.LogLossDiff
-	figures := fmt.Sprintf("log loss %.4f vs champion v%d %.4f (AUC %.3f vs %.3f, ECE %.3f vs %.3f)", c.LogLoss.Value, champV, h.LogLoss.Value, c.AUC, h.AUC, c.ECE, h.ECE)
-	switch {
-	case h.LogLoss.Value-c.LogLoss.Value < mc.Promote.MinImprovement:
-		return Rejected, fmt.Sprintf("%s: improvement %.4f below the required %.4f", figures, h.LogLoss.Value-c.LogLoss.Value, mc.Promote.MinImprovement)
-	case d.Upper >= 0:
-		return Rejected, fmt.Sprintf("%s, but the %.0f%% interval of the paired difference [%.4f, %.4f] does not lie below 0", figures, mc.Promote.Confidence*100, d.Lower, d.Upper)
-	case mc.Promote.Policy == "manual":
-		return Rejected, fmt.Sprintf("%s: better, but promotion is manual", figures)
-	}
-	return Promoted, fmt.Sprintf("%s; paired difference %.4f, %.0f%% interval [%.4f, %.4f]", figures, d.Value, mc.Promote.Confidence*100, d.Lower, d.Upper)
-}
-
 // scanClassified calls fn with every closed classifier example of name with
 // fromMs <= ts_ms <= toMs, oldest first: its features (the context) and
 // reward.
 func (r *Retrainer) scanClassified(ctx context.Context, name string, fromMs, toMs uint64, fn func(*flywheel.Example)) error {
-	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": 512 << 20}))
-	rows, err := r.conn.Query(qctx, `SELECT event_id, ts_ms, version, context_json, reward, feedback_count
-		FROM `+r.db+`.examples WHERE model = ? AND kind = 'classifier' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`, name, fromMs, toMs)
-	if err != nil {
-		return fmt.Errorf("query examples of %s: %w", name, err)
-	}
-	defer rows.Close()
 	var (
 		tsMs, fb uint64
 		version  uint32
 		ctxJSON  string
 	)
-	for rows.Next() {
+	return r.store.Classifiers(ctx, name, fromMs, toMs, func(scan func(dst ...any) error) error {
 		var ex flywheel.Example
-		if err := rows.Scan(&ex.EventID, &tsMs, &version, &ctxJSON, &ex.Reward, &fb); err != nil {
+		if err := scan(&ex.EventID, &tsMs, &version, &ctxJSON, &ex.Reward, &fb); err != nil {
 			return fmt.Errorf("scan example: %w", err)
 		}
 		if err := sonic.UnmarshalString(ctxJSON, &ex.Context); err != nil {
 			r.log.Warn("skipping example with undecodable features", "event_id", ex.EventID, "err", err)
-			continue
+			return nil
 		}
 		ex.Time, ex.Version, ex.HasFeedback = time.UnixMilli(int64(tsMs)).UTC(), int(version), fb > 0
 		fn(&ex)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read examples of %s: %w", name, err)
-	}
-	return nil
+		return nil
+	})
 }

@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/deploy"
 )
 
 // A classifier is retrained from logged predictions and their outcomes,
@@ -73,7 +77,7 @@ func TestRetrainClassifier(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rt, err := New(map[string]flywheel.ModelConfig{"ctr": mc}, conn, db, reg, "test", nil, nil, nil)
+	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"ctr": mc}, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,4 +127,100 @@ func TestRetrainClassifier(t *testing.T) {
 		t.Fatalf("evaluation of v1: %+v", ev)
 	}
 	t.Logf("\n%s", ev)
+}
+
+// insertClassified logs n closed classifier decisions of name an hour ago,
+// with outcomes from a known logistic model of segment and category.
+func insertClassified(t *testing.T, ctx context.Context, conn driver.Conn, db, name string, n int, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 12))
+	seg, cat := [4]float64{-1.5, -0.5, 0.2, 1.0}, [5]float64{-1, -0.3, 0, 0.4, 1.2}
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".decisions (event_id, ts, ts_ms, model, kind, version, variant, score, reward_window_s, reward_default, reward_aggregate, context_json, ingested_at)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour).UTC()
+	for i := 0; i < n; i++ {
+		s, c := rng.IntN(4), rng.IntN(5)
+		p := 1 / (1 + math.Exp(-(seg[s] + cat[c])))
+		ts := old.Add(time.Duration(i) * time.Millisecond)
+		ctxJSON, _ := json.Marshal(flywheel.Features{"user": {"segment": fmt.Sprint("s", s)}, "item": {"category": fmt.Sprint("c", c)}})
+		id := fmt.Sprintf("%s-%05d", name, i)
+		if err := b.Append(id, ts, uint64(ts.UnixMilli()), name, "classifier", uint32(1), "champion", 0.5, uint32(60), 0.0, "max", string(ctxJSON), time.Now().UTC()); err != nil {
+			t.Fatal(err)
+		}
+		if rng.Float64() < p {
+			if err := fb.Append(id, "f"+id, ts, uint64(ts.UnixMilli())+10, 1.0, "conversion", time.Now().UTC()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fb.Send(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Classifiers retrain on their schedule: the scheduler trains a candidate of
+// each, judges it by log loss under the non-inferior rule, and promotes it,
+// or, with a canary configured, starts the canary.
+func TestScheduledClassifierRetrain(t *testing.T) {
+	_, base := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, db, reg := testRegistry(t, ctx, base, "rts")
+	mc := flywheel.ModelConfig{Kind: flywheel.KindClassifier, Bits: 16,
+		Reward:  flywheel.RewardConfig{Window: time.Minute},
+		Retrain: flywheel.RetrainConfig{Schedule: "@every 1s", MinNewExamples: 100}}.WithDefaults()
+	withCanary := mc
+	withCanary.Promote.Canary.Share = 0.2
+	models := map[string]flywheel.ModelConfig{"ctr": mc, "cvr": withCanary}
+	for name, mc := range models {
+		if err := reg.Bootstrap(ctx, name, mc); err != nil {
+			t.Fatal(err)
+		}
+		insertClassified(t, ctx, conn, db, name, 5000, uint64(name[1]))
+	}
+	rt, err := New(Options{Models: models, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); rt.Schedule(sctx) }()
+	defer func() { stop(); <-done }()
+	alias := func(name, alias string) int {
+		v, err := reg.Alias(ctx, name, alias)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	waitFor(t, time.Minute, "the scheduled classifier retrains", func() bool {
+		return alias("ctr", deploy.Champion) == 2 && alias("cvr", deploy.Canary) == 2
+	})
+	for _, name := range []string{"ctr", "cvr"} {
+		hist, err := reg.History(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %s v%d by %s: %s", name, hist[0].Alias, hist[0].Version, hist[0].Actor, hist[0].Reason)
+		if hist[0].Actor != "retrain" || !strings.Contains(hist[0].Reason, "log loss") {
+			t.Errorf("%s: the last move is not the scheduled retrain's: %+v", name, hist[0])
+		}
+	}
+	v, err := reg.Get(ctx, "ctr", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct{ Gate Decision }
+	if err := json.Unmarshal(v.Metrics, &m); err != nil || m.Gate.Rule != flywheel.RuleNonInferior || m.Gate.Outcome != Promoted || m.Gate.Anchor != 0 {
+		t.Fatalf("ctr v2's gate in its metrics: %+v (%v); want the non-inferior rule, promoted, shown better (its own anchor)", m.Gate, err)
+	}
 }

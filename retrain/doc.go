@@ -2,5 +2,7 @@
 // it reads the examples whose reward is known from ClickHouse, trains a
 // candidate, evaluates it against the live champion on a later holdout of the
 // logged data with off-policy estimators (the probabilities serving logged
-// make this fair), registers it, and promotes it when it is better.
+// make this fair), registers it, and promotes it by the promotion rule
+// (Decide): by default when it is not worse than the champion, nor than the
+// last version shown better, beyond a margin.
 package retrain

@@ -2,13 +2,20 @@ package retrain
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
@@ -43,6 +50,23 @@ func (c *countingRegistry) StartCanary(context.Context, string, int, string, str
 	return nil
 }
 
+// blockingRegistry's Champion, the first step of a run, blocks until the
+// run's context ends, then sends the context's cause on causes.
+type blockingRegistry struct {
+	countingRegistry
+	entered chan struct{} // closed when the first run has started
+	once    sync.Once
+	causes  chan error
+}
+
+func (b *blockingRegistry) Champion(ctx context.Context, _ string) (int, []byte, error) {
+	b.calls.Add(1)
+	b.once.Do(func() { close(b.entered) })
+	<-ctx.Done()
+	b.causes <- context.Cause(ctx)
+	return 0, nil, ctx.Err()
+}
+
 func testServices(t *testing.T) (kafka.Config, clickhouse.Config) {
 	t.Helper()
 	k, c := os.Getenv("FLYWHEEL_TEST_KAFKA"), os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
@@ -53,87 +77,304 @@ func testServices(t *testing.T) (kafka.Config, clickhouse.Config) {
 		clickhouse.Config{DSN: "clickhouse://" + c + "/default"}
 }
 
-// Two schedulers against one Kafka cluster run each scheduled job once: only
-// the elected one runs it; when it stops, the other takes over. A panic in a
-// run leaves the scheduler running.
-func TestTwoSchedulersRunAJobOnce(t *testing.T) {
-	kcfg, ccfg := testServices(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+// mustElection makes the election topic of kcfg and returns a function that
+// starts a member of its election, stopped at the end of the test.
+func mustElection(t *testing.T, ctx context.Context, kcfg kafka.Config) func() (el *Elector, stop func()) {
+	t.Helper()
 	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
 		t.Fatal(err)
 	}
+	return func() (*Elector, func()) {
+		t.Helper()
+		el, err := NewElector(kcfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ectx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); el.Run(ectx) }()
+		stop := sync.OnceFunc(func() { cancel(); <-done })
+		t.Cleanup(stop)
+		return el, stop
+	}
+}
+
+// mustScheduler starts a scheduler of model "m" (scheduled every second)
+// elected by el, stopped at the end of the test; stop waits for its runs.
+func mustScheduler(t *testing.T, ctx context.Context, conn driver.Conn, reg Registry, el *Elector) (stop func()) {
+	t.Helper()
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Retrain: flywheel.RetrainConfig{Schedule: "@every 1s"}}.WithDefaults()
+	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"m": mc}, Store: clickhouse.NewTraining(conn, "default"), Registry: reg, CodeVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.ElectWith(el)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); rt.Schedule(sctx) }()
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitFor waits up to d for cond, or fails the test.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Two schedulers against one Kafka cluster run each scheduled job once: only
+// the elected one runs it, and the other takes over when it stops. A panic in
+// a run leaves the scheduler running.
+func TestTwoSchedulersRunAJobOnce(t *testing.T) {
+	kcfg, ccfg := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	member := mustElection(t, ctx, kcfg)
 	conn, err := clickhouse.Open(ctx, ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Retrain: flywheel.RetrainConfig{Schedule: "@every 1s"}}.WithDefaults()
 	type sched struct {
 		reg  *countingRegistry
 		el   *Elector
-		stop context.CancelFunc
-		done chan struct{}
+		stop func()
 	}
-	var s [2]*sched
+	var s [2]sched
 	for i := range s {
-		reg := &countingRegistry{}
-		reg.panicFirst.Store(true)
-		rt, err := New(map[string]flywheel.ModelConfig{"m": mc}, conn, "default", reg, "test", nil, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		el, err := NewElector(kcfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rt.ElectWith(el)
-		sctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); go el.Run(sctx); rt.Schedule(sctx) }()
-		s[i] = &sched{reg: reg, el: el, stop: stop, done: done}
+		s[i].reg = &countingRegistry{}
+		s[i].reg.panicFirst.Store(true)
+		var stopEl func()
+		s[i].el, stopEl = member()
+		stopSched := mustScheduler(t, ctx, conn, s[i].reg, s[i].el)
+		s[i].stop = func() { stopSched(); stopEl() }
 	}
-	defer func() {
-		for _, x := range s {
-			x.stop()
-			<-x.done
-		}
-	}()
-	leaders := func() (n, idx int) {
-		for i, x := range s {
-			if x.el.IsLeader() {
-				n, idx = n+1, i
-			}
-		}
-		return n, idx
+	waitFor(t, 30*time.Second, "both schedulers in one generation, one of them leading", func() bool {
+		g := s[0].el.generation()
+		return g > 0 && g == s[1].el.generation() && s[0].el.IsLeader() != s[1].el.IsLeader()
+	})
+	li := 0
+	if s[1].el.IsLeader() {
+		li = 1
 	}
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("timed out waiting for %s", what)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+	leader, other := s[li], s[1-li]
+	term, done, ok := leader.el.Lead(ctx)
+	defer done()
+	if !ok {
+		t.Fatalf("the leader stopped leading: %v", context.Cause(term))
 	}
-	wait("one leader", func() bool { n, _ := leaders(); return n == 1 })
-	_, li := leaders()
-	time.Sleep(1500 * time.Millisecond) // the leader's first run panics; the scheduler must go on
-	before := [2]int64{s[0].reg.calls.Load(), s[1].reg.calls.Load()}
-	time.Sleep(5 * time.Second)
-	after := [2]int64{s[0].reg.calls.Load(), s[1].reg.calls.Load()}
-	runsLeader, runsOther := after[li]-before[li], after[1-li]-before[1-li]
-	t.Logf("in 5 s: leader ran %d times, the other %d", runsLeader, runsOther)
-	if n, _ := leaders(); n != 1 || runsOther != 0 || runsLeader < 3 || runsLeader > 6 {
-		t.Fatalf("%d leaders; leader ran %d times, the other %d", n, runsLeader, runsOther)
+	// Its first run panics; the scheduler goes on.
+	waitFor(t, 30*time.Second, "three runs of the leader", func() bool { return leader.reg.calls.Load() >= 3 })
+	if err := term.Err(); err != nil {
+		t.Fatalf("the leadership moved: %v", context.Cause(term))
+	}
+	if n := other.reg.calls.Load(); n != 0 || other.el.IsLeader() {
+		t.Fatalf("the other scheduler ran %d times (leads: %v); the leader ran %d times", n, other.el.IsLeader(), leader.reg.calls.Load())
 	}
 	start := time.Now()
-	s[li].stop()
-	<-s[li].done
-	wait("the other scheduler to take over", func() bool { return s[1-li].el.IsLeader() })
+	leader.stop()
+	ran := leader.reg.calls.Load()
+	waitFor(t, 30*time.Second, "the other scheduler to take over", other.el.IsLeader)
 	took := time.Since(start)
-	base := s[1-li].reg.calls.Load()
-	wait("the new leader to run the schedule", func() bool { return s[1-li].reg.calls.Load() > base })
+	// Its first run panics too.
+	waitFor(t, 30*time.Second, "two runs of the new leader", func() bool { return other.reg.calls.Load() >= 2 })
+	if n := leader.reg.calls.Load(); n != ran {
+		t.Fatalf("the stopped scheduler ran %d more times", n-ran)
+	}
 	t.Logf("the other scheduler took over %.1fs after the leader stopped", took.Seconds())
+}
+
+// A member that joins, a second then a third, leaves the leadership where it
+// is: the leader's term (Lead) goes on through each rebalance. When the
+// leader leaves, one of the others leads.
+func TestLeaderKeepsLeadershipWhenMembersJoin(t *testing.T) {
+	kcfg, _ := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	member := mustElection(t, ctx, kcfg)
+	leader, stopLeader := member()
+	waitFor(t, 30*time.Second, "the first member to lead", leader.IsLeader)
+	term, done, ok := leader.Lead(ctx)
+	defer done()
+	if !ok {
+		t.Fatalf("the leader stopped leading: %v", context.Cause(term))
+	}
+	var others []*Elector
+	for _, nth := range []string{"second", "third"} {
+		m, _ := member()
+		others = append(others, m)
+		waitFor(t, 30*time.Second, "the "+nth+" member in the leader's generation", func() bool {
+			g := m.generation()
+			return g > 0 && leader.generation() == g
+		})
+		if err := term.Err(); err != nil {
+			t.Fatalf("the leader lost its leadership when the %s member joined: %v", nth, context.Cause(term))
+		}
+		for i, o := range others {
+			if o.IsLeader() {
+				t.Fatalf("member %d leads besides the leader after the %s member joined", i+2, nth)
+			}
+		}
+	}
+	stopLeader()
+	if !errors.Is(context.Cause(term), ErrNotLeader) {
+		t.Fatalf("the stopped leader's term: %v, want %v", context.Cause(term), ErrNotLeader)
+	}
+	waitFor(t, 30*time.Second, "one of the others to take over", func() bool { return others[0].IsLeader() || others[1].IsLeader() })
+	if others[0].IsLeader() && others[1].IsLeader() {
+		t.Fatal("both remaining members lead")
+	}
+}
+
+// A scheduled run in progress is cancelled, with cause ErrNotLeader, when its
+// process stops leading (here its election stops); the scheduler then runs
+// nothing more.
+func TestSchedulerRunIsCancelledWhenLeadershipIsLost(t *testing.T) {
+	kcfg, ccfg := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	member := mustElection(t, ctx, kcfg)
+	conn, err := clickhouse.Open(ctx, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reg := &blockingRegistry{entered: make(chan struct{}), causes: make(chan error, 1)}
+	el, stopElection := member()
+	stopSched := mustScheduler(t, ctx, conn, reg, el)
+	select {
+	case <-reg.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("timed out waiting for a scheduled run")
+	}
+	stopElection()
+	select {
+	case cause := <-reg.causes:
+		if !errors.Is(cause, ErrNotLeader) {
+			t.Fatalf("the run's context ended with %v, want %v", cause, ErrNotLeader)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run in progress went on after its process stopped leading")
+	}
+	stopSched()
+	if n := reg.calls.Load(); n != 1 {
+		t.Fatalf("%d runs, want 1: the scheduler ran without the leadership", n)
+	}
+}
+
+// The election's state without a broker: a term goes on through rebalances
+// that end in a generation this process wins, and ends (cancelling what
+// Lead gave out) when it loses one, when a rebalance outlasts the grace, or
+// when the election stops.
+func TestElectorTerms(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := &Elector{topic: "t", log: slog.New(slog.DiscardHandler), grace: time.Hour}
+	mustLead := func(what string) context.Context {
+		t.Helper()
+		c, done, ok := e.Lead(ctx)
+		t.Cleanup(done)
+		if !ok || c.Err() != nil || !e.IsLeader() {
+			t.Fatalf("%s: not leading (%v)", what, context.Cause(c))
+		}
+		return c
+	}
+	mustHaveEnded := func(what string, c context.Context) {
+		t.Helper()
+		select {
+		case <-c.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the term goes on", what)
+		}
+		if !errors.Is(context.Cause(c), ErrNotLeader) {
+			t.Fatalf("%s: cause %v, want %v", what, context.Cause(c), ErrNotLeader)
+		}
+		if e.IsLeader() || e.userData() != nil {
+			t.Fatalf("%s: still leading, or claiming (%x)", what, e.userData())
+		}
+	}
+	claim := func(gen uint32) []byte { return binary.BigEndian.AppendUint32(nil, gen) }
+
+	if c, _, ok := e.Lead(ctx); ok || !errors.Is(context.Cause(c), ErrNotLeader) || e.userData() != nil {
+		t.Fatalf("before any generation: leads %v, cause %v, claim %x", ok, context.Cause(c), e.userData())
+	}
+	e.joined(1, true)
+	first := mustLead("generation 1 won")
+	e.rebalancing(1)
+	mustLead("rebalancing after generation 1")
+	if got := e.userData(); !reflect.DeepEqual(got, claim(1)) {
+		t.Fatalf("claim while rebalancing: %x, want %x", got, claim(1))
+	}
+	e.joined(2, true)
+	e.rebalancing(1) // a stale end of generation 1: ignored
+	mustLead("generation 2 won")
+	if first.Err() != nil || !reflect.DeepEqual(e.userData(), claim(2)) {
+		t.Fatalf("generation 2 won: a new term (%v), or claim %x", context.Cause(first), e.userData())
+	}
+	e.rebalancing(2)
+	e.joined(3, false)
+	mustHaveEnded("generation 3 lost", first)
+
+	e.grace = time.Millisecond
+	e.joined(4, true)
+	second := mustLead("generation 4 won")
+	e.rebalancing(4)
+	mustHaveEnded("a rebalance longer than the grace", second)
+	e.joined(5, true)
+	mustLead("generation 5 won after the grace")
+
+	e.grace = time.Hour
+	third := mustLead("generation 5")
+	e.rebalancing(5)
+	e.resign("the election stopped")
+	mustHaveEnded("the election stopped", third)
+}
+
+// The balancer gives every partition to the member that held it last (the
+// latest claim), else to the smallest member id.
+func TestStickyLeaderAssignGroups(t *testing.T) {
+	t.Parallel()
+	claim := func(gen uint32) []byte { return binary.BigEndian.AppendUint32(nil, gen) }
+	one := []kafkago.Partition{{Topic: "e", ID: 0}}
+	member := func(id string, userData []byte) kafkago.GroupMember {
+		return kafkago.GroupMember{ID: id, Topics: []string{"e"}, UserData: userData}
+	}
+	for _, tc := range []struct {
+		name       string
+		members    []kafkago.GroupMember
+		partitions []kafkago.Partition
+		want       kafkago.GroupMemberAssignments
+	}{
+		{"a newcomer with a smaller id joins the leader", []kafkago.GroupMember{member("b", claim(4)), member("a", nil)}, one,
+			kafkago.GroupMemberAssignments{"a": {}, "b": {"e": {0}}}},
+		{"two newcomers join the leader", []kafkago.GroupMember{member("a", nil), member("c", claim(9)), member("b", nil)}, one,
+			kafkago.GroupMemberAssignments{"a": {}, "b": {}, "c": {"e": {0}}}},
+		{"no claim: the smallest id", []kafkago.GroupMember{member("c", nil), member("a", nil), member("b", nil)}, one,
+			kafkago.GroupMemberAssignments{"a": {"e": {0}}, "b": {}, "c": {}}},
+		{"a stale claim loses to the latest", []kafkago.GroupMember{member("a", claim(3)), member("b", claim(7))}, one,
+			kafkago.GroupMemberAssignments{"a": {}, "b": {"e": {0}}}},
+		{"equal claims: the smallest id", []kafkago.GroupMember{member("b", claim(7)), member("a", claim(7))}, one,
+			kafkago.GroupMemberAssignments{"a": {"e": {0}}, "b": {}}},
+		{"malformed user data is no claim", []kafkago.GroupMember{member("a", []byte{1}), member("b", claim(1))}, one,
+			kafkago.GroupMemberAssignments{"a": {}, "b": {"e": {0}}}},
+		{"every partition to the leader", []kafkago.GroupMember{member("a", nil), member("b", claim(2))},
+			[]kafkago.Partition{{Topic: "e", ID: 1}, {Topic: "e", ID: 0}},
+			kafkago.GroupMemberAssignments{"a": {}, "b": {"e": {0, 1}}}},
+		{"the topic does not exist yet", []kafkago.GroupMember{member("a", claim(2))}, nil,
+			kafkago.GroupMemberAssignments{"a": {}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := stickyLeader{}.AssignGroups(tc.members, tc.partitions)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/model"
 )
@@ -41,7 +41,9 @@ type Result struct {
 	Comparison *Comparison `json:"comparison,omitempty"`
 	// Classification is set instead of Comparison for classifiers.
 	Classification *ClassifierComparison `json:"classification,omitempty"`
-	Took           string                `json:"took"`
+	// Gate is the promotion rule's decision, with the evidence.
+	Gate *Decision `json:"gate,omitempty"`
+	Took string    `json:"took"`
 }
 
 // Manifest is stored with every version: what it was trained on and how.
@@ -82,12 +84,47 @@ type Registry interface {
 
 var _ Registry = (*deploy.Registry)(nil)
 
+// Runs is what a run needs of ClickHouse besides its examples: how many
+// closed examples of a model are newer than its latest version's data, and
+// where to record the run.
+type Runs interface {
+	FreshCount(ctx context.Context, model, kind string, afterMs uint64) (uint64, error)
+	RecordRun(ctx context.Context, run clickhouse.RunRecord) error
+}
+
+// Store is everything retraining reads from ClickHouse and writes to it.
+type Store interface {
+	Runs
+	Windows
+	Examples
+}
+
+var _ Store = (*clickhouse.Training)(nil)
+
+// Options are what New builds a Retrainer from.
+type Options struct {
+	// Models are the configured models, by name.
+	Models map[string]flywheel.ModelConfig
+	// Store holds the examples and the record of runs: a
+	// *clickhouse.Training. Required.
+	Store Store
+	// Registry is the model registry. Required.
+	Registry Registry
+	// CodeVersion is recorded in every manifest.
+	CodeVersion string
+	// Registerer registers the metrics; nil: they are not registered.
+	Registerer prometheus.Registerer
+	// Logger: nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
 // Retrainer trains, evaluates, registers and promotes. Runs of one model
 // never overlap; runs of different models may.
 type Retrainer struct {
 	models      map[string]flywheel.ModelConfig
-	conn        driver.Conn
-	db          string
+	store       Store
 	reg         Registry
 	log         *slog.Logger
 	now         func() time.Time
@@ -99,18 +136,21 @@ type Retrainer struct {
 	rowsRead    *prometheus.CounterVec
 }
 
-// New returns a retrainer for the configured models.
-func New(models map[string]flywheel.ModelConfig, conn driver.Conn, db string, reg Registry, codeVersion string, promReg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Retrainer, error) {
-	if conn == nil || reg == nil {
-		return nil, errors.New("retrain: clickhouse connection and registry are required")
+// New returns a retrainer for o.Models, or an error if a required option is
+// missing, a model's configuration is invalid or the metrics cannot be
+// registered.
+func New(o Options) (*Retrainer, error) {
+	if o.Store == nil || o.Registry == nil {
+		return nil, errors.New("retrain: the store and the registry are required")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if now == nil {
-		now = time.Now
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	r := &Retrainer{models: models, conn: conn, db: db, reg: reg, log: log, now: now, codeVersion: codeVersion, locks: map[string]*sync.Mutex{},
+	models, promReg := o.Models, o.Registerer
+	r := &Retrainer{models: models, store: o.Store, reg: o.Registry, log: o.Logger, now: o.Now, codeVersion: o.CodeVersion, locks: map[string]*sync.Mutex{},
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flywheel_retrain_runs_total", Help: "Retrain runs by model and outcome.",
 		}, []string{"model", "outcome"}),
@@ -205,22 +245,37 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	nowMs := uint64(r.now().UnixMilli())
 	fromMs := nowMs - uint64(mc.Retrain.Window/time.Millisecond)
 	progress("counting new examples")
-	var fresh uint64
-	if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.closed()+" WHERE model = ? AND kind = ? AND ts_ms > ?", name, mc.Kind, watermark).Scan(&fresh); err != nil {
-		return res, fmt.Errorf("count new examples: %w", err)
+	fresh, err := r.store.FreshCount(ctx, name, mc.Kind, watermark)
+	if err != nil {
+		return res, err
 	}
 	if int(fresh) < mc.Retrain.MinNewExamples {
 		res.Outcome = Skipped
 		res.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
 		return res, nil
 	}
+	// The references the candidate is judged against: the champion and,
+	// under the non-inferior rule, its anchor. The holdout begins after
+	// both learned their last example.
+	refs, err := r.references(ctx, name, mc, champV, champ)
+	if err != nil {
+		return res, err
+	}
 	progress("sizing the window")
 	win, err := r.window(ctx, name, mc.Kind, fromMs, math.MaxUint64, mc.Retrain.Holdout)
 	if err != nil {
 		return res, err
 	}
+	newRows, err := r.holdoutAfter(ctx, name, mc.Kind, &win, refs.cutoff, mc.Retrain.Holdout)
+	if err != nil {
+		return res, err
+	}
 	if win.trainRows == 0 || win.rows == win.trainRows {
 		res.Outcome, res.Reason = Skipped, "too few examples to split into training and holdout"
+		return res, nil
+	}
+	if newRows == 0 {
+		res.Outcome, res.Reason = Skipped, fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", champV)
 		return res, nil
 	}
 	progress(fmt.Sprintf("training on %d examples, %d passes, streamed from ClickHouse", win.trainRows, mc.Retrain.Passes))
@@ -229,14 +284,10 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
 		warm, warmFrom = champ, champV
 	}
+	var ev evaluation
 	cand, seen, err := r.trainOn(ctx, name, mc, warm, win, func(m *model.Model) judge {
 		progress(fmt.Sprintf("evaluating on %d holdout examples", win.rows-win.trainRows))
-		if mc.Kind == flywheel.KindClassifier {
-			return newClassJudge(m, champ, mc.Promote.Confidence)
-		}
-		// The doubly robust estimator's reward model is the candidate itself:
-		// both policies are judged with the same one.
-		return newComparer(m, champ, m, mc.Promote.Confidence)
+		return ev.judges(mc, m, refs)
 	})
 	if err != nil {
 		return res, err
@@ -244,17 +295,12 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	r.rowsRead.WithLabelValues(name).Add(float64(seen.rows))
 	res.TrainRows, res.Holdout = seen.trainRows, seen.rows-seen.trainRows
 	metrics := map[string]any{"against": champV}
-	switch j := seen.judge.(type) {
-	case *comparer:
-		cmp := j.result()
-		res.Comparison = &cmp
-		metrics["evaluation"], metrics["estimator"] = cmp, mc.Promote.Estimator
-		res.Outcome, res.Reason = Gate(mc, cmp, champV)
-	case *classJudge:
-		cc := j.result()
-		res.Classification = &cc
-		metrics["classification"] = cc
-		res.Outcome, res.Reason = GateClassifier(mc, cc, champV)
+	dec := ev.decide(mc, refs, res, metrics)
+	res.Gate = &dec
+	metrics["gate"] = dec
+	res.Outcome, res.Reason = dec.Outcome, dec.Reason
+	if res.Outcome == Inconclusive && mc.Promote.Canary.Share == 0 {
+		res.Outcome, res.Reason = Rejected, res.Reason+"; no canary is configured to decide on live traffic (promote.canary.share)"
 	}
 	art, err := cand.MarshalBinary()
 	if err != nil {
@@ -276,7 +322,7 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	}
 	res.Version = v
 	switch {
-	case res.Outcome != Promoted:
+	case res.Outcome != Promoted && res.Outcome != Inconclusive:
 	case mc.Promote.Canary.Share > 0:
 		res.Outcome = Canaried
 		progress("starting the canary")
@@ -292,22 +338,6 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	return res, nil
 }
 
-// Gate decides whether a candidate judged by cmp against champion version
-// champV may replace it: Promoted, or Rejected, with the reason either way.
-func Gate(mc flywheel.ModelConfig, cmp Comparison, champV int) (outcome, reason string) {
-	c, h0, d := cmp.Candidate.Get(mc.Promote.Estimator), cmp.Champion.Get(mc.Promote.Estimator), cmp.DiffFor(mc.Promote.Estimator)
-	gain := c.Value - h0.Value
-	switch {
-	case gain < mc.Promote.MinImprovement:
-		return Rejected, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f: gain %.4f below the required %.4f", mc.Promote.Estimator, c.Value, champV, h0.Value, gain, mc.Promote.MinImprovement)
-	case d.Lower <= 0:
-		return Rejected, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f, but the %.0f%% interval of the paired difference [%.4f, %.4f] does not lie above 0", mc.Promote.Estimator, c.Value, champV, h0.Value, mc.Promote.Confidence*100, d.Lower, d.Upper)
-	case mc.Promote.Policy == "manual":
-		return Rejected, fmt.Sprintf("better than champion v%d (%.4f vs %.4f) but promotion is manual", champV, c.Value, h0.Value)
-	}
-	return Promoted, fmt.Sprintf("%s estimate %.4f vs champion v%d %.4f; paired difference %.4f, %.0f%% interval [%.4f, %.4f]", mc.Promote.Estimator, c.Value, champV, h0.Value, d.Value, mc.Promote.Confidence*100, d.Lower, d.Upper)
-}
-
 // record stores the run in retrain_runs, for people and the dashboard. A
 // failure is logged: the run itself is done.
 func (r *Retrainer) record(ctx context.Context, res *Result, start time.Time) {
@@ -317,10 +347,13 @@ func (r *Retrainer) record(ctx context.Context, res *Result, start time.Time) {
 	} else if res.Classification != nil {
 		cmp, _ = json.Marshal(res.Classification)
 	}
-	err := r.conn.Exec(ctx, "INSERT INTO "+r.db+`.retrain_runs (model, started_at, started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?`,
-		res.Model, start.UTC(), uint64(start.UnixMilli()), uint64(time.Since(start).Milliseconds()), res.Outcome, res.Reason,
-		uint32(res.Version), uint32(res.Champion), uint64(res.TrainRows), uint64(res.Holdout), string(cmp))
+	// A run stopped by its context (leadership lost, shutdown) is still
+	// recorded, within a bounded time of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := r.store.RecordRun(ctx, clickhouse.RunRecord{
+		Model: res.Model, Started: start, Took: time.Since(start), Outcome: res.Outcome, Reason: res.Reason,
+		Version: res.Version, Champion: res.Champion, TrainRows: res.TrainRows, Holdout: res.Holdout, Comparison: string(cmp)})
 	if err != nil {
 		r.log.Warn("recording the retrain run failed", "model", res.Model, "err", err)
 	}

@@ -33,7 +33,7 @@ func testRegistry(t *testing.T, ctx context.Context, base clickhouse.Config, pre
 	}
 	db := ccfg.Database()
 	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); conn.Close() })
-	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
+	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, db), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestRetrainMaturityReproduceEvaluate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rt, err := New(map[string]flywheel.ModelConfig{"homepage": mc}, conn, db, reg, "test", nil, nil, nil)
+	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"homepage": mc}, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestRetrainFailsWhenActionsCannotBeRead(t *testing.T) {
 	if err := conn.Exec(ctx, "DROP TABLE "+db+".actions"); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := New(map[string]flywheel.ModelConfig{"homepage": mc}, conn, db, reg, "test", nil, nil, nil)
+	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"homepage": mc}, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,4 +203,84 @@ func TestRetrainFailsWhenActionsCannotBeRead(t *testing.T) {
 		t.Fatalf("latest version %d after a failed run; want 1", v)
 	}
 	t.Logf("run failed as it should: %v", err)
+}
+
+// insertLearnable logs n closed ranker decisions of homepage from start, one
+// a millisecond, by the uniform policy over two actions, where the chosen
+// action earns 1 when it matches the user's segment.
+func insertLearnable(t *testing.T, ctx context.Context, conn driver.Conn, db string, start time.Time, offset, n int) {
+	t.Helper()
+	from := uint64(start.UnixMilli()) + uint64(offset)
+	acts := `[{"id":"a","features":{"item":{"id":"a"}}},{"id":"b","features":{"item":{"id":"b"}}}]`
+	if err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, action_keys, probabilities,
+		chosen, chosen_index, chosen_probability, reward_window_s, reward_default, reward_aggregate, context_json, actions_json, ingested_at)
+		SELECT concat('e', toString(? + number)), toDateTime(intDiv(? + number, 1000)), ? + number, 'homepage', 'ranker', 1, 'champion', ['a', 'b'], ['k-a', 'k-b'], [0.5, 0.5],
+			if(intHash32(? + number) % 2 = 0, 'a', 'b'), intHash32(? + number) % 2, 0.5, 60, 0, 'sum',
+			concat('{"user":{"segment":"s', toString((? + number) % 2), '"}}'), ?, now()
+		FROM system.numbers LIMIT ?`, uint64(offset), from, from, uint64(offset), uint64(offset), uint64(offset), acts, uint64(n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "INSERT INTO "+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)
+		SELECT concat('e', toString(? + number)), concat('f', toString(? + number)), toDateTime(intDiv(? + number, 1000)), ? + number + 1, 1, 'click', now()
+		FROM system.numbers WHERE intHash32(? + number) % 2 = (? + number) % 2 LIMIT ?`,
+		uint64(offset), uint64(offset), from, from, uint64(offset), uint64(offset), uint64(n)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The holdout never holds an example the champion learned from: when the
+// newest holdout share of the window begins before the champion's cutoff
+// (here because retrain.holdout grew from 0.2 to 0.5), the holdout is the
+// newest share of the examples after the cutoff, and the candidate still
+// learns from more data than the champion did.
+func TestHoldoutAfterTheChampionsCutoff(t *testing.T) {
+	_, base := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, db, reg := testRegistry(t, ctx, base, "rth")
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][]string{{"user", "item"}},
+		Reward:  flywheel.RewardConfig{Window: time.Minute},
+		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100}}.WithDefaults()
+	if err := reg.Bootstrap(ctx, "homepage", mc); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Hour).UTC()
+	insertLearnable(t, ctx, conn, db, start, 0, 3000)
+	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"homepage": mc}, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := rt.Run(ctx, "homepage", nil)
+	if err != nil || res.Outcome != Promoted || res.TrainRows != 2400 {
+		t.Fatalf("first run: %+v, %v; want v2 trained on 2,400 and promoted", res, err)
+	}
+	cutoff := uint64(start.UnixMilli()) + 2400 // v2 learned from the examples before
+
+	insertLearnable(t, ctx, conn, db, start, 3000, 1000)
+	mc.Retrain.Holdout = 0.5 // the newest half: from example 2,000 of 4,000, before v2's cutoff
+	if rt, err = New(Options{Models: map[string]flywheel.ModelConfig{"homepage": mc}, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = rt.Run(ctx, "homepage", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("second run: %s (%s); trained on %d, judged on %d", res.Outcome, res.Reason, res.TrainRows, res.Holdout)
+	v, err := reg.Get(ctx, "homepage", res.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man Manifest
+	if err := json.Unmarshal(v.Manifest, &man); err != nil {
+		t.Fatal(err)
+	}
+	// 1,600 examples after the cutoff: the candidate learns the older half
+	// of them, and the newer half judges it.
+	if man.HoldoutFrom != cutoff+800 || res.TrainRows != 3200 || res.Holdout != 800 {
+		t.Fatalf("holdout from %d (%d after v2's cutoff), %d trained, %d judged; want 800 after the cutoff, 3,200 and 800",
+			man.HoldoutFrom, int64(man.HoldoutFrom)-int64(cutoff), res.TrainRows, res.Holdout)
+	}
+	if rep, err := rt.Reproduce(ctx, "homepage", res.Version); err != nil || !rep.Identical {
+		t.Fatalf("reproduction: %+v, %v", rep, err)
+	}
 }

@@ -23,7 +23,8 @@ func ParseSchedule(field, spec string) error {
 // Schedule runs every configured model's retrain on its schedule until ctx
 // ends. A panicking run is recovered and logged, and the scheduler goes on;
 // a run still going when its next turn comes makes that turn skip. With an
-// elector (ElectWith), only the elected scheduler runs the schedules.
+// elector (ElectWith), only the elected scheduler runs the schedules, and a
+// run's context ends when its scheduler loses the leadership.
 func (r *Retrainer) Schedule(ctx context.Context) error {
 	logger := cronLogger{r.log}
 	// SkipIfStillRunning must wrap Recover, not the other way round: a panic
@@ -31,18 +32,20 @@ func (r *Retrainer) Schedule(ctx context.Context) error {
 	// later run would be skipped.
 	c := cron.New(cron.WithParser(cronParser), cron.WithChain(cron.SkipIfStillRunning(logger), cron.Recover(logger)))
 	for name, mc := range r.models {
-		if mc.Kind != "ranker" {
-			r.log.Info("no scheduled retrain: not built for this kind yet", "model", name, "kind", mc.Kind)
-			continue
-		}
 		name := name
 		if _, err := c.AddFunc(mc.Retrain.Schedule, func() {
-			if r.leader != nil && !r.leader.IsLeader() {
-				r.log.Debug("scheduled retrain left to the elected scheduler", "model", name)
-				return
+			rctx := ctx
+			if r.leader != nil {
+				lctx, done, ok := r.leader.Lead(ctx)
+				defer done()
+				if !ok {
+					r.log.Debug("scheduled retrain left to the elected scheduler", "model", name)
+					return
+				}
+				rctx = lctx // ends when this process loses the leadership
 			}
-			if _, err := r.Run(ctx, name, nil); err != nil {
-				r.log.Warn("scheduled retrain failed", "model", name, "err", err)
+			if _, err := r.Run(rctx, name, nil); err != nil {
+				r.log.Warn("scheduled retrain failed", "model", name, "err", err, "cause", context.Cause(rctx))
 			}
 		}); err != nil {
 			return fmt.Errorf("models.%s.retrain.schedule %q: %w", name, mc.Retrain.Schedule, err)

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/bytedance/sonic"
 
 	"github.com/flywheel-dev/flywheel"
@@ -25,9 +23,24 @@ import (
 // pass over the training window and the holdout is one query read block by
 // block, so memory stays flat as the data grows.
 
-// scanBlockRows bounds the rows ClickHouse sends per block, and so what one
-// block of examples (20 actions of JSON each) costs in memory here.
-const scanBlockRows = 2048
+// Examples is what training reads: the closed examples of a model, oldest
+// first (ties by event id), streamed one at a time to row, which reads the
+// example's columns with scan; and the JSON of actions by key.
+// *clickhouse.Training is one; see it for the columns.
+type Examples interface {
+	Rankers(ctx context.Context, model string, fromMs, toMs uint64, row func(scan func(dst ...any) error) error) error
+	Classifiers(ctx context.Context, model string, fromMs, toMs uint64, row func(scan func(dst ...any) error) error) error
+	Actions(ctx context.Context, keys []string, fn func(key, actionJSON string) error) error
+}
+
+// Windows is what sizing a training window needs: the ingestion watermark,
+// how many closed examples there are in a time range and from when to when,
+// and where the holdout begins. *clickhouse.Training is one.
+type Windows interface {
+	IngestedThrough(ctx context.Context, model string) (time.Time, error)
+	ClosedSpan(ctx context.Context, model, kind string, fromMs, toMs uint64) (rows, firstMs, lastMs uint64, err error)
+	HoldoutCut(ctx context.Context, model, kind string, fromMs, toMs, offset uint64) (cutMs, before uint64, err error)
+}
 
 // window is the closed examples of a model to learn from: [fromMs, toMs],
 // the holdout being those at or after holdFrom.
@@ -43,14 +56,13 @@ type window struct {
 // examples of one millisecond stay on one side.
 func (r *Retrainer) window(ctx context.Context, name, kind string, fromMs, toMs uint64, holdout float64) (window, error) {
 	w := window{fromMs: fromMs}
-	if err := r.conn.QueryRow(ctx, `SELECT max(ingested_at) FROM `+r.db+`.decisions WHERE model = ?`, name).Scan(&w.ingestedThrough); err != nil {
-		return w, fmt.Errorf("ingestion watermark of %s: %w", name, err)
+	var err error
+	if w.ingestedThrough, err = r.store.IngestedThrough(ctx, name); err != nil {
+		return w, err
 	}
-	w.ingestedThrough = w.ingestedThrough.UTC()
-	var n, lo, hi uint64
-	if err := r.conn.QueryRow(ctx, `SELECT count(), min(ts_ms), max(ts_ms) FROM `+r.closed()+`
-		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms <= ?`, name, kind, fromMs, toMs).Scan(&n, &lo, &hi); err != nil {
-		return w, fmt.Errorf("size the training window of %s: %w", name, err)
+	n, lo, hi, err := r.store.ClosedSpan(ctx, name, kind, fromMs, toMs)
+	if err != nil {
+		return w, err
 	}
 	if n == 0 {
 		return w, nil
@@ -61,25 +73,12 @@ func (r *Retrainer) window(ctx context.Context, name, kind string, fromMs, toMs 
 		w.holdFrom, w.trainRows = math.MaxUint64, int(n)
 		return w, nil
 	}
-	if err := r.conn.QueryRow(ctx, `SELECT ts_ms FROM `+r.closed()+`
-		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms LIMIT 1 OFFSET ?`,
-		name, kind, w.fromMs, w.toMs, cut).Scan(&w.holdFrom); err != nil {
-		return w, fmt.Errorf("find the holdout cut of %s: %w", name, err)
+	holdFrom, train, err := r.store.HoldoutCut(ctx, name, kind, w.fromMs, w.toMs, cut)
+	if err != nil {
+		return w, err
 	}
-	var train uint64
-	if err := r.conn.QueryRow(ctx, `SELECT count() FROM `+r.closed()+`
-		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms < ?`, name, kind, w.fromMs, w.holdFrom).Scan(&train); err != nil {
-		return w, fmt.Errorf("count the training rows of %s: %w", name, err)
-	}
-	w.trainRows = int(train)
+	w.holdFrom, w.trainRows = holdFrom, int(train)
 	return w, nil
-}
-
-// closed is the decisions whose reward window has closed: the rows of the
-// examples view, without its join with the feedback, for counting them.
-func (r *Retrainer) closed() string {
-	return `(SELECT model, kind, ts_ms FROM ` + r.db + `.decisions FINAL
-		WHERE ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000)`
 }
 
 // scan calls fn with every closed example of name with fromMs <= ts_ms <=
@@ -95,7 +94,7 @@ func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, 
 	defer cancel()
 	workers := max(runtime.GOMAXPROCS(0), 1)
 	sets := &actionSets{sets: map[string][]flywheel.Action{}}
-	store := &actionStore{conn: r.conn, db: r.db, acts: map[string]flywheel.Action{}, sets: map[string][]flywheel.Action{}}
+	store := &actionStore{src: r.store, acts: map[string]flywheel.Action{}, sets: map[string][]flywheel.Action{}}
 	jobs := make(chan *chunk, workers)
 	ordered := make(chan *chunk, 2*workers)
 	var wg sync.WaitGroup
@@ -230,8 +229,7 @@ func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 // of up to maxStoredSets distinct lists of keys (a catalogue offers the same
 // list to many users: one lookup then serves the row).
 type actionStore struct {
-	conn driver.Conn
-	db   string
+	src  Examples
 	acts map[string]flywheel.Action
 	sets map[string][]flywheel.Action
 }
@@ -239,7 +237,6 @@ type actionStore struct {
 const (
 	maxStoredActions = 1 << 17
 	maxStoredSets    = 4096
-	keysPerQuery     = 2000 // keeps a query's text well under max_query_size
 )
 
 // resolve gives every row of c that names its actions by key alone its
@@ -269,12 +266,7 @@ func (a *actionStore) resolve(ctx context.Context, c *chunk) error {
 		clear(a.sets)
 		return a.resolve(ctx, c)
 	}
-	var err error
-	for len(missing) > 0 && err == nil {
-		n := min(len(missing), keysPerQuery)
-		err = a.read(ctx, missing[:n])
-		missing = missing[n:]
-	}
+	err := a.read(ctx, missing)
 	for i := range c.rows {
 		x := &c.rows[i]
 		if x.actJSON != "" || x.keys == "" || x.keyed {
@@ -301,28 +293,17 @@ func (a *actionStore) resolve(ctx context.Context, c *chunk) error {
 
 // read decodes the actions of keys into the store.
 func (a *actionStore) read(ctx context.Context, keys []string) error {
-	set := make([]any, len(keys))
-	for i, k := range keys {
-		set[i] = k
+	if len(keys) == 0 {
+		return nil
 	}
-	rows, err := a.conn.Query(ctx, `SELECT action_key, any(action_json) FROM `+a.db+`.actions WHERE action_key IN ? GROUP BY action_key`,
-		clickhouse.GroupSet{Value: set})
-	if err != nil {
-		return fmt.Errorf("query actions: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var key, js string
-		if err := rows.Scan(&key, &js); err != nil {
-			return fmt.Errorf("read actions: %w", err)
-		}
+	return a.src.Actions(ctx, keys, func(key, js string) error {
 		var act flywheel.Action
 		if err := sonic.UnmarshalString(js, &act); err != nil {
 			return fmt.Errorf("action %s: %w", key, err)
 		}
 		a.acts[key] = act
-	}
-	return rows.Err()
+		return nil
+	})
 }
 
 func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
@@ -354,21 +335,11 @@ func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
 
 // read sends the rows in chunks to send until it returns false.
 func (r *Retrainer) read(ctx context.Context, name string, fromMs, toMs uint64, send func(*chunk) bool) error {
-	// Sorting millions of wide rows by time spills to disk past 512 MiB
-	// instead of holding them in ClickHouse's memory.
-	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": 512 << 20}))
-	rows, err := r.conn.Query(qctx, `SELECT event_id, ts_ms, version, context_json, actions_json, arrayStringConcat(action_keys, ' '), probabilities, chosen_index, reward, feedback_count
-		FROM `+r.db+`.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`, name, fromMs, toMs)
-	if err != nil {
-		return fmt.Errorf("query examples of %s: %w", name, err)
-	}
-	defer rows.Close()
 	c := &chunk{rows: make([]rawExample, 0, chunkRows), done: make(chan struct{})}
-	for rows.Next() {
+	err := r.store.Rankers(ctx, name, fromMs, toMs, func(scan func(dst ...any) error) error {
 		c.rows = append(c.rows, rawExample{})
 		x := &c.rows[len(c.rows)-1]
-		if err := rows.Scan(&x.ex.EventID, &x.tsMs, &x.version, &x.ctxJSON, &x.actJSON, &x.keys, &x.ex.Probabilities, &x.chosen, &x.ex.Reward, &x.fbCount); err != nil {
+		if err := scan(&x.ex.EventID, &x.tsMs, &x.version, &x.ctxJSON, &x.actJSON, &x.keys, &x.ex.Probabilities, &x.chosen, &x.ex.Reward, &x.fbCount); err != nil {
 			return fmt.Errorf("scan example: %w", err)
 		}
 		if len(c.rows) == chunkRows {
@@ -377,9 +348,10 @@ func (r *Retrainer) read(ctx context.Context, name string, fromMs, toMs uint64, 
 			}
 			c = &chunk{rows: make([]rawExample, 0, chunkRows), done: make(chan struct{})}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read examples of %s: %w", name, err)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(c.rows) > 0 && !send(c) {
 		return ctx.Err()

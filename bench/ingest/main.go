@@ -330,7 +330,7 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, gr
 	}
 	defer conn.Close()
 	reg := prometheus.NewRegistry()
-	in, err := ingest.New(ingest.Config{Group: group}, kcfg, conn, ccfg.Database(), reg, nil, nil)
+	in, err := ingest.New(ingest.Config{Group: group}, ingest.Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, ccfg.Database()), Registerer: reg})
 	if err != nil {
 		return 0, 0, 0, err
 	}

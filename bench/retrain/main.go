@@ -215,14 +215,14 @@ func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
 		Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: 0.1},
 		Reward:      flywheel.RewardConfig{Window: time.Second},
 		Retrain:     flywheel.RetrainConfig{Window: 2 * time.Hour, Holdout: 0.2, MinNewExamples: 1, Passes: passes}}.WithDefaults()
-	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
+	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, db), nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	if err := reg.Bootstrap(ctx, "bench", mc); err != nil {
 		return nil, err
 	}
-	rt, err := retrain.New(map[string]flywheel.ModelConfig{"bench": mc}, conn, db, reg, "bench", nil, nil, nil)
+	rt, err := retrain.New(retrain.Options{Models: map[string]flywheel.ModelConfig{"bench": mc}, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "bench"})
 	if err != nil {
 		return nil, err
 	}

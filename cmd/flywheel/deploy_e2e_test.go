@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/model"
@@ -180,6 +181,7 @@ models:
     promote:
       policy: auto
       estimator: snips
+      rule: superior               # only clearly better candidates: the loop stays quiet while the test forces a bad canary
       min_improvement: 0.05
       canary: {share: 0.5, duration: 4s, min_decisions: 150}
     guardrails: {max_reward_drop: 0.3}
@@ -214,7 +216,7 @@ models:
 	go obs.poll(watchCtx, urls)
 
 	conn := testDB(t, ctx, chAddr, db)
-	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
+	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, db), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +288,7 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := retrain.New(cfg.Models, conn, db, reg, "test", nil, nil, time.Now)
+	rt, err := retrain.New(retrain.Options{Models: cfg.Models, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test", Now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,10 +296,14 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	outcome, reason := retrain.Gate(mc, rep.Comparison, rep.Champion)
-	t.Logf("gate on v%d (negated v%d) over %d examples: %s: %s", bad, good, rep.Examples, outcome, reason)
-	if outcome != retrain.Rejected {
-		t.Fatalf("the gate let the negated model through: %s", reason)
+	for _, rule := range []string{flywheel.RuleNonInferior, flywheel.RuleSuperior} { // the default rule, and this test's
+		gmc := mc
+		gmc.Promote.Rule = rule
+		outcome, reason := retrain.Gate(gmc, rep.Comparison, rep.Champion)
+		t.Logf("%s gate on v%d (negated v%d) over %d examples: %s: %s", rule, bad, good, rep.Examples, outcome, reason)
+		if outcome != retrain.Rejected {
+			t.Fatalf("the %s gate let the negated model through: %s", rule, reason)
+		}
 	}
 
 	// Forced into canary through the admin API of the second replica, it is

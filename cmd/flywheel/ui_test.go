@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/sim"
 )
@@ -72,7 +73,7 @@ models:
 	defer inProcess(t, ctx, "flywheel dev", "dev", "--config", cfgPath)()
 	waitReady(t, ctx, url)
 	conn := testDB(t, ctx, chAddr, db)
-	reg, err := deploy.NewRegistry(conn, db, nil, nil, nil)
+	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, db), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
