@@ -11,7 +11,9 @@ import (
 // yields exactly these Go types: string, float64, bool, []any.
 type Features map[string]map[string]any
 
-// Limits bound what one request may carry. Zero means the default.
+// Limits bound what one request may carry and how many a server takes.
+// Zero means the default, except for RatePerKey (zero: no rate limit; the
+// configuration file's default is DefaultRatePerKey).
 type Limits struct {
 	MaxActions          int   `yaml:"max_actions"`
 	MaxFeaturesPerNS    int   `yaml:"max_features_per_namespace"`
@@ -20,7 +22,24 @@ type Limits struct {
 	MaxStringBytes      int   `yaml:"max_string_bytes"`
 	MaxFeedbackPerBatch int   `yaml:"max_feedback_per_batch"`
 	MaxBodyBytes        int64 `yaml:"max_body_bytes"`
+	// MaxFeaturesPerRequest bounds the hashed features scoring one request
+	// touches, interactions included (see Cost); default 100,000.
+	MaxFeaturesPerRequest int `yaml:"max_features_per_request"`
+	// MaxInFlight bounds the requests one server handles at once; default 256.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// RatePerKey is the requests per second each API key (each client
+	// address when the API is open) may send, sustained; Burst how many it
+	// may send at once (default: one second's worth). Zero turns it off.
+	RatePerKey float64 `yaml:"rate_per_key"`
+	Burst      int     `yaml:"burst"`
 }
+
+// Defaults of the request limits that the configuration file sets (a zero
+// RatePerKey in a Limits means no rate limit).
+const (
+	DefaultRatePerKey = 5000
+	DefaultBurst      = 10000
+)
 
 // WithDefaults returns l with every zero field set to its default.
 func (l Limits) WithDefaults() Limits {
@@ -35,10 +54,38 @@ func (l Limits) WithDefaults() Limits {
 	def(&l.MaxBagSize, 256)
 	def(&l.MaxStringBytes, 1024)
 	def(&l.MaxFeedbackPerBatch, 1000)
+	def(&l.MaxFeaturesPerRequest, 100_000)
+	def(&l.MaxInFlight, 256)
 	if l.MaxBodyBytes <= 0 {
 		l.MaxBodyBytes = 1 << 20
 	}
+	if l.RatePerKey > 0 && l.Burst <= 0 {
+		l.Burst = max(1, int(math.Ceil(l.RatePerKey)))
+	}
 	return l
+}
+
+// Validate reports an EINVALID error naming the first bad field under path
+// (for example "limits").
+func (l Limits) Validate(path string) error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"max_actions", int64(l.MaxActions)}, {"max_features_per_namespace", int64(l.MaxFeaturesPerNS)},
+		{"max_namespaces", int64(l.MaxNamespaces)}, {"max_bag_size", int64(l.MaxBagSize)},
+		{"max_string_bytes", int64(l.MaxStringBytes)}, {"max_feedback_per_batch", int64(l.MaxFeedbackPerBatch)},
+		{"max_body_bytes", l.MaxBodyBytes}, {"max_features_per_request", int64(l.MaxFeaturesPerRequest)},
+		{"max_in_flight", int64(l.MaxInFlight)}, {"burst", int64(l.Burst)},
+	} {
+		if f.v < 0 {
+			return Errorf(EINVALID, "%s.%s must not be negative (0 is the default)", path, f.name)
+		}
+	}
+	if !(l.RatePerKey >= 0) || math.IsInf(l.RatePerKey, 0) {
+		return Errorf(EINVALID, "%s.rate_per_key must be a finite number >= 0 (0 turns rate limiting off)", path)
+	}
+	return nil
 }
 
 // Validate checks f against l and normalises nothing: it reports the first
@@ -177,6 +224,77 @@ func validateValue(p string, v any, l Limits) error {
 		return Errorf(EINVALID, "%s must be a string, a number, a bool or an array of strings", p)
 	}
 	return nil
+}
+
+// Cost returns how many hashed features scoring ctx against each of
+// actions touches, which is also what the logged decision costs every
+// retrain pass and evaluation: for each action, the features of the context
+// and of the action, plus, for each interaction pair (a, b), the features of
+// namespace a times those of namespace b, context and action together. A
+// bag counts each of its strings; a number 0 and false count nothing (they
+// are not hashed). With no actions, ctx is scored alone (a classifier's
+// features). Counting stops at the first action that takes the total past
+// limit (the result is then above limit), and each feature is visited at most
+// once per interaction pair, so the cost of Cost is linear in the size of
+// the request whatever it holds. f must be valid (Validate).
+func Cost(ctx Features, actions []Action, pairs [][2]string, limit int) int {
+	var small [8][2]int
+	side := small[:0]
+	for _, p := range pairs {
+		side = append(side, [2]int{ctx.count(p[0]), ctx.count(p[1])})
+	}
+	base := ctx.size()
+	if len(actions) == 0 {
+		total := base
+		for _, n := range side {
+			total += n[0] * n[1]
+		}
+		return total
+	}
+	total := 0
+	for _, a := range actions {
+		total += base + a.Features.size()
+		for i, p := range pairs {
+			total += (side[i][0] + a.Features.count(p[0])) * (side[i][1] + a.Features.count(p[1]))
+		}
+		if total > limit {
+			return total
+		}
+	}
+	return total
+}
+
+// size returns how many hashed features f holds.
+func (f Features) size() int {
+	n := 0
+	for ns := range f {
+		n += f.count(ns)
+	}
+	return n
+}
+
+// count returns how many hashed features namespace ns of f holds.
+func (f Features) count(ns string) int {
+	n := 0
+	for _, v := range f[ns] {
+		switch v := v.(type) {
+		case string:
+			n++
+		case float64:
+			if v != 0 {
+				n++
+			}
+		case bool:
+			if v {
+				n++
+			}
+		case []any:
+			n += len(v)
+		case []string:
+			n += len(v)
+		}
+	}
+	return n
 }
 
 // Flat is one feature in a form an analyst can filter on without JSON

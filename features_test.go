@@ -53,3 +53,29 @@ func TestErrorCodes(t *testing.T) {
 		t.Fatal("internal errors must not leak their message")
 	}
 }
+
+func TestCost(t *testing.T) {
+	t.Parallel()
+	ctx := Features{"user": {"segment": "b", "age": 31.0, "zero": 0.0, "off": false, "on": true, "tags": []any{"x", "y", "x"}}}
+	acts := []Action{
+		{ID: "a", Features: Features{"item": {"category": "c", "price": 2.0}}},
+		{ID: "b"},
+		{ID: "c", Features: Features{"item": {"tags": []any{"p", "q"}}, "user": {"extra": "e"}}},
+	}
+	pairs := [][2]string{{"user", "item"}}
+	// the context: segment, age, on and three tags = 6 (zero and false are not hashed)
+	// a: 6 + 2 + 6×2; b: 6 + 0 + 6×0; c: 6 + 3 + 7×2
+	want := (6 + 2 + 12) + 6 + (6 + 3 + 14)
+	if got := Cost(ctx, acts, pairs, 1<<30); got != want {
+		t.Fatalf("Cost = %d, want %d", got, want)
+	}
+	if got := Cost(ctx, acts, nil, 1<<30); got != 6*3+2+3 {
+		t.Fatalf("without interactions: %d, want %d", got, 6*3+2+3)
+	}
+	if got := Cost(ctx, nil, [][2]string{{"user", "user"}}, 1<<30); got != 6+36 {
+		t.Fatalf("features alone, self-crossed: %d, want %d", got, 6+36)
+	}
+	if got := Cost(ctx, acts, pairs, 10); got <= 10 || got > 20 {
+		t.Fatalf("with limit 10: %d, want the first total past it (20)", got)
+	}
+}

@@ -92,7 +92,7 @@ serve_with() {
   "$WORK/serve" -mode "$mode" -addr "127.0.0.1:$port" -kafka "$KAFKA" >"$WORK/serve-$label.out" 2>"$WORK/serve-$label.err" &
   local pid=$!
   for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null -XPOST "http://127.0.0.1:$port/v1/rank" -d '{"model":"homepage","actions":[{"id":"a"}]}' 2>/dev/null && break
+    curl -fsS -o /dev/null -XPOST "http://127.0.0.1:$port/v1/rank" -H 'Content-Type: application/json' -d '{"model":"homepage","actions":[{"id":"a"}]}' 2>/dev/null && break
     sleep 0.2
   done
   "$@" "http://127.0.0.1:$port/v1/rank" | tail -n1 >"$WORK/load-$label.json"

@@ -3,14 +3,18 @@ package serve
 import (
 	"context"
 	"embed"
+	"fmt"
 	"io/fs"
 	"math"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -40,9 +44,54 @@ func (s *Server) SetInsights(in Insights) { s.insights = in }
 // however many people watch.
 const dashboardTTL = 2 * time.Second
 
+// dashboardTimeout bounds one computation of a dashboard's figures, which
+// the first viewer starts and every viewer of the same model and window
+// waits for: it is not cut short when that first viewer leaves.
+const dashboardTimeout = 30 * time.Second
+
+// dashboardWindows are the windows a dashboard may show: any other asked
+// for is snapped to the next one up (to the last beyond it), so that each
+// model has at most this many computations in flight and in the cache.
+var dashboardWindows = []time.Duration{15 * time.Minute, time.Hour, 6 * time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
+
+// snapWindow parses a dashboard's window (a Go duration, or whole days like
+// 7d) and snaps it to dashboardWindows; it refuses anything below 1m or
+// above 90 days.
+func snapWindow(w string) (time.Duration, error) {
+	d, err := time.ParseDuration(w)
+	if days, ok := strings.CutSuffix(w, "d"); ok && err != nil {
+		if n, perr := strconv.Atoi(days); perr == nil && n > 0 && n <= 90 {
+			d, err = time.Duration(n)*24*time.Hour, nil
+		}
+	}
+	if err != nil || d < time.Minute || d > 90*24*time.Hour {
+		return 0, flywheel.Errorf(flywheel.EINVALID, "window must be a duration between 1m and 90d, like 15m, 1h, 6h, 24h or 7d (snapped to one of these); got %.40q", w)
+	}
+	for _, fixed := range dashboardWindows {
+		if d <= fixed {
+			return fixed, nil
+		}
+	}
+	return dashboardWindows[len(dashboardWindows)-1], nil
+}
+
+// windowName is how a dashboard's window is written back: 15m, 1h, 7d.
+func windowName(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return fmt.Sprintf("%dm", d/time.Minute)
+}
+
+// dashboardCache holds the last answer of each model and window for
+// dashboardTTL, and runs at most one computation of each at a time.
 type dashboardCache struct {
-	mu      sync.Mutex // held while computing: one set of queries at a time
-	entries map[string]dashboardEntry
+	flight  singleflight.Group
+	mu      sync.Mutex
+	entries map[string]dashboardEntry // at most models × dashboardWindows
 }
 
 type dashboardEntry struct {
@@ -52,19 +101,52 @@ type dashboardEntry struct {
 
 func (c *dashboardCache) get(ctx context.Context, key string, now time.Time, compute func(context.Context) (any, error)) (any, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.entries[key]; ok && now.Sub(e.at) < dashboardTTL {
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < dashboardTTL {
 		return e.v, nil
 	}
-	v, err := compute(ctx)
-	if err != nil {
-		return nil, err
+	ch := c.flight.DoChan(key, func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dashboardTimeout)
+		defer cancel()
+		v, err := compute(cctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		if c.entries == nil {
+			c.entries = map[string]dashboardEntry{}
+		}
+		c.entries[key] = dashboardEntry{now, v}
+		c.mu.Unlock()
+		return v, nil
+	})
+	select {
+	case r := <-ch:
+		return r.Val, r.Err
+	case <-ctx.Done():
+		return nil, flywheel.Errorf(flywheel.EUNAVAILABLE, "the request ended before the dashboard's figures were ready")
 	}
-	if c.entries == nil || len(c.entries) > 64 {
-		c.entries = map[string]dashboardEntry{}
+}
+
+// maxHistory bounds the alias moves GET /v1/models/{name} returns
+// (?history=N, default defaultHistory).
+const (
+	maxHistory     = 500
+	defaultHistory = 50
+)
+
+// historyParam reads ?history=N, from 1 to maxHistory.
+func historyParam(c *gin.Context) (int, error) {
+	h := c.Query("history")
+	if h == "" {
+		return defaultHistory, nil
 	}
-	c.entries[key] = dashboardEntry{now, v}
-	return v, nil
+	n, err := strconv.Atoi(h)
+	if err != nil || n < 1 || n > maxHistory {
+		return 0, flywheel.Errorf(flywheel.EINVALID, "history must be a whole number from 1 to %d (alias moves, newest first); got %.20q", maxHistory, h)
+	}
+	return n, nil
 }
 
 func (s *Server) uiRoutes(e *gin.Engine) {
@@ -86,19 +168,19 @@ func (s *Server) handleDashboard(c *gin.Context) {
 	}
 	window := time.Hour
 	if w := c.Query("window"); w != "" {
-		d, err := time.ParseDuration(w)
-		if err != nil || d < time.Minute || d > 90*24*time.Hour {
-			writeError(c, flywheel.Errorf(flywheel.EINVALID, "window must be a duration between 1m and 2160h, like 15m or 24h; got %q", w))
+		d, err := snapWindow(w)
+		if err != nil {
+			writeError(c, err)
 			return
 		}
 		window = d
 	}
-	out := gin.H{"model": s.info(h), "replica": s.replicaStats()}
+	out := gin.H{"model": s.info(h), "replica": s.replicaStats(), "window": windowName(window)}
 	if s.insights.Dashboard == nil {
 		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "the dashboard's data is not available on this server"))
 		return
 	}
-	d, err := s.dashboards.get(c.Request.Context(), h.name+"|"+window.String(), s.now(), func(ctx context.Context) (any, error) {
+	d, err := s.dashboards.get(c.Request.Context(), h.name+"|"+windowName(window), s.now(), func(ctx context.Context) (any, error) {
 		return s.insights.Dashboard(ctx, h.name, window)
 	})
 	if err != nil {

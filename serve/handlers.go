@@ -10,9 +10,11 @@ import (
 	"hash/fnv"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/bytedance/sonic"
 	"github.com/gin-gonic/gin"
@@ -72,10 +74,14 @@ func (s *Server) readBody(c *gin.Context) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.Limits.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, flywheel.Errorf(flywheel.ETOOLARGE, "the body is larger than %d bytes", s.cfg.Limits.MaxBodyBytes)
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, flywheel.Errorf(flywheel.EINVALID, "the body did not arrive within http.read_timeout (%v)", s.cfg.HTTP.ReadTimeout)
 		}
-		return nil, flywheel.Errorf(flywheel.EINVALID, "reading the body: %v", err)
+		return nil, flywheel.Errorf(flywheel.EINVALID, "the body could not be read: the client sent less than it announced or closed the connection")
 	}
 	return body, nil
 }
@@ -231,6 +237,9 @@ func (s *Server) handleRank(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	if !s.checkCost(c, req.Model, req.Context, req.Actions) {
+		return
+	}
 	h, l, variant, err := s.pick(c, req.Model, flywheel.KindRanker, req.Context, &req.EventID)
 	if err != nil {
 		writeError(c, err)
@@ -283,6 +292,9 @@ func (s *Server) handlePredict(c *gin.Context) {
 	}
 	if err := req.Features.Validate("features", s.cfg.Limits); err != nil {
 		writeError(c, err)
+		return
+	}
+	if !s.checkCost(c, req.Model, req.Features, nil) {
 		return
 	}
 	h, l, variant, err := s.pick(c, req.Model, flywheel.KindClassifier, req.Features, &req.EventID)
@@ -366,9 +378,14 @@ func (s *Server) handleModel(c *gin.Context) {
 		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
 		return
 	}
+	n, err := historyParam(c)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
 	mi := s.info(h)
 	if s.admin.Describe != nil {
-		d, err := s.admin.Describe(c.Request.Context(), h.name)
+		d, err := s.admin.Describe(c.Request.Context(), h.name, n)
 		if err != nil {
 			writeError(c, err)
 			return
@@ -510,6 +527,9 @@ func (s *Server) handleRetrain(c *gin.Context) {
 		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "retraining is not available on this server; run `flywheel retrain --now --model %s`", name))
 		return
 	}
+	// Training runs while the client waits, longer than http.write_timeout
+	// may allow; only admins reach this route.
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
 	out, err := s.admin.Retrain(c.Request.Context(), name)
 	if err != nil {
 		writeError(c, err)

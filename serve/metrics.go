@@ -10,10 +10,15 @@ type metrics struct {
 	latency     *prometheus.HistogramVec
 	swaps       *prometheus.CounterVec
 	swapSeconds *prometheus.HistogramVec
+	refused     *prometheus.GaugeVec
 	version     *prometheus.GaugeVec
 	decisions   *prometheus.CounterVec
 	panics      prometheus.Counter
 	guardrails  *prometheus.CounterVec
+	// refusedRequests counts requests refused before a handler ran, by
+	// reason (refused* in limits.go); inFlight the requests being handled.
+	refusedRequests *prometheus.CounterVec
+	inFlight        prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		swaps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flywheel_model_swaps_total", Help: "Model swap attempts by model and outcome (swapped, refused, error).",
 		}, []string{"model", "outcome"}),
+		refused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flywheel_model_refused_version",
+			Help: "The version an alias points at that this replica refused to load (corrupt, or not the configured shape) while an older one serves; 0 when none.",
+		}, []string{"model", "alias"}),
 		swapSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "flywheel_model_swap_duration_seconds", Help: "Time to fetch, decode, verify and warm up a new version.",
 		}, []string{"model"}),
@@ -41,9 +50,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		guardrails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flywheel_guardrail_breaches_total", Help: "Error-rate or latency guardrail breaches seen on this replica, by model.",
 		}, []string{"model"}),
+		refusedRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_http_refused_total",
+			Help: "Requests refused by the server's protections, by reason (in_flight, rate_limited, host, origin, content_type, feature_budget).",
+		}, []string{"reason"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flywheel_http_in_flight_requests", Help: "Requests being handled (counted against limits.max_in_flight).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails} {
+		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.refused, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails, m.refusedRequests, m.inFlight} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register serve metrics: %w", err)
 			}

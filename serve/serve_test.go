@@ -24,9 +24,23 @@ func TestMain(m *testing.M) {
 }
 
 // fakeRegistry and fakeEvents are the boundaries' fakes: function fields.
+// Without alias, Alias answers from champion and canary.
 type fakeRegistry struct {
 	champion func(ctx context.Context, name string) (int, []byte, error)
 	canary   func(ctx context.Context, name string) (int, []byte, error)
+	alias    func(ctx context.Context, name, alias string) (int, error)
+}
+
+func (f *fakeRegistry) Alias(ctx context.Context, name, alias string) (int, error) {
+	if f.alias != nil {
+		return f.alias(ctx, name, alias)
+	}
+	get := f.Champion
+	if alias == aliasCanary {
+		get = f.Canary
+	}
+	v, _, err := get(ctx, name)
+	return v, err
 }
 
 func (f *fakeRegistry) Champion(ctx context.Context, name string) (int, []byte, error) {
@@ -45,6 +59,7 @@ type fakeEvents struct {
 	decisions []*flywheel.Decision
 	feedback  []flywheel.Feedback
 	fail      error
+	health    error // what Health returns (spool_health_test.go)
 }
 
 func (f *fakeEvents) LogDecision(_ context.Context, d *flywheel.Decision) error {
@@ -97,7 +112,7 @@ func mustServer(t testing.TB, ev *fakeEvents, version *int, artifact *[]byte) *S
 		return 1, arts[name], nil
 	}}
 	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank, "ctr": clf},
-		AppKeys: []string{appKey}, AdminKeys: []string{adminKey}, Limits: flywheel.Limits{MaxActions: 5}},
+		AppKeys: []Key{{Secret: appKey}}, AdminKeys: []Key{{Label: "ops", Secret: adminKey}}, Limits: flywheel.Limits{MaxActions: 5}},
 		reg, ev, Admin{}, prometheus.NewRegistry(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +123,10 @@ func mustServer(t testing.TB, ev *fakeEvents, version *int, artifact *[]byte) *S
 
 func do(s *Server, method, path, key, body string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Host = "127.0.0.1:8080" // as a client of a server on loopback sends it
+	if method != "GET" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
@@ -239,7 +258,7 @@ func TestCorruptArtifactIsRefusedAndOldModelKeepsServing(t *testing.T) {
 	version := 2
 	var artifact []byte
 	s := mustServer(t, ev, &version, &artifact)
-	good := mustArtifact(t, flywheel.ModelConfig{Kind: flywheel.KindRanker}.WithDefaults())
+	good := mustArtifact(t, flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults())
 	artifact = append([]byte(nil), good...)
 	artifact[len(artifact)/2] ^= 0xff
 	if _, err := s.Swap(context.Background(), "homepage"); err == nil {
@@ -251,8 +270,14 @@ func TestCorruptArtifactIsRefusedAndOldModelKeepsServing(t *testing.T) {
 	if w.Code != 200 || resp.ModelVersion != 1 {
 		t.Fatalf("after a refused swap: %d, version %d", w.Code, resp.ModelVersion)
 	}
+	// Versions are immutable: the refused one is not fetched again; the
+	// champion moving to a good version swaps it in.
 	artifact = good
-	if v, err := s.Swap(context.Background(), "homepage"); err != nil || v != 2 {
+	if v, err := s.Swap(context.Background(), "homepage"); err == nil || v != 1 {
+		t.Fatalf("the refused version again: version %d, %v", v, err)
+	}
+	version = 3
+	if v, err := s.Swap(context.Background(), "homepage"); err != nil || v != 3 {
 		t.Fatalf("good artifact: version %d, %v", v, err)
 	}
 }

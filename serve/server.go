@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -25,8 +26,10 @@ type Config struct {
 	Models map[string]flywheel.ModelConfig
 	// AppKeys may rank, predict and send feedback; AdminKeys may do
 	// everything. Both empty means no authentication, allowed only with Open.
-	AppKeys, AdminKeys []string
+	AppKeys, AdminKeys []Key
 	Open               bool
+	// HTTP bounds what one connection may take of the server.
+	HTTP HTTPConfig
 	// PollInterval is how often the registry is polled for a new champion,
 	// as a fallback to model events; default 30s.
 	PollInterval time.Duration
@@ -39,6 +42,10 @@ type Config struct {
 
 // Registry is where serving finds each model's champion and canary.
 type Registry interface {
+	// Alias returns the version alias ("champion", "canary") of name points
+	// at, 0 if none, without reading any artifact: serving asks it first and
+	// fetches an artifact only for a version it does not have.
+	Alias(ctx context.Context, name, alias string) (int, error)
 	Champion(ctx context.Context, name string) (version int, artifact []byte, err error)
 	// Canary returns 0 and no artifact when the model has no canary.
 	Canary(ctx context.Context, name string) (version int, artifact []byte, err error)
@@ -51,13 +58,19 @@ type EventLogger interface {
 	LogFeedback(ctx context.Context, fs []flywheel.Feedback) error
 }
 
+// healthChecker is implemented by an EventLogger that can say whether it
+// takes events (nil) or not; /readyz reports not ready while it does not.
+type healthChecker interface{ Health() error }
+
 // Admin carries out the admin routes. Any field may be nil: that route then
 // answers 501.
 type Admin struct {
 	Promote  func(ctx context.Context, name string, version int, actor, reason string) error
 	Rollback func(ctx context.Context, name, actor, reason string) (int, error)
 	Retrain  func(ctx context.Context, name string) (any, error)
-	Describe func(ctx context.Context, name string) (any, error)
+	// Describe returns the registry's view of name with its latest history
+	// alias moves (at most maxHistory).
+	Describe func(ctx context.Context, name string, history int) (any, error)
 	// Demote takes a live version that breaks its guardrails out of
 	// service (ends a canary, rolls back a champion).
 	Demote func(ctx context.Context, name string, version int, actor, reason string) error
@@ -78,7 +91,10 @@ type Server struct {
 	engine     *gin.Engine
 	insights   Insights
 	dashboards dashboardCache
-	gatherer   prometheus.Gatherer // this replica's metrics, for the dashboard
+	gatherer   prometheus.Gatherer    // this replica's metrics, for the dashboard
+	pairs      map[string][][2]string // each model's interactions, for checkCost
+	inFlight   atomic.Int64
+	buckets    *buckets // nil: no rate limit
 }
 
 // New validates cfg and returns a server. It loads no model: Run (or
@@ -88,45 +104,21 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 	if registry == nil || events == nil {
 		return nil, errors.New("serve: registry and event logger are required")
 	}
-	if len(cfg.Models) == 0 {
-		return nil, errors.New("serve: no models configured")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if len(cfg.AppKeys) == 0 && len(cfg.AdminKeys) == 0 && !cfg.Open {
-		return nil, errors.New("auth.app_keys and auth.admin_keys are both empty: only `flywheel dev` may run without keys")
-	}
-	for i, k := range append(append([]string{}, cfg.AppKeys...), cfg.AdminKeys...) {
-		if len(k) < 16 {
-			return nil, fmt.Errorf("auth: key %d is shorter than 16 characters", i)
-		}
-	}
-	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return nil, fmt.Errorf("http.addr %q: %w", cfg.Addr, err)
-	}
-	cfg.Limits = cfg.Limits.WithDefaults()
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 30 * time.Second
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 10 * time.Second
-	}
-	if cfg.GuardInterval <= 0 {
-		cfg.GuardInterval = 10 * time.Second
-	}
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if now == nil {
 		now = time.Now
 	}
-	s := &Server{cfg: cfg, registry: registry, events: events, admin: admin, log: log, now: now, models: map[string]*holder{}}
+	s := &Server{cfg: cfg, registry: registry, events: events, admin: admin, log: log, now: now, models: map[string]*holder{},
+		pairs: map[string][][2]string{}, buckets: newBuckets(cfg.Limits.RatePerKey, cfg.Limits.Burst)}
 	for name, mc := range cfg.Models {
-		if err := flywheel.ValidateName("models."+name, name); err != nil {
-			return nil, err
-		}
-		if err := mc.Validate("models." + name); err != nil {
-			return nil, err
-		}
 		s.models[name] = &holder{name: name, cfg: mc}
+		s.pairs[name] = mc.InteractionPairs()
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -146,7 +138,9 @@ func (s *Server) Handler() http.Handler { return s.engine }
 // watch, if not nil, is run alongside: it should call Swap on model events.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.SwapAll(ctx)
-	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 120 * time.Second}
+	h := s.cfg.HTTP
+	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,
+		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: h.MaxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	tick := time.NewTicker(s.cfg.PollInterval)
@@ -173,9 +167,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 }
 
 // OnModelEvent reacts to a model event: a move of a served model's alias
-// swaps it.
+// swaps it. An event that moves an alias to the version already served
+// under it reads nothing from the registry.
 func (s *Server) OnModelEvent(ctx context.Context, e flywheel.ModelEvent) {
-	if _, ok := s.models[e.Model]; !ok || e.Type == flywheel.EventRegistered {
+	if h, ok := s.models[e.Model]; !ok || e.Type == flywheel.EventRegistered || h.unchangedBy(e) {
 		return
 	}
 	if _, err := s.Swap(ctx, e.Model); err != nil {
@@ -190,26 +185,32 @@ const (
 )
 
 // auth returns middleware that admits requests whose bearer key has at
-// least the role.
+// least the role, once the key's token bucket (the client address's, when
+// the API is open or the key is missing or wrong) has a token.
 func (s *Server) auth(role int) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if len(s.cfg.AppKeys) == 0 && len(s.cfg.AdminKeys) == 0 {
-			c.Next()
+		if s.open() {
+			if s.rateLimit(c, "ip:"+remoteIP(c.Request)) {
+				c.Next()
+			}
 			return
 		}
 		key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-		if !ok || key == "" {
-			writeError(c, flywheel.Errorf(flywheel.EUNAUTHORIZED, "an Authorization: Bearer key is required"))
-			c.Abort()
+		have, bucket, actor := 0, "", ""
+		if i := keyIndex(key, s.cfg.AdminKeys); ok && i >= 0 {
+			have, bucket, actor = roleAdmin, fmt.Sprint("admin#", i), keyActor("admin_keys", i, s.cfg.AdminKeys[i])
+		} else if i := keyIndex(key, s.cfg.AppKeys); ok && i >= 0 {
+			have, bucket, actor = roleApp, fmt.Sprint("app#", i), keyActor("app_keys", i, s.cfg.AppKeys[i])
+		} else {
+			bucket = "ip:" + remoteIP(c.Request) // guessing keys is rate limited too
+		}
+		if !s.rateLimit(c, bucket) {
 			return
 		}
-		have := 0
-		if keyIn(key, s.cfg.AdminKeys) {
-			have = roleAdmin
-		} else if keyIn(key, s.cfg.AppKeys) {
-			have = roleApp
-		}
 		switch {
+		case !ok || key == "":
+			writeError(c, flywheel.Errorf(flywheel.EUNAUTHORIZED, "an Authorization: Bearer key is required"))
+			c.Abort()
 		case have == 0:
 			writeError(c, flywheel.Errorf(flywheel.EUNAUTHORIZED, "the key is not valid"))
 			c.Abort()
@@ -217,17 +218,28 @@ func (s *Server) auth(role int) gin.HandlerFunc {
 			writeError(c, flywheel.Errorf(flywheel.EFORBIDDEN, "this route needs an admin key"))
 			c.Abort()
 		default:
-			c.Set("actor", fmt.Sprintf("key:%s…", key[:4]))
+			c.Set("actor", actor)
 			c.Next()
 		}
 	}
 }
 
-func keyIn(key string, keys []string) bool {
-	found := false
-	for _, k := range keys {
-		if subtle.ConstantTimeCompare([]byte(k), []byte(key)) == 1 {
-			found = true
+// keyActor is what the deployment history records of a key: its label,
+// else its place in the configuration; never any part of the key.
+func keyActor(field string, i int, k Key) string {
+	if k.Label != "" {
+		return "api:" + k.Label
+	}
+	return fmt.Sprintf("api:%s[%d]", field, i)
+}
+
+// keyIndex returns the index of key in keys, or -1, comparing every key in
+// constant time.
+func keyIndex(key string, keys []Key) int {
+	found := -1
+	for i, k := range keys {
+		if subtle.ConstantTimeCompare([]byte(k.Secret), []byte(key)) == 1 {
+			found = i
 		}
 	}
 	return found
@@ -235,7 +247,7 @@ func keyIn(key string, keys []string) bool {
 
 func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	e := gin.New()
-	e.Use(s.recoverer(), s.observe())
+	e.Use(s.recoverer(), s.observe(), s.limitInFlight(), s.guardOpen())
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) {
 		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "no route %s %s", c.Request.Method, c.Request.URL.Path))
@@ -256,13 +268,20 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	v1.POST("/models/:name/canary", admin, s.handleCanary)
 	v1.DELETE("/models/:name/canary", admin, s.handleCanary)
 	v1.GET("/models/:name/dashboard", app, s.handleDashboard)
-	v1.PUT("/models/:name/references", app, s.handleReferences)
+	v1.PUT("/models/:name/references", admin, s.handleReferences)
 	s.uiRoutes(e)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", func(c *gin.Context) {
 		if !s.Ready() {
 			writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "not every configured model is loaded yet"))
 			return
+		}
+		if h, ok := s.events.(healthChecker); ok {
+			if err := h.Health(); err != nil { // the event spool takes no writes: requests would get 503
+				s.log.Warn("not ready: the event spool takes no writes", "err", err)
+				writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "the event spool takes no writes (full or failing disk)"))
+				return
+			}
 		}
 		c.JSON(http.StatusOK, gin.H{"status": "ready"})
 	})

@@ -49,6 +49,13 @@ func (r *registry) Champion(_ context.Context, _ string) (int, []byte, error) {
 
 func (r *registry) Canary(context.Context, string) (int, []byte, error) { return 0, nil, nil }
 
+func (r *registry) Alias(_ context.Context, _, alias string) (int, error) {
+	if alias == "canary" {
+		return 0, nil
+	}
+	return int(r.version.Load()), nil
+}
+
 func main() {
 	mode := flag.String("mode", "flywheel", "flywheel | swap | bare")
 	addr := flag.String("addr", "127.0.0.1:18080", "listen address")
@@ -119,7 +126,7 @@ func run(ctx context.Context, mode, addr, brokers, spool string) error {
 		return err
 	}
 	promReg := prometheus.NewRegistry()
-	logger, err := feedback.NewLogger(kcfg, spool, promReg, nil)
+	logger, err := feedback.NewLogger(kcfg, feedback.SpoolOptions{Dir: spool}, promReg, nil)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,8 @@ function key() { return sessionStorage.getItem("flywheel-key") || ""; }
 async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
   if (key()) headers["Authorization"] = "Bearer " + key();
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // Without keys the server takes a POST, PUT or DELETE only as JSON, even bodiless.
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await resp.text();
   let json = null;
