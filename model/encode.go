@@ -19,15 +19,22 @@ import (
 //	format 2 only: f64 gamma_scale, gamma_exponent
 //	u64 trained | u16 pairs, each: u16 len, bytes, u16 len, bytes
 //	u32 nonzero weights, each: u32 index, f32 value
+//	format 3 only, the optimizer state: f64 norm_sum, f64 steps
+//	  u32 entries, each: u32 index, f32 g2, f32 scale (a ranker's AdaGrad)
+//	  u32 entries, each: u32 index, f64 z, f64 n (a classifier's FTRL-Proximal)
 //	sha256 of everything before it (32 bytes)
 //
 // Format 2 adds SquareCB's γ schedule. MarshalBinary writes format 1 for a
 // model that does not use it, so the artifacts of such models are byte for
-// byte what they were; Decode reads both.
+// byte what they were. Format 3 (always with the γ fields) adds the
+// optimizer state, so that training can go on exactly where it stopped
+// (Resume); Trainer.MarshalBinary writes it. Decode reads all three and
+// ignores the optimizer state, which serving does not need.
 const (
 	magic        = "FWM1"
 	formatV1     = 1
 	formatV2     = 2
+	formatV3     = 3
 	checksumSize = sha256.Size
 	// MaxBits is the largest bits an artifact may have: 2^28 weights, 1 GiB.
 	MaxBits = 28
@@ -40,20 +47,34 @@ var ErrCorrupt = errors.New("model artifact is corrupt")
 // shape (kind, bits, interactions) is not the one expected.
 var ErrShape = errors.New("model artifact has another shape")
 
+// ErrNoState is wrapped by Resume's error for an artifact written without
+// its optimizer state (formats 1 and 2, or Model.MarshalBinary).
+var ErrNoState = errors.New("model artifact carries no optimizer state")
+
 var kinds = []string{flywheel.KindRanker, flywheel.KindClassifier}
 var policies = []string{EpsilonGreedy, Softmax, SquareCB}
 
-// MarshalBinary encodes the model, sparse, with a trailing sha256 checksum.
+// MarshalBinary encodes the model, sparse, with a trailing sha256 checksum,
+// without optimizer state (format 1 or 2): what serving needs.
 func (m *Model) MarshalBinary() ([]byte, error) {
+	format := uint16(formatV1)
+	if e := m.cfg.Exploration; e.GammaScale != 0 || e.GammaExponent != 0 {
+		format = formatV2
+	}
+	return m.encode(format, nil), nil
+}
+
+// MarshalBinary encodes the model learned so far with the trainer's
+// optimizer state (format 3), so that Resume can go on learning exactly as
+// this trainer would have. Decode reads it as a model.
+func (t *Trainer) MarshalBinary() ([]byte, error) { return t.m.encode(formatV3, t), nil }
+
+func (m *Model) encode(format uint16, t *Trainer) []byte {
 	var b bytes.Buffer
 	b.WriteString(magic)
 	le := binary.LittleEndian
 	put := func(v any) { _ = binary.Write(&b, le, v) }
 	e := m.cfg.Exploration
-	format := uint16(formatV1)
-	if e.GammaScale != 0 || e.GammaExponent != 0 {
-		format = formatV2
-	}
 	put(format)
 	put(uint8(index(kinds, m.cfg.Kind)))
 	put(uint8(m.cfg.Bits))
@@ -61,7 +82,7 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 	put(e.Epsilon)
 	put(e.Lambda)
 	put(e.Gamma)
-	if format == formatV2 {
+	if format >= formatV2 {
 		put(e.GammaScale)
 		put(e.GammaExponent)
 	}
@@ -73,22 +94,60 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 			b.WriteString(s)
 		}
 	}
+	// Format 3 keeps a negative zero, so that a resumed trainer holds the
+	// very bits the trainer that wrote it held.
+	keep := func(w float32) bool { return w != 0 }
+	if format >= formatV3 {
+		keep = func(w float32) bool { return math.Float32bits(w) != 0 }
+	}
 	var nz uint32
 	for _, w := range m.weights {
-		if w != 0 {
+		if keep(w) {
 			nz++
 		}
 	}
 	put(nz)
 	for i, w := range m.weights {
-		if w != 0 {
+		if keep(w) {
 			put(uint32(i))
 			put(w)
 		}
 	}
+	if t != nil {
+		put(t.normSum)
+		put(t.steps)
+		var n uint32
+		for i := range t.g2 {
+			if t.g2[i] != 0 || t.sc[i] != 0 {
+				n++
+			}
+		}
+		put(n)
+		for i := range t.g2 {
+			if t.g2[i] != 0 || t.sc[i] != 0 {
+				put(uint32(i))
+				put(t.g2[i])
+				put(t.sc[i])
+			}
+		}
+		n = 0
+		for i := range t.z {
+			if t.z[i] != 0 || t.n[i] != 0 {
+				n++
+			}
+		}
+		put(n)
+		for i := range t.z {
+			if t.z[i] != 0 || t.n[i] != 0 {
+				put(uint32(i))
+				put(t.z[i])
+				put(t.n[i])
+			}
+		}
+	}
 	sum := sha256.Sum256(b.Bytes())
 	b.Write(sum[:])
-	return b.Bytes(), nil
+	return b.Bytes()
 }
 
 // Decode returns the model encoded in b, of any shape the format allows. It
@@ -114,15 +173,87 @@ func DecodeAs(b []byte, want Config) (*Model, error) {
 // decode parses b; check, if not nil, vets the header's shape before
 // anything the size of the model is allocated.
 func decode(b []byte, check func(Config) error) (*Model, error) {
+	m, _, err := decodeModel(b, check)
+	return m, err
+}
+
+// decodeModel is decode, also returning the header (and so the optimizer
+// state's bytes, not parsed).
+func decodeModel(b []byte, check func(Config) error) (*Model, header, error) {
 	h, err := parseHeader(b)
 	if err != nil {
-		return nil, err
+		return nil, h, err
 	}
 	if check != nil {
 		if err := check(h.cfg); err != nil {
+			return nil, h, err
+		}
+	}
+	m, err := decodeWeights(h)
+	return m, h, err
+}
+
+// Resume returns a trainer that goes on from the model and the optimizer
+// state in b, an artifact Trainer.MarshalBinary wrote: it learns as the
+// trainer that wrote b would have gone on learning, bit for bit. b must have
+// want's shape (kind, bits, interactions, as DecodeAs): otherwise the error
+// wraps ErrShape. An artifact written without optimizer state gives an error
+// wrapping ErrNoState; a damaged one, ErrCorrupt. The model takes want's
+// exploration, which is not part of the shape (an EINVALID error if it is
+// invalid); cfg tunes the learning from here on, as in NewTrainer.
+func Resume(b []byte, want Config, cfg TrainConfig) (*Trainer, error) {
+	m, h, err := decodeModel(b, func(got Config) error { return sameShape(got, want) })
+	if err != nil {
+		return nil, err
+	}
+	if h.format < formatV3 {
+		return nil, fmt.Errorf("%w (format %d)", ErrNoState, h.format)
+	}
+	if m.cfg.Kind == flywheel.KindRanker {
+		m.cfg.Exploration = want.Exploration
+		if err := m.cfg.Validate(); err != nil {
 			return nil, err
 		}
 	}
+	t := &Trainer{cfg: cfg.withDefaults(), m: m, g2: make([]float32, len(m.weights)), sc: make([]float32, len(m.weights))}
+	r := &reader{b: h.state}
+	t.normSum, t.steps = r.f64(), r.f64()
+	bad := func(x float64) bool { return !(x >= 0) || math.IsInf(x, 0) }
+	if r.err == nil && (bad(t.normSum) || bad(t.steps)) {
+		return nil, fmt.Errorf("%w: optimizer norm or step count is negative", ErrCorrupt)
+	}
+	for n := r.u32(); n > 0 && r.err == nil; n-- {
+		i, g2, sc := r.u32(), math.Float32frombits(r.u32()), math.Float32frombits(r.u32())
+		if r.err == nil && (uint64(i) >= uint64(len(t.g2)) || bad(float64(g2)) || bad(float64(sc))) {
+			return nil, fmt.Errorf("%w: optimizer state of weight %d is out of range", ErrCorrupt, i)
+		}
+		t.g2[i], t.sc[i] = g2, sc
+	}
+	if n := r.u32(); n > 0 && r.err == nil {
+		t.z, t.n = make([]float64, len(m.weights)), make([]float64, len(m.weights))
+		for ; n > 0 && r.err == nil; n-- {
+			i, z, nn := r.u32(), r.f64(), r.f64()
+			if r.err == nil && (uint64(i) >= uint64(len(t.z)) || bad(nn)) {
+				return nil, fmt.Errorf("%w: optimizer state of weight %d is out of range", ErrCorrupt, i)
+			}
+			t.z[i], t.n[i] = z, nn
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return t, nil
+}
+
+// HasOptimizerState reports whether b is a well-formed artifact that carries
+// optimizer state (format 3), as Resume needs.
+func HasOptimizerState(b []byte) bool {
+	h, err := parseHeader(b)
+	return err == nil && h.format >= formatV3
+}
+
+// decodeWeights allocates the model h describes and reads its weights.
+func decodeWeights(h header) (*Model, error) {
 	m, err := New(h.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -149,8 +280,10 @@ func decode(b []byte, check func(Config) error) (*Model, error) {
 // which it only delimits.
 type header struct {
 	cfg     Config
+	format  uint16
 	trained uint64
 	weights []byte // nonzero × (u32 index, f32 value)
+	state   []byte // format 3: the optimizer state, its lengths checked
 }
 
 // parseHeader checks b's checksum and header and that the weight table is
@@ -168,7 +301,7 @@ func parseHeader(b []byte) (header, error) {
 	}
 	r := &reader{b: body[len(magic):]}
 	format := r.u16()
-	if r.err == nil && format != formatV1 && format != formatV2 {
+	if r.err == nil && format != formatV1 && format != formatV2 && format != formatV3 {
 		return header{}, fmt.Errorf("%w: format %d is not supported", ErrCorrupt, format)
 	}
 	kind, bits, policy := int(r.u8()), int(r.u8()), int(r.u8())
@@ -184,9 +317,10 @@ func parseHeader(b []byte) (header, error) {
 	}
 	e := &h.cfg.Exploration
 	e.Epsilon, e.Lambda, e.Gamma = r.f64(), r.f64(), r.f64()
-	if format == formatV2 {
+	if format >= formatV2 {
 		e.GammaScale, e.GammaExponent = r.f64(), r.f64()
 	}
+	h.format = format
 	h.trained = r.u64()
 	n := int(r.u16())
 	if r.err == nil && n*4 > len(r.b) { // each pair takes at least its two lengths
@@ -199,7 +333,14 @@ func parseHeader(b []byte) (header, error) {
 	if r.err != nil {
 		return header{}, r.err
 	}
-	if uint64(nz)*8 != uint64(len(r.b)) {
+	rest := uint64(len(r.b)) // format 3: the weights, then the optimizer state
+	if format >= formatV3 {
+		if uint64(nz)*8 > rest {
+			return header{}, fmt.Errorf("%w: weight table has %d bytes for %d weights", ErrCorrupt, len(r.b), nz)
+		}
+		rest = uint64(nz) * 8
+	}
+	if uint64(nz)*8 != rest {
 		return header{}, fmt.Errorf("%w: weight table has %d bytes for %d weights", ErrCorrupt, len(r.b), nz)
 	}
 	if uint64(nz) > 1<<bits {
@@ -208,8 +349,36 @@ func parseHeader(b []byte) (header, error) {
 	if err := h.cfg.Validate(); err != nil {
 		return header{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	h.weights = r.b
+	h.weights = r.take(int(rest))
+	if format >= formatV3 {
+		h.state = r.b
+		if err := checkState(r.b, bits); err != nil {
+			return header{}, err
+		}
+	}
 	return h, nil
+}
+
+// checkState checks that b is an optimizer state section for a model of
+// 2^bits weights: two numbers, then two tables of the lengths they say, each
+// of at most 2^bits entries, and nothing after them.
+func checkState(b []byte, bits int) error {
+	r := &reader{b: b}
+	r.take(16)
+	for _, size := range []uint64{12, 20} {
+		n := uint64(r.u32())
+		if r.err != nil {
+			return r.err
+		}
+		if n > 1<<bits || n*size > uint64(len(r.b)) {
+			return fmt.Errorf("%w: optimizer table of %d entries in %d bytes for a model of 2^%d", ErrCorrupt, n, len(r.b), bits)
+		}
+		r.take(int(n * size))
+	}
+	if r.err == nil && len(r.b) != 0 {
+		return fmt.Errorf("%w: %d bytes after the optimizer state", ErrCorrupt, len(r.b))
+	}
+	return r.err
 }
 
 // sameShape returns an error wrapping ErrShape naming the first difference

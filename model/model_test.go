@@ -245,6 +245,8 @@ func FuzzDecode(f *testing.F) {
 	v2, _ := mustModel(f, Config{Kind: flywheel.KindRanker, Bits: 4, Interactions: [][2]string{{"u", "i"}},
 		Exploration: Exploration{Policy: SquareCB, GammaScale: 10, GammaExponent: 0.5}}).MarshalBinary()
 	f.Add(v2[:len(v2)-checksumSize])
+	v3, _ := NewTrainer(mustModel(f, Config{Kind: flywheel.KindRanker, Bits: 4, Exploration: Exploration{Policy: EpsilonGreedy, Epsilon: 0.1}}), TrainConfig{}).MarshalBinary()
+	f.Add(v3[:len(v3)-checksumSize])
 	small := Config{Kind: flywheel.KindRanker, Bits: 4}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// As given (nearly always a checksum failure) and with a valid

@@ -4,5 +4,8 @@
 // logged data with off-policy estimators (the probabilities serving logged
 // make this fair), registers it, and promotes it by the promotion rule
 // (Decide): by default when it is not worse than the champion, nor than the
-// last version shown better, beyond a margin.
+// last version shown better, beyond a margin. A candidate is trained in full
+// (from zero, over the window) or, with retrain.incremental, goes on from the
+// champion's weights and optimizer state over the decisions after the
+// champion's cutoff (incremental.go); Reproduce rebuilds either bit for bit.
 package retrain

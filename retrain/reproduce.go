@@ -1,7 +1,10 @@
 package retrain
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -18,14 +21,26 @@ type Reproduction struct {
 	Rows           int    `json:"rows"`
 	Identical      bool   `json:"identical"`
 	DifferentCount int    `json:"different_weights"`
-	Took           string `json:"took"`
+	// Training is how the version was trained (full or incremental) and
+	// Parent the version an incremental one was rebuilt from.
+	Training string `json:"training,omitempty"`
+	Parent   int    `json:"parent,omitempty"`
+	Took     string `json:"took"`
 }
 
 // Reproduce retrains version of name from what its manifest records (the
-// data window and holdout cut, the configuration, the warm-start version)
-// and compares the weights with the registered artifact. It returns an error
-// if the version has no manifest, or if the data in the window is no longer
-// what it was trained on (rows or their fingerprint differ).
+// data window and holdout cut, the configuration, and how it started: from
+// zero for a full version; from the parent's stored artifact, weights and
+// optimizer state, for an incremental one; from the warm-start version's
+// weights for a version trained before incremental training) and compares
+// the result with the registered artifact: every weight, and for an artifact
+// with optimizer state every byte. An incremental version is rebuilt from its
+// parent's artifact as registered (checked against the sha256 its manifest
+// recorded), not from the whole chain: reproduce the parent to check the
+// link before it. It returns an error if the version has no manifest, if the
+// parent's artifact is not the one it started from, or if the data in the
+// window is no longer what it was trained on (rows or their fingerprint
+// differ).
 func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*Reproduction, error) {
 	start := time.Now()
 	v, err := r.reg.Get(ctx, name, version)
@@ -39,18 +54,42 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 	if man.DataSHA256 == "" {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "%s v%d was trained by a build that did not fingerprint its data; it cannot be checked", name, version)
 	}
-	var warm *model.Model
-	if man.WarmStartFrom > 0 {
+	var tr *model.Trainer
+	switch {
+	case man.Training == TrainedIncremental:
+		pv, err := r.reg.Get(ctx, name, man.Parent)
+		if err != nil {
+			return nil, fmt.Errorf("parent v%d of %s v%d: %w", man.Parent, name, version, err)
+		}
+		if sum := sha256.Sum256(pv.Artifact); hex.EncodeToString(sum[:]) != man.ParentSHA256 {
+			return nil, flywheel.Errorf(flywheel.ECONFLICT, "the artifact of %s v%d is not the one v%d went on from (sha256 %s, recorded %s)", name, man.Parent, version, hex.EncodeToString(sum[:]), man.ParentSHA256)
+		}
+		if tr, err = model.Resume(pv.Artifact, shapeOf(man.Config), trainConfig(man.Config)); err != nil {
+			return nil, fmt.Errorf("resume from parent v%d of %s v%d: %w", man.Parent, name, version, err)
+		}
+	case man.WarmStartFrom > 0: // before incremental training: the weights only, fresh AdaGrad
 		wv, err := r.reg.Get(ctx, name, man.WarmStartFrom)
 		if err != nil {
 			return nil, err
 		}
-		if warm, err = model.Decode(wv.Artifact); err != nil {
+		warm, err := model.Decode(wv.Artifact)
+		if err != nil {
+			return nil, err
+		}
+		if man.Config.Kind != flywheel.KindRanker {
+			warm, err = model.FromConfig(man.Config)
+			if err != nil {
+				return nil, err
+			}
+		}
+		tr = model.NewTrainer(warm, trainConfig(man.Config))
+	default:
+		if tr, err = fresh(man.Config); err != nil {
 			return nil, err
 		}
 	}
 	win := window{fromMs: man.DataFromMs, toMs: man.DataToMs, holdFrom: man.HoldoutFrom}
-	m, got, err := r.trainOn(ctx, name, man.Config, warm, win, nil)
+	tr, got, err := r.trainOn(ctx, name, man.Config, tr, win, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +101,7 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 		return nil, err
 	}
 	diff := 0
-	a, b := m.Weights(), orig.Weights()
+	a, b := tr.Model().Weights(), orig.Weights()
 	if len(a) != len(b) {
 		diff = max(len(a), len(b))
 	} else {
@@ -72,8 +111,16 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 			}
 		}
 	}
-	return &Reproduction{Model: name, Version: version, Rows: got.rows, Identical: diff == 0, DifferentCount: diff,
-		Took: time.Since(start).Round(time.Millisecond).String()}, nil
+	identical := diff == 0
+	if model.HasOptimizerState(v.Artifact) { // the optimizer state and the count learned too
+		art, err := tr.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		identical = identical && bytes.Equal(art, v.Artifact)
+	}
+	return &Reproduction{Model: name, Version: version, Rows: got.rows, Identical: identical, DifferentCount: diff,
+		Training: man.Training, Parent: man.Parent, Took: time.Since(start).Round(time.Millisecond).String()}, nil
 }
 
 // Report is the offline evaluation of a version against the champion.

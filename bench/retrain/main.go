@@ -32,6 +32,7 @@ func main() {
 	passes := flag.Int("passes", 1, "training passes")
 	unique := flag.Bool("unique-actions", false, "give every decision its own action set (item prices vary), so no two decisions' actions JSON is the same")
 	flag.BoolVar(&inlineJSON, "inline-actions", false, "store each decision's actions as JSON in its row (as ingest did before schema 6) instead of by key in the actions table")
+	newDecisions := flag.Int("new", 0, "then log this many decisions more and time a retrain over them twice, full and incremental, both judged against the first run's version")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the runs here")
 	memProfile := flag.String("memprofile", "", "write a heap profile (at the peak sample) here")
 	flag.Parse()
@@ -51,7 +52,7 @@ func main() {
 		if err != nil || n < 1000 {
 			log.Fatalf("bad size %q", s)
 		}
-		out, err := runOne(*addr, n, *passes, *unique)
+		out, err := runOne(*addr, n, *passes, *unique, *newDecisions)
 		if err != nil {
 			pprof.StopCPUProfile()
 			log.Fatalf("%d decisions: %v", n, err)
@@ -110,7 +111,7 @@ func genArgs(args ...any) []any {
 // they name their actions by key (action_keys) in the actions table.
 var inlineJSON bool
 
-func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
+func runOne(addr string, n, passes int, unique bool, newDecisions int) (map[string]any, error) {
 	ctx := context.Background()
 	db := fmt.Sprintf("bench_retrain_%d", n)
 	cfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s", addr, db)}
@@ -188,26 +189,37 @@ func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
 			}
 		}
 	}
-	err = conn.Exec(ctx, `INSERT INTO `+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities, chosen, chosen_index, chosen_probability,
+	// generate logs decisions first .. first+count-1 over [base, base+span).
+	generate := func(first, count, base, span uint64) error {
+		err := conn.Exec(ctx, `INSERT INTO `+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities, chosen, chosen_index, chosen_probability,
 			explored, reward_window_s, reward_default, reward_aggregate, context_json, `+actionsCols+`, context_names, context_values, ingested_at)
-		SELECT concat('e', toString(number)) AS id, toDateTime(intDiv(ts_ms, 1000)), ? + intDiv(number * ?, ?) AS ts_ms, 'bench', 'ranker', 1, 'champion',
+		SELECT concat('e', toString(number)) AS id, toDateTime(intDiv(ts_ms, 1000)), ? + intDiv((number - ?) * ?, ?) AS ts_ms, 'bench', 'ranker', 1, 'champion',
 			?, arrayMap(i -> 0.05, range(20)), concat('i', toString(number % 20)), number % 20, 0.05,
 			1, 1, 0, 'sum',
 			concat('{"user":{"segment":"s', toString(intHash32(number) % 5), '","age":', toString(20 + intHash32(number) % 40), ',"device":"d', toString(intHash32(number) % 3), '"}}'),
 			`+actionsExpr+keysExpr+`, ['user^segment'], [concat('s', toString(intHash32(number) % 5))], now()
-		FROM system.numbers LIMIT ?`,
-		genArgs(base, span, uint64(n), ids, actionsArg, keysArg, uint64(n))...)
-	if err != nil {
-		return nil, fmt.Errorf("generate decisions: %w", err)
+		FROM (SELECT number + ? AS number FROM system.numbers LIMIT ?)`,
+			genArgs(base, first, span, count, ids, actionsArg, keysArg, first, count)...)
+		if err != nil {
+			return fmt.Errorf("generate decisions: %w", err)
+		}
+		// click: segment s's favourite category is c(s); chosen item k has category c(k % 5)
+		err = conn.Exec(ctx, `INSERT INTO `+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)
+		SELECT concat('e', toString(number)), 'f', toDateTime(intDiv(? + intDiv((number - ?) * ?, ?) + 100, 1000)), ? + intDiv((number - ?) * ?, ?) + 100, 1, 'click', now()
+		FROM (SELECT number + ? AS number FROM system.numbers LIMIT ?)
+		WHERE (intHash32(number) % 5 = (number % 20) % 5 AND intHash64(number) % 100 < 60)
+			OR (intHash32(number) % 5 != (number % 20) % 5 AND intHash64(number) % 100 < 10)`,
+			base, first, span, count, base, first, span, count, first, count)
+		if err != nil {
+			return fmt.Errorf("generate feedback: %w", err)
+		}
+		// Ingest's claim that all feedback is written (the feedback
+		// watermark), so that the reward windows count as closed.
+		return conn.Exec(ctx, `INSERT INTO `+db+`.ingest_watermarks (stream, topic, partitions, through_ms, written_at) SELECT 'feedback', 'flywheel.feedback', 1, ?, now()`,
+			uint64(time.Now().UnixMilli()))
 	}
-	// click: segment s's favourite category is c(s); chosen item k has category c(k % 5)
-	err = conn.Exec(ctx, `INSERT INTO `+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)
-		SELECT concat('e', toString(number)), 'f', toDateTime(intDiv(? + intDiv(number * ?, ?) + 100, 1000)), ? + intDiv(number * ?, ?) + 100, 1, 'click', now()
-		FROM system.numbers WHERE (intHash32(number) % 5 = (number % 20) % 5 AND intHash64(number) % 100 < 60)
-			OR (intHash32(number) % 5 != (number % 20) % 5 AND intHash64(number) % 100 < 10)
-		LIMIT ?`, base, span, uint64(n), base, span, uint64(n), uint64(n))
-	if err != nil {
-		return nil, fmt.Errorf("generate feedback: %w", err)
+	if err := generate(0, uint64(n), base, span); err != nil {
+		return nil, err
 	}
 	genTook := time.Since(gen)
 
@@ -246,5 +258,45 @@ func runOne(addr string, n, passes int, unique bool) (map[string]any, error) {
 	if res.Comparison != nil {
 		out["candidate_snips"], out["champion_snips"] = res.Comparison.Candidate.SNIPS.Value, res.Comparison.Champion.SNIPS.Value
 	}
+	if newDecisions <= 0 || res.Outcome != retrain.Promoted {
+		return out, nil
+	}
+	// newDecisions more, in the minute after the first ones (all closed),
+	// then a full and an incremental retrain over the same data against the
+	// same champion: with promotion manual, neither replaces it, and the
+	// registry shows each run the champion as the latest version, so that
+	// both count the same decisions as new.
+	if err := generate(uint64(n), uint64(newDecisions), base+span, uint64(time.Minute/time.Millisecond)); err != nil {
+		return nil, err
+	}
+	for _, incremental := range []bool{false, true} {
+		mc := mc
+		mc.Retrain.Incremental, mc.Promote.Policy = incremental, "manual"
+		rt, err := retrain.New(retrain.Options{Models: map[string]flywheel.ModelConfig{"bench": mc}, Store: clickhouse.NewTraining(conn, db),
+			Registry: championIsLatest{reg, res.Version}, CodeVersion: "bench"})
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		r, err := rt.Run(ctx, "bench", func(step string) { log.Printf("[%6.1fs] %s", time.Since(start).Seconds(), step) })
+		if err != nil {
+			return nil, err
+		}
+		key := "full"
+		if incremental {
+			key = "incremental"
+		}
+		out[key+"_after_new"] = map[string]any{"new_decisions": newDecisions, "training": r.Training, "train_rows": r.TrainRows,
+			"holdout_rows": r.Holdout, "retrain_seconds": time.Since(start).Seconds(), "outcome": r.Outcome}
+	}
 	return out, nil
 }
+
+// championIsLatest is a registry whose latest version is the champion, so
+// that a run after a rejected one sees the same new decisions.
+type championIsLatest struct {
+	*deploy.Registry
+	champion int
+}
+
+func (c championIsLatest) Latest(context.Context, string) (int, error) { return c.champion, nil }

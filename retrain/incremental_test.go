@@ -1,0 +1,162 @@
+package retrain
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/deploy"
+)
+
+func mustManifest(t *testing.T, ctx context.Context, reg *deploy.Registry, version int) Manifest {
+	t.Helper()
+	v, err := reg.Get(ctx, "homepage", version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man Manifest
+	if err := json.Unmarshal(v.Manifest, &man); err != nil {
+		t.Fatal(err)
+	}
+	return man
+}
+
+// mustRun runs a retrain of homepage and wants a candidate registered and
+// promoted, so that the next run goes on from it.
+func mustRun(t *testing.T, ctx context.Context, rt *Retrainer, what string) *Result {
+	t.Helper()
+	res, err := rt.Run(ctx, "homepage", nil)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	t.Logf("%s: v%d %s, %s (%s); trained on %d, judged on %d", what, res.Version, res.Training, res.Outcome, res.FullReason, res.TrainRows, res.Holdout)
+	if res.Outcome != Promoted {
+		t.Fatalf("%s: %+v; want a promoted candidate", what, res)
+	}
+	return res
+}
+
+// An incremental chain: v2 is full (its champion, the bootstrap, learned
+// nothing), v3 and v4 go on from their champion's weights and optimizer
+// state over the decisions after its cutoff only, and with full_every 3 v5
+// is full again. Every version is rebuilt bit for bit, artifact and all.
+func TestIncrementalChainReproduced(t *testing.T) {
+	_, base := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	conn, db, reg := testRegistry(t, ctx, base, "rti")
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][]string{{"user", "item"}},
+		Reward:  flywheel.RewardConfig{Window: time.Minute},
+		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100, Incremental: true, FullEvery: 3}}.WithDefaults()
+	if err := reg.Bootstrap(ctx, "homepage", mc); err != nil {
+		t.Fatal(err)
+	}
+	store := clickhouse.NewTraining(conn, db)
+	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"homepage": mc}, Store: store, Registry: reg, CodeVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Hour).UTC()
+	t0 := uint64(start.UnixMilli())
+	insertLearnable(t, ctx, conn, db, start, 0, 3000)
+	res := mustRun(t, ctx, rt, "v2")
+	v2 := mustManifest(t, ctx, reg, res.Version)
+	if v2.Training != TrainedFull || !strings.Contains(v2.FullReason, "bootstrap") || v2.TrainRows != 2400 || v2.CutoffMs != t0+2400 || v2.Learned != 2400 {
+		t.Fatalf("v2's chain: %+v", v2.Chain)
+	}
+
+	// Each step adds 1,000 decisions: the holdout is the newest fifth of
+	// the window (after the champion's cutoff), and the candidate learns
+	// the 800 decisions between the champion's cutoff and the holdout.
+	prev := v2
+	for i, version := range []int{3, 4} {
+		insertLearnable(t, ctx, conn, db, start, 3000+1000*i, 1000)
+		res := mustRun(t, ctx, rt, "incremental")
+		man := mustManifest(t, ctx, reg, res.Version)
+		newClosed, _, _, err := store.ClosedSpan(ctx, "homepage", flywheel.KindRanker, prev.CutoffMs, man.HoldoutFrom-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case res.Version != version || man.Training != TrainedIncremental || man.Parent != version-1 || man.Link != version-2:
+			t.Fatalf("v%d: %+v; want incremental from v%d, link %d", res.Version, man.Chain, version-1, version-2)
+		case man.ParentCutoffMs != prev.CutoffMs || man.DataFromMs < prev.CutoffMs:
+			t.Fatalf("v%d learned from %d, its parent's cutoff is %d", version, man.DataFromMs, prev.CutoffMs)
+		case uint64(man.TrainRows) != newClosed || man.TrainRows != 800:
+			t.Fatalf("v%d learned %d examples; %d closed decisions lie between v%d's cutoff and the holdout (want 800)", version, man.TrainRows, newClosed, version-1)
+		case man.Learned != prev.Learned+uint64(man.TrainRows):
+			t.Fatalf("v%d learned %d over its chain; want %d + %d", version, man.Learned, prev.Learned, man.TrainRows)
+		}
+		prev = man
+	}
+
+	// full_every 3: v5 is the chain's third version after v2, so full.
+	insertLearnable(t, ctx, conn, db, start, 5000, 1000)
+	res = mustRun(t, ctx, rt, "v5")
+	v5 := mustManifest(t, ctx, reg, res.Version)
+	if v5.Training != TrainedFull || !strings.Contains(v5.FullReason, "full_every 3") || v5.Link != 0 || v5.TrainRows != 4800 {
+		t.Fatalf("v5 after a chain of three: %+v, %d trained; want full (full_every) over the window", v5.Chain, v5.TrainRows)
+	}
+	for v := 2; v <= 5; v++ {
+		rep, err := rt.Reproduce(ctx, "homepage", v)
+		if err != nil {
+			t.Fatalf("reproduce v%d: %v", v, err)
+		}
+		if !rep.Identical {
+			t.Fatalf("reproduce v%d: %+v", v, rep)
+		}
+		t.Logf("v%d (%s, parent v%d) reproduced bit for bit from %d rows in %s", v, rep.Training, rep.Parent, rep.Rows, rep.Took)
+	}
+}
+
+// A change of shape (here bits) makes the next candidate a full retrain
+// with the reason in its manifest, although incremental training is on;
+// and retrain.warm_start, the older name, turns incremental training on.
+func TestShapeChangeForcesFullRetrain(t *testing.T) {
+	_, base := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, db, reg := testRegistry(t, ctx, base, "rts")
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][]string{{"user", "item"}},
+		Reward:  flywheel.RewardConfig{Window: time.Minute},
+		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100, WarmStart: true}}.WithDefaults()
+	if err := reg.Bootstrap(ctx, "homepage", mc); err != nil {
+		t.Fatal(err)
+	}
+	store := clickhouse.NewTraining(conn, db)
+	newRetrainer := func(mc flywheel.ModelConfig) *Retrainer {
+		rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"homepage": mc}, Store: store, Registry: reg, CodeVersion: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rt
+	}
+	start := time.Now().Add(-time.Hour).UTC()
+	insertLearnable(t, ctx, conn, db, start, 0, 3000)
+	mustRun(t, ctx, newRetrainer(mc), "v2")
+	insertLearnable(t, ctx, conn, db, start, 3000, 1000)
+	if res := mustRun(t, ctx, newRetrainer(mc), "v3"); res.Training != TrainedIncremental {
+		t.Fatalf("v3 with warm_start: %s (%s); want incremental", res.Training, res.FullReason)
+	}
+
+	insertLearnable(t, ctx, conn, db, start, 4000, 1000)
+	mc.Bits = 13
+	res := mustRun(t, ctx, newRetrainer(mc), "v4, bits 12 -> 13")
+	man := mustManifest(t, ctx, reg, res.Version)
+	if man.Training != TrainedFull || !strings.Contains(man.FullReason, "shape changed") || !strings.Contains(man.FullReason, "bits 12, expected 13") || man.Parent != 0 {
+		t.Fatalf("v4 after bits changed: %+v; want full, for the shape", man.Chain)
+	}
+	if man.TrainRows != 4000 {
+		t.Fatalf("v4 learned %d examples; a full retrain learns the window's 4,000 before the holdout", man.TrainRows)
+	}
+	rt := newRetrainer(mc)
+	for v := 3; v <= 4; v++ {
+		if rep, err := rt.Reproduce(ctx, "homepage", v); err != nil || !rep.Identical {
+			t.Fatalf("reproduce v%d: %+v, %v", v, rep, err)
+		}
+	}
+}
