@@ -1,10 +1,14 @@
-// Package sim is a simulated product app with a hidden ground truth. Users
-// belong to segments; items belong to categories; each segment strongly
-// prefers one category, and items differ in quality. The best item therefore
-// depends on the segment × category interaction: ranking by popularity is
-// far from optimal. The simulator asks Flywheel to rank, draws a click from
-// the truth for the chosen item, and reports the reward rate of each model
-// version next to a random and an oracle policy on the same contexts.
+// Package sim is simulated product apps (worlds) with a hidden ground truth.
+// In the default world, "homepage", users belong to segments; items belong
+// to categories; each segment strongly prefers one category, and items differ
+// in quality. The best item therefore depends on the segment × category
+// interaction: ranking by popularity is far from optimal. The second world,
+// "shop" (Shop), has continuous effects that depend on other continuous
+// features and many more items than a request offers. The simulator asks
+// Flywheel to rank, draws a click from the truth for the chosen item, and
+// reports the reward rate of each model version next to a random and an
+// oracle policy on the same contexts; backtests (retrain.Backtest) draw from
+// the same worlds in process.
 package sim
 
 import (
@@ -18,8 +22,11 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/flywheel-dev/flywheel"
 )
 
 // Config configures a run.
@@ -30,7 +37,9 @@ type Config struct {
 	Concurrency int     // parallel users; default 4
 	Rate        float64 // events per second overall; 0: as fast as possible
 	Seed        uint64  // ground truth and traffic; default 1
-	APIKey      string  // app key, if the server wants one
+	// World names the simulated product (see Worlds); default "homepage".
+	World  string
+	APIKey string // app key, if the server wants one
 	// PublishReferences stores the random and oracle reward rates measured
 	// on this run's contexts as the model's references, which the
 	// dashboard draws next to the versions.
@@ -39,7 +48,39 @@ type Config struct {
 	Client            *http.Client
 }
 
-// World is the hidden ground truth.
+// Env is a simulated product: a hidden ground truth that draws requests.
+// Draw returns one request's context and offered actions, and the expected
+// reward (the click probability) of each action, which only the simulator
+// knows. The worlds are safe for concurrent use; rng is the caller's.
+type Env interface {
+	Name() string
+	Draw(rng *rand.Rand) (ctx flywheel.Features, actions []flywheel.Action, truth []float64)
+}
+
+// Default is the name of the default world.
+const Default = "homepage"
+
+// Worlds are the names of the simulated products, the default first.
+func Worlds() []string { return []string{Default, "shop"} }
+
+// NewEnv returns the world of that name for a seed ("" is Default), or an
+// error naming the worlds there are.
+func NewEnv(name string, seed uint64) (Env, error) {
+	switch name {
+	case "", Default:
+		return NewWorld(seed), nil
+	case "shop":
+		return NewShop(seed), nil
+	}
+	return nil, fmt.Errorf("sim: unknown world %q (worlds: %s)", name, strings.Join(Worlds(), ", "))
+}
+
+var (
+	_ Env = (*World)(nil)
+	_ Env = (*Shop)(nil)
+)
+
+// World is the hidden ground truth of the default world, "homepage".
 type World struct {
 	Segments  []string
 	Items     []Item
@@ -82,6 +123,24 @@ func (w *World) ClickProbability(segment string, it Item) float64 {
 		p += 0.6 * it.Quality
 	}
 	return p
+}
+
+// Name returns "homepage".
+func (w *World) Name() string { return Default }
+
+// Draw returns a user of a random segment (with an age the truth ignores)
+// and every item.
+func (w *World) Draw(rng *rand.Rand) (flywheel.Features, []flywheel.Action, []float64) {
+	seg := w.Segments[rng.IntN(len(w.Segments))]
+	age := rng.Float64()*50 + 18
+	ctx := flywheel.Features{"user": {"segment": seg, "age": math.Round(age)}}
+	actions := make([]flywheel.Action, len(w.Items))
+	truth := make([]float64, len(w.Items))
+	for i, it := range w.Items {
+		actions[i] = flywheel.Action{ID: it.ID, Features: flywheel.Features{"item": {"id": it.ID, "category": it.Category, "price": it.Price}}}
+		truth[i] = w.ClickProbability(seg, it)
+	}
+	return ctx, actions, truth
 }
 
 // Result is the report of a run.
@@ -135,7 +194,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: cfg.Timeout}
 	}
-	world := NewWorld(cfg.Seed)
+	world, err := NewEnv(cfg.World, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
 	runID := fmt.Sprintf("%x", time.Now().UnixNano())
 	var (
 		mu       sync.Mutex
@@ -171,26 +233,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					case <-time.After(interval):
 					}
 				}
-				seg := world.Segments[rng.IntN(len(world.Segments))]
+				reqCtx, actions, truth := world.Draw(rng)
 				eventID := fmt.Sprintf("sim-%s-%d", runID, i)
-				resp, err := rank(ctx, cfg, world, seg, rng.Float64()*50+18, eventID)
+				resp, err := rank(ctx, cfg, reqCtx, actions, eventID)
 				if err != nil {
 					mu.Lock()
 					res.Errors++
 					mu.Unlock()
 					continue
 				}
-				var chosen Item
+				pChosen := 0.0
 				rs, best := 0.0, 0.0
-				for _, it := range world.Items {
-					p := world.ClickProbability(seg, it)
+				for j, a := range actions {
+					p := truth[j]
 					rs += p
 					best = math.Max(best, p)
-					if it.ID == resp.Chosen {
-						chosen = it
+					if a.ID == resp.Chosen {
+						pChosen = p
 					}
 				}
-				click := rng.Float64() < world.ClickProbability(seg, chosen)
+				click := rng.Float64() < pChosen
 				if click {
 					if err := sendFeedback(ctx, cfg, resp.EventID); err != nil {
 						mu.Lock()
@@ -205,7 +267,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				if click {
 					clicks[resp.ModelVersion]++
 				}
-				randSum += rs / float64(len(world.Items))
+				randSum += rs / float64(len(actions))
 				oracle += best
 				mu.Unlock()
 			}
@@ -230,18 +292,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-func rank(ctx context.Context, cfg Config, w *World, segment string, age float64, eventID string) (*rankResp, error) {
-	actions := make([]map[string]any, len(w.Items))
-	for i, it := range w.Items {
-		actions[i] = map[string]any{"id": it.ID, "features": map[string]any{"item": map[string]any{
-			"id": it.ID, "category": it.Category, "price": it.Price,
-		}}}
-	}
-	body := map[string]any{
-		"model": cfg.Model, "event_id": eventID,
-		"context": map[string]any{"user": map[string]any{"segment": segment, "age": math.Round(age)}},
-		"actions": actions,
-	}
+func rank(ctx context.Context, cfg Config, reqCtx flywheel.Features, actions []flywheel.Action, eventID string) (*rankResp, error) {
+	body := map[string]any{"model": cfg.Model, "event_id": eventID, "context": reqCtx, "actions": actions}
 	var out rankResp
 	if err := post(ctx, cfg, "/v1/rank", body, &out); err != nil {
 		return nil, err

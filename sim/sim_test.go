@@ -1,6 +1,17 @@
 package sim
 
-import "testing"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/flywheel-dev/flywheel"
+)
 
 // Popularity must not be optimal: the best item differs between segments, and
 // the best single item for everyone is well below the oracle.
@@ -33,4 +44,126 @@ func TestWorldNeedsInteractions(t *testing.T) {
 		t.Errorf("the most popular item earns %.3f, the oracle %.3f: popularity is nearly optimal", popular, oracle)
 	}
 	t.Logf("oracle %.3f, best single item %.3f", oracle, popular)
+}
+
+// meanRandomOracle is the expected reward of the uniformly random and of the
+// oracle policy over n requests of w.
+func meanRandomOracle(w Env, seed uint64, n int) (random, oracle float64) {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	for range n {
+		_, _, truth := w.Draw(rng)
+		sum, best := 0.0, 0.0
+		for _, p := range truth {
+			sum += p
+			best = max(best, p)
+		}
+		random += sum / float64(len(truth))
+		oracle += best
+	}
+	return random / float64(n), oracle / float64(n)
+}
+
+// Every world leaves a learner much to gain: the oracle earns far more than
+// random choice.
+func TestWorldsOracleBeatsRandom(t *testing.T) {
+	t.Parallel()
+	for _, name := range Worlds() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			w, err := NewEnv(name, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.Name() != name {
+				t.Errorf("NewEnv(%q) is named %q", name, w.Name())
+			}
+			random, oracle := meanRandomOracle(w, 1, 5000)
+			if oracle < 2*random || oracle-random < 0.15 {
+				t.Errorf("oracle %.3f, random %.3f: not a clear margin", oracle, random)
+			}
+			t.Logf("random %.3f, oracle %.3f", random, oracle)
+		})
+	}
+	if _, err := NewEnv("nope", 1); err == nil || !strings.Contains(err.Error(), "shop") {
+		t.Errorf("an unknown world: %v, want an error naming the worlds", err)
+	}
+}
+
+// A world and its requests are a function of the seeds alone.
+func TestWorldsDeterministic(t *testing.T) {
+	t.Parallel()
+	for _, name := range Worlds() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			draw := func(world, traffic uint64) string {
+				w, _ := NewEnv(name, world)
+				rng := rand.New(rand.NewPCG(traffic, 0))
+				var b strings.Builder
+				for range 50 {
+					ctx, acts, truth := w.Draw(rng)
+					fmt.Fprintf(&b, "%v %v %v\n", ctx, acts, truth)
+				}
+				return b.String()
+			}
+			a := draw(1, 1)
+			if b := draw(1, 1); a != b {
+				t.Error("the same seeds drew different requests")
+			}
+			if b := draw(2, 1); a == b {
+				t.Error("another world seed drew the same requests and truth")
+			}
+			if b := draw(1, 2); a == b {
+				t.Error("another traffic seed drew the same requests")
+			}
+		})
+	}
+}
+
+// The shop's best offer depends on income × price: the liked price grows
+// with income, and a price far from it, either way, costs clicks.
+func TestShopPriceDependsOnIncome(t *testing.T) {
+	t.Parallel()
+	s := NewShop(1)
+	cheap, dear := ShopItem{Category: "books", Price: 15, Quality: 0.5}, ShopItem{Category: "books", Price: 400, Quality: 0.5}
+	if lo, hi := s.ClickProbability(10, 12, cheap), s.ClickProbability(10, 12, dear); lo <= hi {
+		t.Errorf("a low income clicks a 15-dollar item %.3f, a 400-dollar one %.3f", lo, hi)
+	}
+	if lo, hi := s.ClickProbability(300, 12, cheap), s.ClickProbability(300, 12, dear); lo >= hi {
+		t.Errorf("a high income clicks a 15-dollar item %.3f, a 400-dollar one %.3f", lo, hi)
+	}
+	if n := len(s.Items); n < 50 || n > 200 {
+		t.Errorf("%d items", n)
+	}
+}
+
+// Run plays the world it is given: the shop's requests carry 20 of its
+// products and a user's income and hour.
+func TestRunShop(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/rank" {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		var req struct {
+			Context flywheel.Features `json:"context"`
+			Actions []flywheel.Action `json:"actions"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Actions) != 20 || req.Context["user"]["income"] == nil {
+			http.Error(w, fmt.Sprintf("bad request: %v, %d actions, context %v", err, len(req.Actions), req.Context), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, `{"event_id": "e", "model_version": 1, "chosen": %q}`, req.Actions[0].ID)
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{URL: srv.URL, World: "shop", Events: 200, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 || res.Events != 200 || res.OracleRewardRate < 2*res.RandomRewardRate {
+		t.Errorf("%+v", res)
+	}
+	if _, err := Run(context.Background(), Config{URL: srv.URL, World: "moon", Events: 1}); err == nil {
+		t.Error("an unknown world ran")
+	}
 }

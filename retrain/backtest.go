@@ -1,0 +1,378 @@
+package retrain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
+)
+
+// A backtest plays a simulated world through the loop in virtual time, in
+// process: the served policy (the champion, exploring with its exact
+// probabilities) draws every decision, the world's hidden truth draws its
+// reward, and on the retrain schedule (a cron spec read in virtual time) a
+// run does what a scheduled run does, on the decisions whose reward window
+// has closed: the same window, the same time-ordered holdout after the
+// references' cutoff, the same learner (full, or incremental from the
+// champion's artifact with its optimizer state), the same evaluation and the
+// same promotion rule (Decide, with the anchor). What it leaves out: Kafka and
+// ClickHouse (decisions are closed the moment their reward window ends, as
+// if ingest had no lag) and the canary (an inconclusive candidate is
+// rejected, as without promote.canary).
+
+// World is a simulated product: Draw returns one request's context and
+// offered actions and the expected reward of each action, the hidden truth.
+// sim's worlds are ones.
+type World interface {
+	Draw(rng *rand.Rand) (ctx flywheel.Features, actions []flywheel.Action, truth []float64)
+}
+
+// BacktestOptions configure a backtest.
+type BacktestOptions struct {
+	// Model is the model's configuration (defaults are applied): its
+	// exploration, retrain (Retrain.Schedule is read in virtual time) and
+	// promotion rule. Promote.Canary is ignored.
+	Model flywheel.ModelConfig
+	World World
+	// Decisions to play; required.
+	Decisions int
+	// Rate is decisions per virtual second; default 100.
+	Rate float64
+	// Every is the decisions per reported window; default 5000.
+	Every int
+	// Seed draws the traffic and the rewards; default 1. The same seed gives
+	// the same contexts in every setting, so settings compare on the same
+	// users.
+	Seed uint64
+}
+
+// BacktestResult is what a backtest served and what its runs did.
+type BacktestResult struct {
+	Decisions  int              `json:"decisions"`
+	Windows    []BacktestWindow `json:"windows"`
+	Runs       []BacktestRun    `json:"runs"`
+	Promotions int              `json:"promotions"`
+	Rejections int              `json:"rejections"`
+	Skips      int              `json:"skips"`
+	Champion   int              `json:"champion"` // at the end
+
+	value, random, oracle []float64 // prefix sums per decision
+}
+
+// BacktestWindow is the reward of decisions [From, To).
+type BacktestWindow struct {
+	From int `json:"from"`
+	To   int `json:"to"`
+	// Reward is the expected reward of the served policy, exploration
+	// included, on these contexts (Σ probability × truth); Observed is the
+	// share of decisions rewarded.
+	Reward   float64 `json:"reward"`
+	Observed float64 `json:"observed"`
+	Random   float64 `json:"random"`
+	Oracle   float64 `json:"oracle"`
+	Versions []int   `json:"versions"` // served in the window, in order
+}
+
+// BacktestRun is one scheduled run.
+type BacktestRun struct {
+	Decision    int           `json:"decision"` // decisions served before it
+	At          time.Duration `json:"at_ns"`    // virtual time since the start
+	Outcome     string        `json:"outcome"`
+	Reason      string        `json:"reason"`
+	Version     int           `json:"version,omitempty"`
+	Champion    int           `json:"champion"`
+	Training    string        `json:"training,omitempty"` // TrainedFull or TrainedIncremental
+	TrainRows   int           `json:"train_rows,omitempty"`
+	HoldoutRows int           `json:"holdout_rows,omitempty"`
+}
+
+// Mean returns the mean expected reward of the served policy, of random
+// choice and of the oracle over decisions [from, to), clipped to those
+// played (zeros when none are).
+func (r *BacktestResult) Mean(from, to int) (reward, random, oracle float64) {
+	from, to = max(from, 0), min(to, r.Decisions)
+	if to <= from {
+		return 0, 0, 0
+	}
+	n := float64(to - from)
+	return (r.value[to] - r.value[from]) / n, (r.random[to] - r.random[from]) / n, (r.oracle[to] - r.oracle[from]) / n
+}
+
+// btVersion is a registered version as a run needs it: the model, the
+// first time it did not learn from (trainedBefore), its anchor and, under
+// incremental training, its artifact with the optimizer state and its link
+// in the chain.
+type btVersion struct {
+	m      *model.Model
+	cutoff uint64
+	anchor int
+	art    []byte
+	link   int
+}
+
+type backtest struct {
+	mc       flywheel.ModelConfig
+	shape    model.Config
+	log      []flywheel.Example
+	ts       []uint64 // ts_ms of log
+	versions map[int]*btVersion
+	champV   int
+	latest   int
+	dataTo   uint64 // the latest version's DataToMs: FreshCount's watermark
+}
+
+// Backtest plays o.Decisions decisions of o.World in virtual time and
+// returns the reward by window and every run, or an error for an invalid
+// option or configuration, or ctx's error when it ends first. It is
+// deterministic: the same options give the same result.
+func Backtest(ctx context.Context, o BacktestOptions) (*BacktestResult, error) {
+	if o.World == nil || o.Decisions <= 0 {
+		return nil, errors.New("backtest: a world and a positive number of decisions are required")
+	}
+	if o.Rate == 0 {
+		o.Rate = 100
+	}
+	if !(o.Rate > 0) || math.IsInf(o.Rate, 0) {
+		return nil, fmt.Errorf("backtest: rate must be positive; got %v", o.Rate)
+	}
+	if o.Every <= 0 {
+		o.Every = 5000
+	}
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+	mc := o.Model.WithDefaults()
+	mc.Kind = flywheel.KindRanker
+	mc.Promote.Canary.Share = 0
+	if err := mc.Validate("backtest"); err != nil {
+		return nil, err
+	}
+	sched, err := cronParser.Parse(mc.Retrain.Schedule)
+	if err != nil {
+		return nil, fmt.Errorf("backtest: retrain.schedule %q: %w", mc.Retrain.Schedule, err)
+	}
+	boot, err := model.FromConfig(mc)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the virtual time of the first decision
+	b := &backtest{mc: mc, shape: boot.Config(), versions: map[int]*btVersion{1: {m: boot, anchor: 1}}, champV: 1, latest: 1}
+	res := &BacktestResult{value: []float64{0}, random: []float64{0}, oracle: []float64{0}}
+	traffic := rand.New(rand.NewPCG(o.Seed, 0x7aff1c))
+	rewards := rand.New(rand.NewPCG(o.Seed, 0x4e3a4d))
+	next := sched.Next(start)
+	var rk model.Ranking
+	var win *BacktestWindow
+	var observed float64
+	for i := 0; i < o.Decisions; i++ {
+		if i%1000 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		at := start.Add(time.Duration(float64(i) / o.Rate * float64(time.Second)))
+		for !next.After(at) {
+			run := b.run(next)
+			run.Decision, run.At = i, next.Sub(start)
+			switch run.Outcome {
+			case Promoted:
+				res.Promotions++
+			case Rejected:
+				res.Rejections++
+			default:
+				res.Skips++
+			}
+			res.Runs = append(res.Runs, run)
+			next = sched.Next(next)
+		}
+		if win == nil {
+			res.Windows = append(res.Windows, BacktestWindow{From: i})
+			win, observed = &res.Windows[len(res.Windows)-1], 0
+		}
+		rctx, actions, truth := o.World.Draw(traffic)
+		champ := b.versions[b.champV].m
+		eventID := fmt.Sprintf("bt-%d-%d", o.Seed, i)
+		if err := champ.Rank(eventID, rctx, actions, &rk); err != nil {
+			return nil, fmt.Errorf("backtest: decision %d: %w", i, err)
+		}
+		value, sum, best := 0.0, 0.0, 0.0
+		for j, p := range truth {
+			value += rk.Probabilities[j] * p
+			sum += p
+			best = max(best, p)
+		}
+		reward := 0.0
+		if rewards.Float64() < truth[rk.Chosen] {
+			reward = 1
+		}
+		observed += reward
+		res.value = append(res.value, res.value[i]+value)
+		res.random = append(res.random, res.random[i]+sum/float64(len(truth)))
+		res.oracle = append(res.oracle, res.oracle[i]+best)
+		if n := len(win.Versions); n == 0 || win.Versions[n-1] != b.champV {
+			win.Versions = append(win.Versions, b.champV)
+		}
+		b.log = append(b.log, flywheel.Example{
+			EventID: eventID, Time: at, Version: b.champV, Context: rctx, Actions: actions,
+			Probabilities: append([]float64(nil), rk.Probabilities...), ChosenIndex: rk.Chosen,
+			Reward: reward, HasFeedback: reward > 0,
+		})
+		b.ts = append(b.ts, uint64(at.UnixMilli()))
+		if i+1 == o.Decisions || i+1-win.From == o.Every {
+			win.To, res.Decisions = i+1, i+1
+			win.Reward, win.Random, win.Oracle = res.Mean(win.From, win.To)
+			win.Observed = observed / float64(win.To-win.From)
+			win = nil
+		}
+	}
+	res.Decisions, res.Champion = o.Decisions, b.champV
+	return res, nil
+}
+
+// span counts the closed examples with fromMs <= ts_ms <= toMs among the
+// first closed ones, and returns the index of the first.
+func (b *backtest) span(closed int, fromMs, toMs uint64) (first, n int) {
+	ts := b.ts[:closed]
+	lo := sort.Search(len(ts), func(i int) bool { return ts[i] >= fromMs })
+	hi := sort.Search(len(ts), func(i int) bool { return ts[i] > toMs })
+	return lo, max(hi-lo, 0)
+}
+
+// cut returns the ts_ms of the closed example at offset among those in
+// [fromMs, toMs], and how many of them are before that time (HoldoutCut).
+func (b *backtest) cut(closed int, fromMs, toMs, offset uint64) (cutMs, before uint64) {
+	lo, _ := b.span(closed, fromMs, toMs)
+	cutMs = b.ts[lo+int(offset)]
+	_, n := b.span(closed, fromMs, cutMs-1)
+	return cutMs, uint64(n)
+}
+
+// run is one scheduled run at virtual time at, as Retrainer.run does it
+// against ClickHouse and the registry.
+func (b *backtest) run(at time.Time) BacktestRun {
+	mc := b.mc
+	out := BacktestRun{Champion: b.champV}
+	nowMs := uint64(at.UnixMilli())
+	rwMs := uint64(mc.Reward.Window / time.Millisecond)
+	closed := sort.Search(len(b.ts), func(i int) bool { return b.ts[i]+rwMs > nowMs })
+	if _, fresh := b.span(closed, b.dataTo+1, math.MaxUint64); fresh < mc.Retrain.MinNewExamples {
+		out.Outcome = Skipped
+		out.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
+		return out
+	}
+	// The references and their cutoff (references).
+	champ := b.versions[b.champV]
+	refs := refs{champV: b.champV, champ: champ.m, anchorV: b.champV, cutoff: champ.cutoff}
+	if mc.Promote.Rule != flywheel.RuleSuperior && champ.anchor != b.champV {
+		a := b.versions[champ.anchor]
+		refs.anchorV, refs.anchor, refs.cutoff = champ.anchor, a.m, max(refs.cutoff, a.cutoff)
+	}
+	// The window (window) and its holdout after the cutoff (holdoutAfter).
+	fromMs := nowMs - min(nowMs, uint64(mc.Retrain.Window/time.Millisecond))
+	lo, rows := b.span(closed, fromMs, math.MaxUint64)
+	if rows == 0 {
+		out.Outcome, out.Reason = Skipped, "too few examples to split into training and holdout"
+		return out
+	}
+	win := window{fromMs: b.ts[lo], toMs: b.ts[lo+rows-1], rows: rows}
+	if c := uint64(float64(rows) * (1 - mc.Retrain.Holdout)); c >= uint64(rows) {
+		win.holdFrom, win.trainRows = math.MaxUint64, rows
+	} else {
+		h, before := b.cut(closed, win.fromMs, win.toMs, c)
+		win.holdFrom, win.trainRows = h, int(before)
+	}
+	if win.holdFrom < refs.cutoff {
+		_, old := b.span(closed, win.fromMs, refs.cutoff-1)
+		win.holdFrom, win.trainRows = refs.cutoff, old
+		if fresh := rows - min(old, rows); fresh > 1 {
+			h, before := b.cut(closed, refs.cutoff, win.toMs, uint64(float64(fresh)*(1-mc.Retrain.Holdout)))
+			win.holdFrom, win.trainRows = h, old+int(before)
+		}
+	}
+	newRows := 0
+	if from := max(refs.cutoff, win.fromMs); win.holdFrom > from {
+		_, newRows = b.span(closed, from, win.holdFrom-1)
+	}
+	if win.trainRows == 0 || win.rows == win.trainRows {
+		out.Outcome, out.Reason = Skipped, "too few examples to split into training and holdout"
+		return out
+	}
+	if newRows == 0 {
+		out.Outcome, out.Reason = Skipped, fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", b.champV)
+		return out
+	}
+	// Training (startFrom, trainOn) and judging (evaluation) on the same
+	// rows: incremental from the champion's state on what it has not
+	// learned, or full over the window.
+	train := b.log[lo : lo+win.trainRows]
+	holdout := b.log[lo+win.trainRows : lo+rows]
+	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective}
+	var tr *model.Trainer
+	link := 0
+	out.Training = TrainedFull
+	if IncrementalOn(mc.Retrain) && champ.art != nil && !(mc.Retrain.FullEvery > 0 && champ.link+1 >= mc.Retrain.FullEvery) {
+		if t, err := model.Resume(champ.art, b.shape, tc); err == nil {
+			tr, link, out.Training = t, champ.link+1, TrainedIncremental
+			from, _ := b.span(closed, max(win.fromMs, champ.cutoff), math.MaxUint64)
+			train = b.log[from : lo+win.trainRows]
+		}
+	}
+	if tr == nil {
+		m, err := model.FromConfig(mc)
+		if err != nil {
+			out.Outcome, out.Reason = Failed, err.Error()
+			return out
+		}
+		tr = model.NewTrainer(m, tc)
+	}
+	for range mc.Retrain.Passes {
+		for i := range train {
+			_ = tr.LearnRanker(&train[i]) // unusable examples are skipped, as a run does
+		}
+	}
+	cand := tr.Model()
+	var ev evaluation
+	j := ev.judges(mc, cand, refs)
+	for i := range holdout {
+		j.add(&holdout[i])
+	}
+	var res Result
+	dec := ev.decide(mc, refs, &res, map[string]any{})
+	out.Outcome, out.Reason = dec.Outcome, dec.Reason
+	if out.Outcome == Inconclusive {
+		out.Outcome, out.Reason = Rejected, out.Reason+"; no canary is configured to decide on live traffic (promote.canary.share)"
+	}
+	out.TrainRows, out.HoldoutRows = len(train), len(holdout)
+	// Registration: the manifest's cutoff and watermark, the gate's anchor.
+	b.latest++
+	v := b.latest
+	out.Version = v
+	lastMs := b.ts[lo+rows-1]
+	cutoff := win.holdFrom
+	if win.holdFrom > lastMs {
+		cutoff = lastMs + 1
+	}
+	anchor := v
+	if dec.Anchor > 0 && dec.Anchor < v {
+		anchor = dec.Anchor
+	}
+	b.dataTo = lastMs
+	if out.Outcome == Promoted {
+		bv := &btVersion{m: cand, cutoff: cutoff, anchor: anchor, link: link}
+		if IncrementalOn(mc.Retrain) {
+			art, err := tr.MarshalBinary() // with the optimizer state, for the next incremental candidate
+			if err != nil {
+				out.Outcome, out.Reason = Failed, err.Error()
+				return out
+			}
+			bv.art = art
+		}
+		b.versions[v] = bv
+		b.champV = v
+	}
+	return out
+}
