@@ -41,13 +41,20 @@ func errorBody(err error) gin.H {
 	return gin.H{"error": errorJSON{Code: flywheel.ErrorCode(err), Message: flywheel.ErrorMessage(err)}}
 }
 
+// errorCodeKey is where writeError leaves the code of the error it wrote,
+// for the observe middleware to count.
+const errorCodeKey = "flywheel.error_code"
+
 // writeError writes err as {"error": {"code", "message"}} with its status.
-// Internal errors are logged by the caller's middleware, never shown.
+// The observe middleware counts every error by code and logs the cause of
+// every 5xx answer (the client sees only its message).
 func writeError(c *gin.Context, err error) {
-	status, ok := statusOf[flywheel.ErrorCode(err)]
+	code := flywheel.ErrorCode(err)
+	status, ok := statusOf[code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}
+	c.Set(errorCodeKey, code)
 	if status >= 500 {
 		_ = c.Error(err)
 	}

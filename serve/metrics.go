@@ -19,6 +19,8 @@ type metrics struct {
 	// reason (refused* in limits.go); inFlight the requests being handled.
 	refusedRequests *prometheus.CounterVec
 	inFlight        prometheus.Gauge
+	// errors counts the error answers by code (flywheel.E*).
+	errors *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,9 +59,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flywheel_http_in_flight_requests", Help: "Requests being handled (counted against limits.max_in_flight).",
 		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_http_errors_total", Help: "Error answers by error code (invalid_argument, internal, ...).",
+		}, []string{"code"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.refused, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails, m.refusedRequests, m.inFlight} {
+		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.refused, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails, m.refusedRequests, m.inFlight, m.errors} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register serve metrics: %w", err)
 			}

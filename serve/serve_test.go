@@ -1,9 +1,12 @@
 package serve
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"sort"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/model"
@@ -435,6 +439,43 @@ func TestRankKeepsRawJSON(t *testing.T) {
 		}
 		if fmt.Sprint(ctx) != fmt.Sprint(req.Context) || fmt.Sprint(acts) != fmt.Sprint(req.Actions) {
 			t.Fatalf("raw JSON decodes to %v %v, the request to %v %v", ctx, acts, req.Context, req.Actions)
+		}
+	}
+}
+
+// The cause of a 500 is logged once, with the route, and never shown; every
+// error answer is counted by its code; a client's error is not logged.
+func TestInternalErrorsLoggedAndCounted(t *testing.T) {
+	t.Parallel()
+	rank := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults()
+	art := mustArtifact(t, rank)
+	reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 1, art, nil }}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	promReg := prometheus.NewRegistry()
+	admin := Admin{Promote: func(context.Context, string, int, string, string) error {
+		return errors.New("insert deployments: dial tcp 10.0.0.7:9000: connection refused")
+	}}
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank},
+		AdminKeys: []Key{{Label: "ops", Secret: adminKey}}}, reg, &fakeEvents{}, admin, promReg, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SwapAll(context.Background())
+	w := do(s, "POST", "/v1/models/homepage/promote", adminKey, `{"version": 1}`)
+	if w.Code != 500 || strings.Contains(w.Body.String(), "10.0.0.7") {
+		t.Fatalf("promote: %d %s; want 500 without the cause", w.Code, w.Body)
+	}
+	if w := do(s, "POST", "/v1/rank", adminKey, `{"model": "homepage", "actions": []}`); w.Code != 400 {
+		t.Fatalf("empty rank: %d %s", w.Code, w.Body)
+	}
+	got := logs.String()
+	if strings.Count(got, "request failed") != 1 || !strings.Contains(got, "10.0.0.7:9000: connection refused") || !strings.Contains(got, "/v1/models/:name/promote") {
+		t.Fatalf("log:\n%s\nwant the cause of the 500, once, with its route, and nothing of the 400", got)
+	}
+	for code, want := range map[string]float64{flywheel.EINTERNAL: 1, flywheel.EINVALID: 1} {
+		if n := testutil.ToFloat64(s.metrics.errors.WithLabelValues(code)); n != want {
+			t.Errorf("flywheel_http_errors_total{code=%q} = %v, want %v", code, n, want)
 		}
 	}
 }

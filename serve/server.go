@@ -322,7 +322,17 @@ func (s *Server) observe() gin.HandlerFunc {
 		model, _ := c.Get("model")
 		name, _ := model.(string)
 		took := time.Since(start)
-		s.metrics.latency.WithLabelValues(route, name, fmt.Sprint(c.Writer.Status())).Observe(took.Seconds())
+		status := c.Writer.Status()
+		s.metrics.latency.WithLabelValues(route, name, fmt.Sprint(status)).Observe(took.Seconds())
+		if code, ok := c.Get(errorCodeKey); ok {
+			s.metrics.errors.WithLabelValues(code.(string)).Inc()
+		}
+		for _, err := range c.Errors {
+			// The cause of a 5xx answer: logged here, once, and never
+			// shown to the client.
+			s.log.Error("request failed", "method", c.Request.Method, "route", route, "model", name,
+				"status", status, "took", took, "err", err.Err)
+		}
 		if l, ok := c.Get("live"); ok {
 			l.(*live).win.Load().record(c.Writer.Status() >= 500, took)
 		}
