@@ -36,6 +36,16 @@ func mustOpen(t *testing.T, ctx context.Context, cfg Config) driver.Conn {
 	return conn
 }
 
+// mustIngestThrough writes ingest's claim that all feedback logged before
+// at is in db: a decision whose window ends by then is closed.
+func mustIngestThrough(t *testing.T, ctx context.Context, conn driver.Conn, db string, at time.Time) {
+	t.Helper()
+	w := Watermark{Stream: StreamFeedback, Topic: "flywheel.feedback", Partitions: 1, Through: at}
+	if err := NewInserts(conn, db).WriteWatermark(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMigrateTwiceAndViews(t *testing.T) {
 	cfg := testConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -80,6 +90,24 @@ func TestMigrateTwiceAndViews(t *testing.T) {
 	fb("e1", "f1", old.Add(time.Minute), 1) // duplicate delivery
 	fb("e1", "f2", old.Add(2*time.Minute), 0.5)
 	fb("e1", "f3", old.Add(20*time.Minute), 100) // outside the window
+	closed := func() uint64 {
+		t.Helper()
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".examples").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// The windows of e1 and e2 end at old+10m: nothing is closed before
+	// ingest says the feedback up to then is in.
+	if n := closed(); n != 0 {
+		t.Fatalf("%d examples before any ingest watermark, want 0", n)
+	}
+	mustIngestThrough(t, ctx, conn, db, old.Add(9*time.Minute))
+	if n := closed(); n != 0 {
+		t.Fatalf("%d examples with the watermark before the windows' end, want 0", n)
+	}
+	mustIngestThrough(t, ctx, conn, db, now)
 	rows, err := conn.Query(ctx, "SELECT event_id, reward, feedback_count FROM "+db+".examples ORDER BY event_id")
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +211,7 @@ func TestMigrateFromSchema5KeepsDecisions(t *testing.T) {
 			t.Fatalf("migrate run %d: %v", i+1, err)
 		}
 	}
+	mustIngestThrough(t, ctx, conn, db, time.Now())
 	var ids, keys []string
 	var js string
 	if err := conn.QueryRow(ctx, "SELECT action_ids, action_keys, actions_json FROM "+db+".examples WHERE event_id = 'e1'").Scan(&ids, &keys, &js); err != nil {

@@ -102,7 +102,7 @@ func TestEveryStatementOnBothServers(t *testing.T) {
 
 // TestUpgradeFromSchema6 makes a database as the previous schema left it
 // (the views of migrations 3-6 are stored as text) and migrates it: on the
-// 18.16 server through Migrate, and on 26.x with migration 7's statements.
+// 18.16 server through Migrate, and on 26.x with the statements of migration 7 and later.
 func TestUpgradeFromSchema6(t *testing.T) {
 	httpAddr, python := compatEnv(t)
 	oldViews, err := os.ReadFile("testdata/schema6_views.sql")
@@ -184,8 +184,10 @@ func TestUpgradeFromSchema6(t *testing.T) {
 			step{name: "old view, restriction lifted", sql: "SELECT event_id, feedback_count, reward FROM " + db + ".examples WHERE event_id = 'e1'", query: true,
 				settings: map[string]string{"joined_subquery_requires_alias": "0"}})
 		for _, s := range mustSteps(t, migrationStatements(db)) {
-			if strings.HasPrefix(s.name, "migrate.7.") {
-				steps = append(steps, s)
+			if m := regexp.MustCompile(`^migrate\.(\d+)\.`).FindStringSubmatch(s.name); m != nil {
+				if v, _ := strconv.Atoi(m[1]); v >= 7 {
+					steps = append(steps, s)
+				}
 			}
 		}
 		checks := fixtureChecks(db)
@@ -200,7 +202,7 @@ func TestUpgradeFromSchema6(t *testing.T) {
 			out[before].TSV, out[before].Error, out[before+1].TSV, out[before+1].Error)
 		for i, o := range out[len(out)-len(checks):] {
 			if !o.OK || !sameAnswer(o.TSV, checks[i].want) {
-				t.Errorf("%s after migration 7 on 26.x: got %q (%s), want %q", checks[i].name, o.TSV, o.Error, checks[i].want)
+				t.Errorf("%s after migrations 7+ on 26.x: got %q (%s), want %q", checks[i].name, o.TSV, o.Error, checks[i].want)
 			}
 		}
 	})
@@ -540,6 +542,7 @@ func fixture(db string) []step {
 		{"e5", "homepage", "ranker", 2, "canary", at(time.Hour + 2*time.Second), 60, 0.25, "sum"},
 		{"e7", "homepage", "ranker", 2, "champion", at(time.Hour + 3*time.Second), 60, 0, "sum"},
 		{"e8", "homepage", "ranker", 2, "champion", time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), 60, 0, "sum"}, // window open
+		{"e9", "homepage", "ranker", 2, "champion", at(3 * time.Hour), 60, 0, "sum"},                           // window passed, feedback watermark behind
 		{"c1", "ctr", "classifier", 1, "champion", at(0), 600, 0, "max"},
 		{"c2", "ctr", "classifier", 1, "champion", at(time.Second), 600, 0, "max"},
 		{"c3", "ctr", "classifier", 1, "champion", at(2 * time.Second), 600, 0, "max"},
@@ -584,6 +587,7 @@ func fixture(db string) []step {
 		{"e7", "f7a", 10 * time.Second, 1}, {"e7", "f7a", 10 * time.Second, 1}, // delivered twice
 		{"e7", "f7b", 61 * time.Second, 1}, // late
 		{"e8", "f8", time.Second, 1},       // window still open
+		{"e9", "f9", 5 * time.Second, 1},   // in time, but e9 is not closed until ingest has caught up
 		{"c1", "fc1", 100 * time.Second, 1},
 		{"c2", "fc2", 700 * time.Second, 1}, // late
 		{"ghost", "fg", 0, 1},               // no decision
@@ -633,7 +637,34 @@ func fixture(db string) []step {
 func fixtureChecks(db string) []step {
 	h0 := fixtureBase.Format("2006-01-02 15:04:05")
 	h1 := fixtureBase.Add(time.Hour).Format("2006-01-02 15:04:05")
+	watermark := func(name string, through time.Time) step {
+		s, err := bindStatement(Statement{SQL: expand(insertWatermarkSQL, db),
+			Args: []any{StreamFeedback, "flywheel.feedback", uint32(3), uint64(through.UnixMilli()), through.Add(time.Second)}})
+		if err != nil {
+			panic(err)
+		}
+		return step{name: name, sql: s}
+	}
+	forever := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	spool := func(name string, claims [][]any) step {
+		var rows [][]any
+		for _, c := range claims {
+			ms := func(i int) uint64 { return uint64(c[i].(time.Time).UnixMilli()) }
+			rows = append(rows, []any{c[0], ms(1), ms(2), ms(3), c[2]})
+		}
+		s, err := bindStatement(Statement{SQL: expand(insertSpoolWatermarksSQL, db), Rows: rows})
+		if err != nil {
+			panic(err)
+		}
+		return step{name: name, sql: s}
+	}
 	return []step{
+		// The fixture's ingest watermarks (here, not in fixture: the table
+		// is newer than the schema the upgrade test starts from): all
+		// feedback ingested through 3h30s after the base, the claims of
+		// two processes, the larger counts; e9's window ends at 3h1m.
+		watermark("fixture watermark 1", fixtureBase.Add(2*time.Hour)),
+		watermark("fixture watermark 2", fixtureBase.Add(3*time.Hour+30*time.Second)),
 		{name: "check examples", query: true,
 			sql: "SELECT event_id, feedback_count, reward FROM " + db + ".examples",
 			// e1: two feedback events summed; e2 the first by time, e3 the
@@ -647,5 +678,34 @@ func fixtureChecks(db string) []step {
 				"homepage\t1\tchampion\tH0\t3\t1.7\t2\t0.666667\n" +
 				"homepage\t2\tcanary\tH1\t1\t0.25\t0\t0\n" +
 				"homepage\t2\tchampion\tH1\t3\t2.6\t3\t1")},
+		// e9's reward window passed long ago, but ingest has not said that
+		// all feedback up to its end is in: not closed, not counted, not
+		// trained on; once the watermark passes it, with its feedback.
+		{name: "check e9's window passed", query: true,
+			sql:  "SELECT count() FROM " + db + ".decisions FINAL WHERE event_id = 'e9' AND " + windowClosedCondition,
+			want: "1"},
+		{name: "check e9 not closed behind the watermark", query: true,
+			sql: "SELECT (SELECT count() FROM " + db + ".examples WHERE event_id = 'e9'), (SELECT count() FROM " +
+				expand(closedDecisions, db) + " AS c WHERE model = 'homepage' AND kind = 'ranker')",
+			want: "0\t7"},
+		watermark("watermark past e9", fixtureBase.Add(4*time.Hour)),
+		{name: "check e9 closed once ingested", query: true,
+			sql:  "SELECT event_id, feedback_count, reward FROM " + db + ".examples WHERE event_id = 'e9'",
+			want: "e9\t1\t1"},
+		// A serve process whose spool has held feedback since 3h keeps e9
+		// open; one silent since long ago (its claims expired) holds
+		// nothing back, although its claim is older still.
+		spool("fixture spool claims", [][]any{
+			{"dead", fixtureBase.Add(time.Hour), fixtureBase.Add(time.Hour), fixtureBase.Add(2 * time.Hour)},
+			{"live", fixtureBase.Add(2 * time.Hour), fixtureBase.Add(2 * time.Hour), forever},
+			{"live", fixtureBase.Add(3 * time.Hour), fixtureBase.Add(3*time.Hour + time.Second), forever}}),
+		{name: "check e9 held open by a spool", query: true,
+			sql: "SELECT (SELECT count() FROM " + db + ".examples WHERE event_id = 'e9'), (SELECT count() FROM " + db + ".examples WHERE event_id = 'e7'), " +
+				expand(spoolWatermark, db) + " = " + fmt.Sprint(fixtureBase.Add(3*time.Hour).UnixMilli()),
+			want: "0\t1\t1"},
+		spool("fixture spool shipped", [][]any{{"live", fixtureBase.Add(5 * time.Hour), fixtureBase.Add(5 * time.Hour), forever}}),
+		{name: "check e9 closed once the spool shipped", query: true,
+			sql:  "SELECT count() FROM " + db + ".examples WHERE event_id = 'e9'",
+			want: "1"},
 	}
 }

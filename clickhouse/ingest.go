@@ -38,12 +38,14 @@ const flushBytes = 2 << 20
 type Inserts struct {
 	conn                         driver.Conn
 	decisions, actions, feedback string // the statements, database in place
+	watermark, spool             string
 }
 
 // NewInserts returns the inserts into database db over conn.
 func NewInserts(conn driver.Conn, db string) *Inserts {
 	return &Inserts{conn: conn, decisions: expand(insertDecisionsSQL, db), actions: expand(insertActionsSQL, db),
-		feedback: expand(insertFeedbackSQL, db)}
+		feedback: expand(insertFeedbackSQL, db), watermark: expand(insertWatermarkSQL, db),
+		spool: expand(insertSpoolWatermarksSQL, db)}
 }
 
 // batch is a prepared insert into one table, sent or aborted once.

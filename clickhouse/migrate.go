@@ -91,7 +91,7 @@ var migrations = []migration{
 		ORDER BY (name, alias, seq)`,
 	}},
 	{3, "analyst views", []string{
-		examplesView("action_ids"),
+		examplesView("action_ids", windowClosedCondition),
 		rewardByVersionView,
 	}},
 	{4, "retrain runs and reference rewards", []string{
@@ -126,7 +126,7 @@ var migrations = []migration{
 	}},
 	{5, "examples without grouping the decisions", []string{
 		`DROP TABLE IF EXISTS {db}.examples`,
-		examplesView("action_ids"),
+		examplesView("action_ids", windowClosedCondition),
 	}},
 	{6, "actions stored once", []string{
 		// Each distinct action (its id and features, as logged) once, by a
@@ -143,7 +143,7 @@ var migrations = []migration{
 		) ENGINE = ReplacingMergeTree(seen_at)
 		ORDER BY action_key`,
 		`DROP TABLE IF EXISTS {db}.examples`,
-		examplesView("action_ids, action_keys"),
+		examplesView("action_ids, action_keys", windowClosedCondition),
 	}},
 	{7, "views in the SQL of ClickHouse 18.16 and current releases", []string{
 		// Views are stored as text: a database created before this
@@ -153,7 +153,7 @@ var migrations = []migration{
 		// recreated from the definitions below.
 		`DROP TABLE IF EXISTS {db}.reward_by_version`,
 		`DROP TABLE IF EXISTS {db}.examples`,
-		examplesView("action_ids, action_keys"),
+		examplesView("action_ids, action_keys", windowClosedCondition),
 		rewardByVersionView,
 	}},
 	{8, "installation id", []string{
@@ -166,6 +166,38 @@ var migrations = []migration{
 			created_ms UInt64
 		) ENGINE = MergeTree()
 		ORDER BY (created_ms, id)`,
+	}},
+	{9, "label maturity that honours ingestion", []string{
+		// Claims by ingest that everything appended to a topic before
+		// through_ms is in ClickHouse (ingest/watermark.go); the largest
+		// claim per stream is the watermark. A decision is closed only
+		// once its reward window ends by the feedback watermark.
+		`CREATE TABLE IF NOT EXISTS {db}.ingest_watermarks (
+			stream String,
+			topic String,
+			partitions UInt32,
+			through_ms UInt64,
+			written_at DateTime
+		) ENGINE = ReplacingMergeTree(through_ms)
+		ORDER BY (stream, topic)`,
+		// Claims by serve processes (source: one per spool directory),
+		// read by ingest from the feedback topic, that every feedback
+		// event they received before through_ms was in Kafka at sent_ms
+		// (written once that is ingested too); a process silent past
+		// valid_until_ms holds nothing back. Merges keep each source's
+		// newest claim.
+		`CREATE TABLE IF NOT EXISTS {db}.spool_watermarks (
+			source String,
+			through_ms UInt64,
+			sent_ms UInt64,
+			valid_until_ms UInt64,
+			ingested_at DateTime
+		) ENGINE = ReplacingMergeTree(through_ms)
+		ORDER BY source`,
+		`DROP TABLE IF EXISTS {db}.reward_by_version`,
+		`DROP TABLE IF EXISTS {db}.examples`,
+		examplesView("action_ids, action_keys", closedCondition),
+		rewardByVersionView,
 	}},
 }
 
@@ -217,12 +249,20 @@ func addColumn(ctx context.Context, conn driver.Conn, db string, c column) error
 }
 
 // closedCondition is when a decision's example is closed, in SQL over the
-// decisions table: its reward window has passed. The examples view and
-// every count of closed examples use it, so they agree.
-const closedCondition = `ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000`
+// decisions table: its reward window has passed, and ingest has written all
+// the feedback logged up to the window's end (the feedback watermark), so
+// that feedback still in Kafka is never taken for the default reward. The
+// examples view and every count of closed examples use it, so they agree.
+const closedCondition = `ts_ms + reward_window_s * 1000 <= least(toUInt64(toUInt32(now())) * 1000, ` + feedbackWatermark + `)`
+
+// windowClosedCondition is what closed meant up to migration 8, when only
+// the reward window counted: the views those migrations create (and replace)
+// use it, as they did.
+const windowClosedCondition = `ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000`
 
 // examplesView is the examples view with actions as cols (columns of the
-// decisions table): each decision whose reward window has closed with the
+// decisions table) and closed (closedCondition) as the condition on a
+// decision: each decision whose reward window has closed with the
 // aggregate of its feedback inside the window, or the default reward.
 //
 // It aggregates only the feedback (narrow rows, joined with each decision's
@@ -235,8 +275,8 @@ const closedCondition = `ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now
 // of 18.16 and of 20.x and newer (any_join_distinct_right_table_keys), give
 // the same rows; a decision with no feedback inside its window gets the
 // default reward from feedback_count = 0, whatever join_use_nulls says.
-func examplesView(actions string) string {
-	return strings.NewReplacer("{actions}", actions, "{closed}", closedCondition).Replace(`CREATE VIEW IF NOT EXISTS {db}.examples AS
+func examplesView(actions, closed string) string {
+	return strings.NewReplacer("{actions}", actions, "{closed}", closed).Replace(`CREATE VIEW IF NOT EXISTS {db}.examples AS
 		SELECT
 			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,

@@ -37,6 +37,7 @@ func Statements(db string) []Statement {
 	for _, group := range [][]Statement{
 		migrationStatements(db),
 		ingestStatements(db),
+		watermarkStatements(db),
 		trainingStatements(db),
 		registryStatements(db),
 		judgeStatements(db),

@@ -60,7 +60,7 @@ func (discard) Close() error                                            { return
 // one just under the limit is taken.
 func TestLogDecisionRefusesRecordsKafkaWouldRefuse(t *testing.T) {
 	t.Parallel()
-	l, err := NewLoggerWith(SpoolOptions{Dir: t.TempDir()}, discard{}, discard{}, prometheus.NewRegistry(), nil)
+	l, err := NewLoggerWith(SpoolOptions{Dir: t.TempDir()}, discard{}, discard{}, nil, prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

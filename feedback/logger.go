@@ -43,6 +43,17 @@ type Logger struct {
 
 	cursor atomic.Pointer[Position] // how far Run got, for Close
 
+	// The spool watermark (watermark.go); the fields after inflight are
+	// Run's alone.
+	watermarks Writer // nil: none is sent
+	source     string
+	every      time.Duration
+	now        func() time.Time
+	inflight   inflight
+	mark       *spoolMark
+	through    time.Time // everything received before it is in Kafka
+	sentAt     time.Time
+
 	spooled  *prometheus.CounterVec
 	shipped  *prometheus.CounterVec
 	failed   *prometheus.CounterVec // by kind and reason (full, error)
@@ -64,11 +75,14 @@ func NewLogger(cfg kafka.Config, sp SpoolOptions, reg prometheus.Registerer, log
 	// written: a writer's own retry would resend a whole batch and could
 	// write some records twice.
 	dw.MaxAttempts, fw.MaxAttempts = 1, 1
-	return NewLoggerWith(sp, dw, fw, reg, log)
+	ww := kafka.NewWriter(cfg, t.SpoolWatermarks)
+	ww.MaxAttempts = 1 // the next one follows in a second
+	return NewLoggerWith(sp, dw, fw, ww, reg, log)
 }
 
-// NewLoggerWith returns a logger over the given writers.
-func NewLoggerWith(so SpoolOptions, decisions, feedback Writer, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
+// NewLoggerWith returns a logger over the given writers; watermarks takes
+// the spool watermarks (nil: none is sent).
+func NewLoggerWith(so SpoolOptions, decisions, feedback, watermarks Writer, reg prometheus.Registerer, log *slog.Logger) (*Logger, error) {
 	if so.Dir == "" {
 		return nil, fmt.Errorf("serve.spool_dir is empty")
 	}
@@ -81,15 +95,31 @@ func NewLoggerWith(so SpoolOptions, decisions, feedback Writer, reg prometheus.R
 	if so.Log == nil {
 		so.Log = log
 	}
+	if so.WatermarkInterval < 0 {
+		return nil, fmt.Errorf("the spool watermark interval is %v: it must be positive (0 means %v)", so.WatermarkInterval, DefaultWatermarkInterval)
+	}
 	sp, err := OpenSpool(so)
 	if err != nil {
 		return nil, err
+	}
+	source, err := spoolSource(so.Dir)
+	if err != nil {
+		sp.Close()
+		return nil, err
+	}
+	every, now := so.WatermarkInterval, so.Now
+	if every == 0 {
+		every = DefaultWatermarkInterval
+	}
+	if now == nil {
+		now = time.Now
 	}
 	stat := func(f func(SpoolStats) int64) func() float64 {
 		return func() float64 { return float64(f(sp.Stats())) }
 	}
 	l := &Logger{
 		spool: sp, decisions: decisions, feedback: feedback, log: log, wake: make(chan struct{}, 1),
+		watermarks: watermarks, source: source, every: every, now: now,
 		spooled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flywheel_events_spooled_total", Help: "Events appended to the local spool, by kind (decision, feedback).",
 		}, []string{"kind"}),
@@ -180,6 +210,7 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 // LogFeedback spools fs and returns once they are fsynced; it fails as
 // LogDecision does.
 func (l *Logger) LogFeedback(ctx context.Context, fs []flywheel.Feedback) error {
+	defer l.inflight.done(l.inflight.add(fs)) // until it is in the spool: the spool watermark waits for it
 	recs := make([]Record, len(fs))
 	for i := range fs {
 		v, err := sonic.Marshal(&fs[i])
@@ -245,6 +276,7 @@ func (l *Logger) Run(ctx context.Context) error {
 	for {
 		c := cur
 		l.cursor.Store(&c)
+		l.note()
 		next, n, err := l.shipOnce(ctx, cur)
 		if ctx.Err() != nil {
 			return nil
@@ -257,6 +289,7 @@ func (l *Logger) Run(ctx context.Context) error {
 			retry = 100 * time.Millisecond
 			moved := next != cur
 			cur = next
+			l.reached(ctx, cur)
 			if n > 0 || moved {
 				continue
 			}
@@ -397,5 +430,8 @@ func (l *Logger) Close(timeout time.Duration) error {
 	serr := l.spool.Close()
 	l.decisions.Close()
 	l.feedback.Close()
+	if l.watermarks != nil {
+		l.watermarks.Close()
+	}
 	return serr
 }

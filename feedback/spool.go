@@ -59,6 +59,9 @@ type SpoolOptions struct {
 	Log *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// WatermarkInterval is how often a Logger over the spool sends its
+	// spool watermark; 0 means DefaultWatermarkInterval.
+	WatermarkInterval time.Duration
 }
 
 // SpoolStats are a spool's counters since it was opened.

@@ -138,13 +138,28 @@ var rawJSON = sonic.Config{NoValidateJSONMarshaler: true}.Froze()
 type decoded struct {
 	decision *row
 	feedback *flywheel.Feedback
+	spool    *flywheel.SpoolWatermark // a serving process's control record in the feedback topic
 	err      error
 }
+
+var spoolWatermarkPrefix = []byte(flywheel.SpoolWatermarkPrefix)
 
 // decodeOne decodes and checks one record of either topic.
 func decodeOne(m *kafkago.Message, decisionsTopic string) (x decoded) {
 	if m.Topic == decisionsTopic {
 		x.decision, x.err = decodeDecision(m.Value)
+		return x
+	}
+	if bytes.HasPrefix(m.Value, spoolWatermarkPrefix) {
+		var w flywheel.SpoolWatermarkRecord
+		err := sonic.Unmarshal(m.Value, &w)
+		if err == nil {
+			err = w.Watermark.Validate()
+		}
+		if err == nil {
+			x.spool = &w.Watermark
+		}
+		x.err = err
 		return x
 	}
 	var f flywheel.Feedback

@@ -235,7 +235,11 @@ func TestIngestKill9MidBatch(t *testing.T) {
 	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+ccfg.Database())
 	var raw, examples uint64
 	conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".decisions").Scan(&raw)
-	conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".examples").Scan(&examples)
+	// Closed once the second process's feedback watermark has passed them.
+	for conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".examples").Scan(&examples); examples < n && ctx.Err() == nil; {
+		time.Sleep(200 * time.Millisecond)
+		conn.QueryRow(ctx, "SELECT count() FROM "+ccfg.Database()+".examples").Scan(&examples)
+	}
 	dangling, actions := danglingKeys(t, ctx, ccfg)
 	t.Logf("killed with %d rows inserted; after the restart %d rows in decisions FINAL (%d distinct, %d stored before merging), %d in examples; %d distinct actions, %d action keys of decisions not in the actions table",
 		atKill, rows, distinct, raw, examples, actions, dangling)

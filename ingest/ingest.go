@@ -1,10 +1,11 @@
 // Package ingest turns the Kafka log into ClickHouse tables: a consumer group
-// over the decisions and feedback topics that inserts in batches (by rows and
+// over the decisions, feedback and spool watermark topics that inserts in batches (by rows and
 // by time) and, only after an insert succeeded, commits the last offset of
 // every partition in it. Delivery is at least once; the tables deduplicate by
 // event id (and feedback id), so a record delivered twice appears once in
 // every view. Records that cannot be decoded go to the dead-letter topic with
-// the error and their origin, and ingest goes on.
+// the error and their origin, and ingest goes on. Ingest also writes the
+// feedback watermark (watermark.go), behind which decisions close.
 package ingest
 
 import (
@@ -35,6 +36,15 @@ type Config struct {
 	// BatchBytes flushes at this many bytes of records (default 64 MiB), so
 	// that the memory a batch of large decisions takes stays bounded.
 	BatchBytes int `yaml:"batch_bytes"`
+	// WatermarkInterval is how often the feedback watermark (the time
+	// through which all feedback in Kafka is in ClickHouse; decisions close
+	// only behind it) is checked and written; default 1s.
+	WatermarkInterval time.Duration `yaml:"watermark_interval"`
+	// SpoolExpiry is how long the last claim of a serving process (that
+	// everything it received up to some time has left its spool) holds
+	// decisions open once no newer claim arrives: a process that stopped
+	// or cannot reach Kafka holds them for at most this long; default 10m.
+	SpoolExpiry time.Duration `yaml:"spool_expiry"`
 }
 
 // GroupName is the consumer group, with its default.
@@ -53,6 +63,12 @@ func (c Config) withDefaults() Config {
 	if c.BatchWait <= 0 {
 		c.BatchWait = 500 * time.Millisecond
 	}
+	if c.WatermarkInterval <= 0 {
+		c.WatermarkInterval = time.Second
+	}
+	if c.SpoolExpiry <= 0 {
+		c.SpoolExpiry = 10 * time.Minute
+	}
 	return c
 }
 
@@ -70,6 +86,9 @@ type Ingester struct {
 	dead    prometheus.Counter
 	lag     *prometheus.GaugeVec
 	sizes   prometheus.Histogram
+	// watermark is the feedback watermark this process last saw.
+	watermark prometheus.Gauge
+	spool     *spoolClaims // read from the feedback topic, written behind the Kafka watermark
 }
 
 // Options are an Ingester's dependencies.
@@ -100,7 +119,7 @@ func New(cfg Config, o Options) (*Ingester, error) {
 		now = time.Now
 	}
 	in := &Ingester{
-		cfg: cfg.withDefaults(), kcfg: kcfg, inserts: o.Inserts, log: log, now: now,
+		cfg: cfg.withDefaults(), kcfg: kcfg, inserts: o.Inserts, log: log, now: now, spool: newSpoolClaims(),
 		dlq: kafka.NewWriter(kcfg, kcfg.Topics().DLQ),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flywheel_ingest_rows_total", Help: "Rows inserted into ClickHouse by table.",
@@ -117,9 +136,12 @@ func New(cfg Config, o Options) (*Ingester, error) {
 		sizes: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "flywheel_ingest_batch_records", Help: "Records per batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9),
 		}),
+		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flywheel_ingest_feedback_watermark_seconds", Help: "Unix time through which all feedback appended to Kafka is in ClickHouse (decisions close only behind it).",
+		}),
 	}
 	if reg := o.Registerer; reg != nil {
-		for _, c := range []prometheus.Collector{in.rows, in.batches, in.dead, in.lag, in.sizes} {
+		for _, c := range []prometheus.Collector{in.rows, in.batches, in.dead, in.lag, in.sizes, in.watermark} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register ingest metrics: %w", err)
 			}
@@ -131,7 +153,7 @@ func New(cfg Config, o Options) (*Ingester, error) {
 // Run consumes until ctx ends. It returns nil on a clean stop.
 func (in *Ingester) Run(ctx context.Context) error {
 	t := in.kcfg.Topics()
-	r := kafka.NewGroupReader(in.kcfg, in.cfg.Group, t.Decisions, t.Feedback)
+	r := kafka.NewGroupReader(in.kcfg, in.cfg.Group, t.Decisions, t.Feedback, t.SpoolWatermarks)
 	defer r.Close()
 	defer in.dlq.Close()
 	// Three stages, each on its own goroutine: fetching and decoding batch
@@ -158,6 +180,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 			for _, m := range last {
 				in.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
 			}
+			in.spool.add(b.spool)
 			in.sizes.Observe(float64(len(b.msgs)))
 		}
 		return nil
@@ -175,6 +198,10 @@ func (in *Ingester) Run(ctx context.Context) error {
 				return nil
 			}
 		}
+		return nil
+	})
+	g.Go(func() error {
+		in.runWatermark(gctx)
 		return nil
 	})
 	g.Go(func() error {
@@ -200,6 +227,7 @@ type batch struct {
 	msgs    []kafkago.Message
 	inserts []*insert
 	dead    []kafkago.Message
+	spool   []flywheel.SpoolWatermark
 }
 
 // abort releases the connections of the inserts built ahead of time.
@@ -386,6 +414,8 @@ func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded, known *kno
 			b.dead = append(b.dead, deadLetter(msgs[i], x.err, in.now()))
 		case x.decision != nil:
 			decisions = append(decisions, x.decision)
+		case x.spool != nil:
+			b.spool = append(b.spool, *x.spool)
 		default:
 			feedback = append(feedback, x.feedback)
 		}

@@ -111,7 +111,7 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 	}
 	runFor := func(until func(in *Ingester) bool) {
 		t.Helper()
-		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 40, BatchWait: 100 * time.Millisecond}, Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
+		in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 40, BatchWait: 100 * time.Millisecond, WatermarkInterval: 100 * time.Millisecond}, Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,10 +143,13 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 	if err := fw.WriteMessages(ctx, fbs...); err != nil {
 		t.Fatal(err)
 	}
+	written := time.Now()
 	// Raw row counts shrink as ClickHouse merges duplicates away, so the
-	// restarted ingester's own counters say when it has inserted them again.
+	// restarted ingester's own counters say when it has inserted them again;
+	// its watermark, when the decisions are closed.
 	runFor(func(in *Ingester) bool {
-		return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 100 && testutil.ToFloat64(in.rows.WithLabelValues("feedback")) >= 25
+		return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 100 && testutil.ToFloat64(in.rows.WithLabelValues("feedback")) >= 25 &&
+			testutil.ToFloat64(in.watermark) >= float64(written.UnixMilli())/1000
 	})
 
 	if n := count("SELECT count() FROM " + db + ".decisions FINAL"); n != 100 {

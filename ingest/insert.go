@@ -8,13 +8,20 @@ import (
 	"github.com/flywheel-dev/flywheel/clickhouse"
 )
 
-// Inserter prepares the batch inserts of ingest: *clickhouse.Inserts. Its
+// Inserter prepares the batch inserts of ingest and writes its
+// watermarks: *clickhouse.Inserts. Its
 // methods return the error of preparing the insert and must be safe for
 // concurrent use.
 type Inserter interface {
 	PrepareDecisions(ctx context.Context, ingestedAt time.Time) (*clickhouse.DecisionsBatch, error)
 	PrepareActions(ctx context.Context, seenAt time.Time) (*clickhouse.ActionsBatch, error)
 	PrepareFeedback(ctx context.Context, ingestedAt time.Time) (*clickhouse.FeedbackBatch, error)
+	// WriteWatermark stores an ingest watermark and returns the error of
+	// the insert.
+	WriteWatermark(ctx context.Context, w clickhouse.Watermark) error
+	// WriteSpoolWatermarks stores serving processes' spool watermarks and
+	// returns the error of the insert.
+	WriteSpoolWatermarks(ctx context.Context, ws []clickhouse.SpoolWatermark, ingestedAt time.Time) error
 }
 
 var _ Inserter = (*clickhouse.Inserts)(nil)

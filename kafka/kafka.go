@@ -1,7 +1,8 @@
 // Package kafka is Flywheel's thin adapter to Kafka: connection settings,
 // topic names and setup, readers and writers configured the way every
-// component needs them, and the embedded Kafka-protocol broker that
-// `flywheel dev` runs when no brokers are named.
+// component needs them, model-event publishing and reading (events.go), the
+// retrain election (elect.go), consumer lag, and the embedded Kafka-protocol
+// broker that `flywheel dev` runs when no brokers are named.
 package kafka
 
 import (
@@ -40,18 +41,23 @@ type Topics struct {
 	// Installation is a one-partition topic whose first record names the
 	// installation that owns the topics (Claim); it is never deleted.
 	Installation string
+	// SpoolWatermarks is a one-partition topic where every serving process
+	// says, every second or so, through when the feedback it received has
+	// left its spool for Kafka (flywheel.SpoolWatermark); ingest reads it.
+	SpoolWatermarks string
 }
 
 // Topics returns the topic names under the configured prefix.
 func (c Config) Topics() Topics {
 	p := c.TopicPrefix
 	return Topics{
-		Decisions:    p + "flywheel.decisions",
-		Feedback:     p + "flywheel.feedback",
-		ModelEvents:  p + "flywheel.model-events",
-		DLQ:          p + "flywheel.dlq",
-		Election:     p + "flywheel.retrain-election",
-		Installation: p + "flywheel.installation",
+		Decisions:       p + "flywheel.decisions",
+		Feedback:        p + "flywheel.feedback",
+		ModelEvents:     p + "flywheel.model-events",
+		DLQ:             p + "flywheel.dlq",
+		Election:        p + "flywheel.retrain-election",
+		Installation:    p + "flywheel.installation",
+		SpoolWatermarks: p + "flywheel.spool-watermarks",
 	}
 }
 
@@ -95,6 +101,8 @@ func EnsureTopics(ctx context.Context, c Config) error {
 		{Topic: t.ModelEvents, NumPartitions: 1, ReplicationFactor: c.replication()},
 		{Topic: t.DLQ, NumPartitions: 1, ReplicationFactor: c.replication()},
 		{Topic: t.Election, NumPartitions: 1, ReplicationFactor: c.replication()},
+		{Topic: t.SpoolWatermarks, NumPartitions: 1, ReplicationFactor: c.replication(), ConfigEntries: []kafkago.ConfigEntry{
+			{ConfigName: "retention.ms", ConfigValue: "86400000"}}},
 		{Topic: t.Installation, NumPartitions: 1, ReplicationFactor: c.replication(), ConfigEntries: []kafkago.ConfigEntry{
 			{ConfigName: "retention.ms", ConfigValue: "-1"}, {ConfigName: "retention.bytes", ConfigValue: "-1"}}},
 	}

@@ -14,6 +14,34 @@ import (
 // committed offset (the whole partition when the group never committed).
 // Any process can ask; the dashboard does, to show ingest lag.
 func GroupLag(ctx context.Context, c Config, group string, topics ...string) (map[string]int64, error) {
+	offs, err := GroupOffsets(ctx, c, group, topics...)
+	if err != nil {
+		return nil, err
+	}
+	lag := map[string]int64{}
+	for topic, ps := range offs {
+		lag[topic] = 0
+		for _, p := range ps {
+			lag[topic] += p.End - p.Committed
+		}
+	}
+	return lag, nil
+}
+
+// PartitionOffsets are where a consumer group is in one partition.
+type PartitionOffsets struct {
+	// End is the log end offset: the offset the next record appended gets.
+	End int64
+	// Committed is the group's committed offset (the next it will read),
+	// at least the partition's first offset (a group that never committed,
+	// or is behind retention, starts there) and at most End.
+	Committed int64
+}
+
+// GroupOffsets returns, per topic and partition, the log end offset and the
+// consumer group's committed offset, or the error of asking the cluster.
+// Every record appended before the call has an offset below End.
+func GroupOffsets(ctx context.Context, c Config, group string, topics ...string) (map[string]map[int]PartitionOffsets, error) {
 	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 5 * time.Second}
 	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
 	if err != nil {
@@ -41,13 +69,13 @@ func GroupLag(ctx context.Context, c Config, group string, topics ...string) (ma
 	if of.Error != nil && !errors.Is(of.Error, kafkago.GroupIdNotFound) { // a group that never committed
 		return nil, fmt.Errorf("lag of %s: committed offsets: %w", group, of.Error)
 	}
-	lag := map[string]int64{}
+	out := map[string]map[int]PartitionOffsets{}
 	for topic, ps := range lo.Topics {
 		committed := map[int]int64{}
 		for _, p := range of.Topics[topic] {
 			committed[p.Partition] = p.CommittedOffset
 		}
-		lag[topic] = 0
+		out[topic] = map[int]PartitionOffsets{}
 		for _, p := range ps {
 			if p.Error != nil {
 				return nil, fmt.Errorf("lag of %s: %s[%d]: %w", group, topic, p.Partition, p.Error)
@@ -56,10 +84,8 @@ func GroupLag(ctx context.Context, c Config, group string, topics ...string) (ma
 			if from < p.FirstOffset { // never committed (-1), or behind retention
 				from = p.FirstOffset
 			}
-			if p.LastOffset > from {
-				lag[topic] += p.LastOffset - from
-			}
+			out[topic][p.Partition] = PartitionOffsets{End: max(p.LastOffset, from), Committed: from}
 		}
 	}
-	return lag, nil
+	return out, nil
 }

@@ -1,0 +1,164 @@
+package feedback
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// The spool watermark. Feedback in the spool is not yet in Kafka, so ingest
+// cannot know of it; the logger therefore says, every second or so, through
+// when everything this process received has left the spool for Kafka
+// (flywheel.SpoolWatermark, on the spool watermark topic), and decisions
+// stay open behind the oldest such claim of the live serving processes.
+//
+// Before each shipping round the logger notes the spool's end E and the time
+// T it looked (no later than the receive time of any feedback still being
+// appended then); once the shipped cursor reaches E, everything received
+// before T is in Kafka. The claim is sent after Kafka acknowledged what it
+// covers. While Kafka is unreachable no claim is sent, and after
+// ingest.spool_expiry without one, this process holds nothing back.
+
+// DefaultWatermarkInterval is how often the spool watermark is sent when
+// SpoolOptions.WatermarkInterval is 0.
+const DefaultWatermarkInterval = time.Second
+
+// sourceFile names, in the spool directory, the id its claims are sent
+// under: kept across restarts, so that a restarted process's claims replace
+// those of the process that left its records in the spool.
+const sourceFile = "SOURCE"
+
+// spoolSource returns the id of the spool in dir, creating it if needed.
+func spoolSource(dir string) (string, error) {
+	path := filepath.Join(dir, sourceFile)
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read the spool's source id: %w", err)
+	}
+	host, _ := os.Hostname()
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	id := host + "-" + hex.EncodeToString(r[:])
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write the spool's source id: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("write the spool's source id: %w", err)
+	}
+	return id, nil
+}
+
+// inflight holds the receive times of feedback being appended to the spool.
+type inflight struct {
+	mu    sync.Mutex
+	next  uint64
+	times map[uint64]time.Time
+}
+
+// add notes the earliest receive time of fs and returns the key to pass to
+// done once fs is in the spool (or refused).
+func (f *inflight) add(fs []flywheel.Feedback) uint64 {
+	if len(fs) == 0 {
+		return 0
+	}
+	t := fs[0].Time
+	for i := range fs {
+		if fs[i].Time.Before(t) {
+			t = fs[i].Time
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.times == nil {
+		f.times = map[uint64]time.Time{}
+	}
+	f.next++
+	f.times[f.next] = t
+	return f.next
+}
+
+func (f *inflight) done(k uint64) {
+	f.mu.Lock()
+	delete(f.times, k)
+	f.mu.Unlock()
+}
+
+// oldest returns the earliest receive time being appended, or t if that is
+// earlier.
+func (f *inflight) oldest(t time.Time) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, x := range f.times {
+		if x.Before(t) {
+			t = x
+		}
+	}
+	return t
+}
+
+// spoolMark is the spool's end noted before a shipping round.
+type spoolMark struct {
+	end   Position
+	claim time.Time // everything received before it was in the spool before end
+}
+
+// note remembers where the spool ends now, unless a noted end is still
+// ahead of the cursor. Called by Run only.
+func (l *Logger) note() {
+	if l.watermarks == nil || l.mark != nil {
+		return
+	}
+	at := l.now()
+	claim := l.inflight.oldest(at) // before reading the end: what is appended after it was in flight, or received later
+	l.mark = &spoolMark{end: l.spool.End(), claim: claim}
+}
+
+// reached moves the claim when the cursor has passed the noted end, and
+// sends it when it is time. Called by Run only, after Kafka acknowledged
+// everything before cur.
+func (l *Logger) reached(ctx context.Context, cur Position) {
+	if l.watermarks == nil {
+		return
+	}
+	if l.mark != nil && !cur.less(l.mark.end) {
+		if l.mark.claim.After(l.through) {
+			l.through = l.mark.claim
+		}
+		l.mark = nil
+	}
+	now := l.now()
+	if l.through.IsZero() || now.Sub(l.sentAt) < l.every {
+		return
+	}
+	l.sentAt = now
+	v, err := json.Marshal(flywheel.SpoolWatermarkRecord{Schema: flywheel.SchemaVersion,
+		Watermark: flywheel.SpoolWatermark{Source: l.source, Through: l.through.UTC(), Sent: now.UTC()}})
+	if err != nil {
+		l.log.Error("encode the spool watermark", "err", err)
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := l.watermarks.WriteMessages(wctx, kafkago.Message{Key: []byte(l.source), Value: v}); err != nil && ctx.Err() == nil {
+		l.log.Debug("spool watermark not sent; trying again", "err", err)
+	}
+}

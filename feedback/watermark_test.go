@@ -1,0 +1,118 @@
+package feedback
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// claims records the spool watermarks a logger sends.
+type claims struct {
+	mu  sync.Mutex
+	got []flywheel.SpoolWatermarkRecord
+	raw []string
+}
+
+func (c *claims) WriteMessages(_ context.Context, msgs ...kafkago.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range msgs {
+		var r flywheel.SpoolWatermarkRecord
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			return err
+		}
+		c.got, c.raw = append(c.got, r), append(c.raw, string(m.Value))
+	}
+	return nil
+}
+
+func (c *claims) Close() error { return nil }
+
+func (c *claims) all() []flywheel.SpoolWatermarkRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]flywheel.SpoolWatermarkRecord(nil), c.got...)
+}
+
+// down is a writer that fails while Kafka is "down".
+type down struct{ on atomic.Bool }
+
+func (d *down) WriteMessages(context.Context, ...kafkago.Message) error {
+	if d.on.Load() {
+		return errors.New("kafka down")
+	}
+	return nil
+}
+
+func (d *down) Close() error { return nil }
+
+// The spool watermark never passes feedback still in the spool: while Kafka
+// takes no feedback, no claim reaches past it; once the spool ships, one
+// does. The claims are sent under the spool's id, which a restart keeps,
+// and their JSON starts with the prefix ingest recognises.
+func TestSpoolWatermarkWaitsForShipping(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cl, fb := &claims{}, &down{}
+	l, err := NewLoggerWith(SpoolOptions{Dir: dir, WatermarkInterval: 20 * time.Millisecond}, discard{}, fb, cl, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(rctx) }()
+	wait := func(what string, ok func([]flywheel.SpoolWatermarkRecord) bool) {
+		t.Helper()
+		for !ok(cl.all()) {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("timed out waiting for %s; claims %v", what, cl.all())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	wait("a first claim", func(c []flywheel.SpoolWatermarkRecord) bool { return len(c) > 0 })
+
+	fb.on.Store(true)
+	received := time.Now().UTC()
+	if err := l.LogFeedback(ctx, []flywheel.Feedback{{Schema: 1, FeedbackID: "f", EventID: "e", Time: received, Reward: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(cl.all())
+	time.Sleep(300 * time.Millisecond)
+	for _, c := range cl.all()[before:] {
+		if c.Watermark.Through.After(received) {
+			t.Fatalf("claim %+v passes feedback received at %v and still in the spool", c.Watermark, received)
+		}
+	}
+	fb.on.Store(false)
+	wait("a claim past the shipped feedback", func(c []flywheel.SpoolWatermarkRecord) bool {
+		return len(c) > 0 && c[len(c)-1].Watermark.Through.After(received)
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cl.all() {
+		if err := c.Watermark.Validate(); err != nil || c.Watermark.Source != cl.all()[0].Watermark.Source || !strings.HasPrefix(cl.raw[i], flywheel.SpoolWatermarkPrefix) {
+			t.Fatalf("claim %s: %v", cl.raw[i], err)
+		}
+	}
+	if id, err := spoolSource(dir); err != nil || id != cl.all()[0].Watermark.Source {
+		t.Fatalf("after a restart the spool's id is %q (%v), was %q", id, err, cl.all()[0].Watermark.Source)
+	}
+}
