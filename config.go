@@ -17,7 +17,11 @@ type Exploration struct {
 	Policy  string  `yaml:"policy" json:"policy"`
 	Epsilon float64 `yaml:"epsilon" json:"epsilon,omitempty"` // epsilon-greedy: share spread uniformly
 	Lambda  float64 `yaml:"lambda" json:"lambda,omitempty"`   // softmax: inverse temperature
-	Gamma   float64 `yaml:"gamma" json:"gamma,omitempty"`     // squarecb: greediness
+	Gamma   float64 `yaml:"gamma" json:"gamma,omitempty"`     // squarecb: a fixed greediness γ, when set
+	// SquareCB's γ schedule when gamma is not set: γ = GammaScale·t^GammaExponent,
+	// t being the examples the model has learned (defaults 10 and 0.5, as VW's).
+	GammaScale    float64 `yaml:"gamma_scale" json:"gamma_scale,omitempty"`
+	GammaExponent float64 `yaml:"gamma_exponent" json:"gamma_exponent,omitempty"`
 }
 
 // Validate reports an EINVALID error naming the bad field under path.
@@ -34,6 +38,15 @@ func (e Exploration) Validate(path string) error {
 	case SquareCB:
 		if !(e.Gamma >= 0) || math.IsInf(e.Gamma, 0) {
 			return Errorf(EINVALID, "%s.gamma must be a finite number >= 0; got %v", path, e.Gamma)
+		}
+		if !(e.GammaScale >= 0) || math.IsInf(e.GammaScale, 0) {
+			return Errorf(EINVALID, "%s.gamma_scale must be a finite number >= 0; got %v", path, e.GammaScale)
+		}
+		if !(e.GammaExponent >= 0 && e.GammaExponent <= 1) {
+			return Errorf(EINVALID, "%s.gamma_exponent must be in [0, 1]; got %v", path, e.GammaExponent)
+		}
+		if e.Gamma > 0 && (e.GammaScale > 0 || e.GammaExponent > 0) {
+			return Errorf(EINVALID, "%s: set gamma (a fixed γ) or gamma_scale and gamma_exponent (γ growing with the examples learned), not both", path)
 		}
 	default:
 		return Errorf(EINVALID, "%s.policy must be epsilon-greedy, softmax or squarecb; got %q", path, e.Policy)
@@ -68,17 +81,42 @@ type RetrainConfig struct {
 	Window         time.Duration `yaml:"window"`
 	Holdout        float64       `yaml:"holdout"`
 	MinNewExamples int           `yaml:"min_new_examples"`
-	WarmStart      bool          `yaml:"warm_start"`
-	Passes         int           `yaml:"passes"`
-	LearningRate   float64       `yaml:"learning_rate"`
-	Objective      string        `yaml:"objective"` // rankers: mtr | ips | dr
+	// Incremental makes a retrain go on from the champion's weights and
+	// optimizer state over the examples after the champion's cutoff, rather
+	// than learn the whole window from zero (retrain/incremental.go). WarmStart is
+	// its older name, kept so that old configurations keep working.
+	Incremental bool `yaml:"incremental"`
+	WarmStart   bool `yaml:"warm_start"`
+	// FullEvery N > 0 makes every Nth version of a chain a full retrain: at
+	// most N-1 incremental versions follow a full one. 0: only a change of
+	// shape (or a champion that cannot be continued) forces one.
+	FullEvery    int     `yaml:"full_every"`
+	Passes       int     `yaml:"passes"`
+	LearningRate float64 `yaml:"learning_rate"`
+	Objective    string  `yaml:"objective"` // rankers: mtr | ips | dr
 }
+
+// Promotion rules: what the offline evidence must show of a candidate
+// against the champion (retrain.Decide has them precisely).
+const (
+	// RuleNonInferior: not worse than the champion beyond promote.margin,
+	// at promote.confidence (the default).
+	RuleNonInferior = "non-inferior"
+	// RuleSuperior: better than the champion at promote.confidence, by at
+	// least promote.min_improvement.
+	RuleSuperior = "superior"
+)
 
 // PromoteConfig says how a candidate version becomes the champion.
 type PromoteConfig struct {
-	Policy         string       `yaml:"policy"` // auto | manual
-	Estimator      string       `yaml:"estimator"`
-	MinImprovement float64      `yaml:"min_improvement"`
+	Policy    string `yaml:"policy"` // auto | manual
+	Estimator string `yaml:"estimator"`
+	Rule      string `yaml:"rule"` // non-inferior | superior
+	// Margin is how much worse than the champion (and than the last version
+	// shown better) a candidate may be under the non-inferior rule, relative
+	// to the champion's estimate: 0.05 = 5% of its reward (or log loss).
+	Margin         float64      `yaml:"margin"`
+	MinImprovement float64      `yaml:"min_improvement"` // superior rule only
 	Confidence     float64      `yaml:"confidence"`
 	Canary         CanaryConfig `yaml:"canary"`
 }
@@ -119,6 +157,14 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 	if c.Exploration.Policy == "" {
 		c.Exploration = Exploration{Policy: EpsilonGreedy, Epsilon: 0.05}
 	}
+	if e := &c.Exploration; e.Policy == SquareCB && e.Gamma == 0 { // γ grows with the examples learned
+		if e.GammaScale == 0 {
+			e.GammaScale = 10
+		}
+		if e.GammaExponent == 0 {
+			e.GammaExponent = 0.5
+		}
+	}
 	if c.Reward.Window == 0 {
 		c.Reward.Window = 10 * time.Minute
 	}
@@ -151,6 +197,12 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 	}
 	if c.Promote.Estimator == "" {
 		c.Promote.Estimator = "snips"
+	}
+	if c.Promote.Rule == "" {
+		c.Promote.Rule = RuleNonInferior
+	}
+	if c.Promote.Margin == 0 {
+		c.Promote.Margin = 0.05
 	}
 	if c.Promote.Confidence == 0 {
 		c.Promote.Confidence = 0.95
@@ -199,6 +251,9 @@ func (c ModelConfig) Validate(path string) error {
 	if c.Retrain.Window <= 0 {
 		return Errorf(EINVALID, "%s.retrain.window must be positive", path)
 	}
+	if c.Retrain.FullEvery < 0 {
+		return Errorf(EINVALID, "%s.retrain.full_every must be >= 0; got %d", path, c.Retrain.FullEvery)
+	}
 	if c.Retrain.MinNewExamples < 0 || c.Retrain.Passes < 1 || c.Retrain.Passes > 100 {
 		return Errorf(EINVALID, "%s.retrain: min_new_examples must be >= 0 and passes in [1, 100]", path)
 	}
@@ -216,6 +271,14 @@ func (c ModelConfig) Validate(path string) error {
 	case "ips", "snips", "dr":
 	default:
 		return Errorf(EINVALID, "%s.promote.estimator must be ips, snips or dr; got %q", path, c.Promote.Estimator)
+	}
+	switch c.Promote.Rule {
+	case RuleNonInferior, RuleSuperior:
+	default:
+		return Errorf(EINVALID, "%s.promote.rule must be non-inferior or superior; got %q", path, c.Promote.Rule)
+	}
+	if !(c.Promote.Margin > 0 && c.Promote.Margin < 1) {
+		return Errorf(EINVALID, "%s.promote.margin must be in (0, 1) (a share of the champion's estimate); got %v", path, c.Promote.Margin)
 	}
 	if !(c.Promote.Confidence > 0 && c.Promote.Confidence < 1) {
 		return Errorf(EINVALID, "%s.promote.confidence must be in (0, 1); got %v", path, c.Promote.Confidence)

@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,10 +10,10 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/model"
 )
 
@@ -23,20 +22,18 @@ type fakePublisher struct {
 	events []flywheel.ModelEvent
 }
 
-func (f *fakePublisher) WriteMessages(_ context.Context, msgs ...kafkago.Message) error {
+func (f *fakePublisher) Publish(_ context.Context, e flywheel.ModelEvent) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, m := range msgs {
-		var e flywheel.ModelEvent
-		if err := json.Unmarshal(m.Value, &e); err != nil {
-			return err
-		}
-		f.events = append(f.events, e)
-	}
+	f.events = append(f.events, e)
 	return nil
 }
 
-var _ RegistryStore = (*clickhouse.Registry)(nil)
+var (
+	_ RegistryStore = (*clickhouse.Registry)(nil)
+	_ Publisher     = (*kafka.EventPublisher)(nil)
+	_ Leader        = (*kafka.Elector)(nil)
+)
 
 // testDB is the database behind a test's registry, for writing fixtures
 // and tampering behind the registry's back.
@@ -64,6 +61,13 @@ func mustRegistry(t *testing.T) (*Registry, *fakePublisher, testDB) {
 		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database())
 		conn.Close()
 	})
+	// The tests write decisions and feedback directly, as a caught-up
+	// ingest would: a feedback watermark past everything leaves closing to
+	// the reward windows alone.
+	if err := clickhouse.NewInserts(conn, cfg.Database()).WriteWatermark(ctx, clickhouse.Watermark{Stream: clickhouse.StreamFeedback,
+		Topic: "test", Partitions: 1, Through: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
 	pub := &fakePublisher{}
 	r, err := NewRegistry(clickhouse.NewRegistry(conn, cfg.Database()), pub, nil, nil)
 	if err != nil {

@@ -192,10 +192,16 @@ func trainedBefore(manifest json.RawMessage) uint64 {
 	if json.Unmarshal(manifest, &man) != nil || man.TrainRows == 0 {
 		return 0
 	}
-	if man.HoldoutFrom > man.DataToMs {
-		return man.DataToMs + 1
+	return cutoffOf(man.DataToMs, man.HoldoutFrom)
+}
+
+// cutoffOf is the first time a version whose data ended at lastMs, with its
+// holdout from holdFrom, did not learn from.
+func cutoffOf(lastMs, holdFrom uint64) uint64 {
+	if holdFrom > lastMs {
+		return lastMs + 1
 	}
-	return man.HoldoutFrom
+	return holdFrom
 }
 
 // refs are the versions a candidate is judged against.

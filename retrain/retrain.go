@@ -43,7 +43,11 @@ type Result struct {
 	Classification *ClassifierComparison `json:"classification,omitempty"`
 	// Gate is the promotion rule's decision, with the evidence.
 	Gate *Decision `json:"gate,omitempty"`
-	Took string    `json:"took"`
+	// Training is TrainedFull or TrainedIncremental, and FullReason why a
+	// full candidate is full.
+	Training   string `json:"training,omitempty"`
+	FullReason string `json:"full_reason,omitempty"`
+	Took       string `json:"took"`
 }
 
 // Manifest is stored with every version: what it was trained on and how.
@@ -57,18 +61,24 @@ type Manifest struct {
 	// Order is how the rows were fed to the learner. Training draws no
 	// random numbers (exploration draws are keyed by event id), so the order
 	// and the data determine the weights: there is no seed to record.
-	Order         string               `json:"order"`
-	HoldoutFrom   uint64               `json:"holdout_from_ms"`
-	Rows          int                  `json:"rows"`
-	DataSHA256    string               `json:"data_sha256"` // of the event ids and rewards, in training order
-	TrainRows     int                  `json:"train_rows"`
-	HoldoutRows   int                  `json:"holdout_rows"`
-	ConfigHash    string               `json:"config_hash"`
-	Config        flywheel.ModelConfig `json:"config"`
-	WarmStartFrom int                  `json:"warm_start_from,omitempty"`
-	Passes        int                  `json:"passes"`
-	CodeVersion   string               `json:"code_version"`
-	TrainedAt     time.Time            `json:"trained_at"`
+	Order       string               `json:"order"`
+	HoldoutFrom uint64               `json:"holdout_from_ms"`
+	Rows        int                  `json:"rows"`
+	DataSHA256  string               `json:"data_sha256"` // of the event ids and rewards, in training order
+	TrainRows   int                  `json:"train_rows"`
+	HoldoutRows int                  `json:"holdout_rows"`
+	ConfigHash  string               `json:"config_hash"`
+	Config      flywheel.ModelConfig `json:"config"`
+	// WarmStartFrom is the version whose weights (not its optimizer state)
+	// a version trained before incremental training started from; new
+	// versions record their Chain instead.
+	WarmStartFrom int `json:"warm_start_from,omitempty"`
+	// Chain is how the version was trained: full or incremental, from
+	// which parent, between which cutoffs (incremental.go).
+	Chain
+	Passes      int       `json:"passes"`
+	CodeVersion string    `json:"code_version"`
+	TrainedAt   time.Time `json:"trained_at"`
 }
 
 // Registry is what retraining needs of the model registry.
@@ -278,14 +288,20 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		res.Outcome, res.Reason = Skipped, fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", champV)
 		return res, nil
 	}
-	progress(fmt.Sprintf("training on %d examples, %d passes, streamed from ClickHouse", win.trainRows, mc.Retrain.Passes))
-	warmFrom := 0
-	var warm *model.Model
-	if mc.Retrain.WarmStart && champ.Config().Bits == mc.Bits {
-		warm, warmFrom = champ, champV
+	tr, chain, err := r.startFrom(ctx, name, mc, champV)
+	if err != nil {
+		return res, err
+	}
+	res.Training, res.FullReason = chain.Training, chain.FullReason
+	if chain.Training == TrainedIncremental {
+		// Only what the champion has not learned: from its cutoff on.
+		win.fromMs = max(win.fromMs, chain.ParentCutoffMs)
+		progress(fmt.Sprintf("training incrementally from v%d on %d examples after its cutoff, %d passes, streamed from ClickHouse", champV, newRows, mc.Retrain.Passes))
+	} else {
+		progress(fmt.Sprintf("training on %d examples, %d passes, streamed from ClickHouse (full: %s)", win.trainRows, mc.Retrain.Passes, chain.FullReason))
 	}
 	var ev evaluation
-	cand, seen, err := r.trainOn(ctx, name, mc, warm, win, func(m *model.Model) judge {
+	tr, seen, err := r.trainOn(ctx, name, mc, tr, win, func(m *model.Model) judge {
 		progress(fmt.Sprintf("evaluating on %d holdout examples", win.rows-win.trainRows))
 		return ev.judges(mc, m, refs)
 	})
@@ -302,17 +318,18 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	if res.Outcome == Inconclusive && mc.Promote.Canary.Share == 0 {
 		res.Outcome, res.Reason = Rejected, res.Reason+"; no canary is configured to decide on live traffic (promote.canary.share)"
 	}
-	art, err := cand.MarshalBinary()
+	art, err := tr.MarshalBinary() // with the optimizer state, for the next incremental candidate
 	if err != nil {
 		return res, err
 	}
+	chain.CutoffMs, chain.Learned = cutoffOf(seen.lastMs, win.holdFrom), tr.Model().Trained()
 	cfgJSON, _ := json.Marshal(mc)
 	h := sha256.Sum256(cfgJSON)
 	man := Manifest{
 		DataFromMs: seen.firstMs, DataToMs: seen.lastMs, HoldoutFrom: win.holdFrom,
 		Rows: seen.rows, DataSHA256: seen.hash,
 		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
-		WarmStartFrom: warmFrom, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
+		Chain: chain, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
 		IngestedThrough: win.ingestedThrough, Order: "ts_ms, event_id",
 	}
 	progress("registering")

@@ -390,23 +390,15 @@ func (f *fingerprint) add(ex *flywheel.Example) {
 	f.n++
 }
 
-// trainOn learns a model of mc's shape from warm (nil: from zero) on the
-// training part of win, in order, mc.Retrain.Passes times, then reads the
-// holdout, judging the result with what newJudge returns (nil: the holdout
-// is only fingerprinted). It is deterministic: the same rows in the same
-// order give the same weights, bit for bit. A ranker learns from the chosen
-// action's reward and logged probability; a classifier learns whether the
-// reward was above 0 (FTRL keeps state outside the weights, so a classifier
-// always starts from zero).
-func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelConfig, warm *model.Model, win window, newJudge func(*model.Model) judge) (*model.Model, *seen, error) {
-	start, err := model.FromConfig(mc)
-	if err != nil {
-		return nil, nil, err
-	}
-	if warm != nil && mc.Kind == flywheel.KindRanker {
-		start = warm.Clone()
-	}
-	tr := model.NewTrainer(start, model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective})
+// trainOn goes on training tr (a fresh trainer of mc's shape for a full
+// retrain, or one resumed from a parent's artifact) on the training part of
+// win, in order, mc.Retrain.Passes times, then reads the holdout, judging the
+// result with what newJudge returns (nil: the holdout is only
+// fingerprinted). It returns tr. It is deterministic: the same start and the
+// same rows in the same order give the same weights and optimizer state, bit
+// for bit. A ranker learns from the chosen action's reward and logged
+// probability; a classifier learns whether the reward was above 0.
+func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelConfig, tr *model.Trainer, win window, newJudge func(*model.Model) judge) (*model.Trainer, *seen, error) {
 	scan, learn := r.scan, func(ex *flywheel.Example) error { return tr.LearnRanker(ex) }
 	if mc.Kind == flywheel.KindClassifier {
 		scan = r.scanClassified
@@ -449,5 +441,5 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 		}
 	}
 	out.rows, out.firstMs, out.lastMs, out.hash = fp.n, fp.first, fp.last, hex.EncodeToString(fp.h.Sum(nil))
-	return m, out, nil
+	return tr, out, nil
 }

@@ -27,19 +27,25 @@ import (
 // separated), FLYWHEEL_MODELS_HOMEPAGE_RETRAIN_SCHEDULE, ...
 type Config struct {
 	HTTP struct {
-		Addr string `yaml:"addr"`
+		Addr              string        `yaml:"addr"`
+		ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+		ReadTimeout       time.Duration `yaml:"read_timeout"`
+		WriteTimeout      time.Duration `yaml:"write_timeout"`
+		IdleTimeout       time.Duration `yaml:"idle_timeout"`
+		MaxHeaderBytes    int           `yaml:"max_header_bytes"`
 	} `yaml:"http"`
 	Kafka      kafka.Config      `yaml:"kafka"`
 	ClickHouse clickhouse.Config `yaml:"clickhouse"`
 	Auth       struct {
-		AppKeys   []string `yaml:"app_keys"`
-		AdminKeys []string `yaml:"admin_keys"`
+		AppKeys   []apiKey `yaml:"app_keys"`
+		AdminKeys []apiKey `yaml:"admin_keys"`
 	} `yaml:"auth"`
 	Limits flywheel.Limits `yaml:"limits"`
 	Serve  struct {
 		PollInterval    time.Duration `yaml:"poll_interval"`
 		ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 		SpoolDir        string        `yaml:"spool_dir"`
+		SpoolMaxBytes   int64         `yaml:"spool_max_bytes"`
 		GuardInterval   time.Duration `yaml:"guard_interval"`
 	} `yaml:"serve"`
 	Deploy struct {
@@ -64,6 +70,7 @@ func defaultConfig() Config {
 	c.ClickHouse.DSN = "clickhouse://127.0.0.1:9000/flywheel"
 	c.Log.Level = "info"
 	c.Deploy.CheckInterval = 15 * time.Second
+	c.Limits.RatePerKey, c.Limits.Burst = flywheel.DefaultRatePerKey, flywheel.DefaultBurst
 	return c
 }
 
@@ -97,9 +104,20 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	if c.Deploy.CheckInterval <= 0 {
 		return nil, errors.New("deploy.check_interval must be positive")
 	}
+	if _, err := c.logLevel(); err != nil {
+		return nil, err
+	}
+	if n := c.Serve.SpoolMaxBytes; n < 0 || n > 0 && n < 16<<20 {
+		return nil, fmt.Errorf("serve.spool_max_bytes is %d: it must be at least 16 MiB (%d), room for many decisions of up to 1 MB each (0: the default, 1 GiB)", n, 16<<20)
+	}
 	if len(c.Kafka.Brokers) == 0 {
 		c.Kafka.Brokers = append([]string(nil), defaultBrokers...)
 		c.kafkaDefaulted = true
+	}
+	if c.Ingest.Group == "" {
+		// Under the topic prefix, as the topics are: installations that
+		// share a cluster under different prefixes share no group.
+		c.Ingest.Group = c.Kafka.TopicPrefix + "flywheel-ingest"
 	}
 	for name, mc := range c.Models {
 		mc = mc.WithDefaults()
@@ -152,7 +170,8 @@ func applyEnv(v reflect.Value, prefix string, getenv func(string) string) error 
 		return nil
 	}
 	if err := setFromString(v, s); err != nil {
-		return fmt.Errorf("%s=%q: %w", prefix, s, err)
+		// The value is not shown: it may be a key.
+		return fmt.Errorf("%s is not a valid %s (its value is not shown)", prefix, kindOf(v))
 	}
 	return nil
 }
@@ -200,7 +219,7 @@ func setFromString(v reflect.Value, s string) error {
 
 // yamlList lets a []string be given as a plain comma-separated list.
 func yamlList(v reflect.Value, s string) string {
-	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String && !strings.HasPrefix(strings.TrimSpace(s), "[") {
+	if v.Kind() == reflect.Slice && (v.Type().Elem().Kind() == reflect.String || v.Type().Elem() == reflect.TypeOf(apiKey{})) && !strings.HasPrefix(strings.TrimSpace(s), "[") {
 		parts := strings.Split(s, ",")
 		for i := range parts {
 			parts[i] = strconv.Quote(strings.TrimSpace(parts[i]))

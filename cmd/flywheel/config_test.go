@@ -44,6 +44,9 @@ func TestLoadConfigBad(t *testing.T) {
 		"aggregate.bad.yml": "models.homepage.reward.aggregate",
 		"unknown.bad.yml":   "htp",
 		"name.bad.yml":      "models.Home Page",
+		"spool.bad.yml":     "serve.spool_max_bytes",
+		"rule.bad.yml":      "models.homepage.promote.rule",
+		"margin.bad.yml":    "models.homepage.promote.margin",
 	} {
 		t.Run(file, func(t *testing.T) {
 			t.Parallel()
