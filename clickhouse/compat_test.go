@@ -633,6 +633,16 @@ func fixture(db string) []step {
 	}
 }
 
+// bounded is a check of the bounded examples query of model's decisions in
+// [fromMs, toMs].
+func bounded(name, db, model string, fromMs, toMs uint64, want string) step {
+	sql, err := bindStatement(Statement{SQL: expand("SELECT event_id, feedback_count, reward FROM {examples}", db), Args: examplesArgs(model, fromMs, toMs)})
+	if err != nil {
+		panic(err)
+	}
+	return step{name: name, sql: sql, query: true, want: want}
+}
+
 // fixtureChecks are answers the fixture must give, on every server.
 func fixtureChecks(db string) []step {
 	h0 := fixtureBase.Format("2006-01-02 15:04:05")
@@ -672,6 +682,13 @@ func fixtureChecks(db string) []step {
 			// feedback late; e7 one in time (delivered twice) and one late;
 			// e8's window still open; the orphan nowhere.
 			want: "c1\t1\t1\nc2\t0\t0\nc3\t0\t0\ne1\t2\t1.5\ne2\t2\t0.2\ne3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne6\t0\t0\ne7\t1\t1"},
+		// The product's bounded query of examples ({examples}) answers as
+		// the view does, over the whole range and over a part of it.
+		bounded("check bounded examples of homepage", db, "homepage", 0, math.MaxUint64,
+			"e1\t2\t1.5\ne2\t2\t0.2\ne3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne6\t0\t0\ne7\t1\t1"),
+		bounded("check bounded examples of homepage's second hour", db, "homepage", uint64(fixtureBase.Add(time.Hour).UnixMilli()),
+			uint64(fixtureBase.Add(time.Hour+3*time.Second).UnixMilli()), "e3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne7\t1\t1"),
+		bounded("check bounded examples of ctr", db, "ctr", 0, math.MaxUint64, "c1\t1\t1\nc2\t0\t0\nc3\t0\t0"),
 		{name: "check reward_by_version", query: true,
 			sql: "SELECT model, version, variant, hour, decisions, round(reward_sum, 6), with_feedback, round(join_rate, 6) FROM " + db + ".reward_by_version",
 			want: strings.NewReplacer("H0", h0, "H1", h1).Replace("ctr\t1\tchampion\tH0\t3\t1\t1\t0.333333\n" +

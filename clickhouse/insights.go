@@ -110,11 +110,10 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 	from = from.Truncate(bucket)
 	o := &Overview{Model: model, FromMs: from.UnixMilli(), ToMs: now.UnixMilli(), BucketSeconds: int64(bucket / time.Second),
 		Series: []Series{}, Quality: []Quality{}, References: []Reference{}, Runs: []Run{}}
-	// One pass over the examples: each view query joins all the feedback,
-	// so the totals and the feedback and exploration shares are summed here
-	// from the same per-bucket rows.
+	// One pass over the examples of the window: the totals and the feedback
+	// and exploration shares are summed here from the same per-bucket rows.
 	bms := uint64(bucket / time.Millisecond)
-	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), bms, bms, model, uint64(from.UnixMilli()))
+	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), append([]any{bms, bms}, examplesArgs(model, uint64(from.UnixMilli()), math.MaxUint64)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("reward over time: %w", err)
 	}
@@ -247,11 +246,11 @@ func SetReferences(ctx context.Context, conn driver.Conn, db, model string, refs
 // The dashboard's statements.
 const (
 	sqlFirstDecision = `SELECT min(ts_ms) FROM {db}.decisions WHERE model = ? AND ts_ms >= ?`
-	// One pass over the examples: the view joins all the feedback, so the
-	// totals and the shares are summed in Go from the per-bucket rows.
+	// The closed examples of the window ({examples}: the model and the
+	// range pushed into the decisions and feedback read), per bucket.
 	sqlRewardSeries = `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), sum(reward), sum(reward * reward),
 			countIf(feedback_count > 0), sum(explored)
-		FROM {db}.examples WHERE model = ? AND ts_ms >= ? GROUP BY t, version, variant ORDER BY version, variant, t`
+		FROM {examples} GROUP BY t, version, variant ORDER BY version, variant, t`
 	sqlRetrainRuns = `SELECT started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison
 		FROM {db}.retrain_runs WHERE model = ? ORDER BY started_ms DESC LIMIT 50`
 	sqlDecisionFlow = `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM {db}.decisions WHERE model = ?`
@@ -266,8 +265,8 @@ func dashboardStatements(db string) []Statement {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	return []Statement{
 		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0)}, Query: true},
-		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: []any{uint64(3600000), uint64(3600000), "homepage", uint64(0)}, Query: true},
-		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: []any{uint64(60000), uint64(60000), "ctr", uint64(0)}, Query: true},
+		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(3600000), uint64(3600000)}, examplesArgs("homepage", 0, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("ctr", 0, math.MaxUint64)...), Query: true},
 		{Name: "dashboard.retrain_runs", SQL: expand(sqlRetrainRuns, db), Args: []any{"homepage"}, Query: true},
 		// counts of the last minute: the fixture's ingested_at is fixed
 		{Name: "dashboard.decision_flow", SQL: expand(sqlDecisionFlow, db), Args: []any{"homepage"}, Query: true},

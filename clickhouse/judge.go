@@ -32,7 +32,7 @@ func NewRewards(conn driver.Conn, db string) *Rewards { return &Rewards{conn: co
 // over the closed examples decided in [from, to) (Unix ms). The order makes
 // the answer the same on every server; the judge does not depend on it.
 const sqlOnlineReward = `SELECT version, variant, count(), avg(reward), stddevSamp(reward)
-		FROM {db}.examples WHERE model = ? AND ts_ms >= ? AND ts_ms < ? GROUP BY version, variant ORDER BY version, variant`
+		FROM {examples} GROUP BY version, variant ORDER BY version, variant`
 
 // sqlOnlineLogLoss is the log loss of the scores every version and variant
 // of a classifier served, against the outcomes (reward above 0), over the
@@ -42,8 +42,8 @@ const sqlOnlineLogLoss = `SELECT version, variant, count(), avg(loss), stddevSam
 		FROM (
 			SELECT version, variant,
 				if(reward > 0, -log(greatest(least(score, 1 - 1e-15), 1e-15)), -log(greatest(least(1 - score, 1 - 1e-15), 1e-15))) AS loss
-			FROM {db}.examples WHERE model = ? AND ts_ms >= ? AND ts_ms < ?
-		) AS e
+			FROM {examples}
+		) AS l
 		GROUP BY version, variant ORDER BY version, variant`
 
 // Online returns the reward of every version and variant of model from the
@@ -61,8 +61,17 @@ func (r *Rewards) OnlineLogLoss(ctx context.Context, model string, fromMs, toMs 
 	return r.query(ctx, "online log loss", sqlOnlineLogLoss, model, fromMs, toMs)
 }
 
+// halfOpen are the arguments of {examples} for model's decisions in
+// [fromMs, toMs).
+func halfOpen(model string, fromMs, toMs uint64) []any {
+	if toMs == 0 {
+		return examplesArgs(model, 1, 0) // nothing
+	}
+	return examplesArgs(model, fromMs, toMs-1)
+}
+
 func (r *Rewards) query(ctx context.Context, what, sql, model string, fromMs, toMs uint64) ([]VersionReward, error) {
-	rows, err := r.conn.Query(ctx, expand(sql, r.db), model, fromMs, toMs)
+	rows, err := r.conn.Query(ctx, expand(sql, r.db), halfOpen(model, fromMs, toMs)...)
 	if err != nil {
 		return nil, fmt.Errorf("%s of %s: %w", what, model, err)
 	}
@@ -85,8 +94,8 @@ func (r *Rewards) query(ctx context.Context, what, sql, model string, fromMs, to
 // judgeStatements lists the statements of this file for Statements.
 func judgeStatements(db string) []Statement {
 	return []Statement{
-		{Name: "judge.online_reward", SQL: expand(sqlOnlineReward, db), Args: []any{"homepage", uint64(0), uint64(4102444800000)}, Query: true},
-		{Name: "judge.online_reward.classifier", SQL: expand(sqlOnlineReward, db), Args: []any{"ctr", uint64(0), uint64(4102444800000)}, Query: true},
-		{Name: "judge.online_log_loss", SQL: expand(sqlOnlineLogLoss, db), Args: []any{"ctr", uint64(0), uint64(4102444800000)}, Query: true},
+		{Name: "judge.online_reward", SQL: expand(sqlOnlineReward, db), Args: halfOpen("homepage", 0, 4102444800000), Query: true},
+		{Name: "judge.online_reward.classifier", SQL: expand(sqlOnlineReward, db), Args: halfOpen("ctr", 0, 4102444800000), Query: true},
+		{Name: "judge.online_log_loss", SQL: expand(sqlOnlineLogLoss, db), Args: halfOpen("ctr", 0, 4102444800000), Query: true},
 	}
 }

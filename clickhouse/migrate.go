@@ -276,8 +276,14 @@ const windowClosedCondition = `ts_ms + reward_window_s * 1000 <= toUInt64(toUInt
 // the same rows; a decision with no feedback inside its window gets the
 // default reward from feedback_count = 0, whatever join_use_nulls says.
 func examplesView(actions, closed string) string {
-	return strings.NewReplacer("{actions}", actions, "{closed}", closed).Replace(`CREATE VIEW IF NOT EXISTS {db}.examples AS
-		SELECT
+	return "CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect(actions, closed, "", "")
+}
+
+// examplesSelect is the examples view's query, with dcond added to the
+// condition on the decisions it reads (both times) and fbcond to the
+// feedback it reads (each "" or starting with a space).
+func examplesSelect(actions, closed, dcond, fbcond string) string {
+	return strings.NewReplacer("{actions}", actions, "{closed}", closed, "{dcond}", dcond, "{fbcond}", fbcond).Replace(`SELECT
 			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 			context_numbers, feedback_count,
@@ -294,7 +300,7 @@ func examplesView(actions, closed string) string {
 				chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 				context_numbers, reward_default, reward_aggregate
 			FROM {db}.decisions FINAL
-			WHERE {closed}
+			WHERE {closed}{dcond}
 		) AS d
 		ALL LEFT JOIN
 		(
@@ -308,13 +314,13 @@ func examplesView(actions, closed string) string {
 			FROM
 			(
 				SELECT event_id, ts_ms AS f_ts_ms, reward AS f_reward
-				FROM {db}.feedback FINAL
+				FROM {db}.feedback FINAL{fbcond}
 			) AS fb
 			ALL INNER JOIN
 			(
 				SELECT event_id, max(ts_ms + reward_window_s * 1000) AS deadline_ms
 				FROM {db}.decisions FINAL
-				WHERE {closed}
+				WHERE {closed}{dcond}
 				GROUP BY event_id
 			) AS dl USING event_id
 			WHERE f_ts_ms <= deadline_ms

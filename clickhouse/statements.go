@@ -49,5 +49,11 @@ func Statements(db string) []Statement {
 	return out
 }
 
-// expand puts database db in place of {db} in sql.
-func expand(sql, db string) string { return strings.ReplaceAll(sql, "{db}", db) }
+// expand puts the bounded examples query (examplesOfModel) in place of
+// {examples} in sql, then database db in place of {db}.
+func expand(sql, db string) string {
+	if strings.Contains(sql, "{examples}") {
+		sql = strings.ReplaceAll(sql, "{examples}", examplesOfModel())
+	}
+	return strings.ReplaceAll(sql, "{db}", db)
+}

@@ -31,10 +31,10 @@ const (
 		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms < ?`
 
 	rankerExamplesSQL = `SELECT event_id, ts_ms, version, context_json, actions_json, arrayStringConcat(action_keys, ' '), probabilities, chosen_index, reward, feedback_count
-		FROM {db}.examples WHERE model = ? AND kind = 'ranker' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`
+		FROM {examples} WHERE kind = 'ranker' ORDER BY ts_ms, event_id`
 
 	classifierExamplesSQL = `SELECT event_id, ts_ms, version, context_json, reward, feedback_count
-		FROM {db}.examples WHERE model = ? AND kind = 'classifier' AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms, event_id`
+		FROM {examples} WHERE kind = 'classifier' ORDER BY ts_ms, event_id`
 
 	actionsByKeySQL = `SELECT action_key, any(action_json) FROM {db}.actions WHERE action_key IN ? GROUP BY action_key ORDER BY action_key`
 
@@ -136,7 +136,7 @@ func (t *Training) Classifiers(ctx context.Context, model string, fromMs, toMs u
 func (t *Training) stream(ctx context.Context, sql, model string, fromMs, toMs uint64, row func(scan func(dst ...any) error) error) error {
 	ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{
 		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": externalSortBytes}))
-	rows, err := t.conn.Query(ctx, expand(sql, t.db), model, fromMs, toMs)
+	rows, err := t.conn.Query(ctx, expand(sql, t.db), examplesArgs(model, fromMs, toMs)...)
 	if err != nil {
 		return fmt.Errorf("query examples of %s: %w", model, err)
 	}
@@ -226,8 +226,8 @@ func trainingStatements(db string) []Statement {
 		{Name: "training.closed_span", SQL: expand(closedSpanSQL, db), Args: []any{"homepage", "ranker", from, to}, Query: true},
 		{Name: "training.holdout_cut", SQL: expand(holdoutCutSQL, db), Args: []any{"homepage", "ranker", from, to, uint64(1)}, Query: true},
 		{Name: "training.closed_before", SQL: expand(closedBeforeSQL, db), Args: []any{"homepage", "ranker", from, to}, Query: true},
-		{Name: "training.ranker_examples", SQL: expand(rankerExamplesSQL, db), Args: []any{"homepage", from, to}, Query: true},
-		{Name: "training.classifier_examples", SQL: expand(classifierExamplesSQL, db), Args: []any{"ctr", from, to}, Query: true},
+		{Name: "training.ranker_examples", SQL: expand(rankerExamplesSQL, db), Args: examplesArgs("homepage", from, to), Query: true},
+		{Name: "training.classifier_examples", SQL: expand(classifierExamplesSQL, db), Args: examplesArgs("ctr", from, to), Query: true},
 		{Name: "training.actions_by_key", SQL: expand(actionsByKeySQL, db), Args: []any{ch.GroupSet{Value: []any{"k-x", "k-y"}}}, Query: true},
 		{Name: "training.record_run", SQL: expand(recordRunSQL, db), Args: []any{
 			"homepage", started, uint64(started.UnixMilli()), uint64(1500), "promoted", "snips estimate 0.31 vs champion v1 0.25",
