@@ -94,8 +94,14 @@ type Judge struct {
 	models  map[string]flywheel.ModelConfig
 	log     *slog.Logger
 	now     func() time.Time
-	leader  func() bool
+	leader  Leader // nil: always acts
 	actions *prometheus.CounterVec
+}
+
+// Leader says whether this process is the one that acts (*kafka.Elector, the
+// retrain election, is one). IsLeader must be safe for concurrent use.
+type Leader interface {
+	IsLeader() bool
 }
 
 // NewJudge returns a judge of models that reads their online reward from
@@ -108,7 +114,7 @@ func NewJudge(registry *Registry, rewards RewardReader, models map[string]flywhe
 	if now == nil {
 		now = time.Now
 	}
-	j := &Judge{reg: registry, rewards: rewards, models: models, log: log, now: now, leader: func() bool { return true },
+	j := &Judge{reg: registry, rewards: rewards, models: models, log: log, now: now,
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flywheel_deploy_actions_total", Help: "Canary decisions and guardrail rollbacks, by model and action."}, []string{"model", "action"})}
 	if reg != nil {
 		if err := reg.Register(j.actions); err != nil {
@@ -118,8 +124,8 @@ func NewJudge(registry *Registry, rewards RewardReader, models map[string]flywhe
 	return j, nil
 }
 
-// ElectWith makes the judge act only while l leads.
-func (j *Judge) ElectWith(isLeader func() bool) { j.leader = isLeader }
+// ElectWith makes the judge act only while l leads. Call it before Run.
+func (j *Judge) ElectWith(l Leader) { j.leader = l }
 
 // Run checks every model every interval until ctx ends.
 func (j *Judge) Run(ctx context.Context, every time.Duration) error {
@@ -131,7 +137,7 @@ func (j *Judge) Run(ctx context.Context, every time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		if !j.leader() {
+		if j.leader != nil && !j.leader.IsLeader() {
 			continue
 		}
 		for _, name := range slices.Sorted(mapsKeys(j.models)) {

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/model"
@@ -23,9 +21,11 @@ const (
 	Canary   = "canary"
 )
 
-// Publisher is where model events go (a Kafka writer on flywheel.model-events).
+// Publisher is where model events go (*kafka.EventPublisher, on
+// flywheel.model-events). Publish returns once the event is stored, or the
+// error; it must be safe for concurrent use.
 type Publisher interface {
-	WriteMessages(ctx context.Context, msgs ...kafkago.Message) error
+	Publish(ctx context.Context, e flywheel.ModelEvent) error
 }
 
 // RegistryStore is where the registry keeps its rows: the versions (the
@@ -370,12 +370,7 @@ func (r *Registry) publish(ctx context.Context, e flywheel.ModelEvent) {
 	}
 	e.Schema = flywheel.SchemaVersion
 	e.Time = r.now().UTC()
-	v, err := json.Marshal(e)
-	if err != nil {
-		r.log.Error("encode model event", "err", err)
-		return
-	}
-	if err := r.events.WriteMessages(ctx, kafkago.Message{Key: []byte(e.Model), Value: v}); err != nil {
+	if err := r.events.Publish(ctx, e); err != nil {
 		r.log.Warn("publish model event failed; replicas will find the change by polling", "model", e.Model, "type", e.Type, "err", err)
 	}
 }

@@ -2,12 +2,9 @@ package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
-
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/kafka"
@@ -22,15 +19,15 @@ func Watch(ctx context.Context, cfg kafka.Config, log *slog.Logger, fn func(flyw
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r, err := kafka.NewTailReader(cfg, cfg.Topics().ModelEvents, kafkago.LastOffset)
+	r, err := kafka.NewEventReader(cfg, false)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	backoff := 100 * time.Millisecond
 	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
+		e, err := r.Read(ctx)
+		if err != nil && !errors.Is(err, kafka.ErrUndecodable) {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -44,9 +41,8 @@ func Watch(ctx context.Context, cfg kafka.Config, log *slog.Logger, fn func(flyw
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		var e flywheel.ModelEvent
-		if err := json.Unmarshal(m.Value, &e); err != nil || e.Model == "" {
-			log.Warn("skipping undecodable model event", "offset", m.Offset, "err", err)
+		if err != nil {
+			log.Warn("skipping undecodable model event", "err", err)
 			continue
 		}
 		fn(e)

@@ -20,6 +20,16 @@ func ParseSchedule(field, spec string) error {
 	return nil
 }
 
+// Leader tells a scheduler whether it is the one that runs the schedules
+// (*kafka.Elector is one).
+type Leader interface {
+	// Lead returns a context derived from ctx that is cancelled, with a
+	// cause saying why (kafka.ErrNotLeader), as soon as this process stops
+	// leading, and whether it leads now (if not, the context is already
+	// cancelled). The caller calls the CancelFunc when done with the context.
+	Lead(ctx context.Context) (context.Context, context.CancelFunc, bool)
+}
+
 // Schedule runs every configured model's retrain on its schedule until ctx
 // ends. A panicking run is recovered and logged, and the scheduler goes on;
 // a run still going when its next turn comes makes that turn skip. With an

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -40,6 +41,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		// No longer caught: a second SIGINT or SIGTERM takes its default
+		// action and ends the process at once, whatever shutdown awaits.
+		stop()
+	}()
 	gin.SetMode(gin.ReleaseMode)
 	tuneGC(os.Getenv)
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -64,7 +71,10 @@ commands:
              canary X --version N | canary X --end
   eval       --model X --version N [--window 24h] [--json]: offline evaluation against the champion
   migrate    create or upgrade the ClickHouse schema
-  sim        the simulated product app: --url URL --events N [--json]
+  sim        the simulated product app: --url URL --events N [--world NAME] [--json]
+  backtest   a simulated world through the learner, schedule and promotion rule in
+             virtual time, in process: --world --schedule --rule --margin --exploration
+             (lists) [--decisions N] [--json]
   version    print the version
 
 common flags: --config FILE --addr HOST:PORT --kafka BROKERS --clickhouse DSN
@@ -121,6 +131,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "sim":
 		return runSim(ctx, args, stdout, stderr)
+	case "backtest":
+		return runBacktest(ctx, args, getenv, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -160,9 +172,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *dsn != "" {
 		cfg.ClickHouse.DSN = *dsn
 	}
-	level := slog.LevelInfo
-	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	level, err := cfg.logLevel()
+	if err != nil {
+		return err
+	}
 	e := &env{cfg: cfg, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), stdout: stdout, stderr: stderr, getenv: getenv, kafkaGiven: *brokers != "" || !cfg.kafkaDefaulted}
+	e.cfg.ClickHouse.Log = e.log.With("component", "clickhouse")
+	if err := e.check(cmd); err != nil {
+		return err
+	}
 	switch cmd {
 	case "dev":
 		return e.dev(ctx, *embeddedPort)
@@ -209,6 +227,20 @@ func (p *parts) Close() {
 
 // connect waits for ClickHouse and Kafka, migrates, makes the topics and
 // opens the registry. withEvents adds a model-events publisher.
+// claimTopics makes sure the Kafka topics are this installation's (the id
+// its ClickHouse database holds), or fails naming the other one.
+func (e *env) claimTopics(ctx context.Context, conn driver.Conn) error {
+	inst := clickhouse.NewInstallation(conn, e.cfg.ClickHouse.Database(), time.Now)
+	id, err := inst.ID(ctx)
+	if err != nil {
+		return err
+	}
+	return kafka.Claim(ctx, e.cfg.Kafka, id, e.cfg.ClickHouse.Database(), func(ctx context.Context, owner string) (bool, error) {
+		ids, err := inst.IDs(ctx)
+		return slices.Contains(ids, owner), err
+	})
+}
+
 func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
 	p := &parts{promReg: prometheus.NewRegistry()}
 	p.promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -236,11 +268,15 @@ func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
 			p.Close()
 			return nil, err
 		}
-		w := kafka.NewWriter(e.cfg.Kafka, e.cfg.Kafka.Topics().ModelEvents)
+		if err := e.claimTopics(wctx, conn); err != nil {
+			p.Close()
+			return nil, err
+		}
+		w := kafka.NewEventPublisher(e.cfg.Kafka)
 		p.closers = append(p.closers, func() { w.Close() })
 		pub = w
 	}
-	reg, err := deploy.NewRegistry(conn, e.cfg.ClickHouse.Database(), pub, e.log, time.Now)
+	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, e.cfg.ClickHouse.Database()), pub, e.log, time.Now)
 	if err != nil {
 		p.Close()
 		return nil, err
@@ -265,7 +301,7 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 		e.cfg.Kafka.Brokers = b.Brokers()
 		e.log.Warn("using the EMBEDDED Kafka-protocol broker: in memory, for trying Flywheel out only; pass --kafka to use a real cluster", "brokers", b.Brokers())
 	}
-	open := len(e.cfg.Auth.AppKeys) == 0 && len(e.cfg.Auth.AdminKeys) == 0
+	open := e.open()
 	if open {
 		e.log.Warn("no API keys configured: the API is OPEN to anyone who can reach it (allowed under flywheel dev only)")
 	}
@@ -274,27 +310,29 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 		return err
 	}
 	defer p.Close()
-	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), p.promReg, e.log.With("component", "retrain"), time.Now)
+	rt, err := retrain.New(retrain.Options{Models: e.cfg.Models, Store: clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database()),
+		Registry: p.registry, CodeVersion: version(), Registerer: p.promReg, Logger: e.log.With("component", "retrain"), Now: time.Now})
 	if err != nil {
 		return err
 	}
-	in, err := ingest.New(e.cfg.Ingest, e.cfg.Kafka, p.conn, e.cfg.ClickHouse.Database(), p.promReg, e.log.With("component", "ingest"), time.Now)
+	in, err := ingest.New(e.cfg.Ingest, ingest.Options{Kafka: e.cfg.Kafka, Inserts: clickhouse.NewInserts(p.conn, e.cfg.ClickHouse.Database()),
+		Registerer: p.promReg, Logger: e.log.With("component", "ingest"), Now: time.Now})
 	if err != nil {
 		return err
 	}
-	judge, err := deploy.NewJudge(p.registry, p.conn, e.cfg.ClickHouse.Database(), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
+	judge, err := deploy.NewJudge(p.registry, clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
 	if err != nil {
 		return err
 	}
-	var el *retrain.Elector
+	var el *kafka.Elector
 	if e.kafkaGiven {
 		// Other dev or retrain processes may share this cluster: elect one
 		// scheduler. The embedded broker belongs to this process alone.
-		if el, err = retrain.NewElector(e.cfg.Kafka, e.log.With("component", "retrain")); err != nil {
+		if el, err = kafka.NewElector(e.cfg.Kafka, e.log.With("component", "retrain")); err != nil {
 			return err
 		}
 		rt.ElectWith(el)
-		judge.ElectWith(el.IsLeader)
+		judge.ElectWith(el)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if err := e.startServe(gctx, g, p, open, rt); err != nil {
@@ -309,6 +347,10 @@ func (e *env) dev(ctx context.Context, embeddedPort int) error {
 	return g.Wait()
 }
 
+// dashboardHistory is how many alias moves, newest first, the dashboard
+// reads: its markers of promotions and rollbacks.
+const dashboardHistory = 200
+
 // insights answers the dashboard from ClickHouse, the registry and Kafka.
 func (e *env) insights(p *parts) serve.Insights {
 	db := e.cfg.ClickHouse.Database()
@@ -318,7 +360,7 @@ func (e *env) insights(p *parts) serve.Insights {
 			if err != nil {
 				return nil, err
 			}
-			hist, err := p.registry.History(ctx, name)
+			hist, err := p.registry.RecentHistory(ctx, name, dashboardHistory)
 			if err != nil {
 				return nil, err
 			}
@@ -377,15 +419,17 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		spoolDir = dir
 		e.log.Warn("serve.spool_dir is not set: spooling in a temporary directory, which does not survive a restart of the machine", "dir", dir)
 	}
-	logger, err := feedback.NewLogger(e.cfg.Kafka, spoolDir, p.promReg, e.log.With("component", "events"))
+	logger, err := feedback.NewLogger(e.cfg.Kafka, feedback.SpoolOptions{Dir: spoolDir, MaxBytes: e.cfg.Serve.SpoolMaxBytes}, p.promReg, e.log.With("component", "events"))
 	if err != nil {
 		return err
 	}
 	admin := serve.Admin{
 		Promote:  p.registry.Promote,
 		Rollback: p.registry.Rollback,
-		Describe: func(ctx context.Context, name string) (any, error) { return describe(ctx, p.registry, name) },
-		Demote:   p.registry.Demote,
+		Describe: func(ctx context.Context, name string, history int) (any, error) {
+			return describe(ctx, p.registry, name, history)
+		},
+		Demote: p.registry.Demote,
 		Canary: func(ctx context.Context, name string, version int, actor, reason string) error {
 			if version == 0 {
 				return p.registry.EndCanary(ctx, name, actor, reason)
@@ -396,11 +440,7 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 	if rt != nil {
 		admin.Retrain = func(ctx context.Context, name string) (any, error) { return rt.Run(ctx, name, nil) }
 	}
-	srv, err := serve.New(serve.Config{
-		Addr: e.cfg.HTTP.Addr, Limits: e.cfg.Limits, Models: e.cfg.Models,
-		AppKeys: e.cfg.Auth.AppKeys, AdminKeys: e.cfg.Auth.AdminKeys, Open: open,
-		PollInterval: e.cfg.Serve.PollInterval, ShutdownTimeout: e.cfg.Serve.ShutdownTimeout, GuardInterval: e.cfg.Serve.GuardInterval,
-	}, p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
+	srv, err := serve.New(e.serveConfig(open), p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
 	if err != nil {
 		logger.Close(time.Second)
 		return err
@@ -441,7 +481,8 @@ func (e *env) ingest(ctx context.Context) error {
 		return err
 	}
 	defer p.Close()
-	in, err := ingest.New(e.cfg.Ingest, e.cfg.Kafka, p.conn, e.cfg.ClickHouse.Database(), p.promReg, e.log, time.Now)
+	in, err := ingest.New(e.cfg.Ingest, ingest.Options{Kafka: e.cfg.Kafka, Inserts: clickhouse.NewInserts(p.conn, e.cfg.ClickHouse.Database()),
+		Registerer: p.promReg, Logger: e.log, Now: time.Now})
 	if err != nil {
 		return err
 	}
@@ -454,21 +495,22 @@ func (e *env) retrainScheduler(ctx context.Context) error {
 		return err
 	}
 	defer p.Close()
-	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), p.promReg, e.log, time.Now)
+	rt, err := retrain.New(retrain.Options{Models: e.cfg.Models, Store: clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database()),
+		Registry: p.registry, CodeVersion: version(), Registerer: p.promReg, Logger: e.log, Now: time.Now})
 	if err != nil {
 		return err
 	}
 	// Several schedulers may run; the election makes each scheduled run happen once.
-	el, err := retrain.NewElector(e.cfg.Kafka, e.log)
+	el, err := kafka.NewElector(e.cfg.Kafka, e.log)
 	if err != nil {
 		return err
 	}
 	rt.ElectWith(el)
-	judge, err := deploy.NewJudge(p.registry, p.conn, e.cfg.ClickHouse.Database(), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
+	judge, err := deploy.NewJudge(p.registry, clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
 	if err != nil {
 		return err
 	}
-	judge.ElectWith(el.IsLeader)
+	judge.ElectWith(el)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return el.Run(gctx) })
 	g.Go(func() error { return rt.Schedule(gctx) })
@@ -485,7 +527,8 @@ func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
 		return err
 	}
 	defer p.Close()
-	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), nil, e.log, time.Now)
+	rt, err := retrain.New(retrain.Options{Models: e.cfg.Models, Store: clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database()),
+		Registry: p.registry, CodeVersion: version(), Logger: e.log, Now: time.Now})
 	if err != nil {
 		return err
 	}
@@ -510,7 +553,8 @@ func (e *env) offline(ctx context.Context) (*parts, *retrain.Retrainer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	rt, err := retrain.New(e.cfg.Models, p.conn, e.cfg.ClickHouse.Database(), p.registry, version(), nil, e.log, time.Now)
+	rt, err := retrain.New(retrain.Options{Models: e.cfg.Models, Store: clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database()),
+		Registry: p.registry, CodeVersion: version(), Logger: e.log, Now: time.Now})
 	if err != nil {
 		p.Close()
 		return nil, nil, err
@@ -595,7 +639,9 @@ func est(e retrain.Estimate) string {
 	return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper)
 }
 
-func describe(ctx context.Context, reg *deploy.Registry, name string) (any, error) {
+// describe returns the registry's view of name: its champion, versions and
+// latest history alias moves (all of them when history is 0).
+func describe(ctx context.Context, reg *deploy.Registry, name string, history int) (any, error) {
 	champ, err := reg.Alias(ctx, name, deploy.Champion)
 	if err != nil {
 		return nil, err
@@ -604,7 +650,7 @@ func describe(ctx context.Context, reg *deploy.Registry, name string) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	hist, err := reg.History(ctx, name)
+	hist, err := reg.RecentHistory(ctx, name, history)
 	if err != nil {
 		return nil, err
 	}
@@ -655,7 +701,7 @@ func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bo
 		if err := need(); err != nil {
 			return err
 		}
-		d, err := describe(ctx, p.registry, name)
+		d, err := describe(ctx, p.registry, name, 0)
 		if err != nil {
 			return err
 		}
@@ -731,13 +777,14 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	conc := fs.Int("concurrency", 4, "parallel simulated users")
 	rate := fs.Float64("rate", 0, "events per second (0: as fast as possible)")
 	seed := fs.Uint64("seed", 1, "seed of the ground truth")
+	world := fs.String("world", sim.Default, "the simulated product: "+strings.Join(sim.Worlds(), ", "))
 	key := fs.String("key", "", "app API key")
 	asJSON := fs.Bool("json", false, "print one JSON line")
-	refs := fs.Bool("references", true, "store the random and oracle reward rates as the model's references (drawn by the dashboard)")
+	refs := fs.Bool("references", true, "store the random and oracle reward rates as the model's references (drawn by the dashboard; needs an admin --key when the API has keys)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	res, err := sim.Run(ctx, sim.Config{URL: strings.TrimRight(*url, "/"), Model: *model, Events: *events, Concurrency: *conc, Rate: *rate, Seed: *seed, APIKey: *key, PublishReferences: *refs})
+	res, err := sim.Run(ctx, sim.Config{URL: strings.TrimRight(*url, "/"), Model: *model, Events: *events, Concurrency: *conc, Rate: *rate, Seed: *seed, World: *world, APIKey: *key, PublishReferences: *refs})
 	if err != nil {
 		return err
 	}

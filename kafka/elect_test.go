@@ -1,4 +1,4 @@
-package retrain
+package kafka
 
 import (
 	"context"
@@ -6,82 +6,26 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"reflect"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	kafkago "github.com/segmentio/kafka-go"
-
-	"github.com/flywheel-dev/flywheel"
-	"github.com/flywheel-dev/flywheel/clickhouse"
-	"github.com/flywheel-dev/flywheel/deploy"
-	"github.com/flywheel-dev/flywheel/kafka"
 )
 
-// countingRegistry counts scheduled runs (each starts by asking for the
-// champion) and can panic on its first call.
-type countingRegistry struct {
-	calls      atomic.Int64
-	panicFirst atomic.Bool
-}
-
-func (c *countingRegistry) Champion(context.Context, string) (int, []byte, error) {
-	c.calls.Add(1)
-	if c.panicFirst.CompareAndSwap(true, false) {
-		panic("boom")
-	}
-	return 0, nil, errors.New("no champion in this test")
-}
-func (c *countingRegistry) Get(context.Context, string, int) (*deploy.Version, error) {
-	return nil, nil
-}
-func (c *countingRegistry) Latest(context.Context, string) (int, error) { return 0, nil }
-func (c *countingRegistry) Register(context.Context, string, string, []byte, any, any) (int, error) {
-	return 0, nil
-}
-func (c *countingRegistry) Promote(context.Context, string, int, string, string) error { return nil }
-func (c *countingRegistry) Alias(context.Context, string, string) (int, error)         { return 0, nil }
-func (c *countingRegistry) StartCanary(context.Context, string, int, string, string) error {
-	return nil
-}
-
-// blockingRegistry's Champion, the first step of a run, blocks until the
-// run's context ends, then sends the context's cause on causes.
-type blockingRegistry struct {
-	countingRegistry
-	entered chan struct{} // closed when the first run has started
-	once    sync.Once
-	causes  chan error
-}
-
-func (b *blockingRegistry) Champion(ctx context.Context, _ string) (int, []byte, error) {
-	b.calls.Add(1)
-	b.once.Do(func() { close(b.entered) })
-	<-ctx.Done()
-	b.causes <- context.Cause(ctx)
-	return 0, nil, ctx.Err()
-}
-
-func testServices(t *testing.T) (kafka.Config, clickhouse.Config) {
+// electionConfig is the real broker's configuration under a prefix of the
+// test's own.
+func electionConfig(t *testing.T) Config {
 	t.Helper()
-	k, c := os.Getenv("FLYWHEEL_TEST_KAFKA"), os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
-	if k == "" || c == "" {
-		t.Fatal("FLYWHEEL_TEST_KAFKA and FLYWHEEL_TEST_CLICKHOUSE must be set: run `make test`")
-	}
-	return kafka.Config{Brokers: strings.Split(k, ","), TopicPrefix: fmt.Sprintf("elect%d.", time.Now().UnixNano())},
-		clickhouse.Config{DSN: "clickhouse://" + c + "/default"}
+	return Config{Brokers: testBrokers(t), TopicPrefix: fmt.Sprintf("elect%d.", time.Now().UnixNano())}
 }
 
 // mustElection makes the election topic of kcfg and returns a function that
 // starts a member of its election, stopped at the end of the test.
-func mustElection(t *testing.T, ctx context.Context, kcfg kafka.Config) func() (el *Elector, stop func()) {
+func mustElection(t *testing.T, ctx context.Context, kcfg Config) func() (el *Elector, stop func()) {
 	t.Helper()
-	if err := kafka.EnsureTopics(ctx, kcfg); err != nil {
+	if err := EnsureTopics(ctx, kcfg); err != nil {
 		t.Fatal(err)
 	}
 	return func() (*Elector, func()) {
@@ -99,24 +43,6 @@ func mustElection(t *testing.T, ctx context.Context, kcfg kafka.Config) func() (
 	}
 }
 
-// mustScheduler starts a scheduler of model "m" (scheduled every second)
-// elected by el, stopped at the end of the test; stop waits for its runs.
-func mustScheduler(t *testing.T, ctx context.Context, conn driver.Conn, reg Registry, el *Elector) (stop func()) {
-	t.Helper()
-	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Retrain: flywheel.RetrainConfig{Schedule: "@every 1s"}}.WithDefaults()
-	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"m": mc}, Store: clickhouse.NewTraining(conn, "default"), Registry: reg, CodeVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt.ElectWith(el)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); rt.Schedule(sctx) }()
-	stop = sync.OnceFunc(func() { cancel(); <-done })
-	t.Cleanup(stop)
-	return stop
-}
-
 // waitFor waits up to d for cond, or fails the test.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -129,73 +55,11 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// Two schedulers against one Kafka cluster run each scheduled job once: only
-// the elected one runs it, and the other takes over when it stops. A panic in
-// a run leaves the scheduler running.
-func TestTwoSchedulersRunAJobOnce(t *testing.T) {
-	kcfg, ccfg := testServices(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	member := mustElection(t, ctx, kcfg)
-	conn, err := clickhouse.Open(ctx, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	type sched struct {
-		reg  *countingRegistry
-		el   *Elector
-		stop func()
-	}
-	var s [2]sched
-	for i := range s {
-		s[i].reg = &countingRegistry{}
-		s[i].reg.panicFirst.Store(true)
-		var stopEl func()
-		s[i].el, stopEl = member()
-		stopSched := mustScheduler(t, ctx, conn, s[i].reg, s[i].el)
-		s[i].stop = func() { stopSched(); stopEl() }
-	}
-	waitFor(t, 30*time.Second, "both schedulers in one generation, one of them leading", func() bool {
-		g := s[0].el.generation()
-		return g > 0 && g == s[1].el.generation() && s[0].el.IsLeader() != s[1].el.IsLeader()
-	})
-	li := 0
-	if s[1].el.IsLeader() {
-		li = 1
-	}
-	leader, other := s[li], s[1-li]
-	term, done, ok := leader.el.Lead(ctx)
-	defer done()
-	if !ok {
-		t.Fatalf("the leader stopped leading: %v", context.Cause(term))
-	}
-	// Its first run panics; the scheduler goes on.
-	waitFor(t, 30*time.Second, "three runs of the leader", func() bool { return leader.reg.calls.Load() >= 3 })
-	if err := term.Err(); err != nil {
-		t.Fatalf("the leadership moved: %v", context.Cause(term))
-	}
-	if n := other.reg.calls.Load(); n != 0 || other.el.IsLeader() {
-		t.Fatalf("the other scheduler ran %d times (leads: %v); the leader ran %d times", n, other.el.IsLeader(), leader.reg.calls.Load())
-	}
-	start := time.Now()
-	leader.stop()
-	ran := leader.reg.calls.Load()
-	waitFor(t, 30*time.Second, "the other scheduler to take over", other.el.IsLeader)
-	took := time.Since(start)
-	// Its first run panics too.
-	waitFor(t, 30*time.Second, "two runs of the new leader", func() bool { return other.reg.calls.Load() >= 2 })
-	if n := leader.reg.calls.Load(); n != ran {
-		t.Fatalf("the stopped scheduler ran %d more times", n-ran)
-	}
-	t.Logf("the other scheduler took over %.1fs after the leader stopped", took.Seconds())
-}
-
 // A member that joins, a second then a third, leaves the leadership where it
 // is: the leader's term (Lead) goes on through each rebalance. When the
 // leader leaves, one of the others leads.
 func TestLeaderKeepsLeadershipWhenMembersJoin(t *testing.T) {
-	kcfg, _ := testServices(t)
+	kcfg := electionConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	member := mustElection(t, ctx, kcfg)
@@ -211,8 +75,8 @@ func TestLeaderKeepsLeadershipWhenMembersJoin(t *testing.T) {
 		m, _ := member()
 		others = append(others, m)
 		waitFor(t, 30*time.Second, "the "+nth+" member in the leader's generation", func() bool {
-			g := m.generation()
-			return g > 0 && leader.generation() == g
+			g := m.Generation()
+			return g > 0 && leader.Generation() == g
 		})
 		if err := term.Err(); err != nil {
 			t.Fatalf("the leader lost its leadership when the %s member joined: %v", nth, context.Cause(term))
@@ -230,42 +94,6 @@ func TestLeaderKeepsLeadershipWhenMembersJoin(t *testing.T) {
 	waitFor(t, 30*time.Second, "one of the others to take over", func() bool { return others[0].IsLeader() || others[1].IsLeader() })
 	if others[0].IsLeader() && others[1].IsLeader() {
 		t.Fatal("both remaining members lead")
-	}
-}
-
-// A scheduled run in progress is cancelled, with cause ErrNotLeader, when its
-// process stops leading (here its election stops); the scheduler then runs
-// nothing more.
-func TestSchedulerRunIsCancelledWhenLeadershipIsLost(t *testing.T) {
-	kcfg, ccfg := testServices(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	member := mustElection(t, ctx, kcfg)
-	conn, err := clickhouse.Open(ctx, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	reg := &blockingRegistry{entered: make(chan struct{}), causes: make(chan error, 1)}
-	el, stopElection := member()
-	stopSched := mustScheduler(t, ctx, conn, reg, el)
-	select {
-	case <-reg.entered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("timed out waiting for a scheduled run")
-	}
-	stopElection()
-	select {
-	case cause := <-reg.causes:
-		if !errors.Is(cause, ErrNotLeader) {
-			t.Fatalf("the run's context ended with %v, want %v", cause, ErrNotLeader)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the run in progress went on after its process stopped leading")
-	}
-	stopSched()
-	if n := reg.calls.Load(); n != 1 {
-		t.Fatalf("%d runs, want 1: the scheduler ran without the leadership", n)
 	}
 }
 

@@ -1,4 +1,4 @@
-package retrain
+package kafka
 
 import (
 	"context"
@@ -11,22 +11,11 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-
-	"github.com/flywheel-dev/flywheel/kafka"
 )
 
 // ErrNotLeader is the cause (context.Cause) of the end of a context from
 // Lead: this process does not, or no longer, hold the retrain leadership.
 var ErrNotLeader = errors.New("not the elected retrain scheduler")
-
-// Leader tells a scheduler whether it is the one that runs the schedules.
-type Leader interface {
-	// Lead returns a context derived from ctx that is cancelled, with cause
-	// ErrNotLeader, as soon as this process stops leading, and whether it
-	// leads now (if not, the context is already cancelled). The caller calls
-	// the CancelFunc when done with the context.
-	Lead(ctx context.Context) (context.Context, context.CancelFunc, bool)
-}
 
 // The election's timings. A member that has led notices a rebalance at its
 // next heartbeat (HeartbeatInterval), or that it cannot reach the coordinator
@@ -55,7 +44,7 @@ const (
 // after the session timeout when it dies). A process that loses the
 // leadership cancels the contexts it gave out (Lead).
 //
-// IsLeader and Lead are safe for concurrent use.
+// IsLeader, Lead and Generation are safe for concurrent use.
 type Elector struct {
 	group *kafkago.ConsumerGroup
 	topic string
@@ -75,13 +64,11 @@ type term struct {
 	cancel context.CancelCauseFunc
 }
 
-var _ Leader = (*Elector)(nil)
-
 // NewElector joins the election group of cfg's election topic (group id
 // "flywheel-retrain-election" under the topic prefix). Run takes part. It
 // returns an error if the group's configuration is invalid; it does not
 // connect (Run reports nothing: it logs and retries).
-func NewElector(cfg kafka.Config, log *slog.Logger) (*Elector, error) {
+func NewElector(cfg Config, log *slog.Logger) (*Elector, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -225,8 +212,9 @@ func (e *Elector) resignLocked(why string) bool {
 	return true
 }
 
-// generation returns the last generation this process joined (0: none yet).
-func (e *Elector) generation() int32 {
+// Generation returns the last generation of the election group this process
+// joined (0: none yet). It is safe for concurrent use.
+func (e *Elector) Generation() int32 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.gen
