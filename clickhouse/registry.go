@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -54,7 +55,7 @@ const (
 	sqlLatestVersion = `SELECT max(version) FROM {db}.models WHERE name = ?`
 	sqlInsertVersion = `INSERT INTO {db}.models (name, version, kind, created_at, artifact, sha256, manifest, metrics)`
 	sqlVersion       = `SELECT kind, created_at, artifact, sha256, manifest, metrics FROM {db}.models FINAL WHERE name = ? AND version = ? LIMIT 1`
-	sqlVersions      = `SELECT version, kind, created_at, sha256, length(artifact), manifest, metrics FROM {db}.models FINAL WHERE name = ? ORDER BY version DESC`
+	sqlVersions      = `SELECT version, kind, created_at, sha256, length(artifact), manifest, metrics FROM {db}.models FINAL WHERE name = ? ORDER BY version DESC LIMIT ?`
 	sqlAlias         = `SELECT argMax(version, seq) FROM {db}.deployments WHERE name = ? AND alias = ?`
 	sqlInsertMove    = `INSERT INTO {db}.deployments (name, alias, version, previous_version, ts, seq, actor, reason) SELECT ?, ?, ?, ?, ?, ?, ?, ?`
 	sqlMoves         = `SELECT alias, version, previous_version, ts, actor, reason FROM {db}.deployments WHERE name = ? ORDER BY seq DESC`
@@ -111,10 +112,14 @@ func (r *Registry) Version(ctx context.Context, name string, version int) (Model
 	return v, true, nil
 }
 
-// Versions lists the versions of name, newest first, without their
-// artifacts (Size says how long each is), or returns the query's error.
-func (r *Registry) Versions(ctx context.Context, name string) ([]ModelVersion, error) {
-	rows, err := r.conn.Query(ctx, expand(sqlVersions, r.db), name)
+// Versions lists the newest limit versions of name (all of them when limit
+// is 0), newest first, without their artifacts (Size says how long each
+// is), or returns the query's error.
+func (r *Registry) Versions(ctx context.Context, name string, limit int) ([]ModelVersion, error) {
+	if limit <= 0 {
+		limit = math.MaxUint32
+	}
+	rows, err := r.conn.Query(ctx, expand(sqlVersions, r.db), name, uint64(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list versions of %s: %w", name, err)
 	}
@@ -191,7 +196,7 @@ func registryStatements(db string) []Statement {
 		{Name: "registry.get", SQL: expand(sqlVersion, db), Args: []any{"homepage", uint32(2)}, Query: true},
 		{Name: "registry.get.classifier", SQL: expand(sqlVersion, db), Args: []any{"ctr", uint32(1)}, Query: true},
 		{Name: "registry.get.missing", SQL: expand(sqlVersion, db), Args: []any{"homepage", uint32(9)}, Query: true},
-		{Name: "registry.versions", SQL: expand(sqlVersions, db), Args: []any{"homepage"}, Query: true},
+		{Name: "registry.versions", SQL: expand(sqlVersions, db), Args: []any{"homepage", uint64(50)}, Query: true},
 		{Name: "registry.alias.champion", SQL: expand(sqlAlias, db), Args: []any{"homepage", "champion"}, Query: true},
 		{Name: "registry.alias.canary", SQL: expand(sqlAlias, db), Args: []any{"homepage", "canary"}, Query: true},
 		{Name: "registry.alias.unset", SQL: expand(sqlAlias, db), Args: []any{"ctr", "canary"}, Query: true},

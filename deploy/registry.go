@@ -40,9 +40,10 @@ type RegistryStore interface {
 	InsertVersion(ctx context.Context, v clickhouse.ModelVersion) error
 	// Version returns one version with its artifact, false if there is none.
 	Version(ctx context.Context, name string, version int) (clickhouse.ModelVersion, bool, error)
-	// Versions lists the versions of name, newest first, with their Size
+	// Versions lists the newest limit versions of name (all when limit is
+	// 0), newest first, with their Size
 	// but without their artifacts.
-	Versions(ctx context.Context, name string) ([]clickhouse.ModelVersion, error)
+	Versions(ctx context.Context, name string, limit int) ([]clickhouse.ModelVersion, error)
 	// Alias returns the version of alias's newest move (by Seq), 0 if none.
 	Alias(ctx context.Context, name, alias string) (int, error)
 	// InsertMove records one move of an alias.
@@ -155,7 +156,13 @@ func (r *Registry) Get(ctx context.Context, name string, version int) (*Version,
 
 // Versions lists the versions of name, newest first, without artifacts.
 func (r *Registry) Versions(ctx context.Context, name string) ([]Version, error) {
-	rows, err := r.store.Versions(ctx, name)
+	return r.RecentVersions(ctx, name, 0)
+}
+
+// RecentVersions lists the newest limit versions of name (all when limit is
+// 0), newest first, without artifacts.
+func (r *Registry) RecentVersions(ctx context.Context, name string, limit int) ([]Version, error) {
+	rows, err := r.store.Versions(ctx, name, limit)
 	var out []Version
 	for _, row := range rows {
 		out = append(out, *versionOf(row))

@@ -364,7 +364,7 @@ func (e *env) insights(p *parts) serve.Insights {
 			if err != nil {
 				return nil, err
 			}
-			versions, err := p.registry.Versions(ctx, name)
+			versions, err := p.registry.RecentVersions(ctx, name, dashboardHistory)
 			if err != nil {
 				return nil, err
 			}
@@ -639,14 +639,14 @@ func est(e retrain.Estimate) string {
 	return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper)
 }
 
-// describe returns the registry's view of name: its champion, versions and
-// latest history alias moves (all of them when history is 0).
+// describe returns the registry's view of name: its champion, its latest
+// history versions and alias moves (all of them when history is 0).
 func describe(ctx context.Context, reg *deploy.Registry, name string, history int) (any, error) {
 	champ, err := reg.Alias(ctx, name, deploy.Champion)
 	if err != nil {
 		return nil, err
 	}
-	versions, err := reg.Versions(ctx, name)
+	versions, err := reg.RecentVersions(ctx, name, history)
 	if err != nil {
 		return nil, err
 	}
