@@ -72,19 +72,6 @@ func kindOf(v reflect.Value) string {
 	return "value"
 }
 
-// serveConfig is the HTTP API's configuration; open says whether it may
-// run without keys (`flywheel dev`).
-func (e *env) serveConfig(open bool) serve.Config {
-	h := e.cfg.HTTP
-	return serve.Config{
-		Addr: h.Addr, Limits: e.cfg.Limits, Models: e.cfg.Models,
-		AppKeys: serveKeys(e.cfg.Auth.AppKeys), AdminKeys: serveKeys(e.cfg.Auth.AdminKeys), Open: open,
-		HTTP: serve.HTTPConfig{ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,
-			WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: h.MaxHeaderBytes},
-		PollInterval: e.cfg.Serve.PollInterval, ShutdownTimeout: e.cfg.Serve.ShutdownTimeout, GuardInterval: e.cfg.Serve.GuardInterval,
-	}
-}
-
 // check validates everything cmd will use before it does anything: no
 // command migrates, creates a topic or registers a version and then
 // refuses its configuration.

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/ingest"
+)
+
+// runIngest is `flywheel ingest`: Kafka → ClickHouse.
+func runIngest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c := newCommand("ingest", getenv, stdout, stderr)
+	if _, err := c.parse(args); err != nil {
+		return err
+	}
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	in, err := ingest.New(e.cfg.Ingest, ingest.Options{Kafka: e.cfg.Kafka, Inserts: clickhouse.NewInserts(p.conn, e.cfg.ClickHouse.Database()),
+		Registerer: p.promReg, Logger: e.log, Now: time.Now})
+	if err != nil {
+		return err
+	}
+	return in.Run(ctx)
+}

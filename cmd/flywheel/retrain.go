@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/kafka"
+	"github.com/flywheel-dev/flywheel/retrain"
+)
+
+// runRetrain is `flywheel retrain`: the scheduler, or with --now one run
+// for --model, or with --reproduce a rebuild of --model's --version.
+func runRetrain(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c := newCommand("retrain", getenv, stdout, stderr)
+	now := c.fs.Bool("now", false, "run once now instead of scheduling")
+	modelName := c.fs.String("model", "", "with --now or --reproduce: the model")
+	ver := c.fs.Int("version", 0, "with --reproduce: the version")
+	reproduce := c.fs.Bool("reproduce", false, "rebuild --model's --version from its manifest and compare the weights")
+	asJSON := c.fs.Bool("json", false, "print JSON")
+	if _, err := c.parse(args); err != nil {
+		return err
+	}
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	if *reproduce {
+		return e.retrainReproduce(ctx, *modelName, *ver, *asJSON)
+	}
+	if *now {
+		return e.retrainNow(ctx, *modelName, *asJSON)
+	}
+	return e.retrainScheduler(ctx)
+}
+
+func (e *env) retrainScheduler(ctx context.Context) error {
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rt, err := e.newRetrainer(p, p.promReg, e.log)
+	if err != nil {
+		return err
+	}
+	// Several schedulers may run; the election makes each scheduled run happen once.
+	el, err := kafka.NewElector(e.cfg.Kafka, e.log)
+	if err != nil {
+		return err
+	}
+	rt.ElectWith(el)
+	judge, err := deploy.NewJudge(p.registry, clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
+	if err != nil {
+		return err
+	}
+	judge.ElectWith(el)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return el.Run(gctx) })
+	g.Go(func() error { return rt.Schedule(gctx) })
+	g.Go(func() error { return judge.Run(gctx, e.cfg.Deploy.CheckInterval) })
+	return g.Wait()
+}
+
+func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
+	if name == "" {
+		return errors.New("retrain --now needs --model NAME")
+	}
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rt, err := e.newRetrainer(p, nil, e.log)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := rt.Run(ctx, name, func(step string) {
+		fmt.Fprintf(e.stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), step)
+	})
+	if res != nil {
+		if asJSON {
+			_ = json.NewEncoder(e.stdout).Encode(res)
+		} else {
+			printResult(e.stdout, res)
+		}
+	}
+	return err
+}
+
+func (e *env) retrainReproduce(ctx context.Context, name string, ver int, asJSON bool) error {
+	if name == "" || ver < 1 {
+		return errors.New("retrain --reproduce needs --model NAME and --version N")
+	}
+	p, rt, err := e.offline(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rep, err := rt.Reproduce(ctx, name, ver)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(rep)
+	}
+	if rep.Identical {
+		fmt.Fprintf(e.stdout, "%s v%d reproduced from %d examples: weights identical, bit for bit (%s)\n", name, ver, rep.Rows, rep.Took)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s v%d retrained from %d examples: %d weights differ\n", name, ver, rep.Rows, rep.DifferentCount)
+	return fmt.Errorf("%s v%d is not reproducible: %d weights differ", name, ver, rep.DifferentCount)
+}
+
+func printResult(w io.Writer, r *retrain.Result) {
+	fmt.Fprintf(w, "model %s: %s (%s)\n  %s\n", r.Model, r.Outcome, r.Took, r.Reason)
+	if r.Comparison != nil {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  policy\tIPS\tSNIPS\tDR\tESS\n")
+		for _, row := range []struct {
+			name string
+			ev   retrain.Evaluation
+		}{{fmt.Sprintf("candidate v%d", r.Version), r.Comparison.Candidate}, {fmt.Sprintf("champion v%d", r.Champion), r.Comparison.Champion}} {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.0f\n", row.name, est(row.ev.IPS), est(row.ev.SNIPS), est(row.ev.DR), row.ev.ESS)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "  trained on %d examples, judged on %d\n", r.TrainRows, r.Holdout)
+	}
+	if c := r.Classification; c != nil {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  model	log loss	AUC	ECE	mean predicted / positive rate\n")
+		for _, row := range []struct {
+			name string
+			ev   retrain.ClassifierEval
+		}{{fmt.Sprintf("candidate v%d", r.Version), c.Candidate}, {fmt.Sprintf("champion v%d", r.Champion), c.Champion}} {
+			fmt.Fprintf(tw, "  %s\t%s\t%.4f\t%.4f\t%.4f / %.4f\n", row.name, est(row.ev.LogLoss), row.ev.AUC, row.ev.ECE, row.ev.MeanPredicted, row.ev.PositiveRate)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "  log loss difference (paired) %s; trained on %d examples, judged on %d\n", est(c.LogLossDiff), r.TrainRows, r.Holdout)
+	}
+}
+
+func est(e retrain.Estimate) string {
+	return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper)
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/feedback"
+	"github.com/flywheel-dev/flywheel/retrain"
+	"github.com/flywheel-dev/flywheel/serve"
+)
+
+// runServe is `flywheel serve`: the HTTP API.
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c := newCommand("serve", getenv, stdout, stderr)
+	if _, err := c.parse(args); err != nil {
+		return err
+	}
+	e, err := c.env()
+	if err != nil {
+		return err
+	}
+	p, err := e.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	if err := e.startServe(gctx, g, p, false, nil); err != nil {
+		return err
+	}
+	return g.Wait()
+}
+
+// startServe builds the HTTP API and runs it and its model-event watcher in g.
+func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open bool, rt *retrain.Retrainer) error {
+	spoolDir := e.cfg.Serve.SpoolDir
+	if spoolDir == "" {
+		dir, err := os.MkdirTemp("", "flywheel-spool-")
+		if err != nil {
+			return err
+		}
+		spoolDir = dir
+		e.log.Warn("serve.spool_dir is not set: spooling in a temporary directory, which does not survive a restart of the machine", "dir", dir)
+	}
+	logger, err := feedback.NewLogger(e.cfg.Kafka, feedback.SpoolOptions{Dir: spoolDir, MaxBytes: e.cfg.Serve.SpoolMaxBytes}, p.promReg, e.log.With("component", "events"))
+	if err != nil {
+		return err
+	}
+	admin := serve.Admin{
+		Promote:  p.registry.Promote,
+		Rollback: p.registry.Rollback,
+		Describe: func(ctx context.Context, name string, history int) (any, error) {
+			d, err := describe(ctx, p.registry, name, history)
+			if err != nil {
+				return nil, err
+			}
+			return d, nil
+		},
+		Demote: p.registry.Demote,
+		Canary: func(ctx context.Context, name string, version int, actor, reason string) error {
+			if version == 0 {
+				return p.registry.EndCanary(ctx, name, actor, reason)
+			}
+			return p.registry.StartCanary(ctx, name, version, actor, reason)
+		},
+	}
+	if rt != nil {
+		admin.Retrain = func(ctx context.Context, name string) (any, error) { return rt.Run(ctx, name, nil) }
+	}
+	srv, err := serve.New(e.serveConfig(open), p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
+	if err != nil {
+		logger.Close(time.Second)
+		return err
+	}
+	srv.SetInsights(e.insights(p))
+	ln, err := net.Listen("tcp", e.cfg.HTTP.Addr)
+	if err != nil {
+		logger.Close(time.Second)
+		return fmt.Errorf("listen on %s: %w", e.cfg.HTTP.Addr, err)
+	}
+	e.log.Info("serving", "addr", "http://"+ln.Addr().String(), "models", len(e.cfg.Models), "spool", spoolDir)
+	shipped := make(chan struct{})
+	g.Go(func() error {
+		defer close(shipped)
+		return logger.Run(ctx)
+	})
+	g.Go(func() error {
+		err := srv.Run(ctx, ln) // returns once in-flight requests are done
+		<-shipped
+		flush := e.cfg.Serve.ShutdownTimeout
+		if flush <= 0 {
+			flush = 10 * time.Second
+		}
+		if cerr := logger.Close(flush); cerr != nil && err == nil {
+			err = cerr
+		}
+		return err
+	})
+	g.Go(func() error {
+		return deploy.Watch(ctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) { srv.OnModelEvent(ctx, ev) })
+	})
+	return nil
+}
