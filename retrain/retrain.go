@@ -27,6 +27,10 @@ const (
 	Rejected = "rejected"
 	Skipped  = "skipped"
 	Failed   = "failed"
+	// Superseded: passed the gate, but the champion or the canary moved
+	// while the run trained (a promotion, a manual canary): registered and
+	// left alone, since it was judged against a version no longer serving.
+	Superseded = "superseded"
 )
 
 // Result is what one run did and why.
@@ -338,6 +342,14 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		return res, err
 	}
 	res.Version = v
+	if res.Outcome == Promoted || res.Outcome == Inconclusive {
+		if moved, err := r.moved(ctx, name, champV); err != nil {
+			return res, err
+		} else if moved != "" {
+			res.Outcome, res.Reason = Superseded, res.Reason+"; not deployed: "+moved+" while it trained"
+			return res, nil
+		}
+	}
 	switch {
 	case res.Outcome != Promoted && res.Outcome != Inconclusive:
 	case mc.Promote.Canary.Share > 0:
@@ -353,6 +365,28 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 		}
 	}
 	return res, nil
+}
+
+// moved says how name's aliases moved since the run read champion champV
+// (a canary started, the champion replaced), or "" if they did not: a
+// candidate judged against a version no longer alone in service is not
+// deployed over what an operator or another run put there.
+func (r *Retrainer) moved(ctx context.Context, name string, champV int) (string, error) {
+	c, err := r.reg.Alias(ctx, name, deploy.Canary)
+	if err != nil {
+		return "", err
+	}
+	if c != 0 {
+		return fmt.Sprintf("canary v%d started", c), nil
+	}
+	now, err := r.reg.Alias(ctx, name, deploy.Champion)
+	if err != nil {
+		return "", err
+	}
+	if now != champV {
+		return fmt.Sprintf("the champion moved from v%d to v%d", champV, now), nil
+	}
+	return "", nil
 }
 
 // record stores the run in retrain_runs, for people and the dashboard. A

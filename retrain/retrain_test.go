@@ -291,3 +291,55 @@ func TestHoldoutAfterTheChampionsCutoff(t *testing.T) {
 		t.Fatalf("reproduction: %+v, %v", rep, err)
 	}
 }
+
+// A candidate that passed the gate while an operator started a canary (or
+// the champion moved) during its training is registered and not deployed:
+// it was judged against a version no longer alone in service.
+func TestCandidateSupersededByAMoveDuringTraining(t *testing.T) {
+	_, base := testServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, db, reg := testRegistry(t, ctx, base, "rts")
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][]string{{"user", "item"}},
+		Reward:  flywheel.RewardConfig{Window: time.Minute},
+		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100},
+		Promote: flywheel.PromoteConfig{Canary: flywheel.CanaryConfig{Share: 0.1, Duration: time.Minute}}}.WithDefaults()
+	if err := reg.Bootstrap(ctx, "homepage", mc); err != nil {
+		t.Fatal(err)
+	}
+	insertLearnable(t, ctx, conn, db, time.Now().Add(-time.Hour).UTC(), 0, 3000)
+	rt, err := New(Options{Models: map[string]flywheel.ModelConfig{"homepage": mc}, Store: clickhouse.NewTraining(conn, db), Registry: reg, CodeVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The operator's canary: v1's artifact registered again, started while
+	// the run trains (just before it registers its candidate).
+	_, art, err := reg.Champion(ctx, "homepage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manual, err := reg.Register(ctx, "homepage", flywheel.KindRanker, art, map[string]any{"test": "manual"}, map[string]any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := rt.Run(ctx, "homepage", func(step string) {
+		if step == "registering" {
+			if err := reg.StartCanary(ctx, "homepage", manual, "test", "an operator's canary"); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %s", res.Outcome, res.Reason)
+	if res.Outcome != Superseded || !strings.Contains(res.Reason, fmt.Sprintf("canary v%d started", manual)) {
+		t.Fatalf("run: %s (%s); want superseded by the canary v%d", res.Outcome, res.Reason, manual)
+	}
+	if c, _ := reg.Alias(ctx, "homepage", deploy.Canary); c != manual {
+		t.Fatalf("canary is v%d, want the operator's v%d", c, manual)
+	}
+	if ch, _ := reg.Alias(ctx, "homepage", deploy.Champion); ch != 1 {
+		t.Fatalf("champion is v%d, want v1", ch)
+	}
+}
