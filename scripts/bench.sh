@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-ONLY="${BENCH_ONLY:-}"   # learner | serve | ingest | retrain | empty for all
+ONLY="${BENCH_ONLY:-}"   # learner | serve | ingest | retrain | loop | empty for all
 
 if [[ -z "$ONLY" || "$ONLY" == learner ]]; then
 if ! python3 -c 'import vowpalwabbit, sklearn' 2>/dev/null; then
@@ -206,4 +206,114 @@ for k in ("seconds_per_million_ratio_largest_vs_smallest", "peak_rss_ratio_large
         print(f"{k}: {report[k]}")
 PY
 echo "bench: wrote $OUT/retrain.json" >&2
+fi
+
+# loop: each simulated world through the real loop, `flywheel dev --kafka`
+# (serve, Kafka, ingest, ClickHouse, retrain in one process; a ClickHouse
+# database and a topic prefix of each run's own) with the documented defaults
+# except the retrain schedule and the reward window, driven by the simulator
+# at a steady rate: expected reward per window of decisions against random
+# and oracle on the same contexts, the versions promoted (each valued exactly
+# on fresh draws, so a worse one shows), and Vowpal Wabbit --cb_explore_adf
+# --squarecb -q learning online on a stream of the same world.
+# BENCH_LOOP_EVENTS (40000), _RATE (decisions/s, 200), _WINDOW (10000),
+# _SCHEDULE (@every 20s), _REWARD_WINDOW (5s), _WORLDS ("homepage shop");
+# BENCH_LOOP_FLYWHEEL names a flywheel binary to use instead of building one;
+# BENCH_LOOP_LOGS a directory that keeps each world's `flywheel dev` output.
+if [[ -z "$ONLY" || "$ONLY" == loop ]]; then
+if ! python3 -c 'import vowpalwabbit' 2>/dev/null; then
+  echo "bench: installing vowpalwabbit from PyPI" >&2
+  python3 -m pip install --quiet 'vowpalwabbit==9.11.9' >&2
+fi
+FLYWHEEL_BIN="${BENCH_LOOP_FLYWHEEL:-}"
+if [[ -z "$FLYWHEEL_BIN" ]]; then
+  go build -o "$WORK/flywheel" ./cmd/flywheel
+  FLYWHEEL_BIN="$WORK/flywheel"
+fi
+go build -o "$WORK/loop" ./bench/loop
+go build -o "$WORK/learner" ./bench/learner
+LOOP_EVENTS="${BENCH_LOOP_EVENTS:-40000}"
+LOOP_WINDOW="${BENCH_LOOP_WINDOW:-10000}"
+LOOP_LOGS="${BENCH_LOOP_LOGS:-$WORK}"
+mkdir -p "$LOOP_LOGS"
+: >"$WORK/loop.jsonl"
+: >"$WORK/loop-vw.jsonl"
+: >"$WORK/loop-vw-ref.jsonl"
+for world in ${BENCH_LOOP_WORLDS:-homepage shop}; do
+  echo "bench: loop, world $world: $LOOP_EVENTS decisions at ${BENCH_LOOP_RATE:-200}/s" >&2
+  "$WORK/loop" -flywheel "$FLYWHEEL_BIN" -kafka "${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}" -clickhouse "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" \
+    -world "$world" -events "$LOOP_EVENTS" -rate "${BENCH_LOOP_RATE:-200}" -window "$LOOP_WINDOW" \
+    -schedule "${BENCH_LOOP_SCHEDULE:-@every 20s}" -reward-window "${BENCH_LOOP_REWARD_WINDOW:-5s}" \
+    -log "$LOOP_LOGS/loop-$world.log" >>"$WORK/loop.jsonl" || { tail -n 40 "$LOOP_LOGS/loop-$world.log" >&2; exit 1; }
+  "$WORK/learner" -gen-sim "$LOOP_EVENTS" -world "$world" -data "$WORK/stream-$world.jsonl"
+  python3 bench/learner/vw.py --data "$WORK/stream-$world.jsonl" --name "$world" --squarecb --window "$LOOP_WINDOW" --online-only >>"$WORK/loop-vw.jsonl"
+  python3 - "$WORK/stream-$world.jsonl" "$LOOP_WINDOW" "$world" >>"$WORK/loop-vw-ref.jsonl" <<'PY'
+import json, sys
+# the random and oracle rewards of VW's stream, per window
+rows = [json.loads(l) for l in open(sys.argv[1])]
+n, out = int(sys.argv[2]), []
+for s in range(0, len(rows), n):
+    w = rows[s:s + n]
+    out.append({"start": s, "end": s + len(w), "random": sum(sum(r["truth"]) / len(r["truth"]) for r in w) / len(w),
+                "oracle": sum(max(r["truth"]) for r in w) / len(w)})
+print(json.dumps({"data": sys.argv[3], "windows": out}))
+PY
+done
+
+python3 - "$WORK/loop.jsonl" "$WORK/loop-vw.jsonl" "$WORK/loop-vw-ref.jsonl" "$OUT/loop.json" <<'PY'
+import json, sys, platform, datetime
+loops = [json.loads(l) for l in open(sys.argv[1])]
+vws = {r["data"]: r for r in map(json.loads, open(sys.argv[2]))}
+refs = {r["data"]: r for r in map(json.loads, open(sys.argv[3]))}
+report = {"benchmark": "loop", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
+          "setup": "flywheel dev --kafka (real Kafka and ClickHouse), documented model defaults except retrain.schedule and reward.window; "
+                   "the simulator at a steady rate, 4 users; flywheel reward = the served policy's exact expected reward "
+                   "(sum of the answered probabilities times the truth), averaged over the window's decisions; VW: "
+                   "--cb_explore_adf --squarecb learning online on a generated stream of the same world, expected reward likewise",
+          "goals": "decisions 30,000-40,000 at >= 90% of the oracle on both worlds and >= VW's; 0 promotions of a worse candidate",
+          "worlds": []}
+for lp in loops:
+    w, sim = lp["world"], lp["sim"]
+    vw, ref = vws[w], refs[w]
+    seen, rows = {1}, []
+    for k, win in enumerate(sim["windows"]):
+        vers = sorted(int(v) for v in win["versions"])
+        new = [v for v in vers if v not in seen]
+        seen.update(vers)
+        vw_w = vw["windows"][k] if k < len(vw["windows"]) else None
+        rows.append({"start": win["start"], "end": win["end"], "decisions": win["decisions"],
+                     "flywheel_expected_reward": round(win["expected_reward"], 4),
+                     "flywheel_reward_rate": round(win["reward_rate"], 4),
+                     "random": round(win["random_reward_rate"], 4), "oracle": round(win["oracle_reward_rate"], 4),
+                     "share_of_oracle": round(win["expected_reward"] / win["oracle_reward_rate"], 3),
+                     "vw_expected_reward": vw_w and round(vw_w["expected_reward"], 4),
+                     "vw_reward_rate": vw_w and round(vw_w["reward_rate"], 4),
+                     "vw_share_of_oracle": vw_w and round(vw_w["expected_reward"] / ref["windows"][k]["oracle"], 3),
+                     "versions_served": vers, "versions_first_served": new})
+    last = rows[-1]
+    report["worlds"].append({
+        "world": w, "events": lp["events"], "rate": lp["rate"], "seconds": round(lp["seconds"], 1), "errors": sim["errors"],
+        "config": lp["config"], "windows": rows, "versions": sim["versions"], "version_values": lp["versions"],
+        "retrain_runs": lp["retrain_runs"], "not_promoted": lp.get("not_promoted") or [], "promotions": lp["promotions"] or [],
+        "promotions_count": len(lp["promotions"] or []), "worse_promotions": lp["worse_promotions"],
+        "worse_beyond_margin_promotions": lp["worse_beyond_margin_promotions"], "margin": lp["margin"],
+        "vw_args": vw["args"], "vw_progressive_reward": round(vw["progressive_reward"], 4),
+        "goal_last_window_90pct_of_oracle": last["share_of_oracle"] >= 0.9,
+        "goal_last_window_at_least_vw": last["vw_expected_reward"] is not None and last["flywheel_expected_reward"] >= last["vw_expected_reward"],
+        "goal_no_worse_promotion": lp["worse_promotions"] == 0,
+    })
+json.dump(report, open(sys.argv[4], "w"), indent=2)
+print(f"{'world':<9}{'window':>13}{'flywheel':>10}{'of oracle':>11}{'VW':>8}{'VW of or.':>11}{'random':>8}{'oracle':>8}  versions (new)")
+for wr in report["worlds"]:
+    for r in wr["windows"]:
+        vw = "-" if r["vw_expected_reward"] is None else f"{r['vw_expected_reward']:.3f}"
+        vws_ = "-" if r["vw_share_of_oracle"] is None else f"{r['vw_share_of_oracle']:.0%}"
+        print(f"{wr['world']:<9}{r['start']:>6}-{r['end']:<6}{r['flywheel_expected_reward']:>10.3f}{r['share_of_oracle']:>11.0%}{vw:>8}{vws_:>11}"
+              f"{r['random']:>8.3f}{r['oracle']:>8.3f}  {r['versions_served']} ({r['versions_first_served']})")
+    print(f"{wr['world']}: {wr['promotions_count']} promotions, {wr['worse_promotions']} to a worse version "
+          f"({wr['worse_beyond_margin_promotions']} worse beyond the {wr['margin']:.0%} margin); retrain runs {wr['retrain_runs']}")
+    for p in wr["promotions"]:
+        print(f"  v{p['from']} -> v{p['to']}: value {p['from_value']:.4f} -> {p['to_value']:.4f} ({p['diff']:+.4f} ± {p['diff_std_err']:.4f})")
+PY
+echo "bench: wrote $OUT/loop.json" >&2
 fi

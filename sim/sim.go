@@ -45,7 +45,10 @@ type Config struct {
 	// dashboard draws next to the versions.
 	PublishReferences bool
 	Timeout           time.Duration // per request; default 5s
-	Client            *http.Client
+	// Window is the number of decisions of each Result.Windows entry, by
+	// the decisions' order of asking; default 10,000.
+	Window int
+	Client *http.Client
 }
 
 // Env is a simulated product: a hidden ground truth that draws requests.
@@ -150,24 +153,80 @@ type Result struct {
 	Versions         []VersionResult `json:"versions"`
 	RandomRewardRate float64         `json:"random_reward_rate"`
 	OracleRewardRate float64         `json:"oracle_reward_rate"`
+	// Windows are the figures of consecutive windows of Config.Window
+	// decisions (the last may be shorter), in order.
+	Windows []WindowResult `json:"windows"`
 	// ReferencesError says why publishing the references failed.
 	ReferencesError string `json:"references_error,omitempty"`
 	// EventIDs are the ids of every decision received, for checks.
 	EventIDs []string `json:"-"`
 }
 
-// VersionResult is the observed reward rate of one model version.
+// VersionResult is the observed reward rate of one model version, and its
+// expected reward: the mean over its decisions of the truth's click
+// probabilities weighted by the probabilities the server answered (the
+// policy's exact value on those contexts, exploration included; the chosen
+// action's click probability when the answer has no probabilities).
 type VersionResult struct {
-	Version    int     `json:"version"`
-	Decisions  int     `json:"decisions"`
-	RewardRate float64 `json:"reward_rate"`
-	StdErr     float64 `json:"std_err"`
+	Version        int     `json:"version"`
+	Decisions      int     `json:"decisions"`
+	RewardRate     float64 `json:"reward_rate"`
+	StdErr         float64 `json:"std_err"`
+	ExpectedReward float64 `json:"expected_reward"`
+	// ExpectedStdErr is the standard error of ExpectedReward over contexts.
+	ExpectedStdErr float64 `json:"expected_std_err"`
+}
+
+// WindowResult is one window of decisions: from Start (the index of its
+// first decision) to End (one past its last). ExpectedReward is as in
+// VersionResult; random and oracle are on the same contexts; Versions
+// counts the decisions each model version answered in the window.
+type WindowResult struct {
+	Start            int         `json:"start"`
+	End              int         `json:"end"`
+	Decisions        int         `json:"decisions"`
+	RewardRate       float64     `json:"reward_rate"`
+	ExpectedReward   float64     `json:"expected_reward"`
+	RandomRewardRate float64     `json:"random_reward_rate"`
+	OracleRewardRate float64     `json:"oracle_reward_rate"`
+	Versions         map[int]int `json:"versions"`
+}
+
+// acc sums one group of decisions.
+type acc struct {
+	n, clicks                    int
+	expected, expectedSq, random float64
+	oracle                       float64
+	versions                     map[int]int
 }
 
 type rankResp struct {
 	EventID      string `json:"event_id"`
 	ModelVersion int    `json:"model_version"`
 	Chosen       string `json:"chosen"`
+	Ranking      []struct {
+		ID          string  `json:"id"`
+		Probability float64 `json:"probability"`
+	} `json:"ranking"`
+}
+
+// expected is the policy's expected reward on one decision: Σ p·truth over
+// the answered ranking's first-slot probabilities, or the chosen action's
+// truth when the answer has none.
+func (r *rankResp) expected(actions []flywheel.Action, truth []float64) float64 {
+	byID := make(map[string]float64, len(actions))
+	for j, a := range actions {
+		byID[a.ID] = truth[j]
+	}
+	e, total := 0.0, 0.0
+	for _, x := range r.Ranking {
+		e += x.Probability * byID[x.ID]
+		total += x.Probability
+	}
+	if total < 0.999 || total > 1.001 {
+		return byID[r.Chosen]
+	}
+	return e
 }
 
 // Run plays cfg.Events users against the server and reports. It stops early,
@@ -191,6 +250,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
+	if cfg.Window <= 0 {
+		cfg.Window = 10000
+	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: cfg.Timeout}
 	}
@@ -204,6 +266,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res      = &Result{}
 		clicks   = map[int]int{}
 		counts   = map[int]int{}
+		byVer    = map[int]*acc{}
+		windows  = make([]acc, (cfg.Events+cfg.Window-1)/cfg.Window)
 		randSum  float64
 		oracle   float64
 		next     int
@@ -260,6 +324,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 						mu.Unlock()
 					}
 				}
+				exp := resp.expected(actions, truth)
 				mu.Lock()
 				res.Events++
 				res.EventIDs = append(res.EventIDs, resp.EventID)
@@ -269,6 +334,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				}
 				randSum += rs / float64(len(actions))
 				oracle += best
+				v := byVer[resp.ModelVersion]
+				if v == nil {
+					v = &acc{}
+					byVer[resp.ModelVersion] = v
+				}
+				win := &windows[i/cfg.Window]
+				for _, a := range []*acc{v, win} {
+					a.n++
+					if click {
+						a.clicks++
+					}
+					a.expected += exp
+					a.expectedSq += exp * exp
+					a.random += rs / float64(len(actions))
+					a.oracle += best
+				}
+				if win.versions == nil {
+					win.versions = map[int]int{}
+				}
+				win.versions[resp.ModelVersion]++
 				mu.Unlock()
 			}
 		}(w)
@@ -276,7 +361,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	wg.Wait()
 	for v, n := range counts {
 		r := float64(clicks[v]) / float64(n)
-		res.Versions = append(res.Versions, VersionResult{Version: v, Decisions: n, RewardRate: r, StdErr: math.Sqrt(r * (1 - r) / float64(n))})
+		a := byVer[v]
+		e := a.expected / float64(n)
+		res.Versions = append(res.Versions, VersionResult{Version: v, Decisions: n, RewardRate: r, StdErr: math.Sqrt(r * (1 - r) / float64(n)),
+			ExpectedReward: e, ExpectedStdErr: math.Sqrt(math.Max(a.expectedSq/float64(n)-e*e, 0) / float64(n))})
+	}
+	for k, a := range windows {
+		if a.n == 0 {
+			continue
+		}
+		n := float64(a.n)
+		res.Windows = append(res.Windows, WindowResult{Start: k * cfg.Window, End: min((k+1)*cfg.Window, cfg.Events), Decisions: a.n,
+			RewardRate: float64(a.clicks) / n, ExpectedReward: a.expected / n, RandomRewardRate: a.random / n,
+			OracleRewardRate: a.oracle / n, Versions: a.versions})
 	}
 	sort.Slice(res.Versions, func(i, j int) bool { return res.Versions[i].Version < res.Versions[j].Version })
 	if res.Events > 0 {

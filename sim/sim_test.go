@@ -167,3 +167,47 @@ func TestRunShop(t *testing.T) {
 		t.Error("an unknown world ran")
 	}
 }
+
+// A server answering the uniform policy's probabilities has, in every
+// window and for its version, an expected reward equal to random's on the
+// same contexts; the windows cover every decision in order.
+func TestRunWindows(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/rank" {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		var req struct {
+			Actions []flywheel.Action `json:"actions"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var ranking []string
+		for _, a := range req.Actions {
+			ranking = append(ranking, fmt.Sprintf(`{"id": %q, "probability": %g}`, a.ID, 1/float64(len(req.Actions))))
+		}
+		fmt.Fprintf(w, `{"event_id": "e", "model_version": 3, "chosen": %q, "ranking": [%s]}`, req.Actions[0].ID, strings.Join(ranking, ","))
+	}))
+	defer srv.Close()
+	for _, world := range Worlds() {
+		res, err := Run(context.Background(), Config{URL: srv.URL, World: world, Events: 250, Window: 100, Concurrency: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Windows) != 3 || res.Windows[2].Start != 200 || res.Windows[2].End != 250 || res.Windows[2].Decisions != 50 {
+			t.Fatalf("%s: windows %+v", world, res.Windows)
+		}
+		near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+		for _, w := range res.Windows {
+			if !near(w.ExpectedReward, w.RandomRewardRate) || w.Versions[3] != w.Decisions {
+				t.Errorf("%s: window %+v: expected reward is not random's", world, w)
+			}
+		}
+		if v := res.Versions[0]; !near(v.ExpectedReward, res.RandomRewardRate) {
+			t.Errorf("%s: version %+v, random %v", world, v, res.RandomRewardRate)
+		}
+	}
+}

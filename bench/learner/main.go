@@ -4,7 +4,8 @@
 // example's own uniform number, its reward is revealed, and the learner
 // learns from that alone — and prints examples per second and progressive
 // reward as JSON. vw.py runs Vowpal Wabbit through the same protocol on the
-// same file. With -gen-sim it writes the simulator's data set instead.
+// same file. With -gen-sim it writes the simulator's data set instead, of
+// the world -world names.
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
@@ -31,6 +33,9 @@ type Row struct {
 	Actions []flywheel.Action `json:"actions"`
 	Rewards []float64         `json:"rewards"`
 	U       float64           `json:"u"`
+	// Truth is each action's expected reward (the simulator's click
+	// probability), from which Rewards were drawn.
+	Truth []float64 `json:"truth,omitempty"`
 }
 
 // Result is one learner's figures on one data set.
@@ -56,6 +61,7 @@ func main() {
 	maxIW := flag.Float64("max-iw", 0, "importance weight clip (0: default)")
 	decode := flag.Bool("decode-in-loop", false, "decode each example's JSON inside the timed loop")
 	genSim := flag.Int("gen-sim", 0, "write this many simulator rows to -data and exit")
+	world := flag.String("world", sim.Default, "the simulator's world for -gen-sim: "+strings.Join(sim.Worlds(), ", "))
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -64,7 +70,14 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*data, *name, *bits, *epsilon, *ctxNS, *actNS, *objective, *lr, *maxIW, *genSim, *decode); err != nil {
+	if *genSim > 0 {
+		if err := writeSim(*data, *world, *genSim); err != nil {
+			fmt.Fprintln(os.Stderr, "learner:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*data, *name, *bits, *epsilon, *ctxNS, *actNS, *objective, *lr, *maxIW, *decode); err != nil {
 		fmt.Fprintln(os.Stderr, "learner:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -75,10 +88,7 @@ func main() {
 // validated UTF-8).
 var requestJSON = sonic.Config{CopyString: true, ValidateString: true}.Froze()
 
-func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64, genSim int, decodeInLoop bool) error {
-	if genSim > 0 {
-		return writeSim(path, genSim)
-	}
+func run(path, name string, bits int, epsilon float64, ctxNS, actNS, objective string, lr, maxIW float64, decodeInLoop bool) error {
 	rows, raw, err := load(path)
 	if err != nil {
 		return err
@@ -153,25 +163,29 @@ func load(path string) ([]Row, [][]byte, error) {
 	return rows, raw, sc.Err()
 }
 
-// writeSim writes n rows from the simulator's world: the rewards are drawn
-// once per action, so both learners see the same outcome for the same choice.
-func writeSim(path string, n int) error {
+// writeSim writes n rows from the simulator's world (seed 1, as `flywheel
+// sim` plays it): each action's reward is drawn once from its truth, so both
+// learners see the same outcome for the same choice, and the truth is kept
+// for expected rewards.
+func writeSim(path, worldName string, n int) error {
+	world, err := sim.NewEnv(worldName, 1)
+	if err != nil {
+		return err
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	w := bufio.NewWriter(f)
-	world := sim.NewWorld(1)
 	rng := rand.New(rand.NewPCG(42, 1))
 	enc := json.NewEncoder(w)
 	for i := 0; i < n; i++ {
-		seg := world.Segments[rng.IntN(len(world.Segments))]
-		row := Row{Context: flywheel.Features{"user": {"segment": seg, "age": float64(18 + rng.IntN(50))}}, U: rng.Float64()}
-		for _, it := range world.Items {
-			row.Actions = append(row.Actions, flywheel.Action{ID: it.ID, Features: flywheel.Features{"item": {"id": it.ID, "category": it.Category, "price": it.Price}}})
+		ctx, actions, truth := world.Draw(rng)
+		row := Row{Context: ctx, Actions: actions, Truth: truth, U: rng.Float64()}
+		for _, p := range truth {
 			r := 0.0
-			if rng.Float64() < world.ClickProbability(seg, it) {
+			if rng.Float64() < p {
 				r = 1
 			}
 			row.Rewards = append(row.Rewards, r)
@@ -180,5 +194,8 @@ func writeSim(path string, n int) error {
 			return err
 		}
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
 }

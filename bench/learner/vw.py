@@ -3,7 +3,13 @@ same protocol as main.go (probabilities from the policy, the action drawn with
 the row's own uniform number, only its reward revealed, learn), through
 vowpalwabbit's Python binding with --cb_explore_adf, the same interaction,
 bits and epsilon. It also times VW's own C++ driver learning the file as
-logged by that run (-d), which has no Python in the loop."""
+logged by that run (-d), which has no Python in the loop.
+
+With --squarecb it explores with SquareCB (VW's default gamma_scale 10 and
+gamma_exponent 0.5) instead of epsilon-greedy; with --window N it also
+reports the reward of each window of N examples, realized and, when the rows
+carry the simulator's truth, expected (the chosen pmf's expected reward);
+--online-only skips the C++ driver's timing (the loop benchmark)."""
 import argparse, json, os, re, tempfile, time
 import vowpalwabbit
 
@@ -14,6 +20,9 @@ ap.add_argument("--bits", type=int, default=18)
 ap.add_argument("--epsilon", type=float, default=0.05)
 ap.add_argument("--ctx-ns", default="user")
 ap.add_argument("--act-ns", default="item")
+ap.add_argument("--squarecb", action="store_true")
+ap.add_argument("--window", type=int, default=0)
+ap.add_argument("--online-only", action="store_true")
 a = ap.parse_args()
 
 bad = re.compile(r"[\s:|]")
@@ -42,14 +51,16 @@ with open(a.data) as fh:
         r = json.loads(l)
         shared = "shared " + line(r["context"])
         acts = [line(x.get("features")) for x in r["actions"]]
-        rows.append((shared, acts, r["rewards"], r["u"]))
+        rows.append((shared, acts, r["rewards"], r["u"], r.get("truth")))
 
-args = f"--cb_explore_adf -q {a.ctx_ns[0]}{a.act_ns[0]} --epsilon {a.epsilon} -b {a.bits} --quiet"
+explore = "--squarecb" if a.squarecb else f"--epsilon {a.epsilon}"
+args = f"--cb_explore_adf {explore} -q {a.ctx_ns[0]}{a.act_ns[0]} -b {a.bits} --quiet"
 ws = vowpalwabbit.Workspace(args)
 logged = []
 total = 0.0
+windows, wr, we, wn = [], 0.0, 0.0, 0
 start = time.perf_counter()
-for shared, acts, rewards, u in rows:
+for k, (shared, acts, rewards, u, truth) in enumerate(rows):
     pmf = ws.predict([shared] + acts)
     acc, choice = 0.0, len(pmf) - 1
     for i, p in enumerate(pmf):
@@ -59,15 +70,27 @@ for shared, acts, rewards, u in rows:
             break
     r = rewards[choice]
     total += r
+    if a.window:
+        wr += r
+        we += sum(p * t for p, t in zip(pmf, truth)) if truth else r
+        wn += 1
+        if wn == a.window or k == len(rows) - 1:
+            windows.append({"start": k + 1 - wn, "end": k + 1, "reward_rate": wr / wn, "expected_reward": we / wn})
+            wr, we, wn = 0.0, 0.0, 0
     labelled = [shared] + [(f"0:{-r}:{pmf[i]} " if i == choice else "") + x for i, x in enumerate(acts)]
     ws.learn(labelled)
     logged.append(labelled)
 secs = time.perf_counter() - start
 ws.finish()
 n = len(rows)
-print(json.dumps({"learner": "vowpalwabbit", "data": a.name, "examples": n, "seconds": secs,
-                  "examples_per_second": n / secs, "progressive_reward": total / n,
-                  "mode": "interactive, through the Python binding", "args": args}))
+out = {"learner": "vowpalwabbit", "data": a.name, "examples": n, "seconds": secs,
+       "examples_per_second": n / secs, "progressive_reward": total / n,
+       "mode": "interactive, through the Python binding", "args": args}
+if a.window:
+    out["windows"] = windows
+print(json.dumps(out))
+if a.online_only:
+    raise SystemExit(0)
 
 # VW's C++ driver on the same examples as this run logged them.
 fd, path = tempfile.mkstemp(suffix=".vw")
