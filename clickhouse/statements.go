@@ -39,6 +39,7 @@ func Statements(db string) []Statement {
 		ingestStatements(db),
 		watermarkStatements(db),
 		trainingStatements(db),
+		decisionStatements(db),
 		registryStatements(db),
 		judgeStatements(db),
 		dashboardStatements(db),

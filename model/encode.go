@@ -22,19 +22,26 @@ import (
 //	format 3 only, the optimizer state: f64 norm_sum, f64 steps
 //	  u32 entries, each: u32 index, f32 g2, f32 scale (a ranker's AdaGrad)
 //	  u32 entries, each: u32 index, f64 z, f64 n (a classifier's FTRL-Proximal)
+//	format 4 only, the name dictionary (TrainConfig.Names): u32 limit
+//	  u32 entries by hash, each: u64 hash, u64 uses, f64 sum of |value|,
+//	  u16 len, bytes (the readable name)
 //	sha256 of everything before it (32 bytes)
 //
 // Format 2 adds SquareCB's γ schedule. MarshalBinary writes format 1 for a
 // model that does not use it, so the artifacts of such models are byte for
 // byte what they were. Format 3 (always with the γ fields) adds the
 // optimizer state, so that training can go on exactly where it stopped
-// (Resume); Trainer.MarshalBinary writes it. Decode reads all three and
-// ignores the optimizer state, which serving does not need.
+// (Resume); Trainer.MarshalBinary writes it. Format 4 is format 3 with the
+// trainer's dictionary of readable feature names after the optimizer state
+// (Explain); Trainer.MarshalBinary writes it when the trainer keeps names.
+// Decode reads all four and ignores the optimizer state and the names,
+// which serving does not need.
 const (
 	magic        = "FWM1"
 	formatV1     = 1
 	formatV2     = 2
 	formatV3     = 3
+	formatV4     = 4
 	checksumSize = sha256.Size
 	// MaxBits is the largest bits an artifact may have: 2^28 weights, 1 GiB.
 	MaxBits = 28
@@ -67,7 +74,13 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 // MarshalBinary encodes the model learned so far with the trainer's
 // optimizer state (format 3), so that Resume can go on learning exactly as
 // this trainer would have. Decode reads it as a model.
-func (t *Trainer) MarshalBinary() ([]byte, error) { return t.m.encode(formatV3, t), nil }
+// With TrainConfig.Names set it writes format 4, which adds the names.
+func (t *Trainer) MarshalBinary() ([]byte, error) {
+	if t.names != nil {
+		return t.m.encode(formatV4, t), nil
+	}
+	return t.m.encode(formatV3, t), nil
+}
 
 func (m *Model) encode(format uint16, t *Trainer) []byte {
 	var b bytes.Buffer
@@ -143,6 +156,17 @@ func (m *Model) encode(format uint16, t *Trainer) []byte {
 				put(t.z[i])
 				put(t.n[i])
 			}
+		}
+	}
+	if t != nil && format >= formatV4 {
+		put(uint32(t.names.limit))
+		put(uint32(len(t.names.entries)))
+		for _, e := range t.names.sortedEntries() {
+			put(e.h)
+			put(e.uses)
+			put(e.sumAbs)
+			put(uint16(len(e.name)))
+			b.WriteString(e.name)
 		}
 	}
 	sum := sha256.Sum256(b.Bytes())
@@ -239,17 +263,74 @@ func Resume(b []byte, want Config, cfg TrainConfig) (*Trainer, error) {
 			t.z[i], t.n[i] = z, nn
 		}
 	}
+	if h.format >= formatV4 {
+		_, entries, err := readNames(r)
+		if err != nil {
+			return nil, err
+		}
+		if t.names = newNames(cfg.Names); t.names != nil {
+			for _, e := range entries {
+				t.names.idx[e.h] = int32(len(t.names.entries))
+				t.names.entries = append(t.names.entries, e)
+			}
+		}
+	} else {
+		t.names = newNames(cfg.Names)
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
 	return t, nil
 }
 
+// readNames reads a name dictionary (format 4) from r: its limit and its
+// entries, checked (lengths within r, the limit at most maxNames, no more
+// entries than the limit, sorted distinct hashes, finite sums).
+func readNames(r *reader) (int, []nameEntry, error) {
+	limit, n := r.u32(), r.u32()
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	if limit > maxNames || n > limit || uint64(n)*26 > uint64(len(r.b)) {
+		return 0, nil, fmt.Errorf("%w: a name dictionary of %d entries (limit %d) in %d bytes", ErrCorrupt, n, limit, len(r.b))
+	}
+	entries := make([]nameEntry, 0, n)
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		e := nameEntry{h: r.u64(), uses: r.u64(), sumAbs: r.f64()}
+		e.name = r.str()
+		if r.err == nil && (!(e.sumAbs >= 0) || (i > 0 && e.h <= entries[i-1].h)) {
+			return 0, nil, fmt.Errorf("%w: name dictionary entry %d is out of order or negative", ErrCorrupt, i)
+		}
+		entries = append(entries, e)
+	}
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	return int(limit), entries, nil
+}
+
 // HasOptimizerState reports whether b is a well-formed artifact that carries
-// optimizer state (format 3), as Resume needs.
+// optimizer state (format 3 or 4), as Resume needs.
 func HasOptimizerState(b []byte) bool {
 	h, err := parseHeader(b)
 	return err == nil && h.format >= formatV3
+}
+
+// NameLimit returns the bound of the name dictionary b carries (the
+// TrainConfig.Names it was trained with), or 0 for an artifact without one
+// or one that is not well formed: what retraining it again must use to
+// rebuild it byte for byte.
+func NameLimit(b []byte) int {
+	h, err := parseHeader(b)
+	if err != nil || h.format < formatV4 {
+		return 0
+	}
+	r := &reader{b: h.state}
+	r.take(16)
+	for _, size := range []int{12, 20} {
+		r.take(int(r.u32()) * size)
+	}
+	return int(r.u32())
 }
 
 // decodeWeights allocates the model h describes and reads its weights.
@@ -301,7 +382,7 @@ func parseHeader(b []byte) (header, error) {
 	}
 	r := &reader{b: body[len(magic):]}
 	format := r.u16()
-	if r.err == nil && format != formatV1 && format != formatV2 && format != formatV3 {
+	if r.err == nil && (format < formatV1 || format > formatV4) {
 		return header{}, fmt.Errorf("%w: format %d is not supported", ErrCorrupt, format)
 	}
 	kind, bits, policy := int(r.u8()), int(r.u8()), int(r.u8())
@@ -352,7 +433,7 @@ func parseHeader(b []byte) (header, error) {
 	h.weights = r.take(int(rest))
 	if format >= formatV3 {
 		h.state = r.b
-		if err := checkState(r.b, bits); err != nil {
+		if err := checkState(r.b, bits, format); err != nil {
 			return header{}, err
 		}
 	}
@@ -361,8 +442,9 @@ func parseHeader(b []byte) (header, error) {
 
 // checkState checks that b is an optimizer state section for a model of
 // 2^bits weights: two numbers, then two tables of the lengths they say, each
-// of at most 2^bits entries, and nothing after them.
-func checkState(b []byte, bits int) error {
+// of at most 2^bits entries, then (format 4) a well-formed name dictionary,
+// and nothing after them.
+func checkState(b []byte, bits int, format uint16) error {
 	r := &reader{b: b}
 	r.take(16)
 	for _, size := range []uint64{12, 20} {
@@ -374,6 +456,11 @@ func checkState(b []byte, bits int) error {
 			return fmt.Errorf("%w: optimizer table of %d entries in %d bytes for a model of 2^%d", ErrCorrupt, n, len(r.b), bits)
 		}
 		r.take(int(n * size))
+	}
+	if format >= formatV4 {
+		if _, _, err := readNames(r); err != nil {
+			return err
+		}
 	}
 	if r.err == nil && len(r.b) != 0 {
 		return fmt.Errorf("%w: %d bytes after the optimizer state", ErrCorrupt, len(r.b))

@@ -48,6 +48,9 @@ func TestResumeContinuesBitForBit(t *testing.T) {
 		{"ranker mtr", ranker, TrainConfig{LearningRate: 0.25}},
 		{"ranker dr", ranker, TrainConfig{LearningRate: 0.25, Objective: DR}},
 		{"classifier", classifier, TrainConfig{}},
+		// With a name dictionary (format 4): one that fills up, one that does not.
+		{"ranker dr names", ranker, TrainConfig{LearningRate: 0.25, Objective: DR, Names: 12}},
+		{"classifier names", classifier, TrainConfig{Names: DefaultNames}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -36,6 +36,12 @@ type TrainConfig struct {
 	MaxImportanceWeight float64
 	// L2 is an L2 penalty per step; default 0.
 	L2 float64
+	// Names bounds the dictionary of readable names behind the hashed
+	// features and crosses that the trainer keeps (VW's --invert_hash): the
+	// first Names distinct ones it sees, with how often it saw them.
+	// Trainer.MarshalBinary stores it (format 4) and Explain reads it; 0
+	// keeps none (format 3). DefaultNames is what retraining uses.
+	Names int
 }
 
 func (c TrainConfig) withDefaults() TrainConfig {
@@ -73,12 +79,13 @@ type Trainer struct {
 	af      []feature
 	keys    keyBuf
 	cb      crossBuf
+	names   *names // nil when TrainConfig.Names is 0
 }
 
 // NewTrainer returns a trainer that starts from m (which it copies, so m
 // itself is never modified).
 func NewTrainer(m *Model, cfg TrainConfig) *Trainer {
-	return &Trainer{cfg: cfg.withDefaults(), m: m.Clone(), g2: make([]float32, len(m.weights)), sc: make([]float32, len(m.weights))}
+	return &Trainer{cfg: cfg.withDefaults(), m: m.Clone(), g2: make([]float32, len(m.weights)), sc: make([]float32, len(m.weights)), names: newNames(cfg.Names)}
 }
 
 // Model returns the model learned so far. The trainer goes on owning it:
@@ -106,6 +113,7 @@ func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 	case IPS, DR:
 		for a := range ex.Actions {
 			t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys)
+			t.observe(ex.Context, ex.Actions[a].Features)
 			pred := t.m.score(t.cf, t.af, &t.cb)
 			target := 0.0
 			if t.cfg.Objective == DR {
@@ -119,6 +127,7 @@ func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 	default:
 		iw := math.Min(1/(float64(len(ex.Actions))*p), t.cfg.MaxImportanceWeight)
 		t.af = appendFeatures(t.af[:0], ex.Actions[ex.ChosenIndex].Features, &t.keys)
+		t.observe(ex.Context, ex.Actions[ex.ChosenIndex].Features)
 		pred := t.m.score(t.cf, t.af, &t.cb)
 		t.step(iw * (pred - ex.Reward))
 	}
@@ -135,6 +144,7 @@ func (t *Trainer) LearnClassifier(f flywheel.Features, label bool) {
 	}
 	t.cf = appendFeatures(t.cf[:0], f, &t.keys)
 	t.af = t.af[:0]
+	t.observe(f, nil)
 	y := 0.0
 	if label {
 		y = 1

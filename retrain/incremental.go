@@ -68,8 +68,11 @@ type Chain struct {
 // (retrain.incremental, or its older name retrain.warm_start).
 func IncrementalOn(rc flywheel.RetrainConfig) bool { return rc.Incremental || rc.WarmStart }
 
+// trainConfig is how retraining learns mc: with a dictionary of the
+// readable names behind the hashed features (model.DefaultNames of them),
+// stored in the artifact for `flywheel models explain`.
 func trainConfig(mc flywheel.ModelConfig) model.TrainConfig {
-	return model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective}
+	return model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective, Names: model.DefaultNames}
 }
 
 func shapeOf(mc flywheel.ModelConfig) model.Config {

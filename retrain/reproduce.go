@@ -54,6 +54,10 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 	if man.DataSHA256 == "" {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "%s v%d was trained by a build that did not fingerprint its data; it cannot be checked", name, version)
 	}
+	// The name dictionary is rebuilt with the bound the version was trained
+	// with, and not at all for a version trained before names were kept.
+	tc := trainConfig(man.Config)
+	tc.Names = model.NameLimit(v.Artifact)
 	var tr *model.Trainer
 	switch {
 	case man.Training == TrainedIncremental:
@@ -64,7 +68,7 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 		if sum := sha256.Sum256(pv.Artifact); hex.EncodeToString(sum[:]) != man.ParentSHA256 {
 			return nil, flywheel.Errorf(flywheel.ECONFLICT, "the artifact of %s v%d is not the one v%d went on from (sha256 %s, recorded %s)", name, man.Parent, version, hex.EncodeToString(sum[:]), man.ParentSHA256)
 		}
-		if tr, err = model.Resume(pv.Artifact, shapeOf(man.Config), trainConfig(man.Config)); err != nil {
+		if tr, err = model.Resume(pv.Artifact, shapeOf(man.Config), tc); err != nil {
 			return nil, fmt.Errorf("resume from parent v%d of %s v%d: %w", man.Parent, name, version, err)
 		}
 	case man.WarmStartFrom > 0: // before incremental training: the weights only, fresh AdaGrad
@@ -82,11 +86,13 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 				return nil, err
 			}
 		}
-		tr = model.NewTrainer(warm, trainConfig(man.Config))
+		tr = model.NewTrainer(warm, tc)
 	default:
-		if tr, err = fresh(man.Config); err != nil {
+		m, err := model.FromConfig(man.Config)
+		if err != nil {
 			return nil, err
 		}
+		tr = model.NewTrainer(m, tc)
 	}
 	win := window{fromMs: man.DataFromMs, toMs: man.DataToMs, holdFrom: man.HoldoutFrom}
 	tr, got, err := r.trainOn(ctx, name, man.Config, tr, win, nil)

@@ -17,12 +17,16 @@ func runEval(ctx context.Context, args []string, getenv func(string) string, std
 	ver := c.fs.Int("version", 0, "the version to evaluate")
 	window := c.fs.Duration("window", 24*time.Hour, "judge on the closed examples of this last stretch of time")
 	asJSON := c.fs.Bool("json", false, "print JSON")
+	explainID := c.fs.String("explain", "", "explain one decision's scores: its event id (with --model; --version N scores it with another version than the one that made it)")
 	if _, err := c.parse(args); err != nil {
 		return err
 	}
 	e, err := c.env()
 	if err != nil {
 		return err
+	}
+	if *explainID != "" {
+		return e.explainDecision(ctx, *modelName, *explainID, *ver, *asJSON) // explain.go
 	}
 	return e.eval(ctx, *modelName, *ver, *window, *asJSON)
 }

@@ -32,6 +32,8 @@ func TestFlagsBelongToTheirCommand(t *testing.T) {
 		{[]string{"eval", "--now", "--model", "homepage", "--version", "2"}, "flag provided but not defined: -now"},
 		{[]string{"models", "promote", "homepage", "--now"}, "flag provided but not defined: -now"},
 		{[]string{"models", "list", "--window", "3h"}, "flag provided but not defined: -window"},
+		{[]string{"models", "explain", "homepage", "--now"}, "flag provided but not defined: -now"},
+		{[]string{"models", "explain", "homepage", "--top", "0"}, "--top must be at least 1"},
 		{[]string{"dev", "--reproduce"}, "flag provided but not defined: -reproduce"},
 		// accepted: the command's own flags and the common ones
 		{[]string{"retrain", "--now", "--model", "homepage", "--json", "--clickhouse", badDSN}, "clickhouse.dsn"},
@@ -41,6 +43,8 @@ func TestFlagsBelongToTheirCommand(t *testing.T) {
 		{[]string{"models", "promote", "homepage", "--version", "3", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"models", "canary", "homepage", "--end", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"models", "history", "homepage", "--json", "--clickhouse", badDSN}, "clickhouse.dsn"},
+		{[]string{"models", "explain", "homepage", "--version", "2", "--top", "5", "--json", "--clickhouse", badDSN}, "clickhouse.dsn"},
+		{[]string{"eval", "--explain", "ev-1", "--model", "homepage", "--json", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"dev", "--embedded-kafka-port", "0", "--addr", "127.0.0.1:0", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"serve", "--addr", "127.0.0.1:0", "--kafka", "127.0.0.1:1", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"ingest", "--kafka", "127.0.0.1:1", "--clickhouse", badDSN}, "clickhouse.dsn"},

@@ -50,8 +50,10 @@ commands:
   retrain    the retrain scheduler; --now --model X runs once;
              --reproduce --model X --version N rebuilds a version and compares
   models     list | show X | promote X --version N | rollback X | history X |
-             canary X --version N | canary X --end
+             canary X --version N | canary X --end |
+             explain X [--version N] [--top K] [--json]: the largest weights, named
   eval       --model X --version N [--window 24h] [--json]: offline evaluation against the champion
+             --explain EVENT_ID --model X [--version N]: one decision's scores, term by term
   migrate    create or upgrade the ClickHouse schema
   sim        the simulated product app: --url URL --events N [--world NAME] [--json]
   backtest   a simulated world through the learner, schedule and promotion rule in

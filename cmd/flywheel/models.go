@@ -15,6 +15,9 @@ import (
 // runModels is `flywheel models SUBCOMMAND`: the registry from the command
 // line.
 func runModels(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "explain" { // its own flags (--top): explain.go
+		return runExplain(ctx, args[1:], getenv, stdout, stderr)
+	}
 	c := newCommand("models", getenv, stdout, stderr)
 	ver := c.fs.Int("version", 0, "promote, canary: the version")
 	end := c.fs.Bool("end", false, "canary: end the canary")
@@ -32,7 +35,7 @@ func runModels(ctx context.Context, args []string, getenv func(string) string, s
 
 func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bool) error {
 	if len(args) == 0 {
-		return errors.New("models: list | show NAME | promote NAME --version N | rollback NAME | history NAME | canary NAME (--version N | --end)")
+		return errors.New("models: list | show NAME | promote NAME --version N | rollback NAME | history NAME | canary NAME (--version N | --end) | explain NAME [--version N] [--top K] [--json]")
 	}
 	// Only moves are published to Kafka; reading needs ClickHouse alone.
 	p, err := e.connect(ctx, args[0] == "promote" || args[0] == "rollback" || args[0] == "canary")
@@ -127,6 +130,19 @@ func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bo
 		}
 		fmt.Fprintf(e.stdout, "%s: v%d is the canary, with promote.canary.share of traffic\n", name, ver)
 		return nil
+	case "explain": // reached with flags before "explain"; --top only after it (explain.go)
+		if err := need(); err != nil {
+			return err
+		}
+		x, err := explainVersion(ctx, p.registry, name, ver, defaultExplainTop)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return out(x)
+		}
+		_, err = fmt.Fprint(e.stdout, x.String())
+		return err
 	case "rollback":
 		if err := need(); err != nil {
 			return err
