@@ -73,6 +73,27 @@ type RewardConfig struct {
 	Window    time.Duration `yaml:"window"`
 	Default   float64       `yaml:"default"`
 	Aggregate string        `yaml:"aggregate"`
+	// Min and Max bound the reward a feedback may carry (nil: unbounded);
+	// serving refuses a reward outside them with a 400.
+	Min *float64 `yaml:"min"`
+	Max *float64 `yaml:"max"`
+	// MaxFeedbackSkew bounds how far a feedback's "time" (when the user
+	// acted) may lie from when serving receives it, either way; default 5m.
+	MaxFeedbackSkew time.Duration `yaml:"max_feedback_skew"`
+}
+
+// CheckReward reports an EINVALID error naming field when r is not a finite
+// number inside [Min, Max].
+func (r RewardConfig) CheckReward(field string, v float64) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return Errorf(EINVALID, "%s is not a finite number", field)
+	case r.Min != nil && v < *r.Min:
+		return Errorf(EINVALID, "%s %v is below the model's reward.min %v", field, v, *r.Min)
+	case r.Max != nil && v > *r.Max:
+		return Errorf(EINVALID, "%s %v is above the model's reward.max %v", field, v, *r.Max)
+	}
+	return nil
 }
 
 // RetrainConfig says when and on what a model is retrained.
@@ -171,6 +192,9 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 	if c.Reward.Aggregate == "" {
 		c.Reward.Aggregate = AggregateSum
 	}
+	if c.Reward.MaxFeedbackSkew == 0 {
+		c.Reward.MaxFeedbackSkew = 5 * time.Minute
+	}
 	if c.Retrain.Schedule == "" {
 		c.Retrain.Schedule = "*/15 * * * *"
 	}
@@ -245,6 +269,9 @@ func (c ModelConfig) Validate(path string) error {
 	if c.Reward.Window%time.Second != 0 {
 		return Errorf(EINVALID, "%s.reward.window must be whole seconds; got %v", path, c.Reward.Window)
 	}
+	if err := c.Reward.validateRange(path + ".reward"); err != nil {
+		return err
+	}
 	if !(c.Retrain.Holdout > 0 && c.Retrain.Holdout < 1) {
 		return Errorf(EINVALID, "%s.retrain.holdout must be in (0, 1); got %v", path, c.Retrain.Holdout)
 	}
@@ -317,4 +344,32 @@ func (c ModelConfig) InteractionPairs() [][2]string {
 		}
 	}
 	return out
+}
+
+// MaxFeedbackSkew is the largest reward.max_feedback_skew: the bounded
+// examples queries read feedback from an hour before their range, which
+// must hold a feedback's time, the skew and the replicas' clock differences.
+const MaxFeedbackSkew = 30 * time.Minute
+
+// validateRange checks reward.min, reward.max, the default reward against
+// them, and reward.max_feedback_skew.
+func (r RewardConfig) validateRange(path string) error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch {
+	case !finite(r.Default):
+		return Errorf(EINVALID, "%s.default must be a finite number; got %v", path, r.Default)
+	case r.Min != nil && !finite(*r.Min):
+		return Errorf(EINVALID, "%s.min must be a finite number; got %v", path, *r.Min)
+	case r.Max != nil && !finite(*r.Max):
+		return Errorf(EINVALID, "%s.max must be a finite number; got %v", path, *r.Max)
+	case r.Min != nil && r.Max != nil && *r.Min > *r.Max:
+		return Errorf(EINVALID, "%s.min (%v) is above %s.max (%v)", path, *r.Min, path, *r.Max)
+	case r.Min != nil && r.Default < *r.Min:
+		return Errorf(EINVALID, "%s.default (%v) is below %s.min (%v)", path, r.Default, path, *r.Min)
+	case r.Max != nil && r.Default > *r.Max:
+		return Errorf(EINVALID, "%s.default (%v) is above %s.max (%v)", path, r.Default, path, *r.Max)
+	case r.MaxFeedbackSkew < 0 || r.MaxFeedbackSkew > MaxFeedbackSkew:
+		return Errorf(EINVALID, "%s.max_feedback_skew must be in [0, %v]; got %v", path, MaxFeedbackSkew, r.MaxFeedbackSkew)
+	}
+	return nil
 }

@@ -163,15 +163,30 @@ func validateDecision(schema int, eventID, model, kind string, ts time.Time, ver
 
 // Feedback is a user's reaction to a decision, as received by serving and
 // logged to Kafka (flywheel.feedback) with the server's timestamp. FeedbackID
-// is assigned by the server when the client gives none, so that a record
-// delivered twice is recognised.
+// is the client's when it gives one (a retry with the same id is the same
+// feedback, counted once), else assigned by the server, so that a record
+// delivered twice is recognised. ActedAt, when the client said when the user
+// acted, is that time clamped to at most Time (and to at least the
+// decision's time when serving knew it): the reward window is judged on it.
+// Model is the model the client named, if any.
 type Feedback struct {
-	Schema     int       `json:"schema"`
-	FeedbackID string    `json:"feedback_id"`
-	EventID    string    `json:"event_id"`
-	Time       time.Time `json:"ts"`
-	Reward     float64   `json:"reward"`
-	Type       string    `json:"type,omitempty"`
+	Schema     int        `json:"schema"`
+	FeedbackID string     `json:"feedback_id"`
+	EventID    string     `json:"event_id"`
+	Time       time.Time  `json:"ts"`
+	Reward     float64    `json:"reward"`
+	Type       string     `json:"type,omitempty"`
+	ActedAt    *time.Time `json:"time,omitempty"`
+	Model      string     `json:"model,omitempty"`
+}
+
+// JudgedTime is the time the reward window is judged on: ActedAt when set
+// and not after Time, else Time.
+func (f *Feedback) JudgedTime() time.Time {
+	if f.ActedAt != nil && !f.ActedAt.IsZero() && f.ActedAt.Before(f.Time) {
+		return *f.ActedAt
+	}
+	return f.Time
 }
 
 // Validate checks a feedback record read back from the log.

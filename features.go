@@ -32,6 +32,11 @@ type Limits struct {
 	// may send at once (default: one second's worth). Zero turns it off.
 	RatePerKey float64 `yaml:"rate_per_key"`
 	Burst      int     `yaml:"burst"`
+	// RecentEventIDs is how many recent decisions each serving replica
+	// remembers by model and event id, to answer a reused client event id
+	// (the same answer for the same request, else 409) and to find the model
+	// of feedback that names none; default 100,000, negative: none.
+	RecentEventIDs int `yaml:"recent_event_ids"`
 }
 
 // Defaults of the request limits that the configuration file sets (a zero
@@ -58,6 +63,9 @@ func (l Limits) WithDefaults() Limits {
 	def(&l.MaxInFlight, 256)
 	if l.MaxBodyBytes <= 0 {
 		l.MaxBodyBytes = 1 << 20
+	}
+	if l.RecentEventIDs == 0 {
+		l.RecentEventIDs = 100_000
 	}
 	if l.RatePerKey > 0 && l.Burst <= 0 {
 		l.Burst = max(1, int(math.Ceil(l.RatePerKey)))

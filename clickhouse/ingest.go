@@ -223,7 +223,10 @@ func (b *FeedbackBatch) Append(fs []*flywheel.Feedback) error {
 	ts, ingested := make([]time.Time, len(fs)), make([]time.Time, len(fs))
 	ms, rewards := make([]uint64, len(fs)), make([]float64, len(fs))
 	for i, f := range fs {
-		events[i], ids[i], ts[i], ms[i], rewards[i], types[i], ingested[i] = f.EventID, f.FeedbackID, f.Time, uint64(f.Time.UnixMilli()), f.Reward, f.Type, b.ingestedAt
+		// ts is when serving received it (the table's partitions, the
+		// bounded examples query); ts_ms the time the reward window is
+		// judged on: when the user acted, if the client said.
+		events[i], ids[i], ts[i], ms[i], rewards[i], types[i], ingested[i] = f.EventID, f.FeedbackID, f.Time, uint64(f.JudgedTime().UnixMilli()), f.Reward, f.Type, b.ingestedAt
 	}
 	for i, col := range []any{events, ids, ts, ms, rewards, types, ingested} {
 		if err := b.b.Column(i).Append(col); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -17,6 +18,12 @@ type Request struct {
 	FeedbackID string   `json:"feedback_id,omitempty"`
 	Reward     *float64 `json:"reward"`
 	Type       string   `json:"type,omitempty"`
+	// Time is when the user acted, RFC 3339 (Acted holds it parsed).
+	Time string `json:"time,omitempty"`
+	// Model names the model that made the decision.
+	Model string `json:"model,omitempty"`
+
+	Acted time.Time `json:"-"`
 }
 
 // MaxIDBytes bounds event and feedback ids.
@@ -68,6 +75,18 @@ func Parse(body []byte, max int) ([]Request, error) {
 			return nil, flywheel.Errorf(flywheel.EINVALID, "%sreward is not a finite number", p)
 		case len(it.Type) > 64:
 			return nil, flywheel.Errorf(flywheel.EINVALID, "%stype is longer than 64 bytes", p)
+		}
+		if it.Model != "" {
+			if err := flywheel.ValidateName(p+"model", it.Model); err != nil {
+				return nil, err
+			}
+		}
+		if it.Time != "" {
+			t, err := time.Parse(time.RFC3339Nano, it.Time)
+			if err != nil {
+				return nil, flywheel.Errorf(flywheel.EINVALID, "%stime %q is not an RFC 3339 time (2006-01-02T15:04:05Z)", p, it.Time)
+			}
+			items[i].Acted = t.UTC()
 		}
 	}
 	return items, nil

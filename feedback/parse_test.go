@@ -3,6 +3,7 @@ package feedback
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -24,6 +25,10 @@ func TestParse(t *testing.T) {
 		{``, 0, "empty"},
 		{`{"event_id": "e1", "reward": 1} {}`, 0, "more than one"},
 		{`[` + strings.Repeat(`{"event_id": "e", "reward": 1},`, 3) + `{"event_id": "e", "reward": 1}]`, 0, "limit is 3"},
+		{`{"event_id": "e1", "reward": 1, "time": "2026-03-01T12:00:00.25+01:00", "model": "homepage", "feedback_id": "f"}`, 1, ""},
+		{`{"event_id": "e1", "reward": 1, "time": "2026-03-01 12:00"}`, 0, `time "2026-03-01 12:00" is not an RFC 3339 time`},
+		{`[{"event_id": "e1", "reward": 1}, {"event_id": "e1", "reward": 1, "time": ""}, {"event_id": "e1", "reward": 1, "model": "Home"}]`, 0, `[2].model "Home" may hold only`},
+		{`{"event_id": "e1", "reward": 1, "feedback_id": "` + strings.Repeat("f", 129) + `"}`, 0, "feedback_id is longer than 128 bytes"},
 	} {
 		items, err := Parse([]byte(tc.body), 3)
 		if tc.err == "" {
@@ -44,14 +49,26 @@ func TestParse(t *testing.T) {
 func FuzzParseFeedback(f *testing.F) {
 	f.Add([]byte(`{"event_id": "e1", "reward": 1}`))
 	f.Add([]byte(`[{"event_id": "e1", "reward": 1, "type": "x", "feedback_id": "y"}]`))
+	f.Add([]byte(`{"event_id": "e1", "reward": 1, "time": "2026-03-01T12:00:00Z", "model": "m"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		items, err := Parse(b, 100)
 		if err == nil {
 			for _, it := range items {
-				if it.EventID == "" || it.Reward == nil {
-					t.Fatalf("accepted an item without event_id or reward: %+v", it)
+				if it.EventID == "" || it.Reward == nil || it.Time != "" && it.Acted.IsZero() {
+					t.Fatalf("accepted an item without event_id or reward, or with a time not parsed: %+v", it)
 				}
 			}
 		}
 	})
+}
+
+func TestParseTime(t *testing.T) {
+	t.Parallel()
+	items, err := Parse([]byte(`{"event_id": "e1", "reward": 1, "time": "2026-03-01T12:00:00.25+01:00"}`), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := items[0].Acted; got.Location() != time.UTC || !got.Equal(time.Date(2026, 3, 1, 11, 0, 0, 250e6, time.UTC)) {
+		t.Fatalf("time parsed as %v", got)
+	}
 }

@@ -174,29 +174,59 @@ type Ranking struct {
 // always give the same answer. The rest follow by score. It returns an
 // EINVALID error if actions is empty or the model is not a ranker.
 func (m *Model) Rank(key string, ctx flywheel.Features, actions []flywheel.Action, out *Ranking) error {
+	return m.RankExcluding(key, ctx, actions, nil, out)
+}
+
+// RankExcluding is Rank with the actions whose excluded entry is true (nil:
+// none) left out of the draw: their probability is exactly 0, they are never
+// chosen and come last in Order; the policy is that of the other actions
+// alone, so their probabilities sum to 1. It returns an EINVALID error if no
+// action is left.
+func (m *Model) RankExcluding(key string, ctx flywheel.Features, actions []flywheel.Action, excluded []bool, out *Ranking) error {
 	if m.cfg.Kind != flywheel.KindRanker {
 		return flywheel.Errorf(flywheel.EINVALID, "model is a %s, not a ranker", m.cfg.Kind)
 	}
 	if len(actions) == 0 {
 		return flywheel.Errorf(flywheel.EINVALID, "actions is empty")
 	}
-	m.Policy(ctx, actions, out)
+	if excluded != nil && len(excluded) != len(actions) {
+		return flywheel.Errorf(flywheel.EINVALID, "excluded has %d entries for %d actions", len(excluded), len(actions))
+	}
+	out.Scores = resize(out.Scores, len(actions))
+	out.Probabilities = resize(out.Probabilities, len(actions))
+	m.scores(ctx, actions, out.Scores)
+	if err := m.explorePolicy(out.Scores, excluded, out.Probabilities); err != nil {
+		return err
+	}
 	u := uniform01(key, uint64(m.trained)*0x2545f4914f6cdd1d)
-	chosen := len(actions) - 1
+	chosen, best := -1, -1
 	acc := 0.0
 	for i, p := range out.Probabilities {
+		if isExcluded(excluded, i) {
+			continue
+		}
+		if best < 0 || out.Scores[i] > out.Scores[best] {
+			best = i
+		}
 		acc += p
-		if u < acc {
+		if chosen < 0 && u < acc {
 			chosen = i
-			break
+		}
+	}
+	if chosen < 0 { // rounding left u above the sum: the last action that may be chosen
+		for i := len(actions) - 1; i >= 0; i-- {
+			if !isExcluded(excluded, i) {
+				chosen = i
+				break
+			}
 		}
 	}
 	out.Chosen = chosen
 	out.Order = append(out.Order[:0], chosen)
-	best := argmax(out.Scores)
 	out.Explored = out.Scores[chosen] < out.Scores[best]
 	// The rest by score, ties in the order given: a sort, not a selection
-	// per position, which took k³/6 steps (3 ms at 256 actions).
+	// per position, which took k³/6 steps (3 ms at 256 actions). Excluded
+	// actions come last.
 	for i := range actions {
 		if i != chosen {
 			out.Order = append(out.Order, i)
@@ -204,6 +234,12 @@ func (m *Model) Rank(key string, ctx flywheel.Features, actions []flywheel.Actio
 	}
 	scores := out.Scores
 	slices.SortStableFunc(out.Order[1:], func(a, b int) int {
+		if xa, xb := isExcluded(excluded, a), isExcluded(excluded, b); xa != xb {
+			if xa {
+				return 1
+			}
+			return -1
+		}
 		switch {
 		case scores[a] > scores[b]:
 			return -1
@@ -215,6 +251,45 @@ func (m *Model) Rank(key string, ctx flywheel.Features, actions []flywheel.Actio
 	return nil
 }
 
+func isExcluded(excluded []bool, i int) bool { return excluded != nil && excluded[i] }
+
+// explorePolicy fills probs from scores by the exploration policy, over the
+// actions not excluded; excluded ones get exactly 0.
+func (m *Model) explorePolicy(scores []float64, excluded []bool, probs []float64) error {
+	e := m.cfg.Exploration
+	e.Gamma = m.Gamma()
+	n := 0
+	for i := range scores {
+		if !isExcluded(excluded, i) {
+			n++
+		}
+	}
+	if n == 0 {
+		return flywheel.Errorf(flywheel.EINVALID, "excluded_actions leaves no action to choose")
+	}
+	if n == len(scores) {
+		explore(e, scores, probs)
+		return nil
+	}
+	sub, subp := make([]float64, 0, n), make([]float64, n)
+	for i, s := range scores {
+		if !isExcluded(excluded, i) {
+			sub = append(sub, s)
+		}
+	}
+	explore(e, sub, subp)
+	j := 0
+	for i := range scores {
+		if isExcluded(excluded, i) {
+			probs[i] = 0
+			continue
+		}
+		probs[i] = subp[j]
+		j++
+	}
+	return nil
+}
+
 // Policy fills out.Scores and out.Probabilities for the context and actions:
 // the probability, exploration included, of each action being shown first.
 // It is what serving draws from and what off-policy evaluation asks.
@@ -222,16 +297,21 @@ func (m *Model) Policy(ctx flywheel.Features, actions []flywheel.Action, out *Ra
 	k := len(actions)
 	out.Scores = resize(out.Scores, k)
 	out.Probabilities = resize(out.Probabilities, k)
+	m.scores(ctx, actions, out.Scores)
+	e := m.cfg.Exploration
+	e.Gamma = m.Gamma()
+	explore(e, out.Scores, out.Probabilities)
+}
+
+// scores fills dst (one entry per action) with the actions' scores.
+func (m *Model) scores(ctx flywheel.Features, actions []flywheel.Action, dst []float64) {
 	sc := m.scratch.Get().(*scratch)
 	sc.cf = appendFeatures(sc.cf[:0], ctx, &sc.keys) // the context is hashed once per request
 	for i, a := range actions {
 		sc.af = appendFeatures(sc.af[:0], a.Features, &sc.keys)
-		out.Scores[i] = m.score(sc.cf, sc.af, &sc.cb)
+		dst[i] = m.score(sc.cf, sc.af, &sc.cb)
 	}
 	m.scratch.Put(sc)
-	e := m.cfg.Exploration
-	e.Gamma = m.Gamma()
-	explore(e, out.Scores, out.Probabilities)
 }
 
 // Gamma returns the greediness γ of a SquareCB ranker: the fixed

@@ -29,10 +29,14 @@ type rankRequest struct {
 	EventID string            `json:"event_id"`
 	Context flywheel.Features `json:"context"`
 	Actions []flywheel.Action `json:"actions"`
+	// ExcludedActions are ids of actions never to choose (probability 0).
+	ExcludedActions []string `json:"excluded_actions,omitempty"`
 
 	// the context and actions as sent, for the decision log
 	rawContext []byte
 	rawActions []flywheel.RawAction
+	// excluded is parallel to Actions (nil: none excluded)
+	excluded []bool
 }
 
 // rankWire is a rank request with the features still JSON: decoding the
@@ -43,6 +47,8 @@ type rankWire struct {
 	EventID string               `json:"event_id"`
 	Context json.RawMessage      `json:"context"`
 	Actions []flywheel.RawAction `json:"actions"`
+
+	ExcludedActions []string `json:"excluded_actions,omitempty"`
 }
 
 type rankResponse struct {
@@ -153,6 +159,24 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 			return nil, err
 		}
 	}
+	if len(req.ExcludedActions) > 0 {
+		req.excluded = make([]bool, len(req.Actions))
+		left := len(req.Actions)
+		for i, id := range req.ExcludedActions {
+			j, ok := seen[id]
+			if !ok {
+				return nil, flywheel.Errorf(flywheel.EINVALID, "excluded_actions[%d] %q is not the id of an action", i, id)
+			}
+			if req.excluded[j] {
+				return nil, flywheel.Errorf(flywheel.EINVALID, "excluded_actions[%d] %q is repeated", i, id)
+			}
+			req.excluded[j] = true
+			left--
+		}
+		if left == 0 {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "excluded_actions excludes every action; at least one must be left to choose")
+		}
+	}
 	return req, nil
 }
 
@@ -164,7 +188,7 @@ func decodeRankFast(body []byte) (*rankRequest, bool) {
 	if strictJSON.Unmarshal(body, &w) != nil {
 		return nil, false
 	}
-	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions))}
+	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions)), ExcludedActions: w.ExcludedActions}
 	if !isNull(w.Context) {
 		if strictJSON.Unmarshal(w.Context, &req.Context) != nil {
 			return nil, false
@@ -240,13 +264,29 @@ func (s *Server) handleRank(c *gin.Context) {
 	if !s.checkCost(c, req.Model, req.Context, req.Actions) {
 		return
 	}
+	clientID := req.EventID != ""
 	h, l, variant, err := s.pick(c, req.Model, flywheel.KindRanker, req.Context, &req.EventID)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
+	now := s.now().UTC()
+	if clientID {
+		// Event ids are unique per model: the same request again gets the
+		// same answer, another one a 409, and nothing is logged twice.
+		switch out, prev := s.recent.claim(req.Model, req.EventID, body, now); out {
+		case replay:
+			c.Data(http.StatusOK, "application/json; charset=utf-8", prev)
+			return
+		case conflict:
+			writeError(c, flywheel.Errorf(flywheel.ECONFLICT, "event_id %q was already used by another decision of model %q", req.EventID, req.Model))
+			return
+		case claimed:
+			defer s.recent.release(req.Model, req.EventID) // a no-op once done
+		}
+	}
 	var r model.Ranking
-	if err := l.model.Rank(req.EventID, req.Context, req.Actions, &r); err != nil {
+	if err := l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, &r); err != nil {
 		writeError(c, err)
 		return
 	}
@@ -258,7 +298,7 @@ func (s *Server) handleRank(c *gin.Context) {
 		order[i] = req.Actions[idx].ID
 	}
 	d := &flywheel.Decision{
-		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindRanker,
+		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: now, Model: req.Model, Kind: flywheel.KindRanker,
 		Version: l.version, Variant: resp.Variant, Context: req.Context, Actions: req.Actions, Probabilities: r.Probabilities,
 		Ranking: order, ChosenIndex: r.Chosen, Chosen: resp.Chosen, Explored: r.Explored, Reward: h.cfg.RewardRule(),
 		RawContext: req.rawContext, RawActions: req.rawActions,
@@ -268,7 +308,17 @@ func (s *Server) handleRank(c *gin.Context) {
 		return
 	}
 	s.metrics.decisions.WithLabelValues(req.Model, strconv.FormatBool(r.Explored)).Inc()
-	writeJSON(c, http.StatusOK, &resp)
+	out, err := sonic.Marshal(&resp)
+	if err != nil {
+		writeError(c, fmt.Errorf("encode response: %w", err))
+		return
+	}
+	if clientID {
+		s.recent.done(req.Model, req.EventID, out)
+	} else {
+		s.recent.remember(req.Model, req.EventID, now)
+	}
+	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
 }
 
 func (s *Server) handlePredict(c *gin.Context) {
@@ -328,11 +378,21 @@ func (s *Server) handleFeedback(c *gin.Context) {
 	now := s.now().UTC()
 	fs := make([]flywheel.Feedback, len(items))
 	for i, it := range items {
+		p := "" // as feedback.Parse names fields
+		if len(items) > 1 || bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
+			p = "[" + strconv.Itoa(i) + "]."
+		}
+		acted, err := s.checkFeedback(p, &it, now)
+		if err != nil {
+			writeError(c, err)
+			return
+		}
 		id := it.FeedbackID
 		if id == "" {
 			id = newID()
 		}
-		fs[i] = flywheel.Feedback{Schema: flywheel.SchemaVersion, FeedbackID: id, EventID: it.EventID, Time: now, Reward: *it.Reward, Type: it.Type}
+		fs[i] = flywheel.Feedback{Schema: flywheel.SchemaVersion, FeedbackID: id, EventID: it.EventID, Time: now, Reward: *it.Reward, Type: it.Type,
+			ActedAt: acted, Model: it.Model}
 	}
 	if err := s.events.LogFeedback(c.Request.Context(), fs); err != nil {
 		writeError(c, err)
@@ -343,6 +403,58 @@ func (s *Server) handleFeedback(c *gin.Context) {
 		ids[i] = fs[i].FeedbackID
 	}
 	c.JSON(http.StatusAccepted, gin.H{"accepted": len(fs), "feedback_ids": ids})
+}
+
+// checkFeedback checks one feedback item against its model's reward range
+// and feedback skew, and returns the time the user acted clamped to
+// [decision time (when this replica knows it), now], or nil when the item
+// gave none. The model is the one the item names; else the one this
+// replica remembers serving the event; else, not knowing, the item must
+// pass for at least one configured model. It returns an EINVALID error
+// naming the field (p prefixes it).
+func (s *Server) checkFeedback(p string, it *feedback.Request, now time.Time) (*time.Time, error) {
+	var names []string
+	if it.Model != "" {
+		if _, ok := s.models[it.Model]; !ok {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%smodel %q is not configured", p, it.Model)
+		}
+		names = []string{it.Model}
+	} else {
+		names = slices.Sorted(maps.Keys(s.models))
+	}
+	known, decided := s.recent.lookup(it.EventID, names)
+	if len(known) > 0 {
+		names = known
+	}
+	var first error
+	for j, name := range names {
+		rc := s.models[name].cfg.Reward
+		err := rc.CheckReward(p+"reward", *it.Reward)
+		if err == nil && !it.Acted.IsZero() {
+			skew := it.Acted.Sub(now)
+			if skew < -rc.MaxFeedbackSkew || skew > rc.MaxFeedbackSkew {
+				err = flywheel.Errorf(flywheel.EINVALID, "%stime %s is %v from the server's clock; model %q's reward.max_feedback_skew is %v",
+					p, it.Time, skew.Round(time.Millisecond), name, rc.MaxFeedbackSkew)
+			}
+		}
+		if err == nil {
+			if it.Acted.IsZero() {
+				return nil, nil
+			}
+			t := it.Acted
+			if t.After(now) {
+				t = now
+			}
+			if len(known) > 0 && t.Before(decided[j]) {
+				t = decided[j]
+			}
+			return &t, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
 }
 
 type modelInfo struct {

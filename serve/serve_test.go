@@ -324,6 +324,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 func FuzzDecodeRank(f *testing.F) {
 	f.Add([]byte(goodRank))
 	f.Add([]byte(`{"model": "x", "actions": [{"id": "a", "features": {"n": {"b": [1]}}}]}`))
+	f.Add([]byte(`{"model": "x", "excluded_actions": ["a"], "actions": [{"id": "a"}, {"id": "b"}]}`))
 	limits := flywheel.Limits{}.WithDefaults()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := decodeRank(b, limits)
@@ -339,8 +340,13 @@ func FuzzDecodeRank(f *testing.F) {
 		// an accepted request can be ranked
 		m, _ := model.New(model.Config{Kind: flywheel.KindRanker, Bits: 8, Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: 0.1}})
 		var r model.Ranking
-		if err := m.Rank("k", req.Context, req.Actions, &r); err != nil {
+		if err := m.RankExcluding("k", req.Context, req.Actions, req.excluded, &r); err != nil {
 			t.Fatal(err)
+		}
+		for i, x := range req.excluded {
+			if x && (r.Probabilities[i] != 0 || r.Chosen == i) {
+				t.Fatalf("excluded action %d: probability %v, chosen %d", i, r.Probabilities[i], r.Chosen)
+			}
 		}
 	})
 }

@@ -95,6 +95,7 @@ type Server struct {
 	pairs      map[string][][2]string // each model's interactions, for checkCost
 	inFlight   atomic.Int64
 	buckets    *buckets // nil: no rate limit
+	recent     *recentIDs
 }
 
 // New validates cfg and returns a server. It loads no model: Run (or
@@ -115,7 +116,8 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 		now = time.Now
 	}
 	s := &Server{cfg: cfg, registry: registry, events: events, admin: admin, log: log, now: now, models: map[string]*holder{},
-		pairs: map[string][][2]string{}, buckets: newBuckets(cfg.Limits.RatePerKey, cfg.Limits.Burst)}
+		pairs: map[string][][2]string{}, buckets: newBuckets(cfg.Limits.RatePerKey, cfg.Limits.Burst),
+		recent: newRecentIDs(cfg.Limits.RecentEventIDs)}
 	for name, mc := range cfg.Models {
 		s.models[name] = &holder{name: name, cfg: mc}
 		s.pairs[name] = mc.InteractionPairs()

@@ -2,6 +2,8 @@ package serve
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,7 +50,9 @@ func TestReadyzFollowsSpoolHealth(t *testing.T) {
 		if w := do(s, "GET", "/readyz", "", ""); w.Code != step.ready {
 			t.Fatalf("%s: /readyz %d %s, want %d", step.name, w.Code, w.Body, step.ready)
 		}
-		w := do(s, "POST", "/v1/rank", appKey, goodRank)
+		// a new event id each step: the same request again would be answered
+		// from the first answer, logging nothing
+		w := do(s, "POST", "/v1/rank", appKey, strings.Replace(goodRank, `"ev1"`, strconv.Quote("ev-"+step.name), 1))
 		var body struct {
 			Error struct{ Code string } `json:"error"`
 		}

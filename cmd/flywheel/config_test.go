@@ -38,15 +38,16 @@ func TestLoadConfig(t *testing.T) {
 func TestLoadConfigBad(t *testing.T) {
 	t.Parallel()
 	for file, want := range map[string]string{
-		"kind.bad.yml":      "models.homepage.kind",
-		"epsilon.bad.yml":   "models.homepage.exploration.epsilon",
-		"schedule.bad.yml":  "models.homepage.retrain.schedule",
-		"aggregate.bad.yml": "models.homepage.reward.aggregate",
-		"unknown.bad.yml":   "htp",
-		"name.bad.yml":      "models.Home Page",
-		"spool.bad.yml":     "serve.spool_max_bytes",
-		"rule.bad.yml":      "models.homepage.promote.rule",
-		"margin.bad.yml":    "models.homepage.promote.margin",
+		"kind.bad.yml":         "models.homepage.kind",
+		"epsilon.bad.yml":      "models.homepage.exploration.epsilon",
+		"schedule.bad.yml":     "models.homepage.retrain.schedule",
+		"aggregate.bad.yml":    "models.homepage.reward.aggregate",
+		"unknown.bad.yml":      "htp",
+		"name.bad.yml":         "models.Home Page",
+		"spool.bad.yml":        "serve.spool_max_bytes",
+		"rule.bad.yml":         "models.homepage.promote.rule",
+		"margin.bad.yml":       "models.homepage.promote.margin",
+		"reward_range.bad.yml": "models.homepage.reward.min (1) is above models.homepage.reward.max (0)",
 	} {
 		t.Run(file, func(t *testing.T) {
 			t.Parallel()

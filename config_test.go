@@ -1,0 +1,68 @@
+package flywheel
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRewardRangeValidation(t *testing.T) {
+	t.Parallel()
+	f := func(v float64) *float64 { return &v }
+	for _, tc := range []struct {
+		name   string
+		reward RewardConfig
+		want   string // "" valid, else in the error
+	}{
+		{"unbounded", RewardConfig{}, ""},
+		{"range", RewardConfig{Min: f(0), Max: f(1)}, ""},
+		{"only max", RewardConfig{Max: f(10)}, ""},
+		{"min above max", RewardConfig{Min: f(2), Max: f(1)}, "models.homepage.reward.min (2) is above models.homepage.reward.max (1)"},
+		{"nan min", RewardConfig{Min: f(math.NaN())}, "models.homepage.reward.min must be a finite number"},
+		{"infinite max", RewardConfig{Max: f(math.Inf(1))}, "models.homepage.reward.max must be a finite number"},
+		{"default below min", RewardConfig{Min: f(0.5), Default: 0}, "models.homepage.reward.default (0) is below models.homepage.reward.min"},
+		{"default above max", RewardConfig{Max: f(-1), Default: 0}, "models.homepage.reward.default (0) is above models.homepage.reward.max"},
+		{"skew too large", RewardConfig{MaxFeedbackSkew: 2 * time.Hour}, "models.homepage.reward.max_feedback_skew must be in [0, 30m0s]"},
+		{"negative skew", RewardConfig{MaxFeedbackSkew: -time.Second}, "models.homepage.reward.max_feedback_skew"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := ModelConfig{Reward: tc.reward}.WithDefaults()
+			err := c.Validate("models.homepage")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || ErrorCode(err) != EINVALID):
+				t.Fatalf("error %v, want an EINVALID error containing %q", err, tc.want)
+			}
+		})
+	}
+	if d := (ModelConfig{}).WithDefaults().Reward.MaxFeedbackSkew; d != 5*time.Minute {
+		t.Fatalf("default reward.max_feedback_skew %v, want 5m", d)
+	}
+}
+
+func TestCheckReward(t *testing.T) {
+	t.Parallel()
+	lo, hi := 0.0, 1.0
+	r := RewardConfig{Min: &lo, Max: &hi}
+	for _, tc := range []struct {
+		v    float64
+		want string
+	}{
+		{0, ""}, {1, ""}, {0.5, ""},
+		{-0.1, "reward -0.1 is below the model's reward.min 0"},
+		{1e308, "reward 1e+308 is above the model's reward.max 1"},
+		{math.NaN(), "reward is not a finite number"},
+		{math.Inf(-1), "reward is not a finite number"},
+	} {
+		err := r.CheckReward("reward", tc.v)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || err.Error() != tc.want && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("CheckReward(%v) = %v, want %q", tc.v, err, tc.want)
+		}
+	}
+	if err := (RewardConfig{}).CheckReward("reward", -1e300); err != nil {
+		t.Errorf("an unbounded model refused %v", err)
+	}
+}

@@ -1,0 +1,108 @@
+package ingest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/kafka"
+)
+
+// On the real services: a client's retry of a feedback (the same
+// feedback_id, received again later) counts once in the examples; a
+// feedback received after its decision's reward window but whose "time"
+// (when the user acted) is inside it counts; one without a time received
+// after the window does not.
+func TestFeedbackRetryAndActedTime(t *testing.T) {
+	kcfg, ccfg := realServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn := mustReady(t, ctx, kcfg, ccfg)
+	db := ccfg.Database()
+	dw := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	fw := kafka.NewWriter(kcfg, kcfg.Topics().Feedback)
+	defer dw.Close()
+	defer fw.Close()
+
+	old := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond) // windows of 1s, closed long ago
+	acted := old.Add(200 * time.Millisecond)
+	late := old.Add(30 * time.Second)
+	var decs []kafkago.Message
+	for _, id := range []string{"retry", "acted", "late"} {
+		decs = append(decs, msg(t, id, decision(id, old)))
+	}
+	fbs := []kafkago.Message{
+		msg(t, "retry", flywheel.Feedback{Schema: 1, FeedbackID: "client-1", EventID: "retry", Time: old.Add(100 * time.Millisecond), Reward: 1}),
+		msg(t, "retry", flywheel.Feedback{Schema: 1, FeedbackID: "client-1", EventID: "retry", Time: old.Add(900 * time.Millisecond), Reward: 1}), // the client's retry
+		msg(t, "acted", flywheel.Feedback{Schema: 1, FeedbackID: "f2", EventID: "acted", Time: late, ActedAt: &acted, Reward: 1, Model: "homepage"}),
+		msg(t, "late", flywheel.Feedback{Schema: 1, FeedbackID: "f3", EventID: "late", Time: late, Reward: 1}),
+	}
+	if err := dw.WriteMessages(ctx, decs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.WriteMessages(ctx, fbs...); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+
+	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 10, BatchWait: 100 * time.Millisecond, WatermarkInterval: 100 * time.Millisecond},
+		Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(rctx) }()
+	for !(testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 3 && testutil.ToFloat64(in.rows.WithLabelValues("feedback")) >= 4 &&
+		testutil.ToFloat64(in.watermark) >= float64(written.UnixMilli())/1000) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("timed out waiting for ingest")
+		case err := <-done:
+			t.Fatalf("ingest stopped: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("ingest returned %v", err)
+	}
+
+	rows, err := conn.Query(ctx, "SELECT event_id, feedback_count, reward FROM "+db+".examples ORDER BY event_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string][2]float64{}
+	for rows.Next() {
+		var id string
+		var n uint64
+		var r float64
+		if err := rows.Scan(&id, &n, &r); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = [2]float64{float64(n), r}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string][2]float64{"retry": {1, 1}, "acted": {1, 1}, "late": {0, 0}} {
+		if got[id] != want {
+			t.Errorf("%s: feedback_count, reward = %v, want %v", id, got[id], want)
+		}
+	}
+	// the feedback table keeps the receive time in ts and the judged time in ts_ms
+	var ts time.Time
+	var ms uint64
+	if err := conn.QueryRow(ctx, "SELECT ts, ts_ms FROM "+db+".feedback FINAL WHERE event_id = 'acted'").Scan(&ts, &ms); err != nil {
+		t.Fatal(err)
+	}
+	if ts.Unix() != late.Unix() || ms != uint64(acted.UnixMilli()) {
+		t.Errorf("acted feedback stored with ts %v, ts_ms %d; want %v, %d", ts, ms, late, acted.UnixMilli())
+	}
+}
