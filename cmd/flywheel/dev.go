@@ -9,7 +9,6 @@ import (
 
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
-	"github.com/flywheel-dev/flywheel/ingest"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
@@ -48,8 +47,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	in, err := ingest.New(e.cfg.Ingest, ingest.Options{Kafka: e.cfg.Kafka, Inserts: clickhouse.NewInserts(p.conn, e.cfg.ClickHouse.Database()),
-		Registerer: p.promReg, Logger: e.log.With("component", "ingest"), Now: time.Now})
+	in, err := e.newIngester(p, e.log.With("component", "ingest"))
 	if err != nil {
 		return err
 	}

@@ -3,10 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"time"
-
-	"github.com/flywheel-dev/flywheel/clickhouse"
-	"github.com/flywheel-dev/flywheel/ingest"
 )
 
 // runIngest is `flywheel ingest`: Kafka → ClickHouse.
@@ -24,8 +20,7 @@ func runIngest(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer p.Close()
-	in, err := ingest.New(e.cfg.Ingest, ingest.Options{Kafka: e.cfg.Kafka, Inserts: clickhouse.NewInserts(p.conn, e.cfg.ClickHouse.Database()),
-		Registerer: p.promReg, Logger: e.log, Now: time.Now})
+	in, err := e.newIngester(p, e.log)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/ingest"
 	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/retrain"
 	"github.com/flywheel-dev/flywheel/serve"
@@ -186,6 +187,12 @@ func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
 func (e *env) newRetrainer(p *parts, reg prometheus.Registerer, log *slog.Logger) (*retrain.Retrainer, error) {
 	return retrain.New(retrain.Options{Models: e.cfg.Models, Store: clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database()),
 		Registry: p.registry, CodeVersion: version(), Registerer: reg, Logger: log, Now: time.Now})
+}
+
+// newIngester is the ingest of dev and of `flywheel ingest`, logging to log.
+func (e *env) newIngester(p *parts, log *slog.Logger) (*ingest.Ingester, error) {
+	return ingest.New(e.cfg.Ingest, ingest.Options{Kafka: e.cfg.Kafka, Inserts: clickhouse.NewInserts(p.conn, e.cfg.ClickHouse.Database()),
+		Registerer: p.promReg, Logger: log, Now: time.Now})
 }
 
 // offline builds a retrainer for the one-shot commands (no metrics, no
