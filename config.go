@@ -58,14 +58,18 @@ func (e Exploration) Validate(path string) error {
 // explores, how feedback becomes reward, when it is retrained and how a new
 // version is promoted.
 type ModelConfig struct {
-	Kind         string        `yaml:"kind"`
-	Bits         int           `yaml:"bits"`
-	Interactions [][]string    `yaml:"interactions"`
-	Exploration  Exploration   `yaml:"exploration"`
-	Reward       RewardConfig  `yaml:"reward"`
-	Retrain      RetrainConfig `yaml:"retrain"`
-	Promote      PromoteConfig `yaml:"promote"`
-	Guardrails   Guardrails    `yaml:"guardrails"`
+	Kind         string     `yaml:"kind"`
+	Bits         int        `yaml:"bits"`
+	Interactions [][]string `yaml:"interactions"`
+	// NumericBins is how many quantile bins every numeric feature is also
+	// learned by, beside its value, so that its effect and its interactions
+	// can take any shape (model/bins.go); 0 turns binning off. Unset: 16.
+	NumericBins *int          `yaml:"numeric_bins" json:",omitempty"`
+	Exploration Exploration   `yaml:"exploration"`
+	Reward      RewardConfig  `yaml:"reward"`
+	Retrain     RetrainConfig `yaml:"retrain"`
+	Promote     PromoteConfig `yaml:"promote"`
+	Guardrails  Guardrails    `yaml:"guardrails"`
 }
 
 // RewardConfig is the reward rule as configured.
@@ -175,6 +179,10 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 	if c.Bits == 0 {
 		c.Bits = 18
 	}
+	if c.NumericBins == nil {
+		b := DefaultNumericBins
+		c.NumericBins = &b
+	}
 	if c.Exploration.Policy == "" {
 		c.Exploration = Exploration{Policy: EpsilonGreedy, Epsilon: 0.05}
 	}
@@ -258,6 +266,9 @@ func (c ModelConfig) Validate(path string) error {
 	if c.Bits < 1 || c.Bits > 28 {
 		return Errorf(EINVALID, "%s.bits must be in [1, 28]; got %d", path, c.Bits)
 	}
+	if b := c.Bins(); b < 0 || b == 1 || b > 64 {
+		return Errorf(EINVALID, "%s.numeric_bins must be 0 (off) or in [2, 64]; got %d", path, b)
+	}
 	for i, p := range c.Interactions {
 		if len(p) != 2 || p[0] == "" || p[1] == "" {
 			return Errorf(EINVALID, "%s.interactions[%d] must name two namespaces", path, i)
@@ -333,6 +344,18 @@ func (c ModelConfig) Validate(path string) error {
 // RewardRule returns the rule stamped on every decision of this model.
 func (c ModelConfig) RewardRule() RewardRule {
 	return RewardRule{WindowSeconds: int64(c.Reward.Window / time.Second), Default: c.Reward.Default, Aggregate: c.Reward.Aggregate}
+}
+
+// DefaultNumericBins is numeric_bins when unset.
+const DefaultNumericBins = 16
+
+// Bins returns numeric_bins as set, 0 when unset: a configuration written
+// before numeric_bins existed (a version's manifest) binned nothing.
+func (c ModelConfig) Bins() int {
+	if c.NumericBins == nil {
+		return 0
+	}
+	return *c.NumericBins
 }
 
 // InteractionPairs returns the interactions as pairs.

@@ -53,10 +53,10 @@ func TestCostCountsWhatScoringTouches(t *testing.T) {
 		}
 		var kb keyBuf
 		var cb crossBuf
-		cf := appendFeatures(nil, ctx, &kb)
+		cf := appendFeatures(nil, ctx, &kb, nil)
 		touched := 0
 		for _, a := range actions {
-			af := appendFeatures(nil, a.Features, &kb)
+			af := appendFeatures(nil, a.Features, &kb, nil)
 			m.visit(cf, af, &cb, func(uint64, float64) { touched++ })
 			touched-- // the bias, which Cost leaves out
 		}

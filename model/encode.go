@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -27,6 +28,13 @@ import (
 //	  u16 len, bytes (the readable name)
 //	sha256 of everything before it (32 bytes)
 //
+// Format 5 is the layout of format 2, 3 or 4 with the quantile bins of
+// numeric features (bins.go) after the interactions:
+//
+//	u8 sections (1: the optimizer state follows the weights; 2: and the name
+//	dictionary follows it) | u16 bins | u32 binned features by hash, each:
+//	u64 hash, u16 cuts, f64 each (ascending)
+//
 // Format 2 adds SquareCB's γ schedule. MarshalBinary writes format 1 for a
 // model that does not use it, so the artifacts of such models are byte for
 // byte what they were. Format 3 (always with the γ fields) adds the
@@ -34,14 +42,16 @@ import (
 // (Resume); Trainer.MarshalBinary writes it. Format 4 is format 3 with the
 // trainer's dictionary of readable feature names after the optimizer state
 // (Explain); Trainer.MarshalBinary writes it when the trainer keeps names.
-// Decode reads all four and ignores the optimizer state and the names,
-// which serving does not need.
+// Format 5 is written for a model that bins its numeric features, and only
+// then. Decode reads all five and ignores the optimizer state and the
+// names, which serving does not need.
 const (
 	magic        = "FWM1"
 	formatV1     = 1
 	formatV2     = 2
 	formatV3     = 3
 	formatV4     = 4
+	formatV5     = 5
 	checksumSize = sha256.Size
 	// MaxBits is the largest bits an artifact may have: 2^28 weights, 1 GiB.
 	MaxBits = 28
@@ -64,6 +74,9 @@ var policies = []string{EpsilonGreedy, Softmax, SquareCB}
 // MarshalBinary encodes the model, sparse, with a trailing sha256 checksum,
 // without optimizer state (format 1 or 2): what serving needs.
 func (m *Model) MarshalBinary() ([]byte, error) {
+	if m.cfg.Bins > 0 {
+		return m.encode(formatV5, nil), nil
+	}
 	format := uint16(formatV1)
 	if e := m.cfg.Exploration; e.GammaScale != 0 || e.GammaExponent != 0 {
 		format = formatV2
@@ -76,6 +89,10 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 // this trainer would have. Decode reads it as a model.
 // With TrainConfig.Names set it writes format 4, which adds the names.
 func (t *Trainer) MarshalBinary() ([]byte, error) {
+	t.fit()
+	if t.m.cfg.Bins > 0 {
+		return t.m.encode(formatV5, t), nil
+	}
 	if t.names != nil {
 		return t.m.encode(formatV4, t), nil
 	}
@@ -107,10 +124,28 @@ func (m *Model) encode(format uint16, t *Trainer) []byte {
 			b.WriteString(s)
 		}
 	}
-	// Format 3 keeps a negative zero, so that a resumed trainer holds the
-	// very bits the trainer that wrote it held.
+	if format == formatV5 {
+		var sections uint8
+		if t != nil {
+			sections = 1
+			if t.names != nil {
+				sections = 3
+			}
+		}
+		put(sections)
+		put(uint16(m.cfg.Bins))
+		hashes := slices.Sorted(maps.Keys(m.cuts))
+		put(uint32(len(hashes)))
+		for _, h := range hashes {
+			put(h)
+			put(uint16(len(m.cuts[h])))
+			put(m.cuts[h])
+		}
+	}
+	// With the optimizer state, a negative zero is kept, so that a resumed
+	// trainer holds the very bits the trainer that wrote it held.
 	keep := func(w float32) bool { return w != 0 }
-	if format >= formatV3 {
+	if t != nil {
 		keep = func(w float32) bool { return math.Float32bits(w) != 0 }
 	}
 	var nz uint32
@@ -158,7 +193,7 @@ func (m *Model) encode(format uint16, t *Trainer) []byte {
 			}
 		}
 	}
-	if t != nil && format >= formatV4 {
+	if t != nil && t.names != nil {
 		put(uint32(t.names.limit))
 		put(uint32(len(t.names.entries)))
 		for _, e := range t.names.sortedEntries() {
@@ -230,8 +265,11 @@ func Resume(b []byte, want Config, cfg TrainConfig) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h.format < formatV3 {
+	if !h.hasState {
 		return nil, fmt.Errorf("%w (format %d)", ErrNoState, h.format)
+	}
+	if h.cfg.Bins != want.Bins {
+		return nil, fmt.Errorf("%w: numeric_bins %d, expected %d", ErrShape, h.cfg.Bins, want.Bins)
 	}
 	if m.cfg.Kind == flywheel.KindRanker {
 		m.cfg.Exploration = want.Exploration
@@ -263,7 +301,7 @@ func Resume(b []byte, want Config, cfg TrainConfig) (*Trainer, error) {
 			t.z[i], t.n[i] = z, nn
 		}
 	}
-	if h.format >= formatV4 {
+	if h.hasNames {
 		_, entries, err := readNames(r)
 		if err != nil {
 			return nil, err
@@ -313,7 +351,7 @@ func readNames(r *reader) (int, []nameEntry, error) {
 // optimizer state (format 3 or 4), as Resume needs.
 func HasOptimizerState(b []byte) bool {
 	h, err := parseHeader(b)
-	return err == nil && h.format >= formatV3
+	return err == nil && h.hasState
 }
 
 // NameLimit returns the bound of the name dictionary b carries (the
@@ -322,7 +360,7 @@ func HasOptimizerState(b []byte) bool {
 // rebuild it byte for byte.
 func NameLimit(b []byte) int {
 	h, err := parseHeader(b)
-	if err != nil || h.format < formatV4 {
+	if err != nil || !h.hasNames {
 		return 0
 	}
 	r := &reader{b: h.state}
@@ -339,7 +377,7 @@ func decodeWeights(h header) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	m.trained = h.trained
+	m.trained, m.cuts = h.trained, h.cuts
 	r := &reader{b: h.weights}
 	for r.err == nil && len(r.b) > 0 {
 		idx, w := r.u32(), math.Float32frombits(r.u32())
@@ -365,6 +403,10 @@ type header struct {
 	trained uint64
 	weights []byte // nonzero × (u32 index, f32 value)
 	state   []byte // format 3: the optimizer state, its lengths checked
+	// hasState and hasNames say whether the optimizer state and the name
+	// dictionary follow the weights (formats 3 and 4, or 5's sections).
+	hasState, hasNames bool
+	cuts               map[uint64][]float64 // format 5: the fitted bins (not nil)
 }
 
 // parseHeader checks b's checksum and header and that the weight table is
@@ -382,7 +424,7 @@ func parseHeader(b []byte) (header, error) {
 	}
 	r := &reader{b: body[len(magic):]}
 	format := r.u16()
-	if r.err == nil && (format < formatV1 || format > formatV4) {
+	if r.err == nil && (format < formatV1 || format > formatV5) {
 		return header{}, fmt.Errorf("%w: format %d is not supported", ErrCorrupt, format)
 	}
 	kind, bits, policy := int(r.u8()), int(r.u8()), int(r.u8())
@@ -410,12 +452,18 @@ func parseHeader(b []byte) (header, error) {
 	for i := 0; i < n && r.err == nil; i++ {
 		h.cfg.Interactions = append(h.cfg.Interactions, [2]string{r.str(), r.str()})
 	}
+	h.hasState, h.hasNames = format == formatV3 || format == formatV4, format == formatV4
+	if format == formatV5 {
+		if err := h.parseBins(r); err != nil {
+			return header{}, err
+		}
+	}
 	nz := r.u32()
 	if r.err != nil {
 		return header{}, r.err
 	}
-	rest := uint64(len(r.b)) // format 3: the weights, then the optimizer state
-	if format >= formatV3 {
+	rest := uint64(len(r.b)) // with state: the weights, then the optimizer state
+	if h.hasState {
 		if uint64(nz)*8 > rest {
 			return header{}, fmt.Errorf("%w: weight table has %d bytes for %d weights", ErrCorrupt, len(r.b), nz)
 		}
@@ -431,9 +479,9 @@ func parseHeader(b []byte) (header, error) {
 		return header{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	h.weights = r.take(int(rest))
-	if format >= formatV3 {
+	if h.hasState {
 		h.state = r.b
-		if err := checkState(r.b, bits, format); err != nil {
+		if err := checkState(r.b, bits, h.hasNames); err != nil {
 			return header{}, err
 		}
 	}
@@ -444,7 +492,7 @@ func parseHeader(b []byte) (header, error) {
 // 2^bits weights: two numbers, then two tables of the lengths they say, each
 // of at most 2^bits entries, then (format 4) a well-formed name dictionary,
 // and nothing after them.
-func checkState(b []byte, bits int, format uint16) error {
+func checkState(b []byte, bits int, names bool) error {
 	r := &reader{b: b}
 	r.take(16)
 	for _, size := range []uint64{12, 20} {
@@ -457,7 +505,7 @@ func checkState(b []byte, bits int, format uint16) error {
 		}
 		r.take(int(n * size))
 	}
-	if format >= formatV4 {
+	if names {
 		if _, _, err := readNames(r); err != nil {
 			return err
 		}
@@ -562,4 +610,42 @@ func index(xs []string, x string) int {
 		}
 	}
 	return 0
+}
+
+// parseBins reads format 5's sections and bins from r: known sections,
+// bins within MaxBins, at most as many binned features as the bytes left
+// can hold, each with 1 to bins-1 finite, ascending cuts, by ascending hash.
+func (h *header) parseBins(r *reader) error {
+	sections, bins, n := r.u8(), int(r.u16()), r.u32()
+	if r.err != nil {
+		return r.err
+	}
+	if sections != 0 && sections != 1 && sections != 3 {
+		return fmt.Errorf("%w: unknown sections %#x", ErrCorrupt, sections)
+	}
+	h.hasState, h.hasNames = sections&1 != 0, sections&2 != 0
+	if bins < 2 || bins > MaxBins || uint64(n)*18 > uint64(len(r.b)) {
+		return fmt.Errorf("%w: %d binned features of %d bins in %d bytes", ErrCorrupt, n, bins, len(r.b))
+	}
+	h.cfg.Bins = bins
+	h.cuts = make(map[uint64][]float64, n)
+	var prev uint64
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		hash, k := r.u64(), int(r.u16())
+		if r.err != nil {
+			break
+		}
+		if k < 1 || k >= bins || k*8 > len(r.b) || (i > 0 && hash <= prev) {
+			return fmt.Errorf("%w: binned feature %d has %d cuts (of %d bins) or is out of order", ErrCorrupt, i, k, bins)
+		}
+		cuts := make([]float64, k)
+		for j := range cuts {
+			cuts[j] = r.f64()
+			if math.IsNaN(cuts[j]) || math.IsInf(cuts[j], 0) || (j > 0 && cuts[j] <= cuts[j-1]) {
+				return fmt.Errorf("%w: the cuts of binned feature %d are not finite and ascending", ErrCorrupt, i)
+			}
+		}
+		h.cuts[hash], prev = cuts, hash
+	}
+	return r.err
 }

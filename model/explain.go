@@ -62,7 +62,7 @@ func Explain(artifact []byte, top int) (*Explanation, error) {
 	}
 	x := &Explanation{Kind: m.cfg.Kind, Bits: m.cfg.Bits, Trained: m.trained}
 	byIndex := map[uint32][]FeatureName{}
-	if h.format >= formatV4 {
+	if h.hasNames {
 		r := &reader{b: h.state}
 		r.take(16)
 		for _, size := range []int{12, 20} {

@@ -36,14 +36,14 @@ func (m *Model) ExplainScores(ctx flywheel.Features, actions []flywheel.Action) 
 	var r Ranking
 	m.Policy(ctx, actions, &r)
 	named := map[uint64]string{}
-	eachNamed(ctx, func(h uint64, name string) { named[h] = name })
+	eachNamed(ctx, m.cuts, func(h uint64, name string) { named[h] = name })
 	var kb keyBuf
 	var cb crossBuf
-	cf := appendFeatures(nil, ctx, &kb)
+	cf := appendFeatures(nil, ctx, &kb, m.cuts)
 	out := make([]ActionScore, len(actions))
 	for i, a := range actions {
-		eachNamed(a.Features, func(h uint64, name string) { named[h] = name })
-		af := appendFeatures(nil, a.Features, &kb)
+		eachNamed(a.Features, m.cuts, func(h uint64, name string) { named[h] = name })
+		af := appendFeatures(nil, a.Features, &kb, m.cuts)
 		as := ActionScore{Index: i, Score: r.Scores[i], Probability: r.Probabilities[i]}
 		term := func(h uint64, name string, v float64) {
 			idx := h & m.mask

@@ -41,8 +41,10 @@ type keyBuf struct {
 
 // appendFeatures hashes f's features onto dst in a stable order: namespaces
 // by name, features within one by hash. A categorical is ns^name=value with value 1; a number
-// is ns^name with its value; a bool is ns^name with 0 or 1.
-func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf) []feature {
+// is ns^name with its value, and, when cuts has its cut points, ns^name#k
+// with value 1 for the bin k its value is in (bins.go); a bool is ns^name
+// with 0 or 1.
+func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf, cuts map[uint64][]float64) []feature {
 	if len(f) == 0 {
 		return dst
 	}
@@ -60,8 +62,14 @@ func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf) []feature {
 			case string:
 				dst = append(dst, feature{h: fnvString(fnvString(base, "="), v), v: 1, ns: nh})
 			case float64:
-				if v != 0 && !math.IsNaN(v) && !math.IsInf(v, 0) {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					break
+				}
+				if v != 0 {
 					dst = append(dst, feature{h: base, v: v, ns: nh})
+				}
+				if c, ok := cuts[base]; ok {
+					dst = append(dst, feature{h: binHash(base, binOf(c, v)), v: 1, ns: nh})
 				}
 			case bool:
 				if v {

@@ -26,6 +26,9 @@ type Config struct {
 	Bits         int         // 2^Bits weights; default 18
 	Interactions [][2]string // namespace pairs to cross (VW's -q)
 	Exploration  Exploration // rankers only
+	// Bins is how many quantile bins every numeric feature is also learned
+	// by (bins.go); 0 learns numbers by their value only.
+	Bins int
 }
 
 // Validate reports an EINVALID error naming the bad field.
@@ -41,6 +44,9 @@ func (c Config) Validate() error {
 	}
 	if c.Bits < 1 || c.Bits > MaxBits {
 		return flywheel.Errorf(flywheel.EINVALID, "bits must be in [1, %d]; got %d", MaxBits, c.Bits)
+	}
+	if c.Bins < 0 || c.Bins == 1 || c.Bins > MaxBins {
+		return flywheel.Errorf(flywheel.EINVALID, "numeric_bins must be 0 (off) or in [2, %d]; got %d", MaxBins, c.Bins)
 	}
 	for i, p := range c.Interactions {
 		if p[0] == "" || p[1] == "" {
@@ -59,6 +65,9 @@ type Model struct {
 	pairs   [][2]uint64 // hashed namespace pairs
 	weights []float32
 	trained uint64 // examples seen in training
+	// cuts holds the fitted bins' cut points by numeric feature hash; nil
+	// until fitted (a fresh model of Bins > 0), never modified after.
+	cuts map[uint64][]float64
 }
 
 // New returns a model of the given shape with all weights zero. A fresh
@@ -306,9 +315,9 @@ func (m *Model) Policy(ctx flywheel.Features, actions []flywheel.Action, out *Ra
 // scores fills dst (one entry per action) with the actions' scores.
 func (m *Model) scores(ctx flywheel.Features, actions []flywheel.Action, dst []float64) {
 	sc := m.scratch.Get().(*scratch)
-	sc.cf = appendFeatures(sc.cf[:0], ctx, &sc.keys) // the context is hashed once per request
+	sc.cf = appendFeatures(sc.cf[:0], ctx, &sc.keys, m.cuts) // the context is hashed once per request
 	for i, a := range actions {
-		sc.af = appendFeatures(sc.af[:0], a.Features, &sc.keys)
+		sc.af = appendFeatures(sc.af[:0], a.Features, &sc.keys, m.cuts)
 		dst[i] = m.score(sc.cf, sc.af, &sc.cb)
 	}
 	m.scratch.Put(sc)
@@ -373,7 +382,7 @@ func explore(e Exploration, scores, probs []float64) {
 // ranker's raw score for the features as a single action with no context.
 func (m *Model) Predict(f flywheel.Features) float64 {
 	sc := m.scratch.Get().(*scratch)
-	sc.cf = appendFeatures(sc.cf[:0], f, &sc.keys)
+	sc.cf = appendFeatures(sc.cf[:0], f, &sc.keys, m.cuts)
 	s := m.score(sc.cf, nil, &sc.cb)
 	m.scratch.Put(sc)
 	if m.cfg.Kind == flywheel.KindClassifier {
@@ -415,13 +424,18 @@ func resize(s []float64, n int) []float64 {
 // String describes the model for logs.
 func (m *Model) String() string {
 	if m.cfg.Exploration.Policy == SquareCB {
-		return fmt.Sprintf("%s bits=%d interactions=%v exploration=%s gamma=%.4g trained=%d", m.cfg.Kind, m.cfg.Bits, m.cfg.Interactions, m.cfg.Exploration.Policy, m.Gamma(), m.trained)
+		return fmt.Sprintf("%s bits=%d interactions=%v bins=%d exploration=%s gamma=%.4g trained=%d", m.cfg.Kind, m.cfg.Bits, m.cfg.Interactions, m.cfg.Bins, m.cfg.Exploration.Policy, m.Gamma(), m.trained)
 	}
-	return fmt.Sprintf("%s bits=%d interactions=%v exploration=%s trained=%d", m.cfg.Kind, m.cfg.Bits, m.cfg.Interactions, m.cfg.Exploration.Policy, m.trained)
+	return fmt.Sprintf("%s bits=%d interactions=%v bins=%d exploration=%s trained=%d", m.cfg.Kind, m.cfg.Bits, m.cfg.Interactions, m.cfg.Bins, m.cfg.Exploration.Policy, m.trained)
 }
 
 // FromConfig returns a fresh model of the shape a model's configuration
 // describes.
 func FromConfig(mc flywheel.ModelConfig) (*Model, error) {
-	return New(Config{Kind: mc.Kind, Bits: mc.Bits, Interactions: mc.InteractionPairs(), Exploration: mc.Exploration})
+	return New(Shape(mc))
+}
+
+// Shape returns the model shape a model's configuration describes.
+func Shape(mc flywheel.ModelConfig) Config {
+	return Config{Kind: mc.Kind, Bits: mc.Bits, Interactions: mc.InteractionPairs(), Exploration: mc.Exploration, Bins: max(mc.Bins(), 0)}
 }

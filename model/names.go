@@ -74,8 +74,8 @@ func (t *Trainer) observe(ctx, act flywheel.Features) {
 		})
 		if missing {
 			clear(d.named)
-			eachNamed(ctx, func(h uint64, name string) { d.named[h] = name })
-			eachNamed(act, func(h uint64, name string) { d.named[h] = name })
+			eachNamed(ctx, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
+			eachNamed(act, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
 			d.missing = d.missing[:0]
 			t.eachCross(func(h uint64, _ float64, a, b *feature) {
 				if _, ok := d.idx[h]; ok {
@@ -128,8 +128,9 @@ func (t *Trainer) eachCross(fn func(h uint64, v float64, a, b *feature)) {
 
 // eachNamed calls fn with the hash and readable name of every feature of f,
 // hashed as appendFeatures hashes them: ns^name=value for a categorical (and
-// each string of a bag), ns^name for a number or a true bool.
-func eachNamed(f flywheel.Features, fn func(h uint64, name string)) {
+// each string of a bag), ns^name for a number or a true bool, and
+// "ns^name in [lo, hi)" for a number's bin when cuts bins it.
+func eachNamed(f flywheel.Features, cuts map[uint64][]float64, fn func(h uint64, name string)) {
 	for ns, feats := range f {
 		nh := nsHash(ns)
 		for name, val := range feats {
@@ -139,7 +140,13 @@ func eachNamed(f flywheel.Features, fn func(h uint64, name string)) {
 			switch v := val.(type) {
 			case string:
 				cat(v)
-			case float64, bool:
+			case float64:
+				fn(base, cutName(key))
+				if c, ok := cuts[base]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+					k := binOf(c, v)
+					fn(binHash(base, k), binName(key, c, k))
+				}
+			case bool:
 				fn(base, cutName(key))
 			case []any:
 				for _, e := range v {

@@ -79,7 +79,8 @@ type Trainer struct {
 	af      []feature
 	keys    keyBuf
 	cb      crossBuf
-	names   *names // nil when TrainConfig.Names is 0
+	names   *names    // nil when TrainConfig.Names is 0
+	pending []pending // examples held until the bins are fitted (bins.go)
 }
 
 // NewTrainer returns a trainer that starts from m (which it copies, so m
@@ -88,15 +89,25 @@ func NewTrainer(m *Model, cfg TrainConfig) *Trainer {
 	return &Trainer{cfg: cfg.withDefaults(), m: m.Clone(), g2: make([]float32, len(m.weights)), sc: make([]float32, len(m.weights)), names: newNames(cfg.Names)}
 }
 
-// Model returns the model learned so far. The trainer goes on owning it:
-// call Model only when done learning, or Clone the result.
-func (t *Trainer) Model() *Model { return t.m }
+// Model returns the model learned so far, first fitting the bins on the
+// examples held for them and learning those (a trainer that has seen fewer
+// than FitExamples). The trainer goes on owning it: call Model only when
+// done learning, or Clone the result.
+func (t *Trainer) Model() *Model {
+	t.fit()
+	return t.m
+}
 
 // LearnRanker learns the reward of the chosen action of one logged decision
 // by importance-weighted squared-loss regression: the weight is 1/(K·p),
 // clipped, so uniformly logged data has weight 1. It returns an EINVALID
 // error for an example that is not usable (no actions, chosen index out of
 // range, probability not in (0, 1], reward not finite).
+//
+// A trainer whose model bins numeric features and has no cut points yet
+// holds the first FitExamples examples back (a copy of each, sharing its
+// maps and slices: the caller must not modify an example it has passed),
+// fits the bins on them and then learns them in order.
 func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 	if len(ex.Actions) == 0 || ex.ChosenIndex < 0 || ex.ChosenIndex >= len(ex.Actions) || ex.ChosenIndex >= len(ex.Probabilities) {
 		return flywheel.Errorf(flywheel.EINVALID, "example %s: chosen action is out of range", ex.EventID)
@@ -108,11 +119,22 @@ func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 	if math.IsNaN(ex.Reward) || math.IsInf(ex.Reward, 0) {
 		return flywheel.Errorf(flywheel.EINVALID, "example %s: reward is not finite", ex.EventID)
 	}
-	t.cf = appendFeatures(t.cf[:0], ex.Context, &t.keys)
+	if t.needsFit() {
+		t.hold(pending{ex: *ex})
+		return nil
+	}
+	t.learnRanker(ex)
+	return nil
+}
+
+// learnRanker learns a valid example.
+func (t *Trainer) learnRanker(ex *flywheel.Example) {
+	p := ex.Probabilities[ex.ChosenIndex]
+	t.cf = appendFeatures(t.cf[:0], ex.Context, &t.keys, t.m.cuts)
 	switch t.cfg.Objective {
 	case IPS, DR:
 		for a := range ex.Actions {
-			t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys)
+			t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys, t.m.cuts)
 			t.observe(ex.Context, ex.Actions[a].Features)
 			pred := t.m.score(t.cf, t.af, &t.cb)
 			target := 0.0
@@ -126,23 +148,31 @@ func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 		}
 	default:
 		iw := math.Min(1/(float64(len(ex.Actions))*p), t.cfg.MaxImportanceWeight)
-		t.af = appendFeatures(t.af[:0], ex.Actions[ex.ChosenIndex].Features, &t.keys)
+		t.af = appendFeatures(t.af[:0], ex.Actions[ex.ChosenIndex].Features, &t.keys, t.m.cuts)
 		t.observe(ex.Context, ex.Actions[ex.ChosenIndex].Features)
 		pred := t.m.score(t.cf, t.af, &t.cb)
 		t.step(iw * (pred - ex.Reward))
 	}
 	t.m.trained++
-	return nil
 }
 
 // LearnClassifier learns one labelled example with logistic loss by
 // FTRL-Proximal with L1 and L2 regularisation (McMahan et al. 2013, algorithm
-// 1); label is true for a positive outcome.
+// 1); label is true for a positive outcome. Like LearnRanker, it holds the
+// first examples back while the bins are unfitted.
 func (t *Trainer) LearnClassifier(f flywheel.Features, label bool) {
+	if t.needsFit() {
+		t.hold(pending{ex: flywheel.Example{Context: f}, label: label, classifier: true})
+		return
+	}
+	t.learnClassifier(f, label)
+}
+
+func (t *Trainer) learnClassifier(f flywheel.Features, label bool) {
 	if t.z == nil {
 		t.z, t.n = make([]float64, len(t.m.weights)), make([]float64, len(t.m.weights))
 	}
-	t.cf = appendFeatures(t.cf[:0], f, &t.keys)
+	t.cf = appendFeatures(t.cf[:0], f, &t.keys, t.m.cuts)
 	t.af = t.af[:0]
 	t.observe(f, nil)
 	y := 0.0

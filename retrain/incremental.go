@@ -76,7 +76,7 @@ func trainConfig(mc flywheel.ModelConfig) model.TrainConfig {
 }
 
 func shapeOf(mc flywheel.ModelConfig) model.Config {
-	return model.Config{Kind: mc.Kind, Bits: mc.Bits, Interactions: mc.InteractionPairs(), Exploration: mc.Exploration}
+	return model.Shape(mc)
 }
 
 // fresh returns a trainer of mc's shape from zero.

@@ -1,0 +1,177 @@
+package model
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strconv"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// Quantile bins of numeric features.
+//
+// A linear model learns a number's effect as one slope, and an interaction
+// as the product of two values: it cannot learn that a price suits a
+// middling income best, or that an hour of the day matters cyclically. With
+// Config.Bins = B, every numeric feature also contributes a one-hot feature
+// naming which of B quantile bins its value falls in (ns^name#k), beside its
+// value, so that a feature's effect, and through the interactions its effect
+// together with another's, can take any shape. This is the quantile
+// bucketing that tabular AutoML systems apply to every numeric column.
+//
+// The cut points are fitted by the trainer on the first FitExamples
+// examples of a full retrain (every action's features and the context, as
+// logged) and stored in the artifact, so that serving bins exactly as
+// training did and an incremental retrain goes on with the same bins.
+// Features the fit did not see are learned from their value only.
+
+const (
+	// FitExamples is how many examples a trainer holds back to fit the
+	// bins of a model that has none yet, before it learns them.
+	FitExamples = 4096
+	// MaxBins bounds Config.Bins.
+	MaxBins = 64
+	// maxBinned bounds how many numeric features get bins: those with the
+	// most values in the fit (ties by hash), so that a feature space of many
+	// distinct numeric names costs bounded memory.
+	maxBinned = 4096
+	// maxFitValues bounds the values of one feature a fit keeps.
+	maxFitValues = 1 << 16
+)
+
+// binHash is the hash of bin k of the numeric feature whose hash is base.
+func binHash(base uint64, k int) uint64 { return cross(fnvString(base, "#"), uint64(k)+1) }
+
+// binOf returns the bin of v among the ascending cuts: the number of cuts
+// at or below v, from 0 to len(cuts).
+func binOf(cuts []float64, v float64) int {
+	lo, hi := 0, len(cuts)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if cuts[mid] <= v {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// binName is the readable name of bin k of feature key.
+func binName(key string, cuts []float64, k int) string {
+	lo, hi := "-inf", "+inf"
+	if k > 0 {
+		lo = strconv.FormatFloat(cuts[k-1], 'g', 6, 64)
+	}
+	if k < len(cuts) {
+		hi = strconv.FormatFloat(cuts[k], 'g', 6, 64)
+	}
+	return cutName(key + " in [" + lo + ", " + hi + ")")
+}
+
+// eachNumber calls fn with the hash and value of every finite numeric
+// feature of f, zeros included.
+func eachNumber(f flywheel.Features, fn func(base uint64, v float64)) {
+	for ns, feats := range f {
+		nh := fnvString(nsHash(ns), "^")
+		for name, val := range feats {
+			if v, ok := val.(float64); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+				fn(fnvString(nh, name), v)
+			}
+		}
+	}
+}
+
+// fitBins returns the cut points of at most bins bins of about equal
+// frequency for every numeric feature of the examples (contexts and every
+// action), at most maxBinned features. Walking a feature's sorted values,
+// a bin closes at the first new value once it holds its share of the
+// values still to place, so a value that repeats (many zeros) fills one bin
+// and the rest are split among the others. A feature with one value gets
+// no cuts and is left out. It is deterministic: the same examples give the
+// same cuts, whatever the order of the maps they hold.
+func fitBins(bins int, exs []pending) map[uint64][]float64 {
+	vals := map[uint64][]float64{}
+	add := func(base uint64, v float64) {
+		if s := vals[base]; len(s) < maxFitValues {
+			vals[base] = append(s, v)
+		}
+	}
+	for i := range exs {
+		eachNumber(exs[i].ex.Context, add)
+		for _, a := range exs[i].ex.Actions {
+			eachNumber(a.Features, add)
+		}
+	}
+	keys := make([]uint64, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b uint64) int {
+		if c := cmp.Compare(len(vals[b]), len(vals[a])); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	out := make(map[uint64][]float64, min(len(keys), maxBinned))
+	for _, k := range keys[:min(len(keys), maxBinned)] {
+		s := vals[k]
+		slices.Sort(s)
+		var cuts []float64
+		start := 0 // the first value of the bin being filled
+		for i := 1; i < len(s) && len(cuts) < bins-1; i++ {
+			if s[i] == s[i-1] {
+				continue
+			}
+			if left := bins - len(cuts); (i-start)*left >= len(s)-start {
+				cuts, start = append(cuts, s[i]), i
+			}
+		}
+		if len(cuts) > 0 {
+			out[k] = cuts
+		}
+	}
+	return out
+}
+
+// pending is an example a trainer holds until it has fitted its bins.
+type pending struct {
+	ex         flywheel.Example
+	label      bool // a classifier's
+	classifier bool
+}
+
+// needsFit reports whether the trainer must hold examples back: its model
+// bins numeric features and has no cut points yet.
+func (t *Trainer) needsFit() bool { return t.m.cfg.Bins > 0 && t.m.cuts == nil }
+
+// hold keeps a copy of an example until FitExamples are held, then fits the
+// bins and learns them all, in order.
+func (t *Trainer) hold(p pending) {
+	t.pending = append(t.pending, p)
+	if len(t.pending) >= FitExamples {
+		t.fit()
+	}
+}
+
+// fit fits the bins on the examples held (none: no feature is binned) and
+// learns them in order.
+func (t *Trainer) fit() {
+	if !t.needsFit() {
+		return
+	}
+	t.m.cuts = fitBins(t.m.cfg.Bins, t.pending)
+	held := t.pending
+	t.pending = nil
+	for i := range held {
+		if held[i].classifier {
+			t.learnClassifier(held[i].ex.Context, held[i].label)
+		} else {
+			t.learnRanker(&held[i].ex)
+		}
+	}
+}
+
+// BinnedFeatures returns how many numeric features the model bins.
+func (m *Model) BinnedFeatures() int { return len(m.cuts) }

@@ -1,0 +1,228 @@
+package model
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// The cuts are the distinct values at the quantiles, above the smallest; a
+// feature with one value gets none; zeros count; the fit is the same
+// whatever the maps' order.
+func TestFitBinsQuantiles(t *testing.T) {
+	t.Parallel()
+	var exs []pending
+	for i := 0; i < 100; i++ {
+		exs = append(exs, pending{ex: flywheel.Example{Context: flywheel.Features{"u": {"x": float64(i), "flat": 3.0, "tag": "a"}}}})
+	}
+	cuts := fitBins(4, exs)
+	x := fnvString(fnvString(nsHash("u"), "^"), "x")
+	if got := cuts[x]; !slices.Equal(got, []float64{25, 50, 75}) {
+		t.Fatalf("cuts of 0..99 in 4 bins: %v, want [25 50 75]", got)
+	}
+	if len(cuts) != 1 {
+		t.Fatalf("%d features binned, want 1 (a constant and a string get none)", len(cuts))
+	}
+	for _, tc := range []struct {
+		v    float64
+		want int
+	}{{-1, 0}, {0, 0}, {24.9, 0}, {25, 1}, {74, 2}, {75, 3}, {1e9, 3}} {
+		if got := binOf(cuts[x], tc.v); got != tc.want {
+			t.Errorf("bin of %v: %d, want %d", tc.v, got, tc.want)
+		}
+	}
+	// Mostly zeros: the zeros fill one bin, the rest are split among the others.
+	exs = exs[:0]
+	for i := 0; i < 100; i++ {
+		v := 0.0
+		if i >= 90 {
+			v = float64(i)
+		}
+		exs = append(exs, pending{ex: flywheel.Example{Context: flywheel.Features{"u": {"x": v}}}})
+	}
+	if got := fitBins(4, exs)[x]; !slices.Equal(got, []float64{90, 94, 97}) {
+		t.Fatalf("cuts of 90 zeros and 90..99: %v, want [90 94 97]", got)
+	}
+}
+
+// bumpExamples are uniformly logged decisions over 8 items with a price,
+// for users with a budget: an item pays most when its price is near the
+// user's budget, which no slope of price, budget or price × budget can
+// express.
+func bumpExamples(n int, seed uint64) []flywheel.Example {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	var acts []flywheel.Action
+	for i := 0; i < 8; i++ {
+		acts = append(acts, flywheel.Action{ID: fmt.Sprint("i", i), Features: flywheel.Features{"item": {"price": float64(10 * (i + 1))}}})
+	}
+	probs := slices.Repeat([]float64{1.0 / 8}, 8)
+	out := make([]flywheel.Example, n)
+	for i := range out {
+		budget := float64(10 * (1 + rng.IntN(8)))
+		c := rng.IntN(8)
+		r := 0.0
+		if rng.Float64() < math.Exp(-math.Abs(acts[c].Features["item"]["price"].(float64)-budget)/10) {
+			r = 1
+		}
+		out[i] = flywheel.Example{EventID: fmt.Sprint(i), Context: flywheel.Features{"user": {"budget": budget}}, Actions: acts,
+			ChosenIndex: c, Probabilities: probs, Reward: r}
+	}
+	return out
+}
+
+// With bins, a ranker learns an effect that peaks in the middle; without,
+// it cannot. Measured as how often the greedy choice is the item priced at
+// the budget.
+func TestBinsLearnNonMonotoneEffects(t *testing.T) {
+	t.Parallel()
+	exs := bumpExamples(20000, 3)
+	hit := func(bins int) float64 {
+		cfg := Config{Kind: flywheel.KindRanker, Bits: 16, Interactions: [][2]string{{"user", "item"}},
+			Exploration: Exploration{Policy: EpsilonGreedy, Epsilon: 0.05}, Bins: bins}
+		tr := NewTrainer(mustModel(t, cfg), TrainConfig{LearningRate: 0.25})
+		for i := range exs {
+			if err := tr.LearnRanker(&exs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := tr.Model()
+		if bins > 0 && m.BinnedFeatures() != 2 {
+			t.Fatalf("%d features binned, want 2 (budget and price)", m.BinnedFeatures())
+		}
+		var r Ranking
+		good := 0
+		for b := 1; b <= 8; b++ {
+			if err := m.Rank("k", flywheel.Features{"user": {"budget": float64(10 * b)}}, exs[0].Actions, &r); err != nil {
+				t.Fatal(err)
+			}
+			if argmax(r.Scores) == b-1 {
+				good++
+			}
+		}
+		return float64(good) / 8
+	}
+	with, without := hit(8), hit(0)
+	t.Logf("greedy choice at the budget: %.0f%% with 8 bins, %.0f%% without", 100*with, 100*without)
+	if with < 0.75 || without > 0.5 {
+		t.Fatalf("greedy choice at the budget: %.0f%% with bins (want at least 75%%), %.0f%% without (want at most 50%%)", 100*with, 100*without)
+	}
+}
+
+// A binned model's artifact (format 5) decodes to the same scores, with
+// and without optimizer state; a trainer resumed from it goes on bit for
+// bit and keeps its bins; resuming with other bins is a change of shape;
+// damaged bins are refused.
+func TestBinsArtifact(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][2]string{{"user", "item"}},
+		Exploration: Exploration{Policy: SquareCB, GammaScale: 10, GammaExponent: 0.5}, Bins: 16}
+	tc := TrainConfig{LearningRate: 0.25, Names: 200}
+	exs := rankerExamples(6000, 11)
+	learn := func(tr *Trainer, exs []flywheel.Example) {
+		for i := range exs {
+			if err := tr.LearnRanker(&exs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	whole := NewTrainer(mustModel(t, cfg), tc)
+	learn(whole, exs)
+	want, err := whole.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := whole.Model().BinnedFeatures(); n < 1 {
+		t.Fatalf("%d features binned, want at least 1 (age)", n)
+	}
+	first := NewTrainer(mustModel(t, cfg), tc)
+	learn(first, exs[:FitExamples+500])
+	half, _ := first.MarshalBinary()
+	resumed, err := Resume(half, cfg, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	learn(resumed, exs[FitExamples+500:])
+	got, _ := resumed.MarshalBinary()
+	if !bytes.Equal(got, want) {
+		t.Fatal("resumed binned trainer: artifact differs from learning all at once")
+	}
+	serving := mustMarshal(t, whole.Model())
+	for name, b := range map[string][]byte{"with state": want, "without state": serving} {
+		m, err := DecodeAs(b, cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var r1, r2 Ranking
+		for i := 0; i < 50; i++ {
+			_ = m.Rank("k", exs[i].Context, exs[i].Actions, &r1)
+			_ = whole.Model().Rank("k", exs[i].Context, exs[i].Actions, &r2)
+			if !slices.Equal(r1.Scores, r2.Scores) {
+				t.Fatalf("%s: decoded scores %v, trained %v", name, r1.Scores, r2.Scores)
+			}
+		}
+	}
+	other := cfg
+	other.Bins = 8
+	if _, err := Resume(want, other, tc); !errors.Is(err, ErrShape) {
+		t.Fatalf("resume with 8 bins from 16: %v, want ErrShape", err)
+	}
+	// A fresh binned model (version 1) encodes and decodes with no bins fitted.
+	fresh := mustMarshal(t, mustModel(t, cfg))
+	if m, err := Decode(fresh); err != nil || m.BinnedFeatures() != 0 {
+		t.Fatalf("fresh binned model: %v", err)
+	}
+	// Cuts out of order, re-checksummed, are refused.
+	bad := corruptCuts(t, serving)
+	if _, err := Decode(bad); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("descending cuts: %v, want ErrCorrupt", err)
+	}
+}
+
+// corruptCuts swaps the first two cuts of the first binned feature in a
+// format 5 artifact and fixes its checksum.
+func corruptCuts(t *testing.T, b []byte) []byte {
+	t.Helper()
+	h, err := parseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []float64
+	for _, c := range h.cuts {
+		if len(c) >= 2 {
+			first = c
+			break
+		}
+	}
+	if first == nil {
+		t.Fatal("no feature with two cuts")
+	}
+	body := bytes.Clone(b[:len(b)-checksumSize])
+	enc := func(v float64) []byte { return le64(math.Float64bits(v)) }
+	i := bytes.Index(body, append(enc(first[0]), enc(first[1])...))
+	if i < 0 {
+		t.Fatal("cuts not found")
+	}
+	copy(body[i:], append(enc(first[1]), enc(first[0])...))
+	return reseal(body)
+}
+
+func le64(x uint64) []byte {
+	b := make([]byte, 8)
+	for i := range b {
+		b[i] = byte(x >> (8 * i))
+	}
+	return b
+}
+
+// reseal appends body's checksum.
+func reseal(body []byte) []byte {
+	s := sha256.Sum256(body)
+	return append(body, s[:]...)
+}
