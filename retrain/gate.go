@@ -295,19 +295,20 @@ type evaluation struct {
 
 // judges returns the judge of candidate m against refs.
 func (ev *evaluation) judges(mc flywheel.ModelConfig, m *model.Model, refs refs) judge {
-	against := func(ref *model.Model) judge {
+	cand := &policyMemo{m: m} // scored once per example for both comparisons
+	against := func(ref *model.Model, version int) judge {
 		if mc.Kind == flywheel.KindClassifier {
 			return newClassJudge(m, ref, mc.Promote.Confidence)
 		}
 		// The doubly robust estimator's reward model is the candidate
 		// itself: every policy is judged with the same one.
-		return newComparer(m, ref, m, mc.Promote.Confidence)
+		return &comparer{cand: cand, champ: &policyMemo{m: ref, version: version}, q: m, z: zFor(mc.Promote.Confidence)}
 	}
-	ev.champ = against(refs.champ)
+	ev.champ = against(refs.champ, refs.champV)
 	if refs.anchor == nil {
 		return ev.champ
 	}
-	ev.anchor = against(refs.anchor)
+	ev.anchor = against(refs.anchor, refs.anchorV)
 	return judges{ev.champ, ev.anchor}
 }
 

@@ -67,9 +67,10 @@ func zFor(confidence float64) float64 { return math.Sqrt2 * math.Erfinv(confiden
 // sums and sums of products of each policy's per-event terms, so memory stays
 // flat however many examples are judged.
 type comparer struct {
-	cand, champ, q *model.Model
-	z              float64
-	rc, rh, rq     model.Ranking
+	cand, champ *policyMemo
+	q           *model.Model
+	z           float64
+	rq          model.Ranking
 	n              float64
 	a, b           policySums
 	// cross sums of the two policies' terms, for the paired intervals
@@ -84,16 +85,44 @@ type policySums struct {
 }
 
 func newComparer(cand, champ, q *model.Model, confidence float64) *comparer {
-	return &comparer{cand: cand, champ: champ, q: q, z: zFor(confidence)}
+	return &comparer{cand: &policyMemo{m: cand}, champ: &policyMemo{m: champ}, q: q, z: zFor(confidence)}
+}
+
+// policyMemo is a model's policy on the example last asked about, so that
+// judges sharing a model (the candidate, judged against the champion and
+// against the anchor) score each example once. With version set, an
+// example that version served is not scored at all: serving logged the
+// version's exact policy with it, the very probabilities Policy would give
+// (the same artifact, γ included), so they are taken from the log.
+type policyMemo struct {
+	m       *model.Model
+	version int // the registered version m is; 0: unknown (a candidate)
+	ex      *flywheel.Example
+	r       model.Ranking
+	logged  bool // r holds ex's logged probabilities and no scores
+}
+
+func (p *policyMemo) policy(ex *flywheel.Example) *model.Ranking {
+	if p.ex == ex {
+		return &p.r
+	}
+	p.ex = ex
+	p.logged = p.version > 0 && ex.Version == p.version && len(ex.Probabilities) == len(ex.Actions)
+	if p.logged {
+		p.r.Probabilities = append(p.r.Probabilities[:0], ex.Probabilities...)
+		p.r.Scores = p.r.Scores[:0]
+	} else {
+		p.m.Policy(ex.Context, ex.Actions, &p.r)
+	}
+	return &p.r
 }
 
 // add judges both policies on one logged example.
 func (c *comparer) add(ex *flywheel.Example) {
 	p := ex.Probabilities[ex.ChosenIndex]
-	c.cand.Policy(ex.Context, ex.Actions, &c.rc)
-	c.champ.Policy(ex.Context, ex.Actions, &c.rh)
-	q := &c.rc // the reward model is usually the candidate: its scores are at hand
-	if c.q != c.cand {
+	rc, rh := c.cand.policy(ex), c.champ.policy(ex)
+	q := rc // the reward model is usually the candidate: its scores are at hand
+	if c.q != c.cand.m || c.cand.logged {
 		c.q.Policy(ex.Context, ex.Actions, &c.rq)
 		q = &c.rq
 	}
@@ -114,8 +143,8 @@ func (c *comparer) add(ex *flywheel.Example) {
 		s.dr2 += dr * dr
 		return w, wr, dr
 	}
-	wa, wra, dra := term(&c.rc, &c.a)
-	wb, wrb, drb := term(&c.rh, &c.b)
+	wa, wra, dra := term(rc, &c.a)
+	wb, wrb, drb := term(rh, &c.b)
 	c.n++
 	c.wrAwrB += wra * wrb
 	c.wrAwB += wra * wb

@@ -97,3 +97,52 @@ func TestEstimatorCoverage(t *testing.T) {
 		}
 	}
 }
+
+// A champion's policy is read from the log for the decisions it served,
+// and the comparison is the one that scores it: the same sums, bit for bit.
+func TestComparerReadsTheServingVersionsPolicyFromTheLog(t *testing.T) {
+	t.Parallel()
+	cfg := flywheel.ModelConfig{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][]string{{"user", "item"}},
+		Exploration: flywheel.Exploration{Policy: flywheel.SquareCB}}.WithDefaults()
+	rng := rand.New(rand.NewPCG(5, 5))
+	champ, cand := trainOn(t, cfg, logged(rng, 3000)), trainOn(t, cfg, logged(rng, 6000))
+	// Decisions the champion (v3) served, with its exact probabilities, and
+	// some served by another version.
+	exs := logged(rng, 2000)
+	var r model.Ranking
+	for i := range exs {
+		if i%4 == 0 {
+			exs[i].Version = 2
+			continue
+		}
+		if err := champ.Rank(exs[i].EventID, exs[i].Context, exs[i].Actions, &r); err != nil {
+			t.Fatal(err)
+		}
+		exs[i].Version, exs[i].ChosenIndex, exs[i].Probabilities = 3, r.Chosen, append([]float64(nil), r.Probabilities...)
+	}
+	scored := newComparer(cand, champ, cand, 0.95)
+	fromLog := &comparer{cand: &policyMemo{m: cand}, champ: &policyMemo{m: champ, version: 3}, q: cand, z: zFor(0.95)}
+	for i := range exs {
+		scored.add(&exs[i])
+		fromLog.add(&exs[i])
+	}
+	if a, b := fmt.Sprintf("%+v", scored.result()), fmt.Sprintf("%+v", fromLog.result()); a != b {
+		t.Fatalf("scored %s\nfrom the log %s", a, b)
+	}
+}
+
+// trainOn learns a model of cfg from exs.
+func trainOn(t *testing.T, cfg flywheel.ModelConfig, exs []flywheel.Example) *model.Model {
+	t.Helper()
+	m, err := model.FromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := model.NewTrainer(m, model.TrainConfig{})
+	for i := range exs {
+		if err := tr.LearnRanker(&exs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tr.Model()
+}
