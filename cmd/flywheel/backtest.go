@@ -84,7 +84,7 @@ func runBacktest(ctx context.Context, args []string, getenv func(string) string,
 	schedules := &listFlag{sep: ";", vals: []string{"@every 20s"}}
 	rules := &listFlag{sep: ",", vals: []string{flywheel.RuleNonInferior}}
 	margins := &listFlag{sep: ",", vals: []string{"0.05"}}
-	explorations := &listFlag{sep: ",", vals: []string{"epsilon-greedy:0.05"}}
+	explorations := &listFlag{sep: ",", vals: []string{"squarecb"}}
 	trainings := &listFlag{sep: ",", vals: []string{retrain.TrainedFull}}
 	fs.Var(worlds, "world", "worlds, comma separated: "+strings.Join(sim.Worlds(), ", "))
 	fs.Var(schedules, "schedule", "retrain schedules in virtual time, separated by ';' (cron specs contain commas): a cron spec, @every D, or a number N (every N decisions)")
