@@ -71,8 +71,8 @@ type comparer struct {
 	q           *model.Model
 	z           float64
 	rq          model.Ranking
-	n              float64
-	a, b           policySums
+	n           float64
+	a, b        policySums
 	// cross sums of the two policies' terms, for the paired intervals
 	wrAwrB, wrAwB, wAwrB, wAwB float64
 	diff, diff2                float64 // IPS: candidate term minus champion term
