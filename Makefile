@@ -48,7 +48,7 @@ bench: services-up
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./model
 	$(GO) test -run XXX -fuzz FuzzDecodeRank -fuzztime $${FUZZTIME:-30s} ./serve
-	$(GO) test -run XXX -fuzz FuzzParseFeedback -fuzztime $${FUZZTIME:-30s} ./feedback
+	$(GO) test -run XXX -fuzz FuzzParseFeedback -fuzztime $${FUZZTIME:-30s} ./serve
 	$(GO) test -run XXX -fuzz FuzzScanDecision -fuzztime $${FUZZTIME:-30s} ./ingest
 
 services-up:

@@ -3,23 +3,20 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // TestConfig returns a config for a fresh database on the real server named
 // by FLYWHEEL_TEST_CLICKHOUSE (host:port), which make test starts.
 func testConfig(t *testing.T) Config {
 	t.Helper()
-	addr := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
-	if addr == "" {
-		t.Fatal("FLYWHEEL_TEST_CLICKHOUSE is not set: run `make test`, which starts ClickHouse")
-	}
-	return Config{DSN: fmt.Sprintf("clickhouse://%s/t_%d", addr, time.Now().UnixNano())}
+	return Config{DSN: fmt.Sprintf("clickhouse://%s/t_%d", testenv.ClickHouse(t), time.Now().UnixNano())}
 }
 
 // mustOpen connects to cfg's database; it is dropped when the test ends.

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // The compatibility test runs every statement the product sends (Statements),
@@ -54,14 +56,7 @@ var fixtureBase = time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -7).Add(
 
 func compatEnv(t *testing.T) (httpAddr, python string) {
 	t.Helper()
-	httpAddr, python = os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_HTTP"), os.Getenv("FLYWHEEL_TEST_CHDB_PYTHON")
-	if httpAddr == "" || python == "" {
-		t.Fatal("FLYWHEEL_TEST_CLICKHOUSE_HTTP and FLYWHEEL_TEST_CHDB_PYTHON are not set: run `make test`, which installs chDB and starts ClickHouse")
-	}
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("FLYWHEEL_TEST_CHDB_PYTHON: %v (scripts/services.sh chdb installs it)", err)
-	}
-	return httpAddr, python
+	return testenv.ClickHouseHTTP(t), testenv.ChDBPython(t)
 }
 
 func TestEveryStatementOnBothServers(t *testing.T) {

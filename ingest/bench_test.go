@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // benchDecision is a decision the shape of the ingest benchmark's: 20
@@ -101,12 +101,8 @@ func BenchmarkAppendDecisions(b *testing.B)   { benchAppend(b, 4) }
 func BenchmarkAppendDecisions30(b *testing.B) { benchAppend(b, 30) }
 
 func benchAppend(b *testing.B, features int) {
-	addr := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
-	if addr == "" {
-		b.Fatal("FLYWHEEL_TEST_CLICKHOUSE is not set")
-	}
 	ctx := context.Background()
-	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/ingbench_%d", addr, time.Now().UnixNano())}
+	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/ingbench_%d", testenv.ClickHouse(b), time.Now().UnixNano())}
 	if err := clickhouse.Migrate(ctx, ccfg); err != nil {
 		b.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
@@ -97,22 +97,12 @@ func produceFor(t *testing.T, ctx context.Context, kcfg kafka.Config, prefix str
 // nothing it did not insert, resumes by itself, and every record appears once.
 func TestIngestRidesOutClickHouseOutage(t *testing.T) {
 	kcfg, _ := realServices(t)
-	chFault, script := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_FAULT"), os.Getenv("FLYWHEEL_TEST_SERVICES")
-	if chFault == "" || script == "" {
-		t.Fatal("FLYWHEEL_TEST_CLICKHOUSE_FAULT and FLYWHEEL_TEST_SERVICES must be set: run `make test`")
-	}
-	outage := 30 * time.Second
-	if v := os.Getenv("FLYWHEEL_TEST_OUTAGE"); v != "" {
-		outage, _ = time.ParseDuration(v)
-	}
+	chFault := testenv.ClickHouseFault(t)
+	testenv.Services(t)
+	outage := testenv.Outage(t, 30*time.Second)
 	ctl := func(verb string) {
 		t.Helper()
-		_, port, _ := strings.Cut(chFault, ":")
-		cmd := exec.Command(script, "clickhouse-"+verb)
-		cmd.Env = append(os.Environ(), "FLYWHEEL_CLICKHOUSE_PORT="+port)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("clickhouse-%s: %v\n%s", verb, err, out)
-		}
+		testenv.Control(t, "clickhouse", verb, chFault)
 	}
 	ccfg := clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/chout_%d", chFault, time.Now().UnixNano())}
 	ctx, cancel := context.WithTimeout(context.Background(), outage+3*time.Minute)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,17 +14,15 @@ import (
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
 func realServices(t *testing.T) (kafka.Config, clickhouse.Config) {
 	t.Helper()
-	k, c := os.Getenv("FLYWHEEL_TEST_KAFKA"), os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
-	if k == "" || c == "" {
-		t.Fatal("FLYWHEEL_TEST_KAFKA and FLYWHEEL_TEST_CLICKHOUSE must be set: run `make test`, which starts both")
-	}
+	k, c := testenv.Kafka(t), testenv.ClickHouse(t)
 	n := time.Now().UnixNano()
-	return kafka.Config{Brokers: strings.Split(k, ","), TopicPrefix: fmt.Sprintf("ing%d.", n), Partitions: 3},
+	return kafka.Config{Brokers: k, TopicPrefix: fmt.Sprintf("ing%d.", n), Partitions: 3},
 		clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/ing_%d", c, n)}
 }
 

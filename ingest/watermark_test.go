@@ -12,7 +12,7 @@ import (
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
-	"github.com/flywheel-dev/flywheel/feedback"
+	"github.com/flywheel-dev/flywheel/eventlog"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
@@ -283,11 +283,11 @@ func TestSpoolClaimsWaitForTheKafkaWatermark(t *testing.T) {
 // pausable is a Kafka writer that fails while paused, as Kafka unreachable
 // from one serving process.
 type pausable struct {
-	w      *kafkago.Writer
+	w      *kafka.LogWriter
 	paused atomic.Bool
 }
 
-func (p *pausable) WriteMessages(ctx context.Context, msgs ...kafkago.Message) error {
+func (p *pausable) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	if p.paused.Load() {
 		return errors.New("paused: Kafka unreachable")
 	}
@@ -337,10 +337,9 @@ func TestFeedbackInSpoolKeepsDecisionOpen(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	tp := kcfg.Topics()
-	fw := &pausable{w: kafka.NewWriter(kcfg, tp.Feedback)}
-	fw.w.MaxAttempts = 1
-	lg, err := feedback.NewLoggerWith(feedback.SpoolOptions{Dir: t.TempDir(), WatermarkInterval: 100 * time.Millisecond},
-		kafka.NewWriter(kcfg, tp.Decisions), fw, kafka.NewWriter(kcfg, tp.SpoolWatermarks), nil, nil)
+	fw := &pausable{w: kafka.NewLogWriter(kcfg, tp.Feedback)}
+	lg, err := eventlog.NewLoggerWith(eventlog.SpoolOptions{Dir: t.TempDir(), WatermarkInterval: 100 * time.Millisecond},
+		kafka.NewLogWriter(kcfg, tp.Decisions), fw, kafka.NewLogWriter(kcfg, tp.SpoolWatermarks), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,23 +3,20 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // testBrokers returns the real broker named by FLYWHEEL_TEST_KAFKA. make test
 // starts one and sets it; without it the test fails, it is never skipped.
 func testBrokers(t *testing.T) []string {
 	t.Helper()
-	v := os.Getenv("FLYWHEEL_TEST_KAFKA")
-	if v == "" {
-		t.Fatal("FLYWHEEL_TEST_KAFKA is not set: run `make test`, which starts Kafka")
-	}
-	return strings.Split(v, ",")
+	return testenv.Kafka(t)
 }
 
 func roundTrip(t *testing.T, brokers []string) {

@@ -20,7 +20,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/flywheel-dev/flywheel"
-	"github.com/flywheel-dev/flywheel/feedback"
 	"github.com/flywheel-dev/flywheel/model"
 )
 
@@ -92,30 +91,6 @@ func (s *Server) readBody(c *gin.Context) ([]byte, error) {
 	return body, nil
 }
 
-// strictJSON is sonic configured like encoding/json with unknown fields
-// refused: about 4x faster than encoding/json at decoding the maps of
-// features a request carries.
-var strictJSON = sonic.Config{DisallowUnknownFields: true, CopyString: true, ValidateString: true}.Froze()
-
-// decodeStrict decodes body into v, refusing unknown fields and trailing
-// data. When the fast decoder refuses the body, encoding/json decodes it
-// again to name the bad field in its error: errors are rare, clear messages
-// matter.
-func decodeStrict(body []byte, v any) error {
-	if err := strictJSON.Unmarshal(body, v); err == nil {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return feedback.DecodeError(err)
-	}
-	if dec.More() {
-		return flywheel.Errorf(flywheel.EINVALID, "body holds more than one JSON value")
-	}
-	return flywheel.Errorf(flywheel.EINVALID, "body is not valid JSON")
-}
-
 // decodeRank decodes and validates a rank request. It is what the fuzz test
 // drives.
 func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
@@ -130,8 +105,8 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 	if err := flywheel.ValidateName("model", req.Model); err != nil {
 		return nil, err
 	}
-	if len(req.EventID) > feedback.MaxIDBytes {
-		return nil, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", feedback.MaxIDBytes)
+	if len(req.EventID) > maxIDBytes {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", maxIDBytes)
 	}
 	if err := req.Context.Validate("context", limits); err != nil {
 		return nil, err
@@ -336,8 +311,8 @@ func (s *Server) handlePredict(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	if len(req.EventID) > feedback.MaxIDBytes {
-		writeError(c, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", feedback.MaxIDBytes))
+	if len(req.EventID) > maxIDBytes {
+		writeError(c, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", maxIDBytes))
 		return
 	}
 	if err := req.Features.Validate("features", s.cfg.Limits); err != nil {
@@ -370,7 +345,7 @@ func (s *Server) handleFeedback(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	items, err := feedback.Parse(body, s.cfg.Limits.MaxFeedbackPerBatch)
+	items, err := parseFeedback(body, s.cfg.Limits.MaxFeedbackPerBatch)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -378,7 +353,7 @@ func (s *Server) handleFeedback(c *gin.Context) {
 	now := s.now().UTC()
 	fs := make([]flywheel.Feedback, len(items))
 	for i, it := range items {
-		p := "" // as feedback.Parse names fields
+		p := "" // as parseFeedback names fields
 		if len(items) > 1 || bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
 			p = "[" + strconv.Itoa(i) + "]."
 		}
@@ -412,7 +387,7 @@ func (s *Server) handleFeedback(c *gin.Context) {
 // replica remembers serving the event; else, not knowing, the item must
 // pass for at least one configured model. It returns an EINVALID error
 // naming the field (p prefixes it).
-func (s *Server) checkFeedback(p string, it *feedback.Request, now time.Time) (*time.Time, error) {
+func (s *Server) checkFeedback(p string, it *feedbackRequest, now time.Time) (*time.Time, error) {
 	var names []string
 	if it.Model != "" {
 		if _, ok := s.models[it.Model]; !ok {

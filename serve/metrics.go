@@ -44,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "flywheel_model_version", Help: "Live version per model.",
 		}, []string{"model"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flywheel_decisions_total", Help: "Decisions answered, by model, version and whether they explored.",
+			Name: "flywheel_decisions_total", Help: "Decisions answered, by model and whether they explored.",
 		}, []string{"model", "explored"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flywheel_http_panics_total", Help: "Handler panics recovered.",

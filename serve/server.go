@@ -21,6 +21,9 @@ import (
 
 // Config configures the HTTP API.
 type Config struct {
+	// Addr is the address the listener given to Run was opened on
+	// (http.addr); its host is one of the names an open API answers to
+	// (guardOpen). Run does not listen on it: the caller does.
 	Addr   string
 	Limits flywheel.Limits
 	Models map[string]flywheel.ModelConfig
@@ -134,10 +137,13 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Run loads every model, serves HTTP on cfg.Addr and polls the registry
-// until ctx ends, then shuts down gracefully: it stops accepting, lets
-// in-flight requests finish (bounded by ShutdownTimeout) and returns.
-// watch, if not nil, is run alongside: it should call Swap on model events.
+// Run loads every model, serves HTTP on ln, polls the registry every
+// PollInterval and checks the guardrails every GuardInterval until ctx
+// ends, then shuts down gracefully: it stops accepting, lets in-flight
+// requests finish (bounded by ShutdownTimeout) and returns. Model events
+// reach the server through OnModelEvent, called by whoever reads them.
+// Run returns an error if the HTTP server fails or does not shut down in
+// time.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.SwapAll(ctx)
 	h := s.cfg.HTTP

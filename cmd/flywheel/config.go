@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
@@ -74,10 +74,14 @@ func defaultConfig() Config {
 	return c
 }
 
-// defaultModels is used when the file configures none: one ranker named
-// homepage that crosses user and item features.
+// defaultModels is used when the file configures none, as when trying
+// Flywheel out (the README's tour): one ranker named homepage that crosses
+// user and item features, with a reward window of 2 s rather than the
+// default 10 min, so that what `flywheel sim` just played can be trained on
+// at once. A real model is configured, with the window its users need.
 func defaultModels() map[string]flywheel.ModelConfig {
-	return map[string]flywheel.ModelConfig{"homepage": {Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}}
+	return map[string]flywheel.ModelConfig{"homepage": {Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}},
+		Reward: flywheel.RewardConfig{Window: 2 * time.Second}}}
 }
 
 // loadConfig reads path (if not empty), applies FLYWHEEL_* overrides from

@@ -10,23 +10,21 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/sim"
 )
 
 // services returns the real Kafka and ClickHouse that `make test` starts.
 func services(t *testing.T) (kafkaAddr, chAddr string) {
 	t.Helper()
-	kafkaAddr, chAddr = os.Getenv("FLYWHEEL_TEST_KAFKA"), os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
-	if kafkaAddr == "" || chAddr == "" {
-		t.Fatal("FLYWHEEL_TEST_KAFKA and FLYWHEEL_TEST_CLICKHOUSE must be set: run `make test`, which starts both")
-	}
-	return kafkaAddr, chAddr
+	return strings.Join(testenv.Kafka(t), ","), testenv.ClickHouse(t)
 }
 
 // testDB connects to database db on the ClickHouse at chAddr; the database

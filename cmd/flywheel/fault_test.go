@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,30 +16,23 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
 const faultAppKey = "fault-test-app-key-0123456789"
 
-// faultServices returns the fault broker (one the test may stop), the
-// ClickHouse address and the services script.
-func faultServices(t *testing.T) (broker, ch, script string) {
+// faultServices returns the fault broker (one the test may stop, with the
+// services script, which it checks is named) and the ClickHouse address.
+func faultServices(t *testing.T) (broker, ch string) {
 	t.Helper()
-	broker, ch, script = os.Getenv("FLYWHEEL_TEST_KAFKA_FAULT"), os.Getenv("FLYWHEEL_TEST_CLICKHOUSE"), os.Getenv("FLYWHEEL_TEST_SERVICES")
-	if broker == "" || ch == "" || script == "" {
-		t.Fatal("FLYWHEEL_TEST_KAFKA_FAULT, FLYWHEEL_TEST_CLICKHOUSE and FLYWHEEL_TEST_SERVICES must be set: run `make test`")
-	}
-	return broker, ch, script
+	testenv.Services(t)
+	return testenv.KafkaFault(t), testenv.ClickHouse(t)
 }
 
-func brokerCtl(t *testing.T, script, broker, verb string) {
+func brokerCtl(t *testing.T, broker, verb string) {
 	t.Helper()
-	port := strconv.Itoa(kafka.Port(broker))
-	cmd := exec.Command(script, "kafka-"+verb)
-	cmd.Env = append(os.Environ(), "FLYWHEEL_KAFKA_PORT="+port)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s kafka-%s: %v\n%s", script, verb, err, out)
-	}
+	testenv.Control(t, "kafka", verb, broker)
 }
 
 func faultConfig(t *testing.T, broker, ch, prefix, spool, addr string) string {
@@ -187,15 +178,8 @@ func readTopic(t *testing.T, ctx context.Context, broker, topic, idField string)
 // every decision and feedback it acknowledged reaches Kafka exactly once by
 // id after the broker is back.
 func TestServeRidesOutBrokerOutage(t *testing.T) {
-	broker, ch, script := faultServices(t)
-	outage := 30 * time.Second
-	if v := os.Getenv("FLYWHEEL_TEST_OUTAGE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		outage = d
-	}
+	broker, ch := faultServices(t)
+	outage := testenv.Outage(t, 30*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), outage+4*time.Minute)
 	defer cancel()
 	prefix := fmt.Sprintf("outage%d.", time.Now().UnixNano())
@@ -208,7 +192,7 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	stop := make(chan struct{})
 	load := runLoad(url, 4, 20*time.Millisecond, stop)
 	time.Sleep(3 * time.Second)
-	brokerCtl(t, script, broker, "down")
+	brokerCtl(t, broker, "down")
 	down := time.Now()
 	load.mu.Lock()
 	before := len(load.decisions)
@@ -217,7 +201,7 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	load.mu.Lock()
 	during := len(load.decisions) - before
 	load.mu.Unlock()
-	brokerCtl(t, script, broker, "up")
+	brokerCtl(t, broker, "up")
 	t.Logf("broker down for %.1fs; %d decisions answered meanwhile", time.Since(down).Seconds(), during)
 	time.Sleep(3 * time.Second)
 	close(stop)

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -31,6 +34,14 @@ func runModels(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	return e.models(ctx, rest, *ver, *end, *asJSON)
+}
+
+// versionCell prints a version in a table: "-" for none.
+func versionCell(v int) string {
+	if v == 0 {
+		return "-"
+	}
+	return strconv.Itoa(v)
 }
 
 func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bool) error {
@@ -67,10 +78,16 @@ func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bo
 	case "list":
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "MODEL\tKIND\tCHAMPION\tLATEST")
-		for name, mc := range e.cfg.Models {
-			c, _ := p.registry.Alias(ctx, name, deploy.Champion)
-			l, _ := p.registry.Latest(ctx, name)
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", name, mc.Kind, c, l)
+		for _, name := range slices.Sorted(maps.Keys(e.cfg.Models)) {
+			c, err := p.registry.Alias(ctx, name, deploy.Champion)
+			if err != nil {
+				return fmt.Errorf("models list: the champion of %s: %w", name, err)
+			}
+			l, err := p.registry.Latest(ctx, name)
+			if err != nil {
+				return fmt.Errorf("models list: the latest version of %s: %w", name, err)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, e.cfg.Models[name].Kind, versionCell(c), versionCell(l))
 		}
 		return tw.Flush()
 	case "show":

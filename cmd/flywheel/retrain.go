@@ -84,6 +84,9 @@ func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
 		return err
 	}
 	start := time.Now()
+	if err := e.awaitClosing(ctx, p, name, start); err != nil {
+		return err
+	}
 	res, err := rt.Run(ctx, name, func(step string) {
 		fmt.Fprintf(e.stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), step)
 	})
@@ -95,6 +98,37 @@ func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
 		}
 	}
 	return err
+}
+
+// awaitClosing waits, for a model whose reward window is at most a minute,
+// until the decisions made before start can be trained on: their windows
+// have ended and ingest has written the feedback that came inside them (the
+// feedback watermark has passed start plus the window). So `retrain --now`
+// right after a burst of traffic (the README's tour, after `flywheel sim`)
+// trains on that traffic. It waits at most the window plus 10 s (ingest may
+// be stopped: the run then reports what it could not use) and not at all for
+// longer windows. It returns an error only if ctx ends.
+func (e *env) awaitClosing(ctx context.Context, p *parts, name string, start time.Time) error {
+	w := e.cfg.Models[name].Reward.Window
+	if w <= 0 || w > time.Minute {
+		return nil
+	}
+	training := clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database())
+	want, deadline := start.Add(w), time.Now().Add(w+10*time.Second)
+	for said := false; ; said = true {
+		fw, err := training.FeedbackWatermark(ctx)
+		if err == nil && !fw.Before(want) || time.Now().After(deadline) {
+			return nil
+		}
+		if !said {
+			fmt.Fprintf(e.stderr, "[%6.1fs] waiting for the reward windows (%v) of the latest decisions to close\n", time.Since(start).Seconds(), w)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (e *env) retrainReproduce(ctx context.Context, name string, ver int, asJSON bool) error {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/deploy"
-	"github.com/flywheel-dev/flywheel/feedback"
+	"github.com/flywheel-dev/flywheel/eventlog"
 	"github.com/flywheel-dev/flywheel/retrain"
 	"github.com/flywheel-dev/flywheel/serve"
 )
@@ -50,7 +50,7 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		spoolDir = dir
 		e.log.Warn("serve.spool_dir is not set: spooling in a temporary directory, which does not survive a restart of the machine", "dir", dir)
 	}
-	logger, err := feedback.NewLogger(e.cfg.Kafka, feedback.SpoolOptions{Dir: spoolDir, MaxBytes: e.cfg.Serve.SpoolMaxBytes}, p.promReg, e.log.With("component", "events"))
+	logger, err := eventlog.NewLogger(e.cfg.Kafka, eventlog.SpoolOptions{Dir: spoolDir, MaxBytes: e.cfg.Serve.SpoolMaxBytes}, p.promReg, e.log.With("component", "events"))
 	if err != nil {
 		return err
 	}

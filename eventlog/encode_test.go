@@ -1,4 +1,4 @@
-package feedback
+package eventlog
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/kafka"
@@ -52,8 +51,8 @@ func TestEncodeDecisionRawMatchesMaps(t *testing.T) {
 // discard is a Writer that takes everything; the test below never ships.
 type discard struct{}
 
-func (discard) WriteMessages(context.Context, ...kafkago.Message) error { return nil }
-func (discard) Close() error                                            { return nil }
+func (discard) WriteMessages(context.Context, ...kafka.Message) error { return nil }
+func (discard) Close() error                                          { return nil }
 
 // A decision whose record Kafka would refuse (over MaxRecordBytes) is refused
 // with ETOOLARGE before it reaches the spool, where it would block shipping;

@@ -1,4 +1,4 @@
-package feedback
+package eventlog
 
 import (
 	"context"
@@ -10,19 +10,21 @@ import (
 
 	"github.com/bytedance/sonic"
 	"github.com/prometheus/client_golang/prometheus"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
-// Writer is the part of a Kafka writer the logger uses.
+// Writer ships messages to one Kafka topic (kafka.LogWriter). On a partial
+// failure WriteMessages returns a kafka.WriteErrors saying which messages
+// were not written; the logger retries those, so a Writer should not retry
+// by itself.
 type Writer interface {
-	WriteMessages(ctx context.Context, msgs ...kafkago.Message) error
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 	Close() error
 }
 
-var _ Writer = (*kafkago.Writer)(nil)
+var _ Writer = (*kafka.LogWriter)(nil)
 
 // Logger logs decisions and feedback without ever making a request wait for
 // Kafka. Every event is first appended to the local spool (a decision is
@@ -70,13 +72,10 @@ func NewLogger(cfg kafka.Config, sp SpoolOptions, reg prometheus.Registerer, log
 		return nil, err
 	}
 	t := cfg.Topics()
-	dw, fw := kafka.NewWriter(cfg, t.Decisions), kafka.NewWriter(cfg, t.Feedback)
 	// The logger retries by itself, resending only what Kafka reports as not
-	// written: a writer's own retry would resend a whole batch and could
-	// write some records twice.
-	dw.MaxAttempts, fw.MaxAttempts = 1, 1
-	ww := kafka.NewWriter(cfg, t.SpoolWatermarks)
-	ww.MaxAttempts = 1 // the next one follows in a second
+	// written; a lost spool watermark is followed by the next in a second.
+	dw, fw := kafka.NewLogWriter(cfg, t.Decisions), kafka.NewLogWriter(cfg, t.Feedback)
+	ww := kafka.NewLogWriter(cfg, t.SpoolWatermarks)
 	return NewLoggerWith(sp, dw, fw, ww, reg, log)
 }
 
@@ -321,9 +320,9 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 		return cur, 0, err
 	}
 	start := time.Now()
-	var dec, fb []kafkago.Message
+	var dec, fb []kafka.Message
 	for _, r := range recs {
-		m := kafkago.Message{Key: r.Key, Value: r.Value}
+		m := kafka.Message{Key: r.Key, Value: r.Value}
 		if r.Kind == KindDecision {
 			dec = append(dec, m)
 		} else {
@@ -381,7 +380,7 @@ func (l *Logger) saveCursor(p Position) {
 // write sends msgs and returns those still to send: none on success, the
 // ones Kafka reported as failed on a partial failure, all of them when the
 // outcome is unknown.
-func (l *Logger) write(ctx context.Context, w Writer, msgs []kafkago.Message) ([]kafkago.Message, error) {
+func (l *Logger) write(ctx context.Context, w Writer, msgs []kafka.Message) ([]kafka.Message, error) {
 	if len(msgs) == 0 {
 		return nil, nil
 	}
@@ -391,9 +390,9 @@ func (l *Logger) write(ctx context.Context, w Writer, msgs []kafkago.Message) ([
 	if err == nil {
 		return nil, nil
 	}
-	var we kafkago.WriteErrors
+	var we kafka.WriteErrors
 	if errors.As(err, &we) && len(we) == len(msgs) {
-		var rest []kafkago.Message
+		var rest []kafka.Message
 		for i, e := range we {
 			if e != nil {
 				rest = append(rest, msgs[i])

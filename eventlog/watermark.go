@@ -1,4 +1,4 @@
-package feedback
+package eventlog
 
 import (
 	"context"
@@ -14,9 +14,8 @@ import (
 	"sync"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/kafka"
 )
 
 // The spool watermark. Feedback in the spool is not yet in Kafka, so ingest
@@ -158,7 +157,7 @@ func (l *Logger) reached(ctx context.Context, cur Position) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := l.watermarks.WriteMessages(wctx, kafkago.Message{Key: []byte(l.source), Value: v}); err != nil && ctx.Err() == nil {
+	if err := l.watermarks.WriteMessages(wctx, kafka.Message{Key: []byte(l.source), Value: v}); err != nil && ctx.Err() == nil {
 		l.log.Debug("spool watermark not sent; trying again", "err", err)
 	}
 }

@@ -1,4 +1,4 @@
-package feedback
+package serve
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-func TestParse(t *testing.T) {
+func TestParseFeedback(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		body string
@@ -30,7 +30,7 @@ func TestParse(t *testing.T) {
 		{`[{"event_id": "e1", "reward": 1}, {"event_id": "e1", "reward": 1, "time": ""}, {"event_id": "e1", "reward": 1, "model": "Home"}]`, 0, `[2].model "Home" may hold only`},
 		{`{"event_id": "e1", "reward": 1, "feedback_id": "` + strings.Repeat("f", 129) + `"}`, 0, "feedback_id is longer than 128 bytes"},
 	} {
-		items, err := Parse([]byte(tc.body), 3)
+		items, err := parseFeedback([]byte(tc.body), 3)
 		if tc.err == "" {
 			if err != nil || len(items) != tc.n {
 				t.Errorf("%s: %d items, %v", tc.body, len(items), err)
@@ -51,7 +51,7 @@ func FuzzParseFeedback(f *testing.F) {
 	f.Add([]byte(`[{"event_id": "e1", "reward": 1, "type": "x", "feedback_id": "y"}]`))
 	f.Add([]byte(`{"event_id": "e1", "reward": 1, "time": "2026-03-01T12:00:00Z", "model": "m"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		items, err := Parse(b, 100)
+		items, err := parseFeedback(b, 100)
 		if err == nil {
 			for _, it := range items {
 				if it.EventID == "" || it.Reward == nil || it.Time != "" && it.Acted.IsZero() {
@@ -62,9 +62,9 @@ func FuzzParseFeedback(f *testing.F) {
 	})
 }
 
-func TestParseTime(t *testing.T) {
+func TestParseFeedbackTime(t *testing.T) {
 	t.Parallel()
-	items, err := Parse([]byte(`{"event_id": "e1", "reward": 1, "time": "2026-03-01T12:00:00.25+01:00"}`), 1)
+	items, err := parseFeedback([]byte(`{"event_id": "e1", "reward": 1, "time": "2026-03-01T12:00:00.25+01:00"}`), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

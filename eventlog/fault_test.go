@@ -1,4 +1,4 @@
-package feedback
+package eventlog
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
@@ -25,11 +26,7 @@ import (
 // starts the broker and sets it; without it the test fails.
 func realKafka(t *testing.T, ctx context.Context) kafka.Config {
 	t.Helper()
-	v := os.Getenv("FLYWHEEL_TEST_KAFKA")
-	if v == "" {
-		t.Fatal("FLYWHEEL_TEST_KAFKA is not set: run `make test`, which starts Kafka")
-	}
-	cfg := kafka.Config{Brokers: strings.Split(v, ","), TopicPrefix: fmt.Sprintf("spool%d.", time.Now().UnixNano()), Partitions: 2}
+	cfg := kafka.Config{Brokers: testenv.Kafka(t), TopicPrefix: fmt.Sprintf("spool%d.", time.Now().UnixNano()), Partitions: 2}
 	if err := kafka.EnsureTopics(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}

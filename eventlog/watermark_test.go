@@ -1,4 +1,4 @@
-package feedback
+package eventlog
 
 import (
 	"context"
@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/kafka"
 )
 
 // claims records the spool watermarks a logger sends.
@@ -22,7 +21,7 @@ type claims struct {
 	raw []string
 }
 
-func (c *claims) WriteMessages(_ context.Context, msgs ...kafkago.Message) error {
+func (c *claims) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, m := range msgs {
@@ -46,7 +45,7 @@ func (c *claims) all() []flywheel.SpoolWatermarkRecord {
 // down is a writer that fails while Kafka is "down".
 type down struct{ on atomic.Bool }
 
-func (d *down) WriteMessages(context.Context, ...kafkago.Message) error {
+func (d *down) WriteMessages(context.Context, ...kafka.Message) error {
 	if d.on.Load() {
 		return errors.New("kafka down")
 	}

@@ -1,0 +1,112 @@
+// Package testenv finds the real services the tests use: the Kafka broker
+// and the ClickHouse server that `make test` starts (scripts/services.sh)
+// and names in FLYWHEEL_TEST_* environment variables, as kafka-go's tests
+// find theirs. A test that needs a service it cannot find fails: nothing is
+// skipped, in CI or elsewhere.
+package testenv
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// lookup returns the value of the environment variable name, failing tb
+// when it is not set.
+func lookup(tb testing.TB, name, what string) string {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		tb.Fatalf("%s is not set: run `make test`, which starts %s", name, what)
+	}
+	return v
+}
+
+// Kafka returns the brokers of the real Kafka (FLYWHEEL_TEST_KAFKA, a
+// comma-separated list of host:port).
+func Kafka(tb testing.TB) []string {
+	tb.Helper()
+	return strings.Split(lookup(tb, "FLYWHEEL_TEST_KAFKA", "Kafka"), ",")
+}
+
+// ClickHouse returns the native host:port of the real ClickHouse
+// (FLYWHEEL_TEST_CLICKHOUSE).
+func ClickHouse(tb testing.TB) string {
+	tb.Helper()
+	return lookup(tb, "FLYWHEEL_TEST_CLICKHOUSE", "ClickHouse")
+}
+
+// ClickHouseHTTP returns the HTTP host:port of the real ClickHouse
+// (FLYWHEEL_TEST_CLICKHOUSE_HTTP).
+func ClickHouseHTTP(tb testing.TB) string {
+	tb.Helper()
+	return lookup(tb, "FLYWHEEL_TEST_CLICKHOUSE_HTTP", "ClickHouse")
+}
+
+// KafkaFault returns the host:port of the broker a test may stop and start
+// (FLYWHEEL_TEST_KAFKA_FAULT); see Control.
+func KafkaFault(tb testing.TB) string {
+	tb.Helper()
+	return lookup(tb, "FLYWHEEL_TEST_KAFKA_FAULT", "the fault-test broker")
+}
+
+// ClickHouseFault returns the native host:port of the ClickHouse a test may
+// stop and start (FLYWHEEL_TEST_CLICKHOUSE_FAULT); see Control.
+func ClickHouseFault(tb testing.TB) string {
+	tb.Helper()
+	return lookup(tb, "FLYWHEEL_TEST_CLICKHOUSE_FAULT", "the fault-test ClickHouse")
+}
+
+// ChDBPython returns the Python interpreter that has chDB installed
+// (FLYWHEEL_TEST_CHDB_PYTHON), failing tb if it is not there.
+func ChDBPython(tb testing.TB) string {
+	tb.Helper()
+	p := lookup(tb, "FLYWHEEL_TEST_CHDB_PYTHON", "ClickHouse and installs chDB")
+	if _, err := os.Stat(p); err != nil {
+		tb.Fatalf("FLYWHEEL_TEST_CHDB_PYTHON: %v (scripts/services.sh chdb installs it)", err)
+	}
+	return p
+}
+
+// Outage returns how long a fault test keeps a service down:
+// FLYWHEEL_TEST_OUTAGE (a Go duration) when set, else def.
+func Outage(tb testing.TB, def time.Duration) time.Duration {
+	tb.Helper()
+	v := os.Getenv("FLYWHEEL_TEST_OUTAGE")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		tb.Fatalf("FLYWHEEL_TEST_OUTAGE: %v", err)
+	}
+	return d
+}
+
+// Services returns the path of the services script
+// (FLYWHEEL_TEST_SERVICES), which Control runs.
+func Services(tb testing.TB) string {
+	tb.Helper()
+	return lookup(tb, "FLYWHEEL_TEST_SERVICES", "the services and names their script")
+}
+
+// Control runs the services script (FLYWHEEL_TEST_SERVICES) as
+// `script SERVICE-VERB` for the instance of service ("kafka" or
+// "clickhouse") listening at addr, for example to take the fault broker
+// down and bring it up again. It fails tb if the script fails.
+func Control(tb testing.TB, service, verb, addr string) {
+	tb.Helper()
+	script := Services(tb)
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		tb.Fatalf("%s address: %v", service, err)
+	}
+	cmd := exec.Command(script, service+"-"+verb)
+	cmd.Env = append(os.Environ(), "FLYWHEEL_"+strings.ToUpper(service)+"_PORT="+port)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("%s %s-%s: %v\n%s", script, service, verb, err, out)
+	}
+}
