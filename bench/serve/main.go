@@ -31,7 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flywheel-dev/flywheel"
-	"github.com/flywheel-dev/flywheel/feedback"
+	"github.com/flywheel-dev/flywheel/eventlog"
 	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/model"
 	"github.com/flywheel-dev/flywheel/serve"
@@ -126,7 +126,7 @@ func run(ctx context.Context, mode, addr, brokers, spool string) error {
 		return err
 	}
 	promReg := prometheus.NewRegistry()
-	logger, err := feedback.NewLogger(kcfg, feedback.SpoolOptions{Dir: spool}, promReg, nil)
+	logger, err := eventlog.NewLogger(kcfg, eventlog.SpoolOptions{Dir: spool}, promReg, nil)
 	if err != nil {
 		return err
 	}
