@@ -49,6 +49,11 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 		{"e7", "homepage", 2, h1.Add(10*time.Minute + 2*time.Second), 60, "a", "y", 0, 0.9},
 		{"e8", "homepage", 2, h1.Add(10*time.Minute + 3*time.Second), 60, "b", "y", 1, 0.05},
 		{"e9", "search", 1, time.Now().UTC(), 3600, "c", "z", 0, 0.5},
+		// Two pages of two slots each (serve/slots.go): decisions EVENT_ID#SLOT.
+		{"p1#hero", "page", 1, h0.Add(20 * time.Minute), 60, "a", "x", 0, 0.5},
+		{"p1#side", "page", 1, h0.Add(20 * time.Minute), 60, "a", "y", 0, 0.5},
+		{"p2#hero", "page", 1, h0.Add(21 * time.Minute), 60, "b", "y", 0, 0.5},
+		{"p2#side", "page", 1, h0.Add(21 * time.Minute), 60, "b", "x", 1, 0.5},
 	}
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant,
 		context_names, context_values, context_numbers, action_ids, action_keys, probabilities, chosen, chosen_index, chosen_probability,
@@ -98,7 +103,8 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 		event  string
 		after  time.Duration
 		reward float64
-	}{{"e1", 10 * time.Second, 1}, {"e3", 2 * time.Minute, 1}, {"e5", 5 * time.Second, 1}, {"e6", 5 * time.Second, 1}, {"e7", 5 * time.Second, 0.5}, {"ghost", 0, 1}} {
+	}{{"e1", 10 * time.Second, 1}, {"e3", 2 * time.Minute, 1}, {"e5", 5 * time.Second, 1}, {"e6", 5 * time.Second, 1}, {"e7", 5 * time.Second, 0.5}, {"ghost", 0, 1},
+		{"p1#hero", 5 * time.Second, 1}, {"p1#side", 5 * time.Second, 0.5}, {"p2#side", 5 * time.Second, 1}} {
 		at := h0
 		for _, d := range decs {
 			if d.id == f.event {
@@ -140,6 +146,8 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 		12: "search\t1\t0",
 		13: "x\t8\t" + actions[0][2] + "\ny\t7\t" + actions[1][2],
 		14: "kafka\t\t4102444800000\t1",
+		15: "hero\t2\t1\t0.5\nside\t2\t1.5\t0.75",
+		16: "2\t1.25",
 	}
 	doc, err := os.ReadFile("../docs/analytics.md")
 	if err != nil {

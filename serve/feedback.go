@@ -19,8 +19,21 @@ type feedbackRequest struct {
 	Time string `json:"time,omitempty"`
 	// Model names the model that made the decision.
 	Model string `json:"model,omitempty"`
+	// Slot names the slot of a multi-slot decision the reward is for: it is
+	// credited to that slot's action (event id EVENT_ID#SLOT, slots.go).
+	Slot string `json:"slot,omitempty"`
 
 	Acted time.Time `json:"-"`
+	page  string    // the event id as sent, when Slot made EventID the slot's
+}
+
+// decisionID is the event id this replica remembers the decision by: the
+// page's for a slot's feedback.
+func (it *feedbackRequest) decisionID() string {
+	if it.page != "" {
+		return it.page
+	}
+	return it.EventID
 }
 
 // maxIDBytes bounds event and feedback ids.
@@ -77,6 +90,15 @@ func parseFeedback(body []byte, max int) ([]feedbackRequest, error) {
 			if err := flywheel.ValidateName(p+"model", it.Model); err != nil {
 				return nil, err
 			}
+		}
+		if it.Slot != "" {
+			if err := flywheel.ValidateName(p+"slot", it.Slot); err != nil {
+				return nil, err
+			}
+			if len(it.EventID)+1+len(it.Slot) > maxIDBytes {
+				return nil, flywheel.Errorf(flywheel.EINVALID, "%sevent_id and slot make a slot event id longer than %d bytes", p, maxIDBytes)
+			}
+			items[i].page, items[i].EventID = it.EventID, slotEventID(it.EventID, it.Slot)
 		}
 		if it.Time != "" {
 			t, err := time.Parse(time.RFC3339Nano, it.Time)

@@ -30,6 +30,9 @@ type rankRequest struct {
 	Actions []flywheel.Action `json:"actions"`
 	// ExcludedActions are ids of actions never to choose (probability 0).
 	ExcludedActions []string `json:"excluded_actions,omitempty"`
+	// Slots, when given, make the request rank a page: each slot gets a
+	// distinct action, drawn in slot order (slots.go).
+	Slots []slotRequest `json:"slots,omitempty"`
 
 	// the context and actions as sent, for the decision log
 	rawContext []byte
@@ -47,7 +50,8 @@ type rankWire struct {
 	Context json.RawMessage      `json:"context"`
 	Actions []flywheel.RawAction `json:"actions"`
 
-	ExcludedActions []string `json:"excluded_actions,omitempty"`
+	ExcludedActions []string      `json:"excluded_actions,omitempty"`
+	Slots           []slotRequest `json:"slots,omitempty"`
 }
 
 type rankResponse struct {
@@ -152,6 +156,11 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 			return nil, flywheel.Errorf(flywheel.EINVALID, "excluded_actions excludes every action; at least one must be left to choose")
 		}
 	}
+	if req.Slots != nil {
+		if err := req.validateSlots(seen, limits); err != nil {
+			return nil, err
+		}
+	}
 	return req, nil
 }
 
@@ -163,7 +172,7 @@ func decodeRankFast(body []byte) (*rankRequest, bool) {
 	if strictJSON.Unmarshal(body, &w) != nil {
 		return nil, false
 	}
-	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions)), ExcludedActions: w.ExcludedActions}
+	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions)), ExcludedActions: w.ExcludedActions, Slots: w.Slots}
 	if !isNull(w.Context) {
 		if strictJSON.Unmarshal(w.Context, &req.Context) != nil {
 			return nil, false
@@ -259,6 +268,10 @@ func (s *Server) handleRank(c *gin.Context) {
 		case claimed:
 			defer s.recent.release(req.Model, req.EventID) // a no-op once done
 		}
+	}
+	if req.Slots != nil {
+		s.rankSlots(c, h, l, variant, req, body, clientID, now)
+		return
 	}
 	var r model.Ranking
 	if err := l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, &r); err != nil {
@@ -397,7 +410,7 @@ func (s *Server) checkFeedback(p string, it *feedbackRequest, now time.Time) (*t
 	} else {
 		names = slices.Sorted(maps.Keys(s.models))
 	}
-	known, decided := s.recent.lookup(it.EventID, names)
+	known, decided := s.recent.lookup(it.decisionID(), names)
 	if len(known) > 0 {
 		names = known
 	}

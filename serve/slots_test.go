@@ -1,0 +1,146 @@
+package serve
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+)
+
+// A multi-slot request gets a distinct action per slot, never one a slot
+// excludes; each slot is logged as a decision of its own (EVENT_ID#SLOT)
+// over the actions it could choose from, with the slot's features in the
+// context, and the probability answered is the logged one, which the draws
+// follow: over 4,000 pages of a uniform policy, slot 2's choice given slot
+// 1's is uniform over the three left.
+func TestRankSlots(t *testing.T) {
+	t.Parallel()
+	ev := &fakeEvents{}
+	s := mustSemanticsServer(t, ev)
+	const pages = 4000
+	pairs := map[[2]string]int{}
+	for i := 0; i < pages; i++ {
+		w := do(s, "POST", "/v1/rank", appKey, fmt.Sprintf(`{"model": "homepage", "event_id": "p%d", "context": {"user": {"seg": "x"}},
+			"actions": [{"id": "a"}, {"id": "b", "features": {"item": {"p": 1}}}, {"id": "c"}, {"id": "d"}, {"id": "e"}],
+			"slots": [{"id": "hero", "features": {"size": "big", "w": 2}, "excluded_actions": ["e"], "baseline_action": "a"},
+			          {"id": "side", "excluded_actions": ["e"]},
+			          {"id": "footer"}]}`, i))
+		if w.Code != 200 {
+			t.Fatalf("rank: %d %s", w.Code, w.Body)
+		}
+		var resp slotsResponse
+		if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Slots) != 3 || resp.EventID != fmt.Sprint("p", i) {
+			t.Fatalf("answer %s", w.Body)
+		}
+		chosen := map[string]bool{}
+		for k, sl := range resp.Slots {
+			if chosen[sl.Chosen] || (k < 2 && sl.Chosen == "e") {
+				t.Fatalf("slot %s chose %s: %s", sl.ID, sl.Chosen, w.Body)
+			}
+			chosen[sl.Chosen] = true
+			// The uniform policy over what is left: 4 for the hero (e
+			// excluded), then 3, then 3 (e allowed again).
+			if want := []float64{1.0 / 4, 1.0 / 3, 1.0 / 3}[k]; math.Abs(sl.Probability-want) > 1e-12 {
+				t.Fatalf("slot %s probability %v, want %v", sl.ID, sl.Probability, want)
+			}
+		}
+		pairs[[2]string{resp.Slots[0].Chosen, resp.Slots[1].Chosen}]++
+		ds := ev.decisions[len(ev.decisions)-3:]
+		for k, d := range ds {
+			sl := resp.Slots[k]
+			if d.EventID != resp.EventID+"#"+sl.ID || sl.EventID != d.EventID || d.Chosen != sl.Chosen || d.Probabilities[d.ChosenIndex] != sl.Probability || d.Validate() != nil {
+				t.Fatalf("slot %d logged %+v for %+v", k, d, sl)
+			}
+			sum := 0.0
+			for j, a := range d.Actions {
+				sum += d.Probabilities[j]
+				for _, prev := range resp.Slots[:k] {
+					if a.ID == prev.Chosen {
+						t.Fatalf("slot %s logged action %s, taken by slot %s", sl.ID, a.ID, prev.ID)
+					}
+				}
+			}
+			if math.Abs(sum-1) > 1e-12 || len(d.Actions) != []int{4, 3, 3}[k] {
+				t.Fatalf("slot %s logged %d actions with probabilities summing to %v", sl.ID, len(d.Actions), sum)
+			}
+			if d.Context["slot"]["id"] != sl.ID || d.Context["user"]["seg"] != "x" {
+				t.Fatalf("slot %s context %v", sl.ID, d.Context)
+			}
+		}
+		if ds[0].Context["slot"]["size"] != "big" || ds[0].Context["slot"]["w"] != 2.0 || ds[0].Context["slot"]["baseline"] != "a" {
+			t.Fatalf("hero context %v", ds[0].Context)
+		}
+	}
+	// 12 ordered pairs, each with probability 1/4 · 1/3.
+	if len(pairs) != 12 {
+		t.Fatalf("%d (hero, side) pairs seen, want 12: %v", len(pairs), pairs)
+	}
+	want := float64(pages) / 12
+	for p, n := range pairs {
+		if math.Abs(float64(n)-want) > 5*math.Sqrt(want) {
+			t.Errorf("pair %v drawn %d times, want about %.0f", p, n, want)
+		}
+	}
+	// Feedback for a slot goes to the slot's decision, and the page's model
+	// is remembered for its range.
+	w := do(s, "POST", "/v1/feedback", appKey, `[{"event_id": "p1", "slot": "side", "reward": 1}, {"event_id": "p1#hero", "reward": 0.5}]`)
+	if w.Code != 202 {
+		t.Fatalf("feedback: %d %s", w.Code, w.Body)
+	}
+	if fs := ev.feedback[len(ev.feedback)-2:]; fs[0].EventID != "p1#side" || fs[1].EventID != "p1#hero" {
+		t.Fatalf("feedback logged for %s and %s", fs[0].EventID, fs[1].EventID)
+	}
+	if w := do(s, "POST", "/v1/feedback", appKey, `{"event_id": "p1", "slot": "side", "reward": 2}`); w.Code != 400 ||
+		!strings.Contains(errorOf(t, w.Body.Bytes()).Message, "above the model's reward.max 1") {
+		t.Fatalf("out of range slot feedback: %d %s", w.Code, w.Body)
+	}
+	if w := do(s, "POST", "/v1/feedback", appKey, `{"event_id": "p1", "slot": "Side Bar", "reward": 1}`); w.Code != 400 ||
+		!strings.Contains(errorOf(t, w.Body.Bytes()).Message, "slot \"Side Bar\" may hold only") {
+		t.Fatalf("bad slot name: %d %s", w.Code, w.Body)
+	}
+	// The same page again gets the same answer.
+	first := do(s, "POST", "/v1/rank", appKey, `{"model": "search", "event_id": "again", "actions": [{"id": "a"}, {"id": "b"}], "slots": [{"id": "x"}, {"id": "y"}]}`)
+	second := do(s, "POST", "/v1/rank", appKey, `{"model": "search", "event_id": "again", "actions": [{"id": "a"}, {"id": "b"}], "slots": [{"id": "x"}, {"id": "y"}]}`)
+	if first.Code != 200 || first.Body.String() != second.Body.String() {
+		t.Fatalf("retry: %d %s, then %d %s", first.Code, first.Body, second.Code, second.Body)
+	}
+}
+
+func TestRankSlotsValidation(t *testing.T) {
+	t.Parallel()
+	ev := &fakeEvents{}
+	s := mustSemanticsServer(t, ev)
+	acts := `"actions": [{"id": "a"}, {"id": "b"}, {"id": "c"}]`
+	for _, tc := range []struct{ slots, msg string }{
+		{`"slots": []`, "slots is empty"},
+		{`"slots": [{"id": "s1"}, {"id": "s2"}, {"id": "s3"}, {"id": "s4"}]`, "slots has 4 entries but there are 3 actions"},
+		{`"slots": [{"id": "s1"}, {"id": "s1"}]`, `slots[1].id "s1" repeats slots[0].id`},
+		{`"slots": [{"id": ""}]`, "slots[0].id is empty"},
+		{`"slots": [{"id": "S 1"}]`, `slots[0].id "S 1" may hold only`},
+		{`"slots": [{"id": "s1", "excluded_actions": ["z"]}]`, `slots[0].excluded_actions[0] "z" is not the id of an action`},
+		{`"slots": [{"id": "s1"}, {"id": "s2", "excluded_actions": ["a", "b"]}]`, "slots[1] excludes 2 of 3 actions"},
+		{`"slots": [{"id": "s1", "baseline_action": "z"}]`, `slots[0].baseline_action "z" is not the id of an action`},
+		{`"slots": [{"id": "s1", "features": {"id": "x"}}]`, "slots[0].features.id is reserved"},
+		{`"slots": [{"id": "s1", "features": {"deep": {"x": 1}}}]`, "slots[0].features"},
+		{`"slots": [{"id": "s1"}], "excluded_actions": ["a"]`, "with slots, give each slot its excluded_actions"},
+		{`"slots": [{"id": "s1"}], "context": {"slot": {"x": 1}}`, "context.slot is reserved"},
+		{`"slots": [{"id": "s1"}], "event_id": "` + strings.Repeat("e", 126) + `"`, "longer than 128 bytes"},
+	} {
+		ev.mu.Lock()
+		before := len(ev.decisions)
+		ev.mu.Unlock()
+		w := do(s, "POST", "/v1/rank", appKey, `{"model": "homepage", `+acts+`, `+tc.slots+`}`)
+		if e := errorOf(t, w.Body.Bytes()); w.Code != 400 || !strings.Contains(e.Message, tc.msg) {
+			t.Errorf("%s: %d %+v, want 400 containing %q", tc.slots, w.Code, e, tc.msg)
+		}
+		ev.mu.Lock()
+		if len(ev.decisions) != before {
+			t.Errorf("%s: a refused request was logged", tc.slots)
+		}
+		ev.mu.Unlock()
+	}
+}
