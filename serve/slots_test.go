@@ -1,11 +1,17 @@
 package serve
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
 )
 
 // A multi-slot request gets a distinct action per slot, never one a slot
@@ -142,5 +148,111 @@ func TestRankSlotsValidation(t *testing.T) {
 			t.Errorf("%s: a refused request was logged", tc.slots)
 		}
 		ev.mu.Unlock()
+	}
+}
+
+// trainedArtifact is a model of mc trained so that its four actions score
+// apart (a pays most, then b, c, d): a policy far from uniform.
+func trainedArtifact(t *testing.T, mc flywheel.ModelConfig) []byte {
+	t.Helper()
+	m, err := model.FromConfig(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := model.NewTrainer(m, model.TrainConfig{})
+	acts := []flywheel.Action{{ID: "a"}, {ID: "b"}, {ID: "c"}, {ID: "d"}}
+	for i := range acts {
+		acts[i].Features = flywheel.Features{"item": {"id": acts[i].ID}}
+	}
+	pay := []float64{0.8, 0.5, 0.3, 0.1}
+	for i := 0; i < 4000; i++ {
+		ex := flywheel.Example{EventID: fmt.Sprint(i), Actions: acts, ChosenIndex: i % 4, Probabilities: []float64{0.25, 0.25, 0.25, 0.25}, Reward: pay[i%4]}
+		if err := tr.LearnRanker(&ex); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := tr.Model().MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// For every exploration policy, on a trained model, the draws of a page
+// follow the probabilities answered: over 6,000 pages of three slots, the
+// count of each (slot 1, slot 2, slot 3) triple is within 4.5 standard
+// deviations of the sum of the products of its answered probabilities.
+func TestRankSlotsFollowTheirProbabilities(t *testing.T) {
+	t.Parallel()
+	for _, e := range []flywheel.Exploration{
+		{Policy: flywheel.EpsilonGreedy, Epsilon: 0.3},
+		{Policy: flywheel.Softmax, Lambda: 4},
+		{Policy: flywheel.SquareCB, Gamma: 8},
+	} {
+		t.Run(e.Policy, func(t *testing.T) {
+			t.Parallel()
+			mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Exploration: e}.WithDefaults()
+			art := trainedArtifact(t, mc)
+			reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 2, art, nil }}
+			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc},
+				AppKeys: []Key{{Secret: appKey}}}, reg, &fakeEvents{}, Admin{}, prometheus.NewRegistry(), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SwapAll(context.Background())
+			const pages = 6000
+			seen := map[string]int{}
+			for i := 0; i < pages; i++ {
+				// Event ids of our own: the draws, made from them, are the same on every run.
+				w := do(s, "POST", "/v1/rank", appKey, `{"model": "homepage", "event_id": "page-`+fmt.Sprint(i)+`",
+					"actions": [{"id": "a", "features": {"item": {"id": "a"}}}, {"id": "b", "features": {"item": {"id": "b"}}},
+					            {"id": "c", "features": {"item": {"id": "c"}}}, {"id": "d", "features": {"item": {"id": "d"}}}],
+					"slots": [{"id": "s1"}, {"id": "s2"}, {"id": "s3", "excluded_actions": ["d"]}]}`)
+				if w.Code != 200 {
+					t.Fatalf("rank: %d %s", w.Code, w.Body)
+				}
+				var resp slotsResponse
+				if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+					t.Fatal(err)
+				}
+				key := resp.Slots[0].Chosen + resp.Slots[1].Chosen + resp.Slots[2].Chosen
+				seen[key]++
+			}
+			// The expected count of a triple is pages × p1 × p2 × p3, the
+			// probabilities each slot answers given the earlier choices:
+			// read them back by asking for pages that made those choices.
+			probs := map[string]float64{}
+			for i := 0; len(probs) < len(seen) && i < 20*pages; i++ {
+				w := do(s, "POST", "/v1/rank", appKey, `{"model": "homepage",
+					"actions": [{"id": "a", "features": {"item": {"id": "a"}}}, {"id": "b", "features": {"item": {"id": "b"}}},
+					            {"id": "c", "features": {"item": {"id": "c"}}}, {"id": "d", "features": {"item": {"id": "d"}}}],
+					"slots": [{"id": "s1"}, {"id": "s2"}, {"id": "s3", "excluded_actions": ["d"]}]}`)
+				var resp slotsResponse
+				_ = json.Unmarshal(w.Body.Bytes(), &resp)
+				key := resp.Slots[0].Chosen + resp.Slots[1].Chosen + resp.Slots[2].Chosen
+				probs[key] = resp.Slots[0].Probability * resp.Slots[1].Probability * resp.Slots[2].Probability
+			}
+			total := 0.0
+			for key, n := range seen {
+				p, ok := probs[key]
+				if !ok {
+					t.Fatalf("triple %s seen %d times but its probability was never read back", key, n)
+				}
+				total += p
+				want := pages * p
+				if sd := math.Sqrt(want * (1 - p)); math.Abs(float64(n)-want) > 4.5*sd+1 {
+					t.Errorf("%s drawn %d times, expected %.1f (probability %.4f)", key, n, want, p)
+				}
+			}
+			// The triples never drawn carry little probability.
+			if total < 0.99 {
+				t.Errorf("the triples drawn carry probability %.4f in all", total)
+			}
+			// The policy is far from uniform (1/24 a triple): the test can tell.
+			if probs["abc"] < 0.2 {
+				t.Fatalf("the trained policy gives a, b, c probability %.4f: too close to uniform to test anything", probs["abc"])
+			}
+			t.Logf("%d triples drawn, carrying probability %.4f; a, b, c drawn %d times of %d (probability %.4f)", len(seen), total, seen["abc"], pages, probs["abc"])
+		})
 	}
 }
