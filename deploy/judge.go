@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -140,19 +141,9 @@ func (j *Judge) Run(ctx context.Context, every time.Duration) error {
 		if j.leader != nil && !j.leader.IsLeader() {
 			continue
 		}
-		for _, name := range slices.Sorted(mapsKeys(j.models)) {
+		for _, name := range slices.Sorted(maps.Keys(j.models)) {
 			if _, err := j.Check(ctx, name); err != nil && ctx.Err() == nil {
 				j.log.Warn("deploy check failed", "model", name, "err", err)
-			}
-		}
-	}
-}
-
-func mapsKeys(m map[string]flywheel.ModelConfig) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
 			}
 		}
 	}
@@ -208,7 +199,7 @@ func (j *Judge) checkCanary(ctx context.Context, name string, mc flywheel.ModelC
 	v := &Verdict{Model: name, Version: canary.Version, Subject: &c, Reference: &h, Action: ActionWaiting}
 	minN, dur := mc.Promote.Canary.MinDecisions, mc.Promote.Canary.Duration
 	enough := c.Decisions >= minN && h.Decisions >= minN
-	z, conf := zFor(mc.Promote.Confidence), mc.Promote.Confidence*100
+	z, conf := flywheel.TwoSidedZ(mc.Promote.Confidence), mc.Promote.Confidence*100
 	gain, se := merit(mc.Kind, c)-merit(mc.Kind, h), math.Hypot(c.StdErr, h.StdErr)
 	age := j.now().Sub(since)
 	compare := fmt.Sprintf("canary v%d %s vs champion v%d %s over %s", c.Version, describe(mc.Kind, c), h.Version, describe(mc.Kind, h), age.Round(time.Second))
@@ -300,7 +291,7 @@ func (j *Judge) checkChampion(ctx context.Context, name string, mc flywheel.Mode
 	c, p := after.get(champ.Version, flywheel.VariantChampion), before.get(champ.PreviousVersion, flywheel.VariantChampion)
 	v.Subject, v.Reference = &c, &p
 	minN := mc.Promote.Canary.MinDecisions
-	if c.Decisions < minN || p.Decisions < minN || !dropped(mc.Kind, mc.Guardrails.MaxRewardDrop, c, p, zFor(mc.Promote.Confidence)) {
+	if c.Decisions < minN || p.Decisions < minN || !dropped(mc.Kind, mc.Guardrails.MaxRewardDrop, c, p, flywheel.TwoSidedZ(mc.Promote.Confidence)) {
 		return v, nil
 	}
 	v.Action = ActionRolledBack
@@ -322,7 +313,6 @@ func dropped(kind string, drop float64, s, ref Online, z float64) bool {
 }
 
 // zFor is the two-sided normal quantile of confidence (1.96 for 0.95).
-func zFor(confidence float64) float64 { return math.Sqrt2 * math.Erfinv(confidence) }
 
 type onlineStats []Online
 

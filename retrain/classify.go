@@ -120,7 +120,7 @@ type classJudge struct {
 }
 
 func newClassJudge(cand, champ *model.Model, confidence float64) *classJudge {
-	return &classJudge{cand: cand, champ: champ, z: zFor(confidence)}
+	return &classJudge{cand: cand, champ: champ, z: flywheel.TwoSidedZ(confidence)}
 }
 
 func (j *classJudge) add(ex *flywheel.Example) {

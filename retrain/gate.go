@@ -302,7 +302,7 @@ func (ev *evaluation) judges(mc flywheel.ModelConfig, m *model.Model, refs refs)
 		}
 		// The doubly robust estimator's reward model is the candidate
 		// itself: every policy is judged with the same one.
-		return &comparer{cand: cand, champ: &policyMemo{m: ref, version: version}, q: m, z: zFor(mc.Promote.Confidence)}
+		return &comparer{cand: cand, champ: &policyMemo{m: ref, version: version}, q: m, z: flywheel.TwoSidedZ(mc.Promote.Confidence)}
 	}
 	ev.champ = against(refs.champ, refs.champV)
 	if refs.anchor == nil {

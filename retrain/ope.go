@@ -61,7 +61,6 @@ func (c Comparison) DiffFor(estimator string) Estimate {
 
 // zFor returns the two-sided normal quantile for a confidence level (1.96
 // for 0.95).
-func zFor(confidence float64) float64 { return math.Sqrt2 * math.Erfinv(confidence) }
 
 // comparer accumulates, one logged example at a time, what Comparison needs:
 // sums and sums of products of each policy's per-event terms, so memory stays
@@ -85,7 +84,7 @@ type policySums struct {
 }
 
 func newComparer(cand, champ, q *model.Model, confidence float64) *comparer {
-	return &comparer{cand: &policyMemo{m: cand}, champ: &policyMemo{m: champ}, q: q, z: zFor(confidence)}
+	return &comparer{cand: &policyMemo{m: cand}, champ: &policyMemo{m: champ}, q: q, z: flywheel.TwoSidedZ(confidence)}
 }
 
 // policyMemo is a model's policy on the example last asked about, so that

@@ -121,7 +121,7 @@ func TestComparerReadsTheServingVersionsPolicyFromTheLog(t *testing.T) {
 		exs[i].Version, exs[i].ChosenIndex, exs[i].Probabilities = 3, r.Chosen, append([]float64(nil), r.Probabilities...)
 	}
 	scored := newComparer(cand, champ, cand, 0.95)
-	fromLog := &comparer{cand: &policyMemo{m: cand}, champ: &policyMemo{m: champ, version: 3}, q: cand, z: zFor(0.95)}
+	fromLog := &comparer{cand: &policyMemo{m: cand}, champ: &policyMemo{m: champ, version: 3}, q: cand, z: flywheel.TwoSidedZ(0.95)}
 	for i := range exs {
 		scored.add(&exs[i])
 		fromLog.add(&exs[i])
