@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
@@ -67,12 +66,8 @@ func (b *blockingRegistry) Champion(ctx context.Context, _ string) (int, []byte,
 
 func testServices(t *testing.T) (kafka.Config, clickhouse.Config) {
 	t.Helper()
-	k, c := os.Getenv("FLYWHEEL_TEST_KAFKA"), os.Getenv("FLYWHEEL_TEST_CLICKHOUSE")
-	if k == "" || c == "" {
-		t.Fatal("FLYWHEEL_TEST_KAFKA and FLYWHEEL_TEST_CLICKHOUSE must be set: run `make test`")
-	}
-	return kafka.Config{Brokers: strings.Split(k, ","), TopicPrefix: fmt.Sprintf("elect%d.", time.Now().UnixNano())},
-		clickhouse.Config{DSN: "clickhouse://" + c + "/default"}
+	return kafka.Config{Brokers: testenv.Kafka(t), TopicPrefix: fmt.Sprintf("elect%d.", time.Now().UnixNano())},
+		clickhouse.Config{DSN: "clickhouse://" + testenv.ClickHouse(t) + "/default"}
 }
 
 // mustElection makes the election topic of kcfg and returns a function that
