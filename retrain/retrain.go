@@ -228,94 +228,136 @@ func (r *Retrainer) Run(ctx context.Context, name string, progress func(step str
 
 func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfig, progress func(string)) (*Result, error) {
 	res := &Result{Model: name}
+	p, err := r.prepare(ctx, name, mc, res, progress)
+	if err != nil || p == nil { // an error, or res says why the run is skipped
+		return res, err
+	}
+	art, man, metrics, err := r.trainAndJudge(ctx, name, mc, p, res, progress)
+	if err != nil {
+		return res, err
+	}
+	return res, r.registerAndDeploy(ctx, name, mc, p.champV, art, man, metrics, res, progress)
+}
+
+// plan is what a run prepared: the champion and the references the
+// candidate is judged against, the window and its holdout, and the trainer
+// the candidate starts from, with the chain it will belong to.
+type plan struct {
+	champV  int
+	refs    refs
+	win     window
+	newRows int
+	tr      *model.Trainer
+	chain   Chain
+}
+
+// prepare finds the champion, checks that a run is due (no canary being
+// judged, enough new closed examples, a holdout to judge on, something the
+// champion has not learned) and plans it. A nil plan with a nil error
+// means the run is skipped: res says why.
+func (r *Retrainer) prepare(ctx context.Context, name string, mc flywheel.ModelConfig, res *Result, progress func(string)) (*plan, error) {
+	skip := func(why string) (*plan, error) {
+		res.Outcome, res.Reason = Skipped, why
+		return nil, nil
+	}
 	progress("looking up the champion")
 	champV, champArt, err := r.reg.Champion(ctx, name)
 	if err != nil {
-		return res, fmt.Errorf("champion of %s: %w", name, err)
+		return nil, fmt.Errorf("champion of %s: %w", name, err)
 	}
 	res.Champion = champV
 	if c, err := r.reg.Alias(ctx, name, deploy.Canary); err != nil {
-		return res, err
+		return nil, err
 	} else if c != 0 {
-		res.Outcome, res.Reason = Skipped, fmt.Sprintf("canary v%d is being judged; the next candidate waits for its verdict", c)
-		return res, nil
+		return skip(fmt.Sprintf("canary v%d is being judged; the next candidate waits for its verdict", c))
 	}
 	champ, err := model.Decode(champArt)
 	if err != nil {
-		return res, fmt.Errorf("decode champion %s v%d: %w", name, champV, err)
+		return nil, fmt.Errorf("decode champion %s v%d: %w", name, champV, err)
 	}
-	var watermark uint64
-	if latest, err := r.reg.Latest(ctx, name); err != nil {
-		return res, err
-	} else if latest > 0 {
-		v, err := r.reg.Get(ctx, name, latest)
-		if err != nil {
-			return res, err
-		}
-		var man Manifest
-		_ = json.Unmarshal(v.Manifest, &man) // the bootstrap version has none: watermark 0
-		watermark = man.DataToMs
+	watermark, err := r.latestDataTo(ctx, name)
+	if err != nil {
+		return nil, err
 	}
 	nowMs := uint64(r.now().UnixMilli())
 	fromMs := nowMs - uint64(mc.Retrain.Window/time.Millisecond)
 	progress("counting new examples")
 	fresh, err := r.store.FreshCount(ctx, name, mc.Kind, watermark)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	if int(fresh) < mc.Retrain.MinNewExamples {
-		res.Outcome = Skipped
-		res.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
-		return res, nil
+		return skip(fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples))
 	}
 	// The references the candidate is judged against: the champion and,
 	// under the non-inferior rule, its anchor. The holdout begins after
 	// both learned their last example.
-	refs, err := r.references(ctx, name, mc, champV, champ)
-	if err != nil {
-		return res, err
+	p := &plan{champV: champV}
+	if p.refs, err = r.references(ctx, name, mc, champV, champ); err != nil {
+		return nil, err
 	}
 	progress("sizing the window")
-	win, err := r.window(ctx, name, mc.Kind, fromMs, math.MaxUint64, mc.Retrain.Holdout)
-	if err != nil {
-		return res, err
+	if p.win, err = r.window(ctx, name, mc.Kind, fromMs, math.MaxUint64, mc.Retrain.Holdout); err != nil {
+		return nil, err
 	}
-	newRows, err := r.holdoutAfter(ctx, name, mc.Kind, &win, refs.cutoff, mc.Retrain.Holdout)
-	if err != nil {
-		return res, err
+	if p.newRows, err = r.holdoutAfter(ctx, name, mc.Kind, &p.win, p.refs.cutoff, mc.Retrain.Holdout); err != nil {
+		return nil, err
 	}
-	if win.trainRows == 0 || win.rows == win.trainRows {
-		res.Outcome, res.Reason = Skipped, "too few examples to split into training and holdout"
-		return res, nil
+	if p.win.trainRows == 0 || p.win.rows == p.win.trainRows {
+		return skip("too few examples to split into training and holdout")
 	}
-	if newRows == 0 {
-		res.Outcome, res.Reason = Skipped, fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", champV)
-		return res, nil
+	if p.newRows == 0 {
+		return skip(fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", champV))
 	}
-	tr, chain, err := r.startFrom(ctx, name, mc, champV)
-	if err != nil {
-		return res, err
+	if p.tr, p.chain, err = r.startFrom(ctx, name, mc, champV); err != nil {
+		return nil, err
 	}
-	res.Training, res.FullReason = chain.Training, chain.FullReason
-	if chain.Training == TrainedIncremental {
+	res.Training, res.FullReason = p.chain.Training, p.chain.FullReason
+	if p.chain.Training == TrainedIncremental {
 		// Only what the champion has not learned: from its cutoff on.
-		win.fromMs = max(win.fromMs, chain.ParentCutoffMs)
-		progress(fmt.Sprintf("training incrementally from v%d on %d examples after its cutoff, %d passes, streamed from ClickHouse", champV, newRows, mc.Retrain.Passes))
+		p.win.fromMs = max(p.win.fromMs, p.chain.ParentCutoffMs)
+	}
+	return p, nil
+}
+
+// latestDataTo returns the time of the last example the latest version of
+// name learned or was judged on (0 for the bootstrap version): examples
+// after it are new.
+func (r *Retrainer) latestDataTo(ctx context.Context, name string) (uint64, error) {
+	latest, err := r.reg.Latest(ctx, name)
+	if err != nil || latest == 0 {
+		return 0, err
+	}
+	v, err := r.reg.Get(ctx, name, latest)
+	if err != nil {
+		return 0, err
+	}
+	var man Manifest
+	_ = json.Unmarshal(v.Manifest, &man) // the bootstrap version has none: 0
+	return man.DataToMs, nil
+}
+
+// trainAndJudge trains the planned candidate, judges it on the holdout by
+// the promotion rule (res gets the verdict) and returns its artifact,
+// manifest and metrics.
+func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.ModelConfig, p *plan, res *Result, progress func(string)) ([]byte, Manifest, map[string]any, error) {
+	if p.chain.Training == TrainedIncremental {
+		progress(fmt.Sprintf("training incrementally from v%d on %d examples after its cutoff, %d passes, streamed from ClickHouse", p.champV, p.newRows, mc.Retrain.Passes))
 	} else {
-		progress(fmt.Sprintf("training on %d examples, %d passes, streamed from ClickHouse (full: %s)", win.trainRows, mc.Retrain.Passes, chain.FullReason))
+		progress(fmt.Sprintf("training on %d examples, %d passes, streamed from ClickHouse (full: %s)", p.win.trainRows, mc.Retrain.Passes, p.chain.FullReason))
 	}
 	var ev evaluation
-	tr, seen, err := r.trainOn(ctx, name, mc, tr, win, func(m *model.Model) judge {
-		progress(fmt.Sprintf("evaluating on %d holdout examples", win.rows-win.trainRows))
-		return ev.judges(mc, m, refs)
+	tr, seen, err := r.trainOn(ctx, name, mc, p.tr, p.win, func(m *model.Model) judge {
+		progress(fmt.Sprintf("evaluating on %d holdout examples", p.win.rows-p.win.trainRows))
+		return ev.judges(mc, m, p.refs)
 	})
 	if err != nil {
-		return res, err
+		return nil, Manifest{}, nil, err
 	}
 	r.rowsRead.WithLabelValues(name).Add(float64(seen.rows))
 	res.TrainRows, res.Holdout = seen.trainRows, seen.rows-seen.trainRows
-	metrics := map[string]any{"against": champV}
-	dec := ev.decide(mc, refs, res, metrics)
+	metrics := map[string]any{"against": p.champV}
+	dec := ev.decide(mc, p.refs, res, metrics)
 	res.Gate = &dec
 	metrics["gate"] = dec
 	res.Outcome, res.Reason = dec.Outcome, dec.Reason
@@ -324,47 +366,48 @@ func (r *Retrainer) run(ctx context.Context, name string, mc flywheel.ModelConfi
 	}
 	art, err := tr.MarshalBinary() // with the optimizer state, for the next incremental candidate
 	if err != nil {
-		return res, err
+		return nil, Manifest{}, nil, err
 	}
-	chain.CutoffMs, chain.Learned = cutoffOf(seen.lastMs, win.holdFrom), tr.Model().Trained()
+	chain := p.chain
+	chain.CutoffMs, chain.Learned = cutoffOf(seen.lastMs, p.win.holdFrom), tr.Model().Trained()
 	cfgJSON, _ := json.Marshal(mc)
 	h := sha256.Sum256(cfgJSON)
 	man := Manifest{
-		DataFromMs: seen.firstMs, DataToMs: seen.lastMs, HoldoutFrom: win.holdFrom,
+		DataFromMs: seen.firstMs, DataToMs: seen.lastMs, HoldoutFrom: p.win.holdFrom,
 		Rows: seen.rows, DataSHA256: seen.hash,
 		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
 		Chain: chain, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
-		IngestedThrough: win.ingestedThrough, Order: "ts_ms, event_id",
+		IngestedThrough: p.win.ingestedThrough, Order: "ts_ms, event_id",
 	}
+	return art, man, metrics, nil
+}
+
+// registerAndDeploy registers the candidate whatever the verdict, then,
+// if it passed and the aliases did not move while it trained, starts it as
+// the canary (promote.canary.share > 0) or promotes it.
+func (r *Retrainer) registerAndDeploy(ctx context.Context, name string, mc flywheel.ModelConfig, champV int, art []byte, man Manifest, metrics map[string]any, res *Result, progress func(string)) error {
 	progress("registering")
 	v, err := r.reg.Register(ctx, name, mc.Kind, art, man, metrics)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.Version = v
-	if res.Outcome == Promoted || res.Outcome == Inconclusive {
-		if moved, err := r.moved(ctx, name, champV); err != nil {
-			return res, err
-		} else if moved != "" {
-			res.Outcome, res.Reason = Superseded, res.Reason+"; not deployed: "+moved+" while it trained"
-			return res, nil
-		}
+	if res.Outcome != Promoted && res.Outcome != Inconclusive {
+		return nil
 	}
-	switch {
-	case res.Outcome != Promoted && res.Outcome != Inconclusive:
-	case mc.Promote.Canary.Share > 0:
+	if moved, err := r.moved(ctx, name, champV); err != nil {
+		return err
+	} else if moved != "" {
+		res.Outcome, res.Reason = Superseded, res.Reason+"; not deployed: "+moved+" while it trained"
+		return nil
+	}
+	if mc.Promote.Canary.Share > 0 {
 		res.Outcome = Canaried
 		progress("starting the canary")
-		if err := r.reg.StartCanary(ctx, name, v, "retrain", res.Reason); err != nil {
-			return res, err
-		}
-	default:
-		progress("promoting")
-		if err := r.reg.Promote(ctx, name, v, "retrain", res.Reason); err != nil {
-			return res, err
-		}
+		return r.reg.StartCanary(ctx, name, v, "retrain", res.Reason)
 	}
-	return res, nil
+	progress("promoting")
+	return r.reg.Promote(ctx, name, v, "retrain", res.Reason)
 }
 
 // moved says how name's aliases moved since the run read champion champV
