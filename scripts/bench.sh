@@ -66,78 +66,24 @@ PY
 echo "bench: wrote $OUT/learner.json" >&2
 fi
 
-# serve: wrk on loopback against /v1/rank (20 actions, about 30 features) of
-# the real handler with every decision spooled and shipped to Kafka, against a
-# bare gin handler decoding and encoding the same JSON, and the real handler
-# while a new model version is swapped in every second; same run, same load.
+# serve: bench/serve -bench (method in bench/serve/bench.go): the servers
+# pinned (taskset) to one CPU with Kafka and ClickHouse, the open-loop load
+# generator (bench/loadgen, latency from each request's scheduled send time)
+# and the driver on the other; the real /v1/rank handler (20 actions, about 30
+# features, every decision spooled and shipped to Kafka) against a bare gin
+# handler decoding the same JSON into the same types, in the same rounds:
+# closed-loop peak, fixed offered rates, and at half of peak interleaved
+# pairs of short slices, bare vs flywheel and steady vs a model swapped in
+# every second; server CPU time per request from /proc/PID/stat and the
+# ratios. BENCH_SERVE_ROUNDS (3), _SECONDS (8 measured per run), _WARMUP (2),
+# _FRACTIONS of peak (0.25,0.5,0.75), _PAIRS per round at half of peak (2);
+# about 6 minutes.
 if [[ -z "$ONLY" || "$ONLY" == serve ]]; then
-if ! command -v wrk >/dev/null; then
-  echo "bench: installing wrk from Debian's packages" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-fi
-KAFKA="${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}"
 go build -o "$WORK/serve" ./bench/serve
 go build -o "$WORK/loadgen" ./bench/loadgen
-DURATION="${BENCH_SERVE_SECONDS:-10}"
-CONNS="${BENCH_SERVE_CONNECTIONS:-16}"
-: >"$WORK/serve.jsonl"
-port=18180
-
-# serve_with MODE LABEL COMMAND...: start the server, run the load command
-# (its last line is JSON), stop the server, append one result line.
-serve_with() {
-  local mode="$1" label="$2"
-  shift 2
-  port=$((port + 1))
-  "$WORK/serve" -mode "$mode" -addr "127.0.0.1:$port" -kafka "$KAFKA" >"$WORK/serve-$label.out" 2>"$WORK/serve-$label.err" &
-  local pid=$!
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null -XPOST "http://127.0.0.1:$port/v1/rank" -H 'Content-Type: application/json' -d '{"model":"homepage","actions":[{"id":"a"}]}' 2>/dev/null && break
-    sleep 0.2
-  done
-  "$@" "http://127.0.0.1:$port/v1/rank" | tail -n1 >"$WORK/load-$label.json"
-  kill -TERM "$pid"
-  wait "$pid" || true
-  python3 - "$label" "$mode" "$WORK/load-$label.json" "$WORK/serve-$label.out" >>"$WORK/serve.jsonl" <<'PY'
-import json, sys
-label, mode, load, srv = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3])), open(sys.argv[4]).read().strip()
-row = {"run": label, "mode": mode, **load}
-if srv:
-    s = json.loads(srv.splitlines()[-1])
-    row.update({"spooled": s["spooled"], "shipped": s["shipped"], "swaps": s["swaps"], "lost": s["spooled"] - s["shipped"]})
-print(json.dumps(row))
-PY
-}
-wrk_load() { wrk -t2 -c"$CONNS" -d"${DURATION}s" -s bench/serve/rank.lua "$1"; }
-serve_with bare peak-bare wrk_load
-serve_with flywheel peak-flywheel wrk_load
-serve_with swap peak-swap wrk_load
-HALF="$(python3 -c "import json; print(max(50, round(json.load(open('$WORK/load-peak-flywheel.json'))['rps'] / 2)))")"
-paced_load() { "$WORK/loadgen" -rate "$HALF" -duration "${DURATION}s" -url "$1"; }
-serve_with bare half-bare paced_load
-serve_with flywheel half-flywheel paced_load
-serve_with swap half-swap paced_load
-
-python3 - "$WORK/serve.jsonl" "$OUT/serve.json" <<'PY'
-import json, sys, platform, datetime
-rows = {r["run"]: r for r in map(json.loads, open(sys.argv[1]))}
-report = {"benchmark": "serve", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
-          "load": "loopback, same 2-core machine as the server and Kafka; peak: wrk -t2; half: paced open-loop loadgen at half the flywheel peak",
-          "results": list(rows.values()),
-          "throughput_ratio_vs_bare": round(rows["peak-flywheel"]["rps"] / rows["peak-bare"]["rps"], 3),
-          "p99_ms_at_half_peak": rows["half-flywheel"]["p99_ms"],
-          "p99_ms_at_half_peak_bare_same_rate": rows["half-bare"]["p99_ms"],
-          "p99_ratio_swap_vs_steady_at_half_peak": round(rows["half-swap"]["p99_ms"] / max(rows["half-flywheel"]["p99_ms"], 1e-9), 3)}
-json.dump(report, open(sys.argv[2], "w"), indent=2)
-print(f"{'run':<15}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}{'errors':>8}{'logged':>9}{'lost':>6}{'swaps':>7}")
-for r in rows.values():
-    print(f"{r['run']:<15}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>9.2f}{r['errors']:>8}"
-          f"{int(r['shipped']) if 'shipped' in r else '-':>9}{int(r['lost']) if 'lost' in r else '-':>6}{r.get('swaps', '-'):>7}")
-print(f"throughput vs bare: {report['throughput_ratio_vs_bare']}; p99 at half peak: {report['p99_ms_at_half_peak']} ms "
-      f"(bare handler at the same rate: {report['p99_ms_at_half_peak_bare_same_rate']} ms); "
-      f"p99 during swaps vs steady at half peak: {report['p99_ratio_swap_vs_steady_at_half_peak']}")
-PY
-echo "bench: wrote $OUT/serve.json" >&2
+"$WORK/serve" -bench -loadgen "$WORK/loadgen" -kafka "${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}" \
+  -rounds "${BENCH_SERVE_ROUNDS:-3}" -seconds "${BENCH_SERVE_SECONDS:-8}" -warmup "${BENCH_SERVE_WARMUP:-2}" \
+  -fractions "${BENCH_SERVE_FRACTIONS:-0.25,0.5,0.75}" -pairs "${BENCH_SERVE_PAIRS:-2}" -out "$OUT/serve.json"
 fi
 
 # ingest: Flywheel's ingest against kcat | clickhouse-client (JSONEachRow), the

@@ -1,15 +1,27 @@
-// Command serve is the server side of the serving benchmark (make bench):
+// Command serve is the serving benchmark (make bench; BENCH_ONLY=serve).
+//
+// With -bench it is the driver: it pins itself and the load generator
+// (bench/loadgen, -loadgen) to one core and the servers, Kafka and ClickHouse
+// to the other, and runs, in each of -rounds rounds and in the same run for
+// both servers, a closed-loop peak, open-loop fixed offered rates, and the
+// flywheel server at half of its peak with and without a model swapped in
+// every second; it writes bench/results/serve.json (bench.go).
+//
+// Without -bench it is one server:
 //
 //	-mode flywheel   the real /v1/rank handler: validation, scoring with a
 //	                 trained-shape ranker, every decision spooled and shipped
-//	                 to the Kafka broker named by -kafka
+//	                 to the Kafka broker named by -kafka (topics of its own,
+//	                 deleted on exit)
 //	-mode swap       the same, with a new model version swapped in every second
+//	                 from the start; in flywheel mode SIGUSR1 starts swapping
+//	                 and SIGUSR2 stops it
 //	-mode bare       a bare gin handler that decodes the same request into the
-//	                 same types and encodes a response of the same shape: the
-//	                 reference
+//	                 same types (encoding/json) and encodes a response of the
+//	                 same shape: the reference
 //
-// It serves until killed and prints nothing but errors; on SIGTERM it prints
-// one JSON line with what it logged and swapped.
+// A server prints a JSON line per swap ({"swap_unix_ns", "took_us"}) and, on
+// SIGTERM, one with what it logged and swapped.
 package main
 
 import (
@@ -23,12 +35,14 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/eventlog"
@@ -60,9 +74,19 @@ func main() {
 	mode := flag.String("mode", "flywheel", "flywheel | swap | bare")
 	addr := flag.String("addr", "127.0.0.1:18080", "listen address")
 	brokers := flag.String("kafka", "127.0.0.1:9092", "Kafka broker")
+	keepTopics := flag.Bool("keep-topics", false, "do not delete the server's Kafka topics on exit")
 	spool := flag.String("spool", "", "spool directory (default: a temporary one)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
+	var bo benchOptions
+	bo.flags()
 	flag.Parse()
+	if bo.bench {
+		if err := bo.run(*brokers); err != nil {
+			fmt.Fprintln(os.Stderr, "bench serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	// As `flywheel serve` does (cmd/flywheel), for every mode alike.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
@@ -75,14 +99,14 @@ func main() {
 	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *mode, *addr, *brokers, *spool); err != nil {
+	if err := run(ctx, *mode, *addr, *brokers, *spool, !*keepTopics); err != nil {
 		fmt.Fprintln(os.Stderr, "bench serve:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, mode, addr, brokers, spool string) error {
+func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bool) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -119,7 +143,7 @@ func run(ctx context.Context, mode, addr, brokers, spool string) error {
 		}
 		defer os.RemoveAll(spool)
 	}
-	kcfg := kafka.Config{Brokers: []string{brokers}, TopicPrefix: fmt.Sprintf("bench%d.", time.Now().UnixNano())}
+	kcfg := kafka.Config{Brokers: []string{brokers}, TopicPrefix: fmt.Sprintf("benchserve%d.", time.Now().UnixNano())}
 	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := kafka.EnsureTopics(ectx, kcfg); err != nil {
@@ -138,24 +162,46 @@ func run(ctx context.Context, mode, addr, brokers, spool string) error {
 	shipDone := make(chan error, 1)
 	go func() { shipDone <- logger.Run(ctx) }()
 	var swaps atomic.Int64
+	var out sync.Mutex
+	enc := json.NewEncoder(os.Stdout)
+	swapping := make(chan bool, 4)
 	if mode == "swap" {
-		go func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					reg.version.Add(1)
-					if _, err := srv.Swap(ctx, "homepage"); err != nil {
-						fmt.Fprintln(os.Stderr, "swap:", err)
-					}
-					swaps.Add(1)
-				}
-			}
-		}()
+		swapping <- true
 	}
+	toggle := make(chan os.Signal, 4)
+	signal.Notify(toggle, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		var tick <-chan time.Time
+		var t *time.Ticker
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-toggle:
+				swapping <- sig == syscall.SIGUSR1
+			case on := <-swapping:
+				if t != nil {
+					t.Stop()
+					t, tick = nil, nil
+				}
+				if on {
+					t = time.NewTicker(time.Second)
+					tick = t.C
+				}
+			case <-tick:
+				reg.version.Add(1)
+				start := time.Now()
+				if _, err := srv.Swap(ctx, "homepage"); err != nil {
+					fmt.Fprintln(os.Stderr, "swap:", err)
+				}
+				took := time.Since(start)
+				swaps.Add(1)
+				out.Lock()
+				enc.Encode(map[string]any{"swap_unix_ns": start.UnixNano(), "took_us": took.Microseconds()})
+				out.Unlock()
+			}
+		}
+	}()
 	err = srv.Run(ctx, ln)
 	<-shipDone
 	cerr := logger.Close(30 * time.Second)
@@ -171,7 +217,19 @@ func run(ctx context.Context, mode, addr, brokers, spool string) error {
 			}
 		}
 	}
-	json.NewEncoder(os.Stdout).Encode(map[string]any{"mode": mode, "spooled": spooled, "shipped": shipped, "swaps": swaps.Load()})
+	if deleteTopics {
+		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t := kcfg.Topics()
+		client := &kafkago.Client{Addr: kafkago.TCP(brokers), Timeout: 10 * time.Second}
+		if _, derr := client.DeleteTopics(dctx, &kafkago.DeleteTopicsRequest{Topics: []string{
+			t.Decisions, t.Feedback, t.ModelEvents, t.DLQ, t.Election, t.Installation, t.SpoolWatermarks}}); derr != nil {
+			fmt.Fprintln(os.Stderr, "delete topics:", derr)
+		}
+		dcancel()
+	}
+	out.Lock()
+	enc.Encode(map[string]any{"mode": mode, "spooled": spooled, "shipped": shipped, "swaps": swaps.Load()})
+	out.Unlock()
 	if err != nil {
 		return err
 	}
