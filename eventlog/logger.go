@@ -289,7 +289,13 @@ func (l *Logger) Run(ctx context.Context) error {
 			moved := next != cur
 			cur = next
 			l.reached(ctx, cur)
-			if n > 0 || moved {
+			if n >= shipBatch || moved {
+				continue
+			}
+			if n > 0 && !l.linger(ctx) { // a partial batch: let the next one gather
+				return nil
+			}
+			if n > 0 {
 				continue
 			}
 		}
@@ -297,8 +303,35 @@ func (l *Logger) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-l.wake:
+			if !l.linger(ctx) {
+				return nil
+			}
 		case <-time.After(wait):
 		}
+	}
+}
+
+// shipBatch is the most records one shipOnce reads from the spool.
+const shipBatch = 2000
+
+// shipLinger is how long the shipper lets events gather after the first of
+// a batch arrives. Shipping costs about the same per produce request
+// whatever it holds (a spool read, a Kafka round trip, a cursor save), so
+// at moderate rates shipping every event as it comes cost serving more CPU
+// per request than at peak, where batches fill by themselves. A request is
+// answered once its event is in the spool, so this delays only delivery
+// to Kafka, never an answer.
+const shipLinger = 5 * time.Millisecond
+
+// linger waits shipLinger; false if ctx ended first.
+func (l *Logger) linger(ctx context.Context) bool {
+	t := time.NewTimer(shipLinger)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -307,7 +340,7 @@ func (l *Logger) Run(ctx context.Context) error {
 // records it shipped. A retry resends only the records Kafka reported as not
 // written, so that a partly written batch is not written twice.
 func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, error) {
-	recs, next, err := l.spool.ReadFrom(cur, 2000)
+	recs, next, err := l.spool.ReadFrom(cur, shipBatch)
 	if err != nil || len(recs) == 0 {
 		if err == nil {
 			l.behind = false // caught up
