@@ -140,11 +140,32 @@ type PromoteConfig struct {
 	// Margin is how much worse than the champion (and than the last version
 	// shown better) a candidate may be under the non-inferior rule, relative
 	// to the champion's estimate: 0.05 = 5% of its reward (or log loss).
-	Margin         float64      `yaml:"margin"`
-	MinImprovement float64      `yaml:"min_improvement"` // superior rule only
-	Confidence     float64      `yaml:"confidence"`
-	Canary         CanaryConfig `yaml:"canary"`
+	Margin         float64       `yaml:"margin"`
+	MinImprovement float64       `yaml:"min_improvement"` // superior rule only
+	Confidence     float64       `yaml:"confidence"`
+	Canary         CanaryConfig  `yaml:"canary"`
+	Control        ControlConfig `yaml:"control"`
 }
+
+// ControlConfig is a control group: a stable share of units (by the unit
+// hash the canary uses: the context's user^id, else the event id) that the
+// baseline serves whatever version is live, logged with its exact
+// probabilities under the variant "control", so that the flywheel's lift
+// over doing nothing can be measured (the dashboard and /v1/models/{name}).
+// Rankers only.
+type ControlConfig struct {
+	Share float64 `yaml:"share"` // 0: no control group
+	// Policy is the baseline: "uniform" (the default), a uniformly random
+	// choice among the actions, the policy of every ranker's version 1.
+	Policy string `yaml:"policy"`
+}
+
+// ControlUniform is the control group's only baseline policy.
+const ControlUniform = "uniform"
+
+// VariantControl is the variant of a decision the control group's baseline
+// made.
+const VariantControl = "control"
 
 // CanaryConfig is the share of traffic a canary gets and for how long. A
 // share of 0 means no canary: a candidate that passes the gate becomes the
@@ -326,6 +347,15 @@ func (c ModelConfig) Validate(path string) error {
 	}
 	if c.Promote.Canary.Share < 0 || c.Promote.Canary.Share >= 1 {
 		return Errorf(EINVALID, "%s.promote.canary.share must be in [0, 1); got %v", path, c.Promote.Canary.Share)
+	}
+	if ctl := c.Promote.Control; !(ctl.Share >= 0 && ctl.Share <= 0.5) {
+		return Errorf(EINVALID, "%s.promote.control.share must be in [0, 0.5]; got %v", path, ctl.Share)
+	} else if ctl.Share > 0 && c.Kind != KindRanker {
+		return Errorf(EINVALID, "%s.promote.control applies to rankers only", path)
+	} else if ctl.Policy != "" && ctl.Policy != ControlUniform {
+		return Errorf(EINVALID, "%s.promote.control.policy must be %q; got %q", path, ControlUniform, ctl.Policy)
+	} else if ctl.Share+c.Promote.Canary.Share >= 1 {
+		return Errorf(EINVALID, "%s.promote.control.share and promote.canary.share together must be below 1; got %v", path, ctl.Share+c.Promote.Canary.Share)
 	}
 	if c.Promote.Canary.Duration < 0 || c.Promote.Canary.MinDecisions < 0 {
 		return Errorf(EINVALID, "%s.promote.canary: duration and min_decisions must not be negative", path)

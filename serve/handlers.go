@@ -643,15 +643,21 @@ func (s *Server) handleRetrain(c *gin.Context) {
 // the champion for the rest. One user always sees one variant.
 func (s *Server) variantFor(h *holder, champ *live, ctx flywheel.Features, eventID string) (*live, string) {
 	c := h.canary.Load()
-	share := h.cfg.Promote.Canary.Share
-	if c == nil || share <= 0 {
+	share, ctl := h.cfg.Promote.Canary.Share, h.cfg.Promote.Control.Share
+	if (c == nil || share <= 0) && h.control == nil {
 		return champ, flywheel.VariantChampion
 	}
 	key := eventID
 	if u, ok := ctx["user"]["id"].(string); ok && u != "" {
 		key = u
 	}
-	if unitHash(h.name, key) < share {
+	// Units below the control share are the control group's; the canary's
+	// share follows it, so the two never overlap.
+	u := unitHash(h.name, key)
+	if h.control != nil && u < ctl {
+		return h.control, flywheel.VariantControl
+	}
+	if c != nil && share > 0 && u-ctl < share && u >= ctl {
 		return c, flywheel.VariantCanary
 	}
 	return champ, flywheel.VariantChampion

@@ -42,7 +42,10 @@ type holder struct {
 	cfg    flywheel.ModelConfig
 	ptr    atomic.Pointer[live]
 	canary atomic.Pointer[live]
-	mu     sync.Mutex // serialises swaps of this name; readers never take it
+	// control is the control group's baseline (promote.control), nil
+	// without one; set once in New.
+	control *live
+	mu      sync.Mutex // serialises swaps of this name; readers never take it
 	// refused is, per alias, the last version this replica refused to load
 	// and why (guarded by mu): versions are immutable, so it is not fetched
 	// again unless its alias moves away and back after a restart.

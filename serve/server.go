@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/model"
 )
 
 // Config configures the HTTP API.
@@ -122,7 +123,18 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 		pairs: map[string][][2]string{}, buckets: newBuckets(cfg.Limits.RatePerKey, cfg.Limits.Burst),
 		recent: newRecentIDs(cfg.Limits.RecentEventIDs)}
 	for name, mc := range cfg.Models {
-		s.models[name] = &holder{name: name, cfg: mc}
+		h := &holder{name: name, cfg: mc}
+		if mc.Kind == flywheel.KindRanker && mc.Promote.Control.Share > 0 {
+			// The control group's baseline: the uniform policy, which a
+			// model of the configured shape that has learned nothing plays
+			// (every ranker's version 1), logged as version 1.
+			m, err := model.FromConfig(mc)
+			if err != nil {
+				return nil, fmt.Errorf("models.%s: control group: %w", name, err)
+			}
+			h.control = newLive(1, m, now(), false)
+		}
+		s.models[name] = h
 		s.pairs[name] = mc.InteractionPairs()
 	}
 	m, err := newMetrics(reg)

@@ -94,7 +94,7 @@ func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bo
 		if err := need(); err != nil {
 			return err
 		}
-		d, err := describe(ctx, p.registry, name, 0)
+		d, err := e.describeWithLift(ctx, p, name, 0)
 		if err != nil {
 			return err
 		}

@@ -58,7 +58,7 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		Promote:  p.registry.Promote,
 		Rollback: p.registry.Rollback,
 		Describe: func(ctx context.Context, name string, history int) (any, error) {
-			d, err := describe(ctx, p.registry, name, history)
+			d, err := e.describeWithLift(ctx, p, name, history)
 			if err != nil {
 				return nil, err
 			}

@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // Pages of three slots go through the real loop: every slot is a decision
@@ -19,56 +14,10 @@ import (
 // other, the analysts' per-slot query sees it, and a retrain learns from the
 // slots' decisions.
 func TestPagesThroughTheLoop(t *testing.T) {
-	kafkaAddr, chAddr := strings.Join(testenv.Kafka(t), ","), testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	suffix := time.Now().UnixNano()
-	db := fmt.Sprintf("pages_%d", suffix)
-	addr := freeAddr(t)
-	url := "http://" + addr
-	env := map[string]string{
-		"FLYWHEEL_HTTP_ADDR":          addr,
-		"FLYWHEEL_CLICKHOUSE_DSN":     fmt.Sprintf("clickhouse://%s/%s", chAddr, db),
-		"FLYWHEEL_KAFKA_TOPIC_PREFIX": fmt.Sprintf("pages%d.", suffix),
-		"FLYWHEEL_SERVE_SPOOL_DIR":    t.TempDir(),
-		"FLYWHEEL_LOG_LEVEL":          "warn",
-	}
-	getenv := func(k string) string { return env[k] }
-	var logs bytes.Buffer
-	sw := &syncWriter{w: &logs}
-	devCtx, stopDev := context.WithCancel(ctx)
-	devDone := make(chan error, 1)
-	go func() { devDone <- run(devCtx, []string{"dev", "--kafka", kafkaAddr}, getenv, sw, sw) }()
-	defer func() {
-		stopDev()
-		if err := <-devDone; err != nil {
-			t.Errorf("flywheel dev returned %v", err)
-		}
-		if t.Failed() {
-			sw.mu.Lock()
-			t.Logf("flywheel dev log:\n%s", logs.String())
-			sw.mu.Unlock()
-		}
-	}()
-	waitReady(t, ctx, url)
-	conn := testDB(t, ctx, chAddr, db)
-
-	post := func(path, body string, into any) {
-		t.Helper()
-		resp, err := http.Post(url+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("POST %s: %s", path, resp.Status)
-		}
-		if into != nil {
-			if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	d := startDev(t, ctx, "pages", nil)
+	conn, db, post := d.conn, d.db, d.post
 	type page struct {
 		EventID string `json:"event_id"`
 		Slots   []struct {
@@ -150,13 +99,9 @@ func TestPagesThroughTheLoop(t *testing.T) {
 	})
 	t.Logf("by slot: %s", got)
 	// A retrain learns from the slots' decisions.
-	var out bytes.Buffer
-	osw := &syncWriter{w: &out}
-	if err := run(ctx, []string{"retrain", "--now", "--model", "homepage"}, getenv, osw, osw); err != nil {
-		t.Fatalf("retrain: %v\n%s", err, out.String())
+	out := d.flywheel("retrain", "--now", "--model", "homepage")
+	if !strings.Contains(out, "model homepage: promoted") && !strings.Contains(out, "model homepage: rejected") {
+		t.Fatalf("retrain --now trained no candidate on the slots:\n%s", out)
 	}
-	if s := out.String(); !strings.Contains(s, "model homepage: promoted") && !strings.Contains(s, "model homepage: rejected") {
-		t.Fatalf("retrain --now trained no candidate on the slots:\n%s", s)
-	}
-	t.Logf("retrain --now:\n%s", out.String())
+	t.Logf("retrain --now:\n%s", out)
 }

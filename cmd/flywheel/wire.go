@@ -291,7 +291,15 @@ type modelDetails struct {
 	Champion int                 `json:"champion"`
 	History  []deploy.Deployment `json:"history"`
 	Versions []deploy.Version    `json:"versions"`
+	// Control is the lift over the control group (promote.control) in the
+	// last 24 hours of closed decisions; absent without a control group or
+	// before both sides have two closed decisions.
+	Control *deploy.ControlLift `json:"control,omitempty"`
 }
+
+// liftWindow is the span of closed decisions describe measures the lift
+// over the control group on.
+const liftWindow = 24 * time.Hour
 
 // describe returns the registry's view of name: its champion, its latest
 // history versions and alias moves (all of them when history is 0).
@@ -309,4 +317,25 @@ func describe(ctx context.Context, reg *deploy.Registry, name string, history in
 		return nil, err
 	}
 	return &modelDetails{Champion: champ, History: hist, Versions: versions}, nil
+}
+
+// describeWithLift is describe with, for a model with a control group, its
+// lift over the control in the last liftWindow.
+func (e *env) describeWithLift(ctx context.Context, p *parts, name string, history int) (*modelDetails, error) {
+	d, err := describe(ctx, p.registry, name, history)
+	if err != nil {
+		return nil, err
+	}
+	mc := e.cfg.Models[name]
+	if mc.Promote.Control.Share <= 0 {
+		return d, nil
+	}
+	to := uint64(time.Now().UnixMilli())
+	from := to - uint64(liftWindow/time.Millisecond)
+	rows, err := clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()).Online(ctx, name, from, to)
+	if err != nil {
+		return nil, err
+	}
+	d.Control = deploy.Lift(rows, mc.Promote.Confidence, from, to)
+	return d, nil
 }
