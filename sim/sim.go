@@ -12,12 +12,9 @@
 package sim
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -27,6 +24,7 @@ import (
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/client"
 )
 
 // Config configures a run.
@@ -200,20 +198,10 @@ type acc struct {
 	versions                     map[int]int
 }
 
-type rankResp struct {
-	EventID      string `json:"event_id"`
-	ModelVersion int    `json:"model_version"`
-	Chosen       string `json:"chosen"`
-	Ranking      []struct {
-		ID          string  `json:"id"`
-		Probability float64 `json:"probability"`
-	} `json:"ranking"`
-}
-
 // expected is the policy's expected reward on one decision: Σ p·truth over
 // the answered ranking's first-slot probabilities, or the chosen action's
 // truth when the answer has none.
-func (r *rankResp) expected(actions []flywheel.Action, truth []float64) float64 {
+func expected(r *client.RankResponse, actions []flywheel.Action, truth []float64) float64 {
 	byID := make(map[string]float64, len(actions))
 	for j, a := range actions {
 		byID[a.ID] = truth[j]
@@ -230,13 +218,57 @@ func (r *rankResp) expected(actions []flywheel.Action, truth []float64) float64 
 }
 
 // Run plays cfg.Events users against the server and reports. It stops early,
-// with what it has, when ctx ends. Requests that fail are counted in Errors.
+// with what it has, when ctx ends. Requests that fail (after the client's
+// retries) are counted in Errors.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	world, err := NewEnv(cfg.World, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{cfg: cfg, world: world, runID: fmt.Sprintf("%x", time.Now().UnixNano()),
+		api:   &client.Client{BaseURL: cfg.URL, Key: cfg.APIKey, HTTP: cfg.Client},
+		res:   &Result{},
+		byVer: map[int]*acc{}, windows: make([]acc, (cfg.Events+cfg.Window-1)/cfg.Window)}
+	var interval time.Duration
+	if cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(cfg.Concurrency) / cfg.Rate)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Concurrency; w++ {
+		wg.Add(1)
+		go func(worker int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(worker)+uint64(time.Now().UnixNano())))
+			for {
+				i, ok := s.take(ctx)
+				if !ok {
+					return
+				}
+				if interval > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(interval):
+					}
+				}
+				s.play(ctx, rng, i)
+			}
+		}(w)
+	}
+	wg.Wait()
+	return s.result(ctx), nil
+}
+
+func (cfg Config) withDefaults() (Config, error) {
 	if cfg.URL == "" {
-		return nil, errors.New("sim: url is empty")
+		return cfg, errors.New("sim: url is empty")
 	}
 	if cfg.Events <= 0 {
-		return nil, errors.New("sim: events must be positive")
+		return cfg, errors.New("sim: events must be positive")
 	}
 	if cfg.Model == "" {
 		cfg.Model = "homepage"
@@ -256,183 +288,117 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: cfg.Timeout}
 	}
-	world, err := NewEnv(cfg.World, cfg.Seed)
+	return cfg, nil
+}
+
+// session is one run: the users it plays and what it has seen so far.
+type session struct {
+	cfg     Config
+	world   Env
+	runID   string
+	api     *client.Client
+	mu      sync.Mutex // guards what follows
+	next    int
+	res     *Result
+	byVer   map[int]*acc
+	windows []acc
+	total   acc // every decision: random and oracle references
+}
+
+// take returns the index of the next decision to play, or false when all
+// are taken or ctx ended.
+func (s *session) take(ctx context.Context) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.next
+	s.next++
+	return i, i < s.cfg.Events && ctx.Err() == nil
+}
+
+// play draws user i, asks for a decision, draws the click from the truth,
+// sends it as feedback, and records what happened.
+func (s *session) play(ctx context.Context, rng *rand.Rand, i int) {
+	reqCtx, actions, truth := s.world.Draw(rng)
+	resp, err := s.api.Rank(ctx, client.RankRequest{Model: s.cfg.Model, EventID: fmt.Sprintf("sim-%s-%d", s.runID, i), Context: reqCtx, Actions: actions})
 	if err != nil {
-		return nil, err
+		s.failed()
+		return
 	}
-	runID := fmt.Sprintf("%x", time.Now().UnixNano())
-	var (
-		mu       sync.Mutex
-		res      = &Result{}
-		clicks   = map[int]int{}
-		counts   = map[int]int{}
-		byVer    = map[int]*acc{}
-		windows  = make([]acc, (cfg.Events+cfg.Window-1)/cfg.Window)
-		randSum  float64
-		oracle   float64
-		next     int
-		interval time.Duration
-	)
-	if cfg.Rate > 0 {
-		interval = time.Duration(float64(time.Second) * float64(cfg.Concurrency) / cfg.Rate)
+	pChosen, random, best := 0.0, 0.0, 0.0
+	for j, a := range actions {
+		random += truth[j] / float64(len(actions))
+		best = math.Max(best, truth[j])
+		if a.ID == resp.Chosen {
+			pChosen = truth[j]
+		}
 	}
-	var wg sync.WaitGroup
-	for w := 0; w < cfg.Concurrency; w++ {
-		wg.Add(1)
-		go func(worker int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(worker)+uint64(time.Now().UnixNano())))
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= cfg.Events || ctx.Err() != nil {
-					return
-				}
-				if interval > 0 {
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(interval):
-					}
-				}
-				reqCtx, actions, truth := world.Draw(rng)
-				eventID := fmt.Sprintf("sim-%s-%d", runID, i)
-				resp, err := rank(ctx, cfg, reqCtx, actions, eventID)
-				if err != nil {
-					mu.Lock()
-					res.Errors++
-					mu.Unlock()
-					continue
-				}
-				pChosen := 0.0
-				rs, best := 0.0, 0.0
-				for j, a := range actions {
-					p := truth[j]
-					rs += p
-					best = math.Max(best, p)
-					if a.ID == resp.Chosen {
-						pChosen = p
-					}
-				}
-				click := rng.Float64() < pChosen
-				if click {
-					if err := sendFeedback(ctx, cfg, resp.EventID); err != nil {
-						mu.Lock()
-						res.Errors++
-						mu.Unlock()
-					}
-				}
-				exp := resp.expected(actions, truth)
-				mu.Lock()
-				res.Events++
-				res.EventIDs = append(res.EventIDs, resp.EventID)
-				counts[resp.ModelVersion]++
-				if click {
-					clicks[resp.ModelVersion]++
-				}
-				randSum += rs / float64(len(actions))
-				oracle += best
-				v := byVer[resp.ModelVersion]
-				if v == nil {
-					v = &acc{}
-					byVer[resp.ModelVersion] = v
-				}
-				win := &windows[i/cfg.Window]
-				for _, a := range []*acc{v, win} {
-					a.n++
-					if click {
-						a.clicks++
-					}
-					a.expected += exp
-					a.expectedSq += exp * exp
-					a.random += rs / float64(len(actions))
-					a.oracle += best
-				}
-				if win.versions == nil {
-					win.versions = map[int]int{}
-				}
-				win.versions[resp.ModelVersion]++
-				mu.Unlock()
-			}
-		}(w)
+	click := rng.Float64() < pChosen
+	if click {
+		if _, err := s.api.SendFeedback(ctx, client.Feedback{EventID: resp.EventID, Reward: 1, Type: "click"}); err != nil {
+			s.failed()
+		}
 	}
-	wg.Wait()
-	for v, n := range counts {
-		r := float64(clicks[v]) / float64(n)
-		a := byVer[v]
-		e := a.expected / float64(n)
-		res.Versions = append(res.Versions, VersionResult{Version: v, Decisions: n, RewardRate: r, StdErr: math.Sqrt(r * (1 - r) / float64(n)),
-			ExpectedReward: e, ExpectedStdErr: math.Sqrt(math.Max(a.expectedSq/float64(n)-e*e, 0) / float64(n))})
+	exp := expected(resp, actions, truth)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.res.Events++
+	s.res.EventIDs = append(s.res.EventIDs, resp.EventID)
+	v := s.byVer[resp.ModelVersion]
+	if v == nil {
+		v = &acc{}
+		s.byVer[resp.ModelVersion] = v
 	}
-	for k, a := range windows {
+	win := &s.windows[i/s.cfg.Window]
+	for _, a := range []*acc{v, win, &s.total} {
+		a.n++
+		if click {
+			a.clicks++
+		}
+		a.expected += exp
+		a.expectedSq += exp * exp
+		a.random += random
+		a.oracle += best
+	}
+	if win.versions == nil {
+		win.versions = map[int]int{}
+	}
+	win.versions[resp.ModelVersion]++
+}
+
+func (s *session) failed() {
+	s.mu.Lock()
+	s.res.Errors++
+	s.mu.Unlock()
+}
+
+// result sums up the session and, when asked, publishes the references.
+func (s *session) result(ctx context.Context) *Result {
+	res := s.res
+	for v, a := range s.byVer {
+		n := float64(a.n)
+		r, e := float64(a.clicks)/n, a.expected/n
+		res.Versions = append(res.Versions, VersionResult{Version: v, Decisions: a.n, RewardRate: r, StdErr: math.Sqrt(r * (1 - r) / n),
+			ExpectedReward: e, ExpectedStdErr: math.Sqrt(math.Max(a.expectedSq/n-e*e, 0) / n)})
+	}
+	for k, a := range s.windows {
 		if a.n == 0 {
 			continue
 		}
 		n := float64(a.n)
-		res.Windows = append(res.Windows, WindowResult{Start: k * cfg.Window, End: min((k+1)*cfg.Window, cfg.Events), Decisions: a.n,
+		res.Windows = append(res.Windows, WindowResult{Start: k * s.cfg.Window, End: min((k+1)*s.cfg.Window, s.cfg.Events), Decisions: a.n,
 			RewardRate: float64(a.clicks) / n, ExpectedReward: a.expected / n, RandomRewardRate: a.random / n,
 			OracleRewardRate: a.oracle / n, Versions: a.versions})
 	}
 	sort.Slice(res.Versions, func(i, j int) bool { return res.Versions[i].Version < res.Versions[j].Version })
 	if res.Events > 0 {
-		res.RandomRewardRate = randSum / float64(res.Events)
-		res.OracleRewardRate = oracle / float64(res.Events)
-		if cfg.PublishReferences {
+		res.RandomRewardRate = s.total.random / float64(res.Events)
+		res.OracleRewardRate = s.total.oracle / float64(res.Events)
+		if s.cfg.PublishReferences {
 			refs := map[string]any{"references": map[string]float64{"random": res.RandomRewardRate, "oracle": res.OracleRewardRate}, "source": "simulator"}
-			if err := send(ctx, cfg, http.MethodPut, "/v1/models/"+cfg.Model+"/references", refs, nil); err != nil {
+			if err := s.api.Do(ctx, http.MethodPut, "/v1/models/"+s.cfg.Model+"/references", refs, nil); err != nil {
 				res.ReferencesError = err.Error()
 			}
 		}
 	}
-	return res, nil
-}
-
-func rank(ctx context.Context, cfg Config, reqCtx flywheel.Features, actions []flywheel.Action, eventID string) (*rankResp, error) {
-	body := map[string]any{"model": cfg.Model, "event_id": eventID, "context": reqCtx, "actions": actions}
-	var out rankResp
-	if err := post(ctx, cfg, "/v1/rank", body, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
-}
-
-func sendFeedback(ctx context.Context, cfg Config, eventID string) error {
-	return post(ctx, cfg, "/v1/feedback", map[string]any{"event_id": eventID, "reward": 1.0, "type": "click"}, nil)
-}
-
-func post(ctx context.Context, cfg Config, path string, body, out any) error {
-	return send(ctx, cfg, http.MethodPost, path, body, out)
-}
-
-func send(ctx context.Context, cfg Config, method, path string, body, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, cfg.URL+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if cfg.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
-	}
-	resp, err := cfg.Client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s: %s", path, resp.Status, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return res
 }
