@@ -17,6 +17,10 @@ export FLYWHEEL_TEST_CLICKHOUSE_HTTP ?= 127.0.0.1:8123
 export FLYWHEEL_CACHE ?= $(HOME)/.cache/flywheel
 export FLYWHEEL_CHDB_VERSION ?= 26.9.0
 export FLYWHEEL_TEST_CHDB_PYTHON ?= $(FLYWHEEL_CACHE)/chdb-$(FLYWHEEL_CHDB_VERSION)/bin/python
+# The Open Bandit Dataset sample (from obp's source package on PyPI) that the
+# import test evaluates on; scripts/obd.sh fetches it into the cache.
+export FLYWHEEL_OBP_VERSION ?= 0.5.7
+export FLYWHEEL_TEST_OBD ?= $(FLYWHEEL_CACHE)/obd-$(FLYWHEEL_OBP_VERSION)
 
 .PHONY: all build test unit demo bench services-up services-down services-status fuzz clean
 
@@ -30,6 +34,7 @@ build:
 test: services-up
 	scripts/services.sh browser
 	scripts/services.sh chdb
+	scripts/obd.sh
 	FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up
 	FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up
 	$(GO) vet ./...

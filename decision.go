@@ -20,6 +20,11 @@ const (
 const (
 	VariantChampion = "champion"
 	VariantCanary   = "canary"
+	// VariantImported marks a decision brought in by `flywheel import`:
+	// made by a policy outside Flywheel, so its version is 0, which no
+	// registered version is (evaluation then scores every version on it
+	// rather than taking its logged probabilities for a version's policy).
+	VariantImported = "imported"
 )
 
 // Action is one option a ranker chooses among.
@@ -126,15 +131,15 @@ type DecisionRecord struct {
 // Validate checks a decision read back from the log: the fields ingest and
 // training rely on must be present and consistent.
 func (d *Decision) Validate() error {
-	return validateDecision(d.Schema, d.EventID, d.Model, d.Kind, d.Time, d.Version, len(d.Actions), len(d.Probabilities), d.ChosenIndex, d.Reward)
+	return validateDecision(d.Schema, d.EventID, d.Model, d.Kind, d.Variant, d.Time, d.Version, len(d.Actions), len(d.Probabilities), d.ChosenIndex, d.Reward)
 }
 
 // Validate checks a logged decision as Decision.Validate does.
 func (r *DecisionRecord) Validate() error {
-	return validateDecision(r.Schema, r.EventID, r.Model, r.Kind, r.Time, r.Version, len(r.Actions), len(r.Probabilities), r.ChosenIndex, r.Reward)
+	return validateDecision(r.Schema, r.EventID, r.Model, r.Kind, r.Variant, r.Time, r.Version, len(r.Actions), len(r.Probabilities), r.ChosenIndex, r.Reward)
 }
 
-func validateDecision(schema int, eventID, model, kind string, ts time.Time, version, actions, probabilities, chosen int, reward RewardRule) error {
+func validateDecision(schema int, eventID, model, kind, variant string, ts time.Time, version, actions, probabilities, chosen int, reward RewardRule) error {
 	switch {
 	case schema < 1 || schema > SchemaVersion:
 		return Errorf(EINVALID, "schema %d is not supported (this build reads up to %d)", schema, SchemaVersion)
@@ -144,8 +149,8 @@ func validateDecision(schema int, eventID, model, kind string, ts time.Time, ver
 		return Errorf(EINVALID, "model is empty")
 	case ts.IsZero():
 		return Errorf(EINVALID, "ts is missing")
-	case version < 1:
-		return Errorf(EINVALID, "model_version must be at least 1")
+	case version < 0 || version == 0 && variant != VariantImported:
+		return Errorf(EINVALID, "model_version must be at least 1 (0 only with variant %q)", VariantImported)
 	}
 	if kind == KindRanker {
 		if actions == 0 {

@@ -77,7 +77,7 @@ func kindOf(v reflect.Value) string {
 // refuses its configuration.
 func (e *env) check(cmd string) error {
 	switch cmd {
-	case "dev", "serve", "ingest", "retrain", "eval", "migrate", "models":
+	case "dev", "serve", "ingest", "retrain", "eval", "migrate", "models", "import":
 	default:
 		return nil
 	}

@@ -35,6 +35,11 @@ func TestFlagsBelongToTheirCommand(t *testing.T) {
 		{[]string{"models", "explain", "homepage", "--now"}, "flag provided but not defined: -now"},
 		{[]string{"models", "explain", "homepage", "--top", "0"}, "--top must be at least 1"},
 		{[]string{"dev", "--reproduce"}, "flag provided but not defined: -reproduce"},
+		{[]string{"import", "--now", "--model", "homepage", "f.csv"}, "flag provided but not defined: -now"},
+		{[]string{"import", "--window", "3h", "--model", "homepage", "f.csv"}, "flag provided but not defined: -window"},
+		{[]string{"import", "--model", "homepage"}, "import needs --model NAME and at least one FILE"},
+		{[]string{"eval", "--model", "homepage", "--version", "2", "--from", "yesterday"}, "--from \"yesterday\" is not an RFC 3339 time"},
+		{[]string{"eval", "--model", "homepage", "--version", "2", "--to", "2019-12-01"}, "--to needs --from"},
 		// accepted: the command's own flags and the common ones
 		{[]string{"retrain", "--now", "--model", "homepage", "--json", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"retrain", "--reproduce", "--model", "homepage", "--version", "2", "--clickhouse", badDSN}, "clickhouse.dsn"},
@@ -49,6 +54,8 @@ func TestFlagsBelongToTheirCommand(t *testing.T) {
 		{[]string{"serve", "--addr", "127.0.0.1:0", "--kafka", "127.0.0.1:1", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"ingest", "--kafka", "127.0.0.1:1", "--clickhouse", badDSN}, "clickhouse.dsn"},
 		{[]string{"migrate", "--clickhouse", badDSN}, "clickhouse.dsn"},
+		{[]string{"import", "--model", "homepage", "--mapping", "m.yaml", "--dry-run", "--max-errors", "3", "--quiet", "f.csv", "--clickhouse", badDSN}, "clickhouse.dsn"},
+		{[]string{"eval", "--model", "homepage", "--version", "2", "--from", "2019-11-01", "--to", "2019-12-01T00:00:00Z", "--clickhouse", badDSN}, "clickhouse.dsn"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Parallel()

@@ -52,8 +52,10 @@ commands:
   models     list | show X | promote X --version N | rollback X | history X |
              canary X --version N | canary X --end |
              explain X [--version N] [--top K] [--json]: the largest weights, named
-  eval       --model X --version N [--window 24h] [--json]: offline evaluation against the champion
+  eval       --model X --version N [--window 24h | --from T --to T] [--json]: offline evaluation against the champion
              --explain EVENT_ID --model X [--version N]: one decision's scores, term by term
+  import     --model X [--mapping MAP.yaml] FILE...: historical decisions and feedback (JSON lines
+             in the topics' schema, or CSV with a column mapping) through Kafka; again is harmless
   migrate    create or upgrade the ClickHouse schema
   sim        the simulated product app: --url URL --events N [--world NAME] [--json]
   backtest   a simulated world through the learner, schedule and promotion rule in
@@ -102,6 +104,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runModels(ctx, args, getenv, stdout, stderr)
 	case "eval":
 		return runEval(ctx, args, getenv, stdout, stderr)
+	case "import":
+		return runImport(ctx, args, getenv, stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args, getenv, stdout, stderr)
 	case "sim":

@@ -110,3 +110,15 @@ func Control(tb testing.TB, service, verb, addr string) {
 		tb.Fatalf("%s %s-%s: %v\n%s", script, service, verb, err, out)
 	}
 }
+
+// OBD returns the directory of the Open Bandit Dataset sample
+// (FLYWHEEL_TEST_OBD) that scripts/obd.sh fetches and `make test` names:
+// random/all/ and bts/all/, each with all.csv and item_context.csv.
+func OBD(tb testing.TB) string {
+	tb.Helper()
+	dir := lookup(tb, "FLYWHEEL_TEST_OBD", "scripts/obd.sh, which fetches the Open Bandit Dataset sample,")
+	if _, err := os.Stat(dir + "/bts/all/all.csv"); err != nil {
+		tb.Fatalf("FLYWHEEL_TEST_OBD: %v (scripts/obd.sh fetches it)", err)
+	}
+	return dir
+}
