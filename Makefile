@@ -11,6 +11,9 @@ export FLYWHEEL_TEST_CLICKHOUSE ?= 127.0.0.1:9000
 export FLYWHEEL_TEST_KAFKA_FAULT ?= 127.0.0.1:9192
 export FLYWHEEL_TEST_CLICKHOUSE_FAULT ?= 127.0.0.1:9100
 export FLYWHEEL_TEST_SERVICES ?= $(CURDIR)/scripts/services.sh
+# One node of the ClickHouse cluster (2 shards x 2 replicas, ZooKeeper) that
+# the cluster tests migrate and query (scripts/services.sh cluster-up).
+export FLYWHEEL_TEST_CLICKHOUSE_CLUSTER ?= 127.0.0.1:9301
 # The ClickHouse server's HTTP port, and the Python with chDB (ClickHouse
 # 26.x in process) that the compatibility test compares it with.
 export FLYWHEEL_TEST_CLICKHOUSE_HTTP ?= 127.0.0.1:8123
@@ -37,6 +40,7 @@ test: services-up
 	scripts/obd.sh
 	FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up
 	FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up
+	scripts/services.sh cluster-up
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 

@@ -25,6 +25,13 @@ type Config struct {
 	// (by their ts) with a table TTL, on servers that have TTL (19.6 and
 	// newer); on older ones Migrate says so and nothing expires by itself.
 	Retention time.Duration `yaml:"retention"`
+	// Cluster, when set, is the name of a cluster in the servers'
+	// <remote_servers> (with ZooKeeper, distributed DDL and the {shard} and
+	// {replica} macros): Migrate then creates the schema on every node of
+	// it with ON CLUSTER, replicated and sharded (cluster.go), and the
+	// connections insert into the Distributed tables synchronously. Empty:
+	// one server, as before.
+	Cluster string `yaml:"cluster"`
 	// Log receives what Migrate says about the server: its version, a
 	// warning outside the tested releases, features it lacks. Nil: discard.
 	Log *slog.Logger `yaml:"-"`
@@ -74,6 +81,19 @@ func (c Config) Options() (*ch.Options, error) {
 	}
 	if o.MaxOpenConns == 0 {
 		o.MaxOpenConns = 16
+	}
+	if c.Cluster != "" {
+		if !identRE.MatchString(c.Cluster) {
+			return nil, fmt.Errorf("clickhouse.cluster: %q is not a plain identifier", c.Cluster)
+		}
+		if o.Settings == nil {
+			o.Settings = ch.Settings{}
+		}
+		for k, v := range clusterSettings {
+			if _, set := o.Settings[k]; !set {
+				o.Settings[k] = v
+			}
+		}
 	}
 	return o, nil
 }

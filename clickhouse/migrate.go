@@ -199,6 +199,18 @@ var migrations = []migration{
 		examplesView("action_ids, action_keys", closedCondition),
 		rewardByVersionView,
 	}},
+	{10, "rollbacks that walk back", []string{
+		// Which moves of a champion were rollbacks, and the seq of the
+		// earlier move whose state each brought back: a second rollback
+		// goes back past that one (deploy.Registry.Rollback).
+		`CREATE TABLE IF NOT EXISTS {db}.rollbacks (
+			name String,
+			seq UInt64,
+			restores_seq UInt64,
+			ts DateTime
+		) ENGINE = ReplacingMergeTree()
+		ORDER BY (name, seq)`,
+	}},
 }
 
 // addedColumns are the columns a migration adds to existing tables, before
@@ -361,6 +373,9 @@ func migrate(ctx context.Context, c Config, upTo uint32) error {
 		return fmt.Errorf("open clickhouse: %w", err)
 	}
 	defer conn.Close()
+	if c.Cluster != "" {
+		return migrateCluster(ctx, conn, db, c, upTo)
+	}
 	if err := conn.Exec(ctx, expand(sqlCreateDatabase, db)); err != nil {
 		return fmt.Errorf("create database %s: %w", db, err)
 	}
@@ -456,6 +471,8 @@ func optionalStatements(v serverVersion, db string, retention time.Duration, typ
 	return stmts, skipped
 }
 
+// applyOptional sends the optional statements the server gets; in cluster
+// mode to every node, on the local tables.
 func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) error {
 	var vs string
 	if err := conn.QueryRow(ctx, sqlServerVersion).Scan(&vs); err != nil {
@@ -483,13 +500,39 @@ func applyOptional(ctx context.Context, conn driver.Conn, db string, c Config) e
 			rows.Close()
 			return fmt.Errorf("read column types: %w", err)
 		}
+		if c.Cluster != "" {
+			// the types of a sharded table are its local tables'
+			if base, ok := strings.CutSuffix(table, localSuffix); ok && shardedTables[base] {
+				table = base
+			} else if shardedTables[table] {
+				continue
+			}
+		}
 		types[table+"."+name] = typ
 	}
 	rows.Close()
 	stmts, skipped := optionalStatements(v, db, c.Retention, types)
+	remake := map[string]bool{}
 	for _, stmt := range stmts {
+		if c.Cluster != "" {
+			cs, table, err := clusterAlter(stmt, c.Cluster)
+			if err != nil {
+				return err
+			}
+			if table != "" && strings.Contains(stmt, " MODIFY COLUMN ") {
+				remake[table] = true
+			}
+			stmt = cs
+		}
 		if err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	for _, table := range ShardedTables() {
+		if remake[table] {
+			if err := remakeDistributed(ctx, conn, db, c.Cluster, table); err != nil {
+				return err
+			}
 		}
 	}
 	for _, what := range skipped {

@@ -74,7 +74,7 @@ func NewElector(cfg Config, log *slog.Logger) (*Elector, error) {
 	}
 	e := &Elector{topic: cfg.Topics().Election, log: log, grace: electGrace}
 	g, err := kafkago.NewConsumerGroup(kafkago.ConsumerGroupConfig{
-		ID: cfg.TopicPrefix + "flywheel-retrain-election", Brokers: cfg.Brokers, Topics: []string{e.topic},
+		ID: cfg.TopicPrefix + "flywheel-retrain-election", Brokers: cfg.Brokers, Dialer: cfg.dialer(), Topics: []string{e.topic},
 		// Only the sticky protocol: a group never mixes it with range or
 		// roundrobin members (which would move the leadership on a join).
 		GroupBalancers:    []kafkago.GroupBalancer{stickyLeader{claim: e.userData}},

@@ -37,7 +37,8 @@ type claimRecord struct {
 // topics must exist (EnsureTopics).
 func Claim(ctx context.Context, c Config, id, database string, ours func(ctx context.Context, owner string) (bool, error)) error {
 	topic := c.Topics().Installation
-	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 10 * time.Second}
+	client, done := c.client(10 * time.Second)
+	defer done()
 	owner, err := firstClaim(ctx, client, topic)
 	if err != nil {
 		return err

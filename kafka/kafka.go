@@ -1,8 +1,11 @@
-// Package kafka is Flywheel's thin adapter to Kafka: connection settings,
-// topic names and setup, readers and writers configured the way every
-// component needs them, model-event publishing and reading (events.go), the
-// retrain election (elect.go), consumer lag, and the embedded Kafka-protocol
-// broker that `flywheel dev` runs when no brokers are named.
+// Package kafka is Flywheel's thin adapter to Kafka: connection settings
+// (TLS and SASL, security.go: every writer, reader, consumer group and
+// admin client the product opens is made here, with them), topic names and
+// setup (replication, min.insync.replicas, retention), readers and writers
+// configured the way every component needs them, model-event publishing and
+// reading (events.go), the retrain election (elect.go), consumer lag, and
+// the embedded Kafka-protocol broker that `flywheel dev` runs when no
+// brokers are named.
 package kafka
 
 import (
@@ -27,6 +30,24 @@ type Config struct {
 	Partitions int `yaml:"partitions"`
 	// ReplicationFactor of topics Flywheel creates; default 1.
 	ReplicationFactor int `yaml:"replication_factor"`
+	// MinInsyncReplicas is the min.insync.replicas of the topics Flywheel
+	// creates: how many replicas must have a record before a write (acks
+	// from all in-sync replicas) succeeds. Default: 2 when the replication
+	// factor is 3 or more, else 1; at most the replication factor.
+	MinInsyncReplicas int `yaml:"min_insync_replicas"`
+	// Retention is the retention.ms of the decisions, feedback,
+	// model-events and dead-letter topics Flywheel creates (0: the
+	// broker's log.retention, 7 days unless changed). Ingest must keep up
+	// within it. The installation topic is kept forever, the spool
+	// watermarks for a day.
+	Retention time.Duration `yaml:"retention"`
+	// RetentionBytes is the retention.bytes (per partition) of the same
+	// topics (0: the broker's, unbounded unless changed).
+	RetentionBytes int64 `yaml:"retention_bytes"`
+	// TLS and SASL are how every Kafka client Flywheel opens connects
+	// (security.go); both empty: plaintext, unauthenticated.
+	TLS  TLSConfig  `yaml:"tls"`
+	SASL SASLConfig `yaml:"sasl"`
 }
 
 // Topics are the names of Flywheel's topics.
@@ -74,6 +95,21 @@ func (c Config) Validate() error {
 	if c.Partitions < 0 || c.ReplicationFactor < 0 {
 		return errors.New("kafka.partitions and kafka.replication_factor must not be negative")
 	}
+	if c.MinInsyncReplicas < 0 {
+		return errors.New("kafka.min_insync_replicas must not be negative")
+	}
+	if c.MinInsyncReplicas > c.replication() {
+		return fmt.Errorf("kafka.min_insync_replicas (%d) is above kafka.replication_factor (%d): no write could succeed", c.MinInsyncReplicas, c.replication())
+	}
+	if c.Retention < 0 || c.Retention > 0 && c.Retention < time.Hour {
+		return fmt.Errorf("kafka.retention must be 0 (the broker's) or at least 1h; got %v", c.Retention)
+	}
+	if c.RetentionBytes < 0 {
+		return errors.New("kafka.retention_bytes must not be negative")
+	}
+	if _, err := c.security(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -91,22 +127,56 @@ func (c Config) replication() int {
 	return c.ReplicationFactor
 }
 
-// EnsureTopics creates Flywheel's topics that do not exist yet, and waits
-// until every one of them has a leader. Running it again is harmless.
-func EnsureTopics(ctx context.Context, c Config) error {
-	t := c.Topics()
-	want := []kafkago.TopicConfig{
-		{Topic: t.Decisions, NumPartitions: c.partitions(), ReplicationFactor: c.replication()},
-		{Topic: t.Feedback, NumPartitions: c.partitions(), ReplicationFactor: c.replication()},
-		{Topic: t.ModelEvents, NumPartitions: 1, ReplicationFactor: c.replication()},
-		{Topic: t.DLQ, NumPartitions: 1, ReplicationFactor: c.replication()},
-		{Topic: t.Election, NumPartitions: 1, ReplicationFactor: c.replication()},
-		{Topic: t.SpoolWatermarks, NumPartitions: 1, ReplicationFactor: c.replication(), ConfigEntries: []kafkago.ConfigEntry{
-			{ConfigName: "retention.ms", ConfigValue: "86400000"}}},
-		{Topic: t.Installation, NumPartitions: 1, ReplicationFactor: c.replication(), ConfigEntries: []kafkago.ConfigEntry{
-			{ConfigName: "retention.ms", ConfigValue: "-1"}, {ConfigName: "retention.bytes", ConfigValue: "-1"}}},
+func (c Config) minInsync() int {
+	switch {
+	case c.MinInsyncReplicas > 0:
+		return c.MinInsyncReplicas
+	case c.replication() >= 3:
+		return 2
 	}
-	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 10 * time.Second}
+	return 1
+}
+
+// topicConfigs returns the configuration of the topics Flywheel creates:
+// every topic min.insync.replicas, and those of kafka.retention and
+// kafka.retention_bytes (retained) their retention, extra added last.
+func (c Config) topicConfigs(retained bool, extra ...kafkago.ConfigEntry) []kafkago.ConfigEntry {
+	out := []kafkago.ConfigEntry{{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(c.minInsync())}}
+	if retained && c.Retention > 0 {
+		out = append(out, kafkago.ConfigEntry{ConfigName: "retention.ms", ConfigValue: strconv.FormatInt(c.Retention.Milliseconds(), 10)})
+	}
+	if retained && c.RetentionBytes > 0 {
+		out = append(out, kafkago.ConfigEntry{ConfigName: "retention.bytes", ConfigValue: strconv.FormatInt(c.RetentionBytes, 10)})
+	}
+	return append(out, extra...)
+}
+
+// TopicConfigs returns the topics EnsureTopics creates, with their
+// partitions, replication and configuration.
+func (c Config) TopicConfigs() []kafkago.TopicConfig {
+	t := c.Topics()
+	rf := c.replication()
+	return []kafkago.TopicConfig{
+		{Topic: t.Decisions, NumPartitions: c.partitions(), ReplicationFactor: rf, ConfigEntries: c.topicConfigs(true)},
+		{Topic: t.Feedback, NumPartitions: c.partitions(), ReplicationFactor: rf, ConfigEntries: c.topicConfigs(true)},
+		{Topic: t.ModelEvents, NumPartitions: 1, ReplicationFactor: rf, ConfigEntries: c.topicConfigs(true)},
+		{Topic: t.DLQ, NumPartitions: 1, ReplicationFactor: rf, ConfigEntries: c.topicConfigs(true)},
+		{Topic: t.Election, NumPartitions: 1, ReplicationFactor: rf, ConfigEntries: c.topicConfigs(false)},
+		{Topic: t.SpoolWatermarks, NumPartitions: 1, ReplicationFactor: rf, ConfigEntries: c.topicConfigs(false,
+			kafkago.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "86400000"})},
+		{Topic: t.Installation, NumPartitions: 1, ReplicationFactor: rf, ConfigEntries: c.topicConfigs(false,
+			kafkago.ConfigEntry{ConfigName: "retention.ms", ConfigValue: "-1"}, kafkago.ConfigEntry{ConfigName: "retention.bytes", ConfigValue: "-1"})},
+	}
+}
+
+// EnsureTopics creates Flywheel's topics that do not exist yet (TopicConfigs:
+// kafka.replication_factor, kafka.min_insync_replicas, kafka.retention), and
+// waits until every one of them has a leader. Running it again is harmless;
+// topics that exist are left as they are.
+func EnsureTopics(ctx context.Context, c Config) error {
+	want := c.TopicConfigs()
+	client, done := c.client(10 * time.Second)
+	defer done()
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: want})
 	if err != nil {
 		return fmt.Errorf("create topics: %w", err)
@@ -151,18 +221,23 @@ func allLed(meta *kafkago.MetadataResponse, n int) bool {
 }
 
 // WaitReady waits until a broker answers a metadata request, or ctx ends.
+// A refusal of this client's TLS or SASL settings (a wrong password, an
+// untrusted certificate) is returned at once, naming the setting.
 func WaitReady(ctx context.Context, c Config) error {
-	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 2 * time.Second}
+	client, done := c.client(2 * time.Second)
+	defer done()
 	var last error
 	for {
 		if _, err := client.Metadata(ctx, &kafkago.MetadataRequest{}); err == nil {
 			return nil
+		} else if refused := c.refusal(err); refused != nil {
+			return fmt.Errorf("kafka at %v: %w", c.Brokers, refused)
 		} else {
 			last = err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kafka at %v is not reachable: %w (last error: %v)", c.Brokers, ctx.Err(), last)
+			return fmt.Errorf("kafka at %v is not reachable: %w (last error: %v)%s", c.Brokers, ctx.Err(), last, c.hint())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -180,8 +255,11 @@ const MaxRecordBytes = maxBatchBytes - 4096
 // NewWriter returns a synchronous writer for topic that waits for all
 // in-sync replicas, batches concurrent writes for at most 2 ms, and routes
 // records by key hash so that all records of one key keep their order.
+//
+// Its connections use kafka.tls and kafka.sasl; if those cannot be read
+// (Validate says so first), every write fails naming the setting.
 func NewWriter(c Config, topic string) *kafkago.Writer {
-	return &kafkago.Writer{
+	w := &kafkago.Writer{
 		Addr:         kafkago.TCP(c.Brokers...),
 		Topic:        topic,
 		Balancer:     &kafkago.Hash{},
@@ -198,6 +276,10 @@ func NewWriter(c Config, topic string) *kafkago.Writer {
 		WriteBackoffMax:        time.Second,
 		AllowAutoTopicCreation: false,
 	}
+	if t := c.transport(); t != nil { // a nil *Transport in the interface would not be kafka-go's default
+		w.Transport = t
+	}
+	return w
 }
 
 // NewGroupReader returns a consumer-group reader over topics that never
@@ -205,6 +287,7 @@ func NewWriter(c Config, topic string) *kafkago.Writer {
 func NewGroupReader(c Config, group string, topics ...string) *kafkago.Reader {
 	return kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:               c.Brokers,
+		Dialer:                c.dialer(),
 		GroupID:               group,
 		GroupTopics:           topics,
 		MinBytes:              1,
@@ -229,6 +312,7 @@ func NewGroupReader(c Config, group string, topics ...string) *kafkago.Reader {
 func NewTailReader(c Config, topic string, offset int64) (*kafkago.Reader, error) {
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        c.Brokers,
+		Dialer:         c.dialer(),
 		Topic:          topic,
 		Partition:      0,
 		MinBytes:       1,

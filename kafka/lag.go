@@ -42,7 +42,8 @@ type PartitionOffsets struct {
 // consumer group's committed offset, or the error of asking the cluster.
 // Every record appended before the call has an offset below End.
 func GroupOffsets(ctx context.Context, c Config, group string, topics ...string) (map[string]map[int]PartitionOffsets, error) {
-	client := &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Timeout: 5 * time.Second}
+	client, done := c.client(5 * time.Second)
+	defer done()
 	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil, fmt.Errorf("lag of %s: metadata: %w", group, err)

@@ -11,6 +11,13 @@
 #                               another broker, for the tests that stop Kafka
 #   FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up|clickhouse-down
 #                               another server, for the tests that stop ClickHouse
+#   scripts/services.sh cluster-up|cluster-down|cluster-status
+#                               ZooKeeper (Debian's zookeeper package, installed if missing)
+#                               and a ClickHouse cluster "flywheel" of 2 shards x 2 replicas
+#                               on loopback: nodes on native ports 9301-9304 (HTTP 9311-9314,
+#                               interserver 9321-9324), ZooKeeper on 9309; for the cluster tests
+#   FLYWHEEL_CLUSTER_NODE=3 scripts/services.sh cluster-node-down|cluster-node-up
+#                               stop or start one node of the cluster (node 3: shard 2, replica 1)
 #   scripts/services.sh browser install Debian's chromium if missing (the dashboard's browser test)
 #   scripts/services.sh chdb    install chDB (PyPI chdb-core, ClickHouse 26.x in process) into a
 #                               virtualenv under $FLYWHEEL_CACHE if missing; prints its python
@@ -311,6 +318,199 @@ kafka_down() {
   stop_pid "$KDIR/kafka.pid" kafka
 }
 
+# ---------------------------------------------------------------- cluster
+#
+# ZooKeeper (standalone, from Debian's zookeeper package) and a ClickHouse
+# cluster of 2 shards x 2 replicas: node N (1-4) is shard (N+1)/2, replica
+# sN rR, on native port BASE+N, HTTP BASE+10+N and interserver HTTP
+# BASE+20+N; ZooKeeper on BASE+9. Each node is a server like the single ones
+# above (clickhouse_config, clickhouse_up) plus config.d/cluster.xml. The
+# {replica} macro is unique across the cluster (s1r1, s1r2, s2r1, s2r2), so
+# that tables replicated on every node (one ZooKeeper path for all shards)
+# can use it too.
+
+CLUSTER_BASE="${FLYWHEEL_CLUSTER_PORT_BASE:-9300}"
+CLUSTER_NAME="${FLYWHEEL_CLUSTER_NAME:-flywheel}"
+ZK_PORT="${FLYWHEEL_ZOOKEEPER_PORT:-$((CLUSTER_BASE + 9))}"
+ZKDIR="$DIR/zookeeper"
+CLUSTER_DIR="$DIR/clickhouse-cluster"
+ZK_CLASSPATH="/usr/share/java/zookeeper.jar"
+
+install_zookeeper() {
+  if [[ -f "$ZK_CLASSPATH" ]]; then
+    return
+  fi
+  log "installing zookeeper from Debian's packages"
+  command -v apt-get >/dev/null || die "zookeeper is missing and apt-get is not available"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq zookeeper >/dev/null || { apt-get update -qq && apt-get install -y -qq zookeeper >/dev/null; } ||
+    die "apt-get install zookeeper failed"
+  [[ -f "$ZK_CLASSPATH" ]] || die "the zookeeper package has no $ZK_CLASSPATH"
+}
+
+# Ready once it serves requests (ruok answers imok before that).
+zookeeper_ready() {
+  local reply
+  reply="$( (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && timeout 2 cat <&3) 2>/dev/null || true)"
+  [[ "$reply" == *"Mode: "* ]]
+}
+
+zookeeper_up() {
+  local d="$ZKDIR" pidf="$ZKDIR/zookeeper.pid"
+  if pid_alive "$pidf" && zookeeper_ready; then
+    log "zookeeper already running (pid $(cat "$pidf")) on 127.0.0.1:$ZK_PORT"
+    return
+  fi
+  if port_open "$ZK_PORT"; then
+    zookeeper_ready || die "port 127.0.0.1:$ZK_PORT is taken by something that is not ZooKeeper"
+    log "a ZooKeeper not started by this script already answers on 127.0.0.1:$ZK_PORT; using it"
+    return
+  fi
+  mkdir -p "$d/data" "$d/log"
+  cat >"$d/zoo.cfg" <<CFG
+tickTime=2000
+initLimit=10
+syncLimit=5
+dataDir=$d/data
+clientPort=$ZK_PORT
+clientPortAddress=127.0.0.1
+maxClientCnxns=200
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,mntr
+autopurge.snapRetainCount=3
+autopurge.purgeInterval=1
+CFG
+  log "starting zookeeper on 127.0.0.1:$ZK_PORT (data in $d)"
+  (cd "$d" || exit 1; nohup java -Xms64m -Xmx256m -XX:+UseSerialGC -Djava.awt.headless=true \
+    -Dzookeeper.log.dir="$d/log" -cp "$ZK_CLASSPATH" org.apache.zookeeper.server.ZooKeeperServerMain "$d/zoo.cfg" \
+    >"$d/log/stdout.log" 2>&1 </dev/null & echo $! >"$pidf")
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until zookeeper_ready; do
+    if ! pid_alive "$pidf"; then
+      tail -n 30 "$d/log/stdout.log" >&2 || true
+      die "zookeeper exited during start-up; logs in $d/log"
+    fi
+    ((SECONDS < deadline)) || die "zookeeper did not answer on 127.0.0.1:$ZK_PORT within ${WAIT_SECONDS}s; logs in $d/log"
+    sleep 0.5
+  done
+  log "zookeeper ready on 127.0.0.1:$ZK_PORT"
+}
+
+zookeeper_down() {
+  stop_pid "$ZKDIR/zookeeper.pid" zookeeper
+}
+
+# cluster_node N sets CHDIR, CH_PORT and CH_HTTP_PORT to node N's, as the
+# single-server functions use them.
+cluster_node() {
+  CHDIR="$CLUSTER_DIR/node$1"
+  CH_PORT=$((CLUSTER_BASE + $1))
+  CH_HTTP_PORT=$((CLUSTER_BASE + 10 + $1))
+}
+
+cluster_node_config() {
+  local n="$1" shard=$((($1 + 1) / 2)) replica=$((($1 + 1) % 2 + 1))
+  mkdir -p "$CHDIR/config.d" "$CHDIR/users.d"
+  local servers="" s r
+  for s in 1 2; do
+    servers+="      <shard><internal_replication>true</internal_replication>"
+    for r in 1 2; do
+      servers+="<replica><host>127.0.0.1</host><port>$((CLUSTER_BASE + (s - 1) * 2 + r))</port></replica>"
+    done
+    servers+="</shard>"$'\n'
+  done
+  cat >"$CHDIR/config.d/cluster.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <interserver_http_port>$((CLUSTER_BASE + 20 + n))</interserver_http_port>
+  <zookeeper>
+    <node><host>127.0.0.1</host><port>$ZK_PORT</port></node>
+    <session_timeout_ms>30000</session_timeout_ms>
+  </zookeeper>
+  <macros>
+    <cluster>$CLUSTER_NAME</cluster>
+    <shard>$shard</shard>
+    <replica>s${shard}r${replica}</replica>
+  </macros>
+  <remote_servers>
+    <$CLUSTER_NAME>
+$servers    </$CLUSTER_NAME>
+  </remote_servers>
+  <!-- a short queue: each node's DDL worker scans all of it, in ZooKeeper, every minute -->
+  <distributed_ddl>
+    <path>/clickhouse/task_queue/ddl</path>
+    <task_max_lifetime>3600</task_max_lifetime>
+    <max_tasks_in_queue>200</max_tasks_in_queue>
+  </distributed_ddl>
+  <!-- lean: four servers share two cores with everything else -->
+  <max_connections>256</max_connections>
+  <max_concurrent_queries>50</max_concurrent_queries>
+  <uncompressed_cache_size>67108864</uncompressed_cache_size>
+  <mark_cache_size>134217728</mark_cache_size>
+  <merge_tree>
+    <max_suspicious_broken_parts>100</max_suspicious_broken_parts>
+  </merge_tree>
+</yandex>
+XML
+  cat >"$CHDIR/users.d/lean.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default>
+      <max_memory_usage>2000000000</max_memory_usage>
+      <max_threads>2</max_threads>
+      <!-- each shard's first healthy replica: a process reads what it wrote -->
+      <load_balancing>in_order</load_balancing>
+      <!-- a subquery of a Distributed table inside a query of one runs once, on the initiator -->
+      <distributed_product_mode>global</distributed_product_mode>
+      <background_pool_size>4</background_pool_size>
+      <background_schedule_pool_size>4</background_schedule_pool_size>
+    </default>
+  </profiles>
+</yandex>
+XML
+}
+
+cluster_up() {
+  mkdir -p "$CLUSTER_DIR"
+  zookeeper_up
+  local n
+  for n in 1 2 3 4; do
+    cluster_node "$n"
+    cluster_node_config "$n"
+    clickhouse_up
+  done
+  # Every node sees ZooKeeper and the cluster's four nodes.
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until [[ "$(clickhouse-client --port "$((CLUSTER_BASE + 1))" --query \
+      "SELECT count() FROM remote('127.0.0.1:$((CLUSTER_BASE + 1)),127.0.0.1:$((CLUSTER_BASE + 2)),127.0.0.1:$((CLUSTER_BASE + 3)),127.0.0.1:$((CLUSTER_BASE + 4))', system.zookeeper) WHERE path = '/'" 2>/dev/null)" -gt 0 ]] 2>/dev/null; do
+    ((SECONDS < deadline)) || die "the cluster's nodes do not all reach ZooKeeper on 127.0.0.1:$ZK_PORT within ${WAIT_SECONDS}s"
+    sleep 0.5
+  done
+  log "clickhouse cluster $CLUSTER_NAME ready: 2 shards x 2 replicas on 127.0.0.1:$((CLUSTER_BASE + 1))-$((CLUSTER_BASE + 4))"
+}
+
+cluster_down() {
+  local n
+  for n in 1 2 3 4; do
+    cluster_node "$n"
+    stop_pid "$CHDIR/clickhouse.pid" "clickhouse-server (cluster node $n)"
+  done
+  zookeeper_down
+}
+
+cluster_status() {
+  local n
+  for n in 1 2 3 4; do
+    cluster_node "$n"
+    pid_alive "$CHDIR/clickhouse.pid" && echo "cluster node $n (127.0.0.1:$CH_PORT): running (pid $(cat "$CHDIR/clickhouse.pid"))" ||
+      echo "cluster node $n (127.0.0.1:$CH_PORT): stopped"
+  done
+  pid_alive "$ZKDIR/zookeeper.pid" && echo "zookeeper (127.0.0.1:$ZK_PORT): running (pid $(cat "$ZKDIR/zookeeper.pid"))" ||
+    echo "zookeeper (127.0.0.1:$ZK_PORT): stopped"
+}
+
 # ---------------------------------------------------------------- common
 
 stop_pid() {
@@ -350,6 +550,10 @@ case "${1:-}" in
     for pidf in "$DIR"/clickhouse*/clickhouse.pid; do
       [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
     done
+    for pidf in "$CLUSTER_DIR"/node*/clickhouse.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
+    done
+    if [[ -f "$ZKDIR/zookeeper.pid" ]]; then zookeeper_down; fi
     ;;
   kafka-up)
     mkdir -p "$DIR"
@@ -374,9 +578,36 @@ case "${1:-}" in
   clickhouse-down)
     clickhouse_down
     ;;
+  cluster-up)
+    mkdir -p "$DIR"
+    install_clickhouse
+    install_zookeeper
+    cluster_up
+    ;;
+  cluster-down)
+    cluster_down
+    ;;
+  cluster-status)
+    cluster_status
+    ;;
+  cluster-node-up|cluster-node-down)
+    # one node of the cluster (FLYWHEEL_CLUSTER_NODE, 1-4), for the tests
+    # that stop a replica
+    n="${FLYWHEEL_CLUSTER_NODE:-}"
+    [[ "$n" =~ ^[1-4]$ ]] || die "FLYWHEEL_CLUSTER_NODE must be 1, 2, 3 or 4 (got '$n')"
+    cluster_node "$n"
+    if [[ "$1" == cluster-node-up ]]; then
+      zookeeper_up
+      cluster_node_config "$n"
+      clickhouse_up
+    else
+      stop_pid "$CHDIR/clickhouse.pid" "clickhouse-server (cluster node $n)"
+    fi
+    ;;
   status)
     pid_alive "$DIR/clickhouse/clickhouse.pid" && echo "clickhouse: running (pid $(cat "$DIR/clickhouse/clickhouse.pid"))" || echo "clickhouse: stopped"
     pid_alive "$KDIR/kafka.pid" && echo "kafka: running (pid $(cat "$KDIR/kafka.pid"))" || echo "kafka: stopped"
+    if [[ -d "$CLUSTER_DIR" ]]; then cluster_status; fi
     ;;
   reset)
     for pidf in "$DIR"/kafka*/kafka.pid; do
@@ -385,10 +616,14 @@ case "${1:-}" in
     for pidf in "$DIR"/clickhouse*/clickhouse.pid; do
       [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
     done
+    for pidf in "$CLUSTER_DIR"/node*/clickhouse.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
+    done
+    if [[ -f "$ZKDIR/zookeeper.pid" ]]; then zookeeper_down; fi
     rm -rf "$DIR"
     ;;
   *)
-    echo "usage: $0 up|down|status|reset" >&2
+    echo "usage: $0 up|down|status|reset|kafka-up|kafka-down|clickhouse-up|clickhouse-down|cluster-up|cluster-down|cluster-status|cluster-node-up|cluster-node-down|browser|chdb" >&2
     exit 2
     ;;
 esac

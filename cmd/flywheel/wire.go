@@ -167,7 +167,7 @@ func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
 		p.closers = append(p.closers, func() { w.Close() })
 		pub = w
 	}
-	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, e.cfg.ClickHouse.Database()), pub, e.log, time.Now)
+	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, e.cfg.ClickHouse.Database()).WithCluster(e.cfg.ClickHouse.Cluster), pub, e.log, time.Now)
 	if err != nil {
 		p.Close()
 		return nil, err
