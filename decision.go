@@ -91,6 +91,10 @@ type Decision struct {
 	Explored      bool       `json:"explored"`
 	Score         float64    `json:"score,omitempty"`
 	Reward        RewardRule `json:"reward"`
+	// Deferred marks a decision the product may not show: it counts for
+	// training and evaluation only once activated (a feedback of type
+	// FeedbackActivation for its event id, or its page's).
+	Deferred bool `json:"deferred,omitempty"`
 
 	// RawContext and RawActions, when set, are Context and Actions as the
 	// client sent them (already decoded and validated): the event logger
@@ -126,7 +130,15 @@ type DecisionRecord struct {
 	Explored      bool            `json:"explored"`
 	Score         float64         `json:"score,omitempty"`
 	Reward        RewardRule      `json:"reward"`
+	Deferred      bool            `json:"deferred,omitempty"`
 }
+
+// FeedbackActivation is the feedback type of an activation: the product
+// showed a decision made with defer_activation (POST
+// /v1/events/{event_id}/activate). It carries no reward; the type is
+// reserved.
+const FeedbackActivation = "flywheel.activation"
+
 
 // Validate checks a decision read back from the log: the fields ingest and
 // training rely on must be present and consistent.

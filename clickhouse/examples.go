@@ -22,9 +22,9 @@ const feedbackSkewMs = 3600 * 1000
 // examplesOfModel is the bounded examples query of one model's decisions
 // with fromMs <= ts_ms <= toMs, as a subquery aliased e.
 func examplesOfModel() string {
-	return "(" + examplesSelect("action_ids, action_keys", closedCondition,
+	return "(" + examplesSelect("action_ids, action_keys", liveCondition,
 		" AND model = ? AND ts_ms >= ? AND ts_ms <= ?",
-		"\n\t\t\t\tWHERE ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?") + ") AS e"
+		rewardFeedback+" AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?") + ") AS e"
 }
 
 // examplesArgs are the arguments of {examples}: model's decisions with

@@ -211,13 +211,23 @@ var migrations = []migration{
 		) ENGINE = ReplacingMergeTree()
 		ORDER BY (name, seq)`,
 	}},
+	{11, "deferred activation", []string{
+		// decisions.deferred (added before these statements): a decision
+		// made with defer_activation counts once activated; activations
+		// are feedback of type flywheel.activation, which carry no reward.
+		`DROP TABLE IF EXISTS {db}.reward_by_version`,
+		`DROP TABLE IF EXISTS {db}.examples`,
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition, "", rewardFeedback),
+		rewardByVersionView,
+	}},
 }
 
 // addedColumns are the columns a migration adds to existing tables, before
 // its statements, where they are missing (ClickHouse 18.16 has no ADD
 // COLUMN IF NOT EXISTS).
 var addedColumns = map[uint32][]column{
-	6: {{"decisions", "action_keys", "Array(String)", "action_ids"}},
+	6:  {{"decisions", "action_keys", "Array(String)", "action_ids"}},
+	11: {{"decisions", "deferred", "UInt8", "explored"}},
 }
 
 type column struct{ table, name, typ, after string }
@@ -266,6 +276,21 @@ func addColumn(ctx context.Context, conn driver.Conn, db string, c column) error
 // that feedback still in Kafka is never taken for the default reward. The
 // examples view and every count of closed examples use it, so they agree.
 const closedCondition = `ts_ms + reward_window_s * 1000 <= least(toUInt64(toUInt32(now())) * 1000, ` + feedbackWatermark + `)`
+
+// activatedCondition holds for a decision that may be trained on and
+// evaluated: one made without defer_activation, or activated since (a
+// feedback of type flywheel.activation for its event id or, for a slot of
+// a page, EVENT_ID#SLOT, for its page's).
+const activatedCondition = `(deferred = 0 OR splitByChar('#', event_id)[1] IN (SELECT event_id FROM {db}.feedback WHERE type = 'flywheel.activation'))`
+
+// liveCondition is when a decision is an example, from migration 11 on:
+// closed and activated.
+const liveCondition = closedCondition + ` AND ` + activatedCondition
+
+// rewardFeedback is the condition on the feedback that makes rewards:
+// every type but activations.
+const rewardFeedback = `
+				WHERE type != 'flywheel.activation'`
 
 // windowClosedCondition is what closed meant up to migration 8, when only
 // the reward window counted: the views those migrations create (and replace)

@@ -13,7 +13,7 @@ import (
 // (closedCondition): the rows of the examples view, without its join with
 // the feedback, for counting them.
 const closedDecisions = `(SELECT model, kind, ts_ms FROM {db}.decisions FINAL
-		WHERE ` + closedCondition + `)`
+		WHERE ` + liveCondition + `)`
 
 // The statements of retraining.
 const (

@@ -203,7 +203,7 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 	}
 	return rawJSON.Marshal(&flywheel.DecisionRecord{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
 		Version: d.Version, Variant: d.Variant, Context: d.RawContext, Actions: d.RawActions, Probabilities: d.Probabilities,
-		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward})
+		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward, Deferred: d.Deferred})
 }
 
 // LogFeedback spools fs and returns once they are fsynced; it fails as

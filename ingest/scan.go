@@ -86,6 +86,8 @@ func scanDecision(b []byte) (*row, bool) {
 				d.Chosen = s.str()
 			case "explored":
 				d.Explored = s.bool()
+			case "deferred":
+				d.Deferred = s.bool()
 			case "score":
 				d.Score = s.float()
 			case "reward":
@@ -146,7 +148,7 @@ func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), l
 var topFields = func() map[string]uint32 {
 	m := map[string]uint32{}
 	for i, k := range []string{"schema", "event_id", "ts", "model", "kind", "model_version", "variant", "context",
-		"actions", "probabilities", "ranking", "chosen_index", "chosen", "explored", "score", "reward"} {
+		"actions", "probabilities", "ranking", "chosen_index", "chosen", "explored", "score", "reward", "deferred"} {
 		m[k] = 1 << i
 	}
 	return m

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
@@ -85,6 +86,8 @@ func parseFeedback(body []byte, max int) ([]feedbackRequest, error) {
 			return nil, flywheel.Errorf(flywheel.EINVALID, "%sreward is not a finite number", p)
 		case len(it.Type) > 64:
 			return nil, flywheel.Errorf(flywheel.EINVALID, "%stype is longer than 64 bytes", p)
+		case strings.HasPrefix(it.Type, "flywheel."):
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%stype %q: types starting with \"flywheel.\" are reserved (activate a decision with POST /v1/events/{event_id}/activate)", p, it.Type)
 		}
 		if it.Model != "" {
 			if err := flywheel.ValidateName(p+"model", it.Model); err != nil {

@@ -33,6 +33,10 @@ type rankRequest struct {
 	// Slots, when given, make the request rank a page: each slot gets a
 	// distinct action, drawn in slot order (slots.go).
 	Slots []slotRequest `json:"slots,omitempty"`
+	// DeferActivation logs the decision as one the product may not show:
+	// it is trained on and evaluated only once POST
+	// /v1/events/{event_id}/activate says it was shown.
+	DeferActivation bool `json:"defer_activation,omitempty"`
 
 	// the context and actions as sent, for the decision log
 	rawContext []byte
@@ -52,6 +56,7 @@ type rankWire struct {
 
 	ExcludedActions []string      `json:"excluded_actions,omitempty"`
 	Slots           []slotRequest `json:"slots,omitempty"`
+	DeferActivation bool          `json:"defer_activation,omitempty"`
 }
 
 type rankResponse struct {
@@ -172,7 +177,7 @@ func decodeRankFast(body []byte) (*rankRequest, bool) {
 	if strictJSON.Unmarshal(body, &w) != nil {
 		return nil, false
 	}
-	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions)), ExcludedActions: w.ExcludedActions, Slots: w.Slots}
+	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions)), ExcludedActions: w.ExcludedActions, Slots: w.Slots, DeferActivation: w.DeferActivation}
 	if !isNull(w.Context) {
 		if strictJSON.Unmarshal(w.Context, &req.Context) != nil {
 			return nil, false
@@ -289,7 +294,7 @@ func (s *Server) handleRank(c *gin.Context) {
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: now, Model: req.Model, Kind: flywheel.KindRanker,
 		Version: l.version, Variant: resp.Variant, Context: req.Context, Actions: req.Actions, Probabilities: r.Probabilities,
 		Ranking: order, ChosenIndex: r.Chosen, Chosen: resp.Chosen, Explored: r.Explored, Reward: h.cfg.RewardRule(),
-		RawContext: req.rawContext, RawActions: req.rawActions,
+		RawContext: req.rawContext, RawActions: req.rawActions, Deferred: req.DeferActivation,
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
 		writeError(c, err)

@@ -280,6 +280,7 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	v1.POST("/rank", app, s.handleRank)
 	v1.POST("/predict", app, s.handlePredict)
 	v1.POST("/feedback", app, s.handleFeedback)
+	v1.POST("/events/:event_id/activate", app, s.handleActivate)
 	v1.GET("/models", app, s.handleModels)
 	v1.GET("/models/:name", app, s.handleModel)
 	v1.POST("/models/:name/promote", admin, s.handlePromote)
