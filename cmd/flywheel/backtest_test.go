@@ -49,7 +49,7 @@ func TestBacktestCommand(t *testing.T) {
 	if err := run(ctx, []string{"backtest", "--decisions", "2000", "--every", "1000"}, noenv, &out, &errs); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"world homepage", "A: schedule @every 20s, rule non-inferior, margin 0.05, exploration epsilon-greedy:0.05, training full", "1000–2000", "final 0–2000", "% of oracle", "promoted/runs"} {
+	for _, want := range []string{"world homepage", "A: schedule @every 20s, rule non-inferior, margin 0.05, exploration squarecb, training full", "1000–2000", "final 0–2000", "% of oracle", "promoted/runs"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, out.String())
 		}
