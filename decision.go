@@ -139,7 +139,6 @@ type DecisionRecord struct {
 // reserved.
 const FeedbackActivation = "flywheel.activation"
 
-
 // Validate checks a decision read back from the log: the fields ingest and
 // training rely on must be present and consistent.
 func (d *Decision) Validate() error {
