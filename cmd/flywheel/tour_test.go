@@ -1,17 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // The README's by-hand tour works as written: with the default
@@ -23,67 +18,10 @@ import (
 // on a shared machine is set, through FLYWHEEL_* variables: the address,
 // the database, the topic prefix and the spool directory.
 func TestReadmeTour(t *testing.T) {
-	kafkaAddr, chAddr := strings.Join(testenv.Kafka(t), ","), testenv.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	suffix := time.Now().UnixNano()
-	db := fmt.Sprintf("tour_%d", suffix)
-	addr := freeAddr(t)
-	url := "http://" + addr
-	env := map[string]string{
-		"FLYWHEEL_HTTP_ADDR":          addr,
-		"FLYWHEEL_CLICKHOUSE_DSN":     fmt.Sprintf("clickhouse://%s/%s", chAddr, db),
-		"FLYWHEEL_KAFKA_TOPIC_PREFIX": fmt.Sprintf("tour%d.", suffix),
-		"FLYWHEEL_SERVE_SPOOL_DIR":    t.TempDir(),
-		"FLYWHEEL_LOG_LEVEL":          "warn",
-	}
-	getenv := func(k string) string { return env[k] }
-	flywheel := func(args ...string) string {
-		t.Helper()
-		var buf bytes.Buffer
-		out := &syncWriter{w: &buf}
-		if err := run(ctx, args, getenv, out, out); err != nil {
-			t.Fatalf("flywheel %s: %v\n%s", strings.Join(args, " "), err, buf.String())
-		}
-		return buf.String()
-	}
-
-	// bin/flywheel dev --kafka 127.0.0.1:9092
-	var logs bytes.Buffer
-	sw := &syncWriter{w: &logs}
-	devCtx, stopDev := context.WithCancel(ctx)
-	devDone := make(chan error, 1)
-	go func() { devDone <- run(devCtx, []string{"dev", "--kafka", kafkaAddr}, getenv, sw, sw) }()
-	defer func() {
-		stopDev()
-		if err := <-devDone; err != nil {
-			t.Errorf("flywheel dev returned %v", err)
-		}
-		if t.Failed() {
-			sw.mu.Lock()
-			t.Logf("flywheel dev log:\n%s", logs.String())
-			sw.mu.Unlock()
-		}
-	}()
-	waitReady(t, ctx, url)
-	testDB(t, ctx, chAddr, db) // dropped at cleanup, once dev has stopped
-
-	post := func(path, body string, into any) {
-		t.Helper()
-		resp, err := http.Post(url+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("POST %s: %s", path, resp.Status)
-		}
-		if into != nil {
-			if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	d := startDev(t, ctx, "tour", nil) // bin/flywheel dev --kafka 127.0.0.1:9092
+	url, post, flywheel := d.url, d.post, d.flywheel
 	var ranked struct {
 		EventID      string `json:"event_id"`
 		ModelVersion int    `json:"model_version"`
