@@ -378,6 +378,9 @@ func (l *Logger) shipOnce(ctx context.Context, cur Position) (Position, int, err
 		}
 		l.errors.Inc()
 		late, l.behind = true, true
+		// What waits is still pending: the gauge must not keep saying the
+		// spool was empty while Kafka is away.
+		l.pending.Set(float64(l.spool.Pending(cur)))
 		l.log.Warn("shipping to Kafka failed; events stay in the spool", "unshipped", len(dec)+len(fb), "pending_bytes", l.spool.Pending(cur), "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
