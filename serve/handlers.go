@@ -263,7 +263,12 @@ func (s *Server) handleRank(c *gin.Context) {
 	if clientID {
 		// Event ids are unique per model: the same request again gets the
 		// same answer, another one a 409, and nothing is logged twice.
-		switch out, prev := s.recent.claim(req.Model, req.EventID, body, now); out {
+		out, prev, err := s.recent.claimWait(c.Request.Context(), req.Model, req.EventID, body, now)
+		if err != nil {
+			writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "event_id %q: the same request is still being answered: %v", req.EventID, err))
+			return
+		}
+		switch out {
 		case replay:
 			c.Data(http.StatusOK, "application/json; charset=utf-8", prev)
 			return

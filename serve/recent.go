@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -30,9 +31,10 @@ type recentIDs struct {
 type recentKey struct{ model, eventID string }
 
 type recentEntry struct {
-	hash     uint64    // of the request's body
-	decided  time.Time // the decision's time
-	response []byte    // the answer, once logged; nil while in flight
+	hash     uint64        // of the request's body
+	decided  time.Time     // the decision's time
+	response []byte        // the answer, once logged; nil while in flight
+	settled  chan struct{} // closed when the claim is done or released; nil for remembered ids
 }
 
 func newRecentIDs(max int) *recentIDs {
@@ -45,7 +47,8 @@ type claimOutcome int
 const (
 	claimed   claimOutcome = iota // no decision had the id: the caller serves it and calls done or release
 	replay                        // the same request was answered: the answer is returned
-	conflict                      // another request used the id, or the same one is still in flight
+	conflict                      // another request used the id
+	inflight                      // the same request is being answered: wait for it and claim again
 	unchecked                     // remembering nothing (limits.recent_event_ids < 0)
 )
 
@@ -59,13 +62,44 @@ func (r *recentIDs) claim(model, eventID string, body []byte, now time.Time) (cl
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.m[k]; ok {
-		if e.hash == h && e.response != nil {
+		switch {
+		case e.hash != h:
+			return conflict, nil
+		case e.response != nil:
 			return replay, e.response
 		}
-		return conflict, nil
+		return inflight, nil
 	}
-	r.add(k, &recentEntry{hash: h, decided: now})
+	r.add(k, &recentEntry{hash: h, decided: now, settled: make(chan struct{})})
 	return claimed, nil
+}
+
+// claimWait is claim for a request that may be a client's retry of one
+// still being answered (its first attempt timed out on the client's side):
+// it waits, as long as ctx lasts, for that attempt to settle, and then
+// claims again, so that the retry gets the first attempt's answer, or
+// serves the decision itself if the first attempt logged nothing.
+func (r *recentIDs) claimWait(ctx context.Context, model, eventID string, body []byte, now time.Time) (claimOutcome, []byte, error) {
+	for {
+		out, prev := r.claim(model, eventID, body, now)
+		if out != inflight {
+			return out, prev, nil
+		}
+		r.mu.Lock()
+		var settled chan struct{}
+		if e, ok := r.m[recentKey{model, eventID}]; ok {
+			settled = e.settled
+		}
+		r.mu.Unlock()
+		if settled == nil {
+			continue // settled, or evicted, since claim
+		}
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		}
+	}
 }
 
 // remember records a decision whose id the server chose (never reused):
@@ -87,7 +121,10 @@ func (r *recentIDs) add(k recentKey, e *recentEntry) {
 	if len(r.ring) < r.max {
 		r.ring = append(r.ring, k)
 	} else {
-		delete(r.m, r.ring[r.next])
+		if old, ok := r.m[r.ring[r.next]]; ok {
+			old.settle() // a request waiting on it claims again
+			delete(r.m, r.ring[r.next])
+		}
 		r.ring[r.next] = k
 		r.next = (r.next + 1) % r.max
 	}
@@ -101,8 +138,17 @@ func (r *recentIDs) done(model, eventID string, response []byte) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.m[recentKey{model, eventID}]; ok {
+	if e, ok := r.m[recentKey{model, eventID}]; ok && e.response == nil {
 		e.response = response
+		e.settle()
+	}
+}
+
+// settle wakes the requests waiting for e's claim, under r.mu.
+func (e *recentEntry) settle() {
+	if e.settled != nil {
+		close(e.settled)
+		e.settled = nil
 	}
 }
 
@@ -115,6 +161,7 @@ func (r *recentIDs) release(model, eventID string) {
 	defer r.mu.Unlock()
 	k := recentKey{model, eventID}
 	if e, ok := r.m[k]; ok && e.response == nil {
+		e.settle()
 		delete(r.m, k) // its ring slot stays until evicted: deleting a missing key is harmless
 	}
 }

@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -191,11 +192,68 @@ func TestRecentIDsBounded(t *testing.T) {
 	if out, b := r.claim("m", "e2", []byte("x"), semanticsNow); out != replay || string(b) != "answer" {
 		t.Fatalf("e2: %v %s", out, b)
 	}
-	if out, _ := r.claim("m", "e0", []byte("y"), semanticsNow); out != conflict {
-		t.Fatalf("an id in flight: %v", out)
+	if out, _ := r.claim("m", "e0", []byte("y"), semanticsNow); out != inflight {
+		t.Fatalf("the same request in flight: %v", out)
+	}
+	if out, _ := r.claim("m", "e0", []byte("z"), semanticsNow); out != conflict {
+		t.Fatalf("another request with an id in flight: %v", out)
 	}
 	if out, _ := newRecentIDs(-1).claim("m", "e", nil, semanticsNow); out != unchecked {
 		t.Fatalf("disabled: %v", out)
+	}
+}
+
+// A client's retry of a request still being answered (its first attempt
+// timed out on the client's side) waits for that attempt and gets its
+// answer, or serves the decision itself when the first attempt logged
+// nothing; it is not told that the id is taken.
+func TestRecentIDsRetryInFlight(t *testing.T) {
+	t.Parallel()
+	r := newRecentIDs(8)
+	if out, _ := r.claim("m", "e", []byte("x"), semanticsNow); out != claimed {
+		t.Fatalf("first attempt: %v", out)
+	}
+	type result struct {
+		out  claimOutcome
+		resp []byte
+		err  error
+	}
+	retry := func(id string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			out, resp, err := r.claimWait(context.Background(), "m", id, []byte("x"), semanticsNow)
+			ch <- result{out, resp, err}
+		}()
+		return ch
+	}
+	waiting := retry("e")
+	select {
+	case res := <-waiting:
+		t.Fatalf("the retry did not wait for the first attempt: %+v", res)
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.done("m", "e", []byte("answer"))
+	if res := <-waiting; res.out != replay || string(res.resp) != "answer" || res.err != nil {
+		t.Fatalf("retry after the first attempt answered: %+v", res)
+	}
+
+	if out, _ := r.claim("m", "f", []byte("x"), semanticsNow); out != claimed {
+		t.Fatalf("first attempt: %v", out)
+	}
+	out, _, err := r.claimWait(context.Background(), "m", "f", []byte("y"), semanticsNow)
+	if out != conflict || err != nil {
+		t.Fatalf("another request with the id: %v %v", out, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, _, err := r.claimWait(ctx, "m", "f", []byte("x"), semanticsNow); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a retry waits only as long as its request lasts: %v", err)
+	}
+	waiting = retry("f")
+	time.Sleep(20 * time.Millisecond)
+	r.release("m", "f") // the first attempt logged nothing
+	if res := <-waiting; res.out != claimed || res.err != nil {
+		t.Fatalf("retry after the first attempt failed: %+v", res)
 	}
 }
 

@@ -148,6 +148,8 @@ func (w *World) Draw(rng *rand.Rand) (flywheel.Features, []flywheel.Action, []fl
 type Result struct {
 	Events           int             `json:"events"`
 	Errors           int             `json:"errors"`
+	// FirstError is what the first failed request failed with.
+	FirstError string `json:"first_error,omitempty"`
 	Versions         []VersionResult `json:"versions"`
 	RandomRewardRate float64         `json:"random_reward_rate"`
 	OracleRewardRate float64         `json:"oracle_reward_rate"`
@@ -321,7 +323,7 @@ func (s *session) play(ctx context.Context, rng *rand.Rand, i int) {
 	reqCtx, actions, truth := s.world.Draw(rng)
 	resp, err := s.api.Rank(ctx, client.RankRequest{Model: s.cfg.Model, EventID: fmt.Sprintf("sim-%s-%d", s.runID, i), Context: reqCtx, Actions: actions})
 	if err != nil {
-		s.failed()
+		s.failed("rank", err)
 		return
 	}
 	pChosen, random, best := 0.0, 0.0, 0.0
@@ -335,7 +337,7 @@ func (s *session) play(ctx context.Context, rng *rand.Rand, i int) {
 	click := rng.Float64() < pChosen
 	if click {
 		if _, err := s.api.SendFeedback(ctx, client.Feedback{EventID: resp.EventID, Reward: 1, Type: "click"}); err != nil {
-			s.failed()
+			s.failed("feedback", err)
 		}
 	}
 	exp := expected(resp, actions, truth)
@@ -365,9 +367,12 @@ func (s *session) play(ctx context.Context, rng *rand.Rand, i int) {
 	win.versions[resp.ModelVersion]++
 }
 
-func (s *session) failed() {
+func (s *session) failed(what string, err error) {
 	s.mu.Lock()
 	s.res.Errors++
+	if s.res.FirstError == "" {
+		s.res.FirstError = fmt.Sprintf("%s at %s: %v", what, time.Now().Format(time.RFC3339Nano), err)
+	}
 	s.mu.Unlock()
 }
 

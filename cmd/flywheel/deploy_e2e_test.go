@@ -141,7 +141,7 @@ func drive(t *testing.T, ctx context.Context, urls []string, n int, done func() 
 			t.Fatal(err)
 		}
 		if res.Errors != 0 {
-			t.Fatalf("round %d: %d failed requests", i, res.Errors)
+			t.Fatalf("round %d: %d failed requests, the first: %s", i, res.Errors, res.FirstError)
 		}
 		rounds = append(rounds, res)
 	}

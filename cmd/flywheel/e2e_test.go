@@ -147,7 +147,7 @@ models:
 		t.Fatal(err)
 	}
 	if first.Errors != 0 || len(first.Versions) == 0 || first.Versions[0].Version != 1 {
-		t.Fatalf("phase 1: %d errors, versions %+v", first.Errors, first.Versions)
+		t.Fatalf("phase 1: %d errors (the first: %s), versions %+v", first.Errors, first.FirstError, first.Versions)
 	}
 	start := time.Now()
 	waitFor(t, ctx, "a promoted version >= 2 to be served", func() bool { return liveVersion(url) >= 2 })
@@ -159,7 +159,7 @@ models:
 		t.Fatal(err)
 	}
 	if second.Errors != 0 {
-		t.Fatalf("phase 2: %d errors", second.Errors)
+		t.Fatalf("phase 2: %d errors, the first: %s", second.Errors, second.FirstError)
 	}
 	v1 := first.Versions[0]
 	for _, v := range second.Versions {
