@@ -36,7 +36,8 @@ type Client struct {
 	// Key is the app (or admin) key, sent as a bearer token; "" sends none.
 	Key string
 	// HTTP is the client requests go through; default: one with a 5 s
-	// timeout per attempt.
+	// timeout per attempt that keeps up to 64 connections open (see
+	// Transport).
 	HTTP *http.Client
 	// Retries is how many times a failed attempt is repeated (network
 	// errors, 429, 502, 503, 504); default 3. -1: never.
@@ -271,7 +272,20 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	return 0, nil
 }
 
-var defaultHTTP = &http.Client{Timeout: 5 * time.Second}
+var defaultHTTP = &http.Client{Timeout: 5 * time.Second, Transport: Transport(64)}
+
+// Transport returns an HTTP transport that keeps up to conns idle
+// connections per server. net/http's default keeps 2, so a client making
+// more than 2 calls at once closes a connection after nearly every call and
+// opens a new one: at a few thousand calls a second the closed ones, each
+// held in TIME_WAIT for a minute, use up the machine's ephemeral ports and
+// calls fail with "cannot assign requested address".
+func Transport(conns int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(t.MaxIdleConns, conns)
+	t.MaxIdleConnsPerHost = conns
+	return t
+}
 
 // retryable says whether an attempt that failed with err may be repeated
 // (while the caller's context lasts): a network error or an attempt's

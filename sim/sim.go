@@ -223,9 +223,13 @@ func expected(r *client.RankResponse, actions []flywheel.Action, truth []float64
 // with what it has, when ctx ends. Requests that fail (after the client's
 // retries) are counted in Errors.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	own := cfg.Client == nil
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if own {
+		defer cfg.Client.CloseIdleConnections()
 	}
 	world, err := NewEnv(cfg.World, cfg.Seed)
 	if err != nil {
@@ -288,7 +292,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Window = 10000
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+		cfg.Client = &http.Client{Timeout: cfg.Timeout, Transport: client.Transport(cfg.Concurrency)}
 	}
 	return cfg, nil
 }
