@@ -698,7 +698,7 @@ func fixtureChecks(db string) []step {
 			want: "1"},
 		{name: "check e9 not closed behind the watermark", query: true,
 			sql: "SELECT (SELECT count() FROM " + db + ".examples WHERE event_id = 'e9'), (SELECT count() FROM " +
-				expand(closedDecisions, db) + " AS c WHERE model = 'homepage' AND kind = 'ranker')",
+				db + ".decisions FINAL WHERE model = 'homepage' AND kind = 'ranker' AND " + strings.ReplaceAll(liveCondition, "{db}", db) + ")",
 			want: "0\t7"},
 		watermark("watermark past e9", fixtureBase.Add(4*time.Hour)),
 		{name: "check e9 closed once ingested", query: true,

@@ -3,7 +3,8 @@ package clickhouse
 // The product's queries of closed examples (retraining's reads, the canary
 // judge's, the dashboard's) name {examples} where an analyst names the
 // examples view: the view's query with the model and the time range pushed
-// into the decisions and the feedback it reads. ClickHouse 18.16 pushes no
+// into the decisions and the feedback it reads (the range also bounds ts,
+// the partition key, so that parts of older decisions are not read). ClickHouse 18.16 pushes no
 // condition into a view, so a query of the view joins every decision and
 // every feedback event in the database, whatever range it asks for; this
 // one reads one model's decisions of the range (the decisions' primary key
@@ -23,7 +24,7 @@ const feedbackSkewMs = 3600 * 1000
 // with fromMs <= ts_ms <= toMs, as a subquery aliased e.
 func examplesOfModel() string {
 	return "(" + examplesSelect("action_ids, action_keys", liveCondition,
-		" AND model = ? AND ts_ms >= ? AND ts_ms <= ?",
+		" AND model = ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ? AND ts_ms <= ?",
 		rewardFeedback+" AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?") + ") AS e"
 }
 
@@ -34,5 +35,5 @@ func examplesArgs(model string, fromMs, toMs uint64) []any {
 	if fromMs > feedbackSkewMs {
 		lo = fromMs - feedbackSkewMs
 	}
-	return []any{model, fromMs, toMs, lo, lo, model, fromMs, toMs}
+	return []any{model, fromMs, fromMs, toMs, lo, lo, model, fromMs, fromMs, toMs}
 }

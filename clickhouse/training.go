@@ -3,32 +3,37 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// closedDecisions is the decisions whose reward window has closed
-// (closedCondition): the rows of the examples view, without its join with
-// the feedback, for counting them.
-const closedDecisions = `(SELECT model, kind, ts_ms FROM {db}.decisions FINAL
-		WHERE ` + liveCondition + `)`
+// closedInRange is the closed decisions (liveCondition) of one model and kind with
+// lo <= ts_ms <= hi, as a subquery: its arguments are rangeArgs(model,
+// kind, lo, hi). The conditions are inside the FINAL read, where 18.16
+// applies them (it pushes none into a subquery), and the bound on ts, the
+// partition key, skips every part whose decisions all precede lo: a count
+// of the last minutes reads the parts written in them, not the window.
+const closedInRange = `(SELECT ts_ms FROM {db}.decisions FINAL
+		WHERE model = ? AND kind = ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ? AND ts_ms <= ?
+			AND ` + liveCondition + `)`
+
+// rangeArgs are the arguments of closedInRange.
+func rangeArgs(model, kind string, lo, hi uint64, more ...any) []any {
+	return append([]any{model, kind, lo, lo, hi}, more...)
+}
 
 // The statements of retraining.
 const (
-	freshCountSQL = `SELECT count() FROM ` + closedDecisions + ` WHERE model = ? AND kind = ? AND ts_ms > ?`
+	closedCountSQL = `SELECT count() FROM ` + closedInRange
 
 	ingestedThroughSQL = `SELECT max(ingested_at) FROM {db}.decisions WHERE model = ?`
 
-	closedSpanSQL = `SELECT count(), min(ts_ms), max(ts_ms) FROM ` + closedDecisions + `
-		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms <= ?`
+	closedSpanSQL = `SELECT count(), min(ts_ms), max(ts_ms) FROM ` + closedInRange
 
-	holdoutCutSQL = `SELECT ts_ms FROM ` + closedDecisions + `
-		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms LIMIT 1 OFFSET ?`
-
-	closedBeforeSQL = `SELECT count() FROM ` + closedDecisions + `
-		WHERE model = ? AND kind = ? AND ts_ms >= ? AND ts_ms < ?`
+	holdoutCutSQL = `SELECT ts_ms FROM ` + closedInRange + ` ORDER BY ts_ms LIMIT 1 OFFSET ?`
 
 	rankerExamplesSQL = `SELECT event_id, ts_ms, version, context_json, actions_json, arrayStringConcat(action_keys, ' '), probabilities, chosen_index, reward, feedback_count
 		FROM {examples} WHERE kind = 'ranker' ORDER BY ts_ms, event_id`
@@ -71,7 +76,7 @@ func NewTraining(conn driver.Conn, db string) *Training { return &Training{conn:
 // with ts_ms > afterMs, or the error of the query.
 func (t *Training) FreshCount(ctx context.Context, model, kind string, afterMs uint64) (uint64, error) {
 	var n uint64
-	if err := t.conn.QueryRow(ctx, expand(freshCountSQL, t.db), model, kind, afterMs).Scan(&n); err != nil {
+	if err := t.conn.QueryRow(ctx, expand(closedCountSQL, t.db), rangeArgs(model, kind, afterMs+1, math.MaxUint64)...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count new examples of %s: %w", model, err)
 	}
 	return n, nil
@@ -92,7 +97,7 @@ func (t *Training) IngestedThrough(ctx context.Context, model string) (time.Time
 // with fromMs <= ts_ms <= toMs, and the ts_ms of the first and the last of
 // them (0 when there are none), or the error of the query.
 func (t *Training) ClosedSpan(ctx context.Context, model, kind string, fromMs, toMs uint64) (rows, firstMs, lastMs uint64, err error) {
-	if err := t.conn.QueryRow(ctx, expand(closedSpanSQL, t.db), model, kind, fromMs, toMs).Scan(&rows, &firstMs, &lastMs); err != nil {
+	if err := t.conn.QueryRow(ctx, expand(closedSpanSQL, t.db), rangeArgs(model, kind, fromMs, toMs)...).Scan(&rows, &firstMs, &lastMs); err != nil {
 		return 0, 0, 0, fmt.Errorf("size the closed examples of %s: %w", model, err)
 	}
 	return rows, firstMs, lastMs, nil
@@ -103,10 +108,13 @@ func (t *Training) ClosedSpan(ctx context.Context, model, kind string, fromMs, t
 // and how many of them are before that time, or the error of either query
 // (one wrapping sql.ErrNoRows when offset is past the last example).
 func (t *Training) HoldoutCut(ctx context.Context, model, kind string, fromMs, toMs, offset uint64) (cutMs, before uint64, err error) {
-	if err := t.conn.QueryRow(ctx, expand(holdoutCutSQL, t.db), model, kind, fromMs, toMs, offset).Scan(&cutMs); err != nil {
+	if err := t.conn.QueryRow(ctx, expand(holdoutCutSQL, t.db), rangeArgs(model, kind, fromMs, toMs, offset)...).Scan(&cutMs); err != nil {
 		return 0, 0, fmt.Errorf("find the holdout cut of %s: %w", model, err)
 	}
-	if err := t.conn.QueryRow(ctx, expand(closedBeforeSQL, t.db), model, kind, fromMs, cutMs).Scan(&before); err != nil {
+	if cutMs == fromMs {
+		return cutMs, 0, nil
+	}
+	if err := t.conn.QueryRow(ctx, expand(closedCountSQL, t.db), rangeArgs(model, kind, fromMs, cutMs-1)...).Scan(&before); err != nil {
 		return 0, 0, fmt.Errorf("count the training rows of %s: %w", model, err)
 	}
 	return cutMs, before, nil
@@ -221,11 +229,10 @@ func trainingStatements(db string) []Statement {
 	const from, to = uint64(0), uint64(4102444800000)
 	started := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
 	return []Statement{
-		{Name: "training.fresh_count", SQL: expand(freshCountSQL, db), Args: []any{"homepage", "ranker", from}, Query: true},
+		{Name: "training.closed_count", SQL: expand(closedCountSQL, db), Args: rangeArgs("homepage", "ranker", from, to), Query: true},
 		{Name: "training.ingested_through", SQL: expand(ingestedThroughSQL, db), Args: []any{"homepage"}, Query: true},
-		{Name: "training.closed_span", SQL: expand(closedSpanSQL, db), Args: []any{"homepage", "ranker", from, to}, Query: true},
-		{Name: "training.holdout_cut", SQL: expand(holdoutCutSQL, db), Args: []any{"homepage", "ranker", from, to, uint64(1)}, Query: true},
-		{Name: "training.closed_before", SQL: expand(closedBeforeSQL, db), Args: []any{"homepage", "ranker", from, to}, Query: true},
+		{Name: "training.closed_span", SQL: expand(closedSpanSQL, db), Args: rangeArgs("homepage", "ranker", from, to), Query: true},
+		{Name: "training.holdout_cut", SQL: expand(holdoutCutSQL, db), Args: rangeArgs("homepage", "ranker", from, to, uint64(1)), Query: true},
 		{Name: "training.ranker_examples", SQL: expand(rankerExamplesSQL, db), Args: examplesArgs("homepage", from, to), Query: true},
 		{Name: "training.classifier_examples", SQL: expand(classifierExamplesSQL, db), Args: examplesArgs("ctr", from, to), Query: true},
 		{Name: "training.actions_by_key", SQL: expand(actionsByKeySQL, db), Args: []any{ch.GroupSet{Value: []any{"k-x", "k-y"}}}, Query: true},

@@ -242,6 +242,25 @@ func (b *backtest) span(closed int, fromMs, toMs uint64) (first, n int) {
 	return lo, max(hi-lo, 0)
 }
 
+// logSizer sizes the first closed examples of a backtest's log.
+type logSizer struct {
+	b      *backtest
+	closed int
+}
+
+func (l logSizer) span(fromMs, toMs uint64) (rows, firstMs, lastMs uint64, err error) {
+	lo, n := l.b.span(l.closed, fromMs, toMs)
+	if n == 0 {
+		return 0, 0, 0, nil
+	}
+	return uint64(n), l.b.ts[lo], l.b.ts[lo+n-1], nil
+}
+
+func (l logSizer) cut(fromMs, toMs, offset uint64) (cutMs, before uint64, err error) {
+	cutMs, before = l.b.cut(l.closed, fromMs, toMs, offset)
+	return cutMs, before, nil
+}
+
 // cut returns the ts_ms of the closed example at offset among those in
 // [fromMs, toMs], and how many of them are before that time (HoldoutCut).
 func (b *backtest) cut(closed int, fromMs, toMs, offset uint64) (cutMs, before uint64) {
@@ -271,32 +290,24 @@ func (b *backtest) run(at time.Time) BacktestRun {
 		a := b.versions[champ.anchor]
 		refs.anchorV, refs.anchor, refs.cutoff = champ.anchor, a.m, max(refs.cutoff, a.cutoff)
 	}
-	// The window (window) and its holdout after the cutoff (holdoutAfter).
-	fromMs := nowMs - min(nowMs, uint64(mc.Retrain.Window/time.Millisecond))
-	lo, rows := b.span(closed, fromMs, math.MaxUint64)
-	if rows == 0 {
-		out.Outcome, out.Reason = Skipped, "too few examples to split into training and holdout"
-		return out
-	}
-	win := window{fromMs: b.ts[lo], toMs: b.ts[lo+rows-1], rows: rows}
-	if c := uint64(float64(rows) * (1 - mc.Retrain.Holdout)); c >= uint64(rows) {
-		win.holdFrom, win.trainRows = math.MaxUint64, rows
-	} else {
-		h, before := b.cut(closed, win.fromMs, win.toMs, c)
-		win.holdFrom, win.trainRows = h, int(before)
-	}
-	if win.holdFrom < refs.cutoff {
-		_, old := b.span(closed, win.fromMs, refs.cutoff-1)
-		win.holdFrom, win.trainRows = refs.cutoff, old
-		if fresh := rows - min(old, rows); fresh > 1 {
-			h, before := b.cut(closed, refs.cutoff, win.toMs, uint64(float64(fresh)*(1-mc.Retrain.Holdout)))
-			win.holdFrom, win.trainRows = h, old+int(before)
+	// The window and its holdout after the cutoff (planWindow), from the
+	// champion's cutoff on when the run is incremental (startFrom).
+	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective}
+	var tr *model.Trainer
+	link := 0
+	out.Training = TrainedFull
+	if IncrementalOn(mc.Retrain) && champ.art != nil && !(mc.Retrain.FullEvery > 0 && champ.link+1 >= mc.Retrain.FullEvery) {
+		if t, err := model.Resume(champ.art, b.shape, tc); err == nil {
+			tr, link, out.Training = t, champ.link+1, TrainedIncremental
 		}
 	}
-	newRows := 0
-	if from := max(refs.cutoff, win.fromMs); win.holdFrom > from {
-		_, newRows = b.span(closed, from, win.holdFrom-1)
+	fromMs := nowMs - min(nowMs, uint64(mc.Retrain.Window/time.Millisecond))
+	if tr != nil {
+		fromMs = max(fromMs, champ.cutoff)
 	}
+	win, newRows, _ := planWindow(logSizer{b, closed}, fromMs, refs.cutoff, mc.Retrain.Holdout) // a log's sizer never fails
+	lo, _ := b.span(closed, win.fromMs, math.MaxUint64)
+	rows := win.rows
 	if win.trainRows == 0 || win.rows == win.trainRows {
 		out.Outcome, out.Reason = Skipped, "too few examples to split into training and holdout"
 		return out
@@ -305,22 +316,11 @@ func (b *backtest) run(at time.Time) BacktestRun {
 		out.Outcome, out.Reason = Skipped, fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", b.champV)
 		return out
 	}
-	// Training (startFrom, trainOn) and judging (evaluation) on the same
-	// rows: incremental from the champion's state on what it has not
-	// learned, or full over the window.
+	// Training (trainOn) and judging (evaluation) on the same rows:
+	// incremental from the champion's state on what it has not learned, or
+	// full over the window.
 	train := b.log[lo : lo+win.trainRows]
 	holdout := b.log[lo+win.trainRows : lo+rows]
-	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective}
-	var tr *model.Trainer
-	link := 0
-	out.Training = TrainedFull
-	if IncrementalOn(mc.Retrain) && champ.art != nil && !(mc.Retrain.FullEvery > 0 && champ.link+1 >= mc.Retrain.FullEvery) {
-		if t, err := model.Resume(champ.art, b.shape, tc); err == nil {
-			tr, link, out.Training = t, champ.link+1, TrainedIncremental
-			from, _ := b.span(closed, max(win.fromMs, champ.cutoff), math.MaxUint64)
-			train = b.log[from : lo+win.trainRows]
-		}
-	}
 	if tr == nil {
 		m, err := model.FromConfig(mc)
 		if err != nil {

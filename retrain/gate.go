@@ -246,38 +246,6 @@ func (r *Retrainer) references(ctx context.Context, name string, mc flywheel.Mod
 	return out, nil
 }
 
-// holdoutAfter makes win's holdout begin no earlier than cutoff, so that
-// no reference learned from it: when the newest holdout share of the window
-// begins earlier, the holdout becomes the newest holdout share of the
-// examples at or after cutoff instead. It returns how many of the training
-// examples are at or after cutoff: the data the candidate sees and the
-// references did not.
-func (r *Retrainer) holdoutAfter(ctx context.Context, name, kind string, win *window, cutoff uint64, holdout float64) (int, error) {
-	if win.rows == 0 {
-		return 0, nil
-	}
-	if win.holdFrom < cutoff {
-		old, _, _, err := r.store.ClosedSpan(ctx, name, kind, win.fromMs, cutoff-1)
-		if err != nil {
-			return 0, err
-		}
-		win.holdFrom, win.trainRows = cutoff, int(old)
-		if fresh := uint64(win.rows) - min(old, uint64(win.rows)); fresh > 1 {
-			cut, before, err := r.store.HoldoutCut(ctx, name, kind, cutoff, win.toMs, uint64(float64(fresh)*(1-holdout)))
-			if err != nil {
-				return 0, err
-			}
-			win.holdFrom, win.trainRows = cut, int(old+before)
-		}
-	}
-	from := max(cutoff, win.fromMs)
-	if win.holdFrom <= from {
-		return 0, nil
-	}
-	n, _, _, err := r.store.ClosedSpan(ctx, name, kind, from, win.holdFrom-1)
-	return int(n), err
-}
-
 // judges fans one holdout example out to several judges.
 type judges []judge
 

@@ -2,6 +2,7 @@ package retrain
 
 import (
 	"context"
+	"math"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -40,6 +41,23 @@ func mustRun(t *testing.T, ctx context.Context, rt *Retrainer, what string) *Res
 	return res
 }
 
+// closedAfter counts the closed examples at or after cutoffMs.
+func closedAfter(t *testing.T, ctx context.Context, store *clickhouse.Training, cutoffMs uint64) int {
+	t.Helper()
+	n, _, _, err := store.ClosedSpan(ctx, "homepage", flywheel.KindRanker, cutoffMs, math.MaxUint64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(n)
+}
+
+// trainedOf is how many examples a candidate learns of a window of old
+// examples its references learned and fresh ones after their cutoff: the
+// newest fifth of the fresh ones (the default holdout) is held out.
+func trainedOf(old, fresh int) int {
+	return old + int(float64(fresh)*(1-0.2))
+}
+
 // An incremental chain: v2 is full (its champion, the bootstrap, learned
 // nothing), v3 and v4 go on from their champion's weights and optimizer
 // state over the decisions after its cutoff only, and with full_every 3 v5
@@ -70,11 +88,13 @@ func TestIncrementalChainReproduced(t *testing.T) {
 	}
 
 	// Each step adds 1,000 decisions: the holdout is the newest fifth of
-	// the window (after the champion's cutoff), and the candidate learns
-	// the 800 decisions between the champion's cutoff and the holdout.
+	// the decisions after the champion's cutoff (its own holdout and the
+	// new ones: 600 + 1,000 for v3, 320 + 1,000 for v4), and the candidate
+	// learns the rest of them, 1,280 and 1,056.
 	prev := v2
 	for i, version := range []int{3, 4} {
 		insertLearnable(t, ctx, conn, db, start, 3000+1000*i, 1000)
+		fresh := closedAfter(t, ctx, store, prev.CutoffMs)
 		res := mustRun(t, ctx, rt, "incremental")
 		man := mustManifest(t, ctx, reg, res.Version)
 		newClosed, _, _, err := store.ClosedSpan(ctx, "homepage", flywheel.KindRanker, prev.CutoffMs, man.HoldoutFrom-1)
@@ -86,8 +106,8 @@ func TestIncrementalChainReproduced(t *testing.T) {
 			t.Fatalf("v%d: %+v; want incremental from v%d, link %d", res.Version, man.Chain, version-1, version-2)
 		case man.ParentCutoffMs != prev.CutoffMs || man.DataFromMs < prev.CutoffMs:
 			t.Fatalf("v%d learned from %d, its parent's cutoff is %d", version, man.DataFromMs, prev.CutoffMs)
-		case uint64(man.TrainRows) != newClosed || man.TrainRows != 800:
-			t.Fatalf("v%d learned %d examples; %d closed decisions lie between v%d's cutoff and the holdout (want 800)", version, man.TrainRows, newClosed, version-1)
+		case uint64(man.TrainRows) != newClosed || man.TrainRows != trainedOf(0, fresh):
+			t.Fatalf("v%d learned %d examples; %d closed decisions lie between v%d's cutoff and the holdout (want %d of the %d after it)", version, man.TrainRows, newClosed, version-1, trainedOf(0, fresh), fresh)
 		case man.Learned != prev.Learned+uint64(man.TrainRows):
 			t.Fatalf("v%d learned %d over its chain; want %d + %d", version, man.Learned, prev.Learned, man.TrainRows)
 		}
@@ -96,9 +116,10 @@ func TestIncrementalChainReproduced(t *testing.T) {
 
 	// full_every 3: v5 is the chain's third version after v2, so full.
 	insertLearnable(t, ctx, conn, db, start, 5000, 1000)
+	fresh := closedAfter(t, ctx, store, prev.CutoffMs)
 	res = mustRun(t, ctx, rt, "v5")
 	v5 := mustManifest(t, ctx, reg, res.Version)
-	if v5.Training != TrainedFull || !strings.Contains(v5.FullReason, "full_every 3") || v5.Link != 0 || v5.TrainRows != 4800 {
+	if v5.Training != TrainedFull || !strings.Contains(v5.FullReason, "full_every 3") || v5.Link != 0 || v5.TrainRows != trainedOf(6000-fresh, fresh) {
 		t.Fatalf("v5 after a chain of three: %+v, %d trained; want full (full_every) over the window", v5.Chain, v5.TrainRows)
 	}
 	for v := 2; v <= 5; v++ {
@@ -144,14 +165,19 @@ func TestShapeChangeForcesFullRetrain(t *testing.T) {
 	}
 
 	insertLearnable(t, ctx, conn, db, start, 4000, 1000)
+	v3, err := reg.Latest(ctx, "homepage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := closedAfter(t, ctx, store, mustManifest(t, ctx, reg, v3).CutoffMs)
 	mc.Bits = 13
 	res := mustRun(t, ctx, newRetrainer(mc), "v4, bits 12 -> 13")
 	man := mustManifest(t, ctx, reg, res.Version)
 	if man.Training != TrainedFull || !strings.Contains(man.FullReason, "shape changed") || !strings.Contains(man.FullReason, "bits 12, expected 13") || man.Parent != 0 {
 		t.Fatalf("v4 after bits changed: %+v; want full, for the shape", man.Chain)
 	}
-	if man.TrainRows != 4000 {
-		t.Fatalf("v4 learned %d examples; a full retrain learns the window's 4,000 before the holdout", man.TrainRows)
+	if want := trainedOf(5000-fresh, fresh); man.TrainRows != want {
+		t.Fatalf("v4 learned %d examples; a full retrain learns the window's %d before the holdout (the newest fifth of the %d after v3's cutoff)", man.TrainRows, want, fresh)
 	}
 	rt := newRetrainer(mc)
 	for v := 3; v <= 4; v++ {

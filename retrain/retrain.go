@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync"
 	"time"
 
@@ -296,26 +295,28 @@ func (r *Retrainer) prepare(ctx context.Context, name string, mc flywheel.ModelC
 	if p.refs, err = r.references(ctx, name, mc, champV, champ); err != nil {
 		return nil, err
 	}
-	progress("sizing the window")
-	if p.win, err = r.window(ctx, name, mc.Kind, fromMs, math.MaxUint64, mc.Retrain.Holdout); err != nil {
-		return nil, err
-	}
-	if p.newRows, err = r.holdoutAfter(ctx, name, mc.Kind, &p.win, p.refs.cutoff, mc.Retrain.Holdout); err != nil {
-		return nil, err
-	}
-	if p.win.trainRows == 0 || p.win.rows == p.win.trainRows {
-		return skip("too few examples to split into training and holdout")
-	}
-	if p.newRows == 0 {
-		return skip(fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", champV))
-	}
 	if p.tr, p.chain, err = r.startFrom(ctx, name, mc, champV); err != nil {
 		return nil, err
 	}
 	res.Training, res.FullReason = p.chain.Training, p.chain.FullReason
 	if p.chain.Training == TrainedIncremental {
 		// Only what the champion has not learned: from its cutoff on.
-		p.win.fromMs = max(p.win.fromMs, p.chain.ParentCutoffMs)
+		fromMs = max(fromMs, p.chain.ParentCutoffMs)
+	}
+	progress("sizing the window")
+	ingested, err := r.store.IngestedThrough(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if p.win, p.newRows, err = planWindow(storeSizer{ctx, r.store, name, mc.Kind}, fromMs, p.refs.cutoff, mc.Retrain.Holdout); err != nil {
+		return nil, err
+	}
+	p.win.ingestedThrough = ingested
+	if p.win.trainRows == 0 || p.win.rows == p.win.trainRows {
+		return skip("too few examples to split into training and holdout")
+	}
+	if p.newRows == 0 {
+		return skip(fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", champV))
 	}
 	return p, nil
 }

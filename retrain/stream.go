@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash"
 	"log/slog"
-	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -49,36 +48,6 @@ type window struct {
 	rows, trainRows int
 	holdFrom        uint64
 	ingestedThrough time.Time
-}
-
-// window sizes the closed examples of name in [fromMs, toMs] and puts the
-// newest holdout share of them in the holdout, cutting by time so that the
-// examples of one millisecond stay on one side.
-func (r *Retrainer) window(ctx context.Context, name, kind string, fromMs, toMs uint64, holdout float64) (window, error) {
-	w := window{fromMs: fromMs}
-	var err error
-	if w.ingestedThrough, err = r.store.IngestedThrough(ctx, name); err != nil {
-		return w, err
-	}
-	n, lo, hi, err := r.store.ClosedSpan(ctx, name, kind, fromMs, toMs)
-	if err != nil {
-		return w, err
-	}
-	if n == 0 {
-		return w, nil
-	}
-	w.fromMs, w.toMs, w.rows = lo, hi, int(n) // later examples are for the next run
-	cut := uint64(float64(n) * (1 - holdout))
-	if cut >= n {
-		w.holdFrom, w.trainRows = math.MaxUint64, int(n)
-		return w, nil
-	}
-	holdFrom, train, err := r.store.HoldoutCut(ctx, name, kind, w.fromMs, w.toMs, cut)
-	if err != nil {
-		return w, err
-	}
-	w.holdFrom, w.trainRows = holdFrom, int(train)
-	return w, nil
 }
 
 // scan calls fn with every closed example of name with fromMs <= ts_ms <=
