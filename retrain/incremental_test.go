@@ -2,8 +2,8 @@ package retrain
 
 import (
 	"context"
-	"math"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
