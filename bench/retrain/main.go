@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/bench/internal/proc"
 	"github.com/flywheel-dev/flywheel/clickhouse"
@@ -35,6 +37,7 @@ func main() {
 	newDecisions := flag.Int("new", 0, "then log this many decisions more and time a retrain over them twice, full and incremental, both judged against the first run's version")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the runs here")
 	memProfile := flag.String("memprofile", "", "write a heap profile (at the peak sample) here")
+	flag.BoolVar(&keep, "keep", false, "keep each run's database (bench_retrain_N) for inspection instead of dropping it")
 	flag.Parse()
 	memProfilePath = *memProfile
 	if *cpuProfile != "" {
@@ -111,6 +114,9 @@ func genArgs(args ...any) []any {
 // they name their actions by key (action_keys) in the actions table.
 var inlineJSON bool
 
+// keep leaves each run's database in place.
+var keep bool
+
 func runOne(addr string, n, passes int, unique bool, newDecisions int) (map[string]any, error) {
 	ctx := context.Background()
 	db := fmt.Sprintf("bench_retrain_%d", n)
@@ -123,7 +129,9 @@ func runOne(addr string, n, passes int, unique bool, newDecisions int) (map[stri
 	if err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
 		return nil, err
 	}
-	defer admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	if !keep {
+		defer admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	}
 	if err := clickhouse.Migrate(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -261,24 +269,51 @@ func runOne(addr string, n, passes int, unique bool, newDecisions int) (map[stri
 	if newDecisions <= 0 || res.Outcome != retrain.Promoted {
 		return out, nil
 	}
-	// newDecisions more, in the minute after the first ones (all closed),
-	// then a full and an incremental retrain over the same data against the
-	// same champion: with promotion manual, neither replaces it, and the
-	// registry shows each run the champion as the latest version, so that
-	// both count the same decisions as new.
-	if err := generate(uint64(n), uint64(newDecisions), base+span, uint64(time.Minute/time.Millisecond)); err != nil {
+	// The chain's steady state: a full version leaves its holdout (a fifth
+	// of the window) unlearned, and so the first incremental run after it
+	// learns that. Each step logs newDecisions more, in the 20 s after the
+	// last ones (all closed), retrains incrementally and promotes the
+	// result, until what the champion has not learned is at most twice the
+	// new decisions, as it is when a busy loop retrains every newDecisions.
+	mc.Retrain.Incremental, mc.Promote.Policy = true, "manual"
+	step := uint64(20 * time.Second / time.Millisecond)
+	next, at := uint64(n), base+span
+	logNew := func(count int) error {
+		err := generate(next, uint64(count), at, step)
+		next, at = next+uint64(count), at+step
+		return err
+	}
+	champion := res.Version
+	var catchUp []map[string]any
+	for unlearned := res.Holdout; unlearned > 2*newDecisions && len(catchUp) < 8; {
+		if err := logNew(newDecisions); err != nil {
+			return nil, err
+		}
+		r, took, err := timedRun(ctx, mc, conn, db, reg, champion)
+		if err != nil {
+			return nil, err
+		}
+		if r.Version == 0 {
+			return nil, fmt.Errorf("catching up: no version (%s: %s)", r.Outcome, r.Reason)
+		}
+		if err := reg.Promote(ctx, "bench", r.Version, "bench", "the chain's steady state"); err != nil {
+			return nil, err
+		}
+		catchUp = append(catchUp, map[string]any{"version": r.Version, "training": r.Training, "train_rows": r.TrainRows, "holdout_rows": r.Holdout, "retrain_seconds": took.Seconds()})
+		champion, unlearned = r.Version, r.Holdout
+	}
+	out["catch_up"] = catchUp
+	// Then newDecisions more, and a full and an incremental retrain over the
+	// same data against the same champion: with promotion manual, neither
+	// replaces it, and the registry shows each run the champion as the
+	// latest version, so that both count the same decisions as new.
+	if err := logNew(newDecisions); err != nil {
 		return nil, err
 	}
 	for _, incremental := range []bool{false, true} {
 		mc := mc
-		mc.Retrain.Incremental, mc.Promote.Policy = incremental, "manual"
-		rt, err := retrain.New(retrain.Options{Models: map[string]flywheel.ModelConfig{"bench": mc}, Store: clickhouse.NewTraining(conn, db),
-			Registry: championIsLatest{reg, res.Version}, CodeVersion: "bench"})
-		if err != nil {
-			return nil, err
-		}
-		start := time.Now()
-		r, err := rt.Run(ctx, "bench", func(step string) { log.Printf("[%6.1fs] %s", time.Since(start).Seconds(), step) })
+		mc.Retrain.Incremental = incremental
+		r, took, err := timedRun(ctx, mc, conn, db, reg, champion)
 		if err != nil {
 			return nil, err
 		}
@@ -287,9 +322,21 @@ func runOne(addr string, n, passes int, unique bool, newDecisions int) (map[stri
 			key = "incremental"
 		}
 		out[key+"_after_new"] = map[string]any{"new_decisions": newDecisions, "training": r.Training, "train_rows": r.TrainRows,
-			"holdout_rows": r.Holdout, "retrain_seconds": time.Since(start).Seconds(), "outcome": r.Outcome}
+			"holdout_rows": r.Holdout, "retrain_seconds": took.Seconds(), "outcome": r.Outcome}
 	}
 	return out, nil
+}
+
+// timedRun runs one retrain of mc against champion and times it.
+func timedRun(ctx context.Context, mc flywheel.ModelConfig, conn driver.Conn, db string, reg *deploy.Registry, champion int) (*retrain.Result, time.Duration, error) {
+	rt, err := retrain.New(retrain.Options{Models: map[string]flywheel.ModelConfig{"bench": mc}, Store: clickhouse.NewTraining(conn, db),
+		Registry: championIsLatest{reg, champion}, CodeVersion: "bench"})
+	if err != nil {
+		return nil, 0, err
+	}
+	start := time.Now()
+	r, err := rt.Run(ctx, "bench", func(step string) { log.Printf("[%6.1fs] %s", time.Since(start).Seconds(), step) })
+	return r, time.Since(start), err
 }
 
 // championIsLatest is a registry whose latest version is the champion, so
