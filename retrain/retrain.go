@@ -90,9 +90,13 @@ type Registry interface {
 	Get(ctx context.Context, name string, version int) (*deploy.Version, error)
 	Latest(ctx context.Context, name string) (int, error)
 	Register(ctx context.Context, name, kind string, artifact []byte, manifest, metrics any) (int, error)
-	Promote(ctx context.Context, name string, version int, actor, reason string) error
 	Alias(ctx context.Context, name, alias string) (int, error)
-	StartCanary(ctx context.Context, name string, version int, actor, reason string) error
+	// PromoteFrom and StartCanaryFrom deploy version only if champion is
+	// still the champion and no canary runs, in one compare-and-set on the
+	// alias history; otherwise they return an ECONFLICT error saying what
+	// moved.
+	PromoteFrom(ctx context.Context, name string, version, champion int, actor, reason string) error
+	StartCanaryFrom(ctx context.Context, name string, version, champion int, actor, reason string) error
 }
 
 var _ Registry = (*deploy.Registry)(nil)
@@ -396,41 +400,19 @@ func (r *Retrainer) registerAndDeploy(ctx context.Context, name string, mc flywh
 	if res.Outcome != Promoted && res.Outcome != Inconclusive {
 		return nil
 	}
-	if moved, err := r.moved(ctx, name, champV); err != nil {
-		return err
-	} else if moved != "" {
-		res.Outcome, res.Reason = Superseded, res.Reason+"; not deployed: "+moved+" while it trained"
+	deploy, what := r.reg.PromoteFrom, "promoting"
+	if mc.Promote.Canary.Share > 0 {
+		res.Outcome, deploy, what = Canaried, r.reg.StartCanaryFrom, "starting the canary"
+	}
+	progress(what)
+	// A candidate judged against a version no longer alone in service is
+	// not deployed over what an operator or another run put there.
+	err = deploy(ctx, name, v, champV, "retrain", res.Reason)
+	if flywheel.ErrorCode(err) == flywheel.ECONFLICT {
+		res.Outcome, res.Reason = Superseded, res.Reason+"; not deployed: "+flywheel.ErrorMessage(err)+" while it trained"
 		return nil
 	}
-	if mc.Promote.Canary.Share > 0 {
-		res.Outcome = Canaried
-		progress("starting the canary")
-		return r.reg.StartCanary(ctx, name, v, "retrain", res.Reason)
-	}
-	progress("promoting")
-	return r.reg.Promote(ctx, name, v, "retrain", res.Reason)
-}
-
-// moved says how name's aliases moved since the run read champion champV
-// (a canary started, the champion replaced), or "" if they did not: a
-// candidate judged against a version no longer alone in service is not
-// deployed over what an operator or another run put there.
-func (r *Retrainer) moved(ctx context.Context, name string, champV int) (string, error) {
-	c, err := r.reg.Alias(ctx, name, deploy.Canary)
-	if err != nil {
-		return "", err
-	}
-	if c != 0 {
-		return fmt.Sprintf("canary v%d started", c), nil
-	}
-	now, err := r.reg.Alias(ctx, name, deploy.Champion)
-	if err != nil {
-		return "", err
-	}
-	if now != champV {
-		return fmt.Sprintf("the champion moved from v%d to v%d", champV, now), nil
-	}
-	return "", nil
+	return err
 }
 
 // record stores the run in retrain_runs, for people and the dashboard. A

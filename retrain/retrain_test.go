@@ -333,7 +333,7 @@ func TestCandidateSupersededByAMoveDuringTraining(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s: %s", res.Outcome, res.Reason)
-	if res.Outcome != Superseded || !strings.Contains(res.Reason, fmt.Sprintf("canary v%d started", manual)) {
+	if res.Outcome != Superseded || !strings.Contains(res.Reason, fmt.Sprintf("canary v%d of homepage started", manual)) {
 		t.Fatalf("run: %s (%s); want superseded by the canary v%d", res.Outcome, res.Reason, manual)
 	}
 	if c, _ := reg.Alias(ctx, "homepage", deploy.Canary); c != manual {

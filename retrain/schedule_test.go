@@ -41,9 +41,11 @@ func (c *countingRegistry) Latest(context.Context, string) (int, error) { return
 func (c *countingRegistry) Register(context.Context, string, string, []byte, any, any) (int, error) {
 	return 0, nil
 }
-func (c *countingRegistry) Promote(context.Context, string, int, string, string) error { return nil }
-func (c *countingRegistry) Alias(context.Context, string, string) (int, error)         { return 0, nil }
-func (c *countingRegistry) StartCanary(context.Context, string, int, string, string) error {
+func (c *countingRegistry) Alias(context.Context, string, string) (int, error) { return 0, nil }
+func (c *countingRegistry) PromoteFrom(context.Context, string, int, int, string, string) error {
+	return nil
+}
+func (c *countingRegistry) StartCanaryFrom(context.Context, string, int, int, string, string) error {
 	return nil
 }
 
