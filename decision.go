@@ -247,9 +247,24 @@ const (
 	EventRolledBack    = "rolled_back"
 	EventCanaryStarted = "canary_started"
 	EventCanaryEnded   = "canary_ended"
+
+	// A manual retrain (the admin API of a serve process, `retrain --now`)
+	// is requested of the elected retrain scheduler, which says it started
+	// the run and, with the run's outcome, that it finished. Serving
+	// replicas ignore them.
+	EventRetrainRequested = "retrain_requested"
+	EventRetrainStarted   = "retrain_started"
+	EventRetrainFinished  = "retrain_finished"
 )
 
-// ModelEvent tells every serving replica that an alias moved.
+// IsRetrainEvent says whether typ is one of a manual retrain's events,
+// which move no alias.
+func IsRetrainEvent(typ string) bool {
+	return typ == EventRetrainRequested || typ == EventRetrainStarted || typ == EventRetrainFinished
+}
+
+// ModelEvent tells every serving replica that an alias moved, or, for the
+// retrain events, carries a manual retrain's request and answers.
 type ModelEvent struct {
 	Schema          int       `json:"schema"`
 	Type            string    `json:"type"`
@@ -260,6 +275,12 @@ type ModelEvent struct {
 	Actor           string    `json:"actor,omitempty"`
 	Reason          string    `json:"reason,omitempty"`
 	Time            time.Time `json:"ts"`
+	// Request is a retrain event's request id; Outcome the finished run's
+	// outcome (Version its candidate, Reason its reason), and Result its
+	// whole report, as `retrain --now --json` prints it.
+	Request string          `json:"request,omitempty"`
+	Outcome string          `json:"outcome,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
 }
 
 // ValidateName checks a model name: 1 to 64 characters of [a-z0-9_-].

@@ -16,12 +16,26 @@ import (
 // unreachable it retries with backoff (serving replicas then learn of new
 // versions by their registry poll); it returns nil when ctx ends.
 func Watch(ctx context.Context, cfg kafka.Config, log *slog.Logger, fn func(flywheel.ModelEvent)) error {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	r, err := kafka.NewEventReader(cfg, false)
 	if err != nil {
 		return err
+	}
+	return watch(ctx, r, log, fn)
+}
+
+// WatchFrom is Watch from offset (kafka.EventsEnd), so that fn sees every
+// event published after the offset was read.
+func WatchFrom(ctx context.Context, cfg kafka.Config, offset int64, log *slog.Logger, fn func(flywheel.ModelEvent)) error {
+	r, err := kafka.NewEventReaderAt(cfg, offset)
+	if err != nil {
+		return err
+	}
+	return watch(ctx, r, log, fn)
+}
+
+func watch(ctx context.Context, r *kafka.EventReader, log *slog.Logger, fn func(flywheel.ModelEvent)) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	defer r.Close()
 	backoff := 100 * time.Millisecond

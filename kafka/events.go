@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -67,6 +68,37 @@ func NewEventReader(c Config, fromStart bool) (*EventReader, error) {
 		return nil, err
 	}
 	return &EventReader{r: r}, nil
+}
+
+// NewEventReaderAt returns a reader of c's model-events topic that starts
+// at offset, such as EventsEnd returned.
+func NewEventReaderAt(c Config, offset int64) (*EventReader, error) {
+	r, err := NewTailReader(c, c.Topics().ModelEvents, offset)
+	if err != nil {
+		return nil, err
+	}
+	return &EventReader{r: r}, nil
+}
+
+// EventsEnd returns the offset the next model event will have: a reader
+// started there (NewEventReaderAt) sees every event published after
+// EventsEnd returned, which a reader started at the end (NewEventReader),
+// positioned only when it first fetches, does not promise.
+func EventsEnd(ctx context.Context, c Config) (int64, error) {
+	client, done := c.client(5 * time.Second)
+	defer done()
+	topic := c.Topics().ModelEvents
+	lo, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: {kafkago.LastOffsetOf(0)}}})
+	if err != nil {
+		return 0, fmt.Errorf("end of %s: %w", topic, err)
+	}
+	for _, p := range lo.Topics[topic] {
+		if p.Error != nil {
+			return 0, fmt.Errorf("end of %s: %w", topic, p.Error)
+		}
+		return p.LastOffset, nil
+	}
+	return 0, fmt.Errorf("end of %s: no partition 0", topic)
 }
 
 // Read returns the next model event, waiting for one until ctx ends. An

@@ -147,7 +147,9 @@ type Retrainer struct {
 	now         func() time.Time
 	codeVersion string
 	locks       map[string]*sync.Mutex
-	leader      Leader // nil: this process runs every schedule
+	leader      Leader           // nil: this process runs every schedule
+	events      deploy.Publisher // where requests are answered (AnswerWith); nil: they are not
+	answering   sync.WaitGroup   // the requested runs in progress
 	runs        *prometheus.CounterVec
 	seconds     *prometheus.HistogramVec
 	rowsRead    *prometheus.CounterVec

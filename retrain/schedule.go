@@ -65,6 +65,7 @@ func (r *Retrainer) Schedule(ctx context.Context) error {
 	c.Start()
 	<-ctx.Done()
 	<-c.Stop().Done() // wait for running jobs
+	r.answering.Wait()
 	return nil
 }
 

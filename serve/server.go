@@ -190,7 +190,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 // swaps it. An event that moves an alias to the version already served
 // under it reads nothing from the registry.
 func (s *Server) OnModelEvent(ctx context.Context, e flywheel.ModelEvent) {
-	if h, ok := s.models[e.Model]; !ok || e.Type == flywheel.EventRegistered || h.unchangedBy(e) {
+	if h, ok := s.models[e.Model]; !ok || e.Type == flywheel.EventRegistered || flywheel.IsRetrainEvent(e.Type) || h.unchangedBy(e) {
 		return
 	}
 	if _, err := s.Swap(ctx, e.Model); err != nil {

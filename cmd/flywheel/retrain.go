@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/kafka"
@@ -58,6 +59,7 @@ func (e *env) retrainScheduler(ctx context.Context) error {
 		return err
 	}
 	rt.ElectWith(el)
+	rt.AnswerWith(p.events) // manual runs asked for by serve's admin API and by `retrain --now`
 	judge, err := deploy.NewJudge(p.registry, clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
 	if err != nil {
 		return err
@@ -66,6 +68,9 @@ func (e *env) retrainScheduler(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return el.Run(gctx) })
 	g.Go(func() error { return rt.Schedule(gctx) })
+	g.Go(func() error {
+		return deploy.Watch(gctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) { rt.OnModelEvent(gctx, ev) })
+	})
 	g.Go(func() error { return judge.Run(gctx, e.cfg.Deploy.CheckInterval) })
 	return g.Wait()
 }
@@ -87,9 +92,12 @@ func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
 	if err := e.awaitClosing(ctx, p, name, start); err != nil {
 		return err
 	}
-	res, err := rt.Run(ctx, name, func(step string) {
-		fmt.Fprintf(e.stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), step)
-	})
+	progress := func(step string) { fmt.Fprintf(e.stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), step) }
+	res, err := e.retrainElected(ctx, p, name, progress)
+	if errors.Is(err, errNoScheduler) {
+		progress("no elected retrain scheduler answered: retraining here")
+		res, err = rt.Run(ctx, name, progress)
+	}
 	if res != nil {
 		if asJSON {
 			_ = json.NewEncoder(e.stdout).Encode(res)
@@ -98,6 +106,47 @@ func (e *env) retrainNow(ctx context.Context, name string, asJSON bool) error {
 		}
 	}
 	return err
+}
+
+// errNoScheduler: no elected retrain scheduler answered a request.
+var errNoScheduler = errors.New("no elected retrain scheduler answered")
+
+// retrainElected asks the elected retrain scheduler for a run of name and
+// returns its report, so that the run does not overlap one it schedules or
+// one another process asked for; errNoScheduler if none answered.
+func (e *env) retrainElected(ctx context.Context, p *parts, name string, progress func(string)) (*retrain.Result, error) {
+	end, err := kafka.EventsEnd(ctx, e.cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	q := deploy.NewRetrainRequests(p.events, 0, time.Now)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go deploy.WatchFrom(wctx, e.cfg.Kafka, end, e.log, q.OnModelEvent)
+	progress("asking the elected retrain scheduler")
+	ev, err := q.Request(ctx, name, "cli")
+	if flywheel.ErrorCode(err) == flywheel.EUNAVAILABLE {
+		return nil, fmt.Errorf("%w: %v", errNoScheduler, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	progress("run by the elected retrain scheduler")
+	return decodeRun(ev)
+}
+
+// decodeRun is the report a retrain_finished event carries.
+func decodeRun(ev flywheel.ModelEvent) (*retrain.Result, error) {
+	res := &retrain.Result{Model: ev.Model, Outcome: ev.Outcome, Reason: ev.Reason, Version: ev.Version}
+	if len(ev.Result) > 0 {
+		if err := json.Unmarshal(ev.Result, res); err != nil {
+			return nil, fmt.Errorf("the scheduler's report of the run: %w", err)
+		}
+	}
+	if res.Outcome == retrain.Failed {
+		return res, errors.New(res.Reason)
+	}
+	return res, nil
 }
 
 // awaitClosing waits, for a model whose reward window is at most a minute,

@@ -72,8 +72,19 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 			return p.registry.StartCanary(ctx, name, version, actor, reason)
 		},
 	}
-	if rt != nil {
+	var requests *deploy.RetrainRequests
+	switch {
+	case rt != nil: // dev: its own retrainer
 		admin.Retrain = func(ctx context.Context, name string) (any, error) { return rt.Run(ctx, name, nil) }
+	case p.events != nil: // serve: the elected scheduler's
+		requests = deploy.NewRetrainRequests(p.events, 0, time.Now)
+		admin.Retrain = func(ctx context.Context, name string) (any, error) {
+			ev, err := requests.Request(ctx, name, "api")
+			if err != nil {
+				return nil, err
+			}
+			return decodeRun(ev)
+		}
 	}
 	srv, err := serve.New(e.serveConfig(open), p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
 	if err != nil {
@@ -105,7 +116,12 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		return err
 	})
 	g.Go(func() error {
-		return deploy.Watch(ctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) { srv.OnModelEvent(ctx, ev) })
+		return deploy.Watch(ctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) {
+			srv.OnModelEvent(ctx, ev)
+			if requests != nil {
+				requests.OnModelEvent(ev)
+			}
+		})
 	})
 	return nil
 }

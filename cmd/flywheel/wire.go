@@ -105,6 +105,7 @@ type env struct {
 type parts struct {
 	conn     driver.Conn
 	registry *deploy.Registry
+	events   deploy.Publisher // the model-events topic; nil without Kafka
 	promReg  *prometheus.Registry
 	closers  []func()
 }
@@ -165,7 +166,7 @@ func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
 		}
 		w := kafka.NewEventPublisher(e.cfg.Kafka)
 		p.closers = append(p.closers, func() { w.Close() })
-		pub = w
+		pub, p.events = w, w
 	}
 	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, e.cfg.ClickHouse.Database()).WithCluster(e.cfg.ClickHouse.Cluster), pub, e.log, time.Now)
 	if err != nil {
