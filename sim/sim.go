@@ -146,10 +146,10 @@ func (w *World) Draw(rng *rand.Rand) (flywheel.Features, []flywheel.Action, []fl
 
 // Result is the report of a run.
 type Result struct {
-	Events           int             `json:"events"`
-	Errors           int             `json:"errors"`
+	Events int `json:"events"`
+	Errors int `json:"errors"`
 	// FirstError is what the first failed request failed with.
-	FirstError string `json:"first_error,omitempty"`
+	FirstError       string          `json:"first_error,omitempty"`
 	Versions         []VersionResult `json:"versions"`
 	RandomRewardRate float64         `json:"random_reward_rate"`
 	OracleRewardRate float64         `json:"oracle_reward_rate"`
