@@ -55,6 +55,13 @@ const (
 	// externalSortBytes: sorting millions of wide rows by time spills to
 	// disk past this instead of holding them in ClickHouse's memory.
 	externalSortBytes = 512 << 20
+	// streamDeadline bounds a stream of examples whose context has no
+	// deadline. clickhouse-go sets a connection's read deadline once per
+	// query, its ReadTimeout (5 min by default) from the query's start,
+	// unless the context has a deadline, which replaces it: a stream read for
+	// longer than that, a full retrain over millions of examples, failed
+	// midway with an i/o timeout however steadily it read.
+	streamDeadline = 24 * time.Hour
 	// keysPerQuery keeps the text of a query of actions by key well under
 	// max_query_size.
 	keysPerQuery = 2000
@@ -142,6 +149,11 @@ func (t *Training) Classifiers(ctx context.Context, model string, fromMs, toMs u
 }
 
 func (t *Training) stream(ctx context.Context, sql, model string, fromMs, toMs uint64, row func(scan func(dst ...any) error) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, streamDeadline)
+		defer cancel()
+	}
 	ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{
 		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": externalSortBytes}))
 	rows, err := t.conn.Query(ctx, expand(sql, t.db), examplesArgs(model, fromMs, toMs)...)
