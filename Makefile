@@ -14,6 +14,9 @@ export FLYWHEEL_TEST_SERVICES ?= $(CURDIR)/scripts/services.sh
 # One node of the ClickHouse cluster (2 shards x 2 replicas, ZooKeeper) that
 # the cluster tests migrate and query (scripts/services.sh cluster-up).
 export FLYWHEEL_TEST_CLICKHOUSE_CLUSTER ?= 127.0.0.1:9301
+# The Kafka cluster of three brokers (3 replicas, 2 in sync) whose brokers
+# the cluster fault test kills (scripts/services.sh kafka-cluster-up).
+export FLYWHEEL_TEST_KAFKA_CLUSTER ?= 127.0.0.1:9391,127.0.0.1:9392,127.0.0.1:9393
 # The ClickHouse server's HTTP port, and the Python with chDB (ClickHouse
 # 26.x in process) that the compatibility test compares it with.
 export FLYWHEEL_TEST_CLICKHOUSE_HTTP ?= 127.0.0.1:8123
@@ -41,6 +44,7 @@ test: services-up
 	FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up
 	FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up
 	scripts/services.sh cluster-up
+	scripts/services.sh kafka-cluster-up
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 

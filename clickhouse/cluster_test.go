@@ -30,14 +30,7 @@ import (
 
 func clusterEnv(t *testing.T) (addr, httpAddr, name string) {
 	t.Helper()
-	addr = os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER")
-	if addr == "" {
-		t.Fatal("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER is not set: run `make test`, which starts the ClickHouse cluster (scripts/services.sh cluster-up)")
-	}
-	name = os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER_NAME")
-	if name == "" {
-		name = "flywheel"
-	}
+	addr, name = testenv.ClickHouseCluster(t)
 	// the node's HTTP port: FLYWHEEL_TEST_CLICKHOUSE_CLUSTER_HTTP, or the
 	// native port + 10 as scripts/services.sh lays the cluster out
 	httpAddr = os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER_HTTP")

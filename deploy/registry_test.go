@@ -17,6 +17,7 @@ import (
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/model"
 )
@@ -515,14 +516,7 @@ func TestRegistryClaimOfADeadWriter(t *testing.T) {
 // versions and the seqs are unique and gapless though each node reads its
 // own replica of the registry.
 func TestRegistryManyWritersOnCluster(t *testing.T) {
-	addr := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER")
-	if addr == "" {
-		t.Fatal("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER is not set: run `make test`, which starts the ClickHouse cluster (scripts/services.sh cluster-up)")
-	}
-	cluster := os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER_NAME")
-	if cluster == "" {
-		cluster = "flywheel"
-	}
+	addr, cluster := testenv.ClickHouseCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	db := fmt.Sprintf("regc_%d", time.Now().UnixNano())

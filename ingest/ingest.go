@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -175,7 +176,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				return fmt.Errorf("commit offsets: %w", err)
+				// The batch is written; a group that is rebalancing, or whose
+				// coordinator moved, delivers its records again after the
+				// rebalance, and writing them twice changes nothing (the
+				// tables keep one row per key). A later commit covers them.
+				in.log.Warn("committing offsets failed; the records may be delivered again", "err", err)
 			}
 			for _, m := range last {
 				in.lag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(max(0, m.HighWaterMark-m.Offset-1)))
@@ -237,6 +242,9 @@ func (b *batch) abort() {
 	}
 }
 
+// fetchBackoff is the first pause after a failed fetch.
+const fetchBackoff = 500 * time.Millisecond
+
 // earlyRows is the smallest batch inserted as soon as ingest has caught
 // up with the log, before batch_wait: ClickHouse's guidance is inserts of
 // at least 1000 rows or at most one a second.
@@ -255,8 +263,23 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 	// see when nothing is waiting.
 	incoming := make(chan fetched, 1024)
 	go func() {
+		backoff := fetchBackoff
 		for {
 			m, err := r.FetchMessage(ctx)
+			if err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) {
+				// The group reader heals by itself (a coordinator that moved
+				// with a broker, offsets still loading) and says so once it
+				// has failed a few times: fetch on, after a pause.
+				in.log.Warn("fetching from Kafka failed; fetching on", "retry_in", backoff, "err", err)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return
+				}
+				backoff = min(2*backoff, 10*time.Second)
+				continue
+			}
+			backoff = fetchBackoff
 			select {
 			case incoming <- fetched{m, err}:
 			case <-ctx.Done():

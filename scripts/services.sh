@@ -18,6 +18,11 @@
 #                               interserver 9321-9324), ZooKeeper on 9309; for the cluster tests
 #   FLYWHEEL_CLUSTER_NODE=3 scripts/services.sh cluster-node-down|cluster-node-up
 #                               stop or start one node of the cluster (node 3: shard 2, replica 1)
+#   scripts/services.sh kafka-cluster-up|kafka-cluster-down
+#                               a Kafka cluster of 3 KRaft nodes (brokers 9391-9393, controllers
+#                               9491-9493; 3 replicas, 2 in sync), for the tests that kill a broker
+#   FLYWHEEL_KAFKA_CLUSTER_NODE=2 scripts/services.sh kafka-cluster-node-down|-kill|-up
+#                               stop, kill (SIGKILL) or start one broker of it
 #   scripts/services.sh browser install Debian's chromium if missing (the dashboard's browser test)
 #   scripts/services.sh chdb    install chDB (PyPI chdb-core, ClickHouse 26.x in process) into a
 #                               virtualenv under $FLYWHEEL_CACHE if missing; prints its python
@@ -241,8 +246,8 @@ kafka_config() {
   mkdir -p "$d/data" "$d/log"
   cat >"$d/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+node.id=${KAFKA_NODE_ID:-1}
+controller.quorum.voters=${KAFKA_VOTERS:-1@127.0.0.1:$KAFKA_CONTROLLER_PORT}
 listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
 controller.listener.names=CONTROLLER
@@ -250,14 +255,14 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$d/data
 num.partitions=4
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+default.replication.factor=${KAFKA_RF:-1}
+min.insync.replicas=${KAFKA_MIN_ISR:-1}
+offsets.topic.replication.factor=${KAFKA_RF:-1}
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=${KAFKA_RF:-1}
+transaction.state.log.min.isr=${KAFKA_MIN_ISR:-1}
+share.coordinator.state.topic.replication.factor=${KAFKA_RF:-1}
+share.coordinator.state.topic.min.isr=${KAFKA_MIN_ISR:-1}
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
@@ -278,26 +283,36 @@ PROPS
 }
 
 kafka_up() {
+  kafka_start && kafka_wait
+}
+
+# kafka_start formats (once) and launches the broker of $KDIR on $KAFKA_PORT;
+# it returns 1 when it is already running (nothing to wait for).
+kafka_start() {
   local d="$KDIR" pidf="$KDIR/kafka.pid"
   if pid_alive "$pidf" && port_open "$KAFKA_PORT"; then
     log "kafka already running (pid $(cat "$pidf")) on 127.0.0.1:$KAFKA_PORT"
-    return
+    return 1
   fi
   if port_open "$KAFKA_PORT"; then
     log "something not started by this script already listens on 127.0.0.1:$KAFKA_PORT; using it as Kafka"
-    return
+    return 1
   fi
   kafka_config
   if [[ ! -f "$d/data/meta.properties" ]]; then
-    local id
-    id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+    local id="${KAFKA_CLUSTER_ID:-}"
+    [[ -n "$id" ]] || id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
     [[ -n "$id" ]] || die "kafka-storage random-uuid printed nothing; is $KAFKA_HOME complete?"
     kafka_java kafka.tools.StorageTool format -t "$id" -c "$d/server.properties" >"$d/log/format.log" 2>&1 ||
       { cat "$d/log/format.log" >&2; die "formatting Kafka's KRaft storage failed"; }
   fi
   : >"$d/log/server.log" # readiness is read from this log: start it afresh
-  log "starting kafka $KAFKA_VERSION (KRaft, one node) on 127.0.0.1:$KAFKA_PORT (data in $d)"
+  log "starting kafka $KAFKA_VERSION (KRaft, node ${KAFKA_NODE_ID:-1}) on 127.0.0.1:$KAFKA_PORT (data in $d)"
   (cd "$d" || exit 1; kafka_java kafka.Kafka "$d/server.properties" >"$d/log/stdout.log" 2>&1 </dev/null & echo $! >"$pidf")
+}
+
+kafka_wait() {
+  local d="$KDIR" pidf="$KDIR/kafka.pid"
   local deadline=$((SECONDS + WAIT_SECONDS))
   until kafka_ready; do
     if ! pid_alive "$pidf"; then
@@ -316,6 +331,73 @@ kafka_ready() {
 
 kafka_down() {
   stop_pid "$KDIR/kafka.pid" kafka
+}
+
+# ---------------------------------------------------------------- kafka cluster
+#
+# Three KRaft nodes, each broker and controller, on loopback: node N (1-3)
+# listens on KCLUSTER_BASE+N (9391-9393) and its controller on
+# KCLUSTER_BASE+100+N (9491-9493); topics get 3 replicas and need 2 in sync,
+# for the tests that kill a broker of a cluster.
+
+KCLUSTER_BASE="${FLYWHEEL_KAFKA_CLUSTER_PORT_BASE:-9390}"
+KCLUSTER_DIR="$DIR/kafka-cluster"
+
+# kafka_cluster_node sets the globals kafka_config, kafka_start and
+# kafka_wait read to node $1's.
+kafka_cluster_node() {
+  local n="$1" i voters=""
+  for i in 1 2 3; do voters="$voters${voters:+,}$i@127.0.0.1:$((KCLUSTER_BASE + 100 + i))"; done
+  KDIR="$KCLUSTER_DIR/node$n"
+  KAFKA_PORT=$((KCLUSTER_BASE + n))
+  KAFKA_CONTROLLER_PORT=$((KCLUSTER_BASE + 100 + n))
+  KAFKA_NODE_ID="$n" KAFKA_VOTERS="$voters" KAFKA_RF=3 KAFKA_MIN_ISR=2
+}
+
+kafka_cluster_id() {
+  mkdir -p "$KCLUSTER_DIR"
+  if [[ ! -s "$KCLUSTER_DIR/cluster.id" ]]; then
+    kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1 >"$KCLUSTER_DIR/cluster.id"
+  fi
+  KAFKA_CLUSTER_ID="$(cat "$KCLUSTER_DIR/cluster.id")"
+  [[ -n "$KAFKA_CLUSTER_ID" ]] || die "kafka-storage random-uuid printed nothing; is $KAFKA_HOME complete?"
+}
+
+# kafka_cluster_up starts the nodes given (default all three) and waits for
+# them: a controller quorum needs two, so they start together.
+kafka_cluster_up() {
+  kafka_cluster_id
+  local n started=()
+  for n in "${@:-1 2 3}"; do
+    for n in $n; do
+      kafka_cluster_node "$n"
+      if kafka_start; then started+=("$n"); fi
+    done
+  done
+  for n in "${started[@]}"; do
+    kafka_cluster_node "$n"
+    kafka_wait
+  done
+  log "kafka cluster ready: brokers on 127.0.0.1:$((KCLUSTER_BASE + 1))-$((KCLUSTER_BASE + 3))"
+}
+
+kafka_cluster_kill() {
+  kafka_cluster_node "$1"
+  if pid_alive "$KDIR/kafka.pid"; then
+    log "killing kafka (cluster node $1, pid $(cat "$KDIR/kafka.pid"))"
+    kill -KILL "$(cat "$KDIR/kafka.pid")" 2>/dev/null || true
+    rm -f "$KDIR/kafka.pid"
+  fi
+}
+
+kafka_cluster_down() {
+  local n
+  for n in "${@:-1 2 3}"; do
+    for n in $n; do
+      kafka_cluster_node "$n"
+      stop_pid "$KDIR/kafka.pid" "kafka (cluster node $n)"
+    done
+  done
 }
 
 # ---------------------------------------------------------------- cluster
@@ -553,6 +635,9 @@ case "${1:-}" in
     for pidf in "$CLUSTER_DIR"/node*/clickhouse.pid; do
       [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
     done
+    for pidf in "$KCLUSTER_DIR"/node*/kafka.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "kafka ($(dirname "$pidf"))"
+    done
     if [[ -f "$ZKDIR/zookeeper.pid" ]]; then zookeeper_down; fi
     ;;
   kafka-up)
@@ -562,6 +647,25 @@ case "${1:-}" in
     ;;
   kafka-down)
     kafka_down
+    ;;
+  kafka-cluster-up)
+    mkdir -p "$DIR"
+    install_kafka
+    kafka_cluster_up
+    ;;
+  kafka-cluster-down)
+    kafka_cluster_down
+    ;;
+  kafka-cluster-node-up|kafka-cluster-node-down|kafka-cluster-node-kill)
+    # one broker of the Kafka cluster (FLYWHEEL_KAFKA_CLUSTER_NODE, 1-3), for
+    # the tests that kill one
+    n="${FLYWHEEL_KAFKA_CLUSTER_NODE:-}"
+    [[ "$n" =~ ^[1-3]$ ]] || die "FLYWHEEL_KAFKA_CLUSTER_NODE must be 1, 2 or 3 (got '$n')"
+    case "$1" in
+      kafka-cluster-node-up) kafka_cluster_up "$n" ;;
+      kafka-cluster-node-kill) kafka_cluster_kill "$n" ;;
+      *) kafka_cluster_down "$n" ;;
+    esac
     ;;
   browser)
     install_browser
@@ -619,11 +723,14 @@ case "${1:-}" in
     for pidf in "$CLUSTER_DIR"/node*/clickhouse.pid; do
       [[ -f "$pidf" ]] && stop_pid "$pidf" "clickhouse-server ($(dirname "$pidf"))"
     done
+    for pidf in "$KCLUSTER_DIR"/node*/kafka.pid; do
+      [[ -f "$pidf" ]] && stop_pid "$pidf" "kafka ($(dirname "$pidf"))"
+    done
     if [[ -f "$ZKDIR/zookeeper.pid" ]]; then zookeeper_down; fi
     rm -rf "$DIR"
     ;;
   *)
-    echo "usage: $0 up|down|status|reset|kafka-up|kafka-down|clickhouse-up|clickhouse-down|cluster-up|cluster-down|cluster-status|cluster-node-up|cluster-node-down|browser|chdb" >&2
+    echo "usage: $0 up|down|status|reset|kafka-up|kafka-down|kafka-cluster-up|kafka-cluster-down|kafka-cluster-node-up|kafka-cluster-node-down|clickhouse-up|clickhouse-down|cluster-up|cluster-down|cluster-status|cluster-node-up|cluster-node-down|browser|chdb" >&2
     exit 2
     ;;
 esac

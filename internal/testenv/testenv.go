@@ -9,7 +9,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -121,4 +124,77 @@ func OBD(tb testing.TB) string {
 		tb.Fatalf("FLYWHEEL_TEST_OBD: %v (scripts/obd.sh fetches it)", err)
 	}
 	return dir
+}
+
+// KafkaCluster returns the brokers of the Kafka cluster of three that a
+// test may kill brokers of (FLYWHEEL_TEST_KAFKA_CLUSTER, comma-separated;
+// `scripts/services.sh kafka-cluster-up`); see KafkaClusterNode.
+func KafkaCluster(tb testing.TB) []string {
+	tb.Helper()
+	return strings.Split(lookup(tb, "FLYWHEEL_TEST_KAFKA_CLUSTER", "the Kafka cluster"), ",")
+}
+
+// KafkaClusterNode runs the services script as `script kafka-cluster-node-VERB`
+// for broker n (1-3) of the Kafka cluster: "down", "kill" (SIGKILL, no
+// clean shutdown) or "up". It fails tb if the script fails.
+func KafkaClusterNode(tb testing.TB, verb string, n int) {
+	tb.Helper()
+	script(tb, "kafka-cluster-node-"+verb, "FLYWHEEL_KAFKA_CLUSTER_NODE="+strconv.Itoa(n))
+}
+
+// ClickHouseCluster returns the native host:port of one node of the
+// ClickHouse cluster of 2 shards x 2 replicas (FLYWHEEL_TEST_CLICKHOUSE_CLUSTER;
+// `scripts/services.sh cluster-up`) and the cluster's name
+// (FLYWHEEL_TEST_CLICKHOUSE_CLUSTER_NAME, default flywheel). It holds the
+// cluster, shared with the other tests that call it, until tb ends, so that
+// a test that stops a node (ClickHouseClusterExclusive) never runs while
+// they do, in any package.
+func ClickHouseCluster(tb testing.TB) (addr, name string) {
+	tb.Helper()
+	return clickHouseCluster(tb, syscall.LOCK_SH)
+}
+
+// ClickHouseClusterExclusive is ClickHouseCluster for a test that stops and
+// starts nodes (ClickHouseClusterNode): it waits until no other test holds
+// the cluster, and holds it alone until tb ends.
+func ClickHouseClusterExclusive(tb testing.TB) (addr, name string) {
+	tb.Helper()
+	return clickHouseCluster(tb, syscall.LOCK_EX)
+}
+
+func clickHouseCluster(tb testing.TB, how int) (addr, name string) {
+	tb.Helper()
+	addr = lookup(tb, "FLYWHEEL_TEST_CLICKHOUSE_CLUSTER", "the ClickHouse cluster (scripts/services.sh cluster-up)")
+	if name = os.Getenv("FLYWHEEL_TEST_CLICKHOUSE_CLUSTER_NAME"); name == "" {
+		name = "flywheel"
+	}
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "flywheel-test-clickhouse-cluster.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		tb.Fatalf("the cluster's test lock: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		tb.Fatalf("the cluster's test lock: %v", err)
+	}
+	tb.Cleanup(func() { f.Close() }) // closing releases the lock
+	return addr, name
+}
+
+// ClickHouseClusterNode runs the services script as `script
+// cluster-node-VERB` ("down" or "up") for node n (1-4) of the ClickHouse
+// cluster. Call ClickHouseClusterExclusive first.
+func ClickHouseClusterNode(tb testing.TB, verb string, n int) {
+	tb.Helper()
+	script(tb, "cluster-node-"+verb, "FLYWHEEL_CLUSTER_NODE="+strconv.Itoa(n))
+}
+
+// script runs the services script with one command and extra environment.
+func script(tb testing.TB, command string, env ...string) {
+	tb.Helper()
+	s := Services(tb)
+	cmd := exec.Command(s, command)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("%s %s: %v\n%s", s, command, err, out)
+	}
 }

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
+	"github.com/flywheel-dev/flywheel/sim"
+)
+
+// The production layout on clusters: two of each process (serve, ingest,
+// retrain) on a Kafka cluster of three brokers (topics with 3 replicas, 2
+// in sync) and a ClickHouse cluster of 2 shards x 2 replicas, each process
+// of pair A connected to shard 1's replicas, of pair B to shard 2's. While
+// the simulator plays through both serving replicas, one broker is killed
+// (SIGKILL) and the ClickHouse replica pair A is connected to is stopped;
+// later both come back. Every request is answered, every acknowledged
+// decision and every click is in ClickHouse exactly once, the loop goes on
+// promoting, and the elected schedulers never run two retrains at once.
+func TestClusterLayoutRidesOutABrokerAndAReplica(t *testing.T) {
+	brokers := testenv.KafkaCluster(t)
+	node, clusterName := testenv.ClickHouseClusterExclusive(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	host := strings.Split(node, ":")[0]
+	replicas := func(first int) string { // native ports of nodes first and first+1 (one shard)
+		return fmt.Sprintf("%s:%d,%s:%d", host, 9300+first, host, 9300+first+1)
+	}
+	suffix := time.Now().UnixNano()
+	db := fmt.Sprintf("clfault_%d", suffix)
+	config := func(dsnHosts string) string {
+		text := fmt.Sprintf(`
+kafka: {brokers: [%s], topic_prefix: "clfault%d.", partitions: 4, replication_factor: 3, min_insync_replicas: 2}
+clickhouse: {dsn: "clickhouse://%s/%s", cluster: %s}
+auth: {app_keys: [%q], admin_keys: [%q]}
+ingest: {batch_wait: 200ms}
+models:
+  homepage:
+    kind: ranker
+    interactions: [[user, item]]
+    reward: {window: 1s}
+    retrain: {schedule: "@every 3s", window: 1h, min_new_examples: 300}
+`, `"`+strings.Join(brokers, `", "`)+`"`, suffix, dsnHosts, db, clusterName, e2eAppKey, e2eAdminKey)
+		path := filepath.Join(t.TempDir(), "flywheel.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	cfgA, cfgB := config(replicas(1)), config(replicas(3))
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	urls := []string{"http://" + addrA, "http://" + addrB}
+	for _, p := range []struct{ cfg, addr string }{{cfgA, addrA}, {cfgB, addrB}} {
+		defer inProcess(t, ctx, "flywheel serve", "serve", "--config", p.cfg, "--addr", p.addr)()
+		waitReady(t, ctx, "http://"+p.addr)
+		defer inProcess(t, ctx, "flywheel ingest", "ingest", "--config", p.cfg)()
+		defer inProcess(t, ctx, "flywheel retrain", "retrain", "--config", p.cfg)()
+	}
+	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s", replicas(3), db), Cluster: clusterName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db+" ON CLUSTER "+clusterName)
+		conn.Close()
+	}()
+
+	var acked, clicks int
+	play := func(phase string, rounds int) {
+		t.Helper()
+		for i := 0; i < rounds; i++ {
+			res, err := sim.Run(ctx, sim.Config{URL: urls[i%2], Events: 1000, Concurrency: 4, Seed: uint64(7 + i), APIKey: e2eAppKey})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Errors != 0 {
+				t.Fatalf("%s, round %d: %d failed requests, the first: %s", phase, i, res.Errors, res.FirstError)
+			}
+			acked += res.Events
+			for _, v := range res.Versions {
+				clicks += int(math.Round(v.RewardRate * float64(v.Decisions)))
+			}
+		}
+		t.Logf("%s: %d decisions acknowledged so far, %d clicks", phase, acked, clicks)
+	}
+	play("all up", 2)
+	testenv.KafkaClusterNode(t, "kill", 2)
+	testenv.ClickHouseClusterNode(t, "down", 1)
+	restored := false
+	defer func() {
+		if !restored { // leave the shared services as they were
+			testenv.KafkaClusterNode(t, "up", 2)
+			testenv.ClickHouseClusterNode(t, "up", 1)
+		}
+	}()
+	play("broker 2 killed, ClickHouse node 1 (shard 1, replica 1) down", 4)
+	testenv.KafkaClusterNode(t, "up", 2)
+	testenv.ClickHouseClusterNode(t, "up", 1)
+	restored = true
+	play("both back", 2)
+
+	var decisions, unique, feedback uint64
+	waitFor(t, ctx, "every acknowledged decision and click in ClickHouse", func() bool {
+		err := conn.QueryRow(ctx, "SELECT count(), uniqExact(event_id) FROM "+db+".decisions FINAL WHERE model = 'homepage'").Scan(&decisions, &unique)
+		if err == nil {
+			err = conn.QueryRow(ctx, "SELECT count() FROM "+db+".feedback FINAL").Scan(&feedback)
+		}
+		return err == nil && decisions >= uint64(acked) && feedback >= uint64(clicks)
+	})
+	t.Logf("ClickHouse: %d decisions (%d distinct) of %d acknowledged; %d feedback events of %d clicks", decisions, unique, acked, feedback, clicks)
+	if decisions != uint64(acked) || unique != decisions || feedback != uint64(clicks) {
+		t.Fatalf("ClickHouse holds %d decisions (%d distinct) and %d feedback events; want exactly %d and %d", decisions, unique, feedback, acked, clicks)
+	}
+
+	var champion uint32
+	waitFor(t, ctx, "a promoted version", func() bool {
+		err := conn.QueryRow(ctx, "SELECT argMax(version, seq) FROM "+db+".deployments WHERE name = 'homepage' AND alias = 'champion'").Scan(&champion)
+		return err == nil && champion >= 2
+	})
+	rows, err := conn.Query(ctx, "SELECT started_ms, took_ms FROM "+db+".retrain_runs WHERE model = 'homepage' ORDER BY started_ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	runs, end := 0, uint64(0)
+	for rows.Next() {
+		var started, took uint64
+		if err := rows.Scan(&started, &took); err != nil {
+			t.Fatal(err)
+		}
+		if started < end {
+			t.Fatalf("a retrain started at %d while another ran until %d: two schedulers ran at once", started, end)
+		}
+		runs, end = runs+1, started+took
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("champion v%d; %d retrain runs recorded", champion, runs)
+}
