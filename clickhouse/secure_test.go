@@ -1,0 +1,222 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
+)
+
+// secureConfig returns a config for a fresh database on the secure server
+// (TLS, a password user) and the user's password.
+func secureConfig(t *testing.T) (Config, string) {
+	t.Helper()
+	s := testenv.ClickHouseSecure(t)
+	pw, err := os.ReadFile(s.PasswordFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Config{DSN: fmt.Sprintf("clickhouse://%s/tls_%d", s.Addr, time.Now().UnixNano()), User: s.User,
+		PasswordFile: s.PasswordFile, TLS: flywheel.TLSConfig{CAFile: s.CAFile}}, strings.TrimSpace(string(pw))
+}
+
+// otherCA writes the certificate of a CA that signed nothing the servers
+// have and returns its path.
+func otherCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not the server's ca"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Over TLS, with the password from a file or given as it is, the
+// migrations run and the tables answer queries.
+func TestSecureServer(t *testing.T) {
+	for _, byFile := range []bool{true, false} {
+		t.Run(fmt.Sprintf("password file %v", byFile), func(t *testing.T) {
+			cfg, pw := secureConfig(t)
+			if !byFile {
+				cfg.PasswordFile, cfg.Password = "", flywheel.Secret(pw)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := WaitReady(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := Migrate(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			conn := mustOpen(t, ctx, cfg)
+			var n uint64
+			if err := conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database()+".schema_migrations FINAL").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != uint64(SchemaVersion()) {
+				t.Fatalf("schema_migrations has %d rows, want %d", n, SchemaVersion())
+			}
+			var user string // 18.16 has no currentUser(): this query is among the processes
+			if err := conn.QueryRow(ctx, "SELECT user FROM system.processes WHERE query LIKE '%user check 5e1f%' LIMIT 1").Scan(&user); err != nil || user != cfg.User {
+				t.Fatalf("logged in as %q (%v), want %q", user, err, cfg.User)
+			}
+		})
+	}
+}
+
+// A wrong password, an untrusted certificate, a missing password file...
+// fail at once, at start (WaitReady, Migrate, Open), with an error naming
+// the setting and never showing a password.
+func TestSecureServerRefusals(t *testing.T) {
+	good, pw := secureConfig(t)
+	ca := otherCA(t)
+	missing := filepath.Join(t.TempDir(), "no-such-password")
+	const wrong = "not-the-password-7f3a"
+	for _, tc := range []struct {
+		name   string
+		change func(c *Config)
+		want   string
+	}{
+		{"wrong password", func(c *Config) { c.PasswordFile, c.Password = "", wrong }, "clickhouse.user and clickhouse.password: the server refused user \"flywheel\""},
+		{"no password", func(c *Config) { c.PasswordFile = "" }, "clickhouse.user and clickhouse.password"},
+		{"unknown user", func(c *Config) { c.User = "nobody" }, "clickhouse.user and clickhouse.password: the server refused user \"nobody\""},
+		{"missing password file", func(c *Config) { c.PasswordFile = missing }, "clickhouse.password_file: open " + missing},
+		{"untrusted ca", func(c *Config) { c.TLS.CAFile = ca }, "clickhouse.tls.ca_file: the server's certificate is not trusted"},
+		{"system roots", func(c *Config) { c.TLS = flywheel.TLSConfig{Enabled: true} }, "clickhouse.tls.ca_file: the server's certificate is not trusted"},
+		{"another server name", func(c *Config) { c.TLS.ServerName = "clickhouse.example" }, "clickhouse.tls.server_name: the server's certificate is not for that name"},
+		{"tls to a plain port", func(c *Config) { c.DSN = "clickhouse://" + testenv.ClickHouse(t) + "/flywheel" }, "clickhouse.tls is set, but the server does not answer TLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.change(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			errs := map[string]error{"WaitReady": WaitReady(ctx, cfg), "Migrate": Migrate(ctx, cfg)}
+			if conn, err := Open(ctx, cfg); err == nil {
+				conn.Close()
+			} else {
+				errs["Open"] = err
+			}
+			for what, err := range errs {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("%s: %v; want an error containing %q", what, err, tc.want)
+				}
+				if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), wrong) {
+					t.Fatalf("%s's error shows the password: %v", what, err)
+				}
+			}
+		})
+	}
+}
+
+// A client without TLS at the TLS port is told, when it gives up, that
+// clickhouse.tls is off.
+func TestPlainClientAtTLSPort(t *testing.T) {
+	cfg, _ := secureConfig(t)
+	cfg.TLS = flywheel.TLSConfig{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := WaitReady(ctx, cfg); err == nil || !strings.Contains(err.Error(), "clickhouse.tls is off") {
+		t.Fatalf("WaitReady: %v; want the hint that clickhouse.tls is off", err)
+	}
+}
+
+// Bad settings are refused before anything connects, naming them.
+func TestSecurityBadSettings(t *testing.T) {
+	dir := t.TempDir()
+	notPEM, pwFile := filepath.Join(dir, "not.pem"), filepath.Join(dir, "pw")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	os.WriteFile(pwFile, []byte("from-a-file\n"), 0o600)
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want string
+	}{
+		{"ca file missing", Config{TLS: flywheel.TLSConfig{CAFile: filepath.Join(dir, "nosuch.pem")}}, "clickhouse.tls.ca_file: open"},
+		{"ca file not pem", Config{TLS: flywheel.TLSConfig{CAFile: notPEM}}, "clickhouse.tls.ca_file " + notPEM + " holds no PEM certificate"},
+		{"cert without key", Config{TLS: flywheel.TLSConfig{CertFile: notPEM}}, "clickhouse.tls.cert_file and clickhouse.tls.key_file go together"},
+		{"key is not the cert's", Config{TLS: flywheel.TLSConfig{CertFile: notPEM, KeyFile: notPEM}}, "clickhouse.tls.cert_file and key_file"},
+		{"password and file", Config{Password: "secret-in-config", PasswordFile: pwFile}, "clickhouse: set password or password_file, not both"},
+		{"two users", Config{DSN: "clickhouse://alice@127.0.0.1:9440/flywheel", User: "bob"}, `clickhouse.user "bob" and the user of clickhouse.dsn ("alice") differ`},
+		{"two passwords", Config{DSN: "clickhouse://alice:secret-in-dsn@127.0.0.1:9440/flywheel", PasswordFile: pwFile}, "give the password in one place"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.c.DSN == "" {
+				tc.c.DSN = "clickhouse://127.0.0.1:9440/flywheel"
+			}
+			_, err := tc.c.Options()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Options: %v; want an error containing %q", err, tc.want)
+			}
+			for _, secret := range []string{"secret-in-config", "secret-in-dsn", "from-a-file"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("the error shows a password: %v", err)
+				}
+			}
+		})
+	}
+	o, err := Config{DSN: "clickhouse://127.0.0.1:9440/flywheel", User: "u", PasswordFile: pwFile, TLS: flywheel.TLSConfig{Enabled: true}}.Options()
+	if err != nil || o.Auth.Username != "u" || o.Auth.Password != "from-a-file" || o.TLS == nil {
+		t.Fatalf("Options: %+v, %v; want user u, the file's password without its newline, and TLS", o, err)
+	}
+}
+
+// Neither password, clickhouse.password's nor the DSN's, prints: not with
+// fmt, slog or JSON, alone or inside another struct.
+func TestConfigDoesNotShowPasswords(t *testing.T) {
+	const mine, dsns = "config-password-1b2c", "dsn-password-3d4e"
+	c := Config{DSN: "clickhouse://alice:" + dsns + "@127.0.0.1:9440/flywheel?secure=true", User: "alice", Password: mine}
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "clickhouse", c)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "clickhouse", c)
+	js, err := json.Marshal(struct{ ClickHouse Config }{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer := struct{ ClickHouse Config }{c}
+	for what, s := range map[string]string{
+		"%v": fmt.Sprintf("%v", c), "%+v": fmt.Sprintf("%+v", c), "%#v": fmt.Sprintf("%#v", c), "%s": c.String(),
+		"inside %+v": fmt.Sprintf("%+v", outer), "slog": logged.String(), "json": string(js),
+	} {
+		if strings.Contains(s, mine) || strings.Contains(s, dsns) {
+			t.Errorf("%s shows a password: %s", what, s)
+		}
+		if strings.Count(s, flywheel.Redacted) < 2 && what != "slog" || strings.Count(s, flywheel.Redacted) < 4 && what == "slog" {
+			t.Errorf("%s does not show both passwords as %s: %s", what, flywheel.Redacted, s)
+		}
+		if !strings.Contains(s, "alice") || !strings.Contains(s, "127.0.0.1:9440") {
+			t.Errorf("%s hides more than the passwords: %s", what, s)
+		}
+	}
+	if got := redactDSN("clickhouse://alice@h:9000/db"); got != "clickhouse://alice@h:9000/db" {
+		t.Errorf("a DSN without a password: %s", got)
+	}
+	if got := redactDSN("clickhouse://al ice:pw@h:9000/db\x7f"); got != flywheel.Redacted {
+		t.Errorf("a DSN that does not parse: %s", got)
+	}
+}
