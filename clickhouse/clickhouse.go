@@ -168,7 +168,7 @@ func (c Config) open(ctx context.Context, o *ch.Options) (driver.Conn, error) {
 		if refused := c.refusal(err, o); refused != nil {
 			return nil, refusedError{fmt.Errorf("clickhouse at %v: %w", o.Addr, refused)}
 		}
-		return nil, fmt.Errorf("ping clickhouse at %v: %w", o.Addr, err)
+		return nil, fmt.Errorf("ping clickhouse at %v: %w%s", o.Addr, err, hint(o, err))
 	}
 	return conn, nil
 }
@@ -195,7 +195,7 @@ func WaitReady(ctx context.Context, c Config) error {
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("clickhouse at %v is not reachable: %w (last error: %v)%s", o.Addr, ctx.Err(), last, c.hint(o))
+			return fmt.Errorf("clickhouse at %v is not reachable: %w (last error: %v)", o.Addr, ctx.Err(), last)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
@@ -134,15 +136,18 @@ func TestSecureServerRefusals(t *testing.T) {
 	}
 }
 
-// A client without TLS at the TLS port is told, when it gives up, that
-// clickhouse.tls is off.
+// A client without TLS at the TLS port is told that clickhouse.tls is off:
+// at once by Migrate and Open, by WaitReady when it gives up.
 func TestPlainClientAtTLSPort(t *testing.T) {
 	cfg, _ := secureConfig(t)
 	cfg.TLS = flywheel.TLSConfig{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := WaitReady(ctx, cfg); err == nil || !strings.Contains(err.Error(), "clickhouse.tls is off") {
-		t.Fatalf("WaitReady: %v; want the hint that clickhouse.tls is off", err)
+	_, openErr := Open(ctx, cfg)
+	for what, err := range map[string]error{"Migrate": Migrate(ctx, cfg), "Open": openErr, "WaitReady": WaitReady(ctx, cfg)} {
+		if err == nil || !strings.Contains(err.Error(), "clickhouse.tls is off") {
+			t.Fatalf("%s: %v; want the hint that clickhouse.tls is off", what, err)
+		}
 	}
 }
 
@@ -198,10 +203,16 @@ func TestConfigDoesNotShowPasswords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ym, err := yaml.Marshal(struct {
+		ClickHouse Config `yaml:"clickhouse"`
+	}{c})
+	if err != nil {
+		t.Fatal(err)
+	}
 	outer := struct{ ClickHouse Config }{c}
 	for what, s := range map[string]string{
 		"%v": fmt.Sprintf("%v", c), "%+v": fmt.Sprintf("%+v", c), "%#v": fmt.Sprintf("%#v", c), "%s": c.String(),
-		"inside %+v": fmt.Sprintf("%+v", outer), "slog": logged.String(), "json": string(js),
+		"inside %+v": fmt.Sprintf("%+v", outer), "slog": logged.String(), "json": string(js), "yaml": string(ym),
 	} {
 		if strings.Contains(s, mine) || strings.Contains(s, dsns) {
 			t.Errorf("%s shows a password: %s", what, s)

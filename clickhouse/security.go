@@ -77,10 +77,10 @@ func (c Config) refusal(err error, o *ch.Options) error {
 	return nil
 }
 
-// hint is what WaitReady adds when the server never answered: a client
-// without TLS at a TLS port only sees the connection reset.
-func (c Config) hint(o *ch.Options) string {
-	if o.TLS == nil {
+// hint is what a failed ping adds when TLS is off and the server broke
+// off the handshake, as a TLS port does: it only resets the connection.
+func hint(o *ch.Options, err error) string {
+	if o.TLS == nil && strings.Contains(err.Error(), "handshake") {
 		return " (clickhouse.tls is off: if that is the server's TLS port, its <tcp_port_secure>, set clickhouse.tls)"
 	}
 	return ""
@@ -126,3 +126,6 @@ func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // MarshalJSON encodes c with its passwords redacted.
 func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.shown()) }
+
+// MarshalYAML encodes c with its passwords redacted.
+func (c Config) MarshalYAML() (any, error) { return c.shown(), nil }
