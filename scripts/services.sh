@@ -709,6 +709,10 @@ case "${1:-}" in
   status)
     pid_alive "$DIR/clickhouse/clickhouse.pid" && echo "clickhouse: running (pid $(cat "$DIR/clickhouse/clickhouse.pid"))" || echo "clickhouse: stopped"
     pid_alive "$KDIR/kafka.pid" && echo "kafka: running (pid $(cat "$KDIR/kafka.pid"))" || echo "kafka: stopped"
+    if [[ -d "$SECURE_DIR" ]]; then
+      pid_alive "$SECURE_DIR/clickhouse.pid" && echo "secure clickhouse (TLS 127.0.0.1:$SECURE_PORT): running (pid $(cat "$SECURE_DIR/clickhouse.pid"))" ||
+        echo "secure clickhouse (TLS 127.0.0.1:$SECURE_PORT): stopped"
+    fi
     if [[ -d "$CLUSTER_DIR" ]]; then cluster_status; fi
     ;;
   reset)
