@@ -38,35 +38,60 @@ func secureConfig(t *testing.T) (Config, string) {
 }
 
 // otherCA writes the certificate of a CA that signed nothing the servers
-// have and returns its path.
-func otherCA(t *testing.T) string {
+// have, and a client certificate and key it signed; it returns their paths.
+func otherCA(t *testing.T) (ca, cert, key string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
+	caKey, clientKey := mustKey(t), mustKey(t)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not the server's ca"}, IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	caDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "other-ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	caCert, _ := x509.ParseCertificate(caDER)
+	client := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "flywheel"}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter}
+	clientDER, err := x509.CreateCertificate(rand.Reader, client, caCert, &clientKey.PublicKey, caKey)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return path
+	keyDER, err := x509.MarshalPKCS8PrivateKey(clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return write("other-ca.pem", "CERTIFICATE", caDER), write("other-client.pem", "CERTIFICATE", clientDER), write("other-client.key", "PRIVATE KEY", keyDER)
 }
 
-// Over TLS, with the password from a file or given as it is, the
-// migrations run and the tables answer queries.
+func mustKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Over TLS, with the password from a file or given as it is, with or
+// without a client certificate, the migrations run and the tables answer
+// queries.
 func TestSecureServer(t *testing.T) {
-	for _, byFile := range []bool{true, false} {
-		t.Run(fmt.Sprintf("password file %v", byFile), func(t *testing.T) {
+	s := testenv.ClickHouseSecure(t)
+	for name, change := range map[string]func(c *Config, pw string){
+		"password file":      func(*Config, string) {},
+		"password":           func(c *Config, pw string) { c.PasswordFile, c.Password = "", flywheel.Secret(pw) },
+		"client certificate": func(c *Config, _ string) { c.TLS.CertFile, c.TLS.KeyFile = s.CertFile, s.KeyFile },
+	} {
+		t.Run(name, func(t *testing.T) {
 			cfg, pw := secureConfig(t)
-			if !byFile {
-				cfg.PasswordFile, cfg.Password = "", flywheel.Secret(pw)
-			}
+			change(&cfg, pw)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			if err := WaitReady(ctx, cfg); err != nil {
@@ -96,7 +121,7 @@ func TestSecureServer(t *testing.T) {
 // the setting and never showing a password.
 func TestSecureServerRefusals(t *testing.T) {
 	good, pw := secureConfig(t)
-	ca := otherCA(t)
+	ca, _, _ := otherCA(t)
 	missing := filepath.Join(t.TempDir(), "no-such-password")
 	const wrong = "not-the-password-7f3a"
 	for _, tc := range []struct {
@@ -136,18 +161,33 @@ func TestSecureServerRefusals(t *testing.T) {
 	}
 }
 
-// A client without TLS at the TLS port is told that clickhouse.tls is off:
-// at once by Migrate and Open, by WaitReady when it gives up.
-func TestPlainClientAtTLSPort(t *testing.T) {
-	cfg, _ := secureConfig(t)
-	cfg.TLS = flywheel.TLSConfig{}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_, openErr := Open(ctx, cfg)
-	for what, err := range map[string]error{"Migrate": Migrate(ctx, cfg), "Open": openErr, "WaitReady": WaitReady(ctx, cfg)} {
-		if err == nil || !strings.Contains(err.Error(), "clickhouse.tls is off") {
-			t.Fatalf("%s: %v; want the hint that clickhouse.tls is off", what, err)
-		}
+// When the server breaks off the handshake (it resets the connection, as
+// it might for other reasons; for a client certificate it did not sign, it
+// sends a TLS alert first, or not), the error says which setting may be
+// wrong: at once from Migrate and Open, from WaitReady when it gives up (or
+// at once, after an alert).
+func TestHandshakeBrokenOff(t *testing.T) {
+	_, cert, key := otherCA(t)
+	for _, tc := range []struct {
+		name   string
+		change func(c *Config)
+		want   string
+	}{
+		{"no tls at the tls port", func(c *Config) { c.TLS = flywheel.TLSConfig{} }, "clickhouse.tls is off"},
+		{"client certificate of another ca", func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile = cert, key }, "clickhouse.tls.cert_file and key_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := secureConfig(t)
+			tc.change(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, openErr := Open(ctx, cfg)
+			for what, err := range map[string]error{"Migrate": Migrate(ctx, cfg), "Open": openErr, "WaitReady": WaitReady(ctx, cfg)} {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("%s: %v; want an error containing %q", what, err, tc.want)
+				}
+			}
+		})
 	}
 }
 

@@ -77,11 +77,17 @@ func (c Config) refusal(err error, o *ch.Options) error {
 	return nil
 }
 
-// hint is what a failed ping adds when TLS is off and the server broke
-// off the handshake, as a TLS port does: it only resets the connection.
+// hint is what a failed ping adds when the server broke off the
+// handshake, as a TLS port does to a client without TLS and a server that
+// verifies client certificates does to one its CA did not sign: it only
+// resets the connection, as it might for other reasons.
 func hint(o *ch.Options, err error) string {
-	if o.TLS == nil && strings.Contains(err.Error(), "handshake") {
+	switch {
+	case !strings.Contains(err.Error(), "handshake"):
+	case o.TLS == nil:
 		return " (clickhouse.tls is off: if that is the server's TLS port, its <tcp_port_secure>, set clickhouse.tls)"
+	case len(o.TLS.Certificates) > 0:
+		return " (clickhouse.tls.cert_file and key_file: is the client certificate signed by a CA the server trusts?)"
 	}
 	return ""
 }

@@ -242,7 +242,9 @@ clickhouse_down() {
 # openssl) and whose users, default and flywheel, need a password (random,
 # made once, kept in secrets/password; users.xml holds its SHA-256). Its
 # plain native port (9110) and HTTP port (9111) need the password too.
-# secrets/ holds ca.pem (what clients trust), user and password.
+# secrets/ holds ca.pem (what clients trust), user and password, and a
+# client certificate (client.pem, client.key): the server takes clients
+# without one, and refuses one that its CA did not sign.
 
 SECURE_PORT="${FLYWHEEL_CLICKHOUSE_SECURE_PORT:-9440}"
 SECURE_DIR="$DIR/clickhouse-secure"
@@ -255,23 +257,38 @@ secure_node() {
   CH_HTTP_PORT=$((CH_PORT + 1))
 }
 
+# secure_sign NAME CN EXT makes NAME.key and NAME.pem, a certificate for CN
+# with the extensions EXT, signed by the CA.
+secure_sign() {
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null &&
+    printf '%b' "$3" >"$1.ext" &&
+    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -extfile "$1.ext" \
+      -out "$1.pem" 2>/dev/null &&
+    chmod 600 "$1.key" && rm -f "$1.csr" "$1.ext"
+}
+
+# secure_certificates makes, once, what is missing of the CA, the server's
+# certificate, a client certificate (for the tests of clickhouse.tls.cert_file)
+# and the password.
 secure_certificates() {
   mkdir -p "$SECRETS"
   chmod 700 "$SECRETS"
-  [[ -f "$SECRETS/server.pem" && -f "$SECRETS/password" ]] && return
+  [[ -f "$SECRETS/ca.pem" && -f "$SECRETS/server.pem" && -f "$SECRETS/client.pem" && -f "$SECRETS/password" ]] && return
   command -v openssl >/dev/null || die "openssl is needed to make the secure ClickHouse's certificates"
-  log "making a CA, a server certificate and a password for the secure clickhouse in $SECRETS"
+  log "making a CA, certificates and a password for the secure clickhouse in $SECRETS"
   (
     cd "$SECRETS" || exit 1
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=flywheel test clickhouse ca" \
-      -keyout ca.key -out ca.pem 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -extfile server.ext \
-      -out server.pem 2>/dev/null
-    openssl rand -hex 16 >password
+    if [[ ! -f ca.pem ]]; then
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=flywheel test clickhouse ca" \
+        -keyout ca.key -out ca.pem 2>/dev/null && chmod 600 ca.key || exit 1
+      rm -f server.pem client.pem
+    fi
+    [[ -f server.pem ]] || secure_sign server 127.0.0.1 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' || exit 1
+    [[ -f client.pem ]] || secure_sign client "$SECURE_USER" 'extendedKeyUsage=clientAuth\n' || exit 1
+    if [[ ! -f password ]]; then
+      openssl rand -hex 16 >password && chmod 600 password || exit 1
+    fi
     printf '%s\n' "$SECURE_USER" >user
-    chmod 600 ca.key server.key password
   ) || die "openssl could not make the secure clickhouse's certificates"
 }
 
@@ -286,7 +303,9 @@ secure_config() {
     <server>
       <certificateFile>$SECRETS/server.pem</certificateFile>
       <privateKeyFile>$SECRETS/server.key</privateKeyFile>
-      <verificationMode>none</verificationMode>
+      <!-- a client certificate is not required; one that is shown must be signed by the CA -->
+      <verificationMode>relaxed</verificationMode>
+      <caConfig>$SECRETS/ca.pem</caConfig>
       <loadDefaultCAFile>false</loadDefaultCAFile>
       <cacheSessions>true</cacheSessions>
       <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
