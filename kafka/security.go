@@ -46,8 +46,6 @@ type SASLConfig struct {
 // Secret is a string that does not print (flywheel.Secret).
 type Secret = flywheel.Secret
 
-const redacted = flywheel.Redacted
-
 // security is what every connection of one configuration uses: nil fields
 // for plain connections.
 type security struct {
