@@ -274,7 +274,13 @@ secure_certificates() {
   mkdir -p "$SECRETS"
   chmod 700 "$SECRETS"
   [[ -f "$SECRETS/ca.pem" && -f "$SECRETS/server.pem" && -f "$SECRETS/client.pem" && -f "$SECRETS/password" ]] && return
-  command -v openssl >/dev/null || die "openssl is needed to make the secure ClickHouse's certificates"
+  if ! command -v openssl >/dev/null; then
+    log "installing openssl from Debian's packages (the secure clickhouse's certificates)"
+    command -v apt-get >/dev/null || die "openssl is missing and apt-get is not available"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; } ||
+      die "apt-get install openssl failed"
+  fi
   log "making a CA, certificates and a password for the secure clickhouse in $SECRETS"
   (
     cd "$SECRETS" || exit 1
