@@ -17,6 +17,11 @@ export FLYWHEEL_TEST_CLICKHOUSE_CLUSTER ?= 127.0.0.1:9301
 # The Kafka cluster of three brokers (3 replicas, 2 in sync) whose brokers
 # the cluster fault test kills (scripts/services.sh kafka-cluster-up).
 export FLYWHEEL_TEST_KAFKA_CLUSTER ?= 127.0.0.1:9391,127.0.0.1:9392,127.0.0.1:9393
+# A ClickHouse whose users need a password and whose native port speaks TLS
+# (scripts/services.sh clickhouse-secure-up), and the folder holding its CA
+# (ca.pem), user and password files.
+export FLYWHEEL_TEST_CLICKHOUSE_SECURE ?= 127.0.0.1:9440
+export FLYWHEEL_TEST_CLICKHOUSE_SECURE_SECRETS ?= $(or $(FLYWHEEL_SERVICES_DIR),$(CURDIR)/.services)/clickhouse-secure/secrets
 # The ClickHouse server's HTTP port, and the Python with chDB (ClickHouse
 # 26.x in process) that the compatibility test compares it with.
 export FLYWHEEL_TEST_CLICKHOUSE_HTTP ?= 127.0.0.1:8123
@@ -43,6 +48,7 @@ test: services-up
 	scripts/obd.sh
 	FLYWHEEL_KAFKA_PORT=9192 scripts/services.sh kafka-up
 	FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up
+	scripts/services.sh clickhouse-secure-up
 	scripts/services.sh cluster-up
 	scripts/services.sh kafka-cluster-up
 	$(GO) vet ./...

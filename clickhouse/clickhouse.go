@@ -6,6 +6,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,8 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/flywheel-dev/flywheel"
 )
 
 // Config says where ClickHouse is.
@@ -32,9 +35,24 @@ type Config struct {
 	// connections insert into the Distributed tables synchronously. Empty:
 	// one server, as before.
 	Cluster string `yaml:"cluster"`
+	// User is who the connections log in as (empty: the DSN's, else
+	// ClickHouse's "default").
+	User string `yaml:"user"`
+	// Password is the user's password, best given by the environment
+	// (FLYWHEEL_CLICKHOUSE_PASSWORD); PasswordFile names a file holding it
+	// instead (a trailing newline is not part of it). It is never logged or
+	// shown in an error; nor is a password in the DSN, though one is best
+	// kept out of it.
+	Password     flywheel.Secret `yaml:"password"`
+	PasswordFile string          `yaml:"password_file"`
+	// TLS encrypts the connections, to the server's TLS native port (its
+	// <tcp_port_secure>, 9440 by default: name that port in the DSN), and
+	// checks the server's certificate against tls.ca_file (empty: the
+	// system's roots); over the DSN's secure and skip_verify when set.
+	TLS flywheel.TLSConfig `yaml:"tls"`
 	// Log receives what Migrate says about the server: its version, a
 	// warning outside the tested releases, features it lacks. Nil: discard.
-	Log *slog.Logger `yaml:"-"`
+	Log *slog.Logger `yaml:"-" json:"-"`
 }
 
 // The releases the product's SQL is tested on: every statement and every
@@ -61,8 +79,22 @@ func (c Config) logger() *slog.Logger {
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// Options parses the DSN and checks it.
+// Options returns the options of c's connections: the DSN's, with the
+// user, password and TLS settings (reading the files they name). Its
+// errors name the setting that is wrong and never show a password.
 func (c Config) Options() (*ch.Options, error) {
+	o, err := c.parse()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.secure(o); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// parse parses the DSN and checks it.
+func (c Config) parse() (*ch.Options, error) {
 	if c.DSN == "" {
 		return nil, fmt.Errorf("clickhouse.dsn is empty")
 	}
@@ -100,7 +132,7 @@ func (c Config) Options() (*ch.Options, error) {
 
 // Database returns the configured database name ("flywheel" by default).
 func (c Config) Database() string {
-	o, err := c.Options()
+	o, err := c.parse()
 	if err != nil {
 		return "flywheel"
 	}
@@ -108,24 +140,42 @@ func (c Config) Database() string {
 }
 
 // Open connects to the configured database and pings it. The caller closes
-// the connection; it is safe for concurrent use.
+// the connection; it is safe for concurrent use. A refusal of the user,
+// password or TLS settings is an error naming the setting.
 func Open(ctx context.Context, c Config) (driver.Conn, error) {
 	o, err := c.Options()
 	if err != nil {
 		return nil, err
 	}
+	return c.open(ctx, o)
+}
+
+// refusedError is the server's refusal of the client's user, password or
+// TLS settings, which no retry mends; its message names the setting.
+type refusedError struct{ error }
+
+func (e refusedError) Unwrap() error { return e.error }
+
+// open opens a connection with o and pings it; a refusal of c's settings
+// is a refusedError.
+func (c Config) open(ctx context.Context, o *ch.Options) (driver.Conn, error) {
 	conn, err := ch.Open(o)
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", err)
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("ping clickhouse at %v: %w", o.Addr, err)
+		if refused := c.refusal(err, o); refused != nil {
+			return nil, refusedError{fmt.Errorf("clickhouse at %v: %w", o.Addr, refused)}
+		}
+		return nil, fmt.Errorf("ping clickhouse at %v: %w%s", o.Addr, err, hint(o, err))
 	}
 	return conn, nil
 }
 
-// WaitReady waits until the server answers or ctx ends.
+// WaitReady waits until the server answers or ctx ends. A refusal of the
+// user, password or TLS settings (a wrong password, an untrusted
+// certificate) is returned at once, naming the setting.
 func WaitReady(ctx context.Context, c Config) error {
 	o, err := c.Options()
 	if err != nil {
@@ -134,13 +184,13 @@ func WaitReady(ctx context.Context, c Config) error {
 	o.Auth.Database = "default"
 	var last error
 	for {
-		conn, err := ch.Open(o)
+		conn, err := c.open(ctx, o)
 		if err == nil {
-			err = conn.Ping(ctx)
 			conn.Close()
-			if err == nil {
-				return nil
-			}
+			return nil
+		}
+		if errors.As(err, new(refusedError)) {
+			return err
 		}
 		last = err
 		select {

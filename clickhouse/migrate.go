@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
-	ch "github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // migration is one step of the schema. Every statement is idempotent on its
@@ -393,9 +391,9 @@ func migrate(ctx context.Context, c Config, upTo uint32) error {
 	}
 	db := o.Auth.Database
 	o.Auth.Database = "default"
-	conn, err := ch.Open(o)
+	conn, err := c.open(ctx, o)
 	if err != nil {
-		return fmt.Errorf("open clickhouse: %w", err)
+		return err
 	}
 	defer conn.Close()
 	if c.Cluster != "" {

@@ -3,13 +3,9 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -17,29 +13,14 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/flywheel-dev/flywheel"
 )
 
 // TLSConfig is how Flywheel's Kafka clients encrypt their connections and,
-// with a client certificate, authenticate (kafka.tls).
-type TLSConfig struct {
-	// Enabled turns TLS on; setting ca_file or cert_file turns it on too.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM file of the certificates that sign the brokers'
-	// (empty: the system's roots).
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are the client's certificate and key (PEM), for
-	// brokers that require one (ssl.client.auth=required); both or neither.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ServerName is the name checked in the brokers' certificates (empty:
-	// each broker's host).
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify accepts any broker certificate: for trying things
-	// out only, never in production.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-func (t TLSConfig) on() bool { return t.Enabled || t.CAFile != "" || t.CertFile != "" }
+// with a client certificate, authenticate (kafka.tls; a client certificate
+// is for brokers with ssl.client.auth=required).
+type TLSConfig = flywheel.TLSConfig
 
 // SASL mechanisms.
 const (
@@ -62,30 +43,8 @@ type SASLConfig struct {
 	PasswordFile string `yaml:"password_file"`
 }
 
-// Secret is a string that does not print: fmt, slog, JSON and YAML show
-// "[redacted]" (or nothing, when it is empty) in its place.
-type Secret string
-
-const redacted = "[redacted]"
-
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString is what %#v shows.
-func (s Secret) GoString() string { return fmt.Sprintf("kafka.Secret(%q)", s.String()) }
-
-// LogValue is what slog shows.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// MarshalJSON encodes the secret as "[redacted]".
-func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
-
-// MarshalYAML encodes the secret as "[redacted]".
-func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+// Secret is a string that does not print (flywheel.Secret).
+type Secret = flywheel.Secret
 
 // security is what every connection of one configuration uses: nil fields
 // for plain connections.
@@ -99,31 +58,11 @@ type security struct {
 // (never showing a password).
 func (c Config) security() (security, error) {
 	var s security
-	if t := c.TLS; t.on() {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
-		if t.CAFile != "" {
-			pem, err := os.ReadFile(t.CAFile)
-			if err != nil {
-				return s, fmt.Errorf("kafka.tls.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return s, fmt.Errorf("kafka.tls.ca_file %s holds no PEM certificate", t.CAFile)
-			}
-			cfg.RootCAs = pool
-		}
-		switch {
-		case t.CertFile != "" && t.KeyFile != "":
-			cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-			if err != nil {
-				return s, fmt.Errorf("kafka.tls.cert_file and key_file: %w", err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
-		case t.CertFile != "" || t.KeyFile != "":
-			return s, errors.New("kafka.tls.cert_file and kafka.tls.key_file go together: set both or neither")
-		}
-		s.tls = cfg
+	cfg, err := c.TLS.Load("kafka.tls")
+	if err != nil {
+		return s, err
 	}
+	s.tls = cfg
 	m := c.SASL
 	if m.Mechanism == "" {
 		if m.Username != "" || m.Password != "" || m.PasswordFile != "" {
@@ -134,17 +73,11 @@ func (c Config) security() (security, error) {
 	if m.Username == "" {
 		return s, errors.New("kafka.sasl.username is empty")
 	}
-	password := string(m.Password)
-	switch {
-	case m.PasswordFile != "" && password != "":
-		return s, errors.New("kafka.sasl: set password or password_file, not both")
-	case m.PasswordFile != "":
-		b, err := os.ReadFile(m.PasswordFile)
-		if err != nil {
-			return s, fmt.Errorf("kafka.sasl.password_file: %w", err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
+	secret, err := flywheel.ReadPassword("kafka.sasl", m.Password, m.PasswordFile)
+	if err != nil {
+		return s, err
 	}
+	password := string(secret)
 	if password == "" {
 		return s, errors.New("kafka.sasl: no password (set kafka.sasl.password, best through FLYWHEEL_KAFKA_SASL_PASSWORD, or kafka.sasl.password_file)")
 	}
@@ -171,27 +104,18 @@ func (c Config) security() (security, error) {
 // security settings (which no retry mends), as an error naming the
 // setting; otherwise nil. It never shows the password.
 func (c Config) refusal(err error) error {
-	var (
-		unknownCA *x509.UnknownAuthorityError
-		invalid   *x509.CertificateInvalidError
-		hostname  *x509.HostnameError
-		verify    *tls.CertificateVerificationError
-		header    tls.RecordHeaderError
-	)
+	var header tls.RecordHeaderError
+	tlsRefused := flywheel.TLSRefusal("kafka.tls", c.TLS, err)
 	switch {
 	case errors.Is(err, kafkago.SASLAuthenticationFailed):
 		return fmt.Errorf("kafka.sasl: the brokers refused user %q with %s (check kafka.sasl.username and its password): %w", c.SASL.Username, strings.ToUpper(c.SASL.Mechanism), err)
 	case errors.Is(err, kafkago.UnsupportedSASLMechanism), errors.Is(err, kafkago.IllegalSASLState):
 		return fmt.Errorf("kafka.sasl.mechanism: the brokers do not take %s: %w", c.SASL.Mechanism, err)
-	case errors.As(err, &hostname):
-		return fmt.Errorf("kafka.tls.server_name: the brokers' certificate is not for that name: %w", err)
-	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &verify):
-		return fmt.Errorf("kafka.tls.ca_file: the brokers' certificate is not trusted: %w", err)
-	case c.TLS.on() && strings.Contains(err.Error(), "remote error: tls: "): // crypto/tls's alert type is not exported
-		return fmt.Errorf("kafka.tls: the brokers refused the TLS connection (kafka.tls.cert_file and key_file: is a client certificate required, or not signed by a CA they trust?): %w", err)
+	case tlsRefused != nil:
+		return tlsRefused
 	case errors.As(err, &header):
 		return fmt.Errorf("kafka.tls: the brokers do not answer TLS (a PLAINTEXT or SASL_PLAINTEXT listener?): %w", err)
-	case !c.TLS.on() && strings.Contains(err.Error(), "broker appears to be expecting TLS"): // kafka-go's reading of a TLS alert
+	case !c.TLS.On() && strings.Contains(err.Error(), "broker appears to be expecting TLS"): // kafka-go's reading of a TLS alert
 		return fmt.Errorf("kafka.tls is off, but the brokers expect TLS (an SSL or SASL_SSL listener): set kafka.tls: %w", err)
 	}
 	return nil
@@ -200,7 +124,7 @@ func (c Config) refusal(err error) error {
 // hint is what WaitReady adds when the brokers never answered: plaintext
 // clients reading the end of a connection a TLS listener closed.
 func (c Config) hint() string {
-	if !c.TLS.on() {
+	if !c.TLS.On() {
 		return " (kafka.tls is off: if the brokers' listener is SSL or SASL_SSL, set kafka.tls)"
 	}
 	return ""

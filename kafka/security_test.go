@@ -19,6 +19,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/flywheel-dev/flywheel"
 )
 
 // testPKI writes a CA certificate and a client certificate and key it
@@ -209,8 +211,8 @@ func TestSecretDoesNotPrint(t *testing.T) {
 		if strings.Contains(s, testPassword) {
 			t.Errorf("%s shows the password: %s", what, s)
 		}
-		if !strings.Contains(s, redacted) {
-			t.Errorf("%s does not show %s: %s", what, redacted, s)
+		if !strings.Contains(s, flywheel.Redacted) {
+			t.Errorf("%s does not show %s: %s", what, flywheel.Redacted, s)
 		}
 	}
 }

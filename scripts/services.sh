@@ -11,6 +11,11 @@
 #                               another broker, for the tests that stop Kafka
 #   FLYWHEEL_CLICKHOUSE_PORT=9100 scripts/services.sh clickhouse-up|clickhouse-down
 #                               another server, for the tests that stop ClickHouse
+#   scripts/services.sh clickhouse-secure-up|clickhouse-secure-down
+#                               a ClickHouse whose users need a password, with a TLS native
+#                               port (9440; plain native 9110, HTTP 9111), its certificates
+#                               made by openssl: the CA, user and password file are in
+#                               $FLYWHEEL_SERVICES_DIR/clickhouse-secure/secrets; for the TLS tests
 #   scripts/services.sh cluster-up|cluster-down|cluster-status
 #                               ZooKeeper (Debian's zookeeper package, installed if missing)
 #                               and a ClickHouse cluster "flywheel" of 2 shards x 2 replicas
@@ -220,16 +225,129 @@ clickhouse_up() {
     ((SECONDS < deadline)) || die "clickhouse-server did not accept connections on 127.0.0.1:$CH_PORT within ${WAIT_SECONDS}s; logs in $d/log"
     sleep 0.5
   done
-  log "clickhouse ready: $(clickhouse-client --port "$CH_PORT" --query 'SELECT version()')"
+  log "clickhouse ready: $(clickhouse-client --port "$CH_PORT" "${CH_CLIENT_ARGS[@]}" --query 'SELECT version()')"
 }
 
+# CH_CLIENT_ARGS are clickhouse-client's extra arguments (a user and password).
+CH_CLIENT_ARGS=()
+
 clickhouse_ready() {
-  clickhouse-client --host 127.0.0.1 --port "$CH_PORT" --query 'SELECT 1' >/dev/null 2>&1
+  clickhouse-client --host 127.0.0.1 --port "$CH_PORT" "${CH_CLIENT_ARGS[@]}" --query 'SELECT 1' >/dev/null 2>&1
 }
 
 clickhouse_down() {
   local pidf="$CHDIR/clickhouse.pid"
   stop_pid "$pidf" clickhouse-server
+}
+
+# ---------------------------------------------------------------- secure clickhouse
+#
+# A server like the single ones above whose native port 9440 speaks TLS
+# (a certificate for 127.0.0.1 and localhost, signed by a CA made here with
+# openssl) and whose users, default and flywheel, need a password (random,
+# made once, kept in secrets/password; users.xml holds its SHA-256). Its
+# plain native port (9110) and HTTP port (9111) need the password too.
+# secrets/ holds ca.pem (what clients trust), user and password, and a
+# client certificate (client.pem, client.key): the server takes clients
+# without one, and refuses one that its CA did not sign.
+
+SECURE_PORT="${FLYWHEEL_CLICKHOUSE_SECURE_PORT:-9440}"
+SECURE_DIR="$DIR/clickhouse-secure"
+SECRETS="$SECURE_DIR/secrets"
+SECURE_USER=flywheel
+
+secure_node() {
+  CHDIR="$SECURE_DIR"
+  CH_PORT="${FLYWHEEL_CLICKHOUSE_SECURE_PLAIN_PORT:-9110}"
+  CH_HTTP_PORT=$((CH_PORT + 1))
+}
+
+# secure_sign NAME CN EXT makes NAME.key and NAME.pem, a certificate for CN
+# with the extensions EXT, signed by the CA.
+secure_sign() {
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null &&
+    printf '%b' "$3" >"$1.ext" &&
+    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -extfile "$1.ext" \
+      -out "$1.pem" 2>/dev/null &&
+    chmod 600 "$1.key" && rm -f "$1.csr" "$1.ext"
+}
+
+# secure_certificates makes, once, what is missing of the CA, the server's
+# certificate, a client certificate (for the tests of clickhouse.tls.cert_file)
+# and the password.
+secure_certificates() {
+  mkdir -p "$SECRETS"
+  chmod 700 "$SECRETS"
+  [[ -f "$SECRETS/ca.pem" && -f "$SECRETS/server.pem" && -f "$SECRETS/client.pem" && -f "$SECRETS/password" ]] && return
+  if ! command -v openssl >/dev/null; then
+    log "installing openssl from Debian's packages (the secure clickhouse's certificates)"
+    command -v apt-get >/dev/null || die "openssl is missing and apt-get is not available"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; } ||
+      die "apt-get install openssl failed"
+  fi
+  log "making a CA, certificates and a password for the secure clickhouse in $SECRETS"
+  (
+    cd "$SECRETS" || exit 1
+    if [[ ! -f ca.pem ]]; then
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=flywheel test clickhouse ca" \
+        -keyout ca.key -out ca.pem 2>/dev/null && chmod 600 ca.key || exit 1
+      rm -f server.pem client.pem
+    fi
+    [[ -f server.pem ]] || secure_sign server 127.0.0.1 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' || exit 1
+    [[ -f client.pem ]] || secure_sign client "$SECURE_USER" 'extendedKeyUsage=clientAuth\n' || exit 1
+    if [[ ! -f password ]]; then
+      openssl rand -hex 16 >password && chmod 600 password || exit 1
+    fi
+    printf '%s\n' "$SECURE_USER" >user
+  ) || die "openssl could not make the secure clickhouse's certificates"
+}
+
+secure_config() {
+  secure_certificates
+  mkdir -p "$CHDIR/config.d" "$CHDIR/users.d"
+  cat >"$CHDIR/config.d/tls.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <tcp_port_secure>$SECURE_PORT</tcp_port_secure>
+  <openSSL>
+    <server>
+      <certificateFile>$SECRETS/server.pem</certificateFile>
+      <privateKeyFile>$SECRETS/server.key</privateKeyFile>
+      <!-- a client certificate is not required; one that is shown must be signed by the CA -->
+      <verificationMode>relaxed</verificationMode>
+      <caConfig>$SECRETS/ca.pem</caConfig>
+      <loadDefaultCAFile>false</loadDefaultCAFile>
+      <cacheSessions>true</cacheSessions>
+      <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+      <preferServerCiphers>true</preferServerCiphers>
+    </server>
+  </openSSL>
+</yandex>
+XML
+  local hash user
+  hash="$(tr -d '\n' <"$SECRETS/password" | sha256sum | cut -d' ' -f1)"
+  {
+    printf '<?xml version="1.0"?>\n<yandex>\n  <users>\n'
+    for user in default "$SECURE_USER"; do
+      printf '    <%s replace="replace"><password_sha256_hex>%s</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></%s>\n' \
+        "$user" "$hash" "$user"
+    done
+    printf '  </users>\n</yandex>\n'
+  } >"$CHDIR/users.d/passwords.xml"
+  CH_CLIENT_ARGS=(--user "$SECURE_USER" --password "$(cat "$SECRETS/password")")
+}
+
+secure_up() {
+  secure_node
+  secure_config
+  clickhouse_up
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until port_open "$SECURE_PORT"; do
+    ((SECONDS < deadline)) || die "the secure clickhouse does not listen on 127.0.0.1:$SECURE_PORT within ${WAIT_SECONDS}s; logs in $CHDIR/log"
+    sleep 0.5
+  done
+  log "secure clickhouse ready: TLS on 127.0.0.1:$SECURE_PORT, user $SECURE_USER, CA and password in $SECRETS"
 }
 
 # ---------------------------------------------------------------- kafka
@@ -682,6 +800,15 @@ case "${1:-}" in
   clickhouse-down)
     clickhouse_down
     ;;
+  clickhouse-secure-up)
+    mkdir -p "$DIR"
+    install_clickhouse
+    secure_up
+    ;;
+  clickhouse-secure-down)
+    secure_node
+    clickhouse_down
+    ;;
   cluster-up)
     mkdir -p "$DIR"
     install_clickhouse
@@ -711,6 +838,10 @@ case "${1:-}" in
   status)
     pid_alive "$DIR/clickhouse/clickhouse.pid" && echo "clickhouse: running (pid $(cat "$DIR/clickhouse/clickhouse.pid"))" || echo "clickhouse: stopped"
     pid_alive "$KDIR/kafka.pid" && echo "kafka: running (pid $(cat "$KDIR/kafka.pid"))" || echo "kafka: stopped"
+    if [[ -d "$SECURE_DIR" ]]; then
+      pid_alive "$SECURE_DIR/clickhouse.pid" && echo "secure clickhouse (TLS 127.0.0.1:$SECURE_PORT): running (pid $(cat "$SECURE_DIR/clickhouse.pid"))" ||
+        echo "secure clickhouse (TLS 127.0.0.1:$SECURE_PORT): stopped"
+    fi
     if [[ -d "$CLUSTER_DIR" ]]; then cluster_status; fi
     ;;
   reset)
@@ -730,7 +861,7 @@ case "${1:-}" in
     rm -rf "$DIR"
     ;;
   *)
-    echo "usage: $0 up|down|status|reset|kafka-up|kafka-down|kafka-cluster-up|kafka-cluster-down|kafka-cluster-node-up|kafka-cluster-node-down|clickhouse-up|clickhouse-down|cluster-up|cluster-down|cluster-status|cluster-node-up|cluster-node-down|browser|chdb" >&2
+    echo "usage: $0 up|down|status|reset|kafka-up|kafka-down|kafka-cluster-up|kafka-cluster-down|kafka-cluster-node-up|kafka-cluster-node-down|kafka-cluster-node-kill|clickhouse-up|clickhouse-down|clickhouse-secure-up|clickhouse-secure-down|cluster-up|cluster-down|cluster-status|cluster-node-up|cluster-node-down|browser|chdb" >&2
     exit 2
     ;;
 esac

@@ -49,6 +49,36 @@ func ClickHouseHTTP(tb testing.TB) string {
 	return lookup(tb, "FLYWHEEL_TEST_CLICKHOUSE_HTTP", "ClickHouse")
 }
 
+// SecureClickHouse is the ClickHouse of the TLS tests: its users need a
+// password, its native port speaks TLS with a certificate its own CA signed.
+type SecureClickHouse struct {
+	Addr         string // host:port of the TLS native port
+	CAFile       string // PEM of the CA that signed the server's certificate
+	User         string
+	PasswordFile string // the user's password (and a newline)
+	// CertFile and KeyFile are a client certificate the CA signed: the
+	// server takes clients without one and refuses one it did not sign.
+	CertFile, KeyFile string
+}
+
+// ClickHouseSecure returns the ClickHouse of the TLS tests
+// (FLYWHEEL_TEST_CLICKHOUSE_SECURE, and FLYWHEEL_TEST_CLICKHOUSE_SECURE_SECRETS,
+// the folder of its ca.pem, user, password, client.pem and client.key files).
+func ClickHouseSecure(tb testing.TB) SecureClickHouse {
+	tb.Helper()
+	what := "the secure ClickHouse (scripts/services.sh clickhouse-secure-up)"
+	s := SecureClickHouse{Addr: lookup(tb, "FLYWHEEL_TEST_CLICKHOUSE_SECURE", what)}
+	dir := lookup(tb, "FLYWHEEL_TEST_CLICKHOUSE_SECURE_SECRETS", what)
+	s.CAFile, s.PasswordFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "password")
+	s.CertFile, s.KeyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	user, err := os.ReadFile(filepath.Join(dir, "user"))
+	if err != nil {
+		tb.Fatalf("FLYWHEEL_TEST_CLICKHOUSE_SECURE_SECRETS: %v (scripts/services.sh clickhouse-secure-up makes it)", err)
+	}
+	s.User = strings.TrimSpace(string(user))
+	return s
+}
+
 // KafkaFault returns the host:port of the broker a test may stop and start
 // (FLYWHEEL_TEST_KAFKA_FAULT); see Control.
 func KafkaFault(tb testing.TB) string {
