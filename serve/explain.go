@@ -49,8 +49,11 @@ func (c *explainCache) get(ctx context.Context, ex explainer, name string, versi
 	if ok {
 		return x, nil
 	}
-	v, err, _ := c.flight.Do(key, func() (any, error) {
-		x, err := ex.Explain(context.WithoutCancel(ctx), name, version, maxExplainTop)
+	ch := c.flight.DoChan(key, func() (any, error) {
+		// The first asker's leaving does not cut short what others wait for.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dashboardTimeout)
+		defer cancel()
+		x, err := ex.Explain(cctx, name, version, maxExplainTop)
 		if err != nil {
 			return nil, err
 		}
@@ -62,10 +65,15 @@ func (c *explainCache) get(ctx context.Context, ex explainer, name string, versi
 		c.mu.Unlock()
 		return x, nil
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*model.Explanation), nil
+	case <-ctx.Done():
+		return nil, flywheel.Errorf(flywheel.EUNAVAILABLE, "the request ended before %s v%d was explained", name, version)
 	}
-	return v.(*model.Explanation), nil
 }
 
 // explainParams reads ?version=N (default 0: the champion this replica

@@ -253,3 +253,20 @@ func gaugeOf(t *testing.T, reg *prometheus.Registry, name, feature string) float
 	t.Fatalf("no %s{feature=%q}", name, feature)
 	return 0
 }
+
+// BenchmarkFeatureHealthObserve is the cost per request of profiling
+// requests of a context and 20 actions: one in healthSampleEvery takes the
+// lock and walks the features, the others count themselves.
+func BenchmarkFeatureHealthObserve(b *testing.B) {
+	fh := newFeatureHealth(1, trainingProfile(300), time.Unix(1700000000, 0))
+	ctx := flywheel.Features{"user": {"segment": "a", "age": 31.0, "tags": []any{"x", "y"}}}
+	acts := make([]flywheel.Action, 20)
+	for i := range acts {
+		acts[i] = flywheel.Action{ID: fmt.Sprint(i), Features: flywheel.Features{"item": {"category": "shoes", "price": float64(i)}}}
+	}
+	now := time.Unix(1700000001, 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		fh.observe(now, ctx, acts)
+	}
+}
