@@ -289,3 +289,71 @@ func (p *Profiler) Profile() *FeatureProfile {
 	slices.SortFunc(out.Features, func(a, b ProfiledFeature) int { return compareFeatures(&a, &b) })
 	return out
 }
+
+// Merge returns the profile of p's examples followed by q's: what an
+// incremental version, which goes on from its parent, learned from. Counts
+// add up; p's features and values come first within the caps, then q's
+// (by namespace and name, and in order); ranges widen (min and max, and
+// each percentile the wider of the two: an approximation, not the
+// percentile of the union). Either may be nil.
+func (p *FeatureProfile) Merge(q *FeatureProfile) *FeatureProfile {
+	switch {
+	case p == nil:
+		return q
+	case q == nil:
+		return p
+	}
+	out := &FeatureProfile{Examples: p.Examples + q.Examples, FeaturesTruncated: p.FeaturesTruncated || q.FeaturesTruncated}
+	idx := map[[2]string]int{}
+	total := 0
+	for _, src := range []*FeatureProfile{p, q} {
+		for i := range src.Features {
+			f := &src.Features[i]
+			j, ok := idx[[2]string{f.Namespace, f.Name}]
+			if !ok {
+				if len(out.Features) >= ProfileFeatures {
+					out.FeaturesTruncated = true
+					continue
+				}
+				j = len(out.Features)
+				idx[[2]string{f.Namespace, f.Name}] = j
+				out.Features = append(out.Features, ProfiledFeature{Namespace: f.Namespace, Name: f.Name})
+			}
+			total += mergeFeature(&out.Features[j], f, total)
+		}
+	}
+	slices.SortFunc(out.Features, func(a, b ProfiledFeature) int { return compareFeatures(&a, &b) })
+	return out
+}
+
+// mergeFeature adds g to f, the profile holding total values before, and
+// returns how many values it added.
+func mergeFeature(f, g *ProfiledFeature, total int) int {
+	f.Present += g.Present
+	f.Strings += g.Strings
+	f.ValuesTruncated = f.ValuesTruncated || g.ValuesTruncated
+	if g.Range != nil {
+		if f.Range == nil {
+			r := *g.Range
+			f.Range = &r
+		} else {
+			r := f.Range
+			r.Min, r.Max, r.P01, r.P99 = min(r.Min, g.Range.Min), max(r.Max, g.Range.Max), min(r.P01, g.Range.P01), max(r.P99, g.Range.P99)
+		}
+	}
+	f.Numbers += g.Numbers
+	n := len(f.Values)
+	for _, v := range g.Values {
+		if _, found := slices.BinarySearch(f.Values[:n], v); found {
+			continue
+		}
+		if len(f.Values) >= ProfileValues || total+len(f.Values)-n >= ProfileTotalValues {
+			f.ValuesTruncated = true
+			break
+		}
+		f.Values = append(f.Values, v)
+	}
+	added := len(f.Values) - n
+	slices.Sort(f.Values)
+	return added
+}

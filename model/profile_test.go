@@ -119,3 +119,37 @@ func TestProfileBounds(t *testing.T) {
 		t.Error("a repeated feature passed validation")
 	}
 }
+
+// Merging the profiles of two runs of examples gives the profile of both,
+// but for the percentiles, which widen; nil is the identity.
+func TestProfileMerge(t *testing.T) {
+	t.Parallel()
+	exs := segmentWorld(2000, 9)
+	for i := 1500; i < 2000; i++ {
+		exs[i].Context["user"]["segment"] = fmt.Sprint("late-", i%7) // values the first run never had
+		exs[i].Context["late"] = map[string]any{"x": 1.0}
+	}
+	whole, a, b := profileOf(exs), profileOf(exs[:1500]), profileOf(exs[1500:])
+	m := a.Merge(b)
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if m.Examples != whole.Examples || len(m.Features) != len(whole.Features) {
+		t.Fatalf("merged %d examples, %d features; whole %d, %d", m.Examples, len(m.Features), whole.Examples, len(whole.Features))
+	}
+	for i := range whole.Features {
+		w, g := whole.Features[i], m.Features[i]
+		if g.Range != nil && (g.Range.P01 > w.Range.P01 || g.Range.P99 < w.Range.P99) {
+			t.Errorf("%s: merged percentiles %+v are narrower than the whole's %+v", w.Key(), *g.Range, *w.Range)
+		}
+		if w.Range != nil {
+			w.Range.P01, w.Range.P99, g.Range.P01, g.Range.P99 = 0, 0, 0, 0
+		}
+		if !reflect.DeepEqual(w, g) {
+			t.Errorf("merged %+v\nwhole  %+v", g, w)
+		}
+	}
+	if a.Merge(nil) != a || (*FeatureProfile)(nil).Merge(b) != b {
+		t.Error("nil is not the identity")
+	}
+}

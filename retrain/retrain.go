@@ -82,10 +82,10 @@ type Manifest struct {
 	Passes      int       `json:"passes"`
 	CodeVersion string    `json:"code_version"`
 	TrainedAt   time.Time `json:"trained_at"`
-	// FeatureProfile summarises the features of the rows this run learned
-	// from (for an incremental version, those after its parent's cutoff):
-	// what serving compares live traffic with. Versions trained before it
-	// was kept have none.
+	// FeatureProfile summarises the features of the rows this version
+	// learned from (an incremental version's, its parent's merged with the
+	// rows after the parent's cutoff: the chain's): what serving compares
+	// live traffic with. Versions trained before it was kept have none.
 	FeatureProfile *model.FeatureProfile `json:"feature_profile,omitempty"`
 }
 
@@ -389,7 +389,7 @@ func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.
 		Rows: seen.rows, DataSHA256: seen.hash,
 		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
 		Chain: chain, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
-		IngestedThrough: p.win.ingestedThrough, Order: "ts_ms, event_id", FeatureProfile: seen.profile,
+		IngestedThrough: p.win.ingestedThrough, Order: "ts_ms, event_id", FeatureProfile: p.chain.parentProfile.Merge(seen.profile),
 	}
 	return art, man, metrics, nil
 }
