@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -142,7 +143,7 @@ func TestServeFeatureHealth(t *testing.T) {
 			if v == 3 {
 				return trainingProfile(500), nil
 			}
-			return nil, nil
+			return nil, errors.New("manifest unreadable")
 		}}
 	var clock atomic.Int64
 	clock.Store(time.Unix(1700000000, 0).UnixNano())
@@ -218,7 +219,7 @@ func TestServeFeatureHealth(t *testing.T) {
 		t.Errorf("/metrics lacks the sampled decisions:\n%s", w.Body)
 	}
 
-	version.Store(4) // a champion trained without a profile
+	version.Store(4) // a champion whose profile cannot be read still serves
 	s.SwapAll(context.Background())
 	if r := features(); r.Version != 4 || r.Training != nil || r.Decisions != 0 {
 		t.Errorf("after the swap to v4: %+v", r)
