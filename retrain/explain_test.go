@@ -11,6 +11,7 @@ import (
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
+	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/model"
 	"github.com/flywheel-dev/flywheel/sim"
 )
@@ -95,15 +96,10 @@ func TestRetrainedVersionExplainsItself(t *testing.T) {
 	if res.Version != 2 {
 		t.Fatalf("run: %+v", res)
 	}
-	v, err := reg.Get(ctx, "homepage", res.Version)
+	x, err := reg.Explain(ctx, "homepage", res.Version, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := model.Explain(v.Artifact, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	x.Model, x.Version = "homepage", v.Version
 	t.Logf("\n%s", x)
 	if !x.Dictionary || x.NameLimit != model.DefaultNames {
 		t.Fatalf("v2 has no name dictionary: %+v", x)
@@ -133,11 +129,43 @@ func TestRetrainedVersionExplainsItself(t *testing.T) {
 	if s := x.String(); !strings.Contains(s, " * item^category=") {
 		t.Errorf("no category cross in the output:\n%s", s)
 	}
+	checkTrainedProfile(t, ctx, reg, res, world)
 	rep, err := rt.Reproduce(ctx, "homepage", res.Version)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rep.Identical {
 		t.Fatalf("reproduction with the name dictionary: %+v", rep)
+	}
+}
+
+// checkTrainedProfile checks the feature profile the run stored in the
+// version's manifest: the training rows, every user with a segment, every
+// decision with the world's categories; the bootstrap version has none.
+func checkTrainedProfile(t *testing.T, ctx context.Context, reg *deploy.Registry, res *Result, world *sim.World) {
+	t.Helper()
+	p, err := reg.FeatureProfile(ctx, "homepage", res.Version)
+	if err != nil || p == nil {
+		t.Fatalf("v%d's profile: %v, %v", res.Version, p, err)
+	}
+	if p.Examples != uint64(res.TrainRows) {
+		t.Errorf("profiled %d examples, trained on %d", p.Examples, res.TrainRows)
+	}
+	cats := map[string]bool{}
+	for _, it := range world.Items {
+		cats[it.Category] = true
+	}
+	got := map[string]model.ProfiledFeature{}
+	for _, f := range p.Features {
+		got[f.Key()] = f
+	}
+	if seg := got["user^segment"]; p.Presence(&seg) != 1 || len(seg.Values) != len(world.Segments) {
+		t.Errorf("user^segment: presence %v, values %v", p.Presence(&seg), seg.Values)
+	}
+	if cat := got["item^category"]; p.Presence(&cat) != 1 || len(cat.Values) != len(cats) {
+		t.Errorf("item^category: presence %v, values %v, want %d", p.Presence(&cat), cat.Values, len(cats))
+	}
+	if boot, err := reg.FeatureProfile(ctx, "homepage", 1); err != nil || boot != nil {
+		t.Errorf("the bootstrap version's profile: %v, %v", boot, err)
 	}
 }

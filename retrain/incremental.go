@@ -62,6 +62,9 @@ type Chain struct {
 	// Learned is the count of examples learned over the whole chain, every
 	// pass counted (the artifact's): what SquareCB's γ grows with.
 	Learned uint64 `json:"learned"`
+	// parentProfile is the parent's feature profile, which an incremental
+	// version's extends (not recorded: the manifest has the merge).
+	parentProfile *model.FeatureProfile
 }
 
 // IncrementalOn says whether rc asks for incremental training
@@ -128,5 +131,5 @@ func (r *Retrainer) startFrom(ctx context.Context, name string, mc flywheel.Mode
 	}
 	sum := sha256.Sum256(v.Artifact)
 	return tr, Chain{Training: TrainedIncremental, Parent: champV, ParentSHA256: hex.EncodeToString(sum[:]),
-		ParentCutoffMs: trainedBefore(v.Manifest), Link: man.Link + 1}, nil
+		ParentCutoffMs: trainedBefore(v.Manifest), Link: man.Link + 1, parentProfile: man.FeatureProfile}, nil
 }

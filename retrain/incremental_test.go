@@ -110,6 +110,8 @@ func TestIncrementalChainReproduced(t *testing.T) {
 			t.Fatalf("v%d learned %d examples; %d closed decisions lie between v%d's cutoff and the holdout (want %d of the %d after it)", version, man.TrainRows, newClosed, version-1, trainedOf(0, fresh), fresh)
 		case man.Learned != prev.Learned+uint64(man.TrainRows):
 			t.Fatalf("v%d learned %d over its chain; want %d + %d", version, man.Learned, prev.Learned, man.TrainRows)
+		case man.FeatureProfile == nil || man.FeatureProfile.Examples != prev.FeatureProfile.Examples+uint64(man.TrainRows):
+			t.Fatalf("v%d's feature profile %+v does not cover its chain: %d + %d rows", version, man.FeatureProfile, prev.FeatureProfile.Examples, man.TrainRows)
 		}
 		prev = man
 	}
@@ -119,7 +121,7 @@ func TestIncrementalChainReproduced(t *testing.T) {
 	fresh := closedAfter(t, ctx, store, prev.CutoffMs)
 	res = mustRun(t, ctx, rt, "v5")
 	v5 := mustManifest(t, ctx, reg, res.Version)
-	if v5.Training != TrainedFull || !strings.Contains(v5.FullReason, "full_every 3") || v5.Link != 0 || v5.TrainRows != trainedOf(6000-fresh, fresh) {
+	if v5.Training != TrainedFull || !strings.Contains(v5.FullReason, "full_every 3") || v5.Link != 0 || v5.TrainRows != trainedOf(6000-fresh, fresh) || v5.FeatureProfile.Examples != uint64(v5.TrainRows) {
 		t.Fatalf("v5 after a chain of three: %+v, %d trained; want full (full_every) over the window", v5.Chain, v5.TrainRows)
 	}
 	for v := 2; v <= 5; v++ {

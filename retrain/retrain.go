@@ -82,6 +82,11 @@ type Manifest struct {
 	Passes      int       `json:"passes"`
 	CodeVersion string    `json:"code_version"`
 	TrainedAt   time.Time `json:"trained_at"`
+	// FeatureProfile summarises the features of the rows this version
+	// learned from (an incremental version's, its parent's merged with the
+	// rows after the parent's cutoff: the chain's): what serving compares
+	// live traffic with. Versions trained before it was kept have none.
+	FeatureProfile *model.FeatureProfile `json:"feature_profile,omitempty"`
 }
 
 // Registry is what retraining needs of the model registry.
@@ -384,7 +389,7 @@ func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.
 		Rows: seen.rows, DataSHA256: seen.hash,
 		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
 		Chain: chain, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
-		IngestedThrough: p.win.ingestedThrough, Order: "ts_ms, event_id",
+		IngestedThrough: p.win.ingestedThrough, Order: "ts_ms, event_id", FeatureProfile: p.chain.parentProfile.Merge(seen.profile),
 	}
 	return art, man, metrics, nil
 }

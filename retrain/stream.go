@@ -339,6 +339,8 @@ type seen struct {
 	firstMs, lastMs uint64
 	hash            string
 	judge           judge
+	// profile is the feature profile of the training rows (nil: none).
+	profile *model.FeatureProfile
 }
 
 type fingerprint struct {
@@ -365,7 +367,7 @@ func (f *fingerprint) add(ex *flywheel.Example) {
 // result with what newJudge returns (nil: the holdout is only
 // fingerprinted). It returns tr. It is deterministic: the same start and the
 // same rows in the same order give the same weights and optimizer state, bit
-// for bit. A ranker learns from the chosen action's reward and logged
+// for bit. The training rows are profiled (model.Profiler) on the first pass. A ranker learns from the chosen action's reward and logged
 // probability; a classifier learns whether the reward was above 0.
 func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelConfig, tr *model.Trainer, win window, newJudge func(*model.Model) judge) (*model.Trainer, *seen, error) {
 	scan, learn := r.scan, func(ex *flywheel.Example) error { return tr.LearnRanker(ex) }
@@ -374,11 +376,13 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 		learn = func(ex *flywheel.Example) error { tr.LearnClassifier(ex.Context, ex.Reward > 0); return nil }
 	}
 	fp := &fingerprint{h: sha256.New()}
+	prof := model.NewProfiler()
 	skipped := 0
 	for pass := 0; pass < mc.Retrain.Passes; pass++ {
 		fn := func(ex *flywheel.Example) {
 			if pass == 0 {
 				fp.add(ex)
+				prof.Add(ex.Context, ex.Actions)
 			}
 			if learn(ex) != nil {
 				skipped++
@@ -393,7 +397,7 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 	if skipped > 0 {
 		r.log.Warn("skipped unusable examples", "model", name, "count", skipped)
 	}
-	out := &seen{trainRows: fp.n}
+	out := &seen{trainRows: fp.n, profile: prof.Profile()}
 	m := tr.Model()
 	if newJudge != nil {
 		out.judge = newJudge(m)

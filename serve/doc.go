@@ -5,5 +5,7 @@
 // behind an atomic pointer, swaps in a new version (decoded, verified and
 // warmed up off the request path) when a model event or the periodic poll
 // says so, and logs every answer (through the eventlog package) before it
-// returns it.
+// returns it. It compares the features of live traffic with the champion's
+// training window (health.go) and explains what a version learned
+// (explain.go), for the dashboard it serves at /ui.
 package serve

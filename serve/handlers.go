@@ -279,6 +279,7 @@ func (s *Server) handleRank(c *gin.Context) {
 			defer s.recent.release(req.Model, req.EventID) // a no-op once done
 		}
 	}
+	s.observeFeatures(h, req.Context, req.Actions) // a replayed answer is not profiled again
 	if req.Slots != nil {
 		s.rankSlots(c, h, l, variant, req, body, clientID, now)
 		return
@@ -350,6 +351,7 @@ func (s *Server) handlePredict(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	s.observeFeatures(h, req.Features, nil)
 	score := l.model.Predict(req.Features)
 	d := &flywheel.Decision{
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindClassifier,

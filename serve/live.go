@@ -42,6 +42,9 @@ type holder struct {
 	cfg    flywheel.ModelConfig
 	ptr    atomic.Pointer[live]
 	canary atomic.Pointer[live]
+	// health is the live feature profile while the champion in ptr
+	// serves (health.go); replaced with it.
+	health atomic.Pointer[featureHealth]
 	// control is the control group's baseline (promote.control), nil
 	// without one; set once in New.
 	control *live
@@ -132,6 +135,7 @@ func (s *Server) Swap(ctx context.Context, name string) (int, error) {
 		}
 	}
 	h.clearRefusal(s, aliasChampion)
+	h.health.Store(s.newHealth(ctx, h, v))
 	h.ptr.Store(newLive(v, m, s.now(), cur != nil))
 	s.metrics.swaps.WithLabelValues(name, "swapped").Inc()
 	s.metrics.swapSeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())

@@ -23,7 +23,9 @@ type metrics struct {
 	errors *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics builds and registers the server's metrics, and health, the
+// collector of every model's feature health.
+func newMetrics(reg prometheus.Registerer, health prometheus.Collector) (*metrics, error) {
 	m := &metrics{
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "flywheel_http_request_duration_seconds",
@@ -64,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"code"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.refused, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails, m.refusedRequests, m.inFlight, m.errors} {
+		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.refused, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails, m.refusedRequests, m.inFlight, m.errors, health} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register serve metrics: %w", err)
 			}

@@ -95,6 +95,7 @@ type Server struct {
 	engine     *gin.Engine
 	insights   Insights
 	dashboards dashboardCache
+	explained  explainCache
 	gatherer   prometheus.Gatherer    // this replica's metrics, for the dashboard
 	pairs      map[string][][2]string // each model's interactions, for checkCost
 	inFlight   atomic.Int64
@@ -137,7 +138,7 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 		s.models[name] = h
 		s.pairs[name] = mc.InteractionPairs()
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(reg, newHealthCollector(s.models, now))
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +290,8 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	v1.POST("/models/:name/canary", admin, s.handleCanary)
 	v1.DELETE("/models/:name/canary", admin, s.handleCanary)
 	v1.GET("/models/:name/dashboard", app, s.handleDashboard)
+	v1.GET("/models/:name/features", app, s.handleFeatures)
+	v1.GET("/models/:name/explain", app, s.handleExplain)
 	v1.PUT("/models/:name/references", admin, s.handleReferences)
 	s.uiRoutes(e)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })

@@ -9,7 +9,6 @@ import (
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
-	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/model"
 )
 
@@ -49,7 +48,7 @@ func (e *env) explain(ctx context.Context, name string, ver, top int, asJSON boo
 		return err
 	}
 	defer p.Close()
-	x, err := explainVersion(ctx, p.registry, name, ver, top)
+	x, err := p.registry.Explain(ctx, name, ver, top)
 	if err != nil {
 		return err
 	}
@@ -60,28 +59,6 @@ func (e *env) explain(ctx context.Context, name string, ver, top int, asJSON boo
 	}
 	_, err = fmt.Fprint(e.stdout, x.String())
 	return err
-}
-
-// explainVersion explains version ver of name from its registered artifact,
-// the champion's when ver is 0.
-func explainVersion(ctx context.Context, reg *deploy.Registry, name string, ver, top int) (*model.Explanation, error) {
-	if ver == 0 {
-		v, err := reg.Alias(ctx, name, deploy.Champion)
-		if err != nil {
-			return nil, fmt.Errorf("champion of %s: %w", name, err)
-		}
-		ver = v
-	}
-	v, err := reg.Get(ctx, name, ver)
-	if err != nil {
-		return nil, err
-	}
-	x, err := model.Explain(v.Artifact, top)
-	if err != nil {
-		return nil, fmt.Errorf("explain %s v%d: %w", name, ver, err)
-	}
-	x.Model, x.Version = name, ver
-	return x, nil
 }
 
 // decisionExplanation is what `eval --explain` prints: one logged decision

@@ -151,7 +151,7 @@ func (e *env) models(ctx context.Context, args []string, ver int, end, asJSON bo
 		if err := need(); err != nil {
 			return err
 		}
-		x, err := explainVersion(ctx, p.registry, name, ver, defaultExplainTop)
+		x, err := p.registry.Explain(ctx, name, ver, defaultExplainTop)
 		if err != nil {
 			return err
 		}

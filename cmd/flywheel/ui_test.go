@@ -172,6 +172,14 @@ models:
 	if !strings.Contains(dom, `data-run="canary"`) || !regexp.MustCompile(`<span class="badge champion">champion</span>`).MatchString(dom) {
 		t.Errorf("the retrain run that started the canary or the champion badge is missing")
 	}
+	// The champion's top effects by their readable names, and its features
+	// as live traffic carries them beside its training window.
+	if !regexp.MustCompile(`data-name="user\^segment=[^" ]+ \* item\^`).MatchString(dom) {
+		t.Errorf("the explanation panel shows no segment × item cross")
+	}
+	if !strings.Contains(dom, `data-feature="user^segment" data-presence="1.000" data-training-presence="1.000" data-missing="false"`) {
+		t.Errorf("the feature health panel does not show user^segment in every decision, live and in training")
+	}
 	t.Logf("dashboard shows %d series matching ClickHouse (%d decisions): %v; references random %.3f oracle %.3f",
 		len(expect), sent, shown, last.RandomRewardRate, last.OracleRewardRate)
 

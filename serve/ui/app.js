@@ -1,5 +1,5 @@
-// Flywheel dashboard: reads /v1/models and /v1/models/{name}/dashboard and
-// draws them. No framework, no CDN: everything here is embedded in the binary.
+// Flywheel dashboard: reads /v1/models, /v1/models/{name}/dashboard,
+// /explain and /features and draws them. No framework, no CDN: everything here is embedded in the binary.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -225,6 +225,77 @@ function render(d) {
   document.body.dataset.state = "ready";
 }
 
+const pct = (x) => (x === undefined || x === null) ? "–" : (100 * x).toFixed(1) + "%";
+
+// What the champion learned: its features and crosses with the largest
+// effect, by their readable names; fetched once per version shown.
+async function refreshExplain(name, version) {
+  const k = name + "@" + version;
+  if (state.explained === k) return;
+  try {
+    renderExplain(await api("GET", `/v1/models/${encodeURIComponent(name)}/explain?version=${version}&top=20`));
+    state.explained = k;
+  } catch (err) {
+    $("explain-note").textContent = String(err.message || err);
+    $("explain").replaceChildren();
+  }
+}
+
+function renderExplain(x) {
+  $("explain-note").textContent = `v${x.version}: ${x.nonzero_weights} nonzero weights, trained on ${x.trained} examples; ` +
+    (x.dictionary ? `${x.names} names kept of at most ${x.name_limit}` : "trained before names were kept, so weights show as hashed indices");
+  const top = x.top || [];
+  const most = top.length ? top[0].effect : 1;
+  const t = $("explain");
+  t.replaceChildren(el("tr", {}, ...["rank", "feature or cross", "effect", "weight", "uses in training"].map((h) => el("th", { text: h }))));
+  top.forEach((e, i) => {
+    const names = e.names && e.names.length ? e.names : [{ name: "#" + e.index, uses: 0 }];
+    const bar = el("span", { class: "bar" + (e.weight < 0 ? " neg" : "") });
+    bar.style.width = Math.max(1, Math.round(160 * e.effect / most)) + "px";
+    t.append(el("tr", { "data-effect": fmt(e.effect, 4), "data-name": names[0].name },
+      el("td", { text: String(i + 1) }),
+      el("td", {}, names[0].name, names.length > 1 ? el("span", { class: "muted", text: ` (and ${names.length - 1} more on the same index)` }) : null),
+      el("td", {}, bar, fmt(e.effect, 4)),
+      el("td", { text: (e.weight >= 0 ? "+" : "") + fmt(e.weight, 4) }),
+      el("td", { text: names[0].uses ? String(names[0].uses) : "–" })));
+  });
+}
+
+// Feature health: this replica's live traffic against the champion's
+// training window; a feature missing now but present in training comes
+// first, marked, then features training did not have.
+async function refreshFeatures(name) {
+  try {
+    renderFeatures(await api("GET", `/v1/models/${encodeURIComponent(name)}/features`));
+  } catch (err) {
+    $("features-note").textContent = String(err.message || err);
+    $("features").replaceChildren();
+  }
+}
+
+function renderFeatures(r) {
+  const sampled = `${r.decisions_sampled} decisions sampled (1 in ${r.sample_every}) in the last ${r.window}`;
+  $("features-note").textContent = r.training ? `v${r.version}: ${sampled}, against its ${r.training.examples} training examples` :
+    `v${r.version} was trained without a feature profile: ${sampled}, nothing to compare with`;
+  const rows = r.features.slice().sort((a, b) => (b.missing - a.missing) || (b.new - a.new) || a.feature.localeCompare(b.feature));
+  const t = $("features");
+  t.replaceChildren(el("tr", {}, ...["feature", "decisions carrying it", "in training", "values never seen in training", "numbers out of training's range", "range now", "training range (p1 – p99)"].map((h) => el("th", { text: h }))));
+  const range = (lo, hi) => `${fmt(lo, 2)} – ${fmt(hi, 2)}`;
+  for (const f of rows) {
+    const badge = f.missing ? el("span", { class: "badge rejected", text: "missing" }) : f.new ? el("span", { class: "badge canary", text: "new" }) : null;
+    const tr = f.training_range;
+    t.append(el("tr", { class: f.missing ? "missing" : f.new ? "new" : "", "data-feature": f.feature, "data-presence": fmt(f.presence),
+      "data-training-presence": fmt(f.training_presence), "data-missing": String(f.missing) },
+      el("td", {}, f.feature, " ", badge),
+      el("td", { text: pct(f.presence) }),
+      el("td", { text: pct(f.training_presence) }),
+      el("td", { text: f.values ? `${pct(f.unseen_value_ratio)} of ${f.values}` : "–" }),
+      el("td", { text: f.numbers ? `${pct(f.out_of_range_ratio)} of ${f.numbers}` : "–" }),
+      el("td", { text: f.numbers ? range(f.min, f.max) : "–" }),
+      el("td", { text: tr ? `${range(tr.min, tr.max)} (${range(tr.p01, tr.p99)})` : "–" })));
+  }
+}
+
 async function act(question, method, path, body) {
   if (!window.confirm(question + "\n\nThis needs an admin key.")) return;
   try {
@@ -244,6 +315,7 @@ async function refresh() {
     state.data = d;
     showError(null);
     render(d);
+    await Promise.all([refreshExplain(name, d.model.live_version), refreshFeatures(name)]);
   } catch (err) {
     showError(err);
   }
