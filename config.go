@@ -77,6 +77,12 @@ type RewardConfig struct {
 	Window    time.Duration `yaml:"window"`
 	Default   float64       `yaml:"default"`
 	Aggregate string        `yaml:"aggregate"`
+	// LateWindow is how long after the window feedback still re-scores a
+	// decision's example (for analysts and for every retrain that has not
+	// yet trained on it); the decision is trainable at the window's end
+	// all the same. 0, the default: feedback after the window only counts
+	// as late.
+	LateWindow time.Duration `yaml:"late_window"`
 	// Min and Max bound the reward a feedback may carry (nil: unbounded);
 	// serving refuses a reward outside them with a 400.
 	Min *float64 `yaml:"min"`
@@ -304,6 +310,9 @@ func (c ModelConfig) Validate(path string) error {
 	if c.Reward.Window%time.Second != 0 {
 		return Errorf(EINVALID, "%s.reward.window must be whole seconds; got %v", path, c.Reward.Window)
 	}
+	if l := c.Reward.LateWindow; l < 0 || l > MaxLateWindow || l%time.Second != 0 {
+		return Errorf(EINVALID, "%s.reward.late_window must be whole seconds in [0, %v]; got %v", path, MaxLateWindow, l)
+	}
 	if err := c.Reward.validateRange(path + ".reward"); err != nil {
 		return err
 	}
@@ -376,7 +385,8 @@ func (c ModelConfig) Validate(path string) error {
 
 // RewardRule returns the rule stamped on every decision of this model.
 func (c ModelConfig) RewardRule() RewardRule {
-	return RewardRule{WindowSeconds: int64(c.Reward.Window / time.Second), Default: c.Reward.Default, Aggregate: c.Reward.Aggregate}
+	return RewardRule{WindowSeconds: int64(c.Reward.Window / time.Second), Default: c.Reward.Default, Aggregate: c.Reward.Aggregate,
+		LateWindowSeconds: int64(c.Reward.LateWindow / time.Second)}
 }
 
 // DefaultNumericBins is numeric_bins when unset.
@@ -406,6 +416,9 @@ func (c ModelConfig) InteractionPairs() [][2]string {
 // examples queries read feedback from an hour before their range, which
 // must hold a feedback's time, the skew and the replicas' clock differences.
 const MaxFeedbackSkew = 30 * time.Minute
+
+// MaxLateWindow is the largest reward.late_window.
+const MaxLateWindow = 30 * 24 * time.Hour
 
 // validateRange checks reward.min, reward.max, the default reward against
 // them, and reward.max_feedback_skew.

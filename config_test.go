@@ -25,6 +25,10 @@ func TestRewardRangeValidation(t *testing.T) {
 		{"default above max", RewardConfig{Max: f(-1), Default: 0}, "models.homepage.reward.default (0) is above models.homepage.reward.max"},
 		{"skew too large", RewardConfig{MaxFeedbackSkew: 2 * time.Hour}, "models.homepage.reward.max_feedback_skew must be in [0, 30m0s]"},
 		{"negative skew", RewardConfig{MaxFeedbackSkew: -time.Second}, "models.homepage.reward.max_feedback_skew"},
+		{"late window", RewardConfig{LateWindow: time.Hour}, ""},
+		{"negative late window", RewardConfig{LateWindow: -time.Second}, "models.homepage.reward.late_window must not be negative"},
+		{"late window in parts of seconds", RewardConfig{LateWindow: 1500 * time.Millisecond}, "models.homepage.reward.late_window must be whole seconds"},
+		{"late window too long", RewardConfig{LateWindow: 31 * 24 * time.Hour}, "models.homepage.reward.late_window must be whole seconds in [0, 720h0m0s]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -37,6 +41,9 @@ func TestRewardRangeValidation(t *testing.T) {
 				t.Fatalf("error %v, want an EINVALID error containing %q", err, tc.want)
 			}
 		})
+	}
+	if r := (ModelConfig{Reward: RewardConfig{Window: time.Minute, LateWindow: time.Hour}}).WithDefaults().RewardRule(); r.WindowSeconds != 60 || r.LateWindowSeconds != 3600 {
+		t.Fatalf("reward rule %+v, want window_s 60 and late_window_s 3600", r)
 	}
 	if d := (ModelConfig{}).WithDefaults().Reward.MaxFeedbackSkew; d != 5*time.Minute {
 		t.Fatalf("default reward.max_feedback_skew %v, want 5m", d)
