@@ -106,3 +106,134 @@ func TestFeedbackRetryAndActedTime(t *testing.T) {
 		t.Errorf("acted feedback stored with ts %v, ts_ms %d; want %v, %d", ts, ms, late, acted.UnixMilli())
 	}
 }
+
+// On the real services, reward.late_window: each decision carries its own
+// late window. A decision is an example as soon as its reward window has
+// closed, scored with the feedback inside it; feedback after the window but
+// within the late window re-scores it, for analysts (the examples view) and
+// for a retrain that reads it afterwards; feedback after both counts in no
+// reward, and neither does late feedback on a decision without a late
+// window. The dashboard counts the late feedback.
+func TestLateWindowRescores(t *testing.T) {
+	kcfg, ccfg := realServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn := mustReady(t, ctx, kcfg, ccfg)
+	db := ccfg.Database()
+	dw := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	fw := kafka.NewWriter(kcfg, kcfg.Topics().Feedback)
+	defer dw.Close()
+	defer fw.Close()
+
+	at := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Millisecond) // reward windows of 10s, closed long ago
+	var decs []kafkago.Message
+	for _, id := range []string{"in-time", "rescored", "ignored", "no-late-window"} {
+		d := decision(id, at)
+		d.Reward.WindowSeconds = 10
+		if id != "no-late-window" {
+			d.Reward.LateWindowSeconds = 60
+		}
+		decs = append(decs, msg(t, id, d))
+	}
+	feedback := func(id string, after time.Duration) kafkago.Message {
+		return msg(t, id, flywheel.Feedback{Schema: 1, FeedbackID: "f-" + id, EventID: id, Time: at.Add(after), Reward: 1})
+	}
+	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 10, BatchWait: 100 * time.Millisecond, WatermarkInterval: 100 * time.Millisecond},
+		Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(rctx) }()
+	// send writes the messages and waits until ingest has written them and
+	// its watermark has passed them.
+	send := func(w *kafkago.Writer, ms ...kafkago.Message) {
+		t.Helper()
+		table := map[*kafkago.Writer]string{dw: "decisions", fw: "feedback"}[w]
+		want := testutil.ToFloat64(in.rows.WithLabelValues(table)) + float64(len(ms))
+		if err := w.WriteMessages(ctx, ms...); err != nil {
+			t.Fatal(err)
+		}
+		written := time.Now()
+		for !(testutil.ToFloat64(in.rows.WithLabelValues(table)) >= want && testutil.ToFloat64(in.watermark) >= float64(written.UnixMilli())/1000) {
+			select {
+			case <-ctx.Done():
+				t.Fatal("timed out waiting for ingest")
+			case err := <-done:
+				t.Fatalf("ingest stopped: %v", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	training := clickhouse.NewTraining(conn, db)
+	check := func(when string, want map[string][2]float64) {
+		t.Helper()
+		got := map[string][2]float64{}
+		rows, err := conn.Query(ctx, "SELECT event_id, feedback_count, reward FROM "+db+".examples")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var n uint64
+			var r float64
+			if err := rows.Scan(&id, &n, &r); err != nil {
+				t.Fatal(err)
+			}
+			got[id] = [2]float64{float64(n), r}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		trained := map[string][2]float64{}
+		err = training.Rankers(ctx, "homepage", 0, uint64(time.Now().UnixMilli()), func(scan func(dst ...any) error) error {
+			var (
+				id, cj, aj, keys string
+				ms, n            uint64
+				ver              uint32
+				probs            []float64
+				chosen           uint16
+				r                float64
+			)
+			if err := scan(&id, &ms, &ver, &cj, &aj, &keys, &probs, &chosen, &r, &n); err != nil {
+				return err
+			}
+			trained[id] = [2]float64{float64(n), r}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, w := range want {
+			if got[id] != w || trained[id] != w {
+				t.Errorf("%s: %s has feedback_count, reward %v in examples and %v for retraining, want %v", when, id, got[id], trained[id], w)
+			}
+		}
+	}
+
+	send(dw, decs...)
+	send(fw, feedback("in-time", 5*time.Second))
+	// Closed at the window's end: trainable at once, the late window does
+	// not hold it back.
+	check("before the late feedback", map[string][2]float64{"in-time": {1, 1}, "rescored": {0, 0}, "ignored": {0, 0}, "no-late-window": {0, 0}})
+	send(fw, feedback("rescored", 40*time.Second), feedback("ignored", 3*time.Minute), feedback("no-late-window", 40*time.Second))
+	check("after it", map[string][2]float64{"in-time": {1, 1}, "rescored": {1, 1}, "ignored": {0, 0}, "no-late-window": {0, 0}})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("ingest returned %v", err)
+	}
+
+	o, err := clickhouse.Insights(ctx, conn, db, "homepage", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (clickhouse.LateFeedback{Feedback: 4, Late: 3, Rescored: 1, LateShare: 0.75}); o.Late != want {
+		t.Errorf("the dashboard counts late feedback %+v, want %+v", o.Late, want)
+	}
+	var rule uint32
+	if err := conn.QueryRow(ctx, "SELECT reward_late_window_s FROM "+db+".decisions FINAL WHERE event_id = 'rescored'").Scan(&rule); err != nil || rule != 60 {
+		t.Errorf("decision stored with reward_late_window_s %d (%v), want 60", rule, err)
+	}
+}
