@@ -2,6 +2,8 @@ package flywheel
 
 import (
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -162,12 +164,31 @@ type PromoteConfig struct {
 type ControlConfig struct {
 	Share float64 `yaml:"share"` // 0: no control group
 	// Policy is the baseline: "uniform" (the default), a uniformly random
-	// choice among the actions, the policy of every ranker's version 1.
+	// choice among the actions, the policy of every ranker's version 1; or
+	// "version N", registered version N of the model, played with its
+	// exploration and logged as version N.
 	Policy string `yaml:"policy"`
 }
 
-// ControlUniform is the control group's only baseline policy.
+// ControlUniform is the control group's default baseline policy.
 const ControlUniform = "uniform"
+
+// controlVersionPrefix starts a control policy that names a version.
+const controlVersionPrefix = "version "
+
+// BaselineVersion returns N of the policy "version N", 0 for the uniform
+// policy (or none set), and false for any other policy.
+func (c ControlConfig) BaselineVersion() (int, bool) {
+	if c.Policy == "" || c.Policy == ControlUniform {
+		return 0, true
+	}
+	digits, ok := strings.CutPrefix(c.Policy, controlVersionPrefix)
+	n, err := strconv.Atoi(digits)
+	if !ok || err != nil || n < 1 || strconv.Itoa(n) != digits {
+		return 0, false
+	}
+	return n, true
+}
 
 // VariantControl is the variant of a decision the control group's baseline
 // made.
@@ -361,8 +382,8 @@ func (c ModelConfig) Validate(path string) error {
 		return Errorf(EINVALID, "%s.promote.control.share must be in [0, 0.5]; got %v", path, ctl.Share)
 	} else if ctl.Share > 0 && c.Kind != KindRanker {
 		return Errorf(EINVALID, "%s.promote.control applies to rankers only", path)
-	} else if ctl.Policy != "" && ctl.Policy != ControlUniform {
-		return Errorf(EINVALID, "%s.promote.control.policy must be %q; got %q", path, ControlUniform, ctl.Policy)
+	} else if _, ok := ctl.BaselineVersion(); !ok {
+		return Errorf(EINVALID, "%s.promote.control.policy must be %q or \"version N\" (a registered version, N from 1); got %q", path, ControlUniform, ctl.Policy)
 	} else if ctl.Share+c.Promote.Canary.Share >= 1 {
 		return Errorf(EINVALID, "%s.promote.control.share and promote.canary.share together must be below 1; got %v", path, ctl.Share+c.Promote.Canary.Share)
 	}

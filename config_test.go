@@ -73,3 +73,39 @@ func TestCheckReward(t *testing.T) {
 		t.Errorf("an unbounded model refused %v", err)
 	}
 }
+
+func TestControlPolicy(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		policy  string
+		version int
+		want    string // "" valid, else in the error
+	}{
+		{"", 0, ""},
+		{"uniform", 0, ""},
+		{"version 1", 1, ""},
+		{"version 12", 12, ""},
+		{"version 0", 0, `models.homepage.promote.control.policy must be "uniform" or "version N" (a registered version, N from 1); got "version 0"`},
+		{"version -1", 0, "promote.control.policy must be"},
+		{"version 01", 0, "promote.control.policy must be"},
+		{"version +2", 0, "promote.control.policy must be"},
+		{"version", 0, "promote.control.policy must be"},
+		{"Version 2", 0, "promote.control.policy must be"},
+		{"champion", 0, `got "champion"`},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			t.Parallel()
+			c := ModelConfig{Promote: PromoteConfig{Control: ControlConfig{Share: 0.05, Policy: tc.policy}}}.WithDefaults()
+			err := c.Validate("models.homepage")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || ErrorCode(err) != EINVALID):
+				t.Fatalf("error %v, want an EINVALID error containing %q", err, tc.want)
+			}
+			if v, ok := c.Promote.Control.BaselineVersion(); ok != (tc.want == "") || v != tc.version {
+				t.Fatalf("BaselineVersion() = %d, %v; want %d, %v", v, ok, tc.version, tc.want == "")
+			}
+		})
+	}
+}
