@@ -32,14 +32,7 @@ func TestRewardRangeValidation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := ModelConfig{Reward: tc.reward}.WithDefaults()
-			err := c.Validate("models.homepage")
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("valid config refused: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || ErrorCode(err) != EINVALID):
-				t.Fatalf("error %v, want an EINVALID error containing %q", err, tc.want)
-			}
+			checkValidation(t, ModelConfig{Reward: tc.reward}.WithDefaults().Validate("models.homepage"), tc.want)
 		})
 	}
 	if r := (ModelConfig{Reward: RewardConfig{Window: time.Minute, LateWindow: time.Hour}}).WithDefaults().RewardRule(); r.WindowSeconds != 60 || r.LateWindowSeconds != 3600 {
@@ -96,16 +89,22 @@ func TestControlPolicy(t *testing.T) {
 		t.Run(tc.policy, func(t *testing.T) {
 			t.Parallel()
 			c := ModelConfig{Promote: PromoteConfig{Control: ControlConfig{Share: 0.05, Policy: tc.policy}}}.WithDefaults()
-			err := c.Validate("models.homepage")
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("valid config refused: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || ErrorCode(err) != EINVALID):
-				t.Fatalf("error %v, want an EINVALID error containing %q", err, tc.want)
-			}
+			checkValidation(t, c.Validate("models.homepage"), tc.want)
 			if v, ok := c.Promote.Control.BaselineVersion(); ok != (tc.want == "") || v != tc.version {
 				t.Fatalf("BaselineVersion() = %d, %v; want %d, %v", v, ok, tc.version, tc.want == "")
 			}
 		})
+	}
+}
+
+// checkValidation fails t unless err is nil for want "", else an EINVALID
+// error containing want.
+func checkValidation(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("valid config refused: %v", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want) || ErrorCode(err) != EINVALID):
+		t.Fatalf("error %v, want an EINVALID error containing %q", err, want)
 	}
 }

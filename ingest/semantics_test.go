@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -50,47 +51,14 @@ func TestFeedbackRetryAndActedTime(t *testing.T) {
 	}
 	written := time.Now()
 
-	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 10, BatchWait: 100 * time.Millisecond, WatermarkInterval: 100 * time.Millisecond},
-		Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- in.Run(rctx) }()
-	for !(testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 3 && testutil.ToFloat64(in.rows.WithLabelValues("feedback")) >= 4 &&
-		testutil.ToFloat64(in.watermark) >= float64(written.UnixMilli())/1000) {
-		select {
-		case <-ctx.Done():
-			t.Fatal("timed out waiting for ingest")
-		case err := <-done:
-			t.Fatalf("ingest stopped: %v", err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("ingest returned %v", err)
-	}
+	ing := startIngest(t, ctx, kcfg, conn, db)
+	ing.waitFor(t, ctx, func(in *Ingester) bool {
+		return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 3 && testutil.ToFloat64(in.rows.WithLabelValues("feedback")) >= 4 &&
+			testutil.ToFloat64(in.watermark) >= float64(written.UnixMilli())/1000
+	})
+	ing.end(t)
 
-	rows, err := conn.Query(ctx, "SELECT event_id, feedback_count, reward FROM "+db+".examples ORDER BY event_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	got := map[string][2]float64{}
-	for rows.Next() {
-		var id string
-		var n uint64
-		var r float64
-		if err := rows.Scan(&id, &n, &r); err != nil {
-			t.Fatal(err)
-		}
-		got[id] = [2]float64{float64(n), r}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := examplesOf(t, ctx, conn, db)
 	for id, want := range map[string][2]float64{"retry": {1, 1}, "acted": {1, 1}, "late": {0, 0}} {
 		if got[id] != want {
 			t.Errorf("%s: feedback_count, reward = %v, want %v", id, got[id], want)
@@ -138,57 +106,27 @@ func TestLateWindowRescores(t *testing.T) {
 	feedback := func(id string, after time.Duration) kafkago.Message {
 		return msg(t, id, flywheel.Feedback{Schema: 1, FeedbackID: "f-" + id, EventID: id, Time: at.Add(after), Reward: 1})
 	}
-	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 10, BatchWait: 100 * time.Millisecond, WatermarkInterval: 100 * time.Millisecond},
-		Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- in.Run(rctx) }()
+	ing := startIngest(t, ctx, kcfg, conn, db)
 	// send writes the messages and waits until ingest has written them and
 	// its watermark has passed them.
 	send := func(w *kafkago.Writer, ms ...kafkago.Message) {
 		t.Helper()
-		table := map[*kafkago.Writer]string{dw: "decisions", fw: "feedback"}[w]
-		want := testutil.ToFloat64(in.rows.WithLabelValues(table)) + float64(len(ms))
+		rows := ing.in.rows.WithLabelValues(map[*kafkago.Writer]string{dw: "decisions", fw: "feedback"}[w])
+		want := testutil.ToFloat64(rows) + float64(len(ms))
 		if err := w.WriteMessages(ctx, ms...); err != nil {
 			t.Fatal(err)
 		}
 		written := time.Now()
-		for !(testutil.ToFloat64(in.rows.WithLabelValues(table)) >= want && testutil.ToFloat64(in.watermark) >= float64(written.UnixMilli())/1000) {
-			select {
-			case <-ctx.Done():
-				t.Fatal("timed out waiting for ingest")
-			case err := <-done:
-				t.Fatalf("ingest stopped: %v", err)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+		ing.waitFor(t, ctx, func(in *Ingester) bool {
+			return testutil.ToFloat64(rows) >= want && testutil.ToFloat64(in.watermark) >= float64(written.UnixMilli())/1000
+		})
 	}
 	training := clickhouse.NewTraining(conn, db)
 	check := func(when string, want map[string][2]float64) {
 		t.Helper()
-		got := map[string][2]float64{}
-		rows, err := conn.Query(ctx, "SELECT event_id, feedback_count, reward FROM "+db+".examples")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var n uint64
-			var r float64
-			if err := rows.Scan(&id, &n, &r); err != nil {
-				t.Fatal(err)
-			}
-			got[id] = [2]float64{float64(n), r}
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
+		got := examplesOf(t, ctx, conn, db)
 		trained := map[string][2]float64{}
-		err = training.Rankers(ctx, "homepage", 0, uint64(time.Now().UnixMilli()), func(scan func(dst ...any) error) error {
+		err := training.Rankers(ctx, "homepage", 0, uint64(time.Now().UnixMilli()), func(scan func(dst ...any) error) error {
 			var (
 				id, cj, aj, keys string
 				ms, n            uint64
@@ -220,10 +158,7 @@ func TestLateWindowRescores(t *testing.T) {
 	check("before the late feedback", map[string][2]float64{"in-time": {1, 1}, "rescored": {0, 0}, "ignored": {0, 0}, "no-late-window": {0, 0}})
 	send(fw, feedback("rescored", 40*time.Second), feedback("ignored", 3*time.Minute), feedback("no-late-window", 40*time.Second))
 	check("after it", map[string][2]float64{"in-time": {1, 1}, "rescored": {1, 1}, "ignored": {0, 0}, "no-late-window": {0, 0}})
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("ingest returned %v", err)
-	}
+	ing.end(t)
 
 	o, err := clickhouse.Insights(ctx, conn, db, "homepage", time.Hour, time.Now())
 	if err != nil {
@@ -235,5 +170,75 @@ func TestLateWindowRescores(t *testing.T) {
 	var rule uint32
 	if err := conn.QueryRow(ctx, "SELECT reward_late_window_s FROM "+db+".decisions FINAL WHERE event_id = 'rescored'").Scan(&rule); err != nil || rule != 60 {
 		t.Errorf("decision stored with reward_late_window_s %d (%v), want 60", rule, err)
+	}
+}
+
+// examplesOf returns the feedback count and reward of every example in the
+// examples view of db, by event id.
+func examplesOf(t *testing.T, ctx context.Context, conn driver.Conn, db string) map[string][2]float64 {
+	t.Helper()
+	rows, err := conn.Query(ctx, "SELECT event_id, feedback_count, reward FROM "+db+".examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string][2]float64{}
+	for rows.Next() {
+		var id string
+		var n uint64
+		var r float64
+		if err := rows.Scan(&id, &n, &r); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = [2]float64{float64(n), r}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// testIngest is an ingester running in a test.
+type testIngest struct {
+	in   *Ingester
+	done chan error
+	stop context.CancelFunc
+}
+
+// startIngest runs an ingester of kcfg's topics into db over conn.
+func startIngest(t *testing.T, ctx context.Context, kcfg kafka.Config, conn driver.Conn, db string) *testIngest {
+	t.Helper()
+	in, err := New(Config{Group: kcfg.TopicPrefix + "ingest", BatchRows: 10, BatchWait: 100 * time.Millisecond, WatermarkInterval: 100 * time.Millisecond},
+		Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, db)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	ti := &testIngest{in: in, done: make(chan error, 1), stop: stop}
+	go func() { ti.done <- in.Run(rctx) }()
+	return ti
+}
+
+// waitFor polls ok until it holds; the test fails if ingest stops or ctx
+// ends first.
+func (ti *testIngest) waitFor(t *testing.T, ctx context.Context, ok func(in *Ingester) bool) {
+	t.Helper()
+	for !ok(ti.in) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("timed out waiting for ingest")
+		case err := <-ti.done:
+			t.Fatalf("ingest stopped: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// end stops the ingester; the test fails if it returns an error.
+func (ti *testIngest) end(t *testing.T) {
+	t.Helper()
+	ti.stop()
+	if err := <-ti.done; err != nil {
+		t.Fatalf("ingest returned %v", err)
 	}
 }
