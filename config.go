@@ -331,9 +331,6 @@ func (c ModelConfig) Validate(path string) error {
 	if c.Reward.Window%time.Second != 0 {
 		return Errorf(EINVALID, "%s.reward.window must be whole seconds; got %v", path, c.Reward.Window)
 	}
-	if l := c.Reward.LateWindow; l < 0 || l > MaxLateWindow || l%time.Second != 0 {
-		return Errorf(EINVALID, "%s.reward.late_window must be whole seconds in [0, %v]; got %v", path, MaxLateWindow, l)
-	}
 	if err := c.Reward.validateRange(path + ".reward"); err != nil {
 		return err
 	}
@@ -442,7 +439,7 @@ const MaxFeedbackSkew = 30 * time.Minute
 const MaxLateWindow = 30 * 24 * time.Hour
 
 // validateRange checks reward.min, reward.max, the default reward against
-// them, and reward.max_feedback_skew.
+// them, reward.max_feedback_skew and reward.late_window.
 func (r RewardConfig) validateRange(path string) error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {
@@ -460,6 +457,8 @@ func (r RewardConfig) validateRange(path string) error {
 		return Errorf(EINVALID, "%s.default (%v) is above %s.max (%v)", path, r.Default, path, *r.Max)
 	case r.MaxFeedbackSkew < 0 || r.MaxFeedbackSkew > MaxFeedbackSkew:
 		return Errorf(EINVALID, "%s.max_feedback_skew must be in [0, %v]; got %v", path, MaxFeedbackSkew, r.MaxFeedbackSkew)
+	case r.LateWindow < 0 || r.LateWindow > MaxLateWindow || r.LateWindow%time.Second != 0:
+		return Errorf(EINVALID, "%s.late_window must be whole seconds in [0, %v]; got %v", path, MaxLateWindow, r.LateWindow)
 	}
 	return nil
 }
