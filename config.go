@@ -2,6 +2,8 @@ package flywheel
 
 import (
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -77,6 +79,12 @@ type RewardConfig struct {
 	Window    time.Duration `yaml:"window"`
 	Default   float64       `yaml:"default"`
 	Aggregate string        `yaml:"aggregate"`
+	// LateWindow is how long after the window feedback still re-scores a
+	// decision's example (for analysts and for every retrain that has not
+	// yet trained on it); the decision is trainable at the window's end
+	// all the same. 0, the default: feedback after the window only counts
+	// as late.
+	LateWindow time.Duration `yaml:"late_window"`
 	// Min and Max bound the reward a feedback may carry (nil: unbounded);
 	// serving refuses a reward outside them with a 400.
 	Min *float64 `yaml:"min"`
@@ -156,12 +164,31 @@ type PromoteConfig struct {
 type ControlConfig struct {
 	Share float64 `yaml:"share"` // 0: no control group
 	// Policy is the baseline: "uniform" (the default), a uniformly random
-	// choice among the actions, the policy of every ranker's version 1.
+	// choice among the actions, the policy of every ranker's version 1; or
+	// "version N", registered version N of the model, played with its
+	// exploration and logged as version N.
 	Policy string `yaml:"policy"`
 }
 
-// ControlUniform is the control group's only baseline policy.
+// ControlUniform is the control group's default baseline policy.
 const ControlUniform = "uniform"
+
+// controlVersionPrefix starts a control policy that names a version.
+const controlVersionPrefix = "version "
+
+// BaselineVersion returns N of the policy "version N", 0 for the uniform
+// policy (or none set), and false for any other policy.
+func (c ControlConfig) BaselineVersion() (int, bool) {
+	if c.Policy == "" || c.Policy == ControlUniform {
+		return 0, true
+	}
+	digits, ok := strings.CutPrefix(c.Policy, controlVersionPrefix)
+	n, err := strconv.Atoi(digits)
+	if !ok || err != nil || n < 1 || strconv.Itoa(n) != digits {
+		return 0, false
+	}
+	return n, true
+}
 
 // VariantControl is the variant of a decision the control group's baseline
 // made.
@@ -352,8 +379,8 @@ func (c ModelConfig) Validate(path string) error {
 		return Errorf(EINVALID, "%s.promote.control.share must be in [0, 0.5]; got %v", path, ctl.Share)
 	} else if ctl.Share > 0 && c.Kind != KindRanker {
 		return Errorf(EINVALID, "%s.promote.control applies to rankers only", path)
-	} else if ctl.Policy != "" && ctl.Policy != ControlUniform {
-		return Errorf(EINVALID, "%s.promote.control.policy must be %q; got %q", path, ControlUniform, ctl.Policy)
+	} else if _, ok := ctl.BaselineVersion(); !ok {
+		return Errorf(EINVALID, "%s.promote.control.policy must be %q or \"version N\" (a registered version, N from 1); got %q", path, ControlUniform, ctl.Policy)
 	} else if ctl.Share+c.Promote.Canary.Share >= 1 {
 		return Errorf(EINVALID, "%s.promote.control.share and promote.canary.share together must be below 1; got %v", path, ctl.Share+c.Promote.Canary.Share)
 	}
@@ -376,7 +403,8 @@ func (c ModelConfig) Validate(path string) error {
 
 // RewardRule returns the rule stamped on every decision of this model.
 func (c ModelConfig) RewardRule() RewardRule {
-	return RewardRule{WindowSeconds: int64(c.Reward.Window / time.Second), Default: c.Reward.Default, Aggregate: c.Reward.Aggregate}
+	return RewardRule{WindowSeconds: int64(c.Reward.Window / time.Second), Default: c.Reward.Default, Aggregate: c.Reward.Aggregate,
+		LateWindowSeconds: int64(c.Reward.LateWindow / time.Second)}
 }
 
 // DefaultNumericBins is numeric_bins when unset.
@@ -407,8 +435,11 @@ func (c ModelConfig) InteractionPairs() [][2]string {
 // must hold a feedback's time, the skew and the replicas' clock differences.
 const MaxFeedbackSkew = 30 * time.Minute
 
+// MaxLateWindow is the largest reward.late_window.
+const MaxLateWindow = 30 * 24 * time.Hour
+
 // validateRange checks reward.min, reward.max, the default reward against
-// them, and reward.max_feedback_skew.
+// them, reward.max_feedback_skew and reward.late_window.
 func (r RewardConfig) validateRange(path string) error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {
@@ -426,6 +457,8 @@ func (r RewardConfig) validateRange(path string) error {
 		return Errorf(EINVALID, "%s.default (%v) is above %s.max (%v)", path, r.Default, path, *r.Max)
 	case r.MaxFeedbackSkew < 0 || r.MaxFeedbackSkew > MaxFeedbackSkew:
 		return Errorf(EINVALID, "%s.max_feedback_skew must be in [0, %v]; got %v", path, MaxFeedbackSkew, r.MaxFeedbackSkew)
+	case r.LateWindow < 0 || r.LateWindow > MaxLateWindow || r.LateWindow%time.Second != 0:
+		return Errorf(EINVALID, "%s.late_window must be whole seconds in [0, %v]; got %v", path, MaxLateWindow, r.LateWindow)
 	}
 	return nil
 }

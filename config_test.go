@@ -25,18 +25,18 @@ func TestRewardRangeValidation(t *testing.T) {
 		{"default above max", RewardConfig{Max: f(-1), Default: 0}, "models.homepage.reward.default (0) is above models.homepage.reward.max"},
 		{"skew too large", RewardConfig{MaxFeedbackSkew: 2 * time.Hour}, "models.homepage.reward.max_feedback_skew must be in [0, 30m0s]"},
 		{"negative skew", RewardConfig{MaxFeedbackSkew: -time.Second}, "models.homepage.reward.max_feedback_skew"},
+		{"late window", RewardConfig{LateWindow: time.Hour}, ""},
+		{"negative late window", RewardConfig{LateWindow: -time.Second}, "models.homepage.reward.late_window must not be negative"},
+		{"late window in parts of seconds", RewardConfig{LateWindow: 1500 * time.Millisecond}, "models.homepage.reward.late_window must be whole seconds"},
+		{"late window too long", RewardConfig{LateWindow: 31 * 24 * time.Hour}, "models.homepage.reward.late_window must be whole seconds in [0, 720h0m0s]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := ModelConfig{Reward: tc.reward}.WithDefaults()
-			err := c.Validate("models.homepage")
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("valid config refused: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || ErrorCode(err) != EINVALID):
-				t.Fatalf("error %v, want an EINVALID error containing %q", err, tc.want)
-			}
+			checkValidation(t, ModelConfig{Reward: tc.reward}.WithDefaults().Validate("models.homepage"), tc.want)
 		})
+	}
+	if r := (ModelConfig{Reward: RewardConfig{Window: time.Minute, LateWindow: time.Hour}}).WithDefaults().RewardRule(); r.WindowSeconds != 60 || r.LateWindowSeconds != 3600 {
+		t.Fatalf("reward rule %+v, want window_s 60 and late_window_s 3600", r)
 	}
 	if d := (ModelConfig{}).WithDefaults().Reward.MaxFeedbackSkew; d != 5*time.Minute {
 		t.Fatalf("default reward.max_feedback_skew %v, want 5m", d)
@@ -64,5 +64,47 @@ func TestCheckReward(t *testing.T) {
 	}
 	if err := (RewardConfig{}).CheckReward("reward", -1e300); err != nil {
 		t.Errorf("an unbounded model refused %v", err)
+	}
+}
+
+func TestControlPolicy(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		policy  string
+		version int
+		want    string // "" valid, else in the error
+	}{
+		{"", 0, ""},
+		{"uniform", 0, ""},
+		{"version 1", 1, ""},
+		{"version 12", 12, ""},
+		{"version 0", 0, `models.homepage.promote.control.policy must be "uniform" or "version N" (a registered version, N from 1); got "version 0"`},
+		{"version -1", 0, "promote.control.policy must be"},
+		{"version 01", 0, "promote.control.policy must be"},
+		{"version +2", 0, "promote.control.policy must be"},
+		{"version", 0, "promote.control.policy must be"},
+		{"Version 2", 0, "promote.control.policy must be"},
+		{"champion", 0, `got "champion"`},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			t.Parallel()
+			c := ModelConfig{Promote: PromoteConfig{Control: ControlConfig{Share: 0.05, Policy: tc.policy}}}.WithDefaults()
+			checkValidation(t, c.Validate("models.homepage"), tc.want)
+			if v, ok := c.Promote.Control.BaselineVersion(); ok != (tc.want == "") || v != tc.version {
+				t.Fatalf("BaselineVersion() = %d, %v; want %d, %v", v, ok, tc.version, tc.want == "")
+			}
+		})
+	}
+}
+
+// checkValidation fails t unless err is nil for want "", else an EINVALID
+// error containing want.
+func checkValidation(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("valid config refused: %v", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want) || ErrorCode(err) != EINVALID):
+		t.Fatalf("error %v, want an EINVALID error containing %q", err, want)
 	}
 }

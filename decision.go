@@ -42,11 +42,14 @@ type Ranked struct {
 
 // RewardRule says how feedback becomes a reward: feedback within Window of
 // the decision is aggregated (sum, first, last or max); a decision with none
-// gets Default once the window has closed.
+// gets Default once the window has closed. Feedback after the window but
+// within LateWindowSeconds more re-scores the decision's example from then
+// on (reward.late_window; 0, the default, counts none).
 type RewardRule struct {
-	WindowSeconds int64   `json:"window_s"`
-	Default       float64 `json:"default"`
-	Aggregate     string  `json:"aggregate"`
+	WindowSeconds     int64   `json:"window_s"`
+	Default           float64 `json:"default"`
+	Aggregate         string  `json:"aggregate"`
+	LateWindowSeconds int64   `json:"late_window_s,omitempty"`
 }
 
 // Reward aggregations.
@@ -61,6 +64,9 @@ const (
 func (r RewardRule) Validate(path string) error {
 	if r.WindowSeconds <= 0 {
 		return Errorf(EINVALID, "%s.window must be positive", path)
+	}
+	if r.LateWindowSeconds < 0 {
+		return Errorf(EINVALID, "%s.late_window must not be negative", path)
 	}
 	switch r.Aggregate {
 	case AggregateSum, AggregateFirst, AggregateLast, AggregateMax:

@@ -119,6 +119,21 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 	if err := fb.Send(); err != nil {
 		t.Fatal(err)
 	}
+	// A decision of a model with a late window: feedback inside its reward
+	// window, after it within the late window, and after both.
+	late := h0.Add(30 * time.Minute)
+	if err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, action_ids, probabilities,
+		chosen, chosen_index, chosen_probability, reward_window_s, reward_late_window_s, reward_default, reward_aggregate, ingested_at)
+		SELECT 'n1', ?, ?, 'news', 'ranker', 1, 'champion', ['x'], [1.0], 'x', 0, 1.0, 60, 120, 0, 'sum', now()`, late, uint64(late.UnixMilli())); err != nil {
+		t.Fatal(err)
+	}
+	for i, after := range []time.Duration{30 * time.Second, 90 * time.Second, 200 * time.Second} {
+		at := late.Add(after)
+		if err := conn.Exec(ctx, "INSERT INTO "+db+".feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at) SELECT 'n1', ?, ?, ?, 1, 'click', now()",
+			fmt.Sprint("f-n1-", i), at, uint64(at.UnixMilli())); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i, m := range []struct {
 		v, prev uint32
 		actor   string
@@ -135,7 +150,7 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 		1:  fmt.Sprintf("1\t%s\t4\t0.25\n2\t%s\t4\t0.625", hour(h0), hour(h1)),
 		2:  "1\t0.25\n2\t0.75",
 		3:  "1\t0.75\n2\t0.25",
-		4:  "1",
+		4:  "homepage\t5\t1\t0\t1\nnews\t3\t2\t1\t1\npage\t3\t0\t0\t0",
 		5:  "1",
 		6:  "a\tx\t3\nb\ty\t3",
 		7:  "1\t0.25\n2\t0.25",

@@ -663,7 +663,7 @@ func fixtureChecks(db string) []step {
 		}
 		return step{name: name, sql: s}
 	}
-	return []step{
+	return append([]step{
 		// The fixture's ingest watermarks (here, not in fixture: the table
 		// is newer than the schema the upgrade test starts from): all
 		// feedback ingested through 3h30s after the base, the claims of
@@ -719,5 +719,51 @@ func fixtureChecks(db string) []step {
 		{name: "check e9 closed once the spool shipped", query: true,
 			sql:  "SELECT count() FROM " + db + ".examples WHERE event_id = 'e9'",
 			want: "1"},
+	}, lateChecks(db)...)
+}
+
+// lateChecks add e10, a decision with a late window (reward.late_window,
+// newer than the schema the upgrade test starts from), and its feedback:
+// one inside its reward window, one after it within the late window (both
+// in its reward), one after both (in none); e6's, e7's and c2's late
+// feedback came with no late window.
+func lateChecks(db string) []step {
+	at := fixtureBase.Add(3*time.Hour + 10*time.Minute)
+	ms := uint64(at.UnixMilli())
+	ingested := fixtureBase.Add(24 * time.Hour)
+	st := func(name, sql string, rows [][]any) step {
+		s, err := bindStatement(Statement{SQL: expand(sql, db), Rows: rows})
+		if err != nil {
+			panic(err)
+		}
+		return step{name: name, sql: s}
+	}
+	var fbs [][]any
+	for _, f := range []struct {
+		id     string
+		after  time.Duration
+		reward float64
+	}{{"f10a", 30 * time.Second, 1}, {"f10b", 90 * time.Second, 0.5}, {"f10c", 200 * time.Second, 1}} {
+		ts := at.Add(f.after)
+		fbs = append(fbs, []any{"e10", f.id, ts, uint64(ts.UnixMilli()), f.reward, "click", ingested})
+	}
+	late, err := bindStatement(Statement{SQL: expand(sqlLateFeedback, db), Args: []any{uint64(0), "homepage", uint64(0)}})
+	if err != nil {
+		panic(err)
+	}
+	return []step{
+		st("fixture late window decision", `INSERT INTO {db}.decisions (event_id, ts, ts_ms, model, kind, version, variant,
+			action_ids, action_keys, probabilities, chosen, chosen_index, chosen_probability,
+			reward_window_s, reward_late_window_s, reward_default, reward_aggregate, context_json, actions_json, ingested_at)`, [][]any{
+			{"e10", at, ms, "homepage", "ranker", uint32(2), "champion", []string{"x", "y"}, []string{"k-x", "k-y"}, []float64{0.75, 0.25},
+				"x", uint16(0), 0.75, uint32(60), uint32(120), 0.0, "sum", `{"user":{"segment":"a"}}`, "", ingested}}),
+		st("fixture late window feedback", `INSERT INTO {db}.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)`, fbs),
+		{name: "check e10 re-scored by its late feedback", query: true,
+			sql:  "SELECT event_id, feedback_count, reward FROM " + db + ".examples WHERE event_id = 'e10'",
+			want: "e10\t2\t1.5"},
+		bounded("check bounded examples with a late window", db, "homepage", ms, ms, "e10\t2\t1.5"),
+		// homepage's feedback: 17 on its decisions; late: e6's, e7's
+		// second and e10's two; re-scoring: e10's first late one.
+		{name: "check late feedback of homepage", query: true, sql: late, want: "17\t4\t1"},
 	}
 }

@@ -19,7 +19,7 @@ const (
 	context_names, context_values, context_numbers, action_ids, action_keys, probabilities,
 	chosen, chosen_index, chosen_probability, chosen_names, chosen_values, chosen_numbers,
 	explored, score, reward_window_s, reward_default, reward_aggregate,
-	context_json, actions_json, ingested_at, deferred)`
+	context_json, actions_json, ingested_at, deferred, reward_late_window_s)`
 
 	insertActionsSQL = `INSERT INTO {db}.actions (action_key, action_id, action_json, seen_at)`
 
@@ -27,7 +27,7 @@ const (
 )
 
 // decisionColumns is how many columns insertDecisionsSQL names.
-const decisionColumns = 28
+const decisionColumns = 29
 
 // flushBytes is about how much JSON a block of a decisions insert carries.
 const flushBytes = 2 << 20
@@ -118,6 +118,7 @@ type DecisionsBatch struct {
 	explored    uint8
 	deferred    uint8
 	window      uint32
+	lateWindow  uint32
 	args        [decisionColumns]any
 }
 
@@ -147,6 +148,7 @@ func (b *DecisionsBatch) Append(r *DecisionRow) error {
 	b.pending += len(r.ContextJSON) + len(r.ActionsJSON) + 32*len(r.ActionKeys)
 	d := r.Decision
 	b.tsMs, b.version, b.chosenIndex, b.window = uint64(d.Time.UnixMilli()), uint32(d.Version), uint16(d.ChosenIndex), uint32(d.Reward.WindowSeconds)
+	b.lateWindow = uint32(d.Reward.LateWindowSeconds)
 	b.explored, b.deferred = 0, 0
 	if d.Explored {
 		b.explored = 1
@@ -160,7 +162,7 @@ func (b *DecisionsBatch) Append(r *DecisionRow) error {
 		&d.Chosen, &b.chosenIndex, &r.ChosenProbability,
 		pointers(&b.sp[4], r.ChosenNames), pointers(&b.sp[5], r.ChosenValues), pointers(&b.fp[2], r.ChosenNumbers),
 		&b.explored, &d.Score, &b.window, &d.Reward.Default, &d.Reward.Aggregate,
-		&r.ContextJSON, &r.ActionsJSON, &b.ingestedAt, &b.deferred}
+		&r.ContextJSON, &r.ActionsJSON, &b.ingestedAt, &b.deferred, &b.lateWindow}
 	if err := b.b.Append(b.args[:]...); err != nil {
 		return fmt.Errorf("append decision %s: %w", d.EventID, err)
 	}
@@ -266,13 +268,13 @@ func ingestStatements(db string) []Statement {
 				[]string{"a1", "a2"}, []string{key1, key2}, []float64{0.75, 0.25},
 				"a1", uint16(0), 0.75, []string{"item^category", "item^price"}, []string{"shoes", ""}, []float64{1, 49.9},
 				uint8(0), 0.0, uint32(600), 0.0, flywheel.AggregateSum,
-				hpContext, "", ingested, uint8(0)},
+				hpContext, "", ingested, uint8(0), uint32(3600)},
 			{"ctr-1", ctrTime, ms2, "ctr", flywheel.KindClassifier, uint32(1), flywheel.VariantChampion,
 				[]string{"item^category", "user^age", "user^segment"}, []string{"shoes", "", "a"}, []float64{1, 42, 1},
 				[]string{}, []string{}, []float64{},
 				"", uint16(0), 0.0, []string{}, []string{}, []float64{},
 				uint8(0), 0.12, uint32(600), 0.0, flywheel.AggregateMax,
-				ctrContext, "", ingested, uint8(0)},
+				ctrContext, "", ingested, uint8(0), uint32(0)},
 		}},
 		{Name: "ingest.feedback", SQL: expand(insertFeedbackSQL, db), Rows: [][]any{
 			{"hp-1", "fb-hp-1", t.Add(2 * time.Second), ms1 + 2000, 1.0, "click", ingested},

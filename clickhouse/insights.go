@@ -69,17 +69,29 @@ type Flow struct {
 	NewestAgeSeconds   float64 `json:"newest_age_seconds"`
 }
 
+// LateFeedback counts the feedback on a model's decisions received in the
+// dashboard's window that came after its decision's reward window: Rescored
+// of it within the decision's late window (reward.late_window), which
+// re-scores its example; the rest counts in no reward.
+type LateFeedback struct {
+	Feedback  uint64  `json:"feedback"` // received in the window, on decisions of the model
+	Late      uint64  `json:"late"`
+	Rescored  uint64  `json:"rescored"`
+	LateShare float64 `json:"late_share"` // Late / Feedback; 0 without feedback
+}
+
 // Overview is what the dashboard shows of one model, from ClickHouse.
 type Overview struct {
-	Model         string      `json:"model"`
-	FromMs        int64       `json:"from"`
-	ToMs          int64       `json:"to"`
-	BucketSeconds int64       `json:"bucket_seconds"`
-	Series        []Series    `json:"series"`
-	Quality       []Quality   `json:"quality"`
-	References    []Reference `json:"references"`
-	Runs          []Run       `json:"runs"`
-	Flow          Flow        `json:"flow"`
+	Model         string       `json:"model"`
+	FromMs        int64        `json:"from"`
+	ToMs          int64        `json:"to"`
+	BucketSeconds int64        `json:"bucket_seconds"`
+	Series        []Series     `json:"series"`
+	Quality       []Quality    `json:"quality"`
+	References    []Reference  `json:"references"`
+	Runs          []Run        `json:"runs"`
+	Flow          Flow         `json:"flow"`
+	Late          LateFeedback `json:"late_feedback"`
 }
 
 // bucketFor picks a bucket length that gives about 60 points over span.
@@ -165,6 +177,9 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 	if o.References, err = References(ctx, conn, db, model); err != nil {
 		return nil, err
 	}
+	if err := o.late(ctx, conn, db, model, uint64(from.UnixMilli())); err != nil {
+		return nil, err
+	}
 	if err := o.runs(ctx, conn, db, model); err != nil {
 		return nil, err
 	}
@@ -207,6 +222,18 @@ func (o *Overview) flow(ctx context.Context, conn driver.Conn, db, model string,
 	o.Flow = Flow{DecisionsPerSecond: float64(dec) / 60, FeedbackPerSecond: float64(fb) / 60, NewestDecisionMs: int64(newest)}
 	if newest > 0 {
 		o.Flow.NewestAgeSeconds = now.Sub(time.UnixMilli(int64(newest))).Seconds()
+	}
+	return nil
+}
+
+// late counts the late feedback on model's decisions received from fromMs on.
+func (o *Overview) late(ctx context.Context, conn driver.Conn, db, model string, fromMs uint64) error {
+	l := &o.Late
+	if err := conn.QueryRow(ctx, expand(sqlLateFeedback, db), fromMs, model, fromMs).Scan(&l.Feedback, &l.Late, &l.Rescored); err != nil {
+		return fmt.Errorf("late feedback: %w", err)
+	}
+	if l.Feedback > 0 {
+		l.LateShare = float64(l.Late) / float64(l.Feedback)
 	}
 	return nil
 }
@@ -258,6 +285,23 @@ const (
 	sqlReferences   = `SELECT name, argMax(value, ts_ms), argMax(source, ts_ms), max(ts_ms)
 		FROM {db}.model_references WHERE model = ? GROUP BY name ORDER BY name`
 	sqlSetReference = `INSERT INTO {db}.model_references (model, name, value, source, ts, ts_ms) SELECT ?, ?, ?, ?, ?, ?`
+	// The feedback received since a time (Unix ms) on decisions of a model:
+	// how many, how many after the decision's reward window (its ts_ms is
+	// when the user acted, the time the window is judged on), and how many
+	// of those within its late window.
+	sqlLateFeedback = `SELECT count(), countIf(f_ts_ms > window_end_ms), countIf(f_ts_ms > window_end_ms AND f_ts_ms <= late_end_ms)
+		FROM
+		(
+			SELECT event_id, ts_ms AS f_ts_ms
+			FROM {db}.feedback FINAL` + rewardFeedback + ` AND ts >= toDateTime(intDiv(?, 1000))
+		) AS fb
+		ALL INNER JOIN
+		(
+			SELECT event_id, max(` + windowDeadline + `) AS window_end_ms, max(` + lateDeadline + `) AS late_end_ms
+			FROM {db}.decisions FINAL
+			WHERE model = ? AND event_id IN (SELECT event_id FROM {db}.feedback WHERE ts >= toDateTime(intDiv(?, 1000)))
+			GROUP BY event_id
+		) AS dl USING event_id`
 )
 
 // dashboardStatements lists the dashboard's statements for Statements.
@@ -273,5 +317,6 @@ func dashboardStatements(db string) []Statement {
 		{Name: "dashboard.feedback_flow", SQL: expand(sqlFeedbackFlow, db), Query: true},
 		{Name: "dashboard.set_reference", SQL: expand(sqlSetReference, db), Args: []any{"homepage", "random", 0.25, "sim", at, uint64(at.UnixMilli())}},
 		{Name: "dashboard.references", SQL: expand(sqlReferences, db), Args: []any{"homepage"}, Query: true},
+		{Name: "dashboard.late_feedback", SQL: expand(sqlLateFeedback, db), Args: []any{uint64(0), "homepage", uint64(0)}, Query: true},
 	}
 }

@@ -215,7 +215,16 @@ var migrations = []migration{
 		// are feedback of type flywheel.activation, which carry no reward.
 		`DROP TABLE IF EXISTS {db}.reward_by_version`,
 		`DROP TABLE IF EXISTS {db}.examples`,
-		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition, "", rewardFeedback),
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition, windowDeadline, "", rewardFeedback),
+		rewardByVersionView,
+	}},
+	{12, "late outcomes", []string{
+		// decisions.reward_late_window_s (added before these statements,
+		// 0 on every older decision): feedback up to that long after the
+		// reward window re-scores the decision's example.
+		`DROP TABLE IF EXISTS {db}.reward_by_version`,
+		`DROP TABLE IF EXISTS {db}.examples`,
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition, lateDeadline, "", rewardFeedback),
 		rewardByVersionView,
 	}},
 }
@@ -226,6 +235,7 @@ var migrations = []migration{
 var addedColumns = map[uint32][]column{
 	6:  {{"decisions", "action_keys", "Array(String)", "action_ids"}},
 	11: {{"decisions", "deferred", "UInt8", "explored"}},
+	12: {{"decisions", "reward_late_window_s", "UInt32", "reward_aggregate"}},
 }
 
 type column struct{ table, name, typ, after string }
@@ -295,6 +305,16 @@ const rewardFeedback = `
 // use it, as they did.
 const windowClosedCondition = `ts_ms + reward_window_s * 1000 <= toUInt64(toUInt32(now())) * 1000`
 
+// windowDeadline is, in SQL over the decisions table, until when a
+// decision's feedback makes its reward up to migration 12: its reward
+// window's end.
+const windowDeadline = `ts_ms + reward_window_s * 1000`
+
+// lateDeadline is windowDeadline from migration 12 on: the end of the
+// decision's late window (reward.late_window) after its reward window, the
+// same when it has none.
+const lateDeadline = `ts_ms + (reward_window_s + reward_late_window_s) * 1000`
+
 // examplesView is the examples view with actions as cols (columns of the
 // decisions table) and closed (closedCondition) as the condition on a
 // decision: each decision whose reward window has closed with the
@@ -311,14 +331,15 @@ const windowClosedCondition = `ts_ms + reward_window_s * 1000 <= toUInt64(toUInt
 // the same rows; a decision with no feedback inside its window gets the
 // default reward from feedback_count = 0, whatever join_use_nulls says.
 func examplesView(actions, closed string) string {
-	return "CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect(actions, closed, "", "")
+	return "CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect(actions, closed, windowDeadline, "", "")
 }
 
-// examplesSelect is the examples view's query, with dcond added to the
-// condition on the decisions it reads (both times) and fbcond to the
+// examplesSelect is the examples view's query, with deadline (windowDeadline
+// or lateDeadline) the last time a decision's feedback counts, dcond added
+// to the condition on the decisions it reads (both times) and fbcond to the
 // feedback it reads (each "" or starting with a space).
-func examplesSelect(actions, closed, dcond, fbcond string) string {
-	return strings.NewReplacer("{actions}", actions, "{closed}", closed, "{dcond}", dcond, "{fbcond}", fbcond).Replace(`SELECT
+func examplesSelect(actions, closed, deadline, dcond, fbcond string) string {
+	return strings.NewReplacer("{actions}", actions, "{closed}", closed, "{deadline}", deadline, "{dcond}", dcond, "{fbcond}", fbcond).Replace(`SELECT
 			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 			context_numbers, feedback_count,
@@ -353,7 +374,7 @@ func examplesSelect(actions, closed, dcond, fbcond string) string {
 			) AS fb
 			ALL INNER JOIN
 			(
-				SELECT event_id, max(ts_ms + reward_window_s * 1000) AS deadline_ms
+				SELECT event_id, max({deadline}) AS deadline_ms
 				FROM {db}.decisions FINAL
 				WHERE {closed}{dcond}
 				GROUP BY event_id

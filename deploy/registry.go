@@ -215,6 +215,16 @@ func (r *Registry) Get(ctx context.Context, name string, version int) (*Version,
 	return v, nil
 }
 
+// Artifact returns the artifact of version of name, with Get's checks and
+// errors (ENOTFOUND when there is no such version).
+func (r *Registry) Artifact(ctx context.Context, name string, version int) ([]byte, error) {
+	v, err := r.Get(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	return v.Artifact, nil
+}
+
 // Versions lists the versions of name, newest first, without artifacts.
 func (r *Registry) Versions(ctx context.Context, name string) ([]Version, error) {
 	return r.RecentVersions(ctx, name, 0)

@@ -162,7 +162,7 @@ func foldsToField(key []byte) bool {
 			return true
 		}
 	}
-	for _, k := range []string{"id", "features", "window_s", "default", "aggregate"} {
+	for _, k := range []string{"id", "features", "window_s", "default", "aggregate", "late_window_s"} {
 		if strings.EqualFold(k, string(key)) {
 			return true
 		}
@@ -680,6 +680,9 @@ func (s *scanner) reward() (rule flywheel.RewardRule) {
 		case string(key) == "aggregate" && seen&4 == 0:
 			seen |= 4
 			rule.Aggregate = s.str()
+		case string(key) == "late_window_s" && seen&8 == 0:
+			seen |= 8
+			rule.LateWindowSeconds = s.int64()
 		case foldsToField(key):
 			s.bad = true
 		default:

@@ -140,7 +140,7 @@ func TestScanDecisionMatchesGeneral(t *testing.T) {
 			Time: time.Unix(1700000000+int64(i), int64(rng.IntN(1e9))).UTC(), Model: "m", Kind: flywheel.KindRanker,
 			Version: 1 + rng.IntN(5), Variant: []string{"champion", "canary", ""}[rng.IntN(3)], Context: randomFeatures(rng),
 			Explored: rng.IntN(2) == 0, Score: rng.Float64(),
-			Reward: flywheel.RewardRule{WindowSeconds: int64(rng.IntN(3600)), Default: rng.Float64(), Aggregate: "sum"}}
+			Reward: flywheel.RewardRule{WindowSeconds: int64(rng.IntN(3600)), Default: rng.Float64(), Aggregate: "sum", LateWindowSeconds: int64(rng.IntN(2) * rng.IntN(7200))}}
 		if rng.IntN(5) == 0 {
 			d.Kind, d.Model = flywheel.KindClassifier, "c"
 		} else {
@@ -199,6 +199,8 @@ func TestScanDecisionDeclines(t *testing.T) {
 		"bad escape":       {`"event_id":"e"`, `"event_id":"\q"`},
 		"chosen out":       {`"chosen_index":1`, `"chosen_index":2`},
 		"features string":  {`"features":{"item":{"x":1}}`, `"features":"x"`},
+		"late key case":    {`"aggregate":"sum"}`, `"aggregate":"sum","Late_Window_S":60}`},
+		"late repeated":    {`"aggregate":"sum"}`, `"aggregate":"sum","late_window_s":60,"late_window_s":61}`},
 	} {
 		bad := strings.Replace(good, tc.from, tc.to, 1)
 		if bad == good {

@@ -377,12 +377,13 @@ func (s *Server) handleFeedback(c *gin.Context) {
 	}
 	now := s.now().UTC()
 	fs := make([]flywheel.Feedback, len(items))
+	checks := make([]checkedFeedback, len(items))
 	for i, it := range items {
 		p := "" // as parseFeedback names fields
 		if len(items) > 1 || bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
 			p = "[" + strconv.Itoa(i) + "]."
 		}
-		acted, err := s.checkFeedback(p, &it, now)
+		checks[i], err = s.checkFeedback(p, &it, now)
 		if err != nil {
 			writeError(c, err)
 			return
@@ -392,12 +393,13 @@ func (s *Server) handleFeedback(c *gin.Context) {
 			id = newID()
 		}
 		fs[i] = flywheel.Feedback{Schema: flywheel.SchemaVersion, FeedbackID: id, EventID: it.EventID, Time: now, Reward: *it.Reward, Type: it.Type,
-			ActedAt: acted, Model: it.Model}
+			ActedAt: checks[i].acted, Model: it.Model}
 	}
 	if err := s.events.LogFeedback(c.Request.Context(), fs); err != nil {
 		writeError(c, err)
 		return
 	}
+	s.countLate(fs, checks)
 	ids := make([]string, len(fs))
 	for i := range fs {
 		ids[i] = fs[i].FeedbackID
@@ -405,18 +407,27 @@ func (s *Server) handleFeedback(c *gin.Context) {
 	c.JSON(http.StatusAccepted, gin.H{"accepted": len(fs), "feedback_ids": ids})
 }
 
+// checkedFeedback is what checkFeedback found of a feedback item.
+type checkedFeedback struct {
+	// acted is the time the user acted clamped to [decision time (when
+	// this replica knows it), now], or nil when the item gave none.
+	acted *time.Time
+	// model and decided are the model and time of the decision, when this
+	// replica remembers it ("" and zero otherwise).
+	model   string
+	decided time.Time
+}
+
 // checkFeedback checks one feedback item against its model's reward range
-// and feedback skew, and returns the time the user acted clamped to
-// [decision time (when this replica knows it), now], or nil when the item
-// gave none. The model is the one the item names; else the one this
+// and feedback skew. The model is the one the item names; else the one this
 // replica remembers serving the event; else, not knowing, the item must
 // pass for at least one configured model. It returns an EINVALID error
 // naming the field (p prefixes it).
-func (s *Server) checkFeedback(p string, it *feedbackRequest, now time.Time) (*time.Time, error) {
+func (s *Server) checkFeedback(p string, it *feedbackRequest, now time.Time) (checkedFeedback, error) {
 	var names []string
 	if it.Model != "" {
 		if _, ok := s.models[it.Model]; !ok {
-			return nil, flywheel.Errorf(flywheel.EINVALID, "%smodel %q is not configured", p, it.Model)
+			return checkedFeedback{}, flywheel.Errorf(flywheel.EINVALID, "%smodel %q is not configured", p, it.Model)
 		}
 		names = []string{it.Model}
 	} else {
@@ -438,8 +449,12 @@ func (s *Server) checkFeedback(p string, it *feedbackRequest, now time.Time) (*t
 			}
 		}
 		if err == nil {
+			var out checkedFeedback
+			if len(known) > 0 {
+				out.model, out.decided = name, decided[j]
+			}
 			if it.Acted.IsZero() {
-				return nil, nil
+				return out, nil
 			}
 			t := it.Acted
 			if t.After(now) {
@@ -448,13 +463,32 @@ func (s *Server) checkFeedback(p string, it *feedbackRequest, now time.Time) (*t
 			if len(known) > 0 && t.Before(decided[j]) {
 				t = decided[j]
 			}
-			return &t, nil
+			out.acted = &t
+			return out, nil
 		}
 		if first == nil {
 			first = err
 		}
 	}
-	return nil, first
+	return checkedFeedback{}, first
+}
+
+// countLate counts in flywheel_feedback_late_total the logged feedback fs
+// (checked as checks say) that came after its decision's reward window, by
+// the time it is judged on, among the decisions this replica remembers;
+// rescored says whether it came within the late window, and so counts in
+// the decision's reward. ClickHouse counts all of it (the dashboard's late
+// feedback): serving counts only what it can without any I/O.
+func (s *Server) countLate(fs []flywheel.Feedback, checks []checkedFeedback) {
+	for i, c := range checks {
+		if c.model == "" {
+			continue
+		}
+		r := s.models[c.model].cfg.Reward
+		if past := fs[i].JudgedTime().Sub(c.decided); past > r.Window {
+			s.metrics.lateFeedback.WithLabelValues(c.model, strconv.FormatBool(past <= r.Window+r.LateWindow)).Inc()
+		}
+	}
 }
 
 type modelInfo struct {

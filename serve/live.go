@@ -46,7 +46,7 @@ type holder struct {
 	// serves (health.go); replaced with it.
 	health atomic.Pointer[featureHealth]
 	// control is the control group's baseline (promote.control), nil
-	// without one; set once in New.
+	// without one; set once, in New or, for a version, LoadControls.
 	control *live
 	mu      sync.Mutex // serialises swaps of this name; readers never take it
 	// refused is, per alias, the last version this replica refused to load

@@ -21,6 +21,9 @@ type metrics struct {
 	inFlight        prometheus.Gauge
 	// errors counts the error answers by code (flywheel.E*).
 	errors *prometheus.CounterVec
+	// lateFeedback counts feedback after its decision's reward window, by
+	// model and whether it was within the late window (countLate).
+	lateFeedback *prometheus.CounterVec
 }
 
 // newMetrics builds and registers the server's metrics, and health, the
@@ -64,9 +67,13 @@ func newMetrics(reg prometheus.Registerer, health prometheus.Collector) (*metric
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flywheel_http_errors_total", Help: "Error answers by error code (invalid_argument, internal, ...).",
 		}, []string{"code"}),
+		lateFeedback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_feedback_late_total",
+			Help: "Feedback received after its decision's reward window, for decisions this replica served and remembers, by model and whether it came within reward.late_window (rescored=true: it re-scores the decision's example).",
+		}, []string{"model", "rescored"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.refused, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails, m.refusedRequests, m.inFlight, m.errors, health} {
+		for _, c := range []prometheus.Collector{m.latency, m.swaps, m.refused, m.swapSeconds, m.version, m.decisions, m.panics, m.guardrails, m.refusedRequests, m.inFlight, m.errors, m.lateFeedback, health} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register serve metrics: %w", err)
 			}

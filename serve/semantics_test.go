@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -301,6 +303,49 @@ func TestRankExcludedActions(t *testing.T) {
 		w := do(s, "POST", "/v1/rank", appKey, tc.body)
 		if e := errorOf(t, w.Body.Bytes()); w.Code != 400 || !strings.Contains(e.Message, tc.msg) {
 			t.Errorf("%s: %d %+v, want 400 containing %q", tc.body, w.Code, e, tc.msg)
+		}
+	}
+}
+
+// Feedback after its decision's reward window is counted as late, by the
+// time it is judged on (when the user acted, if the client said): within
+// reward.late_window as rescored, after it as not; in time, or on a
+// decision this replica does not remember, not at all.
+func TestLateFeedbackCounted(t *testing.T) {
+	t.Parallel()
+	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Reward: flywheel.RewardConfig{Window: time.Minute, LateWindow: 5 * time.Minute}}.WithDefaults()
+	reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 1, mustArtifact(t, mc), nil }}
+	var now atomic.Pointer[time.Time]
+	now.Store(&semanticsNow)
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}},
+		reg, &fakeEvents{}, Admin{}, prometheus.NewRegistry(), nil, func() time.Time { return *now.Load() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SwapAll(context.Background())
+	for _, id := range []string{"in-time", "rescored", "ignored", "acted-in-time"} {
+		if w := do(s, "POST", "/v1/rank", appKey, `{"model": "homepage", "event_id": "`+id+`", "actions": [{"id": "a"}, {"id": "b"}]}`); w.Code != 200 {
+			t.Fatalf("rank %s: %d %s", id, w.Code, w.Body)
+		}
+	}
+	feedback := func(after time.Duration, body string) {
+		t.Helper()
+		at := semanticsNow.Add(after)
+		now.Store(&at)
+		if w := do(s, "POST", "/v1/feedback", appKey, body); w.Code != 202 {
+			t.Fatalf("feedback %s: %d %s", body, w.Code, w.Body)
+		}
+	}
+	acted := semanticsNow.Add(50 * time.Second).Format(time.RFC3339Nano)
+	feedback(30*time.Second, `{"event_id": "in-time", "reward": 1}`)
+	feedback(3*time.Minute, `[{"event_id": "rescored", "reward": 1}, {"event_id": "acted-in-time", "reward": 1, "time": "`+acted+`"}]`)
+	feedback(10*time.Minute, `[{"event_id": "ignored", "reward": 1}, {"event_id": "unknown", "reward": 1}, {"event_id": "rescored", "reward": 1}]`)
+	for _, tc := range []struct {
+		rescored string
+		want     float64
+	}{{"true", 1}, {"false", 2}} {
+		if got := testutil.ToFloat64(s.metrics.lateFeedback.WithLabelValues("homepage", tc.rescored)); got != tc.want {
+			t.Errorf("flywheel_feedback_late_total{rescored=%q} = %v, want %v", tc.rescored, got, tc.want)
 		}
 	}
 }

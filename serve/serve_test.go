@@ -33,6 +33,14 @@ type fakeRegistry struct {
 	champion func(ctx context.Context, name string) (int, []byte, error)
 	canary   func(ctx context.Context, name string) (int, []byte, error)
 	alias    func(ctx context.Context, name, alias string) (int, error)
+	versions map[int][]byte // what Artifact finds
+}
+
+func (f *fakeRegistry) Artifact(_ context.Context, name string, version int) ([]byte, error) {
+	if b, ok := f.versions[version]; ok {
+		return b, nil
+	}
+	return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %s has no version %d", name, version)
 }
 
 func (f *fakeRegistry) Alias(ctx context.Context, name, alias string) (int, error) {

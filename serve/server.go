@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/flywheel-dev/flywheel"
-	"github.com/flywheel-dev/flywheel/model"
 )
 
 // Config configures the HTTP API.
@@ -125,15 +124,9 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 		recent: newRecentIDs(cfg.Limits.RecentEventIDs)}
 	for name, mc := range cfg.Models {
 		h := &holder{name: name, cfg: mc}
-		if mc.Kind == flywheel.KindRanker && mc.Promote.Control.Share > 0 {
-			// The control group's baseline: the uniform policy, which a
-			// model of the configured shape that has learned nothing plays
-			// (every ranker's version 1), logged as version 1.
-			m, err := model.FromConfig(mc)
-			if err != nil {
-				return nil, fmt.Errorf("models.%s: control group: %w", name, err)
-			}
-			h.control = newLive(1, m, now(), false)
+		var err error
+		if h.control, err = s.newControl(h); err != nil {
+			return nil, err
 		}
 		s.models[name] = h
 		s.pairs[name] = mc.InteractionPairs()
@@ -150,7 +143,7 @@ func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg pro
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Run loads every model, serves HTTP on ln, polls the registry every
+// Run loads every model (LoadControls, then SwapAll), serves HTTP on ln, polls the registry every
 // PollInterval and checks the guardrails every GuardInterval until ctx
 // ends, then shuts down gracefully: it stops accepting, lets in-flight
 // requests finish (bounded by ShutdownTimeout) and returns. Model events
@@ -158,6 +151,9 @@ func (s *Server) Handler() http.Handler { return s.engine }
 // Run returns an error if the HTTP server fails or does not shut down in
 // time.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	if err := s.LoadControls(ctx); err != nil {
+		return err
+	}
 	s.SwapAll(ctx)
 	h := s.cfg.HTTP
 	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,

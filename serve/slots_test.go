@@ -155,6 +155,13 @@ func TestRankSlotsValidation(t *testing.T) {
 // apart (a pays most, then b, c, d): a policy far from uniform.
 func trainedArtifact(t *testing.T, mc flywheel.ModelConfig) []byte {
 	t.Helper()
+	return trainedFor(t, mc, []float64{0.8, 0.5, 0.3, 0.1})
+}
+
+// trainedFor returns a version of mc trained on uniformly random choices
+// among the actions a, b, c and d, which pay pay[i].
+func trainedFor(t *testing.T, mc flywheel.ModelConfig, pay []float64) []byte {
+	t.Helper()
 	m, err := model.FromConfig(mc)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +171,6 @@ func trainedArtifact(t *testing.T, mc flywheel.ModelConfig) []byte {
 	for i := range acts {
 		acts[i].Features = flywheel.Features{"item": {"id": acts[i].ID}}
 	}
-	pay := []float64{0.8, 0.5, 0.3, 0.1}
 	for i := 0; i < 4000; i++ {
 		ex := flywheel.Example{EventID: fmt.Sprint(i), Actions: acts, ChosenIndex: i % 4, Probabilities: []float64{0.25, 0.25, 0.25, 0.25}, Reward: pay[i%4]}
 		if err := tr.LearnRanker(&ex); err != nil {

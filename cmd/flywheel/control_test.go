@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // A control group through the real loop: with promote.control.share 0.3
@@ -48,5 +53,59 @@ func TestControlGroupLiftThroughTheLoop(t *testing.T) {
 	}
 	if !(c.Lower > 0) {
 		t.Errorf("lift %.4f [%.4f, %.4f]: the retrained version is not shown better than uniform", c.Lift, c.Lower, c.Upper)
+	}
+}
+
+// A control group whose baseline is a registry version, through the real
+// loop: with promote.control.policy "version 1", the control's users are
+// served version 1 from the registry, logged as version 1 and variant
+// control, before and after a retrained version becomes the champion; a
+// policy naming a version the registry does not have stops the start with
+// an error naming the field.
+func TestControlGroupOfAVersionThroughTheLoop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	extra := map[string]string{"FLYWHEEL_MODELS_HOMEPAGE_PROMOTE_CONTROL_SHARE": "0.3", "FLYWHEEL_MODELS_HOMEPAGE_PROMOTE_CONTROL_POLICY": "version 1"}
+	d := startDev(t, ctx, "ctlver", extra)
+	d.flywheel("sim", "--url", d.url, "--events", "5000")
+	if out := d.flywheel("retrain", "--now", "--model", "homepage"); !strings.Contains(out, "model homepage: promoted") {
+		t.Fatalf("retrain --now did not promote a version over version 1:\n%s", out)
+	}
+	d.flywheel("sim", "--url", d.url, "--events", "2000")
+	served := map[string]uint64{}
+	waitFor(t, ctx, "7,000 decisions in ClickHouse", func() bool {
+		rows, err := d.conn.Query(ctx, "SELECT variant, version, count() FROM "+d.db+".decisions FINAL WHERE model = 'homepage' GROUP BY variant, version")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		clear(served)
+		var total uint64
+		for rows.Next() {
+			var variant string
+			var version uint32
+			var n uint64
+			if err := rows.Scan(&variant, &version, &n); err != nil {
+				t.Fatal(err)
+			}
+			served[fmt.Sprintf("%s v%d", variant, version)] = n
+			total += n
+		}
+		return total >= 7000
+	})
+	t.Logf("decisions by variant and version: %v", served)
+	if len(served) != 3 || served["control v1"] == 0 || served["champion v1"] == 0 || served["champion v2"] == 0 {
+		t.Fatalf("decisions by variant and version %v, want control v1 throughout and champion v1 then v2", served)
+	}
+
+	env := maps.Clone(extra)
+	env["FLYWHEEL_MODELS_HOMEPAGE_PROMOTE_CONTROL_POLICY"] = "version 9"
+	env["FLYWHEEL_HTTP_ADDR"], env["FLYWHEEL_SERVE_SPOOL_DIR"] = freeAddr(t), t.TempDir()
+	for _, k := range []string{"FLYWHEEL_CLICKHOUSE_DSN", "FLYWHEEL_KAFKA_TOPIC_PREFIX", "FLYWHEEL_LOG_LEVEL"} {
+		env[k] = d.getenv(k)
+	}
+	err := run(ctx, []string{"dev", "--kafka", strings.Join(testenv.Kafka(t), ",")}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `models.homepage.promote.control.policy "version 9"`) || !strings.Contains(err.Error(), "has no version 9") {
+		t.Fatalf("dev with a control group of a missing version returned %v", err)
 	}
 }

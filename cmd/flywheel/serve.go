@@ -18,6 +18,9 @@ import (
 )
 
 // runServe is `flywheel serve`: the HTTP API.
+// The registry serves a control group's baseline version.
+var _ serve.VersionFetcher = (*deploy.Registry)(nil)
+
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	c := newCommand("serve", getenv, stdout, stderr)
 	if _, err := c.parse(args); err != nil {
@@ -92,6 +95,10 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		return err
 	}
 	srv.SetInsights(e.insights(p))
+	if err := srv.LoadControls(ctx); err != nil { // a baseline version that does not load stops the start
+		logger.Close(time.Second)
+		return err
+	}
 	ln, err := net.Listen("tcp", e.cfg.HTTP.Addr)
 	if err != nil {
 		logger.Close(time.Second)

@@ -142,6 +142,11 @@ models:
 	if !strings.Contains(dom, `data-state="ready"`) {
 		t.Fatalf("the dashboard did not render:\n%s", dom[:min(len(dom), 3000)])
 	}
+	// The status strip shows the window's late feedback.
+	late := regexp.MustCompile(`data-stat="late-feedback"[^>]*><div class="label">late feedback</div><div class="value">([^<]*)</div>`).FindStringSubmatch(dom)
+	if late == nil || !regexp.MustCompile(`^(none|\d+ \(\d+\.\d%\), \d+ rescored)$`).MatchString(late[1]) {
+		t.Errorf("the dashboard's late feedback: %q", late)
+	}
 	// Legend items carry the figures each line is drawn from.
 	item := regexp.MustCompile(`data-series="(v\d+-[a-z]+)" data-version="\d+" data-variant="[a-z]+" data-rate="([0-9.]+)" data-decisions="(\d+)"`)
 	shown := map[string]string{}

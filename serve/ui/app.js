@@ -101,6 +101,13 @@ function stat(label, value, cls, data) {
   return el("div", attrs, el("div", { class: "label", text: label }), el("div", { class: "value", text: value }));
 }
 
+// lateText is the late feedback of the window: how many, their share of the
+// window's feedback, and how many of them re-scored their decision.
+function lateText(l) {
+  if (!l || !l.feedback) return "none";
+  return `${l.late} (${fmt(l.late_share * 100, 1)}%), ${l.rescored} rescored`;
+}
+
 function render(d) {
   const m = d.model, o = d.data.overview, rep = d.replica || {};
   const cfg = m.config || {};
@@ -118,7 +125,10 @@ function render(d) {
     stat("spool on this replica", fmt((rep.spool_pending_bytes || 0) / 1024, 1) + " KiB", rep.spool_pending_bytes > 0 ? "warn" : "", "spool"),
     stat("Kafka errors (this replica)", String(rep.kafka_write_errors || 0), rep.kafka_write_errors > 0 ? "bad" : "", "kafka-errors"),
     stat("events refused", String(rep.events_refused || 0), rep.events_refused > 0 ? "bad" : "", "refused"),
+    stat("late feedback", lateText(o.late_feedback), o.late_feedback && o.late_feedback.late_share > 0.1 ? "warn" : "", "late-feedback"),
   );
+  $("status").querySelector('[data-stat="late-feedback"]').title =
+    "feedback received in the window after its decision's reward window; rescored: within reward.late_window, so counted in the decision's reward";
   if (d.data.ingest_lag_error) $("status").lastChild.title = d.data.ingest_lag_error;
 
   // Reward over time, one line per version and variant, references dashed.
