@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +173,56 @@ func TestOptionalStatementsByVersion(t *testing.T) {
 
 // Migrating with a retention on a server without TTL (the 18.16 the tests
 // run) succeeds and changes nothing it cannot.
+// TestSeveralProcessesMigrateAtOnce: serve, ingest and retrain start
+// together on a fresh database; each migrates, and a view one of them
+// drops to make again must not fail another (a CI run saw "Table
+// examples doesn't exist" from a process creating a view over it).
+func TestSeveralProcessesMigrateAtOnce(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const procs = 4
+	errs := make(chan error, procs)
+	for i := 0; i < procs; i++ {
+		go func() { errs <- Migrate(ctx, cfg) }()
+	}
+	for i := 0; i < procs; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("a process's migration: %v", err)
+		}
+	}
+	conn := mustOpen(t, ctx, cfg)
+	db := cfg.Database()
+	var want []string
+	for _, m := range migrations {
+		for _, stmt := range m.statements {
+			if v := reCreateView.FindStringSubmatch(stmt); v != nil && !slices.Contains(want, v[1]) {
+				want = append(want, v[1])
+			}
+		}
+	}
+	for _, view := range want {
+		ok, err := hasTable(ctx, conn, db, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			t.Errorf("the view %s is missing after %d processes migrated at once", view, procs)
+		}
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"."+view).Scan(&n); err != nil {
+			t.Errorf("read the view %s: %v", view, err)
+		}
+	}
+	var versions uint64
+	if err := conn.QueryRow(ctx, "SELECT uniqExact(version) FROM "+db+".schema_migrations").Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if versions != uint64(SchemaVersion()) {
+		t.Fatalf("schema_migrations records %d versions, want %d", versions, SchemaVersion())
+	}
+}
+
 func TestMigrateWithRetentionOnOldServer(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Retention = 180 * 24 * time.Hour

@@ -2,13 +2,11 @@ package clickhouse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -239,29 +237,12 @@ func migrateCluster(ctx context.Context, conn driver.Conn, db string, c Config, 
 			}
 		}
 	}
-	// Another process migrating at the same time can make a statement fail
-	// on a node for a moment (a view created over a view or a table that
-	// the other is dropping to make it again): every statement is
-	// idempotent, so the migrations not yet recorded are applied again. A
-	// node that does not answer (the DDL timed out) is not waited for again.
-	for attempt := 1; ; attempt++ {
-		err := migrateClusterOnce(ctx, conn, db, c, upTo, nodes)
-		var exc *ch.Exception
-		if err == nil || attempt == clusterAttempts || ctx.Err() != nil || errors.As(err, &exc) && exc.Code == codeTimeoutExceeded {
-			return err
-		}
-		c.logger().Warn("ClickHouse cluster: migration failed; trying again", "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Duration(attempt) * time.Second):
-		}
-	}
+	return retryMigration(ctx, c, func() error { return migrateClusterOnce(ctx, conn, db, c, upTo, nodes) })
 }
 
 const (
-	// clusterAttempts is how many times migrateCluster tries.
-	clusterAttempts = 5
+	// migrationAttempts is how many times a migration is tried.
+	migrationAttempts = 5
 	// codeTimeoutExceeded is ClickHouse's TIMEOUT_EXCEEDED: a DDL some
 	// node did not run within distributed_ddl_task_timeout.
 	codeTimeoutExceeded = 159
@@ -295,17 +276,18 @@ func migrateClusterOnce(ctx context.Context, conn driver.Conn, db string, c Conf
 			return fmt.Errorf("record migration %d: %w", m.version, err)
 		}
 	}
-	if err := ensureViews(ctx, conn, db, cluster, upTo); err != nil {
+	form := func(stmt string) ([]string, error) { return clusterForm(stmt, cluster) }
+	if err := ensureViews(ctx, conn, db, upTo, form); err != nil {
 		return err
 	}
 	return applyOptional(ctx, conn, db, c)
 }
 
-// ensureViews creates, in their newest definition, the views this node
-// lacks: a process that stopped between dropping a view and creating it
-// again (another process having recorded the migration meanwhile) leaves
-// none, and the next start puts it back.
-func ensureViews(ctx context.Context, conn driver.Conn, db, cluster string, upTo uint32) error {
+// ensureViews creates, in their newest definition and in the form form
+// gives them, the views this node lacks: a process that stopped between
+// dropping a view and creating it again (another process having recorded
+// the migration meanwhile) leaves none, and the next start puts it back.
+func ensureViews(ctx context.Context, conn driver.Conn, db string, upTo uint32, form func(string) ([]string, error)) error {
 	newest := map[string]string{}
 	var order []string
 	for _, m := range migrations {
@@ -329,12 +311,12 @@ func ensureViews(ctx context.Context, conn driver.Conn, db, cluster string, upTo
 			}
 			continue
 		}
-		stmts, err := clusterForm(newest[view], cluster)
+		stmts, err := form(newest[view])
 		if err == nil {
 			err = execAll(ctx, conn, db, stmts)
 		}
 		if err != nil {
-			return fmt.Errorf("create the view %s on cluster %s: %w", view, cluster, err)
+			return fmt.Errorf("create the view %s: %w", view, err)
 		}
 	}
 	return nil

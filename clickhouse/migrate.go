@@ -2,11 +2,13 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -426,20 +428,15 @@ func migrate(ctx context.Context, c Config, upTo uint32) error {
 	if err := conn.Exec(ctx, expand(sqlCreateSchemaMigrations, db)); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	applied := map[uint32]bool{}
-	rows, err := conn.Query(ctx, expand(sqlAppliedMigrations, db))
+	return retryMigration(ctx, c, func() error { return migrateOnce(ctx, conn, db, c, upTo) })
+}
+
+// migrateOnce applies, on one server, the migrations not yet recorded.
+func migrateOnce(ctx context.Context, conn driver.Conn, db string, c Config, upTo uint32) error {
+	applied, err := appliedMigrations(ctx, conn, db)
 	if err != nil {
-		return fmt.Errorf("read schema_migrations: %w", err)
+		return err
 	}
-	for rows.Next() {
-		var v uint32
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return fmt.Errorf("read schema_migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	rows.Close()
 	for _, m := range migrations {
 		if applied[m.version] || m.version > upTo {
 			continue
@@ -458,7 +455,35 @@ func migrate(ctx context.Context, c Config, upTo uint32) error {
 			return fmt.Errorf("record migration %d: %w", m.version, err)
 		}
 	}
+	if err := ensureViews(ctx, conn, db, upTo, oneServer); err != nil {
+		return err
+	}
 	return applyOptional(ctx, conn, db, c)
+}
+
+// oneServer is a statement's form on one server: itself.
+func oneServer(stmt string) ([]string, error) { return []string{stmt}, nil }
+
+// retryMigration runs once until it succeeds, at most migrationAttempts
+// times. Another process migrating at the same time can make a statement
+// fail for a moment (a view created over a view or a table that the other
+// is dropping to make it again): every statement is idempotent, so the
+// migrations not yet recorded are applied again. A DDL some node of a
+// cluster did not run in time is not waited for again.
+func retryMigration(ctx context.Context, c Config, once func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := once()
+		var exc *ch.Exception
+		if err == nil || attempt == migrationAttempts || ctx.Err() != nil || errors.As(err, &exc) && exc.Code == codeTimeoutExceeded {
+			return err
+		}
+		c.logger().Warn("ClickHouse: migration failed; trying again", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
 }
 
 // serverVersion is a ClickHouse release as major.minor.
