@@ -98,6 +98,26 @@ func TestPagesThroughTheLoop(t *testing.T) {
 		return got == fmt.Sprintf("footer %d 0, hero %d %g, side %d %g", pages, pages, heroReward, pages, 0.5*pages)
 	})
 	t.Logf("by slot: %s", got)
+	// The dashboard shows the same by slot, and the page's reward.
+	var dash struct {
+		Data struct {
+			Overview struct {
+				Slots []struct {
+					Slot       string  `json:"slot"`
+					Decisions  uint64  `json:"decisions"`
+					RewardRate float64 `json:"reward_rate"`
+				} `json:"slots"`
+			} `json:"overview"`
+		} `json:"data"`
+	}
+	d.get("/v1/models/homepage/dashboard?window=1h", &dash)
+	var shown []string
+	for _, s := range dash.Data.Overview.Slots {
+		shown = append(shown, fmt.Sprintf("%s %d %.4f", s.Slot, s.Decisions, s.RewardRate))
+	}
+	if want := fmt.Sprintf("footer %d 0.0000, hero %d %.4f, side %d 0.5000,  %d %.4f", pages, pages, heroReward/pages, pages, pages, (heroReward+0.5*pages)/pages); strings.Join(shown, ", ") != want {
+		t.Errorf("the dashboard's slots are %q, want %q", strings.Join(shown, ", "), want)
+	}
 	// A retrain learns from the slots' decisions.
 	out := d.flywheel("retrain", "--now", "--model", "homepage")
 	if !strings.Contains(out, "model homepage: promoted") && !strings.Contains(out, "model homepage: rejected") {
