@@ -590,7 +590,7 @@ func fixture(db string) []step {
 		{"c1", "fc1", 100 * time.Second, 1},
 		{"c2", "fc2", 700 * time.Second, 1}, // late
 		{"p1#hero", "fp1", 5 * time.Second, 1}, {"p2#hero", "fp2", 3 * time.Second, 0.5},
-		{"ghost", "fg", 0, 1},               // no decision
+		{"ghost", "fg", 0, 1}, // no decision
 	}
 	var frows [][]any
 	for _, f := range fbs {
