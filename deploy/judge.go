@@ -97,7 +97,7 @@ type Judge struct {
 	log      *slog.Logger
 	now      func() time.Time
 	leader   Leader // nil: always acts
-	actions  *prometheus.CounterVec
+	judgeMetrics
 }
 
 // Leader says whether this process is the one that acts (*kafka.Elector, the
@@ -142,14 +142,11 @@ func NewJudge(o JudgeOptions) (*Judge, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	j := &Judge{registry: o.Registry, rewards: o.Rewards, models: o.Models, log: o.Logger, now: o.Now,
-		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flywheel_deploy_actions_total", Help: "Canary decisions and guardrail rollbacks, by model and action."}, []string{"model", "action"})}
-	if o.Registerer != nil {
-		if err := o.Registerer.Register(j.actions); err != nil {
-			return nil, err
-		}
+	m, err := newJudgeMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
 	}
-	return j, nil
+	return &Judge{registry: o.Registry, rewards: o.Rewards, models: o.Models, log: o.Logger, now: o.Now, judgeMetrics: m}, nil
 }
 
 // ElectWith makes the judge act only while l leads. Call it before Run.
