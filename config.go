@@ -129,6 +129,14 @@ type RetrainConfig struct {
 	Objective    string  `yaml:"objective"` // rankers: mtr | ips | dr
 }
 
+// Training objectives of a ranker (retrain.objective), as model/ learns
+// them (model.MTR, IPS, DR).
+const (
+	ObjectiveMTR = "mtr" // the default
+	ObjectiveIPS = "ips"
+	ObjectiveDR  = "dr"
+)
+
 // Promotion rules: what the offline evidence must show of a candidate
 // against the champion (retrain.Decide has them precisely).
 const (
@@ -138,6 +146,24 @@ const (
 	// RuleSuperior: better than the champion at promote.confidence, by at
 	// least promote.min_improvement.
 	RuleSuperior = "superior"
+)
+
+// Promotion policies (promote.policy).
+const (
+	// PromoteAuto: a candidate the gate passes is promoted, or canaried
+	// (the default).
+	PromoteAuto = "auto"
+	// PromoteManual: a candidate is registered and evaluated, and an
+	// operator promotes it.
+	PromoteManual = "manual"
+)
+
+// Off-policy estimators the promotion gate may decide by
+// (promote.estimator).
+const (
+	EstimatorIPS   = "ips"
+	EstimatorSNIPS = "snips" // the default
+	EstimatorDR    = "dr"
 )
 
 // PromoteConfig says how a candidate version becomes the champion.
@@ -270,16 +296,16 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 		c.Retrain.LearningRate = 0.25 // batch passes over a window want smaller steps than online learning
 	}
 	if c.Retrain.Objective == "" {
-		c.Retrain.Objective = "mtr"
+		c.Retrain.Objective = ObjectiveMTR
 	}
 	if c.Retrain.Passes == 0 {
 		c.Retrain.Passes = 1
 	}
 	if c.Promote.Policy == "" {
-		c.Promote.Policy = "auto"
+		c.Promote.Policy = PromoteAuto
 	}
 	if c.Promote.Estimator == "" {
-		c.Promote.Estimator = "snips"
+		c.Promote.Estimator = EstimatorSNIPS
 	}
 	if c.Promote.Rule == "" {
 		c.Promote.Rule = RuleNonInferior
@@ -305,6 +331,30 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 // Validate reports an EINVALID error naming the bad field under path (for
 // example "models.homepage").
 func (c ModelConfig) Validate(path string) error {
+	if err := c.validateShape(path); err != nil {
+		return err
+	}
+	if err := c.RewardRule().Validate(path + ".reward"); err != nil {
+		return err
+	}
+	if c.Reward.Window%time.Second != 0 {
+		return Errorf(EINVALID, "%s.reward.window must be whole seconds; got %v", path, c.Reward.Window)
+	}
+	if err := c.Reward.validateRange(path + ".reward"); err != nil {
+		return err
+	}
+	if err := c.Retrain.validate(path + ".retrain"); err != nil {
+		return err
+	}
+	if err := c.Promote.validate(path+".promote", c.Kind); err != nil {
+		return err
+	}
+	return c.Guardrails.validate(path + ".guardrails")
+}
+
+// validateShape checks the kind (with a ranker's exploration), bits,
+// numeric_bins and interactions.
+func (c ModelConfig) validateShape(path string) error {
 	switch c.Kind {
 	case KindRanker:
 		if err := c.Exploration.Validate(path + ".exploration"); err != nil {
@@ -325,78 +375,87 @@ func (c ModelConfig) Validate(path string) error {
 			return Errorf(EINVALID, "%s.interactions[%d] must name two namespaces", path, i)
 		}
 	}
-	if err := c.RewardRule().Validate(path + ".reward"); err != nil {
-		return err
+	return nil
+}
+
+// validate reports an EINVALID error naming the bad field under path
+// (models.NAME.retrain).
+func (r RetrainConfig) validate(path string) error {
+	if !(r.Holdout > 0 && r.Holdout < 1) {
+		return Errorf(EINVALID, "%s.holdout must be in (0, 1); got %v", path, r.Holdout)
 	}
-	if c.Reward.Window%time.Second != 0 {
-		return Errorf(EINVALID, "%s.reward.window must be whole seconds; got %v", path, c.Reward.Window)
+	if r.Window <= 0 {
+		return Errorf(EINVALID, "%s.window must be positive", path)
 	}
-	if err := c.Reward.validateRange(path + ".reward"); err != nil {
-		return err
+	if r.FullEvery < 0 {
+		return Errorf(EINVALID, "%s.full_every must be >= 0; got %d", path, r.FullEvery)
 	}
-	if !(c.Retrain.Holdout > 0 && c.Retrain.Holdout < 1) {
-		return Errorf(EINVALID, "%s.retrain.holdout must be in (0, 1); got %v", path, c.Retrain.Holdout)
+	if r.MinNewExamples < 0 || r.Passes < 1 || r.Passes > 100 {
+		return Errorf(EINVALID, "%s: min_new_examples must be >= 0 and passes in [1, 100]", path)
 	}
-	if c.Retrain.Window <= 0 {
-		return Errorf(EINVALID, "%s.retrain.window must be positive", path)
-	}
-	if c.Retrain.FullEvery < 0 {
-		return Errorf(EINVALID, "%s.retrain.full_every must be >= 0; got %d", path, c.Retrain.FullEvery)
-	}
-	if c.Retrain.MinNewExamples < 0 || c.Retrain.Passes < 1 || c.Retrain.Passes > 100 {
-		return Errorf(EINVALID, "%s.retrain: min_new_examples must be >= 0 and passes in [1, 100]", path)
-	}
-	switch c.Retrain.Objective {
-	case "mtr", "ips", "dr":
+	switch r.Objective {
+	case ObjectiveMTR, ObjectiveIPS, ObjectiveDR:
 	default:
-		return Errorf(EINVALID, "%s.retrain.objective must be mtr, ips or dr; got %q", path, c.Retrain.Objective)
+		return Errorf(EINVALID, "%s.objective must be mtr, ips or dr; got %q", path, r.Objective)
 	}
-	switch c.Promote.Policy {
-	case "auto", "manual":
+	return nil
+}
+
+// validate reports an EINVALID error naming the bad field under path
+// (models.NAME.promote); kind is the model's (a control group is for
+// rankers only).
+func (p PromoteConfig) validate(path, kind string) error {
+	switch p.Policy {
+	case PromoteAuto, PromoteManual:
 	default:
-		return Errorf(EINVALID, "%s.promote.policy must be auto or manual; got %q", path, c.Promote.Policy)
+		return Errorf(EINVALID, "%s.policy must be auto or manual; got %q", path, p.Policy)
 	}
-	switch c.Promote.Estimator {
-	case "ips", "snips", "dr":
+	switch p.Estimator {
+	case EstimatorIPS, EstimatorSNIPS, EstimatorDR:
 	default:
-		return Errorf(EINVALID, "%s.promote.estimator must be ips, snips or dr; got %q", path, c.Promote.Estimator)
+		return Errorf(EINVALID, "%s.estimator must be ips, snips or dr; got %q", path, p.Estimator)
 	}
-	switch c.Promote.Rule {
+	switch p.Rule {
 	case RuleNonInferior, RuleSuperior:
 	default:
-		return Errorf(EINVALID, "%s.promote.rule must be non-inferior or superior; got %q", path, c.Promote.Rule)
+		return Errorf(EINVALID, "%s.rule must be non-inferior or superior; got %q", path, p.Rule)
 	}
-	if !(c.Promote.Margin > 0 && c.Promote.Margin < 1) {
-		return Errorf(EINVALID, "%s.promote.margin must be in (0, 1) (a share of the champion's estimate); got %v", path, c.Promote.Margin)
+	if !(p.Margin > 0 && p.Margin < 1) {
+		return Errorf(EINVALID, "%s.margin must be in (0, 1) (a share of the champion's estimate); got %v", path, p.Margin)
 	}
-	if !(c.Promote.Confidence > 0 && c.Promote.Confidence < 1) {
-		return Errorf(EINVALID, "%s.promote.confidence must be in (0, 1); got %v", path, c.Promote.Confidence)
+	if !(p.Confidence > 0 && p.Confidence < 1) {
+		return Errorf(EINVALID, "%s.confidence must be in (0, 1); got %v", path, p.Confidence)
 	}
-	if c.Promote.Canary.Share < 0 || c.Promote.Canary.Share >= 1 {
-		return Errorf(EINVALID, "%s.promote.canary.share must be in [0, 1); got %v", path, c.Promote.Canary.Share)
+	if p.Canary.Share < 0 || p.Canary.Share >= 1 {
+		return Errorf(EINVALID, "%s.canary.share must be in [0, 1); got %v", path, p.Canary.Share)
 	}
-	if ctl := c.Promote.Control; !(ctl.Share >= 0 && ctl.Share <= 0.5) {
-		return Errorf(EINVALID, "%s.promote.control.share must be in [0, 0.5]; got %v", path, ctl.Share)
-	} else if ctl.Share > 0 && c.Kind != KindRanker {
-		return Errorf(EINVALID, "%s.promote.control applies to rankers only", path)
+	if ctl := p.Control; !(ctl.Share >= 0 && ctl.Share <= 0.5) {
+		return Errorf(EINVALID, "%s.control.share must be in [0, 0.5]; got %v", path, ctl.Share)
+	} else if ctl.Share > 0 && kind != KindRanker {
+		return Errorf(EINVALID, "%s.control applies to rankers only", path)
 	} else if _, ok := ctl.BaselineVersion(); !ok {
-		return Errorf(EINVALID, "%s.promote.control.policy must be %q or \"version N\" (a registered version, N from 1); got %q", path, ControlUniform, ctl.Policy)
-	} else if ctl.Share+c.Promote.Canary.Share >= 1 {
-		return Errorf(EINVALID, "%s.promote.control.share and promote.canary.share together must be below 1; got %v", path, ctl.Share+c.Promote.Canary.Share)
+		return Errorf(EINVALID, "%s.control.policy must be %q or \"version N\" (a registered version, N from 1); got %q", path, ControlUniform, ctl.Policy)
+	} else if ctl.Share+p.Canary.Share >= 1 {
+		return Errorf(EINVALID, "%s.control.share and promote.canary.share together must be below 1; got %v", path, ctl.Share+p.Canary.Share)
 	}
-	if c.Promote.Canary.Duration < 0 || c.Promote.Canary.MinDecisions < 0 {
-		return Errorf(EINVALID, "%s.promote.canary: duration and min_decisions must not be negative", path)
+	if p.Canary.Duration < 0 || p.Canary.MinDecisions < 0 {
+		return Errorf(EINVALID, "%s.canary: duration and min_decisions must not be negative", path)
 	}
-	g := c.Guardrails
+	return nil
+}
+
+// validate reports an EINVALID error naming the bad field under path
+// (models.NAME.guardrails).
+func (g Guardrails) validate(path string) error {
 	switch {
 	case !(g.MaxRewardDrop >= 0 && g.MaxRewardDrop <= 1):
-		return Errorf(EINVALID, "%s.guardrails.max_reward_drop must be in [0, 1]; got %v", path, g.MaxRewardDrop)
+		return Errorf(EINVALID, "%s.max_reward_drop must be in [0, 1]; got %v", path, g.MaxRewardDrop)
 	case !(g.MaxErrorRate >= 0 && g.MaxErrorRate <= 1):
-		return Errorf(EINVALID, "%s.guardrails.max_error_rate must be in [0, 1]; got %v", path, g.MaxErrorRate)
+		return Errorf(EINVALID, "%s.max_error_rate must be in [0, 1]; got %v", path, g.MaxErrorRate)
 	case !(g.MaxP99Ms >= 0) || math.IsInf(g.MaxP99Ms, 0):
-		return Errorf(EINVALID, "%s.guardrails.max_p99_ms must be a finite number >= 0; got %v", path, g.MaxP99Ms)
+		return Errorf(EINVALID, "%s.max_p99_ms must be a finite number >= 0; got %v", path, g.MaxP99Ms)
 	case g.MinRequests < 0:
-		return Errorf(EINVALID, "%s.guardrails.min_requests must not be negative", path)
+		return Errorf(EINVALID, "%s.min_requests must not be negative", path)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -90,13 +91,13 @@ type Verdict struct {
 // falls below the configured guardrail. Run it in one process per cluster
 // (the elected retrain scheduler does).
 type Judge struct {
-	reg     *Registry
-	rewards RewardReader
-	models  map[string]flywheel.ModelConfig
-	log     *slog.Logger
-	now     func() time.Time
-	leader  Leader // nil: always acts
-	actions *prometheus.CounterVec
+	registry *Registry
+	rewards  RewardReader
+	models   map[string]flywheel.ModelConfig
+	log      *slog.Logger
+	now      func() time.Time
+	leader   Leader // nil: always acts
+	judgeMetrics
 }
 
 // Leader says whether this process is the one that acts (*kafka.Elector, the
@@ -105,24 +106,47 @@ type Leader interface {
 	IsLeader() bool
 }
 
-// NewJudge returns a judge of models that reads their online reward from
-// rewards (clickhouse.NewRewards on the migrated database). reg may be nil
-// (no metrics); log nil discards; now nil is time.Now.
-func NewJudge(registry *Registry, rewards RewardReader, models map[string]flywheel.ModelConfig, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Judge, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// Actors the judge records on the aliases it moves.
+const (
+	ActorCanary    = "canary"    // a canary's duration ended with a decision
+	ActorGuardrail = "guardrail" // a guardrail fired
+)
+
+// JudgeOptions are what NewJudge builds a Judge from.
+type JudgeOptions struct {
+	// Registry is the model registry whose aliases the judge moves.
+	// Required.
+	Registry *Registry
+	// Rewards reads what versions earned online (clickhouse.NewRewards on
+	// the migrated database). Required.
+	Rewards RewardReader
+	// Models are the configured models, by name.
+	Models map[string]flywheel.ModelConfig
+	// Registerer registers the metrics; nil: they are not registered.
+	Registerer prometheus.Registerer
+	// Logger: nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// NewJudge returns a judge of o.Models, or an error if the registry or the
+// reward reader is missing or the metrics cannot be registered.
+func NewJudge(o JudgeOptions) (*Judge, error) {
+	if o.Registry == nil || o.Rewards == nil {
+		return nil, errors.New("deploy: the judge needs the registry and a reward reader")
 	}
-	if now == nil {
-		now = time.Now
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	j := &Judge{reg: registry, rewards: rewards, models: models, log: log, now: now,
-		actions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flywheel_deploy_actions_total", Help: "Canary decisions and guardrail rollbacks, by model and action."}, []string{"model", "action"})}
-	if reg != nil {
-		if err := reg.Register(j.actions); err != nil {
-			return nil, err
-		}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	return j, nil
+	m, err := newJudgeMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Judge{registry: o.Registry, rewards: o.Rewards, models: o.Models, log: o.Logger, now: o.Now, judgeMetrics: m}, nil
 }
 
 // ElectWith makes the judge act only while l leads. Call it before Run.
@@ -155,7 +179,7 @@ func (j *Judge) Check(ctx context.Context, name string) (*Verdict, error) {
 	if !ok {
 		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name)
 	}
-	hist, err := j.reg.History(ctx, name)
+	hist, err := j.registry.History(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -207,14 +231,14 @@ func (j *Judge) checkCanary(ctx context.Context, name string, mc flywheel.ModelC
 	case enough && dropped(mc.Kind, mc.Guardrails.MaxRewardDrop, c, h, z):
 		v.Action = ActionRolledBack
 		v.Reason = fmt.Sprintf("guardrail max_reward_drop %.2f: %s", mc.Guardrails.MaxRewardDrop, compare)
-		return v, j.reg.EndCanary(ctx, name, "guardrail", v.Reason)
+		return v, j.registry.EndCanary(ctx, name, ActorGuardrail, v.Reason)
 	case age < dur:
 		v.Reason = fmt.Sprintf("canary runs for %s; %s", dur, compare)
 		return v, nil
 	case !enough && age >= 3*dur:
 		v.Action = ActionEnded
 		v.Reason = fmt.Sprintf("too little data after 3 × %s (need %d closed decisions per variant): %s", dur, minN, compare)
-		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
+		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
 	case !enough:
 		v.Reason = fmt.Sprintf("waiting for %d closed decisions per variant: %s", minN, compare)
 		return v, nil
@@ -233,23 +257,23 @@ func (j *Judge) checkCanary(ctx context.Context, name string, mc flywheel.ModelC
 	case !strict && hi >= 0:
 		v.Action = ActionPromoted
 		v.Reason = fmt.Sprintf("canary not worse online at %.0f%% confidence: %s", conf, online)
-		return v, j.reg.Promote(ctx, name, canary.Version, "canary", v.Reason)
+		return v, j.registry.Promote(ctx, name, canary.Version, ActorCanary, v.Reason)
 	case !strict:
 		v.Action = ActionEnded
 		v.Reason = fmt.Sprintf("canary worse online at %.0f%% confidence: %s", conf, online)
-		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
+		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
 	case lo > -margin:
 		v.Action = ActionPromoted
 		v.Reason = fmt.Sprintf("offline evidence inconclusive; online not worse than the champion beyond the margin %.4f at %.0f%% confidence: %s", margin, conf, online)
-		return v, j.reg.Promote(ctx, name, canary.Version, "canary", v.Reason)
+		return v, j.registry.Promote(ctx, name, canary.Version, ActorCanary, v.Reason)
 	case hi < 0:
 		v.Action = ActionEnded
 		v.Reason = fmt.Sprintf("offline evidence inconclusive; online worse at %.0f%% confidence: %s", conf, online)
-		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
+		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
 	case age >= 3*dur:
 		v.Action = ActionEnded
 		v.Reason = fmt.Sprintf("offline evidence inconclusive, and still online after 3 × %s (margin %.4f): %s", dur, margin, online)
-		return v, j.reg.EndCanary(ctx, name, "canary", v.Reason)
+		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
 	}
 	v.Reason = fmt.Sprintf("offline evidence inconclusive; online too (margin %.4f), up to 3 × %s: %s", margin, dur, online)
 	return v, nil
@@ -258,7 +282,7 @@ func (j *Judge) checkCanary(ctx context.Context, name string, mc flywheel.ModelC
 // inconclusive reports whether the retrain gate recorded version's offline
 // evidence as inconclusive in its metrics.
 func (j *Judge) inconclusive(ctx context.Context, name string, version int) (bool, error) {
-	v, err := j.reg.Get(ctx, name, version)
+	v, err := j.registry.Get(ctx, name, version)
 	if err != nil {
 		return false, err
 	}
@@ -297,7 +321,7 @@ func (j *Judge) checkChampion(ctx context.Context, name string, mc flywheel.Mode
 	v.Action = ActionRolledBack
 	v.Reason = fmt.Sprintf("guardrail max_reward_drop %.2f: champion v%d %s since its promotion vs v%d %s before",
 		mc.Guardrails.MaxRewardDrop, c.Version, describe(mc.Kind, c), p.Version, describe(mc.Kind, p))
-	_, err = j.reg.Rollback(ctx, name, "guardrail", v.Reason)
+	_, err = j.registry.Rollback(ctx, name, ActorGuardrail, v.Reason)
 	return v, err
 }
 

@@ -98,7 +98,7 @@ func TestJudge(t *testing.T) {
 		}
 		register(t, ctx, r, n, mc)
 	}
-	j, err := NewJudge(r, clickhouse.NewRewards(db.conn, db.name), models, nil, nil, clk.now)
+	j, err := NewJudge(JudgeOptions{Registry: r, Rewards: clickhouse.NewRewards(db.conn, db.name), Models: models, Now: clk.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestJudgeInconclusiveAndClassifierCanaries(t *testing.T) {
 	scored(t, ctx, db, "ctr-worse", 2, flywheel.VariantCanary, at, 20*time.Minute, 400, 0.9, 0.3)    // 1.643
 	scored(t, ctx, db, "ctr-worse", 1, flywheel.VariantChampion, at, 20*time.Minute, 900, 0.5, 0.3)
 
-	j, err := NewJudge(r, clickhouse.NewRewards(db.conn, db.name), models, nil, nil, clk.now)
+	j, err := NewJudge(JudgeOptions{Registry: r, Rewards: clickhouse.NewRewards(db.conn, db.name), Models: models, Now: clk.now})
 	if err != nil {
 		t.Fatal(err)
 	}

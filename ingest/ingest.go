@@ -82,14 +82,8 @@ type Ingester struct {
 	dlq     *kafkago.Writer
 	log     *slog.Logger
 	now     func() time.Time
-	rows    *prometheus.CounterVec
-	batches *prometheus.HistogramVec
-	dead    prometheus.Counter
-	lag     *prometheus.GaugeVec
-	sizes   prometheus.Histogram
-	// watermark is the feedback watermark this process last saw.
-	watermark prometheus.Gauge
-	spool     *spoolClaims // read from the feedback topic, written behind the Kafka watermark
+	metrics
+	spool *spoolClaims // read from the feedback topic, written behind the Kafka watermark
 }
 
 // Options are an Ingester's dependencies.
@@ -119,34 +113,13 @@ func New(cfg Config, o Options) (*Ingester, error) {
 	if now == nil {
 		now = time.Now
 	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	in := &Ingester{
 		cfg: cfg.withDefaults(), kcfg: kcfg, inserts: o.Inserts, log: log, now: now, spool: newSpoolClaims(),
-		dlq: kafka.NewWriter(kcfg, kcfg.Topics().DLQ),
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flywheel_ingest_rows_total", Help: "Rows inserted into ClickHouse by table.",
-		}, []string{"table"}),
-		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "flywheel_ingest_insert_seconds", Help: "Insert latency per batch by table.",
-		}, []string{"table"}),
-		dead: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "flywheel_ingest_dead_letters_total", Help: "Records sent to the dead-letter topic.",
-		}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "flywheel_ingest_lag", Help: "Records behind the end of each partition as of the last batch, by topic and partition.",
-		}, []string{"topic", "partition"}),
-		sizes: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "flywheel_ingest_batch_records", Help: "Records per batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9),
-		}),
-		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "flywheel_ingest_feedback_watermark_seconds", Help: "Unix time through which all feedback appended to Kafka is in ClickHouse (decisions close only behind it).",
-		}),
-	}
-	if reg := o.Registerer; reg != nil {
-		for _, c := range []prometheus.Collector{in.rows, in.batches, in.dead, in.lag, in.sizes, in.watermark} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register ingest metrics: %w", err)
-			}
-		}
+		dlq: kafka.NewWriter(kcfg, kcfg.Topics().DLQ), metrics: m,
 	}
 	return in, nil
 }

@@ -110,3 +110,56 @@ func TestRealBrokerTakesLargeRecords(t *testing.T) {
 		t.Fatalf("1000 records of 10 KB: %v", err)
 	}
 }
+
+// What a Producer writes, ReadTopic reads back, every record once with its
+// partition and offset; DeleteTopics then deletes the topic without error.
+func TestProducerReadTopicDeleteTopics(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := Config{Brokers: testBrokers(t), TopicPrefix: fmt.Sprintf("t%d.", time.Now().UnixNano()), Partitions: 3}
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	topic := cfg.Topics().Feedback
+	p := NewProducer(cfg, topic)
+	const n = 50
+	msgs := make([]Message, n)
+	for i := range msgs {
+		msgs[i] = Message{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("v%d", i))}
+	}
+	if err := p.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	partitions := map[int]bool{}
+	next := map[int]int64{}
+	err := ReadTopic(ctx, cfg, topic, func(r Record) error {
+		if string(r.Value) != "v"+strings.TrimPrefix(string(r.Key), "k") {
+			return fmt.Errorf("key %s has value %s", r.Key, r.Value)
+		}
+		if r.Offset < next[r.Partition] {
+			return fmt.Errorf("partition %d: offset %d after %d", r.Partition, r.Offset, next[r.Partition]-1)
+		}
+		next[r.Partition] = r.Offset + 1
+		seen[string(r.Key)]++
+		partitions[r.Partition] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n || len(partitions) < 2 {
+		t.Fatalf("read %d distinct records of %d from %d partitions", len(seen), n, len(partitions))
+	}
+	for k, c := range seen {
+		if c != 1 {
+			t.Errorf("%s read %d times", k, c)
+		}
+	}
+	if err := DeleteTopics(ctx, cfg, topic); err != nil {
+		t.Fatal(err)
+	}
+}

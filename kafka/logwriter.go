@@ -39,11 +39,17 @@ func NewLogWriter(c Config, topic string) *LogWriter {
 // partial failure it returns a WriteErrors (with errors.As); any other error
 // leaves the outcome of every message unknown.
 func (l *LogWriter) WriteMessages(ctx context.Context, msgs ...Message) error {
+	return writeMessages(ctx, l.w, msgs)
+}
+
+// writeMessages writes msgs through w, reporting a partial failure as a
+// WriteErrors.
+func writeMessages(ctx context.Context, w *kafkago.Writer, msgs []Message) error {
 	km := make([]kafkago.Message, len(msgs))
 	for i, m := range msgs {
 		km[i] = kafkago.Message{Key: m.Key, Value: m.Value}
 	}
-	err := l.w.WriteMessages(ctx, km...)
+	err := w.WriteMessages(ctx, km...)
 	var we kafkago.WriteErrors
 	if errors.As(err, &we) {
 		return WriteErrors(we)

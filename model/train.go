@@ -10,13 +10,13 @@ import (
 const (
 	// MTR regresses the chosen action's reward with importance weight
 	// 1/(K·p): VW's default for contextual bandits with action features.
-	MTR = "mtr"
+	MTR = flywheel.ObjectiveMTR
 	// IPS regresses every action on its inverse-propensity reward estimate:
 	// r/p for the chosen action, 0 for the others.
-	IPS = "ips"
+	IPS = flywheel.ObjectiveIPS
 	// DR regresses every action on its doubly robust estimate: the current
 	// prediction, corrected by (r - prediction)/p for the chosen action.
-	DR = "dr"
+	DR = flywheel.ObjectiveDR
 )
 
 // TrainConfig tunes learning.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/deploy"
 )
 
 // window counts one live version's requests, 5xx answers and latencies on
@@ -91,7 +92,7 @@ func (s *Server) checkGuardrails(ctx context.Context) {
 				continue
 			}
 			s.log.Warn("demoting a version that breaks its guardrails", "model", name, "version", l.version, "reason", why)
-			if err := s.admin.Demote(ctx, name, l.version, "guardrail", why); err != nil {
+			if err := s.admin.Demote(ctx, name, l.version, deploy.ActorGuardrail, why); err != nil {
 				s.log.Warn("demote failed", "model", name, "version", l.version, "err", err)
 			}
 			if _, err := s.Swap(ctx, name); err != nil {

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/bench/internal/proc"
@@ -263,11 +262,11 @@ func median(xs []float64) float64 {
 }
 
 func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n, features int) (int, error) {
-	w := kafka.NewWriter(kcfg, topic)
+	w := kafka.NewProducer(kcfg, topic)
 	defer w.Close()
 	ts := time.Now().Add(-time.Hour).UTC()
 	total := 0
-	batch := make([]kafkago.Message, 0, 1000)
+	batch := make([]kafka.Message, 0, 1000)
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("ev-%07d", i)
 		var v any
@@ -293,7 +292,7 @@ func produce(ctx context.Context, kcfg kafka.Config, topic, kind string, n, feat
 			return 0, err
 		}
 		total += len(b)
-		batch = append(batch, kafkago.Message{Key: []byte(id), Value: b})
+		batch = append(batch, kafka.Message{Key: []byte(id), Value: b})
 		if len(batch) == cap(batch) || i == n-1 {
 			if err := w.WriteMessages(ctx, batch...); err != nil {
 				return 0, err

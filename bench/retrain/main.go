@@ -275,7 +275,7 @@ func runOne(addr string, n, passes int, unique bool, newDecisions int) (map[stri
 	// last ones (all closed), retrains incrementally and promotes the
 	// result, until what the champion has not learned is at most twice the
 	// new decisions, as it is when a busy loop retrains every newDecisions.
-	mc.Retrain.Incremental, mc.Promote.Policy = true, "manual"
+	mc.Retrain.Incremental, mc.Promote.Policy = true, flywheel.PromoteManual
 	step := uint64(20 * time.Second / time.Millisecond)
 	next, at := uint64(n), base+span
 	logNew := func(count int) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -217,9 +216,7 @@ func runBacktest(ctx context.Context, args []string, getenv func(string) string,
 		out = append(out, bw)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"decisions": *decisions, "rate": *rate, "seed": *seed, "reward_window": rewardWindow.String(), "worlds": out})
+		return printJSON(stdout, map[string]any{"decisions": *decisions, "rate": *rate, "seed": *seed, "reward_window": rewardWindow.String(), "worlds": out})
 	}
 	for i, bw := range out {
 		if i > 0 {

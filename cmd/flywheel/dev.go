@@ -51,7 +51,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	judge, err := deploy.NewJudge(p.registry, clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
+	judge, err := deploy.NewJudge(deploy.JudgeOptions{Registry: p.registry, Rewards: clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()),
+		Models: e.cfg.Models, Registerer: p.promReg, Logger: e.log.With("component", "deploy"), Now: time.Now})
 	if err != nil {
 		return err
 	}

@@ -53,9 +53,7 @@ func (e *env) explain(ctx context.Context, name string, ver, top int, asJSON boo
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(x)
+		return printJSON(e.stdout, x)
 	}
 	_, err = fmt.Fprint(e.stdout, x.String())
 	return err
@@ -144,9 +142,7 @@ func (e *env) explainDecision(ctx context.Context, name, eventID string, ver int
 		out.Chosen = d.ActionIDs[d.ChosenIndex]
 	}
 	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(e.stdout, out)
 	}
 	w := e.stdout
 	fmt.Fprintf(w, "%s %s: logged by v%d, chose %s; scored by v%d\n", name, eventID, d.Version, out.Chosen, ver)

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
@@ -132,44 +130,21 @@ func readTopic(t *testing.T, ctx context.Context, broker, topic, idField string)
 	t.Helper()
 	seen := map[string]int{}
 	first := map[string]string{}
-	conn, err := kafkago.DialContext(ctx, "tcp", broker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range parts {
-		leader, err := kafkago.DialLeader(ctx, "tcp", broker, topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := leader.ReadLastOffset()
-		leader.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p.ID, MaxWait: 100 * time.Millisecond})
-		for off := int64(0); off < last; {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				t.Fatalf("%s[%d] at %d of %d: %v", topic, p.ID, off, last, err)
-			}
-			off = m.Offset + 1
-			var v map[string]any
-			if json.Unmarshal(m.Value, &v) == nil {
-				id := fmt.Sprint(v[idField])
-				seen[id]++
-				if f, ok := first[id]; !ok {
-					first[id] = string(m.Value)
-				} else if f != string(m.Value) {
-					t.Errorf("%s: two different records with %s %s:\n%s\n%s", topic, idField, id, f, m.Value)
-				}
+	err := kafka.ReadTopic(ctx, kafka.Config{Brokers: []string{broker}}, topic, func(m kafka.Record) error {
+		var v map[string]any
+		if json.Unmarshal(m.Value, &v) == nil {
+			id := fmt.Sprint(v[idField])
+			seen[id]++
+			if f, ok := first[id]; !ok {
+				first[id] = string(m.Value)
+			} else if f != string(m.Value) {
+				t.Errorf("%s: two different records with %s %s:\n%s\n%s", topic, idField, id, f, m.Value)
 			}
 		}
-		r.Close()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return seen
 }

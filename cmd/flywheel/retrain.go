@@ -60,7 +60,8 @@ func (e *env) retrainScheduler(ctx context.Context) error {
 	}
 	rt.ElectWith(el)
 	rt.AnswerWith(p.events) // manual runs asked for by serve's admin API and by `retrain --now`
-	judge, err := deploy.NewJudge(p.registry, clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()), e.cfg.Models, p.promReg, e.log.With("component", "deploy"), time.Now)
+	judge, err := deploy.NewJudge(deploy.JudgeOptions{Registry: p.registry, Rewards: clickhouse.NewRewards(p.conn, e.cfg.ClickHouse.Database()),
+		Models: e.cfg.Models, Registerer: p.promReg, Logger: e.log.With("component", "deploy"), Now: time.Now})
 	if err != nil {
 		return err
 	}

@@ -168,14 +168,14 @@ func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
 		p.closers = append(p.closers, func() { w.Close() })
 		pub, p.events = w, w
 	}
-	reg, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, e.cfg.ClickHouse.Database()).WithCluster(e.cfg.ClickHouse.Cluster), pub, e.log, time.Now)
+	registry, err := deploy.NewRegistry(clickhouse.NewRegistry(conn, e.cfg.ClickHouse.Database()).WithCluster(e.cfg.ClickHouse.Cluster), pub, e.log, time.Now)
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
-	p.registry = reg
+	p.registry = registry
 	for name, mc := range e.cfg.Models {
-		if err := reg.Bootstrap(wctx, name, mc); err != nil {
+		if err := registry.Bootstrap(wctx, name, mc); err != nil {
 			p.Close()
 			return nil, fmt.Errorf("bootstrap %s: %w", name, err)
 		}
@@ -183,11 +183,11 @@ func (e *env) connect(ctx context.Context, withKafka bool) (*parts, error) {
 	return p, nil
 }
 
-// newRetrainer builds the retrainer of p's registry; reg, when not nil,
+// newRetrainer builds the retrainer of p's registry; promReg, when not nil,
 // gets its metrics.
-func (e *env) newRetrainer(p *parts, reg prometheus.Registerer, log *slog.Logger) (*retrain.Retrainer, error) {
+func (e *env) newRetrainer(p *parts, promReg prometheus.Registerer, log *slog.Logger) (*retrain.Retrainer, error) {
 	return retrain.New(retrain.Options{Models: e.cfg.Models, Store: clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database()),
-		Registry: p.registry, CodeVersion: version(), Registerer: reg, Logger: log, Now: time.Now})
+		Registry: p.registry, CodeVersion: version(), Registerer: promReg, Logger: log, Now: time.Now})
 }
 
 // newIngester is the ingest of dev and of `flywheel ingest`, logging to log.
@@ -304,16 +304,16 @@ const liftWindow = 24 * time.Hour
 
 // describe returns the registry's view of name: its champion, its latest
 // history versions and alias moves (all of them when history is 0).
-func describe(ctx context.Context, reg *deploy.Registry, name string, history int) (*modelDetails, error) {
-	champ, err := reg.Alias(ctx, name, deploy.Champion)
+func describe(ctx context.Context, registry *deploy.Registry, name string, history int) (*modelDetails, error) {
+	champ, err := registry.Alias(ctx, name, deploy.Champion)
 	if err != nil {
 		return nil, err
 	}
-	versions, err := reg.RecentVersions(ctx, name, history)
+	versions, err := registry.RecentVersions(ctx, name, history)
 	if err != nil {
 		return nil, err
 	}
-	hist, err := reg.RecentHistory(ctx, name, history)
+	hist, err := registry.RecentHistory(ctx, name, history)
 	if err != nil {
 		return nil, err
 	}
