@@ -365,7 +365,7 @@ func (ev *evaluation) decide(mc flywheel.ModelConfig, refs refs, res *Result, me
 	switch j := ev.champ.(type) {
 	case *comparer:
 		cmp := j.result()
-		res.Comparison = &cmp
+		res.Comparison, res.Estimator = &cmp, mc.Promote.Estimator
 		metrics["evaluation"], metrics["estimator"] = cmp, mc.Promote.Estimator
 		if cmp.Page != nil { // slots of pages: the rule applies to the page, and to each slot
 			champ, slots = PageEvidence(mc, cmp, refs.champV), SlotsEvidence(mc, cmp, refs.champV)

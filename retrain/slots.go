@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
+	"text/tabwriter"
 )
 
 // Evaluation per slot and per page. A multi-slot rank request logs each slot
@@ -284,4 +286,34 @@ func (s *slotSums) compare(out *Comparison, single *pairSums, z float64) {
 	page := Comparison{Candidate: eval(1, 0), Champion: eval(0, 1),
 		Diff: figure("ips", 1, -1), DiffSNIPS: figure("snips", 1, -1), DiffDR: figure("dr", 1, -1)}
 	out.Page = &page
+}
+
+// SlotsTable renders, for a person, the comparison per slot and for the
+// page by estimator (ips, snips, dr), candidate version candV against
+// champion champV: "" when c has no slots.
+func (c Comparison) SlotsTable(estimator string, candV, champV int) string {
+	if c.SlotsOmitted != "" {
+		return "  per slot: " + c.SlotsOmitted + "\n"
+	}
+	if c.Page == nil {
+		return ""
+	}
+	if estimator == "" {
+		estimator = "snips"
+	}
+	est := func(e Estimate) string { return fmt.Sprintf("%.4f [%.4f, %.4f]", e.Value, e.Lower, e.Upper) }
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  per slot and for the page, by %s:\n", estimator)
+	fmt.Fprintf(tw, "  slot\tdecisions\tv%d\tv%d\tpaired difference\tESS v%d / v%d\n", candV, champV, candV, champV)
+	row := func(name, n string, cmp Comparison) {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.0f / %.0f\n", name, n, est(cmp.Candidate.Get(estimator)), est(cmp.Champion.Get(estimator)),
+			est(cmp.DiffFor(estimator)), cmp.Candidate.ESS, cmp.Champion.ESS)
+	}
+	for _, sl := range c.Slots {
+		row(sl.Slot, fmt.Sprint(sl.Candidate.N), sl.Comparison)
+	}
+	row("page", fmt.Sprintf("%d pages", c.Page.Candidate.N), *c.Page)
+	tw.Flush()
+	return b.String()
 }
