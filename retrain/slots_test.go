@@ -87,7 +87,7 @@ func (l pageLog) draw(rng *rand.Rand, n int, t0 time.Time, prefix string) []flyw
 			if l.inverted[pageSlots[s]] {
 				p = 1 - p
 			}
-			p = math.Min(math.Max(p+lift, 0), 1)
+			p = math.Min(p*(1+lift), 1)
 			r := 0.0
 			if rng.Float64() < p {
 				r = 1
@@ -249,6 +249,7 @@ func TestPageFiguresAreThePerPageSums(t *testing.T) {
 			}
 		}
 		alone := compare(sub, cand, champ, cand, 0.95)
+		alone.Slots, alone.Page = nil, nil // the pooled figures of the slot's decisions
 		if a, b := fmt.Sprintf("%+v", alone), fmt.Sprintf("%+v", sl.Comparison); a != b {
 			t.Errorf("slot %s: %s, alone %s", sl.Slot, b, a)
 		}
@@ -258,9 +259,10 @@ func TestPageFiguresAreThePerPageSums(t *testing.T) {
 
 // The page's interval covers what the page estimate estimates in about 95%
 // of holdouts, on pages whose slots are strongly correlated (an engaged
-// user clicks more on every slot): the per-page sums carry the
-// correlation. Adding the slots' variances as if they were independent
-// would cover less.
+// user clicks 90% more on every slot, another 90% less): the per-page
+// sums carry the correlation. Adding the slots' variances as if they were
+// independent covers less: 0.913 to 0.933 where the page's interval covers
+// 0.950 to 0.957 (300 holdouts of 300 pages).
 func TestPageIntervalCoverage(t *testing.T) {
 	t.Parallel()
 	mc := pageModelConfig()
@@ -268,7 +270,7 @@ func TestPageIntervalCoverage(t *testing.T) {
 	cand := trainOn(t, mc, pageLog{corr: 0.05}.draw(rand.New(rand.NewPCG(2, 2)), 4000, t0, "t"))
 	champ, _ := model.FromConfig(mc)
 	const seeds, pages = 300, 300
-	world := pageLog{corr: 0.25}
+	world := pageLog{corr: 0.9}
 	// What the page estimate estimates: its mean over a large log.
 	c, rng := newComparer(cand, champ, cand, 0.95), rand.New(rand.NewPCG(9, 9))
 	for b := range 100 { // 100,000 pages, drawn a thousand at a time
