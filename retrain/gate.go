@@ -103,7 +103,6 @@ func SlotsEvidence(mc flywheel.ModelConfig, cmp Comparison, against int) []SlotE
 	out := make([]SlotEvidence, 0, len(cmp.Slots))
 	for _, sl := range cmp.Slots {
 		e := RankerEvidence(mc, sl.Comparison, against)
-		e.Metric = "slot " + sl.Slot + " " + e.Metric
 		out = append(out, SlotEvidence{Slot: sl.Slot, Examples: sl.Candidate.N, Evidence: e})
 	}
 	return out
