@@ -134,7 +134,7 @@ func TestPagesThroughTheLoop(t *testing.T) {
 	}
 	for _, sl := range append(cmp.Slots, retrain.SlotComparison{Slot: "the page", Comparison: *cmp.Page}) {
 		v2, gain := sl.Candidate.SNIPS, sl.DiffSNIPS
-		t.Logf("%s: v2 %.4f [%.4f, %.4f] vs v1 %.4f on %d holdout decisions: gain %.4f [%.4f, %.4f]",
+		t.Logf("%s: v2 %.4f [%.4f, %.4f] vs v1 %.4f on %d holdout pages: gain %.4f [%.4f, %.4f]",
 			sl.Slot, v2.Value, v2.Lower, v2.Upper, sl.Champion.SNIPS.Value, sl.Candidate.N, gain.Value, gain.Lower, gain.Upper)
 		if gain.Lower <= 0 {
 			t.Errorf("%s: v2 is not shown better than v1 (gain %.4f [%.4f, %.4f])", sl.Slot, gain.Value, gain.Lower, gain.Upper)
