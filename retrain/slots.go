@@ -27,7 +27,9 @@ import (
 //     (paired) terms, SNIPS's linearised (delta method) ones: the slots of a
 //     page share their user, their context and the earlier slots' choices,
 //     so their terms are correlated, and only the page is an independent
-//     draw. A decision that is no slot of a page is a page of its own.
+//     draw. A decision that is no slot of a page is a page of its own. The
+//     page's ESS is the smallest of its slots' (of those with
+//     MinSlotExamples decisions, when any has).
 //
 // Pages are told apart by their event id; the slots of a page share their
 // time (serve logs them with one), so the examples must come in time order,
@@ -273,13 +275,23 @@ func (s *slotSums) compare(out *Comparison, single *pairSums, z float64) {
 		return Estimate{Value: v, Lower: v + e.Lower, Upper: v + e.Upper}
 	}
 	eval := func(ca, cb float64) Evaluation {
-		ev := Evaluation{N: int(pages), IPS: figure("ips", ca, cb), SNIPS: figure("snips", ca, cb), DR: figure("dr", ca, cb), ESS: math.Inf(1)}
+		// ESS: the smallest of the slots' with MinSlotExamples decisions
+		// (of all slots' when none has)
+		ev := Evaluation{N: int(pages), IPS: figure("ips", ca, cb), SNIPS: figure("snips", ca, cb), DR: figure("dr", ca, cb)}
+		least, leastJudged := math.Inf(1), math.Inf(1)
 		for _, sl := range out.Slots {
 			e := sl.Candidate.ESS
 			if cb != 0 {
 				e = sl.Champion.ESS
 			}
-			ev.ESS = math.Min(ev.ESS, e)
+			least = math.Min(least, e)
+			if sl.Candidate.N >= MinSlotExamples {
+				leastJudged = math.Min(leastJudged, e)
+			}
+		}
+		ev.ESS = least
+		if !math.IsInf(leastJudged, 1) {
+			ev.ESS = leastJudged
 		}
 		return ev
 	}
