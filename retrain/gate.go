@@ -137,7 +137,13 @@ func CheckSlots(p flywheel.PromoteConfig, d Decision, slots []SlotEvidence) Deci
 
 // Gate decides on a ranker judged by cmp against champion version champV
 // alone (no anchor): Promoted, Inconclusive or Rejected, with the reason.
+// A comparison with pages is judged on the page and each slot, as a
+// retrain's gate does.
 func Gate(mc flywheel.ModelConfig, cmp Comparison, champV int) (outcome, reason string) {
+	if cmp.Page != nil {
+		d := CheckSlots(mc.Promote, Decide(mc.Promote, PageEvidence(mc, cmp, champV), nil), SlotsEvidence(mc, cmp, champV))
+		return d.Outcome, d.Reason
+	}
 	d := Decide(mc.Promote, RankerEvidence(mc, cmp, champV), nil)
 	return d.Outcome, d.Reason
 }
