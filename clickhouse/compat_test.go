@@ -541,6 +541,10 @@ func fixture(db string) []step {
 		{"c1", "ctr", "classifier", 1, "champion", at(0), 600, 0, "max"},
 		{"c2", "ctr", "classifier", 1, "champion", at(time.Second), 600, 0, "max"},
 		{"c3", "ctr", "classifier", 1, "champion", at(2 * time.Second), 600, 0, "max"},
+		// two pages of a multi-slot ranker (serve/slots.go): EVENT_ID#SLOT
+		{"p1#hero", "page", "ranker", 1, "champion", at(0), 60, 0, "sum"},
+		{"p1#side", "page", "ranker", 1, "champion", at(0), 60, 0, "sum"},
+		{"p2#hero", "page", "ranker", 1, "champion", at(time.Second), 60, 0, "sum"},
 	}
 	action := func(id string, price float64) string {
 		return fmt.Sprintf(`{"id":"%s","features":{"item":{"price":%g}}}`, id, price)
@@ -585,7 +589,8 @@ func fixture(db string) []step {
 		{"e9", "f9", 5 * time.Second, 1},   // in time, but e9 is not closed until ingest has caught up
 		{"c1", "fc1", 100 * time.Second, 1},
 		{"c2", "fc2", 700 * time.Second, 1}, // late
-		{"ghost", "fg", 0, 1},               // no decision
+		{"p1#hero", "fp1", 5 * time.Second, 1}, {"p2#hero", "fp2", 3 * time.Second, 0.5},
+		{"ghost", "fg", 0, 1}, // no decision
 	}
 	var frows [][]any
 	for _, f := range fbs {
@@ -676,7 +681,8 @@ func fixtureChecks(db string) []step {
 			// last, e4 the max of three; e5 the default; e6's and c2's only
 			// feedback late; e7 one in time (delivered twice) and one late;
 			// e8's window still open; the orphan nowhere.
-			want: "c1\t1\t1\nc2\t0\t0\nc3\t0\t0\ne1\t2\t1.5\ne2\t2\t0.2\ne3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne6\t0\t0\ne7\t1\t1"},
+			want: "c1\t1\t1\nc2\t0\t0\nc3\t0\t0\ne1\t2\t1.5\ne2\t2\t0.2\ne3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne6\t0\t0\ne7\t1\t1\n" +
+				"p1#hero\t1\t1\np1#side\t0\t0\np2#hero\t1\t0.5"},
 		// The product's bounded query of examples ({examples}) answers as
 		// the view does, over the whole range and over a part of it.
 		bounded("check bounded examples of homepage", db, "homepage", 0, math.MaxUint64,
@@ -689,7 +695,8 @@ func fixtureChecks(db string) []step {
 			want: strings.NewReplacer("H0", h0, "H1", h1).Replace("ctr\t1\tchampion\tH0\t3\t1\t1\t0.333333\n" +
 				"homepage\t1\tchampion\tH0\t3\t1.7\t2\t0.666667\n" +
 				"homepage\t2\tcanary\tH1\t1\t0.25\t0\t0\n" +
-				"homepage\t2\tchampion\tH1\t3\t2.6\t3\t1")},
+				"homepage\t2\tchampion\tH1\t3\t2.6\t3\t1\n" +
+				"page\t1\tchampion\tH0\t3\t1.5\t2\t0.666667")},
 		// e9's reward window passed long ago, but ingest has not said that
 		// all feedback up to its end is in: not closed, not counted, not
 		// trained on; once the watermark passes it, with its feedback.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/flywheel-dev/flywheel"
 )
 
 // Point is one time bucket of one version and variant's closed decisions.
@@ -80,6 +82,39 @@ type LateFeedback struct {
 	LateShare float64 `json:"late_share"` // Late / Feedback; 0 without feedback
 }
 
+// LiftPoint is the lift over the control group (promote.control) in one
+// time bucket, or over the whole window: the reward rate of the decisions
+// the live versions made (champion and canary, every version) minus the
+// control group's, with its 95% interval (normal, unpooled variances).
+type LiftPoint struct {
+	T        int64   `json:"t"` // bucket start, Unix ms; the window's start for the total
+	Treated  uint64  `json:"treated"`
+	Control  uint64  `json:"control"`
+	Lift     float64 `json:"lift"`
+	Lower    float64 `json:"lower"`
+	Upper    float64 `json:"upper"`
+	Relative float64 `json:"relative"` // Lift / the control's rate; 0 when that is 0
+}
+
+// Lift is the lift over the control group over time and over the window:
+// buckets where either side has fewer than two decisions are left out.
+type Lift struct {
+	Confidence float64     `json:"confidence"`
+	Points     []LiftPoint `json:"points"`
+	Total      *LiftPoint  `json:"total,omitempty"`
+}
+
+// SlotSeries is the reward of one slot of a model's pages (serve/slots.go:
+// decisions EVENT_ID#SLOT) over time, every version together; the page's
+// is the sum over its slots, by the bucket of its first slot.
+type SlotSeries struct {
+	Slot       string  `json:"slot"` // "" for the page
+	Points     []Point `json:"points"`
+	Decisions  uint64  `json:"decisions"` // pages for the page
+	RewardRate float64 `json:"reward_rate"`
+	StdErr     float64 `json:"stderr"`
+}
+
 // Overview is what the dashboard shows of one model, from ClickHouse.
 type Overview struct {
 	Model         string       `json:"model"`
@@ -92,6 +127,10 @@ type Overview struct {
 	Runs          []Run        `json:"runs"`
 	Flow          Flow         `json:"flow"`
 	Late          LateFeedback `json:"late_feedback"`
+	// Lift is absent without control decisions in the window.
+	Lift *Lift `json:"lift,omitempty"`
+	// Slots are absent without page decisions; the page is the last.
+	Slots []SlotSeries `json:"slots,omitempty"`
 }
 
 // bucketFor picks a bucket length that gives about 60 points over span.
@@ -108,65 +147,148 @@ func bucketFor(span time.Duration) time.Duration {
 // Insights reads the dashboard's figures of model over [now-window, now]
 // from the analyst views, the retrain runs and the references.
 func Insights(ctx context.Context, conn driver.Conn, db, model string, window time.Duration, now time.Time) (*Overview, error) {
-	// Zoom to the data: a window of a day over a model one hour old shows
-	// that hour, in buckets fit for an hour.
+	from, bucket, err := zoom(ctx, conn, db, model, window, now)
+	if err != nil {
+		return nil, err
+	}
+	o := &Overview{Model: model, FromMs: from.UnixMilli(), ToMs: now.UnixMilli(), BucketSeconds: int64(bucket / time.Second),
+		Series: []Series{}, Quality: []Quality{}, References: []Reference{}, Runs: []Run{}}
+	slotted, err := o.rewards(ctx, conn, db, model, bucket)
+	if err != nil {
+		return nil, err
+	}
+	if slotted {
+		if err := o.slots(ctx, conn, db, model, bucket); err != nil {
+			return nil, err
+		}
+	}
+	if o.References, err = References(ctx, conn, db, model); err != nil {
+		return nil, err
+	}
+	if err := o.late(ctx, conn, db, model, uint64(o.FromMs)); err != nil {
+		return nil, err
+	}
+	if err := o.runs(ctx, conn, db, model); err != nil {
+		return nil, err
+	}
+	return o, o.flow(ctx, conn, db, model, now)
+}
+
+// zoom returns the start of the dashboard's window and its bucket: a window
+// of a day over a model one hour old shows that hour, in buckets fit for an
+// hour.
+func zoom(ctx context.Context, conn driver.Conn, db, model string, window time.Duration, now time.Time) (time.Time, time.Duration, error) {
 	from := now.Add(-window)
 	var first uint64
 	if err := conn.QueryRow(ctx, expand(sqlFirstDecision, db), model, uint64(from.UnixMilli())).Scan(&first); err != nil {
-		return nil, fmt.Errorf("first decision: %w", err)
+		return time.Time{}, 0, fmt.Errorf("first decision: %w", err)
 	}
 	if t := time.UnixMilli(int64(first)); first > 0 && t.After(from) {
 		from = t
 	}
 	bucket := bucketFor(now.Sub(from))
-	from = from.Truncate(bucket)
-	o := &Overview{Model: model, FromMs: from.UnixMilli(), ToMs: now.UnixMilli(), BucketSeconds: int64(bucket / time.Second),
-		Series: []Series{}, Quality: []Quality{}, References: []Reference{}, Runs: []Run{}}
-	// One pass over the examples of the window: the totals and the feedback
-	// and exploration shares are summed here from the same per-bucket rows.
-	bms := uint64(bucket / time.Millisecond)
-	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), append([]any{bms, bms}, examplesArgs(model, uint64(from.UnixMilli()), math.MaxUint64)...)...)
-	if err != nil {
-		return nil, fmt.Errorf("reward over time: %w", err)
+	return from.Truncate(bucket), bucket, nil
+}
+
+// moments are a count, a sum and a sum of squares of rewards.
+type moments struct{ n, sum, sum2 float64 }
+
+func (m *moments) add(n, sum, sum2 float64) { m.n, m.sum, m.sum2 = m.n+n, m.sum+sum, m.sum2+sum2 }
+
+func (m moments) mean() float64 { return m.sum / m.n }
+
+// variance is the sample variance; 0 below two.
+func (m moments) variance() float64 {
+	if m.n < 2 {
+		return 0
 	}
-	type sums struct{ n, sum, sum2 float64 }
-	var totals []sums
+	mean := m.mean()
+	return math.Max(m.sum2-m.n*mean*mean, 0) / (m.n - 1)
+}
+
+// stderr is the standard error of the mean.
+func (m moments) stderr() float64 {
+	if m.n < 2 {
+		return 0
+	}
+	return math.Sqrt(m.variance() / m.n)
+}
+
+// liftConfidence is the confidence of the dashboard's lift intervals.
+const liftConfidence = 0.95
+
+// liftOf is treated's mean minus control's, with its interval at
+// liftConfidence; ok is false when either side has fewer than two.
+func liftOf(t int64, treated, control moments) (LiftPoint, bool) {
+	if treated.n < 2 || control.n < 2 {
+		return LiftPoint{}, false
+	}
+	p := LiftPoint{T: t, Treated: uint64(treated.n), Control: uint64(control.n), Lift: treated.mean() - control.mean()}
+	half := flywheel.TwoSidedZ(liftConfidence) * math.Sqrt(treated.variance()/treated.n+control.variance()/control.n)
+	p.Lower, p.Upper = p.Lift-half, p.Lift+half
+	if c := control.mean(); c != 0 {
+		p.Relative = p.Lift / c
+	}
+	return p, true
+}
+
+// rewards reads, in one pass over the examples of the window, the reward
+// series of every version and variant, the feedback and exploration shares
+// and the lift over the control group; slotted tells whether the window
+// holds page decisions.
+func (o *Overview) rewards(ctx context.Context, conn driver.Conn, db, model string, bucket time.Duration) (slotted bool, err error) {
+	bms := uint64(bucket / time.Millisecond)
+	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64)...)...)
+	if err != nil {
+		return false, fmt.Errorf("reward over time: %w", err)
+	}
+	defer rows.Close()
+	var totals []moments
 	quality := map[int64]*[3]uint64{} // t → decisions, with feedback, explored
+	arms := map[int64]*[2]moments{}   // t → treated, control
 	for rows.Next() {
 		var (
-			t, n, joined, explored uint64
-			ver                    uint32
-			variant                string
-			sum, sum2              float64
+			t, n, joined, explored, slots uint64
+			ver                           uint32
+			variant                       string
+			sum, sum2                     float64
 		)
-		if err := rows.Scan(&t, &ver, &variant, &n, &sum, &sum2, &joined, &explored); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("reward over time: %w", err)
+		if err := rows.Scan(&t, &ver, &variant, &n, &sum, &sum2, &joined, &explored, &slots); err != nil {
+			return false, fmt.Errorf("reward over time: %w", err)
 		}
+		slotted = slotted || slots > 0
 		if k := len(o.Series); k == 0 || o.Series[k-1].Version != int(ver) || o.Series[k-1].Variant != variant {
 			o.Series = append(o.Series, Series{Version: int(ver), Variant: variant})
-			totals = append(totals, sums{})
+			totals = append(totals, moments{})
 		}
-		s, tot := &o.Series[len(o.Series)-1], &totals[len(totals)-1]
+		s := &o.Series[len(o.Series)-1]
 		s.Points = append(s.Points, Point{T: int64(t), Decisions: n, RewardRate: sum / float64(n)})
-		tot.n, tot.sum, tot.sum2 = tot.n+float64(n), tot.sum+sum, tot.sum2+sum2
+		totals[len(totals)-1].add(float64(n), sum, sum2)
 		q := quality[int64(t)]
 		if q == nil {
 			q = &[3]uint64{}
 			quality[int64(t)] = q
 		}
 		q[0], q[1], q[2] = q[0]+n, q[1]+joined, q[2]+explored
+		if variant != flywheel.VariantImported {
+			a := arms[int64(t)]
+			if a == nil {
+				a = &[2]moments{}
+				arms[int64(t)] = a
+			}
+			side := 0
+			if variant == flywheel.VariantControl {
+				side = 1
+			}
+			a[side].add(float64(n), sum, sum2)
+		}
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reward over time: %w", err)
+		return false, fmt.Errorf("reward over time: %w", err)
 	}
 	for i, tot := range totals {
 		s := &o.Series[i]
-		s.Decisions, s.RewardRate = uint64(tot.n), tot.sum/tot.n
-		if tot.n > 1 {
-			s.StdErr = math.Sqrt(math.Max(tot.sum2-tot.n*s.RewardRate*s.RewardRate, 0) / (tot.n - 1) / tot.n)
-		}
+		s.Decisions, s.RewardRate, s.StdErr = uint64(tot.n), tot.mean(), tot.stderr()
 	}
 	for _, t := range slices.Sorted(maps.Keys(quality)) {
 		q := quality[t]
@@ -174,16 +296,78 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 		o.Quality = append(o.Quality, Quality{T: t, Decisions: q[0], JoinRate: float64(q[1]) / n,
 			DefaultedShare: float64(q[0]-q[1]) / n, ExploredShare: float64(q[2]) / n})
 	}
-	if o.References, err = References(ctx, conn, db, model); err != nil {
-		return nil, err
+	o.lift(arms)
+	return slotted, nil
+}
+
+// lift sets o.Lift from the treated and control moments of each bucket,
+// when the window holds control decisions.
+func (o *Overview) lift(arms map[int64]*[2]moments) {
+	var treated, control moments
+	for _, a := range arms {
+		treated.add(a[0].n, a[0].sum, a[0].sum2)
+		control.add(a[1].n, a[1].sum, a[1].sum2)
 	}
-	if err := o.late(ctx, conn, db, model, uint64(from.UnixMilli())); err != nil {
-		return nil, err
+	if control.n == 0 {
+		return
 	}
-	if err := o.runs(ctx, conn, db, model); err != nil {
-		return nil, err
+	l := &Lift{Confidence: liftConfidence, Points: []LiftPoint{}}
+	for _, t := range slices.Sorted(maps.Keys(arms)) {
+		if p, ok := liftOf(t, arms[t][0], arms[t][1]); ok {
+			l.Points = append(l.Points, p)
+		}
 	}
-	return o, o.flow(ctx, conn, db, model, now)
+	if p, ok := liftOf(o.FromMs, treated, control); ok {
+		l.Total = &p
+	}
+	o.Lift = l
+}
+
+// slots reads the reward of each slot of the model's pages and of the
+// page (the sum over its slots) over the window.
+func (o *Overview) slots(ctx context.Context, conn driver.Conn, db, model string, bucket time.Duration) error {
+	bms := uint64(bucket / time.Millisecond)
+	args := append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64)...)
+	for _, q := range []struct{ what, sql string }{{"reward by slot", sqlSlotSeries}, {"reward by page", sqlPageSeries}} {
+		if err := o.slotSeries(ctx, conn, expand(q.sql, db), args); err != nil {
+			return fmt.Errorf("%s: %w", q.what, err)
+		}
+	}
+	return nil
+}
+
+// slotSeries appends to o.Slots the series sql answers as rows of bucket,
+// slot, count, sum and sum of squares, ordered by slot and bucket.
+func (o *Overview) slotSeries(ctx context.Context, conn driver.Conn, sql string, args []any) error {
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	first := len(o.Slots)
+	var totals []moments
+	for rows.Next() {
+		var (
+			t, n      uint64
+			slot      string
+			sum, sum2 float64
+		)
+		if err := rows.Scan(&t, &slot, &n, &sum, &sum2); err != nil {
+			return err
+		}
+		if k := len(o.Slots); k == first || o.Slots[k-1].Slot != slot {
+			o.Slots = append(o.Slots, SlotSeries{Slot: slot})
+			totals = append(totals, moments{})
+		}
+		s := &o.Slots[len(o.Slots)-1]
+		s.Points = append(s.Points, Point{T: int64(t), Decisions: n, RewardRate: sum / float64(n)})
+		totals[len(totals)-1].add(float64(n), sum, sum2)
+	}
+	for i, tot := range totals {
+		s := &o.Slots[first+i]
+		s.Decisions, s.RewardRate, s.StdErr = uint64(tot.n), tot.mean(), tot.stderr()
+	}
+	return rows.Err()
 }
 
 func (o *Overview) runs(ctx context.Context, conn driver.Conn, db, model string) error {
@@ -276,8 +460,20 @@ const (
 	// The closed examples of the window ({examples}: the model and the
 	// range pushed into the decisions and feedback read), per bucket.
 	sqlRewardSeries = `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), sum(reward), sum(reward * reward),
-			countIf(feedback_count > 0), sum(explored)
+			countIf(feedback_count > 0), sum(explored), countIf(position(event_id, '#') > 0)
 		FROM {examples} GROUP BY t, version, variant ORDER BY version, variant, t`
+	// The reward of each slot of a model's pages (decisions EVENT_ID#SLOT)
+	// and of its pages (the sum over the page's slots, in the bucket of its
+	// first slot; the slot column is ''), with the rows of sqlRewardSeries.
+	sqlSlotSeries = `SELECT intDiv(ts_ms, ?) * ? AS t, splitByChar('#', event_id)[2] AS slot, count(), sum(reward), sum(reward * reward)
+		FROM {examples} WHERE position(event_id, '#') > 0 GROUP BY t, slot ORDER BY slot, t`
+	sqlPageSeries = `SELECT intDiv(page_ms, ?) * ? AS t, '' AS slot, count(), sum(page_reward), sum(page_reward * page_reward)
+		FROM
+		(
+			SELECT splitByChar('#', event_id)[1] AS page, min(ts_ms) AS page_ms, sum(reward) AS page_reward
+			FROM {examples} WHERE position(event_id, '#') > 0 GROUP BY page
+		) AS p
+		GROUP BY t ORDER BY t`
 	sqlRetrainRuns = `SELECT started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison
 		FROM {db}.retrain_runs WHERE model = ? ORDER BY started_ms DESC LIMIT 50`
 	sqlDecisionFlow = `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM {db}.decisions WHERE model = ?`
@@ -311,6 +507,8 @@ func dashboardStatements(db string) []Statement {
 		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0)}, Query: true},
 		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(3600000), uint64(3600000)}, examplesArgs("homepage", 0, math.MaxUint64)...), Query: true},
 		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("ctr", 0, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.slot_series", SQL: expand(sqlSlotSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.page_series", SQL: expand(sqlPageSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64)...), Query: true},
 		{Name: "dashboard.retrain_runs", SQL: expand(sqlRetrainRuns, db), Args: []any{"homepage"}, Query: true},
 		// counts of the last minute: the fixture's ingested_at is fixed
 		{Name: "dashboard.decision_flow", SQL: expand(sqlDecisionFlow, db), Args: []any{"homepage"}, Query: true},

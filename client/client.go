@@ -1,5 +1,6 @@
 // Package client is a small Go client of Flywheel's HTTP API: rank a set of
-// actions (or a page of slots), send feedback, score an item. It retries
+// actions (or a page of slots), activate a deferred decision, send
+// feedback, score an item. It retries
 // what is safe to retry, with exponential backoff and jitter, and makes
 // every call safe to retry: a rank request without an event id gets one of
 // the client's choosing, so that a retry is answered with the same decision
@@ -21,6 +22,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -72,6 +74,9 @@ type RankRequest struct {
 	ExcludedActions []string `json:"excluded_actions,omitempty"`
 	// Slots, when given, rank a page: each slot a distinct action.
 	Slots []Slot `json:"slots,omitempty"`
+	// DeferActivation logs the decision as not yet shown: it is trained on
+	// and evaluated only once Activate says the product showed it.
+	DeferActivation bool `json:"defer_activation,omitempty"`
 }
 
 // Slot is one slot of a page.
@@ -147,6 +152,16 @@ func (c *Client) Rank(ctx context.Context, req RankRequest) (*RankResponse, erro
 	}
 	var out RankResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/rank", req, &out)
+}
+
+// Activate tells the server that the product really showed the answer to
+// a rank request made with DeferActivation (a page's event id activates
+// all its slots). Activating twice counts once, so it is safe to retry.
+func (c *Client) Activate(ctx context.Context, eventID string) error {
+	if eventID == "" {
+		return errors.New("flywheel: Activate needs the decision's event id")
+	}
+	return c.do(ctx, http.MethodPost, "/v1/events/"+url.PathEscape(eventID)+"/activate", struct{}{}, nil)
 }
 
 // Predict asks a classifier for a score; a request without an event id is

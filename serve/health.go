@@ -95,6 +95,30 @@ func newFeatureHealth(version int, train *model.FeatureProfile, now time.Time) *
 	return fh
 }
 
+// carry takes over prev's live presence counts (decisions sampled, and
+// per feature how many carried it): the features a product sends do not
+// change with the version that serves, so a swap must not blank the
+// figures an alert reads. What is judged against training (values never
+// seen, numbers out of range, the live range) starts again, against this
+// version's training profile.
+func (fh *featureHealth) carry(prev *featureHealth, now time.Time) {
+	prev.mu.Lock()
+	defer prev.mu.Unlock()
+	prev.advance(now)
+	fh.epoch, fh.decisions = prev.epoch, prev.decisions
+	for _, old := range prev.feats {
+		lf := fh.byNS[old.ns][old.name]
+		if lf == nil {
+			if lf = fh.addNew(old.ns, old.name); lf == nil {
+				continue
+			}
+		}
+		for k := range lf.c {
+			lf.c[k].present = old.c[k].present
+		}
+	}
+}
+
 func halfWindow(t time.Time) int64 { return t.UnixNano() / int64(healthWindow/2) }
 
 func (fh *featureHealth) insert(lf *liveFeature) {
@@ -325,8 +349,9 @@ func (s *Server) observeFeatures(h *holder, ctx flywheel.Features, actions []fly
 }
 
 // newHealth returns the live profile of version v of h, with the
-// version's training profile when the registry keeps one. A profile that
-// cannot be read is logged: serving goes on, compared with nothing.
+// version's training profile when the registry keeps one, carrying the
+// presence counts of the version it replaces. A profile that cannot be
+// read is logged: serving goes on, compared with nothing.
 func (s *Server) newHealth(ctx context.Context, h *holder, v int) *featureHealth {
 	var train *model.FeatureProfile
 	if ps, ok := s.registry.(profileSource); ok {
@@ -336,7 +361,11 @@ func (s *Server) newHealth(ctx context.Context, h *holder, v int) *featureHealth
 		}
 		train = p
 	}
-	return newFeatureHealth(v, train, s.now())
+	fh := newFeatureHealth(v, train, s.now())
+	if prev := h.health.Load(); prev != nil {
+		fh.carry(prev, s.now())
+	}
+	return fh
 }
 
 func (s *Server) handleFeatures(c *gin.Context) {

@@ -127,6 +127,38 @@ func TestFeatureHealthComparesWithTraining(t *testing.T) {
 	}
 }
 
+// A swap carries the live presence over to the new version's profile (the
+// product's traffic did not change), and starts again what is judged
+// against training: a feature missing before the swap is still reported
+// missing at once, not after another window of traffic.
+func TestFeatureHealthCarriesPresenceAcrossASwap(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1700000000, 0)
+	old := newFeatureHealth(3, trainingProfile(300), t0)
+	for i := 0; i < 40*healthSampleEvery; i++ {
+		old.observe(t0, flywheel.Features{"user": {"age": 99.0}, "extra": {"f": true}}, nil)
+	}
+	fh := newFeatureHealth(4, trainingProfile(500), t0)
+	fh.carry(old, t0.Add(time.Second))
+	r := fh.report("homepage", t0.Add(time.Second))
+	if r.Decisions != 40 || r.Version != 4 || r.Training.Examples != 500 {
+		t.Fatalf("report after the swap: %+v", r)
+	}
+	if seg := healthRow(t, r, "user^segment"); value(seg.Presence) != 0 || !seg.Missing {
+		t.Errorf("user^segment, missing before the swap: %+v", seg)
+	}
+	if age := healthRow(t, r, "user^age"); value(age.Presence) != 1 || age.OutOfRangeRatio != nil || age.Missing {
+		t.Errorf("user^age after the swap: present in every decision, nothing yet judged against the new training: %+v", age)
+	}
+	if f := healthRow(t, r, "extra^f"); !f.New || value(f.Presence) != 1 {
+		t.Errorf("a feature new to training, carried: %+v", f)
+	}
+	fh.observe(t0.Add(2*time.Second), flywheel.Features{"user": {"age": 99.0}}, nil)
+	if age := healthRow(t, fh.report("homepage", t0.Add(2*time.Second)), "user^age"); value(age.OutOfRangeRatio) != 1 {
+		t.Errorf("user^age after traffic to the new version: %+v", age)
+	}
+}
+
 // A server whose product release stops sending user^segment: the endpoint
 // and the metrics show its presence fall to 0 against training's 1, once
 // the window has moved past the requests that had it; values never seen in

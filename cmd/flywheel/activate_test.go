@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flywheel-dev/flywheel/client"
 )
 
 // Deferred activation through the real loop: of 1,500 decisions, 500 are
@@ -57,7 +59,12 @@ func TestDeferredActivationThroughTheLoop(t *testing.T) {
 	}
 	var page answer
 	d.post("/v1/rank", `{"model": "homepage", "defer_activation": true, "actions": [{"id": "a1"}, {"id": "a2"}], "slots": [{"id": "x"}, {"id": "y"}]}`, &page)
-	d.post("/v1/events/"+page.EventID+"/activate", "", nil)
+	// The page through the Go client's Activate, twice (it may retry).
+	for range 2 {
+		if err := client.New(d.url, "").Activate(ctx, page.EventID); err != nil {
+			t.Fatal(err)
+		}
+	}
 	waitFor(t, ctx, "every decision in ClickHouse", func() bool {
 		var all, deferred uint64
 		err := d.conn.QueryRow(ctx, "SELECT count(), countIf(deferred = 1) FROM "+d.db+".decisions FINAL").Scan(&all, &deferred)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,34 @@ func TestControlGroupLiftThroughTheLoop(t *testing.T) {
 	}
 	if !(c.Lower > 0) {
 		t.Errorf("lift %.4f [%.4f, %.4f]: the retrained version is not shown better than uniform", c.Lift, c.Lower, c.Upper)
+	}
+	// The dashboard shows the same lift over its window, and over time.
+	var dash struct {
+		Data struct {
+			Overview struct {
+				Lift *struct {
+					Points []struct{ Lift, Lower, Upper float64 }
+					Total  *struct {
+						Treated, Control   uint64
+						Lift, Lower, Upper float64
+					}
+				}
+			}
+		}
+	}
+	d.get("/v1/models/homepage/dashboard?window=1h", &dash)
+	l := dash.Data.Overview.Lift
+	if l == nil || l.Total == nil {
+		t.Fatalf("the dashboard shows no lift over the control group: %+v", l)
+	}
+	t.Logf("dashboard: lift %.4f [%.4f, %.4f] over %d + %d decisions, %d buckets", l.Total.Lift, l.Total.Lower, l.Total.Upper,
+		l.Total.Treated, l.Total.Control, len(l.Points))
+	if l.Total.Treated != c.Treated.Decisions || l.Total.Control != c.Control.Decisions || math.Abs(l.Total.Lift-c.Lift) > 1e-9 {
+		t.Errorf("the dashboard's lift %.6f over %d treated and %d control decisions, /v1/models %.6f over %d and %d",
+			l.Total.Lift, l.Total.Treated, l.Total.Control, c.Lift, c.Treated.Decisions, c.Control.Decisions)
+	}
+	if len(l.Points) < 2 {
+		t.Errorf("the dashboard's lift over time has %d buckets", len(l.Points))
 	}
 }
 

@@ -114,6 +114,27 @@ func TestPagesThroughTheLoop(t *testing.T) {
 		return got == fmt.Sprintf("footer %d %g, hero %d %g, side %d %g", pages, footerReward, pages, heroReward, pages, sideReward)
 	})
 	t.Logf("by slot: %s", got)
+	// The dashboard shows the same by slot, and the page's reward.
+	var dash struct {
+		Data struct {
+			Overview struct {
+				Slots []struct {
+					Slot       string  `json:"slot"`
+					Decisions  uint64  `json:"decisions"`
+					RewardRate float64 `json:"reward_rate"`
+				} `json:"slots"`
+			} `json:"overview"`
+		} `json:"data"`
+	}
+	d.get("/v1/models/homepage/dashboard?window=1h", &dash)
+	var shown []string
+	for _, s := range dash.Data.Overview.Slots {
+		shown = append(shown, fmt.Sprintf("%s %d %.4f", s.Slot, s.Decisions, s.RewardRate))
+	}
+	if want := fmt.Sprintf("footer %d %.4f, hero %d %.4f, side %d %.4f,  %d %.4f", pages, footerReward/pages, pages, heroReward/pages, pages, sideReward/pages,
+		pages, (heroReward+sideReward+footerReward)/pages); strings.Join(shown, ", ") != want {
+		t.Errorf("the dashboard's slots are %q, want %q", strings.Join(shown, ", "), want)
+	}
 	// A retrain learns from the slots' decisions, and its version beats v1
 	// on every slot and on the page.
 	out := d.flywheel("retrain", "--now", "--model", "homepage")

@@ -183,7 +183,8 @@ models:
 		t.Errorf("the explanation panel shows no segment × item cross")
 	}
 	if !strings.Contains(dom, `data-feature="user^segment" data-presence="1.000" data-training-presence="1.000" data-missing="false"`) {
-		t.Errorf("the feature health panel does not show user^segment in every decision, live and in training")
+		t.Errorf("the feature health panel does not show user^segment in every decision, live and in training: %q, note %q",
+			regexp.MustCompile(`<tr[^>]*data-feature="user\^segment"[^>]*>`).FindString(dom), regexp.MustCompile(`id="features-note">[^<]*`).FindString(dom))
 	}
 	t.Logf("dashboard shows %d series matching ClickHouse (%d decisions): %v; references random %.3f oracle %.3f",
 		len(expect), sent, shown, last.RandomRewardRate, last.OracleRewardRate)

@@ -55,14 +55,14 @@ function showError(err) {
 }
 
 // lineChart draws series [{label, color, dashed, points: [{t, y}]}] and
-// markers [{t, label, color}] into the element with id, y in [0, yMax].
-function lineChart(id, series, markers, from, to, yMax) {
+// markers [{t, label, color}] into the element with id, y in [yMin, yMax].
+function lineChart(id, series, markers, from, to, yMax, yMin = 0) {
   const W = 1000, H = 280, L = 44, R = 12, T = 16, B = 26;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
   const x = (t) => L + (W - L - R) * (to > from ? (t - from) / (to - from) : 0);
-  const y = (v) => T + (H - T - B) * (1 - Math.min(Math.max(v / yMax, 0), 1));
+  const y = (v) => T + (H - T - B) * (1 - Math.min(Math.max((v - yMin) / (yMax - yMin), 0), 1));
   for (let i = 0; i <= 4; i++) {
-    const v = yMax * i / 4;
+    const v = yMin + (yMax - yMin) * i / 4;
     root.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }));
     root.append(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, fmt(v, 2)));
   }
@@ -173,6 +173,9 @@ function render(d) {
   lineChart("quality-chart", qs, [], from, to, 1);
   legend("quality-legend", qs.map((s) => ({ color: s.color, text: `${s.name}: ${fmt(avg(s.f))}`, data: { quality: s.id, rate: fmt(avg(s.f)) } })));
 
+  renderLift(o, from, to);
+  renderSlots(o, from, to);
+
   // Versions with their online reward in the window and the admin actions.
   const online = {};
   for (const s of o.series) {
@@ -235,6 +238,52 @@ function render(d) {
   }
   $("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
   document.body.dataset.state = "ready";
+}
+
+// The lift over the control group (promote.control), per bucket with its
+// interval, and over the window; hidden without control decisions.
+function renderLift(o, from, to) {
+  const l = o.lift;
+  $("lift-section").hidden = !l;
+  if (!l) return;
+  const mid = (p) => p.t + o.bucket_seconds * 500;
+  const series = [
+    { id: "lift", color: "#1f8a4c", points: l.points.map((p) => ({ t: mid(p), y: p.lift })) },
+    { id: "lift-lower", color: "#1f8a4c", dashed: true, points: l.points.map((p) => ({ t: mid(p), y: p.lower })) },
+    { id: "lift-upper", color: "#1f8a4c", dashed: true, points: l.points.map((p) => ({ t: mid(p), y: p.upper })) },
+    { id: "lift-zero", color: "#95a5a6", dashed: true, points: [{ t: from, y: 0 }, { t: to, y: 0 }] },
+  ];
+  let lo = 0, hi = 0.1;
+  for (const p of l.points) { lo = Math.min(lo, p.lower); hi = Math.max(hi, p.upper); }
+  const pad = (hi - lo) * 0.1;
+  lineChart("lift-chart", series, [], from, to, hi + pad, lo - pad);
+  const c = Math.round(l.confidence * 100);
+  const t = l.total;
+  $("lift-note").textContent = `treated (every live version) minus control, ${c}% intervals dashed, ${o.bucket_seconds} s buckets`;
+  legend("lift-legend", [{ color: "#1f8a4c", text: t ?
+    `over the window: ${fmt(t.lift)} [${fmt(t.lower)}, ${fmt(t.upper)}] (${t.relative ? (t.relative >= 0 ? "+" : "") + fmt(t.relative * 100, 1) + "%" : "–"}), ${t.treated} treated, ${t.control} control decisions` :
+    "over the window: not yet two closed decisions on each side", data: t ? { lift: fmt(t.lift), lower: fmt(t.lower), upper: fmt(t.upper) } : {} }]);
+}
+
+// Reward by slot of a multi-slot model's pages, and the page's (the sum over
+// its slots); hidden for a model without pages.
+function renderSlots(o, from, to) {
+  const slots = o.slots || [];
+  $("slots-section").hidden = slots.length === 0;
+  if (!slots.length) return;
+  let yMax = 0.1;
+  const series = [], items = [];
+  slots.forEach((s, i) => {
+    const page = s.slot === "";
+    const color = page ? "#2c3e50" : COLORS[i % COLORS.length];
+    const id = page ? "page" : "slot-" + s.slot;
+    for (const p of s.points) yMax = Math.max(yMax, p.reward_rate);
+    series.push({ id, color, dashed: page, points: s.points.map((p) => ({ t: p.t + o.bucket_seconds * 500, y: p.reward_rate })) });
+    items.push({ color, dashed: page, text: `${page ? "page (sum over slots)" : "slot " + s.slot}: ${fmt(s.reward_rate)} ± ${fmt(s.stderr)} (${s.decisions} ${page ? "pages" : "decisions"})`,
+      data: { slot: page ? "page" : s.slot, rate: fmt(s.reward_rate), decisions: s.decisions } });
+  });
+  lineChart("slots-chart", series, [], from, to, Math.ceil(yMax * 1.15 * 10) / 10);
+  legend("slots-legend", items);
 }
 
 const pct = (x) => (x === undefined || x === null) ? "–" : (100 * x).toFixed(1) + "%";

@@ -1,0 +1,106 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/flywheel-dev/flywheel"
+)
+
+// TestDashboardLiftAndSlots: the dashboard's lift over the control group
+// (imported decisions in neither arm) and a page model's reward by slot and
+// by page, from decisions and feedback on the real server.
+func TestDashboardLiftAndSlots(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	conn := mustOpen(t, ctx, cfg)
+	db := cfg.Database()
+	now := time.Now().UTC()
+	at := now.Add(-30 * time.Minute)
+	decide := func(id, model, variant string, version uint32, reward float64) {
+		t.Helper()
+		err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, chosen, reward_window_s, reward_default, reward_aggregate, ingested_at)
+			SELECT ?, ?, ?, ?, 'ranker', ?, ?, 'a', 60, 0, 'sum', now()`, id, at, uint64(at.UnixMilli()), model, version, variant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reward == 0 {
+			return
+		}
+		fts := at.Add(5 * time.Second)
+		if err := conn.Exec(ctx, "INSERT INTO "+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at) SELECT ?, ?, ?, ?, ?, '', now()`,
+			id, "f-"+id, fts, uint64(fts.UnixMilli()), reward); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Treated: 6 of 10 rewarded (v2 champion and canary together);
+	// control: 2 of 10; imported: 5 of 5, counted in neither.
+	for i := 0; i < 10; i++ {
+		variant := "champion"
+		if i%3 == 0 {
+			variant = "canary"
+		}
+		decide(fmt.Sprintf("t%d", i), "m", variant, 2, float64(boolInt(i < 6)))
+		decide(fmt.Sprintf("c%d", i), "m", flywheel.VariantControl, 1, float64(boolInt(i < 2)))
+	}
+	for i := 0; i < 5; i++ {
+		decide(fmt.Sprintf("i%d", i), "m", flywheel.VariantImported, 0, 1)
+	}
+	// Pages of two slots: hero rewarded 1 and 0, side 1 and 1.
+	decide("p1#hero", "page", "champion", 1, 1)
+	decide("p1#side", "page", "champion", 1, 1)
+	decide("p2#hero", "page", "champion", 1, 0)
+	decide("p2#side", "page", "champion", 1, 1)
+	mustIngestThrough(t, ctx, conn, db, now)
+
+	o, err := Insights(ctx, conn, db, "m", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Lift == nil || o.Lift.Total == nil {
+		t.Fatalf("no lift over the control group: %+v", o.Lift)
+	}
+	l := *o.Lift.Total
+	vt, vc := 0.6*0.4*10/9, 0.2*0.8*10/9 // sample variances
+	half := flywheel.TwoSidedZ(0.95) * math.Sqrt(vt/10+vc/10)
+	if l.Treated != 10 || l.Control != 10 || math.Abs(l.Lift-0.4) > 1e-9 || math.Abs(l.Lower-(0.4-half)) > 1e-9 ||
+		math.Abs(l.Upper-(0.4+half)) > 1e-9 || math.Abs(l.Relative-2) > 1e-9 {
+		t.Errorf("lift over the window = %+v, want treated 10, control 10, lift 0.4 ± %.4f, relative 2", l, half)
+	}
+	if len(o.Lift.Points) != 1 || o.Lift.Points[0].Lift != l.Lift {
+		t.Errorf("lift over time = %+v, want one bucket with the window's lift", o.Lift.Points)
+	}
+	if o.Slots != nil {
+		t.Errorf("a model without pages has slots: %+v", o.Slots)
+	}
+
+	p, err := Insights(ctx, conn, db, "page", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Lift != nil {
+		t.Errorf("a model without a control group has a lift: %+v", p.Lift)
+	}
+	got := map[string]string{}
+	for _, s := range p.Slots {
+		got[s.Slot] = fmt.Sprintf("%d %.2f %d", s.Decisions, s.RewardRate, len(s.Points))
+	}
+	want := map[string]string{"hero": "2 0.50 1", "side": "2 1.00 1", "": "2 1.50 1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) || len(p.Slots) != 3 || p.Slots[2].Slot != "" {
+		t.Errorf("slots (decisions, reward rate, points) = %v in order %+v, want %v with the page last", got, p.Slots, want)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
