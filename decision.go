@@ -307,3 +307,19 @@ func ValidateName(field, name string) error {
 
 // TimeMs returns the example's time in Unix milliseconds.
 func (e *Example) TimeMs() uint64 { return uint64(e.Time.UnixMilli()) }
+
+// SlotNamespace is the context namespace that holds a slot's features in
+// the decisions of a multi-slot rank request, its id as slot^id.
+const SlotNamespace = "slot"
+
+// Slot returns the page and the slot of one slot's decision of a
+// multi-slot rank request: its event id is PAGE#SLOT and its context holds
+// slot^id = SLOT. ok is false for any other decision (a single-slot one,
+// or one imported with a slot^id but no page).
+func (e *Example) Slot() (page, slot string, ok bool) {
+	slot, _ = e.Context[SlotNamespace]["id"].(string)
+	if slot == "" || len(e.EventID) <= len(slot)+1 || !strings.HasSuffix(e.EventID, slot) || e.EventID[len(e.EventID)-len(slot)-1] != '#' {
+		return "", "", false
+	}
+	return e.EventID[:len(e.EventID)-len(slot)-1], slot, true
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/deploy"
@@ -64,11 +65,85 @@ type Decision struct {
 	Anchor   int       `json:"anchor"`
 	Champion Evidence  `json:"champion"`
 	Versus   *Evidence `json:"anchor_evidence,omitempty"` // against the anchor, when it is not the champion
+	// Slots is the evidence against the champion per slot when the holdout
+	// held slots of pages: Champion and Versus are then the page's, and a
+	// slot clearly worse rejects the candidate (CheckSlots).
+	Slots []SlotEvidence `json:"slots,omitempty"`
+}
+
+// MinSlotExamples is how many holdout decisions a slot needs for the gate
+// to judge it on its own (CheckSlots).
+const MinSlotExamples = 100
+
+// SlotEvidence is the candidate against the champion on one slot's
+// decisions.
+type SlotEvidence struct {
+	Slot     string `json:"slot"`
+	Examples int    `json:"examples"`
+	Evidence
+	// Margin is promote.margin × |the champion's estimate on the slot|.
+	Margin float64 `json:"margin"`
+	// Judged: the slot has MinSlotExamples decisions or more; Worse: it is
+	// judged and clearly worse, its gain's interval wholly below −Margin.
+	Judged bool `json:"judged"`
+	Worse  bool `json:"worse"`
+}
+
+// PageEvidence is the page's paired difference in cmp (which has one) by
+// mc's estimator, against reference version against.
+func PageEvidence(mc flywheel.ModelConfig, cmp Comparison, against int) Evidence {
+	e := RankerEvidence(mc, *cmp.Page, against)
+	e.Metric = "page " + e.Metric
+	return e
+}
+
+// SlotsEvidence is each slot's paired difference in cmp by mc's estimator,
+// against champion version against.
+func SlotsEvidence(mc flywheel.ModelConfig, cmp Comparison, against int) []SlotEvidence {
+	out := make([]SlotEvidence, 0, len(cmp.Slots))
+	for _, sl := range cmp.Slots {
+		e := RankerEvidence(mc, sl.Comparison, against)
+		out = append(out, SlotEvidence{Slot: sl.Slot, Examples: sl.Candidate.N, Evidence: e})
+	}
+	return out
+}
+
+// CheckSlots applies the slot rule to d, the decision on the page: a slot
+// with MinSlotExamples holdout decisions or more whose gain's interval lies
+// wholly below −m (U < −m, m = p.Margin × |the champion's estimate on the
+// slot|: clearly worse beyond the margin) rejects the candidate, whatever
+// the page says, under either rule; the reason names the slot. The page
+// can hide a slot made worse by gains on the others; a slot with fewer
+// decisions is reported and not judged. It returns d with the slots'
+// evidence.
+func CheckSlots(p flywheel.PromoteConfig, d Decision, slots []SlotEvidence) Decision {
+	var worse []string
+	for i := range slots {
+		sl := &slots[i]
+		sl.Margin = p.Margin * math.Abs(sl.Reference)
+		sl.Judged = sl.Examples >= MinSlotExamples
+		sl.Worse = sl.Judged && sl.Gain.Upper < -sl.Margin
+		if sl.Worse {
+			worse = append(worse, fmt.Sprintf("slot %s is clearly worse: %s, margin %.4f: the interval lies below −margin",
+				sl.Slot, sl.figures(p.Confidence), sl.Margin))
+		}
+	}
+	d.Slots = slots
+	if len(worse) > 0 {
+		d.Outcome, d.Reason = Rejected, strings.Join(worse, "; ")+"; on the page: "+d.Reason
+	}
+	return d
 }
 
 // Gate decides on a ranker judged by cmp against champion version champV
 // alone (no anchor): Promoted, Inconclusive or Rejected, with the reason.
+// A comparison with pages is judged on the page and each slot, as a
+// retrain's gate does.
 func Gate(mc flywheel.ModelConfig, cmp Comparison, champV int) (outcome, reason string) {
+	if cmp.Page != nil {
+		d := CheckSlots(mc.Promote, Decide(mc.Promote, PageEvidence(mc, cmp, champV), nil), SlotsEvidence(mc, cmp, champV))
+		return d.Outcome, d.Reason
+	}
 	d := Decide(mc.Promote, RankerEvidence(mc, cmp, champV), nil)
 	return d.Outcome, d.Reason
 }
@@ -100,6 +175,11 @@ func GateClassifier(mc flywheel.ModelConfig, cc ClassifierComparison, champV int
 // shown better than the reference), else the champion's anchor: every
 // champion stays within the margin of the best version shown better, so a
 // chain of slightly worse promotions cannot drift.
+//
+// When the holdout holds slots of pages (multi-slot rank requests), the
+// evidence Decide is given is the page's (PageEvidence: the page's value is
+// the sum over its slots, its interval from per-page sums), and CheckSlots
+// then rejects a candidate clearly worse on any one slot.
 func Decide(p flywheel.PromoteConfig, champ Evidence, anchor *Evidence) Decision {
 	d := Decision{Rule: p.Rule, Champion: champ, Versus: anchor}
 	if p.Rule == flywheel.RuleSuperior {
@@ -285,12 +365,23 @@ func (ev *evaluation) judges(mc flywheel.ModelConfig, m *model.Model, refs refs)
 func (ev *evaluation) decide(mc flywheel.ModelConfig, refs refs, res *Result, metrics map[string]any) Decision {
 	var champ Evidence
 	var anchor *Evidence
+	var slots []SlotEvidence
 	extra := ""
 	switch j := ev.champ.(type) {
 	case *comparer:
 		cmp := j.result()
-		res.Comparison = &cmp
+		res.Comparison, res.Estimator = &cmp, mc.Promote.Estimator
 		metrics["evaluation"], metrics["estimator"] = cmp, mc.Promote.Estimator
+		if cmp.Page != nil { // slots of pages: the rule applies to the page, and to each slot
+			champ, slots = PageEvidence(mc, cmp, refs.champV), SlotsEvidence(mc, cmp, refs.champV)
+			if a, ok := ev.anchor.(*comparer); ok {
+				if acmp := a.result(); acmp.Page != nil {
+					e := PageEvidence(mc, acmp, refs.anchorV)
+					anchor = &e
+				}
+			}
+			break
+		}
 		champ = RankerEvidence(mc, cmp, refs.champV)
 		if a, ok := ev.anchor.(*comparer); ok {
 			e := RankerEvidence(mc, a.result(), refs.anchorV)
@@ -308,6 +399,9 @@ func (ev *evaluation) decide(mc flywheel.ModelConfig, refs refs, res *Result, me
 		extra = classifierFigures(cc)
 	}
 	d := Decide(mc.Promote, champ, anchor)
+	if slots != nil {
+		d = CheckSlots(mc.Promote, d, slots)
+	}
 	d.Reason += extra
 	return d
 }

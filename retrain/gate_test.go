@@ -3,6 +3,7 @@ package retrain
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/flywheel-dev/flywheel"
@@ -197,5 +198,45 @@ func TestSlightlyWorseCandidates(t *testing.T) {
 		} else if c.passed < candidates/2 {
 			t.Errorf("%s: only %d of the candidates within the margin passed", c.name, c.passed)
 		}
+	}
+}
+
+// The slot rule on hand-made evidence: a page shown better, and slots
+// whose champion's estimate is 0.40 (so that the margin is 0.02).
+func TestCheckSlots(t *testing.T) {
+	t.Parallel()
+	page := Evidence{Against: 3, Metric: "page snips estimate", Candidate: 1.3, Reference: 1.2, Gain: Estimate{Value: 0.1, Lower: 0.05, Upper: 0.15}}
+	slot := func(name string, n int, lo, hi float64) SlotEvidence {
+		return SlotEvidence{Slot: name, Examples: n, Evidence: Evidence{Against: 3, Metric: "snips estimate", Candidate: 0.4 + (lo+hi)/2, Reference: 0.4,
+			Gain: Estimate{Value: (lo + hi) / 2, Lower: lo, Upper: hi}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		rule   string
+		slots  []SlotEvidence
+		want   string
+		reason string // the reason begins so
+	}{
+		{"every slot better", "", []SlotEvidence{slot("hero", 500, 0.01, 0.09), slot("side", 500, 0.0, 0.1)}, Promoted, "page snips"},
+		{"a slot slightly worse, within the margin", "", []SlotEvidence{slot("hero", 500, 0.1, 0.2), slot("side", 500, -0.03, -0.01)}, Promoted, "page snips"},
+		{"a slot inconclusive", "", []SlotEvidence{slot("hero", 500, 0.1, 0.2), slot("side", 500, -0.2, 0.1)}, Promoted, "page snips"},
+		{"a slot clearly worse", "", []SlotEvidence{slot("hero", 500, 0.1, 0.2), slot("side", 500, 0.1, 0.2), slot("footer", 500, -0.2, -0.03)}, Rejected, "slot footer is clearly worse"},
+		{"a slot clearly worse, under superior", flywheel.RuleSuperior, []SlotEvidence{slot("hero", 500, 0.1, 0.2), slot("footer", 500, -0.2, -0.03)}, Rejected, "slot footer is clearly worse"},
+		{"a slot clearly worse on too few decisions", "", []SlotEvidence{slot("hero", 500, 0.1, 0.2), slot("footer", MinSlotExamples-1, -0.2, -0.03)}, Promoted, "page snips"},
+		{"two slots clearly worse", "", []SlotEvidence{slot("hero", 500, -0.3, -0.1), slot("footer", 500, -0.2, -0.03)}, Rejected, "slot hero is clearly worse"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := promoteConfig(tc.rule)
+			d := CheckSlots(p, Decide(p, page, nil), tc.slots)
+			t.Logf("%s: %s", d.Outcome, d.Reason)
+			if d.Outcome != tc.want || !strings.HasPrefix(d.Reason, tc.reason) {
+				t.Fatalf("%s (%s); want %s, the reason beginning %q", d.Outcome, d.Reason, tc.want, tc.reason)
+			}
+			for _, sl := range d.Slots {
+				if math.Abs(sl.Margin-0.02) > 1e-12 || sl.Judged != (sl.Examples >= MinSlotExamples) {
+					t.Fatalf("slot %s: margin %v, judged %v", sl.Slot, sl.Margin, sl.Judged)
+				}
+			}
+		})
 	}
 }

@@ -46,6 +46,15 @@ type Comparison struct {
 	Diff      Estimate `json:"diff"`
 	DiffSNIPS Estimate `json:"diff_snips"`
 	DiffDR    Estimate `json:"diff_dr"`
+	// Slots and Page are set when the examples held slots of pages
+	// (multi-slot rank requests): the comparison on each slot's decisions,
+	// by slot id, and on whole pages (slots.go). Decisions that are no slot
+	// of a page are one slot, SingleSlot, and each is a page of its own.
+	Slots []SlotComparison `json:"slots,omitempty"`
+	Page  *Comparison      `json:"page,omitempty"`
+	// SlotsOmitted says why Slots and Page are not set although the
+	// examples held slots of pages.
+	SlotsOmitted string `json:"slots_omitted,omitempty"`
 }
 
 // DiffFor returns the paired difference by estimator (ips, snips, dr).
@@ -59,28 +68,65 @@ func (c Comparison) DiffFor(estimator string) Estimate {
 	return c.DiffSNIPS
 }
 
-// zFor returns the two-sided normal quantile for a confidence level (1.96
-// for 0.95).
-
 // comparer accumulates, one logged example at a time, what Comparison needs:
 // sums and sums of products of each policy's per-event terms, so memory stays
-// flat however many examples are judged.
+// flat however many examples are judged. Examples that are slots of a page
+// (flywheel.Example.Slot) are also summed per slot and per page (slots.go),
+// which needs them in time order, as the store streams them.
 type comparer struct {
 	cand, champ *policyMemo
 	q           *model.Model
 	z           float64
 	rq          model.Ranking
-	n           float64
-	a, b        policySums
+	pairSums              // every example
+	single      pairSums  // the examples that are no slot of a page
+	slots       *slotSums // nil until the first slot of a page
+}
+
+// terms are one example's per-event terms under both policies: importance
+// weight w, w·reward and the doubly robust term; a the candidate's, b the
+// champion's.
+type terms struct{ wa, wra, dra, wb, wrb, drb float64 }
+
+// pairSums are the sums over examples of two policies' terms and of their
+// products: everything a Comparison is computed from.
+type pairSums struct {
+	n    float64
+	a, b policySums
 	// cross sums of the two policies' terms, for the paired intervals
-	wrAwrB, wrAwB, wAwrB, wAwB float64
-	diff, diff2                float64 // IPS: candidate term minus champion term
-	ddr, ddr2                  float64 // DR
+	wrAwrB, wrAwB, wAwrB, wAwB, drAdrB float64
+	diff, diff2                        float64 // IPS: candidate term minus champion term
+	ddr, ddr2                          float64 // DR
 }
 
 type policySums struct {
 	w, wr, w2, wr2, wrw float64 // importance weight w and w·reward
 	dr, dr2             float64 // doubly robust term
+}
+
+func (s *policySums) add(w, wr, dr float64) {
+	s.w += w
+	s.wr += wr
+	s.w2 += w * w
+	s.wr2 += wr * wr
+	s.wrw += wr * w
+	s.dr += dr
+	s.dr2 += dr * dr
+}
+
+func (s *pairSums) add(t *terms) {
+	s.n++
+	s.a.add(t.wa, t.wra, t.dra)
+	s.b.add(t.wb, t.wrb, t.drb)
+	s.wrAwrB += t.wra * t.wrb
+	s.wrAwB += t.wra * t.wb
+	s.wAwrB += t.wa * t.wrb
+	s.wAwB += t.wa * t.wb
+	s.drAdrB += t.dra * t.drb
+	s.diff += t.wra - t.wrb
+	s.diff2 += (t.wra - t.wrb) * (t.wra - t.wrb)
+	s.ddr += t.dra - t.drb
+	s.ddr2 += (t.dra - t.drb) * (t.dra - t.drb)
 }
 
 func newComparer(cand, champ, q *model.Model, confidence float64) *comparer {
@@ -125,7 +171,7 @@ func (c *comparer) add(ex *flywheel.Example) {
 		c.q.Policy(ex.Context, ex.Actions, &c.rq)
 		q = &c.rq
 	}
-	term := func(r *model.Ranking, s *policySums) (w, wr, dr float64) {
+	term := func(r *model.Ranking) (w, wr, dr float64) {
 		w = r.Probabilities[ex.ChosenIndex] / p
 		wr = w * ex.Reward
 		dm := 0.0
@@ -133,26 +179,21 @@ func (c *comparer) add(ex *flywheel.Example) {
 			dm += pj * q.Scores[j]
 		}
 		dr = dm + w*(ex.Reward-q.Scores[ex.ChosenIndex])
-		s.w += w
-		s.wr += wr
-		s.w2 += w * w
-		s.wr2 += wr * wr
-		s.wrw += wr * w
-		s.dr += dr
-		s.dr2 += dr * dr
 		return w, wr, dr
 	}
-	wa, wra, dra := term(rc, &c.a)
-	wb, wrb, drb := term(rh, &c.b)
-	c.n++
-	c.wrAwrB += wra * wrb
-	c.wrAwB += wra * wb
-	c.wAwrB += wa * wrb
-	c.wAwB += wa * wb
-	c.diff += wra - wrb
-	c.diff2 += (wra - wrb) * (wra - wrb)
-	c.ddr += dra - drb
-	c.ddr2 += (dra - drb) * (dra - drb)
+	var t terms
+	t.wa, t.wra, t.dra = term(rc)
+	t.wb, t.wrb, t.drb = term(rh)
+	c.pairSums.add(&t)
+	page, slot, ok := ex.Slot()
+	if !ok {
+		c.single.add(&t)
+		return
+	}
+	if c.slots == nil {
+		c.slots = newSlotSums()
+	}
+	c.slots.add(ex.TimeMs(), page, slot, &t)
 }
 
 // fromSums is the mean of n values with the given sum and sum of squares,
@@ -180,24 +221,34 @@ func (s policySums) snips(n float64) (value, mw, sq float64) {
 	return value, mw, sq
 }
 
-// result returns the comparison of everything added.
+// result returns the comparison of everything added: of every example, and,
+// when there were slots of pages, of each slot and of the pages.
 func (c *comparer) result() Comparison {
-	n := c.n
+	out := c.pairSums.result(c.z)
+	if c.slots != nil {
+		c.slots.compare(&out, &c.single, c.z)
+	}
+	return out
+}
+
+// result returns the comparison of the examples summed in s.
+func (s *pairSums) result(z float64) Comparison {
+	n := s.n
 	eval := func(s policySums) Evaluation {
-		ev := Evaluation{N: int(n), IPS: fromSums(n, s.wr, s.wr2, c.z), DR: fromSums(n, s.dr, s.dr2, c.z)}
+		ev := Evaluation{N: int(n), IPS: fromSums(n, s.wr, s.wr2, z), DR: fromSums(n, s.dr, s.dr2, z)}
 		if v, _, sq := s.snips(n); s.w > 0 {
-			e := fromSums(n, 0, sq, c.z)
+			e := fromSums(n, 0, sq, z)
 			ev.SNIPS = Estimate{Value: v, Lower: v + e.Lower, Upper: v + e.Upper}
 			ev.ESS = s.w * s.w / s.w2
 		}
 		return ev
 	}
-	out := Comparison{Candidate: eval(c.a), Champion: eval(c.b), Diff: fromSums(n, c.diff, c.diff2, c.z), DiffDR: fromSums(n, c.ddr, c.ddr2, c.z)}
-	sa, mwa, sqa := c.a.snips(n)
-	sb, mwb, sqb := c.b.snips(n)
+	out := Comparison{Candidate: eval(s.a), Champion: eval(s.b), Diff: fromSums(n, s.diff, s.diff2, z), DiffDR: fromSums(n, s.ddr, s.ddr2, z)}
+	sa, mwa, sqa := s.a.snips(n)
+	sb, mwb, sqb := s.b.snips(n)
 	if mwa > 0 && mwb > 0 {
-		cross := (c.wrAwrB - sb*c.wrAwB - sa*c.wAwrB + sa*sb*c.wAwB) / (mwa * mwb)
-		e := fromSums(n, 0, sqa+sqb-2*cross, c.z)
+		cross := (s.wrAwrB - sb*s.wrAwB - sa*s.wAwrB + sa*sb*s.wAwB) / (mwa * mwb)
+		e := fromSums(n, 0, sqa+sqb-2*cross, z)
 		out.DiffSNIPS = Estimate{Value: sa - sb, Lower: sa - sb + e.Lower, Upper: sa - sb + e.Upper}
 	}
 	return out

@@ -213,5 +213,6 @@ func (rep *Report) String() string {
 		time.UnixMilli(int64(rep.FromMs)).UTC().Format(time.RFC3339), time.UnixMilli(int64(rep.ToMs)).UTC().Format(time.RFC3339),
 		rep.Version, est(c.Candidate.IPS), est(c.Candidate.SNIPS), est(c.Candidate.DR), c.Candidate.ESS,
 		rep.Champion, est(c.Champion.IPS), est(c.Champion.SNIPS), est(c.Champion.DR), c.Champion.ESS,
-		est(c.Diff), est(c.DiffSNIPS), est(c.DiffDR), rep.Estimator)
+		est(c.Diff), est(c.DiffSNIPS), est(c.DiffDR), rep.Estimator) +
+		c.SlotsTable(rep.Estimator, rep.Version, rep.Champion)
 }

@@ -42,6 +42,8 @@ type Result struct {
 	TrainRows  int         `json:"train_rows"`
 	Holdout    int         `json:"holdout_rows"`
 	Comparison *Comparison `json:"comparison,omitempty"`
+	// Estimator is promote.estimator, which the gate read Comparison by.
+	Estimator string `json:"estimator,omitempty"`
 	// Classification is set instead of Comparison for classifiers.
 	Classification *ClassifierComparison `json:"classification,omitempty"`
 	// Gate is the promotion rule's decision, with the evidence.

@@ -26,7 +26,7 @@ import (
 // action. The page's reward is the sum over its slots (docs/analytics.md).
 
 // SlotNamespace is the context namespace that holds a slot's features.
-const SlotNamespace = "slot"
+const SlotNamespace = flywheel.SlotNamespace
 
 // maxSlots bounds the slots of one request.
 const maxSlots = 32

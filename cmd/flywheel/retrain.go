@@ -217,6 +217,7 @@ func printResult(w io.Writer, r *retrain.Result) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.0f\n", row.name, est(row.ev.IPS), est(row.ev.SNIPS), est(row.ev.DR), row.ev.ESS)
 		}
 		tw.Flush()
+		fmt.Fprint(w, r.Comparison.SlotsTable(r.Estimator, r.Version, r.Champion))
 		fmt.Fprintf(w, "  trained on %d examples, judged on %d\n", r.TrainRows, r.Holdout)
 	}
 	if c := r.Classification; c != nil {

@@ -2,21 +2,26 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flywheel-dev/flywheel/retrain"
 )
 
 // Pages of three slots go through the real loop: every slot is a decision
 // in ClickHouse (EVENT_ID#SLOT) with its chosen action and logged
 // probability, feedback naming a slot reaches that slot's decision and no
 // other, the analysts' per-slot query sees it, and a retrain learns from the
-// slots' decisions.
+// slots' decisions: the version it trains (with a [slot, item] interaction)
+// beats v1 on every slot and on the page, is promoted on the page's
+// evidence, and the run's per-slot figures are printed and recorded.
 func TestPagesThroughTheLoop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	d := startDev(t, ctx, "pages", nil)
+	d := startDev(t, ctx, "pages", map[string]string{"FLYWHEEL_MODELS_HOMEPAGE_INTERACTIONS": "[[user, item], [slot, item]]"})
 	conn, db, post := d.conn, d.db, d.post
 	type page struct {
 		EventID string `json:"event_id"`
@@ -27,11 +32,13 @@ func TestPagesThroughTheLoop(t *testing.T) {
 			Probability float64 `json:"probability"`
 		} `json:"slots"`
 	}
-	const pages = 400 // 1,200 slot decisions: above retrain.min_new_examples
+	// 1,800 slot decisions: above retrain.min_new_examples, and a holdout of
+	// 120 pages, enough for the gate to judge each slot (MinSlotExamples)
+	const pages = 600
 	chosen := map[string]string{}
 	prob := map[string]float64{}
 	var fb []string
-	heroReward := 0.0
+	heroReward, sideReward, footerReward := 0.0, 0.0, 0.0
 	for i := 0; i < pages; i++ {
 		var p page
 		post("/v1/rank", fmt.Sprintf(`{"model": "homepage", "context": {"user": {"segment": "s%d"}},
@@ -44,12 +51,21 @@ func TestPagesThroughTheLoop(t *testing.T) {
 		for _, sl := range p.Slots {
 			chosen[sl.EventID], prob[sl.EventID] = sl.Chosen, sl.Probability
 		}
-		// A click on the hero when it shows news, on the side slot always.
+		// Each slot has its taste: a click on the hero when it shows news,
+		// half a click on the side when it shows sport, a click on the
+		// footer when it shows games.
 		if p.Slots[0].Chosen == "a1" {
 			fb = append(fb, fmt.Sprintf(`{"event_id": %q, "slot": "hero", "reward": 1, "feedback_id": "h"}`, p.EventID))
 			heroReward++
 		}
-		fb = append(fb, fmt.Sprintf(`{"event_id": %q, "slot": "side", "reward": 0.5, "feedback_id": "s"}`, p.EventID))
+		if p.Slots[1].Chosen == "a2" {
+			fb = append(fb, fmt.Sprintf(`{"event_id": %q, "slot": "side", "reward": 0.5, "feedback_id": "s"}`, p.EventID))
+			sideReward += 0.5
+		}
+		if p.Slots[2].Chosen == "a3" {
+			fb = append(fb, fmt.Sprintf(`{"event_id": %q, "slot": "footer", "reward": 1, "feedback_id": "f"}`, p.EventID))
+			footerReward++
+		}
 	}
 	for i := 0; i < len(fb); i += 100 {
 		post("/v1/feedback", "["+strings.Join(fb[i:min(i+100, len(fb))], ",")+"]", nil)
@@ -95,7 +111,7 @@ func TestPagesThroughTheLoop(t *testing.T) {
 			parts = append(parts, fmt.Sprintf("%s %d %g", slot, n, r))
 		}
 		got = strings.Join(parts, ", ")
-		return got == fmt.Sprintf("footer %d 0, hero %d %g, side %d %g", pages, pages, heroReward, pages, 0.5*pages)
+		return got == fmt.Sprintf("footer %d %g, hero %d %g, side %d %g", pages, footerReward, pages, heroReward, pages, sideReward)
 	})
 	t.Logf("by slot: %s", got)
 	// The dashboard shows the same by slot, and the page's reward.
@@ -115,13 +131,40 @@ func TestPagesThroughTheLoop(t *testing.T) {
 	for _, s := range dash.Data.Overview.Slots {
 		shown = append(shown, fmt.Sprintf("%s %d %.4f", s.Slot, s.Decisions, s.RewardRate))
 	}
-	if want := fmt.Sprintf("footer %d 0.0000, hero %d %.4f, side %d 0.5000,  %d %.4f", pages, pages, heroReward/pages, pages, pages, (heroReward+0.5*pages)/pages); strings.Join(shown, ", ") != want {
+	if want := fmt.Sprintf("footer %d %.4f, hero %d %.4f, side %d %.4f,  %d %.4f", pages, footerReward/pages, pages, heroReward/pages, pages, sideReward/pages,
+		pages, (heroReward+sideReward+footerReward)/pages); strings.Join(shown, ", ") != want {
 		t.Errorf("the dashboard's slots are %q, want %q", strings.Join(shown, ", "), want)
 	}
-	// A retrain learns from the slots' decisions.
+	// A retrain learns from the slots' decisions, and its version beats v1
+	// on every slot and on the page.
 	out := d.flywheel("retrain", "--now", "--model", "homepage")
-	if !strings.Contains(out, "model homepage: promoted") && !strings.Contains(out, "model homepage: rejected") {
-		t.Fatalf("retrain --now trained no candidate on the slots:\n%s", out)
-	}
 	t.Logf("retrain --now:\n%s", out)
+	if !strings.Contains(out, "model homepage: promoted") || !strings.Contains(out, "per slot and for the page, by snips") {
+		t.Fatalf("retrain --now promoted no candidate on the page's evidence, with per-slot figures:\n%s", out)
+	}
+	var js string
+	if err := conn.QueryRow(ctx, "SELECT comparison FROM "+db+".retrain_runs WHERE model = 'homepage' ORDER BY started_ms DESC LIMIT 1").Scan(&js); err != nil {
+		t.Fatal(err)
+	}
+	var cmp retrain.Comparison
+	if err := json.Unmarshal([]byte(js), &cmp); err != nil {
+		t.Fatalf("retrain_runs.comparison %s: %v", js, err)
+	}
+	if cmp.Page == nil || len(cmp.Slots) != 3 {
+		t.Fatalf("retrain_runs.comparison has slots %+v and page %v; want footer, hero and side and the page", cmp.Slots, cmp.Page)
+	}
+	for _, sl := range append(cmp.Slots, retrain.SlotComparison{Slot: "the page", Comparison: *cmp.Page}) {
+		v2, gain := sl.Candidate.SNIPS, sl.DiffSNIPS
+		t.Logf("%s: v2 %.4f [%.4f, %.4f] vs v1 %.4f on %d holdout pages: gain %.4f [%.4f, %.4f]",
+			sl.Slot, v2.Value, v2.Lower, v2.Upper, sl.Champion.SNIPS.Value, sl.Candidate.N, gain.Value, gain.Lower, gain.Upper)
+		if gain.Lower <= 0 {
+			t.Errorf("%s: v2 is not shown better than v1 (gain %.4f [%.4f, %.4f])", sl.Slot, gain.Value, gain.Lower, gain.Upper)
+		}
+	}
+	// flywheel eval reads the same figures per slot: v1 against the new champion.
+	ev := d.flywheel("eval", "--model", "homepage", "--version", "1", "--window", "1h")
+	t.Logf("eval v1:\n%s", ev)
+	if !strings.Contains(ev, "per slot and for the page, by snips") || !strings.Contains(ev, "footer") {
+		t.Fatalf("eval prints no per-slot figures:\n%s", ev)
+	}
 }

@@ -208,6 +208,8 @@ function render(d) {
   const metricName = m.kind === "classifier" ? "log loss" : estimator;
   rt.replaceChildren(el("tr", {}, ...["started", "outcome", "candidate", "rows (train / holdout)", `candidate ${metricName}`, `champion ${metricName}`, "reason"].map((h) => el("th", { text: h }))));
   const est = (e) => e ? `${fmt(e.value)} [${fmt(e.lower)}, ${fmt(e.upper)}]` : "–";
+  // a run judged on pages of slots: the page's estimate (what the gate judged), then each slot's
+  const bySlot = (c, side) => c && c.page ? [`page ${est(c.page[side][metric])}`, ...(c.slots || []).map((s) => `${s.slot} ${est(s[side][metric])}`)].join("; ") : "";
   // consecutive skipped runs collapse into one row: the newest, with how many
   const runs = [];
   for (const r of o.runs) {
@@ -222,8 +224,8 @@ function render(d) {
       el("td", {}, el("span", { class: "badge " + r.outcome, text: r.times ? `${r.outcome} ×${r.times}` : r.outcome })),
       el("td", { text: r.version ? `v${r.version} vs v${r.champion}` : `– (champion v${r.champion})` }),
       el("td", { text: r.train_rows ? `${r.train_rows} / ${r.holdout_rows}` : "–" }),
-      el("td", { text: c && c.candidate ? est(c.candidate[metric]) : "–" }),
-      el("td", { text: c && c.champion ? est(c.champion[metric]) : "–" }),
+      el("td", { text: bySlot(c, "candidate") || (c && c.candidate ? est(c.candidate[metric]) : "–") }),
+      el("td", { text: bySlot(c, "champion") || (c && c.champion ? est(c.champion[metric]) : "–") }),
       el("td", { class: "reason", text: r.reason })));
   }
 
