@@ -123,7 +123,7 @@ type lgResult struct {
 // run is one measured run in the report.
 type runResult struct {
 	Round  int    `json:"round"`
-	Phase  string `json:"phase"` // peak | rate | steady | swap
+	Phase  string `json:"phase"` // peak | rate | steady | swap | page_peak | page
 	Server string `json:"server"`
 	// Request is the body sent: single (-body-from-lua) or page
 	// (-page-body-from-lua).
