@@ -74,10 +74,13 @@ fi
 # handler decoding the same JSON into the same types, in the same rounds:
 # closed-loop peak, fixed offered rates, and at half of peak interleaved
 # pairs of short slices, bare vs flywheel and steady vs a model swapped in
-# every second; server CPU time per request from /proc/PID/stat and the
+# every second; and, in the same rounds on the same servers, a 3-slot page
+# of the same 20 actions (bench/serve/page.lua): its peak, then bare and
+# flywheel, single-slot and page, at half of the flywheel page peak in groups
+# of short slices; server CPU time per request from /proc/PID/stat and the
 # ratios. BENCH_SERVE_ROUNDS (3), _SECONDS (8 measured per run), _WARMUP (2),
 # _FRACTIONS of peak (0.25,0.5,0.75), _PAIRS per round at half of peak (2);
-# about 6 minutes.
+# about 9 minutes.
 if [[ -z "$ONLY" || "$ONLY" == serve ]]; then
 go build -o "$WORK/serve" ./bench/serve
 go build -o "$WORK/loadgen" ./bench/loadgen

@@ -42,6 +42,7 @@ type benchOptions struct {
 	loadgen     string
 	out         string
 	lua         string
+	pageLua     string
 	rounds      int
 	seconds     float64
 	warmup      float64
@@ -69,6 +70,7 @@ func (o *benchOptions) flags() {
 	flag.StringVar(&o.loadgen, "loadgen", "", "driver: the bench/loadgen binary (default: go build it)")
 	flag.StringVar(&o.out, "out", "bench/results/serve.json", "driver: report file")
 	flag.StringVar(&o.lua, "body-from-lua", "bench/serve/rank.lua", "driver: wrk script whose wrk.body is the request")
+	flag.StringVar(&o.pageLua, "page-body-from-lua", "bench/serve/page.lua", "driver: wrk script whose wrk.body is the multi-slot page request, measured next to the single-slot one (empty: no page runs)")
 	flag.IntVar(&o.rounds, "rounds", 3, "driver: rounds (every measure once per round)")
 	flag.Float64Var(&o.seconds, "seconds", 8, "driver: measured seconds per run")
 	flag.Float64Var(&o.warmup, "warmup", 2, "driver: warm-up seconds before each measured run")
@@ -120,10 +122,13 @@ type lgResult struct {
 
 // run is one measured run in the report.
 type runResult struct {
-	Round  int     `json:"round"`
-	Phase  string  `json:"phase"` // peak | rate | steady | swap
-	Server string  `json:"server"`
-	Rate   float64 `json:"offered_rps,omitempty"`
+	Round  int    `json:"round"`
+	Phase  string `json:"phase"` // peak | rate | steady | swap | page_peak | page
+	Server string `json:"server"`
+	// Request is the body sent: single (-body-from-lua) or page
+	// (-page-body-from-lua).
+	Request string  `json:"request"`
+	Rate    float64 `json:"offered_rps,omitempty"`
 	lgResult
 	ServerCPUUSPerRequest float64 `json:"server_cpu_us_per_request"`
 	ServerCores           float64 `json:"server_cores_used"`
@@ -224,6 +229,21 @@ func (o *benchOptions) run(brokers string) error {
 		return err
 	}
 	reqBytes := len(luaString(string(body)))
+	pageBytes, pageSlots, pageActions := 0, 0, 0
+	if o.pageLua != "" {
+		pb, err := os.ReadFile(o.pageLua)
+		if err != nil {
+			return err
+		}
+		var page struct {
+			Actions []json.RawMessage `json:"actions"`
+			Slots   []json.RawMessage `json:"slots"`
+		}
+		if err := json.Unmarshal([]byte(luaString(string(pb))), &page); err != nil || len(page.Slots) == 0 {
+			return fmt.Errorf("%s: wrk.body is not a rank request with slots (%v)", o.pageLua, err)
+		}
+		pageBytes, pageSlots, pageActions = len(luaString(string(pb))), len(page.Slots), len(page.Actions)
+	}
 	fractions := []float64{}
 	for _, f := range strings.Split(o.fractions, ",") {
 		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
@@ -259,7 +279,7 @@ func (o *benchOptions) run(brokers string) error {
 
 	var runs []runResult
 	var rates []float64
-	var peakFly float64
+	var peakFly, peakFlyPage, pageRate float64
 	serverStats := []map[string]any{}
 	idleStats := []map[string]any{}
 	port := o.basePort
@@ -307,12 +327,16 @@ func (o *benchOptions) run(brokers string) error {
 				chPID = p.PID
 			}
 		}
-		measure := func(s *server, phase string, rate float64, raw string, dur, warm float64) (runResult, error) {
+		measureReq := func(s *server, phase, request string, rate float64, raw string, dur, warm float64) (runResult, error) {
+			lua := o.lua
+			if request == "page" {
+				lua = o.pageLua
+			}
 			args := o.prefix(o.loadCPU)[1:]
 			if o.rtOK {
 				args = append(args[:2], "chrt", "-f", "1")
 			}
-			args = append(args, o.loadgen, "-url", s.url(), "-body-from-lua", o.lua,
+			args = append(args, o.loadgen, "-url", s.url(), "-body-from-lua", lua,
 				"-duration", secs(dur), "-warmup", secs(warm), "-rate", strconv.FormatFloat(rate, 'f', -1, 64),
 				"-conns", strconv.Itoa(o.conns))
 			pids := fmt.Sprintf("server=%d", s.cmd.Process.Pid)
@@ -341,7 +365,7 @@ func (o *benchOptions) run(brokers string) error {
 			if err := json.Unmarshal(lastLine(b), &r.lgResult); err != nil {
 				return runResult{}, fmt.Errorf("loadgen output %q: %v", b, err)
 			}
-			r.Round, r.Phase, r.Server, r.Rate = round, phase, s.mode, rate
+			r.Round, r.Phase, r.Server, r.Request, r.Rate = round, phase, s.mode, request, rate
 			r.ServerCPUUSPerRequest = r.CPU["server"].USPerRequest
 			r.ServerCores = r.CPU["server"].Cores
 			r.IdleCores = idle[s.mode]
@@ -359,9 +383,15 @@ func (o *benchOptions) run(brokers string) error {
 			if phase == "swap" {
 				label = "flywheel+swaps"
 			}
-			fmt.Fprintf(os.Stderr, "bench serve: round %d %-6s %-15s offered %6.0f/s: %6.0f/s p50 %6.2f p99 %7.2f p999 %7.2f ms, server %5.0f µs/req (%.2f cores), errors %d %v, send lag p99 %.1f ms, other load on server CPU %.0f%%, load CPU %.0f%%\n",
+			if request != "single" {
+				label += " " + request
+			}
+			fmt.Fprintf(os.Stderr, "bench serve: round %d %-9s %-15s offered %6.0f/s: %6.0f/s p50 %6.2f p99 %7.2f p999 %7.2f ms, server %5.0f µs/req (%.2f cores), errors %d %v, send lag p99 %.1f ms, other load on server CPU %.0f%%, load CPU %.0f%%\n",
 				round, phase, label, rate, r.RPS, r.P50, r.P99, r.P999, r.ServerCPUUSPerRequest, r.ServerCores, r.Errors, r.Statuses, r.SendLagP99, 100*r.OtherBusyServerCPU, 100*r.OtherBusyLoadCPU)
 			return r, nil
+		}
+		measure := func(s *server, phase string, rate float64, raw string, dur, warm float64) (runResult, error) {
+			return measureReq(s, phase, "single", rate, raw, dur, warm)
 		}
 		fail := func(err error) error {
 			bare.stop()
@@ -377,6 +407,20 @@ func (o *benchOptions) run(brokers string) error {
 			runs = append(runs, r)
 			if s.mode == "flywheel" && round == 1 {
 				peakFly = r.RPS
+			}
+		}
+		// the page's peak, closed loop, on both servers
+		if o.pageLua != "" {
+			for _, s := range servers {
+				r, err := measureReq(s, "page_peak", "page", 0, "", o.seconds, o.warmup)
+				if err != nil {
+					return fail(err)
+				}
+				runs = append(runs, r)
+				if s.mode == "flywheel" && round == 1 {
+					peakFlyPage = r.RPS
+					pageRate = math.Max(50, math.Round(0.5*peakFlyPage/10)*10)
+				}
 			}
 		}
 		if round == 1 {
@@ -447,6 +491,28 @@ func (o *benchOptions) run(brokers string) error {
 				}
 			}
 		}
+		// The page next to the single-slot request: at half of the flywheel
+		// server's page peak (round 1), all four of bare and flywheel, single
+		// and page, at that one offered rate in groups of short slices (the
+		// order rotating), so that each group shares the machine's weather.
+		if o.pageLua != "" {
+			type run struct {
+				s       *server
+				request string
+			}
+			four := []run{{bare, "single"}, {fly, "single"}, {bare, "page"}, {fly, "page"}}
+			for k := range pairs {
+				shift := ((round-1)*pairs + k) % len(four)
+				for j := range four {
+					x := four[(j+shift)%len(four)]
+					r, err := measureReq(x.s, "page", x.request, pageRate, "", dur, warm)
+					if err != nil {
+						return fail(err)
+					}
+					runs = append(runs, r)
+				}
+			}
+		}
 		for _, s := range []*server{bare, fly} {
 			st, err := s.stop()
 			if err != nil {
@@ -459,6 +525,9 @@ func (o *benchOptions) run(brokers string) error {
 		}
 	}
 	rep := o.report(runs, peakFly, rates, fractions, pins, serverStats, idleStats, reqBytes, time.Since(started))
+	if o.pageLua != "" {
+		o.reportPage(rep, runs, peakFlyPage, pageRate, pageBytes, pageSlots, pageActions)
+	}
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return err
@@ -470,6 +539,7 @@ func (o *benchOptions) run(brokers string) error {
 		return err
 	}
 	printTable(os.Stdout, rep)
+	printPage(os.Stdout, rep)
 	fmt.Fprintf(os.Stderr, "bench serve: wrote %s (%.0f s)\n", o.out, time.Since(started).Seconds())
 	return nil
 }
@@ -558,6 +628,12 @@ func (o *benchOptions) startServer(ctx context.Context, mode string, port int, b
 				if mode != "bare" && !bytes.Contains(b, []byte(`"ranking"`)) {
 					s.stop()
 					return nil, fmt.Errorf("%s server answered %s", mode, b)
+				}
+				if o.pageLua != "" {
+					if err := checkPage(s.url(), luaString(mustRead(o.pageLua))); err != nil {
+						s.stop()
+						return nil, fmt.Errorf("%s server: %v", mode, err)
+					}
 				}
 				return s, nil
 			}
@@ -758,6 +834,7 @@ type row struct {
 	Rate                  float64   `json:"offered_rps,omitempty"`
 	Fraction              float64   `json:"fraction_of_peak,omitempty"`
 	Server                string    `json:"server"`
+	Request               string    `json:"request"`
 	RPS                   float64   `json:"rps"`
 	P50                   float64   `json:"p50_ms"`
 	P99                   float64   `json:"p99_ms"`
@@ -776,43 +853,58 @@ type ratioSet struct {
 	Pairs  []float64 `json:"same_run_pairs"` // one per round, or per slice pair at half of peak
 }
 
+// pickRuns returns the runs of phase, server and request at rate, in the
+// order they ran.
+func pickRuns(runs []runResult, phase, server, request string, rate float64) []runResult {
+	var out []runResult
+	for _, r := range runs {
+		if r.Phase == phase && r.Server == server && r.Rate == rate && r.Request == request {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// summarizeRuns fills w with the medians of rs.
+func summarizeRuns(rs []runResult, w row) row {
+	var rps, p50, p99, p999, cpu, net, kcpu, asw []float64
+	for _, r := range rs {
+		rps, p50, p99, p999 = append(rps, r.RPS), append(p50, r.P50), append(p99, r.P99), append(p999, r.P999)
+		cpu, kcpu, asw = append(cpu, r.ServerCPUUSPerRequest), append(kcpu, r.KafkaCPUUSPerRequest), append(asw, r.AfterSwapP99)
+		net = append(net, r.ServerCPUUSNetOfIdle)
+		w.Errors += r.Errors
+	}
+	w.ServerCPUUSNetOfIdle = median(net)
+	w.RPS, w.P50, w.P99, w.P999 = median(rps), median(p50), median(p99), median(p999)
+	w.ServerCPUUSPerRequest, w.KafkaCPUUSPerRequest, w.AfterSwapP99 = median(cpu), median(kcpu), median(asw)
+	w.ServerCPURounds, w.P99Rounds = cpu, p99
+	return w
+}
+
+// sameRunRatios is f(a[i])/f(b[i]) for each same-run pair i, and their
+// median.
+func sameRunRatios(f func(runResult) float64, a, b []runResult) ratioSet {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		rs = append(rs, ratio(f(a[i]), f(b[i])))
+	}
+	return ratioSet{Median: math.Round(median(rs)*1000) / 1000, Pairs: rs}
+}
+
 func (o *benchOptions) report(runs []runResult, peakFly float64, rates, fractions []float64, pins []pinned, stats, idleStats []map[string]any, reqBytes int, took time.Duration) map[string]any {
 	pick := func(phase, server string, rate float64) []runResult {
-		var out []runResult
-		for _, r := range runs {
-			if r.Phase == phase && r.Server == server && r.Rate == rate {
-				out = append(out, r)
-			}
-		}
-		return out
+		return pickRuns(runs, phase, server, "single", rate)
 	}
 	summarize := func(phase, server string, rate, frac float64) row {
-		rs := pick(phase, server, rate)
-		w := row{Phase: phase, Rate: rate, Fraction: frac, Server: server}
+		w := row{Phase: phase, Rate: rate, Fraction: frac, Server: server, Request: "single"}
 		if phase == "swap" {
 			w.Server = "flywheel+swaps"
 		}
-		var rps, p50, p99, p999, cpu, net, kcpu, asw []float64
-		for _, r := range rs {
-			rps, p50, p99, p999 = append(rps, r.RPS), append(p50, r.P50), append(p99, r.P99), append(p999, r.P999)
-			cpu, kcpu, asw = append(cpu, r.ServerCPUUSPerRequest), append(kcpu, r.KafkaCPUUSPerRequest), append(asw, r.AfterSwapP99)
-			net = append(net, r.ServerCPUUSNetOfIdle)
-			w.Errors += r.Errors
-		}
-		w.ServerCPUUSNetOfIdle = median(net)
-		w.RPS, w.P50, w.P99, w.P999 = median(rps), median(p50), median(p99), median(p999)
-		w.ServerCPUUSPerRequest, w.KafkaCPUUSPerRequest, w.AfterSwapP99 = median(cpu), median(kcpu), median(asw)
-		w.ServerCPURounds, w.P99Rounds = cpu, p99
-		return w
+		return summarizeRuns(pick(phase, server, rate), w)
 	}
 	// per-round ratios of a measure between two (phase, server) at a rate
 	perRound := func(f func(runResult) float64, pa, sa, pb, sb string, rate float64) ratioSet {
-		a, b := pick(pa, sa, rate), pick(pb, sb, rate)
-		var rs []float64
-		for i := range min(len(a), len(b)) {
-			rs = append(rs, ratio(f(a[i]), f(b[i])))
-		}
-		return ratioSet{Median: math.Round(median(rs)*1000) / 1000, Pairs: rs}
+		return sameRunRatios(f, pick(pa, sa, rate), pick(pb, sb, rate))
 	}
 	cpuOf := func(r runResult) float64 { return r.ServerCPUUSPerRequest }
 	netOf := func(r runResult) float64 { return r.ServerCPUUSNetOfIdle }

@@ -5,20 +5,23 @@
 // to the other, and runs, in each of -rounds rounds and in the same run for
 // both servers, a closed-loop peak, open-loop fixed offered rates, and the
 // flywheel server at half of its peak with and without a model swapped in
-// every second; it writes bench/results/serve.json (bench.go).
+// every second, and a 3-slot page of the same 20 actions (page.lua) next to
+// the single-slot request (rank.lua) on both servers; it writes
+// bench/results/serve.json (bench.go).
 //
 // Without -bench it is one server:
 //
 //	-mode flywheel   the real /v1/rank handler: validation, scoring with a
 //	                 trained-shape ranker, every decision spooled and shipped
 //	                 to the Kafka broker named by -kafka (topics of its own,
-//	                 deleted on exit)
+//	                 deleted on exit); two models, homepage (interaction
+//	                 [user, item]) and page ([user, item], [slot, item])
 //	-mode swap       the same, with a new model version swapped in every second
 //	                 from the start; in flywheel mode SIGUSR1 starts swapping
 //	                 and SIGUSR2 stops it
 //	-mode bare       a bare gin handler that decodes the same request into the
 //	                 same types (encoding/json) and encodes a response of the
-//	                 same shape: the reference
+//	                 same shape, a page's too: the reference
 //
 // A server prints a JSON line per swap ({"swap_unix_ns", "took_us"}) and, on
 // SIGTERM, one with what it logged and swapped.
@@ -35,6 +38,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,23 +55,41 @@ import (
 	"github.com/flywheel-dev/flywheel/serve"
 )
 
+// registry serves two models: swapModel, whose version the swap ticker
+// moves on, and pageModel (the 3-slot page's), always at version 1.
 type registry struct {
-	version   atomic.Int64
-	artifacts [2][]byte
+	version   atomic.Int64 // swapModel's
+	artifacts map[string]*[2][]byte
 }
 
-func (r *registry) Champion(_ context.Context, _ string) (int, []byte, error) {
-	v := int(r.version.Load())
-	return v, r.artifacts[v%2], nil
+const (
+	swapModel = "homepage"
+	pageModel = "page"
+)
+
+func (r *registry) versionOf(name string) int {
+	if name == swapModel {
+		return int(r.version.Load())
+	}
+	return 1
+}
+
+func (r *registry) Champion(_ context.Context, name string) (int, []byte, error) {
+	a, ok := r.artifacts[name]
+	if !ok {
+		return 0, nil, fmt.Errorf("no model %s", name)
+	}
+	v := r.versionOf(name)
+	return v, a[v%2], nil
 }
 
 func (r *registry) Canary(context.Context, string) (int, []byte, error) { return 0, nil, nil }
 
-func (r *registry) Alias(_ context.Context, _, alias string) (int, error) {
+func (r *registry) Alias(_ context.Context, name, alias string) (int, error) {
 	if alias == "canary" {
 		return 0, nil
 	}
-	return int(r.version.Load()), nil
+	return r.versionOf(name), nil
 }
 
 func main() {
@@ -121,20 +143,29 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 		}
 		return nil
 	}
-	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults()
-	reg := &registry{}
+	// homepage ranks the single-slot request (rank.lua); page, with the
+	// [slot, item] interaction docs/operations.md advises for pages, the
+	// 3-slot page (page.lua).
+	models := map[string]flywheel.ModelConfig{
+		swapModel: flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults(),
+		pageModel: flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}, {"slot", "item"}}}.WithDefaults(),
+	}
+	reg := &registry{artifacts: map[string]*[2][]byte{}}
 	reg.version.Store(1)
-	for i := range reg.artifacts {
-		m, err := model.FromConfig(mc)
-		if err != nil {
-			return err
-		}
-		// give the weights some values so that scoring is not all zeros
-		tr := model.NewTrainer(m, model.TrainConfig{})
-		_ = tr.LearnRanker(&flywheel.Example{Context: flywheel.Features{"user": {"segment": fmt.Sprint(i)}},
-			Actions: []flywheel.Action{{ID: "a", Features: flywheel.Features{"item": {"id": "i1"}}}}, Probabilities: []float64{1}, Reward: 1})
-		if reg.artifacts[i], err = tr.Model().MarshalBinary(); err != nil {
-			return err
+	for name, mc := range models {
+		reg.artifacts[name] = new([2][]byte)
+		for i := range reg.artifacts[name] {
+			m, err := model.FromConfig(mc)
+			if err != nil {
+				return err
+			}
+			// give the weights some values so that scoring is not all zeros
+			tr := model.NewTrainer(m, model.TrainConfig{})
+			_ = tr.LearnRanker(&flywheel.Example{Context: flywheel.Features{"user": {"segment": fmt.Sprint(i)}, "slot": {"id": "hero"}},
+				Actions: []flywheel.Action{{ID: "a", Features: flywheel.Features{"item": {"id": "i1"}}}}, Probabilities: []float64{1}, Reward: 1})
+			if reg.artifacts[name][i], err = tr.Model().MarshalBinary(); err != nil {
+				return err
+			}
 		}
 	}
 	if spool == "" {
@@ -154,7 +185,7 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 	if err != nil {
 		return err
 	}
-	srv, err := serve.New(serve.Config{Addr: addr, Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true, PollInterval: time.Hour},
+	srv, err := serve.New(serve.Config{Addr: addr, Models: models, Open: true, PollInterval: time.Hour},
 		reg, logger, serve.Admin{}, promReg, nil, nil)
 	if err != nil {
 		return err
@@ -191,7 +222,7 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 			case <-tick:
 				reg.version.Add(1)
 				start := time.Now()
-				if _, err := srv.Swap(ctx, "homepage"); err != nil {
+				if _, err := srv.Swap(ctx, swapModel); err != nil {
 					fmt.Fprintln(os.Stderr, "swap:", err)
 				}
 				took := time.Since(start)
@@ -237,12 +268,24 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 }
 
 // The reference: the same request and response types, decoded and encoded by
-// gin, nothing else.
+// gin, nothing else. A page (slots) is decoded into the same slot type and
+// answered in the same shape, each slot the first action no earlier slot
+// took and the slot does not exclude.
 type rankRequest struct {
-	Model   string            `json:"model"`
-	EventID string            `json:"event_id"`
-	Context flywheel.Features `json:"context"`
-	Actions []flywheel.Action `json:"actions"`
+	Model           string            `json:"model"`
+	EventID         string            `json:"event_id"`
+	Context         flywheel.Features `json:"context"`
+	Actions         []flywheel.Action `json:"actions"`
+	ExcludedActions []string          `json:"excluded_actions,omitempty"`
+	Slots           []slotRequest     `json:"slots,omitempty"`
+	DeferActivation bool              `json:"defer_activation,omitempty"`
+}
+
+type slotRequest struct {
+	ID              string         `json:"id"`
+	Features        map[string]any `json:"features,omitempty"`
+	ExcludedActions []string       `json:"excluded_actions,omitempty"`
+	BaselineAction  string         `json:"baseline_action,omitempty"`
 }
 
 type rankResponse struct {
@@ -255,15 +298,51 @@ type rankResponse struct {
 	Explored     bool              `json:"explored"`
 }
 
+type slotAnswer struct {
+	ID          string  `json:"id"`
+	EventID     string  `json:"event_id"`
+	Chosen      string  `json:"chosen"`
+	Probability float64 `json:"probability"`
+	Explored    bool    `json:"explored"`
+}
+
+type slotsResponse struct {
+	EventID      string       `json:"event_id"`
+	Model        string       `json:"model"`
+	ModelVersion int          `json:"model_version"`
+	Variant      string       `json:"variant"`
+	Slots        []slotAnswer `json:"slots"`
+}
+
 func bare(c *gin.Context) {
 	var req rankRequest
 	if err := c.ShouldBindJSON(&req); err != nil || len(req.Actions) == 0 {
 		c.JSON(http.StatusBadRequest, gin.H{"error": "bad request"})
 		return
 	}
+	if len(req.Slots) > 0 {
+		bareSlots(c, &req)
+		return
+	}
 	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: 1, Variant: "champion", Chosen: req.Actions[0].ID}
 	for _, a := range req.Actions {
 		resp.Ranking = append(resp.Ranking, flywheel.Ranked{ID: a.ID, Probability: 1 / float64(len(req.Actions))})
+	}
+	c.JSON(http.StatusOK, resp)
+}
+
+func bareSlots(c *gin.Context, req *rankRequest) {
+	resp := slotsResponse{EventID: req.EventID, Model: req.Model, ModelVersion: 1, Variant: "champion", Slots: make([]slotAnswer, len(req.Slots))}
+	taken := make(map[string]bool, len(req.Slots))
+	for i, sl := range req.Slots {
+		resp.Slots[i] = slotAnswer{ID: sl.ID, EventID: req.EventID + "#" + sl.ID}
+		for _, a := range req.Actions {
+			if !taken[a.ID] && !slices.Contains(sl.ExcludedActions, a.ID) {
+				taken[a.ID] = true
+				resp.Slots[i].Chosen, resp.Slots[i].Probability = a.ID, 1/float64(len(req.Actions)-i)
+				break
+			}
+		}
 	}
 	c.JSON(http.StatusOK, resp)
 }
