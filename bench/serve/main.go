@@ -46,7 +46,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/eventlog"
@@ -251,10 +250,8 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 	if deleteTopics {
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		t := kcfg.Topics()
-		client := &kafkago.Client{Addr: kafkago.TCP(brokers), Timeout: 10 * time.Second}
-		if _, derr := client.DeleteTopics(dctx, &kafkago.DeleteTopicsRequest{Topics: []string{
-			t.Decisions, t.Feedback, t.ModelEvents, t.DLQ, t.Election, t.Installation, t.SpoolWatermarks}}); derr != nil {
-			fmt.Fprintln(os.Stderr, "delete topics:", derr)
+		if derr := kafka.DeleteTopics(dctx, kcfg, t.Decisions, t.Feedback, t.ModelEvents, t.DLQ, t.Election, t.Installation, t.SpoolWatermarks); derr != nil {
+			fmt.Fprintln(os.Stderr, derr)
 		}
 		dcancel()
 	}
