@@ -352,11 +352,16 @@ secure_up() {
 
 # ---------------------------------------------------------------- kafka
 
+kafka_jvm_args() {
+  KAFKA_JVM=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$KDIR/log4j2.properties"
+    -Dkafka.logs.dir="$KDIR/log"
+    -cp "$KAFKA_HOME/libs/*")
+}
+
 kafka_java() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$KDIR/log4j2.properties" \
-    -Dkafka.logs.dir="$KDIR/log" \
-    -cp "$KAFKA_HOME/libs/*" "$@"
+  kafka_jvm_args
+  java "${KAFKA_JVM[@]}" "$@"
 }
 
 kafka_config() {
@@ -426,7 +431,10 @@ kafka_start() {
   fi
   : >"$d/log/server.log" # readiness is read from this log: start it afresh
   log "starting kafka $KAFKA_VERSION (KRaft, node ${KAFKA_NODE_ID:-1}) on 127.0.0.1:$KAFKA_PORT (data in $d)"
-  (cd "$d" || exit 1; kafka_java kafka.Kafka "$d/server.properties" >"$d/log/stdout.log" 2>&1 </dev/null & echo $! >"$pidf")
+  # exec: the pid recorded is the broker's own, so that a kill (SIGKILL, no
+  # handler to pass it on) reaches the broker and not only a shell above it.
+  (cd "$d" || exit 1; kafka_jvm_args; exec java "${KAFKA_JVM[@]}" kafka.Kafka "$d/server.properties" >"$d/log/stdout.log" 2>&1 </dev/null) &
+  echo $! >"$pidf"
 }
 
 kafka_wait() {
@@ -503,9 +511,15 @@ kafka_cluster_kill() {
   kafka_cluster_node "$1"
   if pid_alive "$KDIR/kafka.pid"; then
     log "killing kafka (cluster node $1, pid $(cat "$KDIR/kafka.pid"))"
+    pkill -KILL -P "$(cat "$KDIR/kafka.pid")" 2>/dev/null || true # a pid file of a shell above the broker
     kill -KILL "$(cat "$KDIR/kafka.pid")" 2>/dev/null || true
     rm -f "$KDIR/kafka.pid"
   fi
+  local deadline=$((SECONDS + 10))
+  while port_open "$KAFKA_PORT"; do
+    ((SECONDS < deadline)) || die "kafka cluster node $1 still listens on 127.0.0.1:$KAFKA_PORT after SIGKILL (not started by this script?)"
+    sleep 0.2
+  done
 }
 
 kafka_cluster_down() {

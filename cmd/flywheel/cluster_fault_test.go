@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,6 +152,39 @@ models:
 		t.Fatal(err)
 	}
 	t.Logf("%.0fs: champion v%d; %d retrain runs recorded, none overlapping", time.Since(began).Seconds(), champion, runs)
+
+	// Both replicas' dashboards answer from the cluster.
+	for _, u := range urls {
+		var dash struct {
+			Data struct {
+				Overview struct {
+					Series []struct {
+						Version   int    `json:"version"`
+						Decisions uint64 `json:"decisions"`
+					} `json:"series"`
+				} `json:"overview"`
+			} `json:"data"`
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u+"/v1/models/homepage/dashboard?window=1h", nil)
+		req.Header.Set("Authorization", "Bearer "+e2eAppKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &dash) != nil {
+			t.Fatalf("%s dashboard: %d %s", u, resp.StatusCode, body)
+		}
+		var shown uint64
+		for _, s := range dash.Data.Overview.Series {
+			shown += s.Decisions
+		}
+		if shown == 0 || shown > uint64(acked) {
+			t.Errorf("%s dashboard shows %d closed decisions of %d acknowledged", u, shown, acked)
+		}
+		t.Logf("%s dashboard: %d series, %d closed decisions", u, len(dash.Data.Overview.Series), shown)
+	}
 }
 
 // leaveClusterClean ends every query of database db still running on the

@@ -6,6 +6,7 @@
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -202,12 +203,73 @@ func clickHouseCluster(tb testing.TB, how int) (addr, name string) {
 	if err != nil {
 		tb.Fatalf("the cluster's test lock: %v", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+	// Alone on the cluster first, to check that its DDL queue moves (and
+	// mend it if not), then shared if that is what was asked for.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
 		tb.Fatalf("the cluster's test lock: %v", err)
 	}
 	tb.Cleanup(func() { f.Close() }) // closing releases the lock
+	mendDDLQueue(tb, addr, name)
+	if how != syscall.LOCK_EX {
+		if err := syscall.Flock(int(f.Fd()), how); err != nil {
+			tb.Fatalf("the cluster's test lock: %v", err)
+		}
+	}
 	return addr, name
+}
+
+// clusterNodes is how many nodes scripts/services.sh cluster-up starts, on
+// native ports 9301 and up.
+const clusterNodes = 4
+
+// mendDDLQueue checks that every node of the cluster runs ON CLUSTER DDL:
+// ClickHouse 18.16's DDL worker has been seen to stay on one task for
+// good (an ALTER of a replicated table, under load, or a query that
+// outlived a stopped replica), and then every later ON CLUSTER statement,
+// of every test, waits on that node until it times out. A node that does
+// not run a probe within 30 s is restarted, which clears it. The product
+// reports the same thing as a migration error (TIMEOUT_EXCEEDED); the
+// tests must not inherit it from one another.
+func mendDDLQueue(tb testing.TB, addr, cluster string) {
+	tb.Helper()
+	host := strings.Split(addr, ":")[0]
+	query := func(n int, timeout time.Duration, q string) (string, error) {
+		cmd := exec.Command("clickhouse-client", "--host", host, "--port", strconv.Itoa(9300+n), "--distributed_ddl_task_timeout", "30", "--query", q)
+		done := make(chan struct{})
+		timer := time.AfterFunc(timeout, func() {
+			select {
+			case <-done:
+			default:
+				_ = cmd.Process.Kill()
+			}
+		})
+		defer timer.Stop()
+		out, err := cmd.CombinedOutput()
+		close(done)
+		return strings.TrimSpace(string(out)), err
+	}
+	probe := fmt.Sprintf("ddl_probe_%d", time.Now().UnixNano())
+	out, err := query(1, 60*time.Second, "CREATE DATABASE IF NOT EXISTS "+probe+" ON CLUSTER "+cluster)
+	has := func(n int) bool {
+		o, err := query(n, 10*time.Second, "SELECT count() FROM system.databases WHERE name = '"+probe+"'")
+		return err == nil && o == "1"
+	}
+	for n := 1; n <= clusterNodes; n++ {
+		if err != nil && !has(n) {
+			tb.Logf("ClickHouse cluster node %d did not run ON CLUSTER DDL within 30 s (%v: %.300s): restarting it", n, err, out)
+			script(tb, "cluster-node-down", "FLYWHEEL_CLUSTER_NODE="+strconv.Itoa(n))
+			script(tb, "cluster-node-up", "FLYWHEEL_CLUSTER_NODE="+strconv.Itoa(n))
+			deadline := time.Now().Add(90 * time.Second)
+			for !has(n) && time.Now().Before(deadline) {
+				time.Sleep(500 * time.Millisecond)
+			}
+			if !has(n) {
+				tb.Fatalf("ClickHouse cluster node %d still runs no ON CLUSTER DDL after a restart", n)
+			}
+		}
+		_, _ = query(n, 10*time.Second, "DROP DATABASE IF EXISTS "+probe)
+	}
 }
 
 // ClickHouseClusterNode runs the services script as `script
