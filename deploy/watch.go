@@ -33,28 +33,44 @@ func WatchFrom(ctx context.Context, cfg kafka.Config, offset int64, log *slog.Lo
 	return watch(ctx, r, log, fn)
 }
 
+// watchPause is the pause after a failed read: short, since the reader
+// paces its own retries, and not nothing, so that a reader failing at once
+// and forever does not pin a core; watchErrorLogEvery bounds how often
+// failed reads are logged.
+const (
+	watchPause         = 20 * time.Millisecond
+	watchErrorLogEvery = 5 * time.Second
+)
+
 func watch(ctx context.Context, r *kafka.EventReader, log *slog.Logger, fn func(flywheel.ModelEvent)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	defer r.Close()
-	backoff := 100 * time.Millisecond
+	var failed int       // errors since the last logged
+	var logged time.Time // when the last was
 	for {
 		e, err := r.Read(ctx)
 		if err != nil && !errors.Is(err, kafka.ErrUndecodable) {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
-			log.Warn("reading model events failed; retrying", "retry_in", backoff, "err", err)
+			// The reader paces its own retries; the errors it met while a
+			// broker was away wait in its queue and are drained without
+			// waiting again (a growing pause per error kept a replica from
+			// seeing a promotion for minutes after a broker came back).
+			failed++
+			if now := time.Now(); now.Sub(logged) >= watchErrorLogEvery {
+				log.Warn("reading model events failed; retrying", "errors", failed, "err", err)
+				failed, logged = 0, now
+			}
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(backoff):
+			case <-time.After(watchPause):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
 		if err != nil {
 			log.Warn("skipping undecodable model event", "err", err)
 			continue

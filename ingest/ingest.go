@@ -215,8 +215,13 @@ func (b *batch) abort() {
 	}
 }
 
-// fetchBackoff is the first pause after a failed fetch.
-const fetchBackoff = 500 * time.Millisecond
+// fetchPause is the pause after a failed fetch: short, since the reader
+// paces its own retries, and not nothing, so that a reader failing at once
+// and forever does not pin a core.
+const fetchPause = 20 * time.Millisecond
+
+// fetchErrorLogEvery bounds how often failed fetches are logged.
+const fetchErrorLogEvery = 5 * time.Second
 
 // earlyRows is the smallest batch inserted as soon as ingest has caught
 // up with the log, before batch_wait: ClickHouse's guidance is inserts of
@@ -236,23 +241,30 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 	// see when nothing is waiting.
 	incoming := make(chan fetched, 1024)
 	go func() {
-		backoff := fetchBackoff
+		var failed int       // errors since the last logged
+		var logged time.Time // when the last was
 		for {
 			m, err := r.FetchMessage(ctx)
 			if err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) {
 				// The group reader heals by itself (a coordinator that moved
-				// with a broker, offsets still loading) and says so once it
-				// has failed a few times: fetch on, after a pause.
-				in.log.Warn("fetching from Kafka failed; fetching on", "retry_in", backoff, "err", err)
+				// with a broker, offsets still loading, a leader back) and
+				// paces its own retries (ReadBackoffMin/Max); the errors it
+				// met meanwhile wait in its queue, so they are drained
+				// without waiting again (at 10 s each, a broker down for 20 s
+				// held ingest back for 5 minutes), logged at most once every
+				// fetchErrorLogEvery.
+				failed++
+				if now := time.Now(); now.Sub(logged) >= fetchErrorLogEvery {
+					in.log.Warn("fetching from Kafka failed; fetching on", "errors", failed, "err", err)
+					failed, logged = 0, now
+				}
 				select {
-				case <-time.After(backoff):
+				case <-time.After(fetchPause):
 				case <-ctx.Done():
 					return
 				}
-				backoff = min(2*backoff, 10*time.Second)
 				continue
 			}
-			backoff = fetchBackoff
 			select {
 			case incoming <- fetched{m, err}:
 			case <-ctx.Done():
