@@ -28,43 +28,37 @@ type activateRequest struct {
 // handleActivate logs the activation of event_id (a page's id activates its
 // slots). Activating twice counts once: the activation has a fixed
 // feedback id.
-func (s *Server) handleActivate(c *gin.Context) {
+func (s *Server) handleActivate(c *gin.Context) error {
 	eventID := c.Param("event_id")
 	switch {
 	case eventID == "":
-		writeError(c, flywheel.Errorf(flywheel.EINVALID, "event_id is empty"))
-		return
+		return flywheel.Errorf(flywheel.EINVALID, "event_id is empty")
 	case len(eventID) > maxIDBytes:
-		writeError(c, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", maxIDBytes))
-		return
+		return flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", maxIDBytes)
 	}
 	body, err := s.readBody(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	var req activateRequest
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := decodeStrict(body, &req); err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 	}
 	if req.Model != "" {
 		if err := flywheel.ValidateName("model", req.Model); err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		if _, ok := s.models[req.Model]; !ok {
-			writeError(c, flywheel.Errorf(flywheel.EINVALID, "model %q is not configured", req.Model))
-			return
+			return flywheel.Errorf(flywheel.EINVALID, "model %q is not configured", req.Model)
 		}
 	}
 	f := flywheel.Feedback{Schema: flywheel.SchemaVersion, FeedbackID: flywheel.FeedbackActivation, EventID: eventID, Time: s.now().UTC(),
 		Type: flywheel.FeedbackActivation, Model: req.Model}
 	if err := s.events.LogFeedback(c.Request.Context(), []flywheel.Feedback{f}); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	c.JSON(http.StatusAccepted, gin.H{"activated": eventID})
+	return nil
 }

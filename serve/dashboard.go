@@ -160,35 +160,32 @@ func (s *Server) uiRoutes(e *gin.Engine) {
 	})
 }
 
-func (s *Server) handleDashboard(c *gin.Context) {
+func (s *Server) handleDashboard(c *gin.Context) error {
 	h, ok := s.models[c.Param("name")]
 	if !ok {
-		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
-		return
+		return flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name"))
 	}
 	window := time.Hour
 	if w := c.Query("window"); w != "" {
 		d, err := snapWindow(w)
 		if err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		window = d
 	}
 	out := gin.H{"model": s.info(h), "replica": s.replicaStats(), "window": windowName(window)}
 	if s.insights.Dashboard == nil {
-		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "the dashboard's data is not available on this server"))
-		return
+		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "the dashboard's data is not available on this server")
 	}
 	d, err := s.dashboards.get(c.Request.Context(), h.name+"|"+windowName(window), s.now(), func(ctx context.Context) (any, error) {
 		return s.insights.Dashboard(ctx, h.name, window)
 	})
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	out["data"] = d
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 type referencesRequest struct {
@@ -196,49 +193,41 @@ type referencesRequest struct {
 	Source     string             `json:"source"`
 }
 
-func (s *Server) handleReferences(c *gin.Context) {
+func (s *Server) handleReferences(c *gin.Context) error {
 	h, ok := s.models[c.Param("name")]
 	if !ok {
-		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
-		return
+		return flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name"))
 	}
 	if s.insights.SetReferences == nil {
-		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "references are not available on this server"))
-		return
+		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "references are not available on this server")
 	}
 	body, err := s.readBody(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	var req referencesRequest
 	if err := decodeStrict(body, &req); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if len(req.References) == 0 || len(req.References) > 16 {
-		writeError(c, flywheel.Errorf(flywheel.EINVALID, "references must name between 1 and 16 reward rates"))
-		return
+		return flywheel.Errorf(flywheel.EINVALID, "references must name between 1 and 16 reward rates")
 	}
 	for name, v := range req.References {
 		if err := flywheel.ValidateName("references."+name, name); err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		if math.IsNaN(v) || math.IsInf(v, 0) {
-			writeError(c, flywheel.Errorf(flywheel.EINVALID, "references.%s is not a finite number", name))
-			return
+			return flywheel.Errorf(flywheel.EINVALID, "references.%s is not a finite number", name)
 		}
 	}
 	if len(req.Source) > 256 {
-		writeError(c, flywheel.Errorf(flywheel.EINVALID, "source is longer than 256 bytes"))
-		return
+		return flywheel.Errorf(flywheel.EINVALID, "source is longer than 256 bytes")
 	}
 	if err := s.insights.SetReferences(c.Request.Context(), h.name, req.References, req.Source); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"model": h.name, "references": req.References})
+	return nil
 }
 
 // replicaStats reads this replica's own event-logging metrics.

@@ -45,6 +45,16 @@ func errorBody(err error) gin.H {
 // for the observe middleware to count.
 const errorCodeKey = "flywheel.error_code"
 
+// handle adapts a handler that returns its error: the error is answered
+// by writeError, the one place errors become statuses and bodies.
+func handle(h func(c *gin.Context) error) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if err := h(c); err != nil {
+			writeError(c, err)
+		}
+	}
+}
+
 // writeError writes err as {"error": {"code", "message"}} with its status.
 // The observe middleware counts every error by code and logs the cause of
 // every 5xx answer (the client sees only its message).

@@ -96,34 +96,30 @@ func explainParams(c *gin.Context) (version, top int, err error) {
 // handleExplain is GET /v1/models/{name}/explain: what a version learned,
 // its top weights by effect with their readable names, as `flywheel models
 // explain --json` prints it.
-func (s *Server) handleExplain(c *gin.Context) {
+func (s *Server) handleExplain(c *gin.Context) error {
 	h, ok := s.models[c.Param("name")]
 	if !ok {
-		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
-		return
+		return flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name"))
 	}
 	ex, ok := s.registry.(explainer)
 	if !ok {
-		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "explanations are not available on this server"))
-		return
+		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "explanations are not available on this server")
 	}
 	version, top, err := explainParams(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if version == 0 {
 		if version = currentVersion(h.ptr.Load()); version == 0 {
-			writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "model %q is not loaded yet", h.name))
-			return
+			return flywheel.Errorf(flywheel.EUNAVAILABLE, "model %q is not loaded yet", h.name)
 		}
 	}
 	x, err := s.explained.get(c.Request.Context(), ex, h.name, version)
 	if err != nil {
-		writeError(c, fmt.Errorf("explain %s v%d: %w", h.name, version, err))
-		return
+		return fmt.Errorf("explain %s v%d: %w", h.name, version, err)
 	}
 	out := *x
 	out.Top = x.Top[:min(top, len(x.Top))]
 	c.JSON(http.StatusOK, &out)
+	return nil
 }

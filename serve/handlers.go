@@ -239,25 +239,22 @@ func routeFor(kind string) string {
 	return "/v1/rank"
 }
 
-func (s *Server) handleRank(c *gin.Context) {
+func (s *Server) handleRank(c *gin.Context) error {
 	body, err := s.readBody(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	req, err := decodeRank(body, s.cfg.Limits)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if !s.checkCost(c, req.Model, req.Context, req.Actions) {
-		return
+		return nil
 	}
 	clientID := req.EventID != ""
 	h, l, variant, err := s.pick(c, req.Model, flywheel.KindRanker, req.Context, &req.EventID)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	now := s.now().UTC()
 	if clientID {
@@ -265,29 +262,25 @@ func (s *Server) handleRank(c *gin.Context) {
 		// same answer, another one a 409, and nothing is logged twice.
 		out, prev, err := s.recent.claimWait(c.Request.Context(), req.Model, req.EventID, body, now)
 		if err != nil {
-			writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "event_id %q: the same request is still being answered: %v", req.EventID, err))
-			return
+			return flywheel.Errorf(flywheel.EUNAVAILABLE, "event_id %q: the same request is still being answered: %v", req.EventID, err)
 		}
 		switch out {
 		case replay:
 			c.Data(http.StatusOK, "application/json; charset=utf-8", prev)
-			return
+			return nil
 		case conflict:
-			writeError(c, flywheel.Errorf(flywheel.ECONFLICT, "event_id %q was already used by another decision of model %q", req.EventID, req.Model))
-			return
+			return flywheel.Errorf(flywheel.ECONFLICT, "event_id %q was already used by another decision of model %q", req.EventID, req.Model)
 		case claimed:
 			defer s.recent.release(req.Model, req.EventID) // a no-op once done
 		}
 	}
 	s.observeFeatures(h, req.Context, req.Actions) // a replayed answer is not profiled again
 	if req.Slots != nil {
-		s.rankSlots(c, h, l, variant, req, body, clientID, now)
-		return
+		return s.rankSlots(c, h, l, variant, req, body, clientID, now)
 	}
 	var r model.Ranking
 	if err := l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, &r); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: variant,
 		Chosen: req.Actions[r.Chosen].ID, Explored: r.Explored, Ranking: make([]flywheel.Ranked, len(r.Order))}
@@ -303,14 +296,12 @@ func (s *Server) handleRank(c *gin.Context) {
 		RawContext: req.rawContext, RawActions: req.rawActions, Deferred: req.DeferActivation,
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	s.metrics.decisions.WithLabelValues(req.Model, strconv.FormatBool(r.Explored)).Inc()
 	out, err := sonic.Marshal(&resp)
 	if err != nil {
-		writeError(c, fmt.Errorf("encode response: %w", err))
-		return
+		return fmt.Errorf("encode response: %w", err)
 	}
 	if clientID {
 		s.recent.done(req.Model, req.EventID, out)
@@ -318,38 +309,33 @@ func (s *Server) handleRank(c *gin.Context) {
 		s.recent.remember(req.Model, req.EventID, now)
 	}
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
+	return nil
 }
 
-func (s *Server) handlePredict(c *gin.Context) {
+func (s *Server) handlePredict(c *gin.Context) error {
 	body, err := s.readBody(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	var req predictRequest
 	if err := decodeStrict(body, &req); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if err := flywheel.ValidateName("model", req.Model); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if len(req.EventID) > maxIDBytes {
-		writeError(c, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", maxIDBytes))
-		return
+		return flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", maxIDBytes)
 	}
 	if err := req.Features.Validate("features", s.cfg.Limits); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if !s.checkCost(c, req.Model, req.Features, nil) {
-		return
+		return nil
 	}
 	h, l, variant, err := s.pick(c, req.Model, flywheel.KindClassifier, req.Features, &req.EventID)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	s.observeFeatures(h, req.Features, nil)
 	score := l.model.Predict(req.Features)
@@ -358,22 +344,20 @@ func (s *Server) handlePredict(c *gin.Context) {
 		Version: l.version, Variant: variant, Context: req.Features, Score: score, Reward: h.cfg.RewardRule(),
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, predictResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: d.Variant, Score: score})
+	return nil
 }
 
-func (s *Server) handleFeedback(c *gin.Context) {
+func (s *Server) handleFeedback(c *gin.Context) error {
 	body, err := s.readBody(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	items, err := parseFeedback(body, s.cfg.Limits.MaxFeedbackPerBatch)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	now := s.now().UTC()
 	fs := make([]flywheel.Feedback, len(items))
@@ -385,8 +369,7 @@ func (s *Server) handleFeedback(c *gin.Context) {
 		}
 		checks[i], err = s.checkFeedback(p, &it, now)
 		if err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		id := it.FeedbackID
 		if id == "" {
@@ -396,8 +379,7 @@ func (s *Server) handleFeedback(c *gin.Context) {
 			ActedAt: checks[i].acted, Model: it.Model}
 	}
 	if err := s.events.LogFeedback(c.Request.Context(), fs); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	s.countLate(fs, checks)
 	ids := make([]string, len(fs))
@@ -405,6 +387,7 @@ func (s *Server) handleFeedback(c *gin.Context) {
 		ids[i] = fs[i].FeedbackID
 	}
 	c.JSON(http.StatusAccepted, gin.H{"accepted": len(fs), "feedback_ids": ids})
+	return nil
 }
 
 // checkedFeedback is what checkFeedback found of a feedback item.
@@ -510,35 +493,34 @@ func (s *Server) info(h *holder) modelInfo {
 	return mi
 }
 
-func (s *Server) handleModels(c *gin.Context) {
+func (s *Server) handleModels(c *gin.Context) error {
 	out := make([]modelInfo, 0, len(s.models))
 	for _, name := range slices.Sorted(maps.Keys(s.models)) {
 		out = append(out, s.info(s.models[name]))
 	}
 	c.JSON(http.StatusOK, gin.H{"models": out})
+	return nil
 }
 
-func (s *Server) handleModel(c *gin.Context) {
+func (s *Server) handleModel(c *gin.Context) error {
 	h, ok := s.models[c.Param("name")]
 	if !ok {
-		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
-		return
+		return flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name"))
 	}
 	n, err := historyParam(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	mi := s.info(h)
 	if s.admin.Describe != nil {
 		d, err := s.admin.Describe(c.Request.Context(), h.name, n)
 		if err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		mi.Details = d
 	}
 	c.JSON(http.StatusOK, mi)
+	return nil
 }
 
 type promoteRequest struct {
@@ -546,13 +528,13 @@ type promoteRequest struct {
 	Reason  string `json:"reason"`
 }
 
-func (s *Server) adminModel(c *gin.Context) (string, bool) {
+// adminModel returns the configured model the route names, or an error.
+func (s *Server) adminModel(c *gin.Context) (string, error) {
 	name := c.Param("name")
 	if _, ok := s.models[name]; !ok {
-		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name))
-		return "", false
+		return "", flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name)
 	}
-	return name, true
+	return name, nil
 }
 
 func actor(c *gin.Context) string {
@@ -562,126 +544,113 @@ func actor(c *gin.Context) string {
 	return "api (open)"
 }
 
-func (s *Server) handlePromote(c *gin.Context) {
-	name, ok := s.adminModel(c)
-	if !ok {
-		return
+func (s *Server) handlePromote(c *gin.Context) error {
+	name, err := s.adminModel(c)
+	if err != nil {
+		return err
 	}
 	if s.admin.Promote == nil {
-		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "promotion is not available on this server"))
-		return
+		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "promotion is not available on this server")
 	}
 	body, err := s.readBody(c)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	var req promoteRequest
 	if err := decodeStrict(body, &req); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if req.Version < 1 {
-		writeError(c, flywheel.Errorf(flywheel.EINVALID, "version must be a positive integer"))
-		return
+		return flywheel.Errorf(flywheel.EINVALID, "version must be a positive integer")
 	}
 	reason := req.Reason
 	if reason == "" {
 		reason = "manual promotion through the API"
 	}
 	if err := s.admin.Promote(c.Request.Context(), name, req.Version, actor(c), reason); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	v, err := s.Swap(c.Request.Context(), name)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"model": name, "champion": req.Version, "live_version": v})
+	return nil
 }
 
-func (s *Server) handleRollback(c *gin.Context) {
-	name, ok := s.adminModel(c)
-	if !ok {
-		return
+func (s *Server) handleRollback(c *gin.Context) error {
+	name, err := s.adminModel(c)
+	if err != nil {
+		return err
 	}
 	if s.admin.Rollback == nil {
-		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "rollback is not available on this server"))
-		return
+		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "rollback is not available on this server")
 	}
 	v, err := s.admin.Rollback(c.Request.Context(), name, actor(c), "manual rollback through the API")
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	live, err := s.Swap(c.Request.Context(), name)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"model": name, "champion": v, "live_version": live})
+	return nil
 }
 
 // handleCanary starts (POST, with the version) or ends (DELETE) a canary.
-func (s *Server) handleCanary(c *gin.Context) {
-	name, ok := s.adminModel(c)
-	if !ok {
-		return
+func (s *Server) handleCanary(c *gin.Context) error {
+	name, err := s.adminModel(c)
+	if err != nil {
+		return err
 	}
 	if s.admin.Canary == nil {
-		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "canaries are not available on this server"))
-		return
+		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "canaries are not available on this server")
 	}
 	req := promoteRequest{Reason: "canary ended through the API"}
 	if c.Request.Method == http.MethodPost {
 		body, err := s.readBody(c)
 		if err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		req.Reason = ""
 		if err := decodeStrict(body, &req); err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		if req.Version < 1 {
-			writeError(c, flywheel.Errorf(flywheel.EINVALID, "version must be a positive integer"))
-			return
+			return flywheel.Errorf(flywheel.EINVALID, "version must be a positive integer")
 		}
 		if req.Reason == "" {
 			req.Reason = "canary started through the API"
 		}
 	}
 	if err := s.admin.Canary(c.Request.Context(), name, req.Version, actor(c), req.Reason); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	if _, err := s.Swap(c.Request.Context(), name); err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, gin.H{"model": name, "canary": currentVersion(s.models[name].canary.Load()), "share": s.models[name].cfg.Promote.Canary.Share})
+	return nil
 }
 
-func (s *Server) handleRetrain(c *gin.Context) {
-	name, ok := s.adminModel(c)
-	if !ok {
-		return
+func (s *Server) handleRetrain(c *gin.Context) error {
+	name, err := s.adminModel(c)
+	if err != nil {
+		return err
 	}
 	if s.admin.Retrain == nil {
-		writeError(c, flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "retraining is not available on this server; run `flywheel retrain --now --model %s`", name))
-		return
+		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "retraining is not available on this server; run `flywheel retrain --now --model %s`", name)
 	}
 	// Training runs while the client waits, longer than http.write_timeout
 	// may allow; only admins reach this route.
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
 	out, err := s.admin.Retrain(c.Request.Context(), name)
 	if err != nil {
-		writeError(c, err)
-		return
+		return err
 	}
 	c.JSON(http.StatusOK, out)
+	return nil
 }
 
 // variantFor picks the live model for a request: the canary for a stable
@@ -722,16 +691,6 @@ func unitHash(model, key string) float64 {
 	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
 	x ^= x >> 31
 	return float64(x>>11) / (1 << 53)
-}
-
-// writeJSON encodes v with the fast encoder.
-func writeJSON(c *gin.Context, status int, v any) {
-	b, err := sonic.Marshal(v)
-	if err != nil {
-		writeError(c, fmt.Errorf("encode response: %w", err))
-		return
-	}
-	c.Data(status, "application/json; charset=utf-8", b)
 }
 
 // newID returns a random 128-bit id as 32 hex digits.

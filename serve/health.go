@@ -368,18 +368,17 @@ func (s *Server) newHealth(ctx context.Context, h *holder, v int) *featureHealth
 	return fh
 }
 
-func (s *Server) handleFeatures(c *gin.Context) {
+func (s *Server) handleFeatures(c *gin.Context) error {
 	h, ok := s.models[c.Param("name")]
 	if !ok {
-		writeError(c, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name")))
-		return
+		return flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", c.Param("name"))
 	}
 	fh := h.health.Load()
 	if fh == nil {
-		writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "model %q is not loaded yet", h.name))
-		return
+		return flywheel.Errorf(flywheel.EUNAVAILABLE, "model %q is not loaded yet", h.name)
 	}
 	c.JSON(http.StatusOK, fh.report(h.name, s.now()))
+	return nil
 }
 
 // healthCollector exports every model's feature health at scrape time:

@@ -156,7 +156,7 @@ func slotContext(ctx flywheel.Features, sl *slotRequest) flywheel.Features {
 // rankSlots answers a multi-slot rank request (its event id claimed, its
 // variant picked): every slot of the page is drawn from the one version,
 // and logged, before the answer is sent.
-func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, req *rankRequest, body []byte, clientID bool, now time.Time) {
+func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, req *rankRequest, body []byte, clientID bool, now time.Time) error {
 	resp := slotsResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: variant, Slots: make([]slotAnswer, len(req.Slots))}
 	taken := make([]bool, len(req.Actions))
 	var r model.Ranking
@@ -179,8 +179,7 @@ func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, r
 		ctx := slotContext(req.Context, sl)
 		eventID := slotEventID(req.EventID, sl.ID)
 		if err := l.model.RankExcluding(eventID, ctx, avail, nil, &r); err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		taken[index[r.Chosen]] = true
 		order := make([]string, len(r.Order))
@@ -197,15 +196,13 @@ func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, r
 	}
 	for _, d := range decisions {
 		if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
-			writeError(c, err)
-			return
+			return err
 		}
 		s.metrics.decisions.WithLabelValues(req.Model, strconv.FormatBool(d.Explored)).Inc()
 	}
 	out, err := sonic.Marshal(&resp)
 	if err != nil {
-		writeError(c, fmt.Errorf("encode response: %w", err))
-		return
+		return fmt.Errorf("encode response: %w", err)
 	}
 	if clientID {
 		s.recent.done(req.Model, req.EventID, out)
@@ -213,4 +210,5 @@ func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, r
 		s.recent.remember(req.Model, req.EventID, now)
 	}
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
+	return nil
 }
