@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/flywheel-dev/flywheel"
@@ -39,13 +40,14 @@ type Inserts struct {
 	conn                         driver.Conn
 	decisions, actions, feedback string // the statements, database in place
 	watermark, spool             string
+	stored                       string
 }
 
 // NewInserts returns the inserts into database db over conn.
 func NewInserts(conn driver.Conn, db string) *Inserts {
 	return &Inserts{conn: conn, decisions: expand(insertDecisionsSQL, db), actions: expand(insertActionsSQL, db),
 		feedback: expand(insertFeedbackSQL, db), watermark: expand(insertWatermarkSQL, db),
-		spool: expand(insertSpoolWatermarksSQL, db)}
+		spool: expand(insertSpoolWatermarksSQL, db), stored: expand(sqlStoredDecisions, db)}
 }
 
 // batch is a prepared insert into one table, sent or aborted once.
@@ -276,9 +278,63 @@ func ingestStatements(db string) []Statement {
 				uint8(0), 0.12, uint32(600), 0.0, flywheel.AggregateMax,
 				ctrContext, "", ingested, uint8(0), uint32(0)},
 		}},
+		{Name: "ingest.stored_decisions", SQL: expand(sqlStoredDecisions, db), Args: []any{"homepage", ch.GroupSet{Value: []any{"hp-1", "hp-2"}}}, Query: true},
 		{Name: "ingest.feedback", SQL: expand(insertFeedbackSQL, db), Rows: [][]any{
 			{"hp-1", "fb-hp-1", t.Add(2 * time.Second), ms1 + 2000, 1.0, "click", ingested},
 			{"ctr-1", "fb-ctr-1", ctrTime.Add(3 * time.Second), ms2 + 3000, 1.0, "click", ingested},
 		}},
 	}
+}
+
+// StoredDecision is what identifies a stored decision beyond its model and
+// event id: two records that agree on it are deliveries of one decision.
+type StoredDecision struct {
+	TsMs    uint64
+	Version uint32
+	Variant string
+	Chosen  string
+}
+
+// sqlStoredDecisions reads the stored decisions of a model among event
+// ids: a primary-key read (ORDER BY model, event_id). The first stored of
+// each (the one ingest keeps) is the one with the smallest ts_ms.
+const sqlStoredDecisions = `SELECT event_id, min(ts_ms), argMin(version, ts_ms), argMin(variant, ts_ms), argMin(chosen, ts_ms)
+		FROM {db}.decisions WHERE model = ? AND event_id IN ? GROUP BY event_id`
+
+// storedLookupIDs bounds the ids of one lookup: ClickHouse's max_query_size
+// is 256 KiB by default, and an id may be 128 bytes.
+const storedLookupIDs = 1000
+
+// StoredDecisions returns, of model's decisions, those stored under any of
+// ids, by event id.
+func (x *Inserts) StoredDecisions(ctx context.Context, model string, ids []string) (map[string]StoredDecision, error) {
+	out := map[string]StoredDecision{}
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), storedLookupIDs)]
+		ids = ids[len(chunk):]
+		set := ch.GroupSet{Value: make([]any, len(chunk))}
+		for k, id := range chunk {
+			set.Value[k] = id
+		}
+		rows, err := x.conn.Query(ctx, x.stored, model, set)
+		if err != nil {
+			return nil, fmt.Errorf("read stored decisions: %w", err)
+		}
+		for rows.Next() {
+			var (
+				id string
+				d  StoredDecision
+			)
+			if err := rows.Scan(&id, &d.TsMs, &d.Version, &d.Variant, &d.Chosen); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read stored decisions: %w", err)
+			}
+			out[id] = d
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read stored decisions: %w", err)
+		}
+	}
+	return out, nil
 }

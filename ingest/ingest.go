@@ -279,6 +279,7 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 		msgs     []kafkago.Message
 		dec      = newDecoder(in.kcfg.Topics().Decisions)
 		known    = newKnownActions()
+		recent   = newRecentKeys()
 		size     int
 		behind   = map[tp]bool{} // partitions of the batch not read to their end
 		deadline *time.Timer
@@ -332,8 +333,12 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 		if deadline != nil {
 			deadline.Stop()
 		}
+		b, err := in.batch(ctx, msgs, dec.wait(msgs), known, recent)
+		if err != nil {
+			return err
+		}
 		select {
-		case ready <- in.batch(msgs, dec.wait(msgs), known):
+		case ready <- b:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -412,9 +417,10 @@ func lastPerPartition(batch []kafkago.Message) []kafkago.Message {
 
 // batch sorts a batch's decoded records into decisions, feedback and dead
 // letters, and makes its inserts.
-func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded, known *knownActions) *batch {
+func (in *Ingester) batch(ctx context.Context, msgs []kafkago.Message, outcomes []decoded, known *knownActions, recent *recentKeys) (*batch, error) {
 	b := &batch{msgs: msgs}
 	var decisions []*row
+	var at []int // msgs[at[i]] is decisions[i]'s record
 	var feedback []*flywheel.Feedback
 	for i, x := range outcomes {
 		switch {
@@ -422,11 +428,16 @@ func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded, known *kno
 			b.dead = append(b.dead, deadLetter(msgs[i], x.err, in.now()))
 		case x.decision != nil:
 			decisions = append(decisions, x.decision)
+			at = append(at, i)
 		case x.spool != nil:
 			b.spool = append(b.spool, *x.spool)
 		default:
 			feedback = append(feedback, x.feedback)
 		}
+	}
+	decisions, err := in.firstDecisions(ctx, recent, msgs, decisions, at, b)
+	if err != nil {
+		return nil, err
 	}
 	// In each table's order: the server then writes the part as it comes
 	// instead of sorting it (a permutation of every column, the wide JSON
@@ -477,7 +488,7 @@ func (in *Ingester) batch(msgs []kafkago.Message, outcomes []decoded, known *kno
 	if len(feedback) > 0 {
 		b.inserts = append(b.inserts, in.feedbackInsert(feedback))
 	}
-	return b
+	return b, nil
 }
 
 // write inserts a batch's decisions and feedback and dead-letters the rest,

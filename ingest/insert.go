@@ -16,6 +16,9 @@ type Inserter interface {
 	PrepareDecisions(ctx context.Context, ingestedAt time.Time) (*clickhouse.DecisionsBatch, error)
 	PrepareActions(ctx context.Context, seenAt time.Time) (*clickhouse.ActionsBatch, error)
 	PrepareFeedback(ctx context.Context, ingestedAt time.Time) (*clickhouse.FeedbackBatch, error)
+	// StoredDecisions returns, of model's stored decisions, those under any
+	// of ids, by event id.
+	StoredDecisions(ctx context.Context, model string, ids []string) (map[string]clickhouse.StoredDecision, error)
 	// WriteWatermark stores an ingest watermark and returns the error of
 	// the insert.
 	WriteWatermark(ctx context.Context, w clickhouse.Watermark) error

@@ -11,6 +11,7 @@ type metrics struct {
 	rows    *prometheus.CounterVec
 	batches *prometheus.HistogramVec
 	dead    prometheus.Counter
+	reused  *prometheus.CounterVec // decisions dead-lettered for a reused event id, by model
 	lag     *prometheus.GaugeVec
 	sizes   prometheus.Histogram
 	// watermark is the feedback watermark this process last saw.
@@ -36,12 +37,15 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		sizes: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "flywheel_ingest_batch_records", Help: "Records per batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9),
 		}),
+		reused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flywheel_ingest_reused_event_ids_total", Help: "Decisions sent to the dead-letter topic because their model and event id already named another decision, by model.",
+		}, []string{"model"}),
 		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flywheel_ingest_feedback_watermark_seconds", Help: "Unix time through which all feedback appended to Kafka is in ClickHouse (decisions close only behind it).",
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rows, m.batches, m.dead, m.lag, m.sizes, m.watermark} {
+		for _, c := range []prometheus.Collector{m.rows, m.batches, m.dead, m.reused, m.lag, m.sizes, m.watermark} {
 			if err := reg.Register(c); err != nil {
 				return metrics{}, fmt.Errorf("register ingest metrics: %w", err)
 			}

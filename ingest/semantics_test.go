@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -241,4 +243,85 @@ func (ti *testIngest) end(t *testing.T) {
 	if err := <-ti.done; err != nil {
 		t.Fatalf("ingest returned %v", err)
 	}
+}
+
+// On the real services: event ids are unique per model. Of decisions that
+// two serving processes logged under one model and event id, the first is
+// kept and the later one goes to the dead-letter topic (in the same batch,
+// and after a restart, found in ClickHouse); a second delivery of the first
+// is no conflict, and the same id under another model is another decision.
+func TestReusedEventIDKeepsTheFirstDecision(t *testing.T) {
+	kcfg, ccfg := realServices(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn := mustReady(t, ctx, kcfg, ccfg)
+	db := ccfg.Database()
+	dw := kafka.NewWriter(kcfg, kcfg.Topics().Decisions)
+	defer dw.Close()
+
+	at := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	first := decision("dup", at)
+	other := decision("dup", at.Add(time.Millisecond)) // another replica's: other time, other choice
+	other.ChosenIndex, other.Chosen = 0, "a1"
+	otherModel := decision("dup", at.Add(2*time.Millisecond))
+	otherModel.Model = "search"
+	if err := dw.WriteMessages(ctx, msg(t, "dup", first), msg(t, "dup", other), msg(t, "dup", first), msg(t, "dup", otherModel), msg(t, "x", decision("x", at))); err != nil {
+		t.Fatal(err)
+	}
+	ing := startIngest(t, ctx, kcfg, conn, db)
+	ing.waitFor(t, ctx, func(in *Ingester) bool {
+		return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 4 && testutil.ToFloat64(in.dead) >= 1
+	})
+	if n := testutil.ToFloat64(ing.in.reused.WithLabelValues("homepage")); n != 1 {
+		t.Errorf("%v reused event ids counted, want 1", n)
+	}
+	ing.end(t)
+
+	// Later, after a restart: a third decision under the id, found stored.
+	third := decision("dup", at.Add(time.Second))
+	third.Version = 2
+	if err := dw.WriteMessages(ctx, msg(t, "dup", third), msg(t, "y", decision("y", at))); err != nil {
+		t.Fatal(err)
+	}
+	ing = startIngest(t, ctx, kcfg, conn, db)
+	ing.waitFor(t, ctx, func(in *Ingester) bool {
+		return testutil.ToFloat64(in.rows.WithLabelValues("decisions")) >= 1 && testutil.ToFloat64(in.dead) >= 1
+	})
+	ing.end(t)
+
+	rows, err := conn.Query(ctx, "SELECT model, chosen, version, ts_ms FROM "+db+".decisions FINAL WHERE event_id = 'dup' ORDER BY model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var model, chosen string
+		var version uint32
+		var ms uint64
+		if err := rows.Scan(&model, &chosen, &version, &ms); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s v%d +%dms", model, chosen, version, int64(ms)-at.UnixMilli()))
+	}
+	rows.Close()
+	if want := "homepage a2 v1 +0ms, search a2 v1 +2ms"; strings.Join(got, ", ") != want {
+		t.Errorf("stored under dup: %q, want %q", strings.Join(got, ", "), want)
+	}
+	var dead []string
+	if err := kafka.ReadTopic(ctx, kcfg, kcfg.Topics().DLQ, func(r kafka.Record) error {
+		dead = append(dead, string(r.Value))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reused := 0
+	for _, d := range dead {
+		if strings.Contains(d, `event_id \"dup\" of model \"homepage\" already names another decision`) {
+			reused++
+		}
+	}
+	if reused != 2 || len(dead) != 2 {
+		t.Errorf("dead letters: %d for the reused id of %d, want 2 of 2:\n%s", reused, len(dead), strings.Join(dead, "\n"))
+	}
+	t.Logf("kept: %s; dead-lettered: %d", strings.Join(got, ", "), reused)
 }
