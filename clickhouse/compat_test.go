@@ -754,7 +754,7 @@ func lateChecks(db string) []step {
 		ts := at.Add(f.after)
 		fbs = append(fbs, []any{"e10", f.id, ts, uint64(ts.UnixMilli()), f.reward, "click", ingested})
 	}
-	late, err := bindStatement(Statement{SQL: expand(sqlLateFeedback, db), Args: []any{uint64(0), "homepage", uint64(0)}})
+	late, err := bindStatement(Statement{SQL: expand(sqlLateFeedback, db), Args: []any{uint64(0), "homepage", "homepage", uint64(0)}})
 	if err != nil {
 		panic(err)
 	}

@@ -23,7 +23,7 @@ const feedbackSkewMs = 3600 * 1000
 // examplesOfModel is the bounded examples query of one model's decisions
 // with fromMs <= ts_ms <= toMs, as a subquery aliased e.
 func examplesOfModel() string {
-	return "(" + examplesSelect("action_ids, action_keys", liveCondition, lateDeadline,
+	return "(" + examplesSelectByModel("action_ids, action_keys", liveCondition, lateDeadline,
 		" AND model = ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ? AND ts_ms <= ?",
 		rewardFeedback+" AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?") + ") AS e"
 }

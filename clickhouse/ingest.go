@@ -24,7 +24,7 @@ const (
 
 	insertActionsSQL = `INSERT INTO {db}.actions (action_key, action_id, action_json, seen_at)`
 
-	insertFeedbackSQL = `INSERT INTO {db}.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at)`
+	insertFeedbackSQL = `INSERT INTO {db}.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at, model)`
 )
 
 // decisionColumns is how many columns insertDecisionsSQL names.
@@ -227,7 +227,7 @@ func (x *Inserts) PrepareFeedback(ctx context.Context, ingestedAt time.Time) (*F
 // of a row append. It returns the error of the append; the batch must then
 // be aborted.
 func (b *FeedbackBatch) Append(fs []*flywheel.Feedback) error {
-	events, ids, types := make([]string, len(fs)), make([]string, len(fs)), make([]string, len(fs))
+	events, ids, types, models := make([]string, len(fs)), make([]string, len(fs)), make([]string, len(fs)), make([]string, len(fs))
 	ts, ingested := make([]time.Time, len(fs)), make([]time.Time, len(fs))
 	ms, rewards := make([]uint64, len(fs)), make([]float64, len(fs))
 	for i, f := range fs {
@@ -235,8 +235,9 @@ func (b *FeedbackBatch) Append(fs []*flywheel.Feedback) error {
 		// bounded examples query); ts_ms the time the reward window is
 		// judged on: when the user acted, if the client said.
 		events[i], ids[i], ts[i], ms[i], rewards[i], types[i], ingested[i] = f.EventID, f.FeedbackID, f.Time, uint64(f.JudgedTime().UnixMilli()), f.Reward, f.Type, b.ingestedAt
+		models[i] = f.Model
 	}
-	for i, col := range []any{events, ids, ts, ms, rewards, types, ingested} {
+	for i, col := range []any{events, ids, ts, ms, rewards, types, ingested, models} {
 		if err := b.b.Column(i).Append(col); err != nil {
 			return fmt.Errorf("append feedback column %d: %w", i, err)
 		}
@@ -280,8 +281,8 @@ func ingestStatements(db string) []Statement {
 		}},
 		{Name: "ingest.stored_decisions", SQL: expand(sqlStoredDecisions, db), Args: []any{"homepage", ch.GroupSet{Value: []any{"hp-1", "hp-2"}}}, Query: true},
 		{Name: "ingest.feedback", SQL: expand(insertFeedbackSQL, db), Rows: [][]any{
-			{"hp-1", "fb-hp-1", t.Add(2 * time.Second), ms1 + 2000, 1.0, "click", ingested},
-			{"ctr-1", "fb-ctr-1", ctrTime.Add(3 * time.Second), ms2 + 3000, 1.0, "click", ingested},
+			{"hp-1", "fb-hp-1", t.Add(2 * time.Second), ms1 + 2000, 1.0, "click", ingested, "homepage"},
+			{"ctr-1", "fb-ctr-1", ctrTime.Add(3 * time.Second), ms2 + 3000, 1.0, "click", ingested, ""},
 		}},
 	}
 }

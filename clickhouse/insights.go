@@ -413,7 +413,7 @@ func (o *Overview) flow(ctx context.Context, conn driver.Conn, db, model string,
 // late counts the late feedback on model's decisions received from fromMs on.
 func (o *Overview) late(ctx context.Context, conn driver.Conn, db, model string, fromMs uint64) error {
 	l := &o.Late
-	if err := conn.QueryRow(ctx, expand(sqlLateFeedback, db), fromMs, model, fromMs).Scan(&l.Feedback, &l.Late, &l.Rescored); err != nil {
+	if err := conn.QueryRow(ctx, expand(sqlLateFeedback, db), fromMs, model, model, fromMs).Scan(&l.Feedback, &l.Late, &l.Rescored); err != nil {
 		return fmt.Errorf("late feedback: %w", err)
 	}
 	if l.Feedback > 0 {
@@ -489,7 +489,7 @@ const (
 		FROM
 		(
 			SELECT event_id, ts_ms AS f_ts_ms
-			FROM {db}.feedback FINAL` + rewardFeedback + ` AND ts >= toDateTime(intDiv(?, 1000))
+			FROM {db}.feedback FINAL` + rewardFeedback + ` AND ts >= toDateTime(intDiv(?, 1000)) AND (model = '' OR model = ?)
 		) AS fb
 		ALL INNER JOIN
 		(
@@ -515,6 +515,6 @@ func dashboardStatements(db string) []Statement {
 		{Name: "dashboard.feedback_flow", SQL: expand(sqlFeedbackFlow, db), Query: true},
 		{Name: "dashboard.set_reference", SQL: expand(sqlSetReference, db), Args: []any{"homepage", "random", 0.25, "sim", at, uint64(at.UnixMilli())}},
 		{Name: "dashboard.references", SQL: expand(sqlReferences, db), Args: []any{"homepage"}, Query: true},
-		{Name: "dashboard.late_feedback", SQL: expand(sqlLateFeedback, db), Args: []any{uint64(0), "homepage", uint64(0)}, Query: true},
+		{Name: "dashboard.late_feedback", SQL: expand(sqlLateFeedback, db), Args: []any{uint64(0), "homepage", "homepage", uint64(0)}, Query: true},
 	}
 }

@@ -104,3 +104,64 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// TestFeedbackNamingItsModel: two models' decisions under one event id do
+// not share feedback that names its model; feedback naming none counts for
+// both, in the view and in the product's bounded read.
+func TestFeedbackNamingItsModel(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	conn := mustOpen(t, ctx, cfg)
+	db := cfg.Database()
+	now := time.Now().UTC()
+	at := now.Add(-30 * time.Minute)
+	for _, model := range []string{"a", "b"} {
+		if err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, chosen, reward_window_s, reward_default, reward_aggregate, ingested_at)
+			SELECT 'dup', ?, ?, ?, 'ranker', 1, 'champion', 'x', 60, 0, 'sum', now()`, at, uint64(at.UnixMilli()), model); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fts := at.Add(5 * time.Second)
+	for _, f := range []struct {
+		id, model string
+		reward    float64
+	}{{"f-a", "a", 1}, {"f-any", "", 0.5}} {
+		if err := conn.Exec(ctx, "INSERT INTO "+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at, model) SELECT 'dup', ?, ?, ?, ?, '', now(), ?`,
+			f.id, fts, uint64(fts.UnixMilli()), f.reward, f.model); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustIngestThrough(t, ctx, conn, db, now)
+	read := func(sql string, args ...any) string {
+		t.Helper()
+		rows, err := conn.Query(ctx, sql, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var model string
+			var n uint64
+			var r float64
+			if err := rows.Scan(&model, &n, &r); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("%s %d %g", model, n, r))
+		}
+		return fmt.Sprint(out)
+	}
+	if got, want := read("SELECT model, feedback_count, reward FROM "+db+".examples ORDER BY model"), "[a 2 1.5 b 1 0.5]"; got != want {
+		t.Errorf("the examples view: %s, want %s", got, want)
+	}
+	for _, m := range []string{"a", "b"} {
+		got := read(expand("SELECT model, feedback_count, reward FROM {examples}", db), examplesArgs(m, 0, math.MaxUint64)...)
+		if want := map[string]string{"a": "[a 2 1.5]", "b": "[b 1 0.5]"}[m]; got != want {
+			t.Errorf("the bounded read of %s: %s, want %s", m, got, want)
+		}
+	}
+}

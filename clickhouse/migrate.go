@@ -229,6 +229,16 @@ var migrations = []migration{
 		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition, lateDeadline, "", rewardFeedback),
 		rewardByVersionView,
 	}},
+	{13, "feedback names its model", []string{
+		// feedback.model (added before these statements, '' on all older
+		// feedback): feedback that names the model that decided counts for
+		// that model's decision of the event id alone, so that two models'
+		// decisions under one id do not share their feedback.
+		`DROP TABLE IF EXISTS {db}.reward_by_version`,
+		`DROP TABLE IF EXISTS {db}.examples`,
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelectByModel("action_ids, action_keys", liveCondition, lateDeadline, "", rewardFeedback),
+		rewardByVersionView,
+	}},
 }
 
 // addedColumns are the columns a migration adds to existing tables, before
@@ -238,6 +248,7 @@ var addedColumns = map[uint32][]column{
 	6:  {{"decisions", "action_keys", "Array(String)", "action_ids"}},
 	11: {{"decisions", "deferred", "UInt8", "explored"}},
 	12: {{"decisions", "reward_late_window_s", "UInt32", "reward_aggregate"}},
+	13: {{"feedback", "model", "String", "type"}},
 }
 
 type column struct{ table, name, typ, after string }
@@ -341,7 +352,24 @@ func examplesView(actions, closed string) string {
 // to the condition on the decisions it reads (both times) and fbcond to the
 // feedback it reads (each "" or starting with a space).
 func examplesSelect(actions, closed, deadline, dcond, fbcond string) string {
-	return strings.NewReplacer("{actions}", actions, "{closed}", closed, "{deadline}", deadline, "{dcond}", dcond, "{fbcond}", fbcond).Replace(`SELECT
+	return examplesSelectOf(examplesBefore13, actions, closed, deadline, dcond, fbcond)
+}
+
+// examplesSelectByModel is examplesSelect from migration 13 on: feedback
+// that names its model (feedback.model) counts for that model's decision
+// of the event id only; feedback that names none, for every model's.
+func examplesSelectByModel(actions, closed, deadline, dcond, fbcond string) string {
+	return examplesSelectOf(examplesSince13, actions, closed, deadline, dcond, fbcond)
+}
+
+func examplesSelectOf(tmpl, actions, closed, deadline, dcond, fbcond string) string {
+	return strings.NewReplacer("{actions}", actions, "{closed}", closed, "{deadline}", deadline, "{dcond}", dcond, "{fbcond}", fbcond).Replace(tmpl)
+}
+
+// The examples' SQL before migration 13 (the views of migrations 5 to 12
+// are made with it) and since.
+const (
+	examplesBefore13 = `SELECT
 			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 			context_numbers, feedback_count,
@@ -383,8 +411,51 @@ func examplesSelect(actions, closed, deadline, dcond, fbcond string) string {
 			) AS dl USING event_id
 			WHERE f_ts_ms <= deadline_ms
 			GROUP BY event_id
-		) AS f USING event_id`)
-}
+		) AS f USING event_id`
+	examplesSince13 = `SELECT
+			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
+			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
+			context_numbers, feedback_count,
+			multiIf(
+				feedback_count = 0, reward_default,
+				reward_aggregate = 'first', f_first,
+				reward_aggregate = 'last', f_last,
+				reward_aggregate = 'max', f_max,
+				f_sum) AS reward
+		FROM
+		(
+			SELECT
+				event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
+				chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
+				context_numbers, reward_default, reward_aggregate
+			FROM {db}.decisions FINAL
+			WHERE {closed}{dcond}
+		) AS d
+		ALL LEFT JOIN
+		(
+			SELECT
+				event_id, d_model AS model,
+				count() AS feedback_count,
+				argMin(f_reward, f_ts_ms) AS f_first,
+				argMax(f_reward, f_ts_ms) AS f_last,
+				max(f_reward) AS f_max,
+				sum(f_reward) AS f_sum
+			FROM
+			(
+				SELECT event_id, model AS f_model, ts_ms AS f_ts_ms, reward AS f_reward
+				FROM {db}.feedback FINAL{fbcond}
+			) AS fb
+			ALL INNER JOIN
+			(
+				SELECT event_id, model AS d_model, max({deadline}) AS deadline_ms
+				FROM {db}.decisions FINAL
+				WHERE {closed}{dcond}
+				GROUP BY event_id, model
+			) AS dl USING event_id
+			WHERE f_ts_ms <= deadline_ms AND (f_model = '' OR f_model = d_model)
+			GROUP BY event_id, d_model
+		) AS f USING (event_id, model)`
+)
 
 // rewardByVersionView is the reward rate, counts and feedback join rate of
 // the closed examples per model, version, variant and hour.

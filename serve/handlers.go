@@ -375,8 +375,15 @@ func (s *Server) handleFeedback(c *gin.Context) error {
 		if id == "" {
 			id = newID()
 		}
+		// A feedback names the model that decided when the client said or
+		// this replica remembers one model's decision under the id: it then
+		// counts for that model's decision alone (feedback.model).
+		model := it.Model
+		if model == "" && checks[i].sole {
+			model = checks[i].model
+		}
 		fs[i] = flywheel.Feedback{Schema: flywheel.SchemaVersion, FeedbackID: id, EventID: it.EventID, Time: now, Reward: *it.Reward, Type: it.Type,
-			ActedAt: checks[i].acted, Model: it.Model}
+			ActedAt: checks[i].acted, Model: model}
 	}
 	if err := s.events.LogFeedback(c.Request.Context(), fs); err != nil {
 		return err
@@ -396,9 +403,11 @@ type checkedFeedback struct {
 	// this replica knows it), now], or nil when the item gave none.
 	acted *time.Time
 	// model and decided are the model and time of the decision, when this
-	// replica remembers it ("" and zero otherwise).
+	// replica remembers it ("" and zero otherwise); sole says it remembers
+	// one model's decision under the id, so the feedback can name it.
 	model   string
 	decided time.Time
+	sole    bool
 }
 
 // checkFeedback checks one feedback item against its model's reward range
@@ -434,7 +443,7 @@ func (s *Server) checkFeedback(p string, it *feedbackRequest, now time.Time) (ch
 		if err == nil {
 			var out checkedFeedback
 			if len(known) > 0 {
-				out.model, out.decided = name, decided[j]
+				out.model, out.decided, out.sole = name, decided[j], len(known) == 1
 			}
 			if it.Acted.IsZero() {
 				return out, nil

@@ -101,7 +101,8 @@ func TestFeedbackValidation(t *testing.T) {
 }
 
 // The time the user acted is logged clamped to [decision time, receive
-// time]; the client's feedback_id and model are kept.
+// time]; the client's feedback_id and model are kept, and a feedback without
+// a model names the one this replica remembers deciding the event.
 func TestFeedbackTimeClampedAndIDsKept(t *testing.T) {
 	t.Parallel()
 	ev := &fakeEvents{}
@@ -129,7 +130,9 @@ func TestFeedbackTimeClampedAndIDsKept(t *testing.T) {
 			t.Errorf("[%d] time %v, want %v", i, f.ActedAt, want[i])
 		}
 	}
-	if fs[0].FeedbackID != "f1" || fs[1].Model != "homepage" || fs[0].Model != "" {
+	// d1's feedback names homepage, whose decision under d1 this replica
+	// remembers, so that it counts for that model's decision alone.
+	if fs[0].FeedbackID != "f1" || fs[1].Model != "homepage" || fs[0].Model != "homepage" {
 		t.Errorf("feedback ids or models not kept: %+v", fs)
 	}
 	// the record on Kafka carries them
