@@ -119,7 +119,7 @@ func abuseServer(t testing.TB, cfg Config, admin Admin) (*Server, *fakeEvents) {
 		cfg.AppKeys, cfg.AdminKeys = []Key{{Secret: appKey}}, []Key{{Label: "ops", Secret: adminKey}}
 	}
 	ev := &fakeEvents{}
-	s, err := New(cfg, reg, ev, admin, prometheus.NewRegistry(), nil, nil)
+	s, err := New(cfg, Options{Registry: reg, Events: ev, Admin: admin, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,8 +28,8 @@ func TestControlGroup(t *testing.T) {
 		canary:   func(context.Context, string) (int, []byte, error) { return 5, canary, nil },
 	}
 	ev := &fakeEvents{}
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}},
-		reg, ev, Admin{}, prometheus.NewRegistry(), nil, nil)
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: ev, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +112,8 @@ func TestControlGroupOfAVersion(t *testing.T) {
 			c.Promote.Control = flywheel.ControlConfig{Share: 0.3, Policy: fmt.Sprint("version ", n)}
 			reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 3, versions[3], nil }, versions: versions}
 			ev := &fakeEvents{}
-			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": c}, AppKeys: []Key{{Secret: appKey}}},
-				reg, ev, Admin{}, prometheus.NewRegistry(), nil, nil)
+			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": c}, AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: ev, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
+
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -166,8 +166,8 @@ func TestControlGroupOfAVersion(t *testing.T) {
 			c := mc
 			c.Promote.Control = flywheel.ControlConfig{Share: 0.1, Policy: tc.policy}
 			reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 3, versions[3], nil }, versions: versions}
-			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": c}, AppKeys: []Key{{Secret: appKey}}},
-				reg, &fakeEvents{}, Admin{}, prometheus.NewRegistry(), nil, nil)
+			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": c}, AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: &fakeEvents{}, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
+
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,8 +179,8 @@ func TestControlGroupOfAVersion(t *testing.T) {
 		c := mc
 		c.Promote.Control = flywheel.ControlConfig{Share: 0.1, Policy: "version 2"}
 		reg := struct{ Registry }{&fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 3, versions[3], nil }}}
-		_, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": c}, AppKeys: []Key{{Secret: appKey}}},
-			reg, &fakeEvents{}, Admin{}, prometheus.NewRegistry(), nil, nil)
+		_, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": c}, AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: &fakeEvents{}, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
+
 		if err == nil || !strings.Contains(err.Error(), `models.homepage.promote.control.policy "version 2"`) {
 			t.Errorf("New with a registry that cannot fetch versions: %v", err)
 		}

@@ -21,8 +21,8 @@ func TestDashboardRoutes(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	var clock atomic.Int64
 	clock.Store(now.UnixNano())
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, reg, &fakeEvents{}, Admin{}, nil, nil,
-		func() time.Time { return time.Unix(0, clock.Load()) })
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, Options{Registry: reg, Events: &fakeEvents{}, Admin: Admin{}, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+
 	if err != nil {
 		t.Fatal(err)
 	}

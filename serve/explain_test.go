@@ -35,7 +35,7 @@ func TestServeExplain(t *testing.T) {
 			x.Model, x.Version = name, v
 			return x, nil
 		}}
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}}, reg, &fakeEvents{}, Admin{}, prometheus.NewRegistry(), nil, nil)
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: &fakeEvents{}, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func TestGuardrailsDemoteABadCanary(t *testing.T) {
 				}
 				return nil
 			}}
-			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, reg, tc.events, admin, nil, nil, nil)
+			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, Options{Registry: reg, Events: tc.events, Admin: admin})
 			if err != nil {
 				t.Fatal(err)
 			}

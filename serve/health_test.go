@@ -180,8 +180,8 @@ func TestServeFeatureHealth(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Unix(1700000000, 0).UnixNano())
 	prom := prometheus.NewRegistry()
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}}, reg, &fakeEvents{}, Admin{}, prom, nil,
-		func() time.Time { return time.Unix(0, clock.Load()) })
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: &fakeEvents{}, Admin: Admin{}, Registerer: prom, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,8 +109,8 @@ func TestSwapRefusesAnotherShape(t *testing.T) {
 		}),
 	}, champion: 1}
 	var logs bytes.Buffer
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true},
-		reg.fake(), &fakeEvents{}, Admin{}, nil, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, Options{Registry: reg.fake(), Events: &fakeEvents{}, Admin: Admin{}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestModelEventsFetchOnlyWhatChanges(t *testing.T) {
 	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Promote: flywheel.PromoteConfig{Canary: flywheel.CanaryConfig{Share: 0.2}}}.WithDefaults()
 	art := mustArtifact(t, mc)
 	reg := &versionRegistry{artifacts: map[int][]byte{1: art, 2: art, 3: art}, champion: 1}
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, reg.fake(), &fakeEvents{}, Admin{}, nil, nil, nil)
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, Options{Registry: reg.fake(), Events: &fakeEvents{}, Admin: Admin{}})
 	if err != nil {
 		t.Fatal(err)
 	}

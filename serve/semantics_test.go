@@ -29,8 +29,8 @@ func mustSemanticsServer(t testing.TB, ev *fakeEvents) *Server {
 	arts := map[string][]byte{"homepage": mustArtifact(t, home), "search": mustArtifact(t, search)}
 	reg := &fakeRegistry{champion: func(_ context.Context, name string) (int, []byte, error) { return 1, arts[name], nil }}
 	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": home, "search": search},
-		AppKeys: []Key{{Secret: appKey}}, Limits: flywheel.Limits{MaxActions: 8}},
-		reg, ev, Admin{}, prometheus.NewRegistry(), nil, func() time.Time { return semanticsNow })
+		AppKeys: []Key{{Secret: appKey}}, Limits: flywheel.Limits{MaxActions: 8}}, Options{Registry: reg, Events: ev, Admin: Admin{}, Registerer: prometheus.NewRegistry(), Now: func() time.Time { return semanticsNow }})
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,8 +320,8 @@ func TestLateFeedbackCounted(t *testing.T) {
 	reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 1, mustArtifact(t, mc), nil }}
 	var now atomic.Pointer[time.Time]
 	now.Store(&semanticsNow)
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}},
-		reg, &fakeEvents{}, Admin{}, prometheus.NewRegistry(), nil, func() time.Time { return *now.Load() })
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: &fakeEvents{}, Admin: Admin{}, Registerer: prometheus.NewRegistry(), Now: func() time.Time { return *now.Load() }})
+
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,8 +124,8 @@ func mustServer(t testing.TB, ev *fakeEvents, version *int, artifact *[]byte) *S
 		return 1, arts[name], nil
 	}}
 	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank, "ctr": clf},
-		AppKeys: []Key{{Secret: appKey}}, AdminKeys: []Key{{Label: "ops", Secret: adminKey}}, Limits: flywheel.Limits{MaxActions: 5}},
-		reg, ev, Admin{}, prometheus.NewRegistry(), nil, nil)
+		AppKeys: []Key{{Secret: appKey}}, AdminKeys: []Key{{Label: "ops", Secret: adminKey}}, Limits: flywheel.Limits{MaxActions: 5}}, Options{Registry: reg, Events: ev, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +376,7 @@ func TestCanarySplitIsStableByUser(t *testing.T) {
 			return 0, nil, nil
 		},
 	}
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, reg, ev, Admin{}, nil, nil, nil)
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc}, Open: true}, Options{Registry: reg, Events: ev, Admin: Admin{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +471,8 @@ func TestInternalErrorsLoggedAndCounted(t *testing.T) {
 		return errors.New("insert deployments: dial tcp 10.0.0.7:9000: connection refused")
 	}}
 	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank},
-		AdminKeys: []Key{{Label: "ops", Secret: adminKey}}}, reg, &fakeEvents{}, admin, promReg, log, nil)
+		AdminKeys: []Key{{Label: "ops", Secret: adminKey}}}, Options{Registry: reg, Events: &fakeEvents{}, Admin: admin, Registerer: promReg, Logger: log})
+
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,17 +102,29 @@ type Server struct {
 	recent     *recentIDs
 }
 
+// Options are a Server's dependencies.
+type Options struct {
+	Registry Registry    // where models are read; required
+	Events   EventLogger // where decisions and feedback are logged; required
+	// Admin does what the admin routes ask; its nil fields answer 501.
+	Admin Admin
+	// Registerer takes the metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger     // nil discards
+	Now        func() time.Time // the clock; nil is time.Now
+}
+
 // New validates cfg and returns a server. It loads no model: Run (or
-// SwapAll) does. reg may be nil (no metrics); log nil discards; now nil is
-// time.Now.
-func New(cfg Config, registry Registry, events EventLogger, admin Admin, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (*Server, error) {
-	if registry == nil || events == nil {
+// SwapAll) does.
+func New(cfg Config, o Options) (*Server, error) {
+	if o.Registry == nil || o.Events == nil {
 		return nil, errors.New("serve: registry and event logger are required")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	registry, events, admin, reg, log, now := o.Registry, o.Events, o.Admin, o.Registerer, o.Logger, o.Now
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

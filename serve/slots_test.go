@@ -201,7 +201,8 @@ func TestRankSlotsFollowTheirProbabilities(t *testing.T) {
 			art := trainedArtifact(t, mc)
 			reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 2, art, nil }}
 			s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": mc},
-				AppKeys: []Key{{Secret: appKey}}}, reg, &fakeEvents{}, Admin{}, prometheus.NewRegistry(), nil, nil)
+				AppKeys: []Key{{Secret: appKey}}}, Options{Registry: reg, Events: &fakeEvents{}, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
+
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -184,8 +184,8 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 	if err != nil {
 		return err
 	}
-	srv, err := serve.New(serve.Config{Addr: addr, Models: models, Open: true, PollInterval: time.Hour},
-		reg, logger, serve.Admin{}, promReg, nil, nil)
+	srv, err := serve.New(serve.Config{Addr: addr, Models: models, Open: true, PollInterval: time.Hour}, serve.Options{Registry: reg, Events: logger, Admin: serve.Admin{}, Registerer: promReg})
+
 	if err != nil {
 		return err
 	}

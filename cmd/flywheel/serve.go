@@ -89,7 +89,7 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 			return decodeRun(ev)
 		}
 	}
-	srv, err := serve.New(e.serveConfig(open), p.registry, logger, admin, p.promReg, e.log.With("component", "serve"), time.Now)
+	srv, err := serve.New(e.serveConfig(open), serve.Options{Registry: p.registry, Events: logger, Admin: admin, Registerer: p.promReg, Logger: e.log.With("component", "serve"), Now: time.Now})
 	if err != nil {
 		logger.Close(time.Second)
 		return err
