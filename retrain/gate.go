@@ -300,7 +300,7 @@ type refs struct {
 // metrics name, with the time after which neither learned anything.
 func (r *Retrainer) references(ctx context.Context, name string, mc flywheel.ModelConfig, champV int, champ *model.Model) (refs, error) {
 	out := refs{champV: champV, champ: champ, anchorV: champV}
-	v, err := r.reg.Get(ctx, name, champV)
+	v, err := r.registry.Get(ctx, name, champV)
 	if err != nil || v == nil {
 		return out, err
 	}
@@ -312,7 +312,7 @@ func (r *Retrainer) references(ctx context.Context, name string, mc flywheel.Mod
 	if a == champV {
 		return out, nil
 	}
-	av, err := r.reg.Get(ctx, name, a)
+	av, err := r.registry.Get(ctx, name, a)
 	if err != nil {
 		return out, fmt.Errorf("anchor v%d of %s v%d: %w", a, name, champV, err)
 	}

@@ -103,7 +103,7 @@ func (r *Retrainer) startFrom(ctx context.Context, name string, mc flywheel.Mode
 	if !IncrementalOn(mc.Retrain) {
 		return full("retrain.incremental is off")
 	}
-	v, err := r.reg.Get(ctx, name, champV)
+	v, err := r.registry.Get(ctx, name, champV)
 	if err != nil {
 		return nil, Chain{}, fmt.Errorf("champion %s v%d: %w", name, champV, err)
 	}

@@ -43,7 +43,7 @@ type Reproduction struct {
 // differ).
 func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*Reproduction, error) {
 	start := time.Now()
-	v, err := r.reg.Get(ctx, name, version)
+	v, err := r.registry.Get(ctx, name, version)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 	var tr *model.Trainer
 	switch {
 	case man.Training == TrainedIncremental:
-		pv, err := r.reg.Get(ctx, name, man.Parent)
+		pv, err := r.registry.Get(ctx, name, man.Parent)
 		if err != nil {
 			return nil, fmt.Errorf("parent v%d of %s v%d: %w", man.Parent, name, version, err)
 		}
@@ -72,7 +72,7 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 			return nil, fmt.Errorf("resume from parent v%d of %s v%d: %w", man.Parent, name, version, err)
 		}
 	case man.WarmStartFrom > 0: // before incremental training: the weights only, fresh AdaGrad
-		wv, err := r.reg.Get(ctx, name, man.WarmStartFrom)
+		wv, err := r.registry.Get(ctx, name, man.WarmStartFrom)
 		if err != nil {
 			return nil, err
 		}
@@ -151,7 +151,7 @@ func (r *Retrainer) Evaluate(ctx context.Context, name string, version int, from
 	if !ok {
 		return nil, flywheel.Errorf(flywheel.ENOTFOUND, "model %q is not configured", name)
 	}
-	v, err := r.reg.Get(ctx, name, version)
+	v, err := r.registry.Get(ctx, name, version)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (r *Retrainer) Evaluate(ctx context.Context, name string, version int, from
 	if err != nil {
 		return nil, err
 	}
-	champV, champArt, err := r.reg.Champion(ctx, name)
+	champV, champArt, err := r.registry.Champion(ctx, name)
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,7 @@ type Options struct {
 type Retrainer struct {
 	models      map[string]flywheel.ModelConfig
 	store       Store
-	reg         Registry
+	registry    Registry
 	log         *slog.Logger
 	now         func() time.Time
 	codeVersion string
@@ -157,9 +157,7 @@ type Retrainer struct {
 	leader      Leader           // nil: this process runs every schedule
 	events      deploy.Publisher // where requests are answered (AnswerWith); nil: they are not
 	answering   sync.WaitGroup   // the requested runs in progress
-	runs        *prometheus.CounterVec
-	seconds     *prometheus.HistogramVec
-	rowsRead    *prometheus.CounterVec
+	metrics
 }
 
 // New returns a retrainer for o.Models, or an error if a required option is
@@ -175,30 +173,17 @@ func New(o Options) (*Retrainer, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	models, promReg := o.Models, o.Registerer
-	r := &Retrainer{models: models, store: o.Store, reg: o.Registry, log: o.Logger, now: o.Now, codeVersion: o.CodeVersion, locks: map[string]*sync.Mutex{},
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flywheel_retrain_runs_total", Help: "Retrain runs by model and outcome.",
-		}, []string{"model", "outcome"}),
-		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "flywheel_retrain_duration_seconds", Help: "Retrain run duration by model.", Buckets: prometheus.ExponentialBuckets(0.1, 2, 12),
-		}, []string{"model"}),
-		rowsRead: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flywheel_retrain_rows_read_total", Help: "Examples read from ClickHouse by model.",
-		}, []string{"model"}),
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
 	}
-	for name, mc := range models {
+	r := &Retrainer{models: o.Models, store: o.Store, registry: o.Registry, log: o.Logger, now: o.Now, codeVersion: o.CodeVersion,
+		locks: map[string]*sync.Mutex{}, metrics: m}
+	for name, mc := range o.Models {
 		if err := mc.Validate("models." + name); err != nil {
 			return nil, err
 		}
 		r.locks[name] = &sync.Mutex{}
-	}
-	if promReg != nil {
-		for _, c := range []prometheus.Collector{r.runs, r.seconds, r.rowsRead} {
-			if err := promReg.Register(c); err != nil {
-				return nil, fmt.Errorf("register retrain metrics: %w", err)
-			}
-		}
 	}
 	return r, nil
 }
@@ -273,12 +258,12 @@ func (r *Retrainer) prepare(ctx context.Context, name string, mc flywheel.ModelC
 		return nil, nil
 	}
 	progress("looking up the champion")
-	champV, champArt, err := r.reg.Champion(ctx, name)
+	champV, champArt, err := r.registry.Champion(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("champion of %s: %w", name, err)
 	}
 	res.Champion = champV
-	if c, err := r.reg.Alias(ctx, name, deploy.Canary); err != nil {
+	if c, err := r.registry.Alias(ctx, name, deploy.Canary); err != nil {
 		return nil, err
 	} else if c != 0 {
 		return skip(fmt.Sprintf("canary v%d is being judged; the next candidate waits for its verdict", c))
@@ -338,11 +323,11 @@ func (r *Retrainer) prepare(ctx context.Context, name string, mc flywheel.ModelC
 // name learned or was judged on (0 for the bootstrap version): examples
 // after it are new.
 func (r *Retrainer) latestDataTo(ctx context.Context, name string) (uint64, error) {
-	latest, err := r.reg.Latest(ctx, name)
+	latest, err := r.registry.Latest(ctx, name)
 	if err != nil || latest == 0 {
 		return 0, err
 	}
-	v, err := r.reg.Get(ctx, name, latest)
+	v, err := r.registry.Get(ctx, name, latest)
 	if err != nil {
 		return 0, err
 	}
@@ -401,7 +386,7 @@ func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.
 // the canary (promote.canary.share > 0) or promotes it.
 func (r *Retrainer) registerAndDeploy(ctx context.Context, name string, mc flywheel.ModelConfig, champV int, art []byte, man Manifest, metrics map[string]any, res *Result, progress func(string)) error {
 	progress("registering")
-	v, err := r.reg.Register(ctx, name, mc.Kind, art, man, metrics)
+	v, err := r.registry.Register(ctx, name, mc.Kind, art, man, metrics)
 	if err != nil {
 		return err
 	}
@@ -409,9 +394,9 @@ func (r *Retrainer) registerAndDeploy(ctx context.Context, name string, mc flywh
 	if res.Outcome != Promoted && res.Outcome != Inconclusive {
 		return nil
 	}
-	deploy, what := r.reg.PromoteFrom, "promoting"
+	deploy, what := r.registry.PromoteFrom, "promoting"
 	if mc.Promote.Canary.Share > 0 {
-		res.Outcome, deploy, what = Canaried, r.reg.StartCanaryFrom, "starting the canary"
+		res.Outcome, deploy, what = Canaried, r.registry.StartCanaryFrom, "starting the canary"
 	}
 	progress(what)
 	// A candidate judged against a version no longer alone in service is
