@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/flywheel-dev/flywheel"
 )
 
@@ -14,30 +16,15 @@ import (
 // (imported decisions in neither arm) and a page model's reward by slot and
 // by page, from decisions and feedback on the real server.
 func TestDashboardLiftAndSlots(t *testing.T) {
-	cfg := testConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := Migrate(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	conn := mustOpen(t, ctx, cfg)
-	db := cfg.Database()
-	now := time.Now().UTC()
-	at := now.Add(-30 * time.Minute)
+	c := newClosedDB(t, ctx)
+	conn, db, now := c.conn, c.db, c.now
 	decide := func(id, model, variant string, version uint32, reward float64) {
 		t.Helper()
-		err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, chosen, reward_window_s, reward_default, reward_aggregate, ingested_at)
-			SELECT ?, ?, ?, ?, 'ranker', ?, ?, 'a', 60, 0, 'sum', now()`, id, at, uint64(at.UnixMilli()), model, version, variant)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if reward == 0 {
-			return
-		}
-		fts := at.Add(5 * time.Second)
-		if err := conn.Exec(ctx, "INSERT INTO "+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at) SELECT ?, ?, ?, ?, ?, '', now()`,
-			id, "f-"+id, fts, uint64(fts.UnixMilli()), reward); err != nil {
-			t.Fatal(err)
+		c.decide(id, model, variant, version)
+		if reward != 0 {
+			c.feedback(id, "f-"+id, "", reward)
 		}
 	}
 	// Treated: 6 of 10 rewarded (v2 champion and canary together);
@@ -58,7 +45,7 @@ func TestDashboardLiftAndSlots(t *testing.T) {
 	decide("p1#side", "page", "champion", 1, 1)
 	decide("p2#hero", "page", "champion", 1, 0)
 	decide("p2#side", "page", "champion", 1, 1)
-	mustIngestThrough(t, ctx, conn, db, now)
+	c.closeAll()
 
 	o, err := Insights(ctx, conn, db, "m", time.Hour, now)
 	if err != nil {
@@ -109,33 +96,15 @@ func boolInt(b bool) int {
 // not share feedback that names its model; feedback naming none counts for
 // both, in the view and in the product's bounded read.
 func TestFeedbackNamingItsModel(t *testing.T) {
-	cfg := testConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := Migrate(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	conn := mustOpen(t, ctx, cfg)
-	db := cfg.Database()
-	now := time.Now().UTC()
-	at := now.Add(-30 * time.Minute)
-	for _, model := range []string{"a", "b"} {
-		if err := conn.Exec(ctx, "INSERT INTO "+db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, chosen, reward_window_s, reward_default, reward_aggregate, ingested_at)
-			SELECT 'dup', ?, ?, ?, 'ranker', 1, 'champion', 'x', 60, 0, 'sum', now()`, at, uint64(at.UnixMilli()), model); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fts := at.Add(5 * time.Second)
-	for _, f := range []struct {
-		id, model string
-		reward    float64
-	}{{"f-a", "a", 1}, {"f-any", "", 0.5}} {
-		if err := conn.Exec(ctx, "INSERT INTO "+db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at, model) SELECT 'dup', ?, ?, ?, ?, '', now(), ?`,
-			f.id, fts, uint64(fts.UnixMilli()), f.reward, f.model); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mustIngestThrough(t, ctx, conn, db, now)
+	c := newClosedDB(t, ctx)
+	conn, db := c.conn, c.db
+	c.decide("dup", "a", "champion", 1)
+	c.decide("dup", "b", "champion", 1)
+	c.feedback("dup", "f-a", "a", 1)
+	c.feedback("dup", "f-any", "", 0.5)
+	c.closeAll()
 	read := func(sql string, args ...any) string {
 		t.Helper()
 		rows, err := conn.Query(ctx, sql, args...)
@@ -165,3 +134,44 @@ func TestFeedbackNamingItsModel(t *testing.T) {
 		}
 	}
 }
+
+// closedDB is a migrated database on the real server whose decisions are
+// made half an hour ago (reward window 60 s, sum, default 0) and whose
+// feedback comes 5 s after; closeAll says ingest has caught up to now.
+type closedDB struct {
+	t       *testing.T
+	ctx     context.Context
+	conn    driver.Conn
+	db      string
+	now, at time.Time
+}
+
+func newClosedDB(t *testing.T, ctx context.Context) *closedDB {
+	t.Helper()
+	cfg := testConfig(t)
+	if err := Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	return &closedDB{t: t, ctx: ctx, conn: mustOpen(t, ctx, cfg), db: cfg.Database(), now: now, at: now.Add(-30 * time.Minute)}
+}
+
+func (c *closedDB) decide(id, model, variant string, version uint32) {
+	c.t.Helper()
+	if err := c.conn.Exec(c.ctx, "INSERT INTO "+c.db+`.decisions (event_id, ts, ts_ms, model, kind, version, variant, chosen, reward_window_s, reward_default, reward_aggregate, ingested_at)
+		SELECT ?, ?, ?, ?, 'ranker', ?, ?, 'a', 60, 0, 'sum', now()`, id, c.at, uint64(c.at.UnixMilli()), model, version, variant); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// feedback writes feedback fid on event id naming model ("" for none).
+func (c *closedDB) feedback(id, fid, model string, reward float64) {
+	c.t.Helper()
+	fts := c.at.Add(5 * time.Second)
+	if err := c.conn.Exec(c.ctx, "INSERT INTO "+c.db+`.feedback (event_id, feedback_id, ts, ts_ms, reward, type, ingested_at, model) SELECT ?, ?, ?, ?, ?, '', now(), ?`,
+		id, fid, fts, uint64(fts.UnixMilli()), reward, model); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *closedDB) closeAll() { mustIngestThrough(c.t, c.ctx, c.conn, c.db, c.now) }
