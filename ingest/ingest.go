@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -245,7 +244,10 @@ func (in *Ingester) fetch(ctx context.Context, r *kafkago.Reader, ready chan<- *
 		var logged time.Time // when the last was
 		for {
 			m, err := r.FetchMessage(ctx)
-			if err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) {
+			// io.EOF too: the reader returns it for a connection a killed
+			// broker closed mid-read, not only once it is closed itself
+			// (which happens after ctx ends).
+			if err != nil && ctx.Err() == nil {
 				// The group reader heals by itself (a coordinator that moved
 				// with a broker, offsets still loading, a leader back) and
 				// paces its own retries (ReadBackoffMin/Max); the errors it
