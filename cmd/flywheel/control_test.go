@@ -69,6 +69,19 @@ func TestControlGroupLiftThroughTheLoop(t *testing.T) {
 			}
 		}
 	}
+	// Read both once the closed examples' rewards have settled: a CI run
+	// under load saw /v1/models' lift move after every decision was closed
+	// (control 0.1681, then 0.1904 on the same 2,968 decisions).
+	lift := func() float64 {
+		d.get("/v1/models/homepage", &info)
+		return info.Registry.Control.Lift
+	}
+	waitFor(t, ctx, "the lift to settle", func() bool {
+		before := lift()
+		time.Sleep(time.Second)
+		return lift() == before
+	})
+	c = info.Registry.Control
 	d.get("/v1/models/homepage/dashboard?window=1h", &dash)
 	l := dash.Data.Overview.Lift
 	if l == nil || l.Total == nil {
@@ -97,6 +110,10 @@ func TestControlGroupOfAVersionThroughTheLoop(t *testing.T) {
 	extra := map[string]string{"FLYWHEEL_MODELS_HOMEPAGE_PROMOTE_CONTROL_SHARE": "0.3", "FLYWHEEL_MODELS_HOMEPAGE_PROMOTE_CONTROL_POLICY": "version 1"}
 	d := startDev(t, ctx, "ctlver", extra)
 	d.flywheel("sim", "--url", d.url, "--events", "5000")
+	waitFor(t, ctx, "the 5,000 decisions in ClickHouse", func() bool {
+		var n uint64
+		return d.conn.QueryRow(ctx, "SELECT count() FROM "+d.db+".decisions FINAL WHERE model = 'homepage'").Scan(&n) == nil && n >= 5000
+	})
 	if out := d.flywheel("retrain", "--now", "--model", "homepage"); !strings.Contains(out, "model homepage: promoted") {
 		t.Fatalf("retrain --now did not promote a version over version 1:\n%s", out)
 	}
