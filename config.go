@@ -245,8 +245,20 @@ type Guardrails struct {
 	MinRequests int `yaml:"min_requests"`
 }
 
-// WithDefaults fills every unset field with its documented default.
+// WithDefaults fills every unset field with its documented default, section
+// by section.
 func (c ModelConfig) WithDefaults() ModelConfig {
+	c = c.withShapeDefaults()
+	c.Exploration = c.Exploration.withDefaults()
+	c.Reward = c.Reward.withDefaults()
+	c.Retrain = c.Retrain.withDefaults()
+	c.Promote = c.Promote.withDefaults()
+	c.Guardrails = c.Guardrails.withDefaults()
+	return c
+}
+
+// withShapeDefaults fills the kind, bits and numeric_bins when unset.
+func (c ModelConfig) withShapeDefaults() ModelConfig {
 	if c.Kind == "" {
 		c.Kind = KindRanker
 	}
@@ -257,13 +269,19 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 		b := DefaultNumericBins
 		c.NumericBins = &b
 	}
-	if c.Exploration.Policy == "" {
+	return c
+}
+
+// withDefaults fills an unset policy with SquareCB, and SquareCB's γ
+// schedule when no fixed gamma is set. It applies whatever the model's kind.
+func (e Exploration) withDefaults() Exploration {
+	if e.Policy == "" {
 		// SquareCB with γ growing with the examples learned: in the backtests
 		// (docs/operations.md, "Backtests") it beat ε-greedy 0.05 on both
 		// worlds and every seed tried.
-		c.Exploration = Exploration{Policy: SquareCB}
+		e = Exploration{Policy: SquareCB}
 	}
-	if e := &c.Exploration; e.Policy == SquareCB && e.Gamma == 0 { // γ grows with the examples learned
+	if e.Policy == SquareCB && e.Gamma == 0 { // γ grows with the examples learned
 		if e.GammaScale == 0 {
 			e.GammaScale = 10
 		}
@@ -271,61 +289,91 @@ func (c ModelConfig) WithDefaults() ModelConfig {
 			e.GammaExponent = 0.5
 		}
 	}
-	if c.Reward.Window == 0 {
-		c.Reward.Window = 10 * time.Minute
+	return e
+}
+
+// withDefaults fills the reward window, aggregate and max_feedback_skew
+// when unset.
+func (r RewardConfig) withDefaults() RewardConfig {
+	if r.Window == 0 {
+		r.Window = 10 * time.Minute
 	}
-	if c.Reward.Aggregate == "" {
-		c.Reward.Aggregate = AggregateSum
+	if r.Aggregate == "" {
+		r.Aggregate = AggregateSum
 	}
-	if c.Reward.MaxFeedbackSkew == 0 {
-		c.Reward.MaxFeedbackSkew = 5 * time.Minute
+	if r.MaxFeedbackSkew == 0 {
+		r.MaxFeedbackSkew = 5 * time.Minute
 	}
-	if c.Retrain.Schedule == "" {
-		c.Retrain.Schedule = "*/15 * * * *"
+	return r
+}
+
+// withDefaults fills the schedule, window, holdout, min_new_examples,
+// learning_rate, objective and passes when unset.
+func (r RetrainConfig) withDefaults() RetrainConfig {
+	if r.Schedule == "" {
+		r.Schedule = "*/15 * * * *"
 	}
-	if c.Retrain.Window == 0 {
-		c.Retrain.Window = 168 * time.Hour
+	if r.Window == 0 {
+		r.Window = 168 * time.Hour
 	}
-	if c.Retrain.Holdout == 0 {
-		c.Retrain.Holdout = 0.2
+	if r.Holdout == 0 {
+		r.Holdout = 0.2
 	}
-	if c.Retrain.MinNewExamples == 0 {
-		c.Retrain.MinNewExamples = 1000
+	if r.MinNewExamples == 0 {
+		r.MinNewExamples = 1000
 	}
-	if c.Retrain.LearningRate == 0 {
-		c.Retrain.LearningRate = 0.25 // batch passes over a window want smaller steps than online learning
+	if r.LearningRate == 0 {
+		r.LearningRate = 0.25 // batch passes over a window want smaller steps than online learning
 	}
-	if c.Retrain.Objective == "" {
-		c.Retrain.Objective = ObjectiveMTR
+	if r.Objective == "" {
+		r.Objective = ObjectiveMTR
 	}
-	if c.Retrain.Passes == 0 {
-		c.Retrain.Passes = 1
+	if r.Passes == 0 {
+		r.Passes = 1
 	}
-	if c.Promote.Policy == "" {
-		c.Promote.Policy = PromoteAuto
+	return r
+}
+
+// withDefaults fills the policy, estimator, rule, margin, confidence and
+// the canary's defaults when unset; the control group has none.
+func (p PromoteConfig) withDefaults() PromoteConfig {
+	if p.Policy == "" {
+		p.Policy = PromoteAuto
 	}
-	if c.Promote.Estimator == "" {
-		c.Promote.Estimator = EstimatorSNIPS
+	if p.Estimator == "" {
+		p.Estimator = EstimatorSNIPS
 	}
-	if c.Promote.Rule == "" {
-		c.Promote.Rule = RuleNonInferior
+	if p.Rule == "" {
+		p.Rule = RuleNonInferior
 	}
-	if c.Promote.Margin == 0 {
-		c.Promote.Margin = 0.05
+	if p.Margin == 0 {
+		p.Margin = 0.05
 	}
-	if c.Promote.Confidence == 0 {
-		c.Promote.Confidence = 0.95
+	if p.Confidence == 0 {
+		p.Confidence = 0.95
 	}
-	if c.Promote.Canary.Duration == 0 {
-		c.Promote.Canary.Duration = 30 * time.Minute
+	p.Canary = p.Canary.withDefaults()
+	return p
+}
+
+// withDefaults fills the duration and min_decisions when unset; a share of
+// 0 (no canary) stays.
+func (c CanaryConfig) withDefaults() CanaryConfig {
+	if c.Duration == 0 {
+		c.Duration = 30 * time.Minute
 	}
-	if c.Promote.Canary.MinDecisions == 0 {
-		c.Promote.Canary.MinDecisions = 200
-	}
-	if c.Guardrails.MinRequests == 0 {
-		c.Guardrails.MinRequests = 100
+	if c.MinDecisions == 0 {
+		c.MinDecisions = 200
 	}
 	return c
+}
+
+// withDefaults fills min_requests when unset; a zero bound stays unchecked.
+func (g Guardrails) withDefaults() Guardrails {
+	if g.MinRequests == 0 {
+		g.MinRequests = 100
+	}
+	return g
 }
 
 // Validate reports an EINVALID error naming the bad field under path (for
