@@ -35,6 +35,12 @@
 # Data and logs live in $FLYWHEEL_SERVICES_DIR (default: .services/ in the repo,
 # ignored by git). Kafka's jars are cached in $FLYWHEEL_CACHE (default
 # ~/.cache/flywheel), never in the repository. Running `up` twice is harmless.
+# The single servers use one already listening on their port; a cluster node
+# (ZooKeeper, the ClickHouse cluster's, the Kafka cluster's) refuses, naming
+# the port and the pid, any process on its ports but the one its pid file
+# records, running in its data dir. FLYWHEEL_CLUSTER_PORT_BASE (9300),
+# FLYWHEEL_ZOOKEEPER_PORT and FLYWHEEL_KAFKA_CLUSTER_PORT_BASE (9390) move
+# the clusters' ports.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,6 +66,63 @@ die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# port_pid PORT prints the pid of the process listening on TCP port PORT,
+# from ss, else from /proc (the socket's inode among every process's fds);
+# nothing when neither shows one.
+port_pid() {
+  local pid inode fd
+  pid="$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)"
+  if [[ -z "$pid" ]]; then
+    inode="$(awk -v port="$(printf '%04X' "$1")" \
+      '$4 == "0A" { split($2, a, ":"); if (a[2] == port) { print $10; exit } }' /proc/net/tcp /proc/net/tcp6 2>/dev/null || true)"
+    if [[ -n "$inode" ]]; then
+      for fd in /proc/[0-9]*/fd/*; do
+        if [[ "$(readlink "$fd" 2>/dev/null)" == "socket:[$inode]" ]]; then
+          pid="${fd#/proc/}" pid="${pid%%/*}"
+          break
+        fi
+      done
+    fi
+  fi
+  [[ -z "$pid" ]] || echo "$pid"
+}
+
+# pid_started_by PID PIDFILE: PID is the process PIDFILE records, or a
+# descendant of it (a pid file of a shell above the server).
+pid_started_by() {
+  local pid="$1" want
+  [[ -f "$2" ]] || return 1
+  want="$(cat "$2")"
+  while [[ -n "$pid" && "$pid" != 0 && "$pid" != 1 ]]; do
+    [[ "$pid" == "$want" ]] && return 0
+    pid="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f2 || true)" # the ppid, after "(comm) state"
+  done
+  return 1
+}
+
+# refuse_foreign NAME PIDFILE DIR PORT... dies, naming the port and the pid
+# holding it, when any PORT listens but not by the process PIDFILE records
+# (or a child of it) running in DIR: a cluster node must not join whatever
+# holds its port (a leftover broker of another clone, with another cluster
+# id, made the cluster tests hang). Ports nobody listens on pass.
+refuse_foreign() {
+  local name="$1" pidf="$2" dir="$3" port pid cwd want
+  shift 3
+  want="$(cd "$dir" 2>/dev/null && pwd -P || echo "$dir")"
+  for port in "$@"; do
+    port_open "$port" || continue
+    pid="$(port_pid "$port")"
+    [[ -n "$pid" ]] || die "$name: 127.0.0.1:$port is already taken by a process whose pid ss and /proc do not show; refusing to use it"
+    if ! pid_started_by "$pid" "$pidf"; then
+      die "$name: 127.0.0.1:$port is held by pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160 | sed 's/ *$//')), not by the one this script started (pid file $pidf: $(cat "$pidf" 2>/dev/null || echo none)); stop it or free the port"
+    fi
+    cwd="$(readlink "/proc/$pid/cwd" 2>/dev/null || true)"
+    if [[ "$cwd" != "$want" ]]; then
+      die "$name: 127.0.0.1:$port is held by pid $pid, which runs in ${cwd:-an unknown directory}, not in this node's data dir $want; stop it or free the port"
+    fi
+  done
+}
 
 # ---------------------------------------------------------------- install
 
@@ -198,8 +261,14 @@ XML
 XML
 }
 
+# OWN_PORTS are the ports the node that clickhouse_up or kafka_start is
+# about to run must hold itself (cluster_node and kafka_cluster_node set
+# them); empty for the single servers, which use a server already there.
+OWN_PORTS=()
+
 clickhouse_up() {
   local d="$CHDIR" pidf="$CHDIR/clickhouse.pid"
+  if ((${#OWN_PORTS[@]})); then refuse_foreign "clickhouse (cluster node $CLUSTER_NODE)" "$pidf" "$d" "${OWN_PORTS[@]}"; fi
   if pid_alive "$pidf" && clickhouse_ready; then
     log "clickhouse already running (pid $(cat "$pidf")) on 127.0.0.1:$CH_PORT"
     return
@@ -413,6 +482,7 @@ kafka_up() {
 # it returns 1 when it is already running (nothing to wait for).
 kafka_start() {
   local d="$KDIR" pidf="$KDIR/kafka.pid"
+  if ((${#OWN_PORTS[@]})); then refuse_foreign "kafka (cluster node $KAFKA_NODE_ID)" "$pidf" "$d" "${OWN_PORTS[@]}"; fi
   if pid_alive "$pidf" && port_open "$KAFKA_PORT"; then
     log "kafka already running (pid $(cat "$pidf")) on 127.0.0.1:$KAFKA_PORT"
     return 1
@@ -478,6 +548,7 @@ kafka_cluster_node() {
   KAFKA_PORT=$((KCLUSTER_BASE + n))
   KAFKA_CONTROLLER_PORT=$((KCLUSTER_BASE + 100 + n))
   KAFKA_NODE_ID="$n" KAFKA_VOTERS="$voters" KAFKA_RF=3 KAFKA_MIN_ISR=2
+  OWN_PORTS=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
 }
 
 kafka_cluster_id() {
@@ -517,7 +588,7 @@ kafka_cluster_kill() {
   fi
   local deadline=$((SECONDS + 10))
   while port_open "$KAFKA_PORT"; do
-    ((SECONDS < deadline)) || die "kafka cluster node $1 still listens on 127.0.0.1:$KAFKA_PORT after SIGKILL (not started by this script?)"
+    ((SECONDS < deadline)) || die "kafka cluster node $1: 127.0.0.1:$KAFKA_PORT is still held, by pid $(port_pid "$KAFKA_PORT" || true), after SIGKILL (not started by this script?)"
     sleep 0.2
   done
 }
@@ -571,13 +642,14 @@ zookeeper_ready() {
 
 zookeeper_up() {
   local d="$ZKDIR" pidf="$ZKDIR/zookeeper.pid"
+  refuse_foreign zookeeper "$pidf" "$d" "$ZK_PORT"
   if pid_alive "$pidf" && zookeeper_ready; then
     log "zookeeper already running (pid $(cat "$pidf")) on 127.0.0.1:$ZK_PORT"
     return
   fi
   if port_open "$ZK_PORT"; then
     zookeeper_ready || die "port 127.0.0.1:$ZK_PORT is taken by something that is not ZooKeeper"
-    log "a ZooKeeper not started by this script already answers on 127.0.0.1:$ZK_PORT; using it"
+    log "zookeeper already running (pid $(cat "$pidf")) on 127.0.0.1:$ZK_PORT" # refuse_foreign: it is ours
     return
   fi
   mkdir -p "$d/data" "$d/log"
@@ -615,11 +687,13 @@ zookeeper_down() {
 }
 
 # cluster_node N sets CHDIR, CH_PORT and CH_HTTP_PORT to node N's, as the
-# single-server functions use them.
+# single-server functions use them, and OWN_PORTS to its three ports.
 cluster_node() {
+  CLUSTER_NODE="$1"
   CHDIR="$CLUSTER_DIR/node$1"
   CH_PORT=$((CLUSTER_BASE + $1))
   CH_HTTP_PORT=$((CLUSTER_BASE + 10 + $1))
+  OWN_PORTS=("$CH_PORT" "$CH_HTTP_PORT" "$((CLUSTER_BASE + 20 + $1))")
 }
 
 cluster_node_config() {
