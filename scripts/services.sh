@@ -475,7 +475,7 @@ PROPS
 }
 
 kafka_up() {
-  kafka_start && kafka_wait
+  if kafka_start; then kafka_wait; fi
 }
 
 # kafka_start formats (once) and launches the broker of $KDIR on $KAFKA_PORT;
