@@ -137,7 +137,7 @@ type hostile struct {
 
 // send serves h in process and returns the answer, its error and the CPU
 // and wall time it took.
-func send(s *Server, h hostile) (*httptest.ResponseRecorder, errorJSON, time.Duration, time.Duration) {
+func send(s *Server, h hostile) (*httptest.ResponseRecorder, ErrorDetail, time.Duration, time.Duration) {
 	req := httptest.NewRequest(h.method, h.path, strings.NewReader(h.body))
 	req.Host = "127.0.0.1:8080"
 	if h.method != "GET" {
@@ -158,7 +158,7 @@ func send(s *Server, h hostile) (*httptest.ResponseRecorder, errorJSON, time.Dur
 	s.Handler().ServeHTTP(w, req)
 	cpu, wall := cpuTime()-c0, time.Since(w0)
 	var body struct {
-		Error errorJSON `json:"error"`
+		Error ErrorDetail `json:"error"`
 	}
 	_ = json.Unmarshal(w.Body.Bytes(), &body)
 	return w, body.Error, cpu, wall

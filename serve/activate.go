@@ -59,6 +59,6 @@ func (s *Server) handleActivate(c *gin.Context) error {
 	if err := s.events.LogFeedback(c.Request.Context(), []flywheel.Feedback{f}); err != nil {
 		return err
 	}
-	c.JSON(http.StatusAccepted, gin.H{"activated": eventID})
+	c.JSON(http.StatusAccepted, ActivateResponse{Activated: eventID})
 	return nil
 }

@@ -173,7 +173,7 @@ func (s *Server) handleDashboard(c *gin.Context) error {
 		}
 		window = d
 	}
-	out := gin.H{"model": s.info(h), "replica": s.replicaStats(), "window": windowName(window)}
+	out := DashboardResponse{Model: s.info(h), Replica: s.replicaStats(), Window: windowName(window)}
 	if s.insights.Dashboard == nil {
 		return flywheel.Errorf(flywheel.ENOTIMPLEMENTED, "the dashboard's data is not available on this server")
 	}
@@ -183,7 +183,7 @@ func (s *Server) handleDashboard(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	out["data"] = d
+	out.Data = d
 	c.JSON(http.StatusOK, out)
 	return nil
 }
@@ -226,13 +226,13 @@ func (s *Server) handleReferences(c *gin.Context) error {
 	if err := s.insights.SetReferences(c.Request.Context(), h.name, req.References, req.Source); err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, gin.H{"model": h.name, "references": req.References})
+	c.JSON(http.StatusOK, ReferencesResponse{Model: h.name, References: req.References})
 	return nil
 }
 
 // replicaStats reads this replica's own event-logging metrics.
-func (s *Server) replicaStats() gin.H {
-	out := gin.H{}
+func (s *Server) replicaStats() ReplicaStats {
+	var out ReplicaStats
 	if s.gatherer == nil {
 		return out
 	}
@@ -240,20 +240,21 @@ func (s *Server) replicaStats() gin.H {
 	if err != nil {
 		return out
 	}
-	want := map[string]string{
-		"flywheel_spool_pending_bytes":      "spool_pending_bytes",
-		"flywheel_kafka_write_errors_total": "kafka_write_errors",
-		"flywheel_events_refused_total":     "events_refused",
-		"flywheel_spool_replayed_total":     "spool_replayed",
-		"flywheel_events_shipped_total":     "events_shipped",
-		"flywheel_guardrail_breaches_total": "guardrail_breaches",
+	want := map[string]**float64{
+		"flywheel_spool_pending_bytes":      &out.SpoolPendingBytes,
+		"flywheel_kafka_write_errors_total": &out.KafkaWriteErrors,
+		"flywheel_events_refused_total":     &out.EventsRefused,
+		"flywheel_spool_replayed_total":     &out.SpoolReplayed,
+		"flywheel_events_shipped_total":     &out.EventsShipped,
+		"flywheel_guardrail_breaches_total": &out.GuardrailBreaches,
 	}
 	for _, f := range families {
-		key, ok := want[f.GetName()]
+		field, ok := want[f.GetName()]
 		if !ok {
 			continue
 		}
-		out[key] = sumMetric(f)
+		v := sumMetric(f)
+		*field = &v
 	}
 	return out
 }

@@ -32,13 +32,9 @@ var statusOf = map[string]int{
 // again: writeError answers them with a Retry-After header (whole seconds).
 type retryAfter interface{ RetryAfter() time.Duration }
 
-type errorJSON struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func errorBody(err error) gin.H {
-	return gin.H{"error": errorJSON{Code: flywheel.ErrorCode(err), Message: flywheel.ErrorMessage(err)}}
+// errorBody is the body of an answer of err.
+func errorBody(err error) ErrorResponse {
+	return ErrorResponse{Error: ErrorDetail{Code: flywheel.ErrorCode(err), Message: flywheel.ErrorMessage(err)}}
 }
 
 // errorCodeKey is where writeError leaves the code of the error it wrote,

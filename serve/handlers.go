@@ -393,7 +393,7 @@ func (s *Server) handleFeedback(c *gin.Context) error {
 	for i := range fs {
 		ids[i] = fs[i].FeedbackID
 	}
-	c.JSON(http.StatusAccepted, gin.H{"accepted": len(fs), "feedback_ids": ids})
+	c.JSON(http.StatusAccepted, FeedbackResponse{Accepted: len(fs), FeedbackIDs: ids})
 	return nil
 }
 
@@ -483,18 +483,9 @@ func (s *Server) countLate(fs []flywheel.Feedback, checks []checkedFeedback) {
 	}
 }
 
-type modelInfo struct {
-	Name    string               `json:"name"`
-	Kind    string               `json:"kind"`
-	Version int                  `json:"live_version"`
-	Loaded  string               `json:"loaded_at,omitempty"`
-	Canary  int                  `json:"canary_version,omitempty"` // serving Promote.Canary.Share of users
-	Config  flywheel.ModelConfig `json:"config"`
-	Details any                  `json:"registry,omitempty"`
-}
-
-func (s *Server) info(h *holder) modelInfo {
-	mi := modelInfo{Name: h.name, Kind: h.cfg.Kind, Config: h.cfg}
+// info returns what this replica serves of h.
+func (s *Server) info(h *holder) ModelInfo {
+	mi := ModelInfo{Name: h.name, Kind: h.cfg.Kind, Config: h.cfg}
 	if l := h.ptr.Load(); l != nil {
 		mi.Version, mi.Loaded = l.version, l.loadedAt.UTC().Format("2006-01-02T15:04:05Z")
 	}
@@ -503,11 +494,11 @@ func (s *Server) info(h *holder) modelInfo {
 }
 
 func (s *Server) handleModels(c *gin.Context) error {
-	out := make([]modelInfo, 0, len(s.models))
+	out := make([]ModelInfo, 0, len(s.models))
 	for _, name := range slices.Sorted(maps.Keys(s.models)) {
 		out = append(out, s.info(s.models[name]))
 	}
-	c.JSON(http.StatusOK, gin.H{"models": out})
+	c.JSON(http.StatusOK, ModelsResponse{Models: out})
 	return nil
 }
 
@@ -583,7 +574,7 @@ func (s *Server) handlePromote(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, gin.H{"model": name, "champion": req.Version, "live_version": v})
+	c.JSON(http.StatusOK, ChampionResponse{Champion: req.Version, LiveVersion: v, Model: name})
 	return nil
 }
 
@@ -603,7 +594,7 @@ func (s *Server) handleRollback(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, gin.H{"model": name, "champion": v, "live_version": live})
+	c.JSON(http.StatusOK, ChampionResponse{Champion: v, LiveVersion: live, Model: name})
 	return nil
 }
 
@@ -639,7 +630,7 @@ func (s *Server) handleCanary(c *gin.Context) error {
 	if _, err := s.Swap(c.Request.Context(), name); err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, gin.H{"model": name, "canary": currentVersion(s.models[name].canary.Load()), "share": s.models[name].cfg.Promote.Canary.Share})
+	c.JSON(http.StatusOK, CanaryResponse{Canary: currentVersion(s.models[name].canary.Load()), Model: name, Share: s.models[name].cfg.Promote.Canary.Share})
 	return nil
 }
 

@@ -38,10 +38,10 @@ func mustSemanticsServer(t testing.TB, ev *fakeEvents) *Server {
 	return s
 }
 
-func errorOf(t *testing.T, body []byte) errorJSON {
+func errorOf(t *testing.T, body []byte) ErrorDetail {
 	t.Helper()
 	var e struct {
-		Error errorJSON `json:"error"`
+		Error ErrorDetail `json:"error"`
 	}
 	_ = json.Unmarshal(body, &e)
 	return e.Error

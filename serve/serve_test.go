@@ -231,7 +231,7 @@ func TestBadRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := do(s, "POST", tc.path, tc.key, tc.body)
 			var body struct {
-				Error errorJSON `json:"error"`
+				Error ErrorDetail `json:"error"`
 			}
 			_ = json.Unmarshal(w.Body.Bytes(), &body)
 			if w.Code != tc.status || body.Error.Code != tc.code || !strings.Contains(body.Error.Message, tc.msg) {

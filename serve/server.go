@@ -302,7 +302,7 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 	v1.GET("/models/:name/explain", app, handle(s.handleExplain))
 	v1.PUT("/models/:name/references", admin, handle(s.handleReferences))
 	s.uiRoutes(e)
-	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, StatusResponse{Status: "ok"}) })
 	e.GET("/readyz", func(c *gin.Context) {
 		if !s.Ready() {
 			writeError(c, flywheel.Errorf(flywheel.EUNAVAILABLE, "not every configured model is loaded yet"))
@@ -315,7 +315,7 @@ func (s *Server) routes(reg prometheus.Registerer) *gin.Engine {
 				return
 			}
 		}
-		c.JSON(http.StatusOK, gin.H{"status": "ready"})
+		c.JSON(http.StatusOK, StatusResponse{Status: "ready"})
 	})
 	gatherer, _ := reg.(prometheus.Gatherer)
 	if gatherer == nil {
