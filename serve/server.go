@@ -36,7 +36,9 @@ type Config struct {
 	// PollInterval is how often the registry is polled for a new champion,
 	// as a fallback to model events; default 30s.
 	PollInterval time.Duration
-	// ShutdownTimeout bounds a graceful shutdown; default 10s.
+	// ShutdownTimeout bounds each step of Run's graceful shutdown: the
+	// drain of in-flight requests, then the shipping of what the event
+	// logger still has spooled; default 10s.
 	ShutdownTimeout time.Duration
 	// GuardInterval is how often the error-rate and latency guardrails are
 	// checked on this replica; default 10s.
@@ -155,14 +157,65 @@ func New(cfg Config, o Options) (*Server, error) {
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Run loads every model (LoadControls, then SwapAll), serves HTTP on ln, polls the registry every
-// PollInterval and checks the guardrails every GuardInterval until ctx
-// ends, then shuts down gracefully: it stops accepting, lets in-flight
-// requests finish (bounded by ShutdownTimeout) and returns. Model events
-// reach the server through OnModelEvent, called by whoever reads them.
+// Shipper is implemented by an EventLogger that ships what it logged in
+// the background (eventlog.Logger): Run ships until its context ends, Close
+// ships what is left for at most timeout, then closes. Server.Run drives it.
+type Shipper interface {
+	Run(ctx context.Context) error
+	Close(timeout time.Duration) error
+}
+
+// Run is the daemon: it loads every model (LoadControls, then SwapAll),
+// serves HTTP on ln, polls the registry every PollInterval and checks the
+// guardrails every GuardInterval until ctx ends. Model events reach the
+// server through OnModelEvent, called by whoever reads them.
+//
+// When the event logger ships in the background (it has Run and Close, as
+// eventlog.Logger does), Run ships with it from the start and owns its
+// shutdown order: once ctx ends it stops accepting, lets in-flight requests
+// finish (bounded by ShutdownTimeout) while shipping goes on, stops shipping,
+// lets the logger ship what is still spooled (bounded by ShutdownTimeout
+// again) and closes it. Run closes the logger whatever it returns; the
+// caller must not use it afterwards. A failure to ship (the spool cannot be
+// read) shuts the server down the same way.
+//
 // Run returns an error if the HTTP server fails or does not shut down in
-// time.
+// time, if shipping fails, or if the logger fails to close.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	sh, ok := s.events.(Shipper)
+	if !ok {
+		return s.serveHTTP(ctx, ln)
+	}
+	// Shipping outlives ctx until in-flight requests are done: what they
+	// log is shipped as it comes, and Close has less left to ship.
+	shipCtx, stopShipping := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopShipping()
+	httpCtx, stopHTTP := context.WithCancelCause(ctx)
+	defer stopHTTP(nil)
+	shipped := make(chan error, 1)
+	go func() {
+		err := sh.Run(shipCtx)
+		if err != nil {
+			err = fmt.Errorf("ship events: %w", err)
+			stopHTTP(err)
+		}
+		shipped <- err
+	}()
+	err := s.serveHTTP(httpCtx, ln) // returns once in-flight requests are done
+	stopShipping()
+	if serr := <-shipped; serr != nil {
+		err = serr // the cause of the shutdown
+	}
+	if cerr := sh.Close(s.cfg.ShutdownTimeout); cerr != nil && err == nil {
+		err = fmt.Errorf("close the event log: %w", cerr)
+	}
+	return err
+}
+
+// serveHTTP is Run without the event logger: it loads the models, serves
+// ln until ctx ends, then stops accepting and lets in-flight requests
+// finish, bounded by ShutdownTimeout.
+func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	if err := s.LoadControls(ctx); err != nil {
 		return err
 	}

@@ -184,13 +184,14 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 	if err != nil {
 		return err
 	}
-	srv, err := serve.New(serve.Config{Addr: addr, Models: models, Open: true, PollInterval: time.Hour}, serve.Options{Registry: reg, Events: logger, Admin: serve.Admin{}, Registerer: promReg})
-
+	// ShutdownTimeout: the spool gets 30 s to ship at exit, so that what
+	// was spooled is shipped before the counts are printed.
+	srv, err := serve.New(serve.Config{Addr: addr, Models: models, Open: true, PollInterval: time.Hour, ShutdownTimeout: 30 * time.Second},
+		serve.Options{Registry: reg, Events: logger, Admin: serve.Admin{}, Registerer: promReg})
 	if err != nil {
+		logger.Close(time.Second)
 		return err
 	}
-	shipDone := make(chan error, 1)
-	go func() { shipDone <- logger.Run(ctx) }()
 	var swaps atomic.Int64
 	var out sync.Mutex
 	enc := json.NewEncoder(os.Stdout)
@@ -232,9 +233,9 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 			}
 		}
 	}()
+	// As in `flywheel serve`: Run ships the spool and, on SIGTERM, drains
+	// the requests in flight, ships what is left and closes the logger.
 	err = srv.Run(ctx, ln)
-	<-shipDone
-	cerr := logger.Close(30 * time.Second)
 	families, _ := promReg.Gather()
 	spooled, shipped := 0.0, 0.0
 	for _, f := range families {
@@ -258,10 +259,7 @@ func run(ctx context.Context, mode, addr, brokers, spool string, deleteTopics bo
 	out.Lock()
 	enc.Encode(map[string]any{"mode": mode, "spooled": spooled, "shipped": shipped, "swaps": swaps.Load()})
 	out.Unlock()
-	if err != nil {
-		return err
-	}
-	return cerr
+	return err
 }
 
 // The reference: the same request and response types, decoded and encoded by

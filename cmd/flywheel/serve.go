@@ -17,10 +17,13 @@ import (
 	"github.com/flywheel-dev/flywheel/serve"
 )
 
-// runServe is `flywheel serve`: the HTTP API.
 // The registry serves a control group's baseline version.
 var _ serve.VersionFetcher = (*deploy.Registry)(nil)
 
+// The event logger is shipped and closed by serve.Server.Run.
+var _ serve.Shipper = (*eventlog.Logger)(nil)
+
+// runServe is `flywheel serve`: the HTTP API.
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	c := newCommand("serve", getenv, stdout, stderr)
 	if _, err := c.parse(args); err != nil {
@@ -42,7 +45,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	return g.Wait()
 }
 
-// startServe builds the HTTP API and runs it and its model-event watcher in g.
+// startServe builds the HTTP API and runs it (with its event logger's
+// shipping and shutdown order: serve.Server.Run) and its model-event watcher
+// in g. When it fails before Run is started, it closes the logger itself.
 func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open bool, rt *retrain.Retrainer) error {
 	spoolDir := e.cfg.Serve.SpoolDir
 	if spoolDir == "" {
@@ -105,23 +110,9 @@ func (e *env) startServe(ctx context.Context, g *errgroup.Group, p *parts, open 
 		return fmt.Errorf("listen on %s: %w", e.cfg.HTTP.Addr, err)
 	}
 	e.log.Info("serving", "addr", "http://"+ln.Addr().String(), "models", len(e.cfg.Models), "spool", spoolDir)
-	shipped := make(chan struct{})
-	g.Go(func() error {
-		defer close(shipped)
-		return logger.Run(ctx)
-	})
-	g.Go(func() error {
-		err := srv.Run(ctx, ln) // returns once in-flight requests are done
-		<-shipped
-		flush := e.cfg.Serve.ShutdownTimeout
-		if flush <= 0 {
-			flush = 10 * time.Second
-		}
-		if cerr := logger.Close(flush); cerr != nil && err == nil {
-			err = cerr
-		}
-		return err
-	})
+	// Run ships the logger's events and, once ctx ends, drains the
+	// requests in flight, ships what is spooled and closes the logger.
+	g.Go(func() error { return srv.Run(ctx, ln) })
 	g.Go(func() error {
 		return deploy.Watch(ctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) {
 			srv.OnModelEvent(ctx, ev)
