@@ -160,7 +160,7 @@ func TestAnalyticsGuideQueries(t *testing.T) {
 		11: "1\t0\tbootstrap\tfirst\n2\t1\tretrain\tbetter",
 		12: "search\t1\t0",
 		13: "x\t8\t" + actions[0][2] + "\ny\t7\t" + actions[1][2],
-		14: "kafka\t\t4102444800000\t1",
+		14: "kafka\tfeedback\t4102444800000\t1",
 		15: "hero\t2\t1\t0.5\nside\t2\t1.5\t0.75",
 		16: "2\t1.25",
 	}

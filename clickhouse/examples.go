@@ -23,17 +23,17 @@ const feedbackSkewMs = 3600 * 1000
 // examplesOfModel is the bounded examples query of one model's decisions
 // with fromMs <= ts_ms <= toMs, as a subquery aliased e.
 func examplesOfModel() string {
-	return "(" + examplesSelectByModel("action_ids, action_keys", liveCondition, lateDeadline,
+	return "(" + examplesSelectByModel("action_ids, action_keys", liveByArg, closedByArg, lateDeadline,
 		" AND model = ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ? AND ts_ms <= ?",
 		rewardFeedback+" AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?") + ") AS e"
 }
 
 // examplesArgs are the arguments of {examples}: model's decisions with
-// fromMs <= ts_ms <= toMs.
-func examplesArgs(model string, fromMs, toMs uint64) []any {
+// fromMs <= ts_ms <= toMs whose window ends by throughMs (closedThroughMs).
+func examplesArgs(model string, fromMs, toMs, throughMs uint64) []any {
 	lo := uint64(0)
 	if fromMs > feedbackSkewMs {
 		lo = fromMs - feedbackSkewMs
 	}
-	return []any{model, fromMs, fromMs, toMs, lo, lo, model, fromMs, fromMs, toMs}
+	return []any{throughMs, model, fromMs, fromMs, toMs, lo, lo, throughMs, model, fromMs, fromMs, toMs}
 }

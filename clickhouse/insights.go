@@ -131,6 +131,9 @@ type Overview struct {
 	Lift *Lift `json:"lift,omitempty"`
 	// Slots are absent without page decisions; the page is the last.
 	Slots []SlotSeries `json:"slots,omitempty"`
+	// ClosedThroughMs is when the window of the newest closed decision may
+	// end (Unix ms): every example shown closed by then and is final.
+	ClosedThroughMs uint64 `json:"closed_through"`
 }
 
 // bucketFor picks a bucket length that gives about 60 points over span.
@@ -153,6 +156,9 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 	}
 	o := &Overview{Model: model, FromMs: from.UnixMilli(), ToMs: now.UnixMilli(), BucketSeconds: int64(bucket / time.Second),
 		Series: []Series{}, Quality: []Quality{}, References: []Reference{}, Runs: []Run{}}
+	if o.ClosedThroughMs, err = closedThroughMs(ctx, conn, db); err != nil {
+		return nil, err
+	}
 	slotted, err := o.rewards(ctx, conn, db, model, bucket)
 	if err != nil {
 		return nil, err
@@ -238,7 +244,7 @@ func liftOf(t int64, treated, control moments) (LiftPoint, bool) {
 // holds page decisions.
 func (o *Overview) rewards(ctx context.Context, conn driver.Conn, db, model string, bucket time.Duration) (slotted bool, err error) {
 	bms := uint64(bucket / time.Millisecond)
-	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64)...)...)
+	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64, o.ClosedThroughMs)...)...)
 	if err != nil {
 		return false, fmt.Errorf("reward over time: %w", err)
 	}
@@ -327,7 +333,7 @@ func (o *Overview) lift(arms map[int64]*[2]moments) {
 // page (the sum over its slots) over the window.
 func (o *Overview) slots(ctx context.Context, conn driver.Conn, db, model string, bucket time.Duration) error {
 	bms := uint64(bucket / time.Millisecond)
-	args := append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64)...)
+	args := append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64, o.ClosedThroughMs)...)
 	for _, q := range []struct{ what, sql string }{{"reward by slot", sqlSlotSeries}, {"reward by page", sqlPageSeries}} {
 		if err := o.slotSeries(ctx, conn, expand(q.sql, db), args); err != nil {
 			return fmt.Errorf("%s: %w", q.what, err)
@@ -505,10 +511,10 @@ func dashboardStatements(db string) []Statement {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	return []Statement{
 		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0)}, Query: true},
-		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(3600000), uint64(3600000)}, examplesArgs("homepage", 0, math.MaxUint64)...), Query: true},
-		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("ctr", 0, math.MaxUint64)...), Query: true},
-		{Name: "dashboard.slot_series", SQL: expand(sqlSlotSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64)...), Query: true},
-		{Name: "dashboard.page_series", SQL: expand(sqlPageSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(3600000), uint64(3600000)}, examplesArgs("homepage", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("ctr", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.slot_series", SQL: expand(sqlSlotSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.page_series", SQL: expand(sqlPageSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
 		{Name: "dashboard.retrain_runs", SQL: expand(sqlRetrainRuns, db), Args: []any{"homepage"}, Query: true},
 		// counts of the last minute: the fixture's ingested_at is fixed
 		{Name: "dashboard.decision_flow", SQL: expand(sqlDecisionFlow, db), Args: []any{"homepage"}, Query: true},

@@ -128,7 +128,7 @@ func TestFeedbackNamingItsModel(t *testing.T) {
 		t.Errorf("the examples view: %s, want %s", got, want)
 	}
 	for _, m := range []string{"a", "b"} {
-		got := read(expand("SELECT model, feedback_count, reward FROM {examples}", db), examplesArgs(m, 0, math.MaxUint64)...)
+		got := read(expand("SELECT model, feedback_count, reward FROM {examples}", db), examplesArgs(m, 0, math.MaxUint64, math.MaxUint64)...)
 		if want := map[string]string{"a": "[a 2 1.5]", "b": "[b 1 0.5]"}[m]; got != want {
 			t.Errorf("the bounded read of %s: %s, want %s", m, got, want)
 		}

@@ -63,15 +63,19 @@ func (r *Rewards) OnlineLogLoss(ctx context.Context, model string, fromMs, toMs 
 
 // halfOpen are the arguments of {examples} for model's decisions in
 // [fromMs, toMs).
-func halfOpen(model string, fromMs, toMs uint64) []any {
+func halfOpen(model string, fromMs, toMs, throughMs uint64) []any {
 	if toMs == 0 {
-		return examplesArgs(model, 1, 0) // nothing
+		return examplesArgs(model, 1, 0, throughMs) // nothing
 	}
-	return examplesArgs(model, fromMs, toMs-1)
+	return examplesArgs(model, fromMs, toMs-1, throughMs)
 }
 
 func (r *Rewards) query(ctx context.Context, what, sql, model string, fromMs, toMs uint64) ([]VersionReward, error) {
-	rows, err := r.conn.Query(ctx, expand(sql, r.db), halfOpen(model, fromMs, toMs)...)
+	through, err := closedThroughMs(ctx, r.conn, r.db)
+	if err != nil {
+		return nil, fmt.Errorf("%s of %s: %w", what, model, err)
+	}
+	rows, err := r.conn.Query(ctx, expand(sql, r.db), halfOpen(model, fromMs, toMs, through)...)
 	if err != nil {
 		return nil, fmt.Errorf("%s of %s: %w", what, model, err)
 	}
@@ -94,8 +98,8 @@ func (r *Rewards) query(ctx context.Context, what, sql, model string, fromMs, to
 // judgeStatements lists the statements of this file for Statements.
 func judgeStatements(db string) []Statement {
 	return []Statement{
-		{Name: "judge.online_reward", SQL: expand(sqlOnlineReward, db), Args: halfOpen("homepage", 0, 4102444800000), Query: true},
-		{Name: "judge.online_reward.classifier", SQL: expand(sqlOnlineReward, db), Args: halfOpen("ctr", 0, 4102444800000), Query: true},
-		{Name: "judge.online_log_loss", SQL: expand(sqlOnlineLogLoss, db), Args: halfOpen("ctr", 0, 4102444800000), Query: true},
+		{Name: "judge.online_reward", SQL: expand(sqlOnlineReward, db), Args: halfOpen("homepage", 0, 4102444800000, 4102444800000), Query: true},
+		{Name: "judge.online_reward.classifier", SQL: expand(sqlOnlineReward, db), Args: halfOpen("ctr", 0, 4102444800000, 4102444800000), Query: true},
+		{Name: "judge.online_log_loss", SQL: expand(sqlOnlineLogLoss, db), Args: halfOpen("ctr", 0, 4102444800000, 4102444800000), Query: true},
 	}
 }

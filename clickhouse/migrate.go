@@ -196,7 +196,7 @@ var migrations = []migration{
 		ORDER BY source`,
 		`DROP TABLE IF EXISTS {db}.reward_by_version`,
 		`DROP TABLE IF EXISTS {db}.examples`,
-		examplesView("action_ids, action_keys", closedCondition),
+		examplesView("action_ids, action_keys", closedCondition9),
 		rewardByVersionView,
 	}},
 	{10, "rollbacks that walk back", []string{
@@ -217,7 +217,7 @@ var migrations = []migration{
 		// are feedback of type flywheel.activation, which carry no reward.
 		`DROP TABLE IF EXISTS {db}.reward_by_version`,
 		`DROP TABLE IF EXISTS {db}.examples`,
-		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition, windowDeadline, "", rewardFeedback),
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition11, windowDeadline, "", rewardFeedback),
 		rewardByVersionView,
 	}},
 	{12, "late outcomes", []string{
@@ -226,7 +226,7 @@ var migrations = []migration{
 		// reward window re-scores the decision's example.
 		`DROP TABLE IF EXISTS {db}.reward_by_version`,
 		`DROP TABLE IF EXISTS {db}.examples`,
-		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition, lateDeadline, "", rewardFeedback),
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelect("action_ids, action_keys", liveCondition11, lateDeadline, "", rewardFeedback),
 		rewardByVersionView,
 	}},
 	{13, "feedback names its model", []string{
@@ -236,7 +236,19 @@ var migrations = []migration{
 		// decisions under one id do not share their feedback.
 		`DROP TABLE IF EXISTS {db}.reward_by_version`,
 		`DROP TABLE IF EXISTS {db}.examples`,
-		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelectByModel("action_ids, action_keys", liveCondition, lateDeadline, "", rewardFeedback),
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelectByModel("action_ids, action_keys", liveCondition11, liveCondition11, lateDeadline, "", rewardFeedback),
+		rewardByVersionView,
+	}},
+	{14, "closed examples are final", []string{
+		// A decision closes once the decisions watermark passes its
+		// window's end too (ingest writes it from migration 14 on), so that
+		// a decision is in before it counts as closed; and the feedback
+		// deadlines are read from every decision, closed or not, so that a
+		// watermark moving while the view is read cannot leave a decision
+		// that closed meanwhile without its feedback.
+		`DROP TABLE IF EXISTS {db}.reward_by_version`,
+		`DROP TABLE IF EXISTS {db}.examples`,
+		"CREATE VIEW IF NOT EXISTS {db}.examples AS\n\t\t" + examplesSelectByModel("action_ids, action_keys", liveCondition, "1", lateDeadline, "", rewardFeedback),
 		rewardByVersionView,
 	}},
 }
@@ -291,12 +303,23 @@ func addColumn(ctx context.Context, conn driver.Conn, db string, c column) error
 	return nil
 }
 
-// closedCondition is when a decision's example is closed, in SQL over the
-// decisions table: its reward window has passed, and ingest has written all
-// the feedback logged up to the window's end (the feedback watermark), so
-// that feedback still in Kafka is never taken for the default reward. The
-// examples view and every count of closed examples use it, so they agree.
-const closedCondition = `ts_ms + reward_window_s * 1000 <= least(toUInt64(toUInt32(now())) * 1000, ` + feedbackWatermark + `)`
+// closedCondition9 is when a decision's example was closed from migration 9
+// to 13, in SQL over the decisions table: its reward window has passed, and
+// ingest has written all the feedback logged up to the window's end (the
+// feedback watermark). The views of those migrations use it, as they did.
+const closedCondition9 = `ts_ms + reward_window_s * 1000 <= least(toUInt64(toUInt32(now())) * 1000, ` + feedbackWatermark + `)`
+
+// closedCondition is when a decision's example is closed, from migration 14
+// on: its reward window ends by closedThrough, so that its decision and all
+// the feedback logged up to the window's end are in ClickHouse, and a closed
+// example never changes. The examples view and every count of closed
+// examples use it, so they agree.
+const closedCondition = `ts_ms + reward_window_s * 1000 <= ` + closedThrough
+
+// closedByArg is closedCondition with closedThrough given as an argument
+// (closedThroughMs, read once): the bounded reads of examples use it, so
+// that their two reads of the decisions judge closing alike.
+const closedByArg = `ts_ms + reward_window_s * 1000 <= ?`
 
 // activatedCondition holds for a decision that may be trained on and
 // evaluated: one made without defer_activation, or activated since (a
@@ -304,9 +327,16 @@ const closedCondition = `ts_ms + reward_window_s * 1000 <= least(toUInt64(toUInt
 // a page, EVENT_ID#SLOT, for its page's).
 const activatedCondition = `(deferred = 0 OR splitByChar('#', event_id)[1] IN (SELECT event_id FROM {db}.feedback WHERE type = 'flywheel.activation'))`
 
-// liveCondition is when a decision is an example, from migration 11 on:
+// liveCondition11 is when a decision was an example from migration 11 to
+// 13: closed and activated.
+const liveCondition11 = closedCondition9 + ` AND ` + activatedCondition
+
+// liveCondition is when a decision is an example, from migration 14 on:
 // closed and activated.
 const liveCondition = closedCondition + ` AND ` + activatedCondition
+
+// liveByArg is liveCondition with closedThrough given as an argument.
+const liveByArg = closedByArg + ` AND ` + activatedCondition
 
 // rewardFeedback is the condition on the feedback that makes rewards:
 // every type but activations.
@@ -357,9 +387,11 @@ func examplesSelect(actions, closed, deadline, dcond, fbcond string) string {
 
 // examplesSelectByModel is examplesSelect from migration 13 on: feedback
 // that names its model (feedback.model) counts for that model's decision
-// of the event id only; feedback that names none, for every model's.
-func examplesSelectByModel(actions, closed, deadline, dcond, fbcond string) string {
-	return examplesSelectOf(examplesSince13, actions, closed, deadline, dcond, fbcond)
+// of the event id only; feedback that names none, for every model's. The
+// read of the decisions' deadlines takes dlclosed as its condition instead
+// of closed.
+func examplesSelectByModel(actions, closed, dlclosed, deadline, dcond, fbcond string) string {
+	return strings.NewReplacer("{dlclosed}", dlclosed).Replace(examplesSelectOf(examplesSince13, actions, closed, deadline, dcond, fbcond))
 }
 
 func examplesSelectOf(tmpl, actions, closed, deadline, dcond, fbcond string) string {
@@ -449,7 +481,7 @@ const (
 			(
 				SELECT event_id, model AS d_model, max({deadline}) AS deadline_ms
 				FROM {db}.decisions FINAL
-				WHERE {closed}{dcond}
+				WHERE {dlclosed}{dcond}
 				GROUP BY event_id, model
 			) AS dl USING event_id
 			WHERE f_ts_ms <= deadline_ms AND (f_model = '' OR f_model = d_model)

@@ -156,7 +156,11 @@ func (t *Training) stream(ctx context.Context, sql, model string, fromMs, toMs u
 	}
 	ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{
 		"max_block_size": scanBlockRows, "max_bytes_before_external_sort": externalSortBytes}))
-	rows, err := t.conn.Query(ctx, expand(sql, t.db), examplesArgs(model, fromMs, toMs)...)
+	through, err := closedThroughMs(ctx, t.conn, t.db)
+	if err != nil {
+		return fmt.Errorf("query examples of %s: %w", model, err)
+	}
+	rows, err := t.conn.Query(ctx, expand(sql, t.db), examplesArgs(model, fromMs, toMs, through)...)
 	if err != nil {
 		return fmt.Errorf("query examples of %s: %w", model, err)
 	}
@@ -245,8 +249,8 @@ func trainingStatements(db string) []Statement {
 		{Name: "training.ingested_through", SQL: expand(ingestedThroughSQL, db), Args: []any{"homepage"}, Query: true},
 		{Name: "training.closed_span", SQL: expand(closedSpanSQL, db), Args: rangeArgs("homepage", "ranker", from, to), Query: true},
 		{Name: "training.holdout_cut", SQL: expand(holdoutCutSQL, db), Args: rangeArgs("homepage", "ranker", from, to, uint64(1)), Query: true},
-		{Name: "training.ranker_examples", SQL: expand(rankerExamplesSQL, db), Args: examplesArgs("homepage", from, to), Query: true},
-		{Name: "training.classifier_examples", SQL: expand(classifierExamplesSQL, db), Args: examplesArgs("ctr", from, to), Query: true},
+		{Name: "training.ranker_examples", SQL: expand(rankerExamplesSQL, db), Args: examplesArgs("homepage", from, to, to), Query: true},
+		{Name: "training.classifier_examples", SQL: expand(classifierExamplesSQL, db), Args: examplesArgs("ctr", from, to, to), Query: true},
 		{Name: "training.actions_by_key", SQL: expand(actionsByKeySQL, db), Args: []any{ch.GroupSet{Value: []any{"k-x", "k-y"}}}, Query: true},
 		{Name: "training.record_run", SQL: expand(recordRunSQL, db), Args: []any{
 			"homepage", started, uint64(started.UnixMilli()), uint64(1500), "promoted", "snips estimate 0.31 vs champion v1 0.25",

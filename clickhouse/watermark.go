@@ -4,10 +4,16 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// StreamFeedback is the stream of the feedback topic in ingest_watermarks.
-const StreamFeedback = "feedback"
+// The streams of ingest_watermarks: the feedback topic's and the decisions
+// topic's.
+const (
+	StreamFeedback  = "feedback"
+	StreamDecisions = "decisions"
+)
 
 // The ingest watermark: each row is a claim by an ingest process that
 // everything appended to a stream's topic before through_ms is in its
@@ -41,6 +47,23 @@ const (
 	feedbackWatermark = `least(` + kafkaWatermark + `, ` + spoolWatermark + `)`
 
 	feedbackWatermarkSQL = `SELECT ` + feedbackWatermark
+
+	// decisionsWatermark is the time in ms through which all decisions
+	// appended to Kafka are ingested, as a scalar subquery: the decisions
+	// stream's claims, or, while no ingest has written one (every ingest
+	// still of a release before the decisions watermark), the feedback
+	// stream's, which such an ingest wrote after the decisions of the same
+	// batches.
+	decisionsWatermark = `(SELECT if(countIf(stream = 'decisions') = 0, maxIf(through_ms, stream = 'feedback'),
+		maxIf(through_ms, stream = 'decisions')) FROM {db}.ingest_watermarks)`
+
+	// closedThrough is the time in ms by which a decision's window must end
+	// for its example to be closed (final: its decision and every feedback
+	// that counts for it are in ClickHouse, and none can come later): now,
+	// held back by the decisions and feedback watermarks and the spools.
+	closedThrough = `least(toUInt64(toUInt32(now())) * 1000, least(` + decisionsWatermark + `, ` + feedbackWatermark + `))` // 18.16's least takes two
+
+	closedThroughSQL = `SELECT ` + closedThrough
 
 	insertSpoolWatermarksSQL = `INSERT INTO {db}.spool_watermarks (source, through_ms, sent_ms, valid_until_ms, ingested_at)`
 )
@@ -89,15 +112,29 @@ func (x *Inserts) WriteWatermark(ctx context.Context, w Watermark) error {
 	return nil
 }
 
-// FeedbackWatermark returns the time through which ingest has written all
-// feedback (the zero Unix time while no ingest has said so), or the error of
-// the query. A decision is closed only when its reward window ends by then.
-func (t *Training) FeedbackWatermark(ctx context.Context) (time.Time, error) {
-	var ms uint64
-	if err := t.conn.QueryRow(ctx, expand(feedbackWatermarkSQL, t.db)).Scan(&ms); err != nil {
-		return time.Time{}, fmt.Errorf("feedback watermark: %w", err)
+// ClosedThrough returns the time by which a decision's reward window must
+// end for its example to be closed: now, held back by what ingest has
+// written of the decisions and the feedback (the zero Unix time while no
+// ingest has said so), or the error of the query.
+func (t *Training) ClosedThrough(ctx context.Context) (time.Time, error) {
+	ms, err := closedThroughMs(ctx, t.conn, t.db)
+	if err != nil {
+		return time.Time{}, err
 	}
 	return time.UnixMilli(int64(ms)).UTC(), nil
+}
+
+// closedThroughMs returns closedThrough, read once, so that every part of
+// a query of closed examples judges closing by the same time: the examples'
+// query reads the decisions twice (once for the rows, once for the feedback
+// deadlines), and a watermark that moved between the two reads left the
+// decisions that closed meanwhile without their feedback in that answer.
+func closedThroughMs(ctx context.Context, conn driver.Conn, db string) (uint64, error) {
+	var ms uint64
+	if err := conn.QueryRow(ctx, expand(closedThroughSQL, db)).Scan(&ms); err != nil {
+		return 0, fmt.Errorf("read the closing watermark: %w", err)
+	}
+	return ms, nil
 }
 
 // watermarkStatements lists the statements of this file for Statements.
@@ -108,5 +145,6 @@ func watermarkStatements(db string) []Statement {
 		{Name: "ingest.spool_watermarks", SQL: expand(insertSpoolWatermarksSQL, db), Rows: [][]any{
 			{"serve-a", uint64(at.UnixMilli()), uint64(at.UnixMilli()) + 500, uint64(at.UnixMilli()) + 600000, at}}},
 		{Name: "training.feedback_watermark", SQL: expand(feedbackWatermarkSQL, db), Query: true},
+		{Name: "examples.closed_through", SQL: expand(closedThroughSQL, db), Query: true},
 	}
 }

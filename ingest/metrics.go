@@ -14,8 +14,9 @@ type metrics struct {
 	reused  *prometheus.CounterVec // decisions dead-lettered for a reused event id, by model
 	lag     *prometheus.GaugeVec
 	sizes   prometheus.Histogram
-	// watermark is the feedback watermark this process last saw.
-	watermark prometheus.Gauge
+	// watermark and decisionsWatermark are the feedback and decisions
+	// watermarks this process last saw.
+	watermark, decisionsWatermark prometheus.Gauge
 }
 
 // newMetrics builds the metrics and registers them with reg (nil: they are
@@ -43,9 +44,12 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flywheel_ingest_feedback_watermark_seconds", Help: "Unix time through which all feedback appended to Kafka is in ClickHouse (decisions close only behind it).",
 		}),
+		decisionsWatermark: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flywheel_ingest_decisions_watermark_seconds", Help: "Unix time through which all decisions appended to Kafka are in ClickHouse (decisions close only behind it).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rows, m.batches, m.dead, m.reused, m.lag, m.sizes, m.watermark} {
+		for _, c := range []prometheus.Collector{m.rows, m.batches, m.dead, m.reused, m.lag, m.sizes, m.watermark, m.decisionsWatermark} {
 			if err := reg.Register(c); err != nil {
 				return metrics{}, fmt.Errorf("register ingest metrics: %w", err)
 			}

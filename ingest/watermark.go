@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flywheel-dev/flywheel"
 
 	"github.com/flywheel-dev/flywheel/clickhouse"
@@ -12,10 +14,12 @@ import (
 )
 
 // The feedback watermark is the time through which every feedback record
-// appended to Kafka is in ClickHouse. A decision is closed (trained on,
-// evaluated, in the examples view) only once its reward window ends by the
-// watermark, so that feedback still in Kafka is never taken for the default
-// reward.
+// appended to Kafka is in ClickHouse, and the decisions watermark the same
+// for decisions. A decision is closed (trained on, evaluated, in the
+// examples view) only once its reward window ends by both, so that feedback
+// still in Kafka is never taken for the default reward, and a decision never
+// turns up already closed (a closed example is final: it never changes, and
+// none is added behind a retrain's cutoff).
 //
 // It rests on the consumer group's committed offsets, not on this process's
 // batches: ingest commits a partition's offset only after the batch that
@@ -41,22 +45,22 @@ type snapshot struct {
 	at  time.Time
 }
 
-// watermark tracks the feedback watermark of one topic. It is used by one
-// goroutine.
+// watermark tracks the watermark of one topic (the feedback's or the
+// decisions'). It is used by one goroutine.
 type watermark struct {
-	topic   string
-	offsets func(ctx context.Context) (map[int]kafka.PartitionOffsets, error)
-	write   func(ctx context.Context, w clickhouse.Watermark) error
-	now     func() time.Time
+	topic, stream string
+	offsets       func(ctx context.Context) (map[int]kafka.PartitionOffsets, error)
+	write         func(ctx context.Context, w clickhouse.Watermark) error
+	now           func() time.Time
 
 	noted   map[int][]snapshot // ends not yet reached by the committed offset, oldest first
 	through map[int]time.Time  // per partition: everything appended before it is in
 	written time.Time          // the last claim written
 }
 
-func newWatermark(topic string, offsets func(ctx context.Context) (map[int]kafka.PartitionOffsets, error),
+func newWatermark(topic, stream string, offsets func(ctx context.Context) (map[int]kafka.PartitionOffsets, error),
 	write func(ctx context.Context, w clickhouse.Watermark) error, now func() time.Time) *watermark {
-	return &watermark{topic: topic, offsets: offsets, write: write, now: now,
+	return &watermark{topic: topic, stream: stream, offsets: offsets, write: write, now: now,
 		noted: map[int][]snapshot{}, through: map[int]time.Time{}}
 }
 
@@ -69,6 +73,12 @@ func (w *watermark) check(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
+	return w.update(ctx, at, offs)
+}
+
+// update notes offs, the topic's offsets asked for at at, and writes the
+// watermark when it moved; it returns it as check does.
+func (w *watermark) update(ctx context.Context, at time.Time, offs map[int]kafka.PartitionOffsets) (time.Time, error) {
 	var through time.Time
 	first := true
 	for p, o := range offs {
@@ -96,42 +106,57 @@ func (w *watermark) check(ctx context.Context) (time.Time, error) {
 	if through.IsZero() || !through.After(w.written) {
 		return through, nil
 	}
-	if err := w.write(ctx, clickhouse.Watermark{Stream: clickhouse.StreamFeedback, Topic: w.topic, Partitions: len(offs), Through: through}); err != nil {
+	if err := w.write(ctx, clickhouse.Watermark{Stream: w.stream, Topic: w.topic, Partitions: len(offs), Through: through}); err != nil {
 		return through, err
 	}
 	w.written = through
 	return through, nil
 }
 
-// runWatermark checks the feedback watermark every interval until ctx ends;
-// failures are logged and retried at the next check (the watermark stays
-// where it was, which only delays closing decisions).
+// runWatermark checks the feedback and decisions watermarks every interval
+// until ctx ends; failures are logged and retried at the next check (the
+// watermarks stay where they were, which only delays closing decisions).
 func (in *Ingester) runWatermark(ctx context.Context) {
-	topic := in.kcfg.Topics().Feedback
-	w := newWatermark(topic, func(ctx context.Context) (map[int]kafka.PartitionOffsets, error) {
-		offs, err := kafka.GroupOffsets(ctx, in.kcfg, in.cfg.Group, topic)
-		return offs[topic], err
-	}, in.inserts.WriteWatermark, in.now)
+	t := in.kcfg.Topics()
+	marks := []*watermark{
+		newWatermark(t.Feedback, clickhouse.StreamFeedback, nil, in.inserts.WriteWatermark, in.now),
+		newWatermark(t.Decisions, clickhouse.StreamDecisions, nil, in.inserts.WriteWatermark, in.now),
+	}
+	gauges := []prometheus.Gauge{in.watermark, in.decisionsWatermark}
 	tick := time.NewTicker(in.cfg.WatermarkInterval)
 	defer tick.Stop()
 	failing := false
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		through, err := w.check(cctx)
+		at := in.now() // before asking: every record appended before at is below the ends Kafka reports
+		offs, err := kafka.GroupOffsets(cctx, in.kcfg, in.cfg.Group, t.Feedback, t.Decisions)
+		var both time.Time // the older of the two: what a spool's claim must wait for
+		for i, w := range marks {
+			if err != nil {
+				break
+			}
+			var through time.Time
+			through, err = w.update(cctx, at, offs[w.topic])
+			if !through.IsZero() {
+				gauges[i].Set(float64(through.UnixMilli()) / 1000)
+			}
+			if i == 0 || through.Before(both) {
+				both = through
+			}
+		}
 		cancel()
 		switch {
 		case err != nil && ctx.Err() == nil:
 			if !failing {
-				in.log.Warn("feedback watermark not updated; retrying", "err", err)
+				in.log.Warn("ingest watermarks not updated; retrying", "err", err)
 			}
 			failing = true
 		case err == nil:
 			failing = false
 		}
-		if !through.IsZero() {
-			in.watermark.Set(float64(through.UnixMilli()) / 1000)
+		if err == nil && !both.IsZero() {
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if err := in.spool.write(wctx, through, in.cfg.SpoolExpiry, in.now(), in.inserts.WriteSpoolWatermarks); err != nil && ctx.Err() == nil {
+			if err := in.spool.write(wctx, both, in.cfg.SpoolExpiry, in.now(), in.inserts.WriteSpoolWatermarks); err != nil && ctx.Err() == nil {
 				in.log.Warn("spool watermarks not written; retrying", "err", err)
 			}
 			cancel()
@@ -144,24 +169,24 @@ func (in *Ingester) runWatermark(ctx context.Context) {
 	}
 }
 
-// The spool watermark. Feedback that a serving process has received but not
-// yet shipped to Kafka (its spool is behind: Kafka is unreachable from it)
-// is not covered by the Kafka watermark. Every serving process therefore
-// writes to the feedback topic, every second or so, a claim that all it
-// received before a time was in Kafka when it sent the claim
-// (flywheel.SpoolWatermark). Ingest writes a claim to ClickHouse only once
-// its Kafka watermark has passed the claim's sent time, so that what the
-// claim covers is ingested too; the examples view then keeps decisions open
-// behind the oldest newest-claim of the processes whose claims have not
-// expired (ingest.spool_expiry after they were sent). A claim lost (ingest
-// stopped before writing it) only holds decisions open a little longer:
-// the next one replaces it.
+// The spool watermark. Events (decisions and feedback) that a serving
+// process has logged but not yet shipped to Kafka (its spool is behind:
+// Kafka is unreachable from it) are not covered by the Kafka watermarks.
+// Every serving process therefore writes to the spool watermark topic, every
+// second or so, a claim that all it logged timed before a time was in Kafka
+// when it sent the claim (flywheel.SpoolWatermark). Ingest writes a claim to
+// ClickHouse only once both Kafka watermarks have passed the claim's sent
+// time, so that what the claim covers is ingested too; the examples view
+// then keeps decisions open behind the oldest newest-claim of the processes
+// whose claims have not expired (ingest.spool_expiry after they were sent).
+// A claim lost (ingest stopped before writing it) only holds decisions open
+// a little longer: the next one replaces it.
 
 // maxClaimsPerSource bounds the claims of one process waiting for the Kafka
 // watermark; past it the oldest are dropped (a newer one supersedes them).
 const maxClaimsPerSource = 64
 
-// spoolClaims are the spool watermarks read from the feedback topic and not
+// spoolClaims are the spool watermarks read from their topic and not
 // yet written. It is safe for concurrent use.
 type spoolClaims struct {
 	mu      sync.Mutex

@@ -51,7 +51,7 @@ func TestWatermarkFromCommittedOffsets(t *testing.T) {
 			now := base
 			var i int
 			var wrote []time.Time
-			w := newWatermark("fb", func(context.Context) (map[int]kafka.PartitionOffsets, error) { return tc.steps[i].offs, nil },
+			w := newWatermark("fb", clickhouse.StreamFeedback, func(context.Context) (map[int]kafka.PartitionOffsets, error) { return tc.steps[i].offs, nil },
 				func(_ context.Context, m clickhouse.Watermark) error {
 					if m.Stream != clickhouse.StreamFeedback || m.Topic != "fb" || m.Partitions != len(tc.steps[i].offs) {
 						t.Errorf("wrote %+v", m)
@@ -95,7 +95,7 @@ func TestWatermarkWriteRetried(t *testing.T) {
 	fail := true
 	n := 0
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	w := newWatermark("fb", func(context.Context) (map[int]kafka.PartitionOffsets, error) {
+	w := newWatermark("fb", clickhouse.StreamFeedback, func(context.Context) (map[int]kafka.PartitionOffsets, error) {
 		return map[int]kafka.PartitionOffsets{0: {End: 1, Committed: 1}}, nil
 	}, func(context.Context, clickhouse.Watermark) error {
 		n++
@@ -188,7 +188,7 @@ func TestFeedbackInKafkaKeepsDecisionOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Until(made.Add(4 * time.Second))) // the window has passed
-	wm, err := training.FeedbackWatermark(ctx)
+	wm, err := training.ClosedThrough(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +370,7 @@ func TestFeedbackInSpoolKeepsDecisionOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wm, err := training.FeedbackWatermark(ctx)
+	wm, err := training.ClosedThrough(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -152,8 +152,8 @@ func decodeRun(ev flywheel.ModelEvent) (*retrain.Result, error) {
 
 // awaitClosing waits, for a model whose reward window is at most a minute,
 // until the decisions made before start can be trained on: their windows
-// have ended and ingest has written the feedback that came inside them (the
-// feedback watermark has passed start plus the window). So `retrain --now`
+// have ended and ingest has written them and the feedback that came inside
+// them (the closing watermark has passed start plus the window). So `retrain --now`
 // right after a burst of traffic (the README's tour, after `flywheel sim`)
 // trains on that traffic. It waits at most the window plus 10 s (ingest may
 // be stopped: the run then reports what it could not use) and not at all for
@@ -166,7 +166,7 @@ func (e *env) awaitClosing(ctx context.Context, p *parts, name string, start tim
 	training := clickhouse.NewTraining(p.conn, e.cfg.ClickHouse.Database())
 	want, deadline := start.Add(w), time.Now().Add(w+10*time.Second)
 	for said := false; ; said = true {
-		fw, err := training.FeedbackWatermark(ctx)
+		fw, err := training.ClosedThrough(ctx)
 		if err == nil && !fw.Before(want) || time.Now().After(deadline) {
 			return nil
 		}
