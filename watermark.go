@@ -2,12 +2,13 @@ package flywheel
 
 import "time"
 
-// SpoolWatermark is a serving process's claim that every feedback event it
-// received before Through was in Kafka at Sent (its spool had shipped
-// them). Serving writes one to the feedback topic every second or so, as a
-// SpoolWatermarkRecord keyed by Source; ingest keeps decisions open behind
-// the oldest claim of the live serving processes, so that feedback still in
-// a spool is never taken for the default reward.
+// SpoolWatermark is a serving process's claim that every event it logged
+// (decision or feedback) timed before Through was in Kafka at Sent (its
+// spool had shipped them). Serving writes one to the spool watermark topic
+// every second or so, as a SpoolWatermarkRecord keyed by Source; ingest
+// keeps decisions open behind the oldest claim of the live serving
+// processes, so that feedback still in a spool is never taken for the
+// default reward, and a decision still in one never closes before it is in.
 type SpoolWatermark struct {
 	Source  string    `json:"source"` // one per spool directory, kept across restarts
 	Through time.Time `json:"through"`

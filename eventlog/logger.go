@@ -52,6 +52,7 @@ type Logger struct {
 	every      time.Duration
 	now        func() time.Time
 	inflight   inflight
+	floor      atomic.Int64 // Unix ns of the latest note: an event logged after it is claimed after it
 	mark       *spoolMark
 	through    time.Time // everything received before it is in Kafka
 	sentAt     time.Time
@@ -129,7 +130,15 @@ func kindName(k byte) string {
 // LogDecision spools d. It returns an ESPOOLFULL or EUNAVAILABLE error if
 // the spool could not take it (the caller must then not answer as if it
 // were logged).
+//
+// Like LogFeedback, it may move d.Time forward, by as long as the caller
+// took between taking the time and logging the decision (microseconds, or
+// longer under load): to just after the spool watermark's latest claim when
+// it was taken before (the claim did not cover it), so that the claim holds
+// for the decision as logged.
 func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
+	defer l.inflight.done(l.inflight.addTime(d.Time)) // until it is in the spool: the spool watermark waits for it
+	l.after(&d.Time)
 	v, err := encodeDecision(d)
 	if err != nil {
 		return fmt.Errorf("encode decision %s: %w", d.EventID, err)
@@ -154,11 +163,12 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 }
 
 // LogFeedback spools fs and returns once they are fsynced; it fails as
-// LogDecision does.
+// LogDecision does, and may move their times forward as it does.
 func (l *Logger) LogFeedback(ctx context.Context, fs []flywheel.Feedback) error {
 	defer l.inflight.done(l.inflight.add(fs)) // until it is in the spool: the spool watermark waits for it
 	recs := make([]Record, len(fs))
 	for i := range fs {
+		l.after(&fs[i].Time)
 		v, err := sonic.Marshal(&fs[i])
 		if err != nil {
 			return fmt.Errorf("encode feedback %s: %w", fs[i].FeedbackID, err)

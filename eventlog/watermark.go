@@ -18,16 +18,17 @@ import (
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
-// The spool watermark. Feedback in the spool is not yet in Kafka, so ingest
-// cannot know of it; the logger therefore says, every second or so, through
-// when everything this process received has left the spool for Kafka
-// (flywheel.SpoolWatermark, on the spool watermark topic), and decisions
-// stay open behind the oldest such claim of the live serving processes.
+// The spool watermark. Events in the spool (decisions and feedback) are not
+// yet in Kafka, so ingest cannot know of them; the logger therefore says,
+// every second or so, through when everything this process logged has left
+// the spool for Kafka (flywheel.SpoolWatermark, on the spool watermark
+// topic), and decisions stay open behind the oldest such claim of the live
+// serving processes.
 //
 // Before each shipping round the logger notes the spool's end E and the time
-// T it looked (no later than the receive time of any feedback still being
-// appended then); once the shipped cursor reaches E, everything received
-// before T is in Kafka. The claim is sent after Kafka acknowledged what it
+// T it looked (no later than the time of any event still being appended
+// then, and any event timed before T but logged after is moved after T);
+// once the shipped cursor reaches E, everything timed before T is in Kafka. The claim is sent after Kafka acknowledged what it
 // covers. While Kafka is unreachable no claim is sent, and after
 // ingest.spool_expiry without one, this process holds nothing back.
 
@@ -66,7 +67,7 @@ func spoolSource(dir string) (string, error) {
 	return id, nil
 }
 
-// inflight holds the receive times of feedback being appended to the spool.
+// inflight holds the times of the events being appended to the spool.
 type inflight struct {
 	mu    sync.Mutex
 	next  uint64
@@ -85,6 +86,18 @@ func (f *inflight) add(fs []flywheel.Feedback) uint64 {
 			t = fs[i].Time
 		}
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.times == nil {
+		f.times = map[uint64]time.Time{}
+	}
+	f.next++
+	f.times[f.next] = t
+	return f.next
+}
+
+// addTime is add for one event received at t.
+func (f *inflight) addTime(t time.Time) uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.times == nil {
@@ -127,8 +140,22 @@ func (l *Logger) note() {
 		return
 	}
 	at := l.now()
+	l.floor.Store(at.UnixNano())   // before reading what is in flight: an event added after that sees it (after)
 	claim := l.inflight.oldest(at) // before reading the end: what is appended after it was in flight, or received later
 	l.mark = &spoolMark{end: l.spool.End(), claim: claim}
+}
+
+// after moves *t, the time of an event just added in flight, to just after
+// the latest note when it is not after it. The caller took *t before adding
+// the event, so a note in between missed it (it was not yet in flight, and
+// may be appended after the end the note read) and may claim everything
+// before the note's time in Kafka; moved after that time, the event is not
+// in the claim, and the next note, which sees it in flight or in the spool,
+// waits for it. Events are stored in ms, hence the ms after.
+func (l *Logger) after(t *time.Time) {
+	if f := l.floor.Load(); f != 0 && t.UnixNano() <= f {
+		*t = time.Unix(0, f).Truncate(time.Millisecond).Add(time.Millisecond).In(t.Location())
+	}
 }
 
 // reached moves the claim when the cursor has passed the noted end, and

@@ -115,3 +115,66 @@ func TestSpoolWatermarkWaitsForShipping(t *testing.T) {
 		t.Fatalf("after a restart the spool's id is %q (%v), was %q", id, err, cl.all()[0].Watermark.Source)
 	}
 }
+
+// An event timed before a claim was sent (the caller took the time, a claim
+// went out, then the caller logged the event) is logged after the claim, so
+// that the claim, which the event was not in, does not cover it; and no
+// claim passes it until it has shipped. Decisions are covered as feedback
+// is: a decision's window closes only once the decision is in.
+func TestSpoolWatermarkCoversEventsTimedBeforeAClaim(t *testing.T) {
+	t.Parallel()
+	cl, kafkaDown := &claims{}, &down{}
+	l, err := NewLoggerWith(SpoolOptions{Dir: t.TempDir(), WatermarkInterval: 10 * time.Millisecond}, kafkaDown, kafkaDown, cl, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(rctx) }()
+	wait := func(what string, ok func([]flywheel.SpoolWatermarkRecord) bool) {
+		t.Helper()
+		for !ok(cl.all()) {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("timed out waiting for %s; claims %v", what, cl.all())
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	timed := time.Now().UTC()
+	past := func(at time.Time) func(c []flywheel.SpoolWatermarkRecord) bool {
+		return func(c []flywheel.SpoolWatermarkRecord) bool {
+			return len(c) > 0 && c[len(c)-1].Watermark.Through.After(at)
+		}
+	}
+	wait("a claim past the events' time", past(timed))
+	kafkaDown.on.Store(true)
+	d := &flywheel.Decision{Schema: 1, EventID: "d", Time: timed, Model: "m", Kind: flywheel.KindRanker}
+	if err := l.LogDecision(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	fs := []flywheel.Feedback{{Schema: 1, FeedbackID: "f", EventID: "d", Time: timed, Reward: 1}}
+	if err := l.LogFeedback(ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	sent := cl.all()
+	last := sent[len(sent)-1].Watermark.Through
+	if !d.Time.After(last) || !fs[0].Time.After(last) {
+		t.Fatalf("timed at %v, logged at %v (decision) and %v (feedback): not after the claim through %v sent before",
+			timed, d.Time, fs[0].Time, last)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, c := range cl.all() {
+		if !c.Watermark.Through.Before(d.Time) || !c.Watermark.Through.Before(fs[0].Time) {
+			t.Fatalf("claim %+v covers events still in the spool, logged at %v and %v", c.Watermark, d.Time, fs[0].Time)
+		}
+	}
+	kafkaDown.on.Store(false)
+	wait("a claim past the shipped events", past(fs[0].Time))
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
