@@ -75,154 +75,253 @@ type backtestWorld struct {
 // runBacktest is `flywheel backtest`: every world through every setting
 // (the product of the list flags), in virtual time, in process.
 func runBacktest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("backtest", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "take the model's configuration from this file (with --model); flags override it")
-	modelName := fs.String("model", "homepage", "with --config: the ranker whose configuration is the base")
-	worlds := &listFlag{sep: ",", vals: []string{sim.Default}}
-	schedules := &listFlag{sep: ";", vals: []string{"@every 20s"}}
-	rules := &listFlag{sep: ",", vals: []string{flywheel.RuleNonInferior}}
-	margins := &listFlag{sep: ",", vals: []string{"0.05"}}
-	explorations := &listFlag{sep: ",", vals: []string{"squarecb"}}
-	trainings := &listFlag{sep: ",", vals: []string{retrain.TrainedFull}}
-	fs.Var(worlds, "world", "worlds, comma separated: "+strings.Join(sim.Worlds(), ", "))
-	fs.Var(schedules, "schedule", "retrain schedules in virtual time, separated by ';' (cron specs contain commas): a cron spec, @every D, or a number N (every N decisions)")
-	fs.Var(rules, "rule", "promotion rules, comma separated: non-inferior, superior")
-	fs.Var(margins, "margin", "non-inferiority margins, comma separated")
-	fs.Var(explorations, "exploration", "explorations, comma separated: epsilon-greedy:E, softmax:LAMBDA, squarecb (γ growing with the examples) or squarecb:SCALE")
-	fs.Var(trainings, "training", "how candidates learn, comma separated: full (from zero over the window), incremental (from the champion's state, retrain.incremental)")
-	decisions := fs.Int("decisions", 40000, "decisions to play per setting")
-	rate := fs.Float64("rate", 100, "decisions per virtual second")
-	every := fs.Int("every", 5000, "decisions per reported window")
-	final := fs.Int("final", 10000, "the summary's span: the last N decisions")
-	seed := fs.Uint64("seed", 1, "seed of the world and of the traffic")
-	rewardWindow := fs.Duration("reward-window", 5*time.Second, "reward window, in virtual time")
-	retrainWindow := fs.Duration("retrain-window", 0, "retrain window, in virtual time (0: the model's, 168h by default)")
-	minNew := fs.Int("min-new", 0, "retrain.min_new_examples (0: the model's, 1000 by default)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	f, err := parseBacktestFlags(args, stderr)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("backtest: unexpected argument %q", fs.Arg(0))
+	base, err := f.baseModel(getenv)
+	if err != nil {
+		return err
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if *decisions <= 0 || *every <= 0 || *final <= 0 || !(*rate > 0) {
-		return flywheel.Errorf(flywheel.EINVALID, "backtest: --decisions, --every, --final and --rate must be positive")
+	// Every setting and world is checked before the first is played.
+	settings, err := f.settings(base)
+	if err != nil {
+		return err
 	}
-	base := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}
-	if *configPath != "" {
-		cfg, err := loadConfig(*configPath, getenv)
-		if err != nil {
-			return err
+	for _, w := range f.worlds.vals {
+		if _, err := sim.NewEnv(w, f.seed); err != nil {
+			return flywheel.Errorf(flywheel.EINVALID, "backtest: %v", err)
 		}
-		mc, ok := cfg.Models[*modelName]
+	}
+	out, err := f.play(ctx, settings)
+	if err != nil {
+		return err
+	}
+	return f.printWorlds(stdout, out, base.Reward.Window)
+}
+
+// backtestFlags are the flags of `flywheel backtest`.
+type backtestFlags struct {
+	configPath, modelName string
+	// the list flags: the settings are the product of all but worlds
+	worlds, schedules, rules, margins, explorations, trainings *listFlag
+
+	decisions, every, final int
+	rate                    float64
+	seed                    uint64
+	rewardWindow            time.Duration
+	retrainWindow           time.Duration
+	minNew                  int
+	asJSON                  bool
+	given                   map[string]bool // the names of the flags given
+}
+
+// parseBacktestFlags parses args, writing usage and parse errors to stderr,
+// and returns an error for an extra argument or a count or rate that is not
+// positive.
+func parseBacktestFlags(args []string, stderr io.Writer) (*backtestFlags, error) {
+	f := &backtestFlags{
+		worlds:       &listFlag{sep: ",", vals: []string{sim.Default}},
+		schedules:    &listFlag{sep: ";", vals: []string{"@every 20s"}},
+		rules:        &listFlag{sep: ",", vals: []string{flywheel.RuleNonInferior}},
+		margins:      &listFlag{sep: ",", vals: []string{"0.05"}},
+		explorations: &listFlag{sep: ",", vals: []string{"squarecb"}},
+		trainings:    &listFlag{sep: ",", vals: []string{retrain.TrainedFull}},
+		given:        map[string]bool{},
+	}
+	fs := flag.NewFlagSet("backtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.configPath, "config", "", "take the model's configuration from this file (with --model); flags override it")
+	fs.StringVar(&f.modelName, "model", "homepage", "with --config: the ranker whose configuration is the base")
+	fs.Var(f.worlds, "world", "worlds, comma separated: "+strings.Join(sim.Worlds(), ", "))
+	fs.Var(f.schedules, "schedule", "retrain schedules in virtual time, separated by ';' (cron specs contain commas): a cron spec, @every D, or a number N (every N decisions)")
+	fs.Var(f.rules, "rule", "promotion rules, comma separated: non-inferior, superior")
+	fs.Var(f.margins, "margin", "non-inferiority margins, comma separated")
+	fs.Var(f.explorations, "exploration", "explorations, comma separated: epsilon-greedy:E, softmax:LAMBDA, squarecb (γ growing with the examples) or squarecb:SCALE")
+	fs.Var(f.trainings, "training", "how candidates learn, comma separated: full (from zero over the window), incremental (from the champion's state, retrain.incremental)")
+	fs.IntVar(&f.decisions, "decisions", 40000, "decisions to play per setting")
+	fs.Float64Var(&f.rate, "rate", 100, "decisions per virtual second")
+	fs.IntVar(&f.every, "every", 5000, "decisions per reported window")
+	fs.IntVar(&f.final, "final", 10000, "the summary's span: the last N decisions")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the world and of the traffic")
+	fs.DurationVar(&f.rewardWindow, "reward-window", 5*time.Second, "reward window, in virtual time")
+	fs.DurationVar(&f.retrainWindow, "retrain-window", 0, "retrain window, in virtual time (0: the model's, 168h by default)")
+	fs.IntVar(&f.minNew, "min-new", 0, "retrain.min_new_examples (0: the model's, 1000 by default)")
+	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("backtest: unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(fl *flag.Flag) { f.given[fl.Name] = true })
+	if f.decisions <= 0 || f.every <= 0 || f.final <= 0 || !(f.rate > 0) {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "backtest: --decisions, --every, --final and --rate must be positive")
+	}
+	return f, nil
+}
+
+// baseModel returns the configuration every setting starts from: with
+// --config, the file's ranker --model, whose values then stand for the list
+// flags not given (baseModel sets those flags' values to them); without it,
+// a ranker of user × item. The window and count flags override it. It
+// returns an error if the file cannot be loaded or configures no such
+// ranker.
+func (f *backtestFlags) baseModel(getenv func(string) string) (flywheel.ModelConfig, error) {
+	base := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}
+	if f.configPath != "" {
+		cfg, err := loadConfig(f.configPath, getenv)
+		if err != nil {
+			return base, err
+		}
+		mc, ok := cfg.Models[f.modelName]
 		if !ok || mc.Kind != flywheel.KindRanker {
-			return flywheel.Errorf(flywheel.EINVALID, "backtest: %s configures no ranker %q", *configPath, *modelName)
+			return base, flywheel.Errorf(flywheel.EINVALID, "backtest: %s configures no ranker %q", f.configPath, f.modelName)
 		}
 		base = mc
 		// The file's values stand unless a list flag names others.
-		if !given["schedule"] {
-			schedules.vals = []string{mc.Retrain.Schedule}
+		if !f.given["schedule"] {
+			f.schedules.vals = []string{mc.Retrain.Schedule}
 		}
-		if !given["rule"] {
-			rules.vals = []string{mc.Promote.Rule}
+		if !f.given["rule"] {
+			f.rules.vals = []string{mc.Promote.Rule}
 		}
-		if !given["margin"] {
-			margins.vals = []string{strconv.FormatFloat(mc.Promote.Margin, 'g', -1, 64)}
+		if !f.given["margin"] {
+			f.margins.vals = []string{strconv.FormatFloat(mc.Promote.Margin, 'g', -1, 64)}
 		}
-		if !given["exploration"] {
-			explorations.vals = []string{explorationString(mc.Exploration)}
+		if !f.given["exploration"] {
+			f.explorations.vals = []string{explorationString(mc.Exploration)}
 		}
-		if !given["training"] && retrain.IncrementalOn(mc.Retrain) {
-			trainings.vals = []string{retrain.TrainedIncremental}
+		if !f.given["training"] && retrain.IncrementalOn(mc.Retrain) {
+			f.trainings.vals = []string{retrain.TrainedIncremental}
 		}
 	}
-	if *configPath == "" || given["reward-window"] {
-		base.Reward.Window = *rewardWindow
+	if f.configPath == "" || f.given["reward-window"] {
+		base.Reward.Window = f.rewardWindow
 	}
-	if *retrainWindow > 0 {
-		base.Retrain.Window = *retrainWindow
+	if f.retrainWindow > 0 {
+		base.Retrain.Window = f.retrainWindow
 	}
-	if *minNew > 0 {
-		base.Retrain.MinNewExamples = *minNew
+	if f.minNew > 0 {
+		base.Retrain.MinNewExamples = f.minNew
 	}
-	// Every setting and world is checked before the first is played.
+	return base, nil
+}
+
+// settings returns the product of the list flags, each setting's
+// configuration base with its values, with defaults and validated; or the
+// error of the first bad value, in the product's order.
+func (f *backtestFlags) settings(base flywheel.ModelConfig) ([]backtestSetting, error) {
 	var settings []backtestSetting
-	for _, sch := range schedules.vals {
-		spec := sch
-		if n, err := strconv.Atoi(sch); err == nil {
-			if n <= 0 {
-				return flywheel.Errorf(flywheel.EINVALID, "backtest: --schedule %q: every N decisions needs N > 0", sch)
-			}
-			spec = "@every " + (time.Duration(float64(n) / *rate * float64(time.Second))).String()
+	for _, sch := range f.schedules.vals {
+		spec, err := scheduleSpec(sch, f.rate)
+		if err != nil {
+			return nil, err
 		}
-		if err := retrain.ParseSchedule("--schedule", spec); err != nil {
-			return flywheel.Errorf(flywheel.EINVALID, "backtest: %v", err)
-		}
-		for _, rule := range rules.vals {
-			for _, m := range margins.vals {
+		for _, rule := range f.rules.vals {
+			for _, m := range f.margins.vals {
 				margin, err := strconv.ParseFloat(m, 64)
 				if err != nil {
-					return flywheel.Errorf(flywheel.EINVALID, "backtest: --margin %q is not a number", m)
+					return nil, flywheel.Errorf(flywheel.EINVALID, "backtest: --margin %q is not a number", m)
 				}
-				for _, ex := range explorations.vals {
+				for _, ex := range f.explorations.vals {
 					e, err := parseExploration(ex)
 					if err != nil {
-						return err
+						return nil, err
 					}
-					for _, training := range trainings.vals {
-						if training != retrain.TrainedFull && training != retrain.TrainedIncremental {
-							return flywheel.Errorf(flywheel.EINVALID, "backtest: --training %q: full or incremental", training)
+					for _, training := range f.trainings.vals {
+						s := backtestSetting{Schedule: sch, Rule: rule, Margin: margin, Exploration: ex, Training: training}
+						if s.mc, err = s.model(base, spec, e); err != nil {
+							return nil, err
 						}
-						mc := base
-						mc.Retrain.Schedule, mc.Promote.Rule, mc.Promote.Margin, mc.Exploration = spec, rule, margin, e
-						mc.Retrain.Incremental, mc.Retrain.WarmStart = training == retrain.TrainedIncremental, false
-						mc = mc.WithDefaults()
-						if err := mc.Validate("backtest"); err != nil {
-							return err
-						}
-						settings = append(settings, backtestSetting{Schedule: sch, Rule: rule, Margin: margin, Exploration: ex, Training: training, mc: mc})
+						settings = append(settings, s)
 					}
 				}
 			}
 		}
 	}
-	for _, w := range worlds.vals {
-		if _, err := sim.NewEnv(w, *seed); err != nil {
-			return flywheel.Errorf(flywheel.EINVALID, "backtest: %v", err)
+	return settings, nil
+}
+
+// scheduleSpec returns the retrain schedule --schedule sch means at rate
+// decisions a virtual second (a number N is every N decisions), or an error
+// if it is no schedule.
+func scheduleSpec(sch string, rate float64) (string, error) {
+	spec := sch
+	if n, err := strconv.Atoi(sch); err == nil {
+		if n <= 0 {
+			return "", flywheel.Errorf(flywheel.EINVALID, "backtest: --schedule %q: every N decisions needs N > 0", sch)
 		}
+		spec = "@every " + (time.Duration(float64(n) / rate * float64(time.Second))).String()
 	}
+	if err := retrain.ParseSchedule("--schedule", spec); err != nil {
+		return "", flywheel.Errorf(flywheel.EINVALID, "backtest: %v", err)
+	}
+	return spec, nil
+}
+
+// model returns base with s's rule, margin and training, the schedule spec
+// and the exploration e, with defaults; or an error if s's training is
+// neither full nor incremental or the configuration is invalid.
+func (s backtestSetting) model(base flywheel.ModelConfig, spec string, e flywheel.Exploration) (flywheel.ModelConfig, error) {
+	if s.Training != retrain.TrainedFull && s.Training != retrain.TrainedIncremental {
+		return base, flywheel.Errorf(flywheel.EINVALID, "backtest: --training %q: full or incremental", s.Training)
+	}
+	mc := base
+	mc.Retrain.Schedule, mc.Promote.Rule, mc.Promote.Margin, mc.Exploration = spec, s.Rule, s.Margin, e
+	mc.Retrain.Incremental, mc.Retrain.WarmStart = s.Training == retrain.TrainedIncremental, false
+	mc = mc.WithDefaults()
+	return mc, mc.Validate("backtest")
+}
+
+// play plays every world through every setting, or returns the first
+// backtest's error.
+func (f *backtestFlags) play(ctx context.Context, settings []backtestSetting) ([]backtestWorld, error) {
 	var out []backtestWorld
-	for _, name := range worlds.vals {
+	for _, name := range f.worlds.vals {
 		bw := backtestWorld{World: name}
 		for _, s := range settings {
-			world, _ := sim.NewEnv(name, *seed)
-			start := time.Now()
-			res, err := retrain.Backtest(ctx, retrain.BacktestOptions{Model: s.mc, World: world, Decisions: *decisions, Rate: *rate, Every: *every, Seed: *seed})
+			run, err := f.playOne(ctx, name, s)
 			if err != nil {
-				return fmt.Errorf("backtest %s, %s: %w", name, s, err)
-			}
-			run := backtestRun{Setting: s, Result: res, Took: time.Since(start).Round(time.Millisecond).String()}
-			f := &run.Final
-			f.From, f.To = max(*decisions-*final, 0), *decisions
-			f.Reward, f.Random, f.Oracle = res.Mean(f.From, f.To)
-			if f.Oracle > 0 {
-				f.ShareOfOracle = f.Reward / f.Oracle
+				return nil, err
 			}
 			bw.Runs = append(bw.Runs, run)
 		}
 		out = append(out, bw)
 	}
-	if *asJSON {
-		return printJSON(stdout, map[string]any{"decisions": *decisions, "rate": *rate, "seed": *seed, "reward_window": rewardWindow.String(), "worlds": out})
+	return out, nil
+}
+
+// playOne plays world name, checked already, through setting s, and sums
+// the last --final decisions.
+func (f *backtestFlags) playOne(ctx context.Context, name string, s backtestSetting) (backtestRun, error) {
+	world, _ := sim.NewEnv(name, f.seed)
+	start := time.Now()
+	res, err := retrain.Backtest(ctx, retrain.BacktestOptions{Model: s.mc, World: world, Decisions: f.decisions, Rate: f.rate, Every: f.every, Seed: f.seed})
+	if err != nil {
+		return backtestRun{}, fmt.Errorf("backtest %s, %s: %w", name, s, err)
+	}
+	run := backtestRun{Setting: s, Result: res, Took: time.Since(start).Round(time.Millisecond).String()}
+	fin := &run.Final
+	fin.From, fin.To = max(f.decisions-f.final, 0), f.decisions
+	fin.Reward, fin.Random, fin.Oracle = res.Mean(fin.From, fin.To)
+	if fin.Oracle > 0 {
+		fin.ShareOfOracle = fin.Reward / fin.Oracle
+	}
+	return run, nil
+}
+
+// printWorlds writes the worlds played, as JSON with --json, else a table per
+// world (rewardWindow in its heading).
+func (f *backtestFlags) printWorlds(stdout io.Writer, out []backtestWorld, rewardWindow time.Duration) error {
+	if f.asJSON {
+		return printJSON(stdout, map[string]any{"decisions": f.decisions, "rate": f.rate, "seed": f.seed, "reward_window": f.rewardWindow.String(), "worlds": out})
 	}
 	for i, bw := range out {
 		if i > 0 {
 			fmt.Fprintln(stdout)
 		}
-		printBacktest(stdout, bw, *decisions, *rate, base.Reward.Window)
+		printBacktest(stdout, bw, f.decisions, f.rate, rewardWindow)
 	}
 	return nil
 }
