@@ -178,126 +178,157 @@ func (s *slotSums) compare(out *Comparison, single *pairSums, z float64) {
 		return
 	}
 	s.flush()
+	groups := s.groups(single)
+	for _, g := range groups {
+		out.Slots = append(out.Slots, SlotComparison{Slot: g.name, Comparison: g.sums.result(z)})
+	}
+	p := newPageSums(groups, s.cross, s.pages+single.n, z)
+	page := Comparison{Candidate: p.eval(1, 0, out.Slots), Champion: p.eval(0, 1, out.Slots),
+		Diff: p.figure("ips", 1, -1), DiffSNIPS: p.figure("snips", 1, -1), DiffDR: p.figure("dr", 1, -1)}
+	out.Page = &page
+}
+
+// slotGroup is one of the groups the page is summed over: a slot, or the
+// decisions that are no slot of a page (pages of one, no cross products).
+type slotGroup struct {
+	k    int // slot index, -1 for single
+	name string
+	sums *pairSums
+}
+
+// groups returns the slots by id, then single when it has decisions.
+func (s *slotSums) groups(single *pairSums) []slotGroup {
 	order := make([]int, len(s.names))
 	for k := range order {
 		order[k] = k
 	}
 	sort.Slice(order, func(i, j int) bool { return s.names[order[i]] < s.names[order[j]] })
-	// The groups the page is summed over: the slots, and the decisions
-	// that are no slot of a page (pages of one, no cross products).
-	type group struct {
-		k    int // slot index, -1 for single
-		sums *pairSums
-	}
-	groups := make([]group, 0, len(order)+1)
+	groups := make([]slotGroup, 0, len(order)+1)
 	for _, k := range order {
-		groups = append(groups, group{k, s.per[k]})
-		out.Slots = append(out.Slots, SlotComparison{Slot: s.names[k], Comparison: s.per[k].result(z)})
+		groups = append(groups, slotGroup{k, s.names[k], s.per[k]})
 	}
 	if single.n > 0 {
-		groups = append(groups, group{-1, single})
-		out.Slots = append(out.Slots, SlotComparison{Slot: SingleSlot, Comparison: single.result(z)})
+		groups = append(groups, slotGroup{-1, SingleSlot, single})
 	}
-	pages := s.pages + single.n
-	sums := make([]vec, len(groups))
-	prods := make([]block, len(groups))
+	return groups
+}
+
+// pageSums are the sums the page's figures are estimated from: per group,
+// the sums of its terms and of their products, and the cross products of
+// two slots of one page.
+type pageSums struct {
+	groups []slotGroup
+	sums   []vec
+	prods  []block
+	cross  map[[2]int]*block
+	pages  float64
+	z      float64
+}
+
+func newPageSums(groups []slotGroup, cross map[[2]int]*block, pages, z float64) *pageSums {
+	p := &pageSums{groups: groups, sums: make([]vec, len(groups)), prods: make([]block, len(groups)), cross: cross, pages: pages, z: z}
 	for g, gr := range groups {
-		sums[g], prods[g] = gr.sums.sums(), gr.sums.products()
+		p.sums[g], p.prods[g] = gr.sums.sums(), gr.sums.products()
 	}
-	// estimate returns the sum over pages of the per-page sums of the
-	// terms weighted by c (per group), and the sum of their squares.
-	estimate := func(c []vec) (lin, quad float64) {
-		for g := range groups {
-			for i := range nComp {
-				lin += c[g][i] * sums[g][i]
-				for j := range nComp {
-					quad += c[g][i] * prods[g][i][j] * c[g][j]
-				}
+	return p
+}
+
+// estimate returns the sum over pages of the per-page sums of the terms
+// weighted by c (per group), and the sum of their squares.
+func (p *pageSums) estimate(c []vec) (lin, quad float64) {
+	for g := range p.groups {
+		for i := range nComp {
+			lin += c[g][i] * p.sums[g][i]
+			for j := range nComp {
+				quad += c[g][i] * p.prods[g][i][j] * c[g][j]
 			}
 		}
-		for key, b := range s.cross {
-			gi, gj := -1, -1
-			for g, gr := range groups {
-				if gr.k == key[0] {
-					gi = g
-				}
-				if gr.k == key[1] {
-					gj = g
-				}
-			}
-			for i := range nComp {
-				for j := range nComp {
-					quad += 2 * c[gi][i] * b[i][j] * c[gj][j]
-				}
-			}
-		}
-		return lin, quad
 	}
-	// coefs returns the weights of an estimator's terms for the candidate
-	// (sign 1, 0), the champion (0, 1) or the difference (1, -1), and for
-	// SNIPS its value (the linearised terms have mean 0).
-	coefs := func(est string, ca, cb float64) ([]vec, float64) {
-		c := make([]vec, len(groups))
-		value := 0.0
-		for g, gr := range groups {
-			for _, p := range []struct {
-				sign     float64
-				a, b, d  int
-				policy   policySums
-				hasTerms bool
-			}{{ca, cAa, cBa, cDa, gr.sums.a, ca != 0}, {cb, cAb, cBb, cDb, gr.sums.b, cb != 0}} {
-				if !p.hasTerms {
-					continue
+	for key, b := range p.cross {
+		gi, gj := -1, -1
+		for g, gr := range p.groups {
+			if gr.k == key[0] {
+				gi = g
+			}
+			if gr.k == key[1] {
+				gj = g
+			}
+		}
+		for i := range nComp {
+			for j := range nComp {
+				quad += 2 * c[gi][i] * b[i][j] * c[gj][j]
+			}
+		}
+	}
+	return lin, quad
+}
+
+// coefs returns the weights of an estimator's terms for the candidate
+// (sign 1, 0), the champion (0, 1) or the difference (1, -1), and for SNIPS
+// its value (the linearised terms have mean 0).
+func (p *pageSums) coefs(est string, ca, cb float64) ([]vec, float64) {
+	c := make([]vec, len(p.groups))
+	value := 0.0
+	for g, gr := range p.groups {
+		for _, pol := range []struct {
+			sign     float64
+			a, b, d  int
+			policy   policySums
+			hasTerms bool
+		}{{ca, cAa, cBa, cDa, gr.sums.a, ca != 0}, {cb, cAb, cBb, cDb, gr.sums.b, cb != 0}} {
+			if !pol.hasTerms {
+				continue
+			}
+			switch est {
+			case "ips":
+				c[g][pol.a] = pol.sign
+			case "dr":
+				c[g][pol.d] = pol.sign
+			default:
+				v, mw, _ := pol.policy.snips(gr.sums.n)
+				if mw > 0 {
+					c[g][pol.a], c[g][pol.b] = pol.sign/mw, -pol.sign*v/mw
+					value += pol.sign * v * gr.sums.n / p.pages
 				}
-				switch est {
-				case "ips":
-					c[g][p.a] = p.sign
-				case "dr":
-					c[g][p.d] = p.sign
-				default:
-					v, mw, _ := p.policy.snips(gr.sums.n)
-					if mw > 0 {
-						c[g][p.a], c[g][p.b] = p.sign/mw, -p.sign*v/mw
-						value += p.sign * v * gr.sums.n / pages
-					}
-				}
 			}
 		}
-		return c, value
 	}
-	figure := func(est string, ca, cb float64) Estimate {
-		c, v := coefs(est, ca, cb)
-		lin, quad := estimate(c)
-		if est != "snips" {
-			return fromSums(pages, lin, quad, z)
-		}
-		e := fromSums(pages, 0, quad, z) // the linearised terms' mean is 0
-		return Estimate{Value: v, Lower: v + e.Lower, Upper: v + e.Upper}
+	return c, value
+}
+
+// figure returns the page's estimate by est (ips, snips or dr) of the
+// candidate (ca, cb = 1, 0), the champion (0, 1) or the difference (1, -1).
+func (p *pageSums) figure(est string, ca, cb float64) Estimate {
+	c, v := p.coefs(est, ca, cb)
+	lin, quad := p.estimate(c)
+	if est != "snips" {
+		return fromSums(p.pages, lin, quad, p.z)
 	}
-	eval := func(ca, cb float64) Evaluation {
-		// ESS: the smallest of the slots' with MinSlotExamples decisions
-		// (of all slots' when none has)
-		ev := Evaluation{N: int(pages), IPS: figure("ips", ca, cb), SNIPS: figure("snips", ca, cb), DR: figure("dr", ca, cb)}
-		least, leastJudged := math.Inf(1), math.Inf(1)
-		for _, sl := range out.Slots {
-			e := sl.Candidate.ESS
-			if cb != 0 {
-				e = sl.Champion.ESS
-			}
-			least = math.Min(least, e)
-			if sl.Candidate.N >= MinSlotExamples {
-				leastJudged = math.Min(leastJudged, e)
-			}
+	e := fromSums(p.pages, 0, quad, p.z) // the linearised terms' mean is 0
+	return Estimate{Value: v, Lower: v + e.Lower, Upper: v + e.Upper}
+}
+
+// eval returns the page's evaluation of the candidate (ca, cb = 1, 0) or
+// the champion (0, 1), its ESS the smallest of the slots' with
+// MinSlotExamples decisions (of all slots' when none has).
+func (p *pageSums) eval(ca, cb float64, slots []SlotComparison) Evaluation {
+	ev := Evaluation{N: int(p.pages), IPS: p.figure("ips", ca, cb), SNIPS: p.figure("snips", ca, cb), DR: p.figure("dr", ca, cb)}
+	least, leastJudged := math.Inf(1), math.Inf(1)
+	for _, sl := range slots {
+		e := sl.Candidate.ESS
+		if cb != 0 {
+			e = sl.Champion.ESS
 		}
-		ev.ESS = least
-		if !math.IsInf(leastJudged, 1) {
-			ev.ESS = leastJudged
+		least = math.Min(least, e)
+		if sl.Candidate.N >= MinSlotExamples {
+			leastJudged = math.Min(leastJudged, e)
 		}
-		return ev
 	}
-	page := Comparison{Candidate: eval(1, 0), Champion: eval(0, 1),
-		Diff: figure("ips", 1, -1), DiffSNIPS: figure("snips", 1, -1), DiffDR: figure("dr", 1, -1)}
-	out.Page = &page
+	ev.ESS = least
+	if !math.IsInf(leastJudged, 1) {
+		ev.ESS = leastJudged
+	}
+	return ev
 }
 
 // SlotsTable renders, for a person, the comparison per slot and for the
