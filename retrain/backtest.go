@@ -9,6 +9,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/model"
 )
@@ -132,14 +134,40 @@ type backtest struct {
 // option or configuration, or ctx's error when it ends first. It is
 // deterministic: the same options give the same result.
 func Backtest(ctx context.Context, o BacktestOptions) (*BacktestResult, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	p, err := newPlayer(o)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < o.Decisions; i++ {
+		if i%1000 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		at := p.start.Add(time.Duration(float64(i) / o.Rate * float64(time.Second)))
+		p.runsDue(i, at)
+		if err := p.decide(i, at); err != nil {
+			return nil, err
+		}
+	}
+	p.res.Decisions, p.res.Champion = o.Decisions, p.b.champV
+	return p.res, nil
+}
+
+// withDefaults returns o with the defaults of its zero fields, or an error
+// for a missing world, a number of decisions that is not positive or a
+// rate that is negative or not finite.
+func (o BacktestOptions) withDefaults() (BacktestOptions, error) {
 	if o.World == nil || o.Decisions <= 0 {
-		return nil, errors.New("backtest: a world and a positive number of decisions are required")
+		return o, errors.New("backtest: a world and a positive number of decisions are required")
 	}
 	if o.Rate == 0 {
 		o.Rate = 100
 	}
 	if !(o.Rate > 0) || math.IsInf(o.Rate, 0) {
-		return nil, fmt.Errorf("backtest: rate must be positive; got %v", o.Rate)
+		return o, fmt.Errorf("backtest: rate must be positive; got %v", o.Rate)
 	}
 	if o.Every <= 0 {
 		o.Every = 5000
@@ -147,6 +175,29 @@ func Backtest(ctx context.Context, o BacktestOptions) (*BacktestResult, error) {
 	if o.Seed == 0 {
 		o.Seed = 1
 	}
+	return o, nil
+}
+
+// player plays the decisions of a backtest one by one, and does the
+// scheduled runs as their time comes.
+type player struct {
+	o        BacktestOptions
+	b        *backtest
+	res      *BacktestResult
+	sched    cron.Schedule
+	start    time.Time // the virtual time of the first decision
+	next     time.Time // of the next scheduled run
+	traffic  *rand.Rand
+	rewards  *rand.Rand
+	rk       model.Ranking
+	win      *BacktestWindow // the window open, nil between windows
+	observed float64         // the rewards in win
+}
+
+// newPlayer returns the player of o, which has its defaults, with version
+// 1, o.Model's bootstrap model, the champion; or an error if o.Model (as a
+// ranker without canary) is invalid.
+func newPlayer(o BacktestOptions) (*player, error) {
 	mc := o.Model.WithDefaults()
 	mc.Kind = flywheel.KindRanker
 	mc.Promote.Canary.Share = 0
@@ -161,76 +212,99 @@ func Backtest(ctx context.Context, o BacktestOptions) (*BacktestResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the virtual time of the first decision
-	b := &backtest{mc: mc, shape: boot.Config(), versions: map[int]*btVersion{1: {m: boot, anchor: 1}}, champV: 1, latest: 1}
-	res := &BacktestResult{value: []float64{0}, random: []float64{0}, oracle: []float64{0}}
-	traffic := rand.New(rand.NewPCG(o.Seed, 0x7aff1c))
-	rewards := rand.New(rand.NewPCG(o.Seed, 0x4e3a4d))
-	next := sched.Next(start)
-	var rk model.Ranking
-	var win *BacktestWindow
-	var observed float64
-	for i := 0; i < o.Decisions; i++ {
-		if i%1000 == 0 && ctx.Err() != nil {
-			return nil, ctx.Err()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return &player{
+		o:       o,
+		b:       &backtest{mc: mc, shape: boot.Config(), versions: map[int]*btVersion{1: {m: boot, anchor: 1}}, champV: 1, latest: 1},
+		res:     &BacktestResult{value: []float64{0}, random: []float64{0}, oracle: []float64{0}},
+		sched:   sched,
+		start:   start,
+		next:    sched.Next(start),
+		traffic: rand.New(rand.NewPCG(o.Seed, 0x7aff1c)),
+		rewards: rand.New(rand.NewPCG(o.Seed, 0x4e3a4d)),
+	}, nil
+}
+
+// runsDue does the runs scheduled up to virtual time at, decision i's, and
+// counts their outcomes.
+func (p *player) runsDue(i int, at time.Time) {
+	for !p.next.After(at) {
+		run := p.b.run(p.next)
+		run.Decision, run.At = i, p.next.Sub(p.start)
+		switch run.Outcome {
+		case Promoted:
+			p.res.Promotions++
+		case Rejected:
+			p.res.Rejections++
+		default:
+			p.res.Skips++
 		}
-		at := start.Add(time.Duration(float64(i) / o.Rate * float64(time.Second)))
-		for !next.After(at) {
-			run := b.run(next)
-			run.Decision, run.At = i, next.Sub(start)
-			switch run.Outcome {
-			case Promoted:
-				res.Promotions++
-			case Rejected:
-				res.Rejections++
-			default:
-				res.Skips++
-			}
-			res.Runs = append(res.Runs, run)
-			next = sched.Next(next)
-		}
-		if win == nil {
-			res.Windows = append(res.Windows, BacktestWindow{From: i})
-			win, observed = &res.Windows[len(res.Windows)-1], 0
-		}
-		rctx, actions, truth := o.World.Draw(traffic)
-		champ := b.versions[b.champV].m
-		eventID := fmt.Sprintf("bt-%d-%d", o.Seed, i)
-		if err := champ.Rank(eventID, rctx, actions, &rk); err != nil {
-			return nil, fmt.Errorf("backtest: decision %d: %w", i, err)
-		}
-		value, sum, best := 0.0, 0.0, 0.0
-		for j, p := range truth {
-			value += rk.Probabilities[j] * p
-			sum += p
-			best = max(best, p)
-		}
-		reward := 0.0
-		if rewards.Float64() < truth[rk.Chosen] {
-			reward = 1
-		}
-		observed += reward
-		res.value = append(res.value, res.value[i]+value)
-		res.random = append(res.random, res.random[i]+sum/float64(len(truth)))
-		res.oracle = append(res.oracle, res.oracle[i]+best)
-		if n := len(win.Versions); n == 0 || win.Versions[n-1] != b.champV {
-			win.Versions = append(win.Versions, b.champV)
-		}
-		b.log = append(b.log, flywheel.Example{
-			EventID: eventID, Time: at, Version: b.champV, Context: rctx, Actions: actions,
-			Probabilities: append([]float64(nil), rk.Probabilities...), ChosenIndex: rk.Chosen,
-			Reward: reward, HasFeedback: reward > 0,
-		})
-		b.ts = append(b.ts, uint64(at.UnixMilli()))
-		if i+1 == o.Decisions || i+1-win.From == o.Every {
-			win.To, res.Decisions = i+1, i+1
-			win.Reward, win.Random, win.Oracle = res.Mean(win.From, win.To)
-			win.Observed = observed / float64(win.To-win.From)
-			win = nil
-		}
+		p.res.Runs = append(p.res.Runs, run)
+		p.next = p.sched.Next(p.next)
 	}
-	res.Decisions, res.Champion = o.Decisions, b.champV
-	return res, nil
+}
+
+// decide plays decision i at virtual time at: the champion ranks a request
+// the world draws, the world rewards the choice, and the decision is
+// logged and summed into its window, which it opens or closes as needed.
+// It returns an error if the champion cannot rank the request.
+func (p *player) decide(i int, at time.Time) error {
+	b, res := p.b, p.res
+	if p.win == nil {
+		res.Windows = append(res.Windows, BacktestWindow{From: i})
+		p.win, p.observed = &res.Windows[len(res.Windows)-1], 0
+	}
+	rctx, actions, truth := p.o.World.Draw(p.traffic)
+	champ := b.versions[b.champV].m
+	eventID := fmt.Sprintf("bt-%d-%d", p.o.Seed, i)
+	if err := champ.Rank(eventID, rctx, actions, &p.rk); err != nil {
+		return fmt.Errorf("backtest: decision %d: %w", i, err)
+	}
+	p.sum(i, truth)
+	reward := 0.0
+	if p.rewards.Float64() < truth[p.rk.Chosen] {
+		reward = 1
+	}
+	p.observed += reward
+	if n := len(p.win.Versions); n == 0 || p.win.Versions[n-1] != b.champV {
+		p.win.Versions = append(p.win.Versions, b.champV)
+	}
+	b.log = append(b.log, flywheel.Example{
+		EventID: eventID, Time: at, Version: b.champV, Context: rctx, Actions: actions,
+		Probabilities: append([]float64(nil), p.rk.Probabilities...), ChosenIndex: p.rk.Chosen,
+		Reward: reward, HasFeedback: reward > 0,
+	})
+	b.ts = append(b.ts, uint64(at.UnixMilli()))
+	if i+1 == p.o.Decisions || i+1-p.win.From == p.o.Every {
+		p.closeWindow(i + 1)
+	}
+	return nil
+}
+
+// sum adds decision i's expected reward to the prefix sums: that of the
+// served policy (its probabilities times truth, each action's probability
+// of a reward), of random choice and of the oracle.
+func (p *player) sum(i int, truth []float64) {
+	res := p.res
+	value, sum, best := 0.0, 0.0, 0.0
+	for j, pr := range truth {
+		value += p.rk.Probabilities[j] * pr
+		sum += pr
+		best = max(best, pr)
+	}
+	res.value = append(res.value, res.value[i]+value)
+	res.random = append(res.random, res.random[i]+sum/float64(len(truth)))
+	res.oracle = append(res.oracle, res.oracle[i]+best)
+}
+
+// closeWindow closes the open window at decision to (exclusive) with its
+// means.
+func (p *player) closeWindow(to int) {
+	win := p.win
+	win.To, p.res.Decisions = to, to
+	win.Reward, win.Random, win.Oracle = p.res.Mean(win.From, win.To)
+	win.Observed = p.observed / float64(win.To-win.From)
+	p.win = nil
 }
 
 // span counts the closed examples with fromMs <= ts_ms <= toMs among the
