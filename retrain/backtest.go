@@ -357,96 +357,149 @@ func (b *backtest) run(at time.Time) BacktestRun {
 		out.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
 		return out
 	}
-	// The references and their cutoff (references).
-	champ := b.versions[b.champV]
-	refs := refs{champV: b.champV, champ: champ.m, anchorV: b.champV, cutoff: champ.cutoff}
-	if mc.Promote.Rule != flywheel.RuleSuperior && champ.anchor != b.champV {
-		a := b.versions[champ.anchor]
-		refs.anchorV, refs.anchor, refs.cutoff = champ.anchor, a.m, max(refs.cutoff, a.cutoff)
-	}
-	// The window and its holdout after the cutoff (planWindow), from the
-	// champion's cutoff on when the run is incremental (startFrom).
+	refs := b.references()
 	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective}
-	var tr *model.Trainer
-	link := 0
+	tr, link := b.resume(tc)
 	out.Training = TrainedFull
-	if IncrementalOn(mc.Retrain) && champ.art != nil && !(mc.Retrain.FullEvery > 0 && champ.link+1 >= mc.Retrain.FullEvery) {
-		if t, err := model.Resume(champ.art, b.shape, tc); err == nil {
-			tr, link, out.Training = t, champ.link+1, TrainedIncremental
-		}
-	}
-	fromMs := nowMs - min(nowMs, uint64(mc.Retrain.Window/time.Millisecond))
 	if tr != nil {
-		fromMs = max(fromMs, champ.cutoff)
+		out.Training = TrainedIncremental
 	}
-	win, newRows, _ := planWindow(logSizer{b, closed}, fromMs, refs.cutoff, mc.Retrain.Holdout) // a log's sizer never fails
-	lo, _ := b.span(closed, win.fromMs, math.MaxUint64)
-	rows := win.rows
-	if win.trainRows == 0 || win.rows == win.trainRows {
-		out.Outcome, out.Reason = Skipped, "too few examples to split into training and holdout"
-		return out
-	}
-	if newRows == 0 {
-		out.Outcome, out.Reason = Skipped, fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", b.champV)
+	win, lo, skip := b.plan(closed, nowMs, refs, tr != nil)
+	if skip != "" {
+		out.Outcome, out.Reason = Skipped, skip
 		return out
 	}
 	// Training (trainOn) and judging (evaluation) on the same rows:
 	// incremental from the champion's state on what it has not learned, or
 	// full over the window.
 	train := b.log[lo : lo+win.trainRows]
-	holdout := b.log[lo+win.trainRows : lo+rows]
-	if tr == nil {
-		m, err := model.FromConfig(mc)
-		if err != nil {
-			out.Outcome, out.Reason = Failed, err.Error()
-			return out
-		}
-		tr = model.NewTrainer(m, tc)
-	}
-	for range mc.Retrain.Passes {
-		for i := range train {
-			_ = tr.LearnRanker(&train[i]) // unusable examples are skipped, as a run does
-		}
+	holdout := b.log[lo+win.trainRows : lo+win.rows]
+	tr, err := b.train(tr, tc, train)
+	if err != nil {
+		out.Outcome, out.Reason = Failed, err.Error()
+		return out
 	}
 	cand := tr.Model()
-	var ev evaluation
-	j := ev.judges(mc, cand, refs)
-	for i := range holdout {
-		j.add(&holdout[i])
-	}
-	var res Result
-	dec := ev.decide(mc, refs, &res, map[string]any{})
+	dec := b.judge(cand, refs, holdout)
 	out.Outcome, out.Reason = dec.Outcome, dec.Reason
 	if out.Outcome == Inconclusive {
 		out.Outcome, out.Reason = Rejected, out.Reason+"; no canary is configured to decide on live traffic (promote.canary.share)"
 	}
 	out.TrainRows, out.HoldoutRows = len(train), len(holdout)
-	// Registration: the manifest's cutoff and watermark, the gate's anchor.
+	b.register(&out, cand, tr, link, dec.Anchor, win.holdFrom, b.ts[lo+win.rows-1])
+	return out
+}
+
+// references returns the champion and, under the non-inferior rule, its
+// anchor, with their cutoff (references).
+func (b *backtest) references() refs {
+	champ := b.versions[b.champV]
+	refs := refs{champV: b.champV, champ: champ.m, anchorV: b.champV, cutoff: champ.cutoff}
+	if b.mc.Promote.Rule != flywheel.RuleSuperior && champ.anchor != b.champV {
+		a := b.versions[champ.anchor]
+		refs.anchorV, refs.anchor, refs.cutoff = champ.anchor, a.m, max(refs.cutoff, a.cutoff)
+	}
+	return refs
+}
+
+// resume returns the trainer of an incremental candidate, resumed from the
+// champion's artifact, and its link in the chain; or nil and 0 when the
+// candidate is trained in full: incremental training is off, the champion
+// has no artifact, the chain is due a full retrain (retrain.full_every) or
+// the artifact cannot be resumed.
+func (b *backtest) resume(tc model.TrainConfig) (*model.Trainer, int) {
+	champ := b.versions[b.champV]
+	r := b.mc.Retrain
+	if IncrementalOn(r) && champ.art != nil && !(r.FullEvery > 0 && champ.link+1 >= r.FullEvery) {
+		if t, err := model.Resume(champ.art, b.shape, tc); err == nil {
+			return t, champ.link + 1
+		}
+	}
+	return nil, 0
+}
+
+// plan returns the window of the first closed examples that a run at nowMs
+// trains and judges on, with its holdout after refs' cutoff (planWindow),
+// from the champion's cutoff on when the run is incremental (startFrom),
+// and the index in the log of its first example; or why the run is
+// skipped.
+func (b *backtest) plan(closed int, nowMs uint64, refs refs, incremental bool) (win window, lo int, skip string) {
+	mc := b.mc
+	fromMs := nowMs - min(nowMs, uint64(mc.Retrain.Window/time.Millisecond))
+	if incremental {
+		fromMs = max(fromMs, b.versions[b.champV].cutoff)
+	}
+	win, newRows, _ := planWindow(logSizer{b, closed}, fromMs, refs.cutoff, mc.Retrain.Holdout) // a log's sizer never fails
+	lo, _ = b.span(closed, win.fromMs, math.MaxUint64)
+	if win.trainRows == 0 || win.rows == win.trainRows {
+		return win, lo, "too few examples to split into training and holdout"
+	}
+	if newRows == 0 {
+		return win, lo, fmt.Sprintf("the candidate would learn nothing that champion v%d did not: no closed example between its cutoff and the holdout", b.champV)
+	}
+	return win, lo, ""
+}
+
+// train returns tr, or a trainer of a model from zero when tr is nil,
+// after retrain.passes passes over train; or an error if the model cannot
+// be made.
+func (b *backtest) train(tr *model.Trainer, tc model.TrainConfig, train []flywheel.Example) (*model.Trainer, error) {
+	if tr == nil {
+		m, err := model.FromConfig(b.mc)
+		if err != nil {
+			return nil, err
+		}
+		tr = model.NewTrainer(m, tc)
+	}
+	for range b.mc.Retrain.Passes {
+		for i := range train {
+			_ = tr.LearnRanker(&train[i]) // unusable examples are skipped, as a run does
+		}
+	}
+	return tr, nil
+}
+
+// judge returns the gate's decision on cand against refs on holdout.
+func (b *backtest) judge(cand *model.Model, refs refs, holdout []flywheel.Example) Decision {
+	var ev evaluation
+	j := ev.judges(b.mc, cand, refs)
+	for i := range holdout {
+		j.add(&holdout[i])
+	}
+	var res Result
+	return ev.decide(b.mc, refs, &res, map[string]any{})
+}
+
+// register registers cand, trained by tr, as the next version, its data up
+// to lastMs and its holdout from holdFrom (the manifest's cutoff and
+// watermark), with the gate's anchor decAnchor, and makes it the champion
+// when out's outcome is Promoted. out gets the version, or the outcome
+// Failed when tr cannot write the artifact an incremental successor needs.
+func (b *backtest) register(out *BacktestRun, cand *model.Model, tr *model.Trainer, link, decAnchor int, holdFrom, lastMs uint64) {
 	b.latest++
 	v := b.latest
 	out.Version = v
-	lastMs := b.ts[lo+rows-1]
-	cutoff := win.holdFrom
-	if win.holdFrom > lastMs {
+	cutoff := holdFrom
+	if holdFrom > lastMs {
 		cutoff = lastMs + 1
 	}
 	anchor := v
-	if dec.Anchor > 0 && dec.Anchor < v {
-		anchor = dec.Anchor
+	if decAnchor > 0 && decAnchor < v {
+		anchor = decAnchor
 	}
 	b.dataTo = lastMs
-	if out.Outcome == Promoted {
-		bv := &btVersion{m: cand, cutoff: cutoff, anchor: anchor, link: link}
-		if IncrementalOn(mc.Retrain) {
-			art, err := tr.MarshalBinary() // with the optimizer state, for the next incremental candidate
-			if err != nil {
-				out.Outcome, out.Reason = Failed, err.Error()
-				return out
-			}
-			bv.art = art
-		}
-		b.versions[v] = bv
-		b.champV = v
+	if out.Outcome != Promoted {
+		return
 	}
-	return out
+	bv := &btVersion{m: cand, cutoff: cutoff, anchor: anchor, link: link}
+	if IncrementalOn(b.mc.Retrain) {
+		art, err := tr.MarshalBinary() // with the optimizer state, for the next incremental candidate
+		if err != nil {
+			out.Outcome, out.Reason = Failed, err.Error()
+			return
+		}
+		bv.art = art
+	}
+	b.versions[v] = bv
+	b.champV = v
 }
