@@ -186,7 +186,7 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 func zoom(ctx context.Context, conn driver.Conn, db, model string, window time.Duration, now time.Time) (time.Time, time.Duration, error) {
 	from := now.Add(-window)
 	var first uint64
-	if err := conn.QueryRow(ctx, expand(sqlFirstDecision, db), model, uint64(from.UnixMilli())).Scan(&first); err != nil {
+	if err := conn.QueryRow(ctx, expand(sqlFirstDecision, db), model, uint64(from.UnixMilli()), uint64(from.UnixMilli())).Scan(&first); err != nil {
 		return time.Time{}, 0, fmt.Errorf("first decision: %w", err)
 	}
 	if t := time.UnixMilli(int64(first)); first > 0 && t.After(from) {
@@ -406,6 +406,11 @@ func (o *Overview) flow(ctx context.Context, conn driver.Conn, db, model string,
 	if err := conn.QueryRow(ctx, expand(sqlDecisionFlow, db), model).Scan(&dec, &newest); err != nil {
 		return fmt.Errorf("ingest flow: %w", err)
 	}
+	if newest == 0 {
+		if err := conn.QueryRow(ctx, expand(sqlNewestDecision, db), model).Scan(&newest); err != nil {
+			return fmt.Errorf("ingest flow: %w", err)
+		}
+	}
 	if err := conn.QueryRow(ctx, expand(sqlFeedbackFlow, db)).Scan(&fb); err != nil {
 		return fmt.Errorf("ingest flow: %w", err)
 	}
@@ -462,7 +467,9 @@ func SetReferences(ctx context.Context, conn driver.Conn, db, model string, refs
 
 // The dashboard's statements.
 const (
-	sqlFirstDecision = `SELECT min(ts_ms) FROM {db}.decisions WHERE model = ? AND ts_ms >= ?`
+	// The bound on ts, the partition key, skips the parts of older
+	// decisions (ts_ms alone is no key: every part would be read).
+	sqlFirstDecision = `SELECT min(ts_ms) FROM {db}.decisions WHERE model = ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?`
 	// The closed examples of the window ({examples}: the model and the
 	// range pushed into the decisions and feedback read), per bucket.
 	sqlRewardSeries = `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), sum(reward), sum(reward * reward),
@@ -482,9 +489,15 @@ const (
 		GROUP BY t ORDER BY t`
 	sqlRetrainRuns = `SELECT started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison
 		FROM {db}.retrain_runs WHERE model = ? ORDER BY started_ms DESC LIMIT 50`
-	sqlDecisionFlow = `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM {db}.decisions WHERE model = ?`
-	sqlFeedbackFlow = `SELECT countIf(ingested_at >= now() - 60) FROM {db}.feedback`
-	sqlReferences   = `SELECT name, argMax(value, ts_ms), argMax(source, ts_ms), max(ts_ms)
+	// The flow reads the decisions and feedback of the last day (their
+	// partitions' parts; a decision or feedback ingested now that was made
+	// more than a day ago, from a spool that was cut off that long, is not
+	// counted), and the newest decision of all time only when the model
+	// made none in it.
+	sqlDecisionFlow   = `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM {db}.decisions WHERE model = ? AND ts >= now() - 86400`
+	sqlNewestDecision = `SELECT max(ts_ms) FROM {db}.decisions WHERE model = ?`
+	sqlFeedbackFlow   = `SELECT countIf(ingested_at >= now() - 60) FROM {db}.feedback WHERE ts >= now() - 86400`
+	sqlReferences     = `SELECT name, argMax(value, ts_ms), argMax(source, ts_ms), max(ts_ms)
 		FROM {db}.model_references WHERE model = ? GROUP BY name ORDER BY name`
 	sqlSetReference = `INSERT INTO {db}.model_references (model, name, value, source, ts, ts_ms) SELECT ?, ?, ?, ?, ?, ?`
 	// The feedback received since a time (Unix ms) on decisions of a model:
@@ -510,7 +523,7 @@ const (
 func dashboardStatements(db string) []Statement {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	return []Statement{
-		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0)}, Query: true},
+		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0), uint64(0)}, Query: true},
 		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(3600000), uint64(3600000)}, examplesArgs("homepage", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
 		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("ctr", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
 		{Name: "dashboard.slot_series", SQL: expand(sqlSlotSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
@@ -518,6 +531,7 @@ func dashboardStatements(db string) []Statement {
 		{Name: "dashboard.retrain_runs", SQL: expand(sqlRetrainRuns, db), Args: []any{"homepage"}, Query: true},
 		// counts of the last minute: the fixture's ingested_at is fixed
 		{Name: "dashboard.decision_flow", SQL: expand(sqlDecisionFlow, db), Args: []any{"homepage"}, Query: true},
+		{Name: "dashboard.newest_decision", SQL: expand(sqlNewestDecision, db), Args: []any{"homepage"}, Query: true},
 		{Name: "dashboard.feedback_flow", SQL: expand(sqlFeedbackFlow, db), Query: true},
 		{Name: "dashboard.set_reference", SQL: expand(sqlSetReference, db), Args: []any{"homepage", "random", 0.25, "sim", at, uint64(at.UnixMilli())}},
 		{Name: "dashboard.references", SQL: expand(sqlReferences, db), Args: []any{"homepage"}, Query: true},

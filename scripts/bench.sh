@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-ONLY="${BENCH_ONLY:-}"   # learner | serve | ingest | retrain | loop | empty for all
+ONLY="${BENCH_ONLY:-}"   # learner | serve | ingest | retrain | queries | loop | empty for all
 
 if [[ -z "$ONLY" || "$ONLY" == learner ]]; then
 if ! python3 -c 'import vowpalwabbit, sklearn' 2>/dev/null; then
@@ -155,6 +155,37 @@ for k in ("seconds_per_million_ratio_largest_vs_smallest", "peak_rss_ratio_large
         print(f"{k}: {report[k]}")
 PY
 echo "bench: wrote $OUT/retrain.json" >&2
+fi
+
+# queries: the canary judge's check (30 minutes of closed examples) and a
+# dashboard refresh (an hour) on databases of 100 thousand and 10 million
+# decisions at the same traffic (59,524 an hour: 10M is 7 days of it, 100k
+# the last 1.7 hours), once the merges have settled and after OPTIMIZE
+# FINAL; the goal is a 10M time at most 2x the 100k one.
+if [[ -z "$ONLY" || "$ONLY" == queries ]]; then
+go build -o "$WORK/queries" ./bench/queries
+"$WORK/queries" -clickhouse "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" -sizes "${BENCH_QUERIES_SIZES:-100000,10000000}" \
+  -per-hour "${BENCH_QUERIES_PER_HOUR:-59524}" >"$WORK/queries.jsonl"
+python3 - "$WORK/queries.jsonl" "$OUT/queries.json" <<'PY'
+import json, sys, platform, datetime
+rows = [json.loads(l) for l in open(sys.argv[1])]
+report = {"benchmark": "queries", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
+          "goal": "the judge's check and a dashboard refresh at 10M decisions at most 2x their time at 100k", "results": rows, "ratios": []}
+for state in ("merged", "optimized"):
+    rs = sorted([r for r in rows if r["state"] == state], key=lambda r: r["decisions"])
+    if len(rs) >= 2:
+        a, b = rs[0], rs[-1]
+        report["ratios"].append({"state": state, "sizes": [a["decisions"], b["decisions"]],
+            "judge": round(b["judge_check_seconds"] / a["judge_check_seconds"], 2),
+            "dashboard": round(b["dashboard_refresh_seconds"] / a["dashboard_refresh_seconds"], 2)})
+json.dump(report, open(sys.argv[2], "w"), indent=2)
+print(f"{'decisions':>10} {'state':<10}{'parts':>6}{'judge s':>9}{'dashboard s':>12}{'closed in 1h':>13}")
+for r in rows:
+    print(f"{r['decisions']:>10} {r['state']:<10}{r['decision_parts']:>6}{r['judge_check_seconds']:>9.3f}{r['dashboard_refresh_seconds']:>12.3f}{r['dashboard_closed_decisions']:>13}")
+for x in report["ratios"]:
+    print(f"{x['state']}: {x['sizes'][1]} vs {x['sizes'][0]}: judge {x['judge']}x, dashboard {x['dashboard']}x")
+PY
+echo "bench: wrote $OUT/queries.json" >&2
 fi
 
 # loop: each simulated world through the real loop, `flywheel dev --kafka`
