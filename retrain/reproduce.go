@@ -54,11 +54,46 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 	if man.DataSHA256 == "" {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "%s v%d was trained by a build that did not fingerprint its data; it cannot be checked", name, version)
 	}
+	tr, err := r.restartTrainer(ctx, name, version, man, v.Artifact)
+	if err != nil {
+		return nil, err
+	}
+	win := window{fromMs: man.DataFromMs, toMs: man.DataToMs, holdFrom: man.HoldoutFrom}
+	tr, got, err := r.trainOn(ctx, name, man.Config, tr, win, nil)
+	if err != nil {
+		return nil, err
+	}
+	if got.rows != man.Rows || got.hash != man.DataSHA256 {
+		return nil, flywheel.Errorf(flywheel.ECONFLICT, "the data of %s v%d's window changed: %d rows now, %d then (late events ingested, or data deleted)", name, version, got.rows, man.Rows)
+	}
+	orig, err := model.Decode(v.Artifact)
+	if err != nil {
+		return nil, err
+	}
+	diff := differentWeights(tr.Model().Weights(), orig.Weights())
+	identical := diff == 0
+	if model.HasOptimizerState(v.Artifact) { // the optimizer state and the count learned too
+		art, err := tr.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		identical = identical && bytes.Equal(art, v.Artifact)
+	}
+	return &Reproduction{Model: name, Version: version, Rows: got.rows, Identical: identical, DifferentCount: diff,
+		Training: man.Training, Parent: man.Parent, Took: time.Since(start).Round(time.Millisecond).String()}, nil
+}
+
+// restartTrainer returns the trainer version of name started as its
+// manifest man records, artifact being the version's: from the parent's
+// artifact for an incremental version, from the warm-start version's
+// weights for one trained before incremental training, else from zero. It
+// returns an error if a version it starts from cannot be read or decoded,
+// or (ECONFLICT) if the parent's artifact is not the one recorded.
+func (r *Retrainer) restartTrainer(ctx context.Context, name string, version int, man Manifest, artifact []byte) (*model.Trainer, error) {
 	// The name dictionary is rebuilt with the bound the version was trained
 	// with, and not at all for a version trained before names were kept.
 	tc := trainConfig(man.Config)
-	tc.Names = model.NameLimit(v.Artifact)
-	var tr *model.Trainer
+	tc.Names = model.NameLimit(artifact)
 	switch {
 	case man.Training == TrainedIncremental:
 		pv, err := r.registry.Get(ctx, name, man.Parent)
@@ -68,9 +103,11 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 		if sum := sha256.Sum256(pv.Artifact); hex.EncodeToString(sum[:]) != man.ParentSHA256 {
 			return nil, flywheel.Errorf(flywheel.ECONFLICT, "the artifact of %s v%d is not the one v%d went on from (sha256 %s, recorded %s)", name, man.Parent, version, hex.EncodeToString(sum[:]), man.ParentSHA256)
 		}
-		if tr, err = model.Resume(pv.Artifact, shapeOf(man.Config), tc); err != nil {
+		tr, err := model.Resume(pv.Artifact, shapeOf(man.Config), tc)
+		if err != nil {
 			return nil, fmt.Errorf("resume from parent v%d of %s v%d: %w", man.Parent, name, version, err)
 		}
+		return tr, nil
 	case man.WarmStartFrom > 0: // before incremental training: the weights only, fresh AdaGrad
 		wv, err := r.registry.Get(ctx, name, man.WarmStartFrom)
 		if err != nil {
@@ -86,47 +123,29 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 				return nil, err
 			}
 		}
-		tr = model.NewTrainer(warm, tc)
+		return model.NewTrainer(warm, tc), nil
 	default:
 		m, err := model.FromConfig(man.Config)
 		if err != nil {
 			return nil, err
 		}
-		tr = model.NewTrainer(m, tc)
+		return model.NewTrainer(m, tc), nil
 	}
-	win := window{fromMs: man.DataFromMs, toMs: man.DataToMs, holdFrom: man.HoldoutFrom}
-	tr, got, err := r.trainOn(ctx, name, man.Config, tr, win, nil)
-	if err != nil {
-		return nil, err
-	}
-	if got.rows != man.Rows || got.hash != man.DataSHA256 {
-		return nil, flywheel.Errorf(flywheel.ECONFLICT, "the data of %s v%d's window changed: %d rows now, %d then (late events ingested, or data deleted)", name, version, got.rows, man.Rows)
-	}
-	orig, err := model.Decode(v.Artifact)
-	if err != nil {
-		return nil, err
+}
+
+// differentWeights returns how many of the weights a and b differ, bit for
+// bit; all of the longer's when their lengths differ.
+func differentWeights(a, b []float32) int {
+	if len(a) != len(b) {
+		return max(len(a), len(b))
 	}
 	diff := 0
-	a, b := tr.Model().Weights(), orig.Weights()
-	if len(a) != len(b) {
-		diff = max(len(a), len(b))
-	} else {
-		for i := range a {
-			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-				diff++
-			}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			diff++
 		}
 	}
-	identical := diff == 0
-	if model.HasOptimizerState(v.Artifact) { // the optimizer state and the count learned too
-		art, err := tr.MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		identical = identical && bytes.Equal(art, v.Artifact)
-	}
-	return &Reproduction{Model: name, Version: version, Rows: got.rows, Identical: identical, DifferentCount: diff,
-		Training: man.Training, Parent: man.Parent, Took: time.Since(start).Round(time.Millisecond).String()}, nil
+	return diff
 }
 
 // Report is the offline evaluation of a version against the champion.
