@@ -1,8 +1,11 @@
 package retrain
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -115,9 +118,12 @@ func (s *slotSums) add(tsMs uint64, page, slot string, t *terms) {
 	s.open[page] = append(s.open[page], slotTerm{k: k, x: t.vec()})
 }
 
-// flush sums the open pages.
+// flush sums the open pages, in the order of their ids: floating-point sums
+// depend on their order, and a map's is drawn at random, so that the same
+// examples gave figures that differed in the last bits from run to run.
 func (s *slotSums) flush() {
-	for _, ts := range s.open {
+	for _, page := range slices.Sorted(maps.Keys(s.open)) {
+		ts := s.open[page]
 		s.pages++
 		for i := range ts {
 			for j := i + 1; j < len(ts); j++ {
@@ -244,7 +250,8 @@ func (p *pageSums) estimate(c []vec) (lin, quad float64) {
 			}
 		}
 	}
-	for key, b := range p.cross {
+	for _, key := range slices.SortedFunc(maps.Keys(p.cross), func(a, b [2]int) int { return cmp.Or(a[0]-b[0], a[1]-b[1]) }) { // in order, as flush
+		b := p.cross[key]
 		gi, gj := -1, -1
 		for g, gr := range p.groups {
 			if gr.k == key[0] {
