@@ -24,9 +24,10 @@ import (
 // references' cutoff, the same learner (full, or incremental from the
 // champion's artifact with its optimizer state), the same evaluation and the
 // same promotion rule (Decide, with the anchor). What it leaves out: Kafka and
-// ClickHouse (decisions are closed the moment their reward window ends, as
-// if ingest had no lag) and the canary (an inconclusive candidate is
-// rejected, as without promote.canary).
+// ClickHouse (a decision closes IngestLag after its reward window ends, as
+// if the closing watermark always stood that far behind: 0, no lag) and the
+// canary (an inconclusive candidate is rejected, as without
+// promote.canary).
 
 // World is a simulated product: Draw returns one request's context and
 // offered actions and the expected reward of each action, the hidden truth.
@@ -52,6 +53,10 @@ type BacktestOptions struct {
 	// the same contexts in every setting, so settings compare on the same
 	// users.
 	Seed uint64
+	// IngestLag is how long after its reward window ends a decision closes
+	// (virtual time): ingest's watermark interval, batches and spool claims,
+	// 1–2 s in normal operation, minutes when ingest falls behind. Default 0.
+	IngestLag time.Duration
 }
 
 // BacktestResult is what a backtest served and what its runs did.
@@ -127,6 +132,7 @@ type backtest struct {
 	champV   int
 	latest   int
 	dataTo   uint64 // the latest version's DataToMs: FreshCount's watermark
+	lag      time.Duration
 }
 
 // Backtest plays o.Decisions decisions of o.World in virtual time and
@@ -175,6 +181,9 @@ func (o BacktestOptions) withDefaults() (BacktestOptions, error) {
 	if o.Seed == 0 {
 		o.Seed = 1
 	}
+	if o.IngestLag < 0 {
+		return o, fmt.Errorf("backtest: ingest lag must not be negative; got %v", o.IngestLag)
+	}
 	return o, nil
 }
 
@@ -215,7 +224,7 @@ func newPlayer(o BacktestOptions) (*player, error) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	return &player{
 		o:       o,
-		b:       &backtest{mc: mc, shape: boot.Config(), versions: map[int]*btVersion{1: {m: boot, anchor: 1}}, champV: 1, latest: 1},
+		b:       &backtest{mc: mc, shape: boot.Config(), versions: map[int]*btVersion{1: {m: boot, anchor: 1}}, champV: 1, latest: 1, lag: o.IngestLag},
 		res:     &BacktestResult{value: []float64{0}, random: []float64{0}, oracle: []float64{0}},
 		sched:   sched,
 		start:   start,
@@ -350,7 +359,7 @@ func (b *backtest) run(at time.Time) BacktestRun {
 	mc := b.mc
 	out := BacktestRun{Champion: b.champV}
 	nowMs := uint64(at.UnixMilli())
-	rwMs := uint64(mc.Reward.Window / time.Millisecond)
+	rwMs := uint64((mc.Reward.Window + b.lag) / time.Millisecond)
 	closed := sort.Search(len(b.ts), func(i int) bool { return b.ts[i]+rwMs > nowMs })
 	if _, fresh := b.span(closed, b.dataTo+1, math.MaxUint64); fresh < mc.Retrain.MinNewExamples {
 		out.Outcome = Skipped

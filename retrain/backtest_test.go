@@ -83,10 +83,41 @@ func TestBacktestShopAndOptions(t *testing.T) {
 		"no decisions": {Model: backtestModel(), World: sim.NewWorld(1)},
 		"bad schedule": {Model: bad, World: sim.NewWorld(1), Decisions: 10},
 		"bad rate":     {Model: backtestModel(), World: sim.NewWorld(1), Decisions: 10, Rate: -1},
+		"bad lag":      {Model: backtestModel(), World: sim.NewWorld(1), Decisions: 10, IngestLag: -time.Second},
 	} {
 		if _, err := Backtest(ctx, o); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// A decision closes IngestLag after its reward window: a lag longer than
+// the whole run leaves every run without new examples (skipped), and a
+// short one delays the first run that has enough.
+func TestBacktestIngestLag(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first := func(lag time.Duration) (*BacktestResult, int) {
+		t.Helper()
+		res, err := Backtest(ctx, BacktestOptions{Model: backtestModel(), World: sim.NewWorld(1), Decisions: 6000, Every: 2000, Seed: 3, IngestLag: lag})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res.Runs {
+			if r.Outcome != Skipped {
+				return res, r.Decision
+			}
+		}
+		return res, -1
+	}
+	_, none := first(0)
+	_, lagged := first(15 * time.Second)
+	res, never := first(time.Hour)
+	t.Logf("first run with new examples at decision %d without lag, %d with 15 s, %d with an hour", none, lagged, never)
+	if none < 0 || lagged <= none || never != -1 || res.Promotions != 0 {
+		t.Errorf("first run that was not skipped: %d, %d with a 15 s lag, %d with an hour's (%d promotions); want later with the lag, none with an hour's",
+			none, lagged, never, res.Promotions)
 	}
 }
 

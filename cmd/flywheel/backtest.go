@@ -110,6 +110,7 @@ type backtestFlags struct {
 	rate                    float64
 	seed                    uint64
 	rewardWindow            time.Duration
+	ingestLag               time.Duration
 	retrainWindow           time.Duration
 	minNew                  int
 	asJSON                  bool
@@ -145,6 +146,7 @@ func parseBacktestFlags(args []string, stderr io.Writer) (*backtestFlags, error)
 	fs.IntVar(&f.final, "final", 10000, "the summary's span: the last N decisions")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the world and of the traffic")
 	fs.DurationVar(&f.rewardWindow, "reward-window", 5*time.Second, "reward window, in virtual time")
+	fs.DurationVar(&f.ingestLag, "ingest-lag", 0, "how long after its reward window a decision closes (the closing watermark's lag behind the clock), in virtual time")
 	fs.DurationVar(&f.retrainWindow, "retrain-window", 0, "retrain window, in virtual time (0: the model's, 168h by default)")
 	fs.IntVar(&f.minNew, "min-new", 0, "retrain.min_new_examples (0: the model's, 1000 by default)")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
@@ -157,6 +159,9 @@ func parseBacktestFlags(args []string, stderr io.Writer) (*backtestFlags, error)
 	fs.Visit(func(fl *flag.Flag) { f.given[fl.Name] = true })
 	if f.decisions <= 0 || f.every <= 0 || f.final <= 0 || !(f.rate > 0) {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "backtest: --decisions, --every, --final and --rate must be positive")
+	}
+	if f.ingestLag < 0 {
+		return nil, flywheel.Errorf(flywheel.EINVALID, "backtest: --ingest-lag must not be negative; got %v", f.ingestLag)
 	}
 	return f, nil
 }
@@ -297,7 +302,7 @@ func (f *backtestFlags) play(ctx context.Context, settings []backtestSetting) ([
 func (f *backtestFlags) playOne(ctx context.Context, name string, s backtestSetting) (backtestRun, error) {
 	world, _ := sim.NewEnv(name, f.seed)
 	start := time.Now()
-	res, err := retrain.Backtest(ctx, retrain.BacktestOptions{Model: s.mc, World: world, Decisions: f.decisions, Rate: f.rate, Every: f.every, Seed: f.seed})
+	res, err := retrain.Backtest(ctx, retrain.BacktestOptions{Model: s.mc, World: world, Decisions: f.decisions, Rate: f.rate, Every: f.every, Seed: f.seed, IngestLag: f.ingestLag})
 	if err != nil {
 		return backtestRun{}, fmt.Errorf("backtest %s, %s: %w", name, s, err)
 	}
