@@ -220,63 +220,68 @@ func (j *Judge) checkCanary(ctx context.Context, name string, mc flywheel.ModelC
 		return nil, err
 	}
 	c, h := stats.get(canary.Version, flywheel.VariantCanary), stats.get(champ, flywheel.VariantChampion)
-	v := &Verdict{Model: name, Version: canary.Version, Subject: &c, Reference: &h, Action: ActionWaiting}
+	v := &Verdict{Model: name, Version: canary.Version, Subject: &c, Reference: &h}
+	v.Action, v.Reason, err = CanaryVerdict(mc, c, h, j.now().Sub(since), func() (bool, error) { return j.inconclusive(ctx, name, canary.Version) })
+	if err != nil {
+		return nil, err
+	}
+	switch v.Action {
+	case ActionRolledBack:
+		return v, j.registry.EndCanary(ctx, name, ActorGuardrail, v.Reason)
+	case ActionEnded:
+		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
+	case ActionPromoted:
+		return v, j.registry.Promote(ctx, name, canary.Version, ActorCanary, v.Reason)
+	}
+	return v, nil
+}
+
+// CanaryVerdict decides a canary that has served for age from its online
+// figures c and its champion's h over the same time (closed decisions):
+// ActionWaiting, ActionPromoted, ActionEnded, or ActionRolledBack when the
+// reward guardrail fires, with the reason. strict tells, when it is needed,
+// whether the gate found the canary's offline evidence inconclusive (it must
+// then show online that it is not worse beyond the margin); its error is
+// returned. The judge acts on it; backtests play it.
+func CanaryVerdict(mc flywheel.ModelConfig, c, h Online, age time.Duration, strict func() (bool, error)) (action, reason string, err error) {
 	minN, dur := mc.Promote.Canary.MinDecisions, mc.Promote.Canary.Duration
 	enough := c.Decisions >= minN && h.Decisions >= minN
 	z, conf := flywheel.TwoSidedZ(mc.Promote.Confidence), mc.Promote.Confidence*100
 	gain, se := merit(mc.Kind, c)-merit(mc.Kind, h), math.Hypot(c.StdErr, h.StdErr)
-	age := j.now().Sub(since)
 	compare := fmt.Sprintf("canary v%d %s vs champion v%d %s over %s", c.Version, describe(mc.Kind, c), h.Version, describe(mc.Kind, h), age.Round(time.Second))
 	switch {
 	case enough && dropped(mc.Kind, mc.Guardrails.MaxRewardDrop, c, h, z):
-		v.Action = ActionRolledBack
-		v.Reason = fmt.Sprintf("guardrail max_reward_drop %.2f: %s", mc.Guardrails.MaxRewardDrop, compare)
-		return v, j.registry.EndCanary(ctx, name, ActorGuardrail, v.Reason)
+		return ActionRolledBack, fmt.Sprintf("guardrail max_reward_drop %.2f: %s", mc.Guardrails.MaxRewardDrop, compare), nil
 	case age < dur:
-		v.Reason = fmt.Sprintf("canary runs for %s; %s", dur, compare)
-		return v, nil
+		return ActionWaiting, fmt.Sprintf("canary runs for %s; %s", dur, compare), nil
 	case !enough && age >= 3*dur:
-		v.Action = ActionEnded
-		v.Reason = fmt.Sprintf("too little data after 3 × %s (need %d closed decisions per variant): %s", dur, minN, compare)
-		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
+		return ActionEnded, fmt.Sprintf("too little data after 3 × %s (need %d closed decisions per variant): %s", dur, minN, compare), nil
 	case !enough:
-		v.Reason = fmt.Sprintf("waiting for %d closed decisions per variant: %s", minN, compare)
-		return v, nil
+		return ActionWaiting, fmt.Sprintf("waiting for %d closed decisions per variant: %s", minN, compare), nil
 	}
 	// A canary whose offline evidence was inconclusive must show on live
 	// traffic what the gate could not: that it is not worse than the
 	// champion beyond the margin. Any other is promoted unless it is worse.
-	strict, err := j.inconclusive(ctx, name, canary.Version)
+	isStrict, err := strict()
 	if err != nil {
-		return nil, err
+		return "", "", err
 	}
 	lo, hi := gain-z*se, gain+z*se
 	margin := mc.Promote.Margin * math.Abs(merit(mc.Kind, h))
 	online := fmt.Sprintf("gain %.4f, %.0f%% interval [%.4f, %.4f]; %s", gain, conf, lo, hi, compare)
 	switch {
-	case !strict && hi >= 0:
-		v.Action = ActionPromoted
-		v.Reason = fmt.Sprintf("canary not worse online at %.0f%% confidence: %s", conf, online)
-		return v, j.registry.Promote(ctx, name, canary.Version, ActorCanary, v.Reason)
-	case !strict:
-		v.Action = ActionEnded
-		v.Reason = fmt.Sprintf("canary worse online at %.0f%% confidence: %s", conf, online)
-		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
+	case !isStrict && hi >= 0:
+		return ActionPromoted, fmt.Sprintf("canary not worse online at %.0f%% confidence: %s", conf, online), nil
+	case !isStrict:
+		return ActionEnded, fmt.Sprintf("canary worse online at %.0f%% confidence: %s", conf, online), nil
 	case lo > -margin:
-		v.Action = ActionPromoted
-		v.Reason = fmt.Sprintf("offline evidence inconclusive; online not worse than the champion beyond the margin %.4f at %.0f%% confidence: %s", margin, conf, online)
-		return v, j.registry.Promote(ctx, name, canary.Version, ActorCanary, v.Reason)
+		return ActionPromoted, fmt.Sprintf("offline evidence inconclusive; online not worse than the champion beyond the margin %.4f at %.0f%% confidence: %s", margin, conf, online), nil
 	case hi < 0:
-		v.Action = ActionEnded
-		v.Reason = fmt.Sprintf("offline evidence inconclusive; online worse at %.0f%% confidence: %s", conf, online)
-		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
+		return ActionEnded, fmt.Sprintf("offline evidence inconclusive; online worse at %.0f%% confidence: %s", conf, online), nil
 	case age >= 3*dur:
-		v.Action = ActionEnded
-		v.Reason = fmt.Sprintf("offline evidence inconclusive, and still online after 3 × %s (margin %.4f): %s", dur, margin, online)
-		return v, j.registry.EndCanary(ctx, name, ActorCanary, v.Reason)
+		return ActionEnded, fmt.Sprintf("offline evidence inconclusive, and still online after 3 × %s (margin %.4f): %s", dur, margin, online), nil
 	}
-	v.Reason = fmt.Sprintf("offline evidence inconclusive; online too (margin %.4f), up to 3 × %s: %s", margin, dur, online)
-	return v, nil
+	return ActionWaiting, fmt.Sprintf("offline evidence inconclusive; online too (margin %.4f), up to 3 × %s: %s", margin, dur, online), nil
 }
 
 // inconclusive reports whether the retrain gate recorded version's offline
@@ -335,8 +340,6 @@ func dropped(kind string, drop float64, s, ref Online, z float64) bool {
 	gap := merit(kind, s) - merit(kind, ref)
 	return gap < -drop*math.Abs(merit(kind, ref)) && gap+z*math.Hypot(s.StdErr, ref.StdErr) < 0
 }
-
-// zFor is the two-sided normal quantile of confidence (1.96 for 0.95).
 
 type onlineStats []Online
 

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/robfig/cron/v3"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/model"
 )
 
@@ -25,9 +27,11 @@ import (
 // champion's artifact with its optimizer state), the same evaluation and the
 // same promotion rule (Decide, with the anchor). What it leaves out: Kafka and
 // ClickHouse (a decision closes IngestLag after its reward window ends, as
-// if the closing watermark always stood that far behind: 0, no lag) and the
-// canary (an inconclusive candidate is rejected, as without
-// promote.canary).
+// if the closing watermark always stood that far behind: 0, no lag). With
+// promote.canary.share, a candidate that passes (or whose evidence is
+// inconclusive) serves that share of the decisions as the canary, the runs
+// wait, and every CheckInterval the judge's rule (deploy.CanaryVerdict)
+// decides on the closed decisions since it began, as the canary judge does.
 
 // World is a simulated product: Draw returns one request's context and
 // offered actions and the expected reward of each action, the hidden truth.
@@ -39,8 +43,8 @@ type World interface {
 // BacktestOptions configure a backtest.
 type BacktestOptions struct {
 	// Model is the model's configuration (defaults are applied): its
-	// exploration, retrain (Retrain.Schedule is read in virtual time) and
-	// promotion rule. Promote.Canary is ignored.
+	// exploration, retrain (Retrain.Schedule is read in virtual time),
+	// promotion rule and canary.
 	Model flywheel.ModelConfig
 	World World
 	// Decisions to play; required.
@@ -57,6 +61,9 @@ type BacktestOptions struct {
 	// (virtual time): ingest's watermark interval, batches and spool claims,
 	// 1–2 s in normal operation, minutes when ingest falls behind. Default 0.
 	IngestLag time.Duration
+	// CheckInterval is how often the canary is judged (deploy.check_interval),
+	// in virtual time; default 15 s.
+	CheckInterval time.Duration
 }
 
 // BacktestResult is what a backtest served and what its runs did.
@@ -133,6 +140,15 @@ type backtest struct {
 	latest   int
 	dataTo   uint64 // the latest version's DataToMs: FreshCount's watermark
 	lag      time.Duration
+	canaried []bool    // per decision of log: served by the canary
+	canary   *btCanary // the live canary, nil without one
+}
+
+// btCanary is a backtest's live canary.
+type btCanary struct {
+	v      int
+	since  time.Time
+	strict bool // the gate's evidence was inconclusive
 }
 
 // Backtest plays o.Decisions decisions of o.World in virtual time and
@@ -154,6 +170,9 @@ func Backtest(ctx context.Context, o BacktestOptions) (*BacktestResult, error) {
 		}
 		at := p.start.Add(time.Duration(float64(i) / o.Rate * float64(time.Second)))
 		p.runsDue(i, at)
+		if err := p.checkDue(i, at); err != nil {
+			return nil, err
+		}
 		if err := p.decide(i, at); err != nil {
 			return nil, err
 		}
@@ -181,6 +200,9 @@ func (o BacktestOptions) withDefaults() (BacktestOptions, error) {
 	if o.Seed == 0 {
 		o.Seed = 1
 	}
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = 15 * time.Second
+	}
 	if o.IngestLag < 0 {
 		return o, fmt.Errorf("backtest: ingest lag must not be negative; got %v", o.IngestLag)
 	}
@@ -196,7 +218,9 @@ type player struct {
 	sched    cron.Schedule
 	start    time.Time // the virtual time of the first decision
 	next     time.Time // of the next scheduled run
+	check    time.Time // of the next check of a canary
 	traffic  *rand.Rand
+	split    *rand.Rand // who the canary serves
 	rewards  *rand.Rand
 	rk       model.Ranking
 	win      *BacktestWindow // the window open, nil between windows
@@ -209,7 +233,6 @@ type player struct {
 func newPlayer(o BacktestOptions) (*player, error) {
 	mc := o.Model.WithDefaults()
 	mc.Kind = flywheel.KindRanker
-	mc.Promote.Canary.Share = 0
 	if err := mc.Validate("backtest"); err != nil {
 		return nil, err
 	}
@@ -231,6 +254,7 @@ func newPlayer(o BacktestOptions) (*player, error) {
 		next:    sched.Next(start),
 		traffic: rand.New(rand.NewPCG(o.Seed, 0x7aff1c)),
 		rewards: rand.New(rand.NewPCG(o.Seed, 0x4e3a4d)),
+		split:   rand.New(rand.NewPCG(o.Seed, 0x5c1a77)),
 	}, nil
 }
 
@@ -245,6 +269,8 @@ func (p *player) runsDue(i int, at time.Time) {
 			p.res.Promotions++
 		case Rejected:
 			p.res.Rejections++
+		case Canaried:
+			p.check = p.next.Add(p.o.CheckInterval)
 		default:
 			p.res.Skips++
 		}
@@ -264,9 +290,12 @@ func (p *player) decide(i int, at time.Time) error {
 		p.win, p.observed = &res.Windows[len(res.Windows)-1], 0
 	}
 	rctx, actions, truth := p.o.World.Draw(p.traffic)
-	champ := b.versions[b.champV].m
+	served, canaried := b.champV, false
+	if b.canary != nil && p.split.Float64() < b.mc.Promote.Canary.Share {
+		served, canaried = b.canary.v, true
+	}
 	eventID := fmt.Sprintf("bt-%d-%d", p.o.Seed, i)
-	if err := champ.Rank(eventID, rctx, actions, &p.rk); err != nil {
+	if err := b.versions[served].m.Rank(eventID, rctx, actions, &p.rk); err != nil {
 		return fmt.Errorf("backtest: decision %d: %w", i, err)
 	}
 	p.sum(i, truth)
@@ -275,11 +304,12 @@ func (p *player) decide(i int, at time.Time) error {
 		reward = 1
 	}
 	p.observed += reward
-	if n := len(p.win.Versions); n == 0 || p.win.Versions[n-1] != b.champV {
-		p.win.Versions = append(p.win.Versions, b.champV)
+	if !slices.Contains(p.win.Versions, served) { // in the order they first served (a canary's interleave)
+		p.win.Versions = append(p.win.Versions, served)
 	}
+	b.canaried = append(b.canaried, canaried)
 	b.log = append(b.log, flywheel.Example{
-		EventID: eventID, Time: at, Version: b.champV, Context: rctx, Actions: actions,
+		EventID: eventID, Time: at, Version: served, Context: rctx, Actions: actions,
 		Probabilities: append([]float64(nil), p.rk.Probabilities...), ChosenIndex: p.rk.Chosen,
 		Reward: reward, HasFeedback: reward > 0,
 	})
@@ -358,9 +388,12 @@ func (b *backtest) cut(closed int, fromMs, toMs, offset uint64) (cutMs, before u
 func (b *backtest) run(at time.Time) BacktestRun {
 	mc := b.mc
 	out := BacktestRun{Champion: b.champV}
+	if b.canary != nil {
+		out.Outcome, out.Reason = Skipped, fmt.Sprintf("canary v%d is being judged; the next candidate waits for its verdict", b.canary.v)
+		return out
+	}
 	nowMs := uint64(at.UnixMilli())
-	rwMs := uint64((mc.Reward.Window + b.lag) / time.Millisecond)
-	closed := sort.Search(len(b.ts), func(i int) bool { return b.ts[i]+rwMs > nowMs })
+	closed := b.closed(at)
 	if _, fresh := b.span(closed, b.dataTo+1, math.MaxUint64); fresh < mc.Retrain.MinNewExamples {
 		out.Outcome = Skipped
 		out.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
@@ -391,12 +424,83 @@ func (b *backtest) run(at time.Time) BacktestRun {
 	cand := tr.Model()
 	dec := b.judge(cand, refs, holdout)
 	out.Outcome, out.Reason = dec.Outcome, dec.Reason
-	if out.Outcome == Inconclusive {
+	if out.Outcome == Inconclusive && mc.Promote.Canary.Share == 0 {
 		out.Outcome, out.Reason = Rejected, out.Reason+"; no canary is configured to decide on live traffic (promote.canary.share)"
 	}
 	out.TrainRows, out.HoldoutRows = len(train), len(holdout)
 	b.register(&out, cand, tr, link, dec.Anchor, win.holdFrom, b.ts[lo+win.rows-1])
+	if out.Outcome == Canaried {
+		b.canary = &btCanary{v: out.Version, since: at, strict: dec.Outcome == Inconclusive}
+	}
 	return out
+}
+
+// closed is how many decisions of the log have closed at virtual time at:
+// their reward window, and the ingest lag after it, have passed.
+func (b *backtest) closed(at time.Time) int {
+	nowMs, rwMs := uint64(at.UnixMilli()), uint64((b.mc.Reward.Window+b.lag)/time.Millisecond)
+	return sort.Search(len(b.ts), func(i int) bool { return b.ts[i]+rwMs > nowMs })
+}
+
+// checkDue judges the live canary when a check is due at virtual time at,
+// decision i's, on the closed decisions since it began, by the canary
+// judge's rule; its verdict, when it acts, is recorded as a run (promoted,
+// or rejected for an ended canary).
+func (p *player) checkDue(i int, at time.Time) error {
+	b := p.b
+	if b.canary == nil || at.Before(p.check) {
+		return nil
+	}
+	p.check = at.Add(p.o.CheckInterval)
+	c, h := b.online(at)
+	action, reason, err := deploy.CanaryVerdict(b.mc, c, h, at.Sub(b.canary.since), func() (bool, error) { return b.canary.strict, nil })
+	if err != nil || action == deploy.ActionWaiting {
+		return err
+	}
+	run := BacktestRun{Decision: i, At: at.Sub(p.start), Version: b.canary.v, Champion: b.champV, Reason: "canary judge: " + reason}
+	if action == deploy.ActionPromoted {
+		b.champV = b.canary.v
+		run.Outcome = Promoted
+		p.res.Promotions++
+	} else {
+		delete(b.versions, b.canary.v)
+		run.Outcome = Rejected
+		p.res.Rejections++
+	}
+	b.canary = nil
+	p.res.Runs = append(p.res.Runs, run)
+	return nil
+}
+
+// online returns the canary's and the champion's online figures over the
+// decisions closed at at since the canary began, as the judge reads them.
+func (b *backtest) online(at time.Time) (canary, champion deploy.Online) {
+	from := sort.Search(len(b.ts), func(i int) bool { return b.ts[i] >= uint64(b.canary.since.UnixMilli()) })
+	var n, sum, sq [2]float64
+	for i := from; i < b.closed(at); i++ {
+		k := 0
+		switch {
+		case b.canaried[i] && b.log[i].Version == b.canary.v:
+			k = 1
+		case !b.canaried[i] && b.log[i].Version == b.champV:
+		default:
+			continue
+		}
+		r := b.log[i].Reward
+		n[k], sum[k], sq[k] = n[k]+1, sum[k]+r, sq[k]+r*r
+	}
+	stat := func(k, version int, variant string) deploy.Online {
+		o := deploy.Online{Version: version, Variant: variant, Decisions: int(n[k])}
+		if n[k] > 0 {
+			o.RewardRate = sum[k] / n[k]
+		}
+		if n[k] > 1 {
+			v := (sq[k] - n[k]*o.RewardRate*o.RewardRate) / (n[k] - 1)
+			o.StdErr = math.Sqrt(max(v, 0) / n[k])
+		}
+		return o
+	}
+	return stat(1, b.canary.v, flywheel.VariantCanary), stat(0, b.champV, flywheel.VariantChampion)
 }
 
 // references returns the champion and, under the non-inferior rule, its
@@ -497,9 +601,10 @@ func (b *backtest) register(out *BacktestRun, cand *model.Model, tr *model.Train
 		anchor = decAnchor
 	}
 	b.dataTo = lastMs
-	if out.Outcome != Promoted {
+	if out.Outcome != Promoted && out.Outcome != Inconclusive { // inconclusive: only with a canary (run)
 		return
 	}
+	canary := b.mc.Promote.Canary.Share > 0
 	bv := &btVersion{m: cand, cutoff: cutoff, anchor: anchor, link: link}
 	if IncrementalOn(b.mc.Retrain) {
 		art, err := tr.MarshalBinary() // with the optimizer state, for the next incremental candidate
@@ -510,5 +615,9 @@ func (b *backtest) register(out *BacktestRun, cand *model.Model, tr *model.Train
 		bv.art = art
 	}
 	b.versions[v] = bv
+	if canary {
+		out.Outcome = Canaried // it serves its share until the canary judge decides (checkDue)
+		return
+	}
 	b.champV = v
 }

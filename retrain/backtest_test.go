@@ -3,6 +3,7 @@ package retrain
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +89,55 @@ func TestBacktestShopAndOptions(t *testing.T) {
 		if _, err := Backtest(ctx, o); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// With promote.canary, a candidate the gate passes serves the canary's
+// share while the runs wait, and the canary judge's rule promotes it (or
+// ends it) once it has served its duration with enough closed decisions.
+func TestBacktestCanary(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mc := backtestModel()
+	mc.Promote.Canary.Share, mc.Promote.Canary.Duration, mc.Promote.Canary.MinDecisions = 0.3, 30*time.Second, 200
+	res, err := Backtest(ctx, BacktestOptions{Model: mc, World: sim.NewWorld(1), Decisions: 12000, Every: 2000, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	canaried, judged, waited := 0, 0, 0
+	var started, promotedAt int
+	for _, r := range res.Runs {
+		t.Logf("decision %5d: %s v%d (champion v%d): %s", r.Decision, r.Outcome, r.Version, r.Champion, r.Reason)
+		switch {
+		case r.Outcome == Canaried:
+			canaried++
+			if started == 0 {
+				started = r.Decision
+			}
+		case strings.HasPrefix(r.Reason, "canary judge: ") && r.Outcome == Promoted:
+			judged++
+			if promotedAt == 0 {
+				promotedAt = r.Decision
+			}
+		case strings.Contains(r.Reason, "is being judged"):
+			waited++
+		}
+	}
+	if canaried == 0 || judged == 0 || waited == 0 || res.Promotions != judged {
+		t.Fatalf("%d canaries, %d promoted by the judge, %d runs waited, %d promotions: want canaries the judge promotes, and runs waiting meanwhile",
+			canaried, judged, waited, res.Promotions)
+	}
+	// 30 virtual seconds at 100 decisions a second, then closing: not before.
+	if promotedAt-started < 3000 {
+		t.Errorf("canary started at decision %d and was promoted at %d, before its duration", started, promotedAt)
+	}
+	var both bool
+	for _, w := range res.Windows {
+		both = both || len(w.Versions) >= 2
+	}
+	if !both {
+		t.Errorf("no window was served by two versions at once: %+v", res.Windows)
 	}
 }
 

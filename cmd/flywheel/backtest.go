@@ -113,6 +113,8 @@ type backtestFlags struct {
 	ingestLag               time.Duration
 	retrainWindow           time.Duration
 	minNew                  int
+	canaryShare             float64
+	canaryDuration          time.Duration
 	asJSON                  bool
 	given                   map[string]bool // the names of the flags given
 }
@@ -149,6 +151,8 @@ func parseBacktestFlags(args []string, stderr io.Writer) (*backtestFlags, error)
 	fs.DurationVar(&f.ingestLag, "ingest-lag", 0, "how long after its reward window a decision closes (the closing watermark's lag behind the clock), in virtual time")
 	fs.DurationVar(&f.retrainWindow, "retrain-window", 0, "retrain window, in virtual time (0: the model's, 168h by default)")
 	fs.IntVar(&f.minNew, "min-new", 0, "retrain.min_new_examples (0: the model's, 1000 by default)")
+	fs.Float64Var(&f.canaryShare, "canary", 0, "promote.canary.share: a candidate that passes, or whose evidence is inconclusive, first serves this share, judged every 15 virtual seconds (0: the model's, none by default)")
+	fs.DurationVar(&f.canaryDuration, "canary-duration", 0, "promote.canary.duration, in virtual time (0: the model's, 30m by default)")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -209,6 +213,12 @@ func (f *backtestFlags) baseModel(getenv func(string) string) (flywheel.ModelCon
 	}
 	if f.minNew > 0 {
 		base.Retrain.MinNewExamples = f.minNew
+	}
+	if f.canaryShare > 0 {
+		base.Promote.Canary.Share = f.canaryShare
+	}
+	if f.canaryDuration > 0 {
+		base.Promote.Canary.Duration = f.canaryDuration
 	}
 	return base, nil
 }
