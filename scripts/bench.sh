@@ -90,24 +90,43 @@ go build -o "$WORK/loadgen" ./bench/loadgen
 fi
 
 # ingest: Flywheel's ingest against kcat | clickhouse-client (JSONEachRow), the
-# same records from the same topics, decisions and feedback separately.
+# same records from the same topics, decisions and feedback separately; and
+# against clickhouse-client inserting, from a JSONEachRow file, the very rows
+# (the columns ingest inserts) Flywheel wrote in that run, into a table made AS
+# Flywheel's: rows/s, bytes/s and CPU a row of the same work.
 if [[ -z "$ONLY" || "$ONLY" == ingest ]]; then
 if ! command -v kcat >/dev/null; then
   echo "bench: installing kcat from Debian's packages" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
 fi
-# The server's CPU time is read from /proc when it is the one services.sh runs.
+# The server's CPU time is read from /proc when it runs here: the one
+# services.sh runs (its pid file), or else the clickhouse-server ss shows
+# listening on the address's port.
 CH_PID=0
-if [[ "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" == 127.0.0.1:9000 && -f .services/clickhouse/clickhouse.pid ]]; then
+CH_ADDR="${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}"
+if [[ "$CH_ADDR" == 127.0.0.1:9000 && -f .services/clickhouse/clickhouse.pid ]] && kill -0 "$(cat .services/clickhouse/clickhouse.pid)" 2>/dev/null; then
   CH_PID="$(cat .services/clickhouse/clickhouse.pid)"
+elif [[ "$CH_ADDR" == 127.0.0.1:* ]]; then
+  pid="$(ss -Hltnp "sport = :${CH_ADDR#127.0.0.1:}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)"
+  if [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == clickhouse* ]]; then CH_PID="$pid"; fi
 fi
+echo "bench: ClickHouse server pid for its CPU time: $CH_PID (0: not read)" >&2
 go run ./bench/ingest -kafka "${FLYWHEEL_TEST_KAFKA:-127.0.0.1:9092}" -clickhouse "${FLYWHEEL_TEST_CLICKHOUSE:-127.0.0.1:9000}" \
   -clickhouse-pid "$CH_PID" -decisions "${BENCH_INGEST_DECISIONS:-20000}" -feedback "${BENCH_INGEST_FEEDBACK:-100000}" >"$WORK/ingest.jsonl"
 python3 - "$WORK/ingest.jsonl" "$OUT/ingest.json" <<'PY'
 import json, sys, platform, datetime
 rows = [json.loads(l) for l in open(sys.argv[1])]
 json.dump({"benchmark": "ingest", "when": datetime.datetime.utcnow().isoformat() + "Z", "machine": platform.platform(),
-           "reference": "kcat -C -e | clickhouse-client INSERT ... FORMAT JSONEachRow (scalar fields only; nested ones skipped)",
+           "reference": "kcat -C -e | clickhouse-client INSERT ... FORMAT JSONEachRow into a table of the records' scalar fields only "
+                        "(nested ones skipped: ~100-byte rows, not the rows Flywheel writes); reference_* fields",
+           "same_rows_reference": "after each Flywheel run, SELECT <the columns ingest inserts> FROM db.decisions (or db.feedback) FORMAT JSONEachRow "
+                                  "to a file (untimed), CREATE TABLE refdb.t AS db.t, then timed: clickhouse-client --query "
+                                  "'INSERT INTO refdb.t (<columns>) FORMAT JSONEachRow' < file; same_rows_* fields; its bytes are the file's, "
+                                  "and flywheel_jsoneachrow_bytes_per_second is that file's size over Flywheel's time (flywheel_kafka_bytes_per_second: "
+                                  "the Kafka records Flywheel read); CPU is clickhouse-client's + the server's (merges included); "
+                                  "same_rows_ratio and same_rows_cpu_ratio are flywheel/reference. Flywheel's decisions runs also write the "
+                                  "actions table (20 rows), which the reference does not; the reference reads a local file (no Kafka fetch, no group join: "
+                                  "set it beside flywheel_per_second_after_first_batch too)",
            "results": rows}, open(sys.argv[2], "w"), indent=2)
 print(f"medians of {rows[0]['runs']} alternating runs; decisions have 20 actions of 4 or 30 features each")
 print(f"{'kind':<14}{'records':>9}{'MiB':>7}{'flywheel/s':>12}{'steady/s':>10}{'reference/s':>13}{'ratio':>7}  runs (flywheel / reference)")
@@ -120,6 +139,18 @@ for r in rows:
     kind = r['kind'] + (f" ({r['features_per_action']})" if 'features_per_action' in r else "")
     srv = lambda k: f" + {r[k]:.1f}" if k in r else ""
     print(f"{kind:<14} flywheel {r['flywheel_cpu_us_per_record']:.1f}{srv('flywheel_server_cpu_us_per_record')}   reference {r['reference_cpu_us_per_record']:.1f}{srv('reference_server_cpu_us_per_record')}")
+print("same rows: clickhouse-client INSERT ... FORMAT JSONEachRow < the rows Flywheel wrote (its columns), into a table AS Flywheel's")
+print("  MB/s: flywheel's Kafka bytes / the same JSONEachRow bytes; reference's JSONEachRow bytes. CPU µs a row: process + server")
+print(f"{'kind':<14}{'rows':>8}{'B/row':>7}{'kafkaB/rec':>11}{'flywheel/s':>12}{'reference/s':>13}{'ratio':>7}{'flywheel MB/s':>16}{'ref MB/s':>10}{'flywheel CPU':>14}{'ref CPU':>12}{'CPU ratio':>10}  runs (flywheel / reference)")
+for r in rows:
+    kind = r['kind'] + (f" ({r['features_per_action']})" if 'features_per_action' in r else "")
+    runs = " ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(r['flywheel_per_second_runs'], r['same_rows_per_second_runs']))
+    srv = lambda k: f"+{r[k]:.1f}" if k in r else ""
+    fcpu = f"{r['flywheel_cpu_us_per_record']:.1f}{srv('flywheel_server_cpu_us_per_record')}"
+    rcpu = f"{r['same_rows_cpu_us_per_row']:.1f}{srv('same_rows_server_cpu_us_per_row')}"
+    fmb = f"{r['flywheel_kafka_bytes_per_second']/1e6:.1f}/{r['flywheel_jsoneachrow_bytes_per_second']/1e6:.1f}"
+    print(f"{kind:<14}{r['same_rows_rows']:>8.0f}{r['same_rows_bytes_per_row']:>7.0f}{r['kafka_bytes_per_record']:>11.0f}{r['flywheel_per_second']:>12.0f}{r['same_rows_per_second']:>13.0f}{r['same_rows_ratio']:>7.2f}"
+          f"{fmb:>16}{r['same_rows_bytes_per_second']/1e6:>10.1f}{fcpu:>14}{rcpu:>12}{r['same_rows_cpu_ratio']:>10.2f}  {runs}")
 PY
 echo "bench: wrote $OUT/ingest.json" >&2
 fi

@@ -4,7 +4,12 @@
 // on the real broker, then times, on the same records, Flywheel's ingest
 // (Kafka → ClickHouse: decode, validate, flatten features, insert, commit)
 // and a reference pipeline of standard tools (kcat piped into clickhouse-client
-// with FORMAT JSONEachRow). It prints one JSON line per run.
+// with FORMAT JSONEachRow, which keeps the records' scalar fields only). A
+// second reference inserts the same rows Flywheel wrote: after each of
+// Flywheel's runs, the rows of its decisions (or feedback) table, the columns
+// its insert names, are dumped as JSONEachRow to a file, and clickhouse-client
+// inserts that file into an empty table made AS Flywheel's. It prints one
+// JSON line per kind of record.
 package main
 
 import (
@@ -15,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
@@ -90,6 +96,17 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 		if err != nil {
 			return err
 		}
+		table, cols, err := ingestColumns(kind)
+		if err != nil {
+			return err
+		}
+		dir, err := os.MkdirTemp("", "bench-ingest-")
+		if err != nil {
+			return err
+		}
+		// The same-rows reference: its times, the JSONEachRow file's bytes
+		// and rows, and CPU seconds (clickhouse-client's, the server's).
+		var sames, sameBytes, sameRows, samesCPU, samesSrv []float64
 		// The runs alternate between the two pipelines, each into a fresh
 		// database, so that both see the machine in the same moods; the
 		// medians are reported.
@@ -121,16 +138,43 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 			}
 			_, children, srv := cpu.stop(ctx)
 			refsCPU, refsSrv = append(refsCPU, children), append(refsSrv, srv)
+			// The rows Flywheel wrote, dumped (untimed) and inserted again.
+			file := filepath.Join(dir, fmt.Sprintf("%s%d.jsonl", table, i))
+			size, lines, err := dumpRows(ctx, chAddr, ccfg.Database(), table, cols, file)
+			if err != nil {
+				return err
+			}
+			if lines != n {
+				fmt.Fprintf(os.Stderr, "bench ingest: %s: Flywheel's table holds %d rows for %d records; the same-rows reference inserts them all\n", kind, lines, n)
+			}
+			sameDB := ccfg.Database() + "_same"
+			if err := sameTable(ctx, chAddr, ccfg.Database(), sameDB, table); err != nil {
+				return err
+			}
+			cpu = startCPU(ctx, ccfg)
+			same, err := timeSameRows(ctx, chAddr, sameDB, table, cols, file, lines)
+			if err != nil {
+				return err
+			}
+			_, children, srv = cpu.stop(ctx)
+			os.Remove(file)
+			sames, sameBytes, sameRows = append(sames, same.Seconds()), append(sameBytes, float64(size)), append(sameRows, float64(lines))
+			samesCPU, samesSrv = append(samesCPU, children), append(samesSrv, srv)
 			ours, refs, steadies = append(ours, took.Seconds()), append(refs, ref.Seconds()), append(steadies, steady)
 			lagAtEnd = max(lagAtEnd, lag)
 			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: flywheel %.0f/s, reference %.0f/s; CPU µs a record: flywheel %.1f + server %.1f, reference %.1f + server %.1f; flywheel peak RSS %.0f MiB\n",
 				kind, shape(features), i+1, float64(n)/took.Seconds(), float64(n)/ref.Seconds(),
 				oursCPU[i]/float64(n)*1e6, oursSrv[i]/float64(n)*1e6, refsCPU[i]/float64(n)*1e6, refsSrv[i]/float64(n)*1e6, peaks[i])
+			fmt.Fprintf(os.Stderr, "bench ingest: %s%s run %d: same rows (%d, %.1f MiB of JSONEachRow): flywheel %.0f/s, clickhouse-client %.0f/s; CPU µs a row: client %.1f + server %.1f\n",
+				kind, shape(features), i+1, lines, float64(size)/(1<<20), float64(n)/took.Seconds(), float64(lines)/same.Seconds(),
+				samesCPU[i]/float64(lines)*1e6, samesSrv[i]/float64(lines)*1e6)
 			if conn, err := clickhouse.Open(ctx, ccfg); err == nil {
 				conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ccfg.Database())
+				conn.Exec(ctx, "DROP DATABASE IF EXISTS "+sameDB)
 				conn.Close()
 			}
 		}
+		os.RemoveAll(dir)
 		o, r := median(ours), median(refs)
 		perRun := func(xs []float64) []float64 {
 			out := make([]float64, len(xs))
@@ -157,6 +201,35 @@ func run(broker, chAddr string, nd, nf int, shapes []int, runs int) error {
 		if serverPID > 0 {
 			rec["flywheel_server_cpu_us_per_record"] = perRecord(oursSrv)
 			rec["reference_server_cpu_us_per_record"] = perRecord(refsSrv)
+		}
+		// The same-rows reference. Its rows are Flywheel's (n, unless the
+		// table held more); its bytes are the JSONEachRow file's, which
+		// are also given for Flywheel (the same rows in Flywheel's time),
+		// beside the Kafka records' bytes Flywheel read.
+		rows, jsonBytes, s := median(sameRows), median(sameBytes), median(sames)
+		rec["same_rows_rows"] = rows
+		rec["same_rows_jsoneachrow_mib"] = jsonBytes / (1 << 20)
+		rec["same_rows_bytes_per_row"] = jsonBytes / rows
+		rec["kafka_bytes_per_record"] = float64(bytesN) / float64(n)
+		rec["same_rows_seconds"] = s
+		rec["same_rows_per_second"] = rows / s
+		rec["same_rows_bytes_per_second"] = jsonBytes / s
+		sameRuns := make([]float64, len(sames))
+		for i, x := range sames {
+			sameRuns[i] = sameRows[i] / x
+		}
+		rec["same_rows_per_second_runs"] = sameRuns
+		rec["flywheel_kafka_bytes_per_second"] = float64(bytesN) / o
+		rec["flywheel_jsoneachrow_bytes_per_second"] = jsonBytes / o
+		rec["same_rows_ratio"] = (float64(n) / o) / (rows / s) // flywheel rows/s over reference rows/s
+		perRow := func(xs []float64) float64 { return median(xs) / rows * 1e6 }
+		rec["same_rows_cpu_us_per_row"] = perRow(samesCPU)
+		if serverPID > 0 {
+			rec["same_rows_server_cpu_us_per_row"] = perRow(samesSrv)
+			// CPU a row, Flywheel's process and server over the reference's client and server.
+			rec["same_rows_cpu_ratio"] = (perRecord(oursCPU) + perRecord(oursSrv)) / (perRow(samesCPU) + perRow(samesSrv))
+		} else {
+			rec["same_rows_cpu_ratio"] = perRecord(oursCPU) / perRow(samesCPU)
 		}
 		if kind == "decisions" {
 			rec["features_per_action"] = features
@@ -425,4 +498,87 @@ func shape(features int) string {
 		return ""
 	}
 	return fmt.Sprintf(" (%d features per action)", features)
+}
+
+// ingestColumns returns the table ingest inserts records of this kind into
+// and the columns its insert names, read from the statement it sends
+// (clickhouse.Statements, "ingest.decisions" or "ingest.feedback").
+func ingestColumns(kind string) (table, cols string, err error) {
+	for _, st := range clickhouse.Statements("db") {
+		if st.Name != "ingest."+kind {
+			continue
+		}
+		head, list, ok := strings.Cut(st.SQL, "(")
+		end := strings.LastIndexByte(list, ')')
+		f := strings.Fields(head)
+		if !ok || end < 0 || len(f) != 3 || !strings.EqualFold(f[0], "INSERT") {
+			break
+		}
+		_, table, _ = strings.Cut(f[2], ".")
+		var names []string
+		for _, c := range strings.Split(list[:end], ",") {
+			names = append(names, strings.TrimSpace(c))
+		}
+		return table, strings.Join(names, ", "), nil
+	}
+	return "", "", fmt.Errorf("no insert statement ingest.%s in clickhouse.Statements", kind)
+}
+
+func clickhouseClient(ctx context.Context, chAddr, q string) *exec.Cmd {
+	host, port, _ := strings.Cut(chAddr, ":")
+	return exec.CommandContext(ctx, "clickhouse-client", "--host", host, "--port", port, "--query", q)
+}
+
+// dumpRows writes the columns cols of db.table as JSONEachRow (as
+// clickhouse-client prints it) to file, and returns its size and lines.
+func dumpRows(ctx context.Context, chAddr, db, table, cols, file string) (int64, int, error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	c := clickhouseClient(ctx, chAddr, fmt.Sprintf("SELECT %s FROM %s.%s FORMAT JSONEachRow", cols, db, table))
+	var stderr bytes.Buffer
+	c.Stdout, c.Stderr = f, &stderr
+	if err := c.Run(); err != nil {
+		return 0, 0, fmt.Errorf("dump %s.%s: %v: %s", db, table, err, stderr.Bytes())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, 0, err
+	}
+	return int64(len(b)), bytes.Count(b, []byte("\n")), nil
+}
+
+// sameTable creates database to and in it an empty table as from.table.
+func sameTable(ctx context.Context, chAddr, from, to, table string) error {
+	for _, q := range []string{"CREATE DATABASE IF NOT EXISTS " + to, fmt.Sprintf("CREATE TABLE %s.%s AS %s.%s", to, table, from, table)} {
+		if out, err := clickhouseClient(ctx, chAddr, q).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", q, err, out)
+		}
+	}
+	return nil
+}
+
+// timeSameRows times clickhouse-client inserting file (JSONEachRow) into
+// db.table's columns cols, as `clickhouse-client --query "INSERT ..." < file`,
+// and checks that the table then holds want rows.
+func timeSameRows(ctx context.Context, chAddr, db, table, cols, file string, want int) (time.Duration, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	c := clickhouseClient(ctx, chAddr, fmt.Sprintf("INSERT INTO %s.%s (%s) FORMAT JSONEachRow", db, table, cols))
+	c.Stdin = f
+	start := time.Now()
+	if out, err := c.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("same-rows reference: %v: %s", err, out)
+	}
+	took := time.Since(start)
+	out, err := clickhouseClient(ctx, chAddr, fmt.Sprintf("SELECT count() FROM %s.%s", db, table)).Output()
+	if err != nil || strings.TrimSpace(string(out)) != fmt.Sprint(want) {
+		return 0, fmt.Errorf("same-rows reference inserted %s rows, want %d (%v)", strings.TrimSpace(string(out)), want, err)
+	}
+	return took, nil
 }
