@@ -101,6 +101,10 @@ type Decision struct {
 	// training and evaluation only once activated (a feedback of type
 	// FeedbackActivation for its event id, or its page's).
 	Deferred bool `json:"deferred,omitempty"`
+	// ServerID marks an event id serving drew (128 random bits) rather
+	// than the client's: no other decision has it, so ingest does not look
+	// for one that reused it.
+	ServerID bool `json:"server_id,omitempty"`
 
 	// RawContext and RawActions, when set, are Context and Actions as the
 	// client sent them (already decoded and validated): the event logger
@@ -137,6 +141,7 @@ type DecisionRecord struct {
 	Score         float64         `json:"score,omitempty"`
 	Reward        RewardRule      `json:"reward"`
 	Deferred      bool            `json:"deferred,omitempty"`
+	ServerID      bool            `json:"server_id,omitempty"`
 }
 
 // FeedbackActivation is the feedback type of an activation: the product

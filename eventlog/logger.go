@@ -159,7 +159,7 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 	}
 	return rawJSON.Marshal(&flywheel.DecisionRecord{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
 		Version: d.Version, Variant: d.Variant, Context: d.RawContext, Actions: d.RawActions, Probabilities: d.Probabilities,
-		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward, Deferred: d.Deferred})
+		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward, Deferred: d.Deferred, ServerID: d.ServerID})
 }
 
 // LogFeedback spools fs and returns once they are fsynced; it fails as

@@ -88,6 +88,8 @@ func scanDecision(b []byte) (*row, bool) {
 				d.Explored = s.bool()
 			case "deferred":
 				d.Deferred = s.bool()
+			case "server_id":
+				d.ServerID = s.bool()
 			case "score":
 				d.Score = s.float()
 			case "reward":
@@ -148,7 +150,7 @@ func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), l
 var topFields = func() map[string]uint32 {
 	m := map[string]uint32{}
 	for i, k := range []string{"schema", "event_id", "ts", "model", "kind", "model_version", "variant", "context",
-		"actions", "probabilities", "ranking", "chosen_index", "chosen", "explored", "score", "reward", "deferred"} {
+		"actions", "probabilities", "ranking", "chosen_index", "chosen", "explored", "score", "reward", "deferred", "server_id"} {
 		m[k] = 1 << i
 	}
 	return m

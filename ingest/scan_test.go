@@ -139,7 +139,7 @@ func TestScanDecisionMatchesGeneral(t *testing.T) {
 		d := flywheel.Decision{Schema: 1, EventID: fmt.Sprintf("ev-%d-%s", i, oddStrings[rng.IntN(len(oddStrings))]),
 			Time: time.Unix(1700000000+int64(i), int64(rng.IntN(1e9))).UTC(), Model: "m", Kind: flywheel.KindRanker,
 			Version: 1 + rng.IntN(5), Variant: []string{"champion", "canary", ""}[rng.IntN(3)], Context: randomFeatures(rng),
-			Explored: rng.IntN(2) == 0, Score: rng.Float64(),
+			Explored: rng.IntN(2) == 0, Score: rng.Float64(), ServerID: rng.IntN(2) == 0, Deferred: rng.IntN(4) == 0,
 			Reward: flywheel.RewardRule{WindowSeconds: int64(rng.IntN(3600)), Default: rng.Float64(), Aggregate: "sum", LateWindowSeconds: int64(rng.IntN(2) * rng.IntN(7200))}}
 		if rng.IntN(5) == 0 {
 			d.Kind, d.Model = flywheel.KindClassifier, "c"

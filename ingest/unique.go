@@ -100,7 +100,9 @@ func (in *Ingester) firstDecisions(ctx context.Context, recent *recentKeys, msgs
 	for i, r := range decisions {
 		h := recent.hash(r.d.Model, r.d.EventID)
 		hashes[i] = h
-		if _, ok := recent.get(h); !ok && !inBatch[h] {
+		// An id serving drew is no other decision's: it is remembered (a
+		// client could still send it back as its own), not looked up.
+		if _, ok := recent.get(h); !ok && !inBatch[h] && !r.d.ServerID {
 			unknown[r.d.Model] = append(unknown[r.d.Model], r.d.EventID)
 		}
 		inBatch[h] = true

@@ -293,7 +293,7 @@ func (s *Server) handleRank(c *gin.Context) error {
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: now, Model: req.Model, Kind: flywheel.KindRanker,
 		Version: l.version, Variant: resp.Variant, Context: req.Context, Actions: req.Actions, Probabilities: r.Probabilities,
 		Ranking: order, ChosenIndex: r.Chosen, Chosen: resp.Chosen, Explored: r.Explored, Reward: h.cfg.RewardRule(),
-		RawContext: req.rawContext, RawActions: req.rawActions, Deferred: req.DeferActivation,
+		RawContext: req.rawContext, RawActions: req.rawActions, Deferred: req.DeferActivation, ServerID: !clientID,
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
 		return err
@@ -333,6 +333,7 @@ func (s *Server) handlePredict(c *gin.Context) error {
 	if !s.checkCost(c, req.Model, req.Features, nil) {
 		return nil
 	}
+	clientID := req.EventID != ""
 	h, l, variant, err := s.pick(c, req.Model, flywheel.KindClassifier, req.Features, &req.EventID)
 	if err != nil {
 		return err
@@ -341,7 +342,7 @@ func (s *Server) handlePredict(c *gin.Context) error {
 	score := l.model.Predict(req.Features)
 	d := &flywheel.Decision{
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: s.now().UTC(), Model: req.Model, Kind: flywheel.KindClassifier,
-		Version: l.version, Variant: variant, Context: req.Features, Score: score, Reward: h.cfg.RewardRule(),
+		Version: l.version, Variant: variant, Context: req.Features, Score: score, Reward: h.cfg.RewardRule(), ServerID: !clientID,
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
 		return err

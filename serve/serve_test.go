@@ -198,6 +198,21 @@ func TestRankLogsExactProbabilities(t *testing.T) {
 	if resp2.Chosen != resp.Chosen {
 		t.Fatalf("same event id chose %s then %s", resp.Chosen, resp2.Chosen)
 	}
+	// The client's id is marked as such; one serving draws is marked as
+	// its own (ingest does not look for another decision under it).
+	if d.ServerID {
+		t.Fatalf("the client's event id ev1 was logged as drawn by the server")
+	}
+	var noID map[string]any
+	_ = json.Unmarshal([]byte(goodRank), &noID)
+	delete(noID, "event_id")
+	body, _ := json.Marshal(noID)
+	if w := do(s, "POST", "/v1/rank", appKey, string(body)); w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if last := ev.decisions[len(ev.decisions)-1]; !last.ServerID || last.EventID == "ev1" || len(last.EventID) != 32 {
+		t.Fatalf("a decision whose id serving drew was logged as %q, server_id %v", last.EventID, last.ServerID)
+	}
 }
 
 func TestBadRequests(t *testing.T) {

@@ -191,7 +191,7 @@ func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, r
 			Schema: flywheel.SchemaVersion, EventID: eventID, Time: now, Model: req.Model, Kind: flywheel.KindRanker,
 			Version: l.version, Variant: variant, Context: ctx, Actions: avail, Probabilities: append([]float64(nil), r.Probabilities...),
 			Ranking: order, ChosenIndex: r.Chosen, Chosen: avail[r.Chosen].ID, Explored: r.Explored, Reward: h.cfg.RewardRule(),
-			Deferred: req.DeferActivation,
+			Deferred: req.DeferActivation, ServerID: !clientID,
 		})
 	}
 	for _, d := range decisions {
