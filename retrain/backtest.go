@@ -236,7 +236,7 @@ func newPlayer(o BacktestOptions) (*player, error) {
 	if err := mc.Validate("backtest"); err != nil {
 		return nil, err
 	}
-	sched, err := cronParser.Parse(mc.Retrain.Schedule)
+	sched, err := cronParser().Parse(mc.Retrain.Schedule)
 	if err != nil {
 		return nil, fmt.Errorf("backtest: retrain.schedule %q: %w", mc.Retrain.Schedule, err)
 	}

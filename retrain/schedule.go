@@ -8,13 +8,16 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// cronParser accepts five fields with an optional CRON_TZ= prefix, and
-// descriptors such as @every 30s and @hourly.
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+// cronParser returns the parser of retrain schedules: five fields with an
+// optional CRON_TZ= prefix, and descriptors such as @every 30s and @hourly.
+// A function, not a package variable, so that nothing can change it.
+func cronParser() cron.Parser {
+	return cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+}
 
 // ParseSchedule checks a schedule spec; the error names the field.
 func ParseSchedule(field, spec string) error {
-	if _, err := cronParser.Parse(spec); err != nil {
+	if _, err := cronParser().Parse(spec); err != nil {
 		return fmt.Errorf("%s %q: %w", field, spec, err)
 	}
 	return nil
@@ -40,7 +43,7 @@ func (r *Retrainer) Schedule(ctx context.Context) error {
 	// SkipIfStillRunning must wrap Recover, not the other way round: a panic
 	// escaping SkipIfStillRunning's wrapper would keep its token, and every
 	// later run would be skipped.
-	c := cron.New(cron.WithParser(cronParser), cron.WithChain(cron.SkipIfStillRunning(logger), cron.Recover(logger)))
+	c := cron.New(cron.WithParser(cronParser()), cron.WithChain(cron.SkipIfStillRunning(logger), cron.Recover(logger)))
 	for name, mc := range r.models {
 		name := name
 		if _, err := c.AddFunc(mc.Retrain.Schedule, func() {
