@@ -86,14 +86,7 @@ func (f *inflight) add(fs []flywheel.Feedback) uint64 {
 			t = fs[i].Time
 		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.times == nil {
-		f.times = map[uint64]time.Time{}
-	}
-	f.next++
-	f.times[f.next] = t
-	return f.next
+	return f.addTime(t)
 }
 
 // addTime is add for one event received at t.

@@ -36,6 +36,19 @@ func (c *claims) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
 
 func (c *claims) Close() error { return nil }
 
+// wait polls the claims until ok holds of them, failing t when ctx ends
+// first.
+func (c *claims) wait(t *testing.T, ctx context.Context, what string, ok func([]flywheel.SpoolWatermarkRecord) bool) {
+	t.Helper()
+	for !ok(c.all()) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s; claims %v", what, c.all())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 func (c *claims) all() []flywheel.SpoolWatermarkRecord {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -73,13 +86,7 @@ func TestSpoolWatermarkWaitsForShipping(t *testing.T) {
 	go func() { done <- l.Run(rctx) }()
 	wait := func(what string, ok func([]flywheel.SpoolWatermarkRecord) bool) {
 		t.Helper()
-		for !ok(cl.all()) {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("timed out waiting for %s; claims %v", what, cl.all())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+		cl.wait(t, ctx, what, ok)
 	}
 	wait("a first claim", func(c []flywheel.SpoolWatermarkRecord) bool { return len(c) > 0 })
 
@@ -135,13 +142,7 @@ func TestSpoolWatermarkCoversEventsTimedBeforeAClaim(t *testing.T) {
 	go func() { done <- l.Run(rctx) }()
 	wait := func(what string, ok func([]flywheel.SpoolWatermarkRecord) bool) {
 		t.Helper()
-		for !ok(cl.all()) {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("timed out waiting for %s; claims %v", what, cl.all())
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
+		cl.wait(t, ctx, what, ok)
 	}
 	timed := time.Now().UTC()
 	past := func(at time.Time) func(c []flywheel.SpoolWatermarkRecord) bool {
