@@ -126,7 +126,7 @@ func New(cfg Config, o Options) (*Ingester, error) {
 // Run consumes until ctx ends. It returns nil on a clean stop.
 func (in *Ingester) Run(ctx context.Context) error {
 	t := in.kcfg.Topics()
-	r := kafka.NewGroupReader(in.kcfg, in.cfg.Group, t.Decisions, t.Feedback, t.SpoolWatermarks)
+	r := kafka.NewLoggedGroupReader(in.kcfg, in.log, in.cfg.Group, t.Decisions, t.Feedback, t.SpoolWatermarks)
 	defer r.Close()
 	defer in.dlq.Close()
 	// Three stages, each on its own goroutine: fetching and decoding batch
@@ -144,6 +144,9 @@ func (in *Ingester) Run(ctx context.Context) error {
 				return err
 			}
 			last := lastPerPartition(b.msgs)
+			if in.log.Enabled(gctx, slog.LevelDebug) {
+				in.log.Debug("batch written", "records", len(b.msgs), "inserts", b.rowsByTable(), "offsets", offsetRanges(b.msgs))
+			}
 			if err := r.CommitMessages(gctx, last...); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -205,6 +208,36 @@ type batch struct {
 	inserts []*insert
 	dead    []kafkago.Message
 	spool   []flywheel.SpoolWatermark
+}
+
+// rowsByTable says how many rows the batch inserts into each table.
+func (b *batch) rowsByTable() string {
+	var parts []string
+	for _, x := range b.inserts {
+		parts = append(parts, fmt.Sprintf("%s:%d", x.table, x.rows))
+	}
+	return strings.Join(parts, " ")
+}
+
+// offsetRanges lists the first and last offset of each topic-partition in
+// msgs, for the debug log.
+func offsetRanges(msgs []kafkago.Message) string {
+	type span struct{ first, last int64 }
+	spans := map[tp]span{}
+	for _, m := range msgs {
+		k := tp{m.Topic, m.Partition}
+		if s, ok := spans[k]; !ok {
+			spans[k] = span{m.Offset, m.Offset}
+		} else {
+			spans[k] = span{min(s.first, m.Offset), max(s.last, m.Offset)}
+		}
+	}
+	out := make([]string, 0, len(spans))
+	for k, s := range spans {
+		out = append(out, fmt.Sprintf("%s[%d]:%d-%d", k.topic, k.part, s.first, s.last))
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
 }
 
 // abort releases the connections of the inserts built ahead of time.

@@ -12,8 +12,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -282,17 +284,41 @@ func NewWriter(c Config, topic string) *kafkago.Writer {
 	return w
 }
 
+// fetchMaxWait bounds a fetch of an idle partition: a fetch returns as
+// soon as there is a record, so it adds no latency, but closing a reader
+// or leaving a generation waits for the fetches in flight. kafka-go asks
+// the broker to wait this long less a second (less a quarter below one
+// second) and gives up itself at the full time: at the 200-250 ms used
+// before, the broker's empty answer had ~60 ms of slack, and on a busy
+// machine fetches of idle partitions kept ending in an i/o timeout, a
+// closed connection and a new dial, metadata request and offset lookup.
+// 1.5 s: the broker answers an idle fetch after 0.5 s, with 1 s of slack.
+const fetchMaxWait = 1500 * time.Millisecond
+
 // NewGroupReader returns a consumer-group reader over topics that never
 // commits by itself: the caller commits after it has processed.
 func NewGroupReader(c Config, group string, topics ...string) *kafkago.Reader {
+	return NewLoggedGroupReader(c, nil, group, topics...)
+}
+
+// NewLoggedGroupReader is NewGroupReader whose group events (generations
+// joined, partitions assigned and the offsets each starts from, offsets
+// committed) and read errors go to log at debug level.
+func NewLoggedGroupReader(c Config, log *slog.Logger, group string, topics ...string) *kafkago.Reader {
+	var logger, errorLogger kafkago.Logger
+	if log != nil && log.Enabled(context.Background(), slog.LevelDebug) {
+		logger, errorLogger = debugLogger(log, "kafka group reader"), debugLogger(log, "kafka group reader error")
+	}
 	return kafkago.NewReader(kafkago.ReaderConfig{
+		Logger:                logger,
+		ErrorLogger:           errorLogger,
 		Brokers:               c.Brokers,
 		Dialer:                c.dialer(),
 		GroupID:               group,
 		GroupTopics:           topics,
 		MinBytes:              1,
 		MaxBytes:              32 << 20,
-		MaxWait:               250 * time.Millisecond,
+		MaxWait:               fetchMaxWait,
 		QueueCapacity:         8192, // keep fetching while a batch is inserted
 		CommitInterval:        0,    // synchronous, explicit commits only
 		StartOffset:           kafkago.FirstOffset,
@@ -303,6 +329,19 @@ func NewGroupReader(c Config, group string, topics ...string) *kafkago.Reader {
 		WatchPartitionChanges: true,
 		ReadBackoffMin:        50 * time.Millisecond,
 		ReadBackoffMax:        500 * time.Millisecond,
+	})
+}
+
+// debugLogger logs kafka-go's messages at debug level under msg, leaving
+// out the ones every fetch of every partition prints.
+func debugLogger(log *slog.Logger, msg string) kafkago.Logger {
+	return kafkago.LoggerFunc(func(format string, args ...any) {
+		for _, noise := range []string{"no messages received", "initializing kafka reader", "is seeking to offset", "heartbeat"} {
+			if strings.Contains(format, noise) {
+				return
+			}
+		}
+		log.Debug(msg, "event", strings.TrimSpace(fmt.Sprintf(format, args...)))
 	})
 }
 
@@ -317,7 +356,7 @@ func NewTailReader(c Config, topic string, offset int64) (*kafkago.Reader, error
 		Partition:      0,
 		MinBytes:       1,
 		MaxBytes:       4 << 20,
-		MaxWait:        200 * time.Millisecond,
+		MaxWait:        fetchMaxWait,
 		ReadBackoffMin: 50 * time.Millisecond,
 		ReadBackoffMax: 500 * time.Millisecond,
 	})
