@@ -32,6 +32,10 @@
 #   scripts/services.sh chdb    install chDB (PyPI chdb-core, ClickHouse 26.x in process) into a
 #                               virtualenv under $FLYWHEEL_CACHE if missing; prints its python
 #
+# FLYWHEEL_CLICKHOUSE_LOG_LEVEL (default warning; information shows, say, the
+# inserts a replicated table deduplicated) is the level of every ClickHouse
+# server's log, set when the server is started.
+#
 # Data and logs live in $FLYWHEEL_SERVICES_DIR (default: .services/ in the repo,
 # ignored by git). Kafka's jars are cached in $FLYWHEEL_CACHE (default
 # ~/.cache/flywheel), never in the repository. Running `up` twice is harmless.
@@ -207,7 +211,7 @@ clickhouse_config() {
 <?xml version="1.0"?>
 <yandex>
   <logger>
-    <level>warning</level>
+    <level>${FLYWHEEL_CLICKHOUSE_LOG_LEVEL:-warning}</level>
     <log>$d/log/clickhouse-server.log</log>
     <errorlog>$d/log/clickhouse-server.err.log</errorlog>
     <size>100M</size>

@@ -13,8 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	kafkago "github.com/segmentio/kafka-go"
+
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/internal/testenv"
+	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/sim"
 )
 
@@ -38,8 +42,9 @@ func TestClusterLayoutRidesOutABrokerAndAReplica(t *testing.T) {
 	}
 	suffix := time.Now().UnixNano()
 	db := fmt.Sprintf("clfault_%d", suffix)
-	config := func(dsnHosts string) string {
+	config := func(dsnHosts, level string) string {
 		text := fmt.Sprintf(`
+log: {level: %s}
 kafka: {brokers: [%s], topic_prefix: "clfault%d.", partitions: 4, replication_factor: 3, min_insync_replicas: 2}
 clickhouse: {dsn: "clickhouse://%s/%s", cluster: %s}
 auth: {app_keys: [%q], admin_keys: [%q]}
@@ -50,20 +55,27 @@ models:
     interactions: [[user, item]]
     reward: {window: 1s}
     retrain: {schedule: "@every 3s", window: 1h, min_new_examples: 300}
-`, `"`+strings.Join(brokers, `", "`)+`"`, suffix, dsnHosts, db, clusterName, e2eAppKey, e2eAdminKey)
+`, level, `"`+strings.Join(brokers, `", "`)+`"`, suffix, dsnHosts, db, clusterName, e2eAppKey, e2eAdminKey)
 		path := filepath.Join(t.TempDir(), "flywheel.yaml")
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return path
 	}
-	cfgA, cfgB := config(replicas(1)), config(replicas(3))
+	cfgA, cfgB := config(replicas(1), "info"), config(replicas(3), "info")
+	// Ingest logs at debug level every batch it wrote (offsets by
+	// partition, rows by table) and its group's generations, assignments
+	// and commits: a failure prints them, and a record missing from
+	// ClickHouse can be traced to the batch and the generation that held
+	// it. (Once, after the group's first rebalance, two partitions' offsets
+	// 15-26 and 7-16 of feedback were committed and never inserted.)
+	ingestA, ingestB := config(replicas(1), "debug"), config(replicas(3), "debug")
 	addrA, addrB := freeAddr(t), freeAddr(t)
 	urls := []string{"http://" + addrA, "http://" + addrB}
-	for _, p := range []struct{ cfg, addr string }{{cfgA, addrA}, {cfgB, addrB}} {
+	for _, p := range []struct{ cfg, ingest, addr string }{{cfgA, ingestA, addrA}, {cfgB, ingestB, addrB}} {
 		defer inProcess(t, ctx, "flywheel serve", "serve", "--config", p.cfg, "--addr", p.addr)()
 		waitReady(t, ctx, "http://"+p.addr)
-		defer inProcess(t, ctx, "flywheel ingest", "ingest", "--config", p.cfg)()
+		defer inProcess(t, ctx, "flywheel ingest", "ingest", "--config", p.ingest)()
 		defer inProcess(t, ctx, "flywheel retrain", "retrain", "--config", p.cfg)()
 	}
 	conn, err := clickhouse.Open(ctx, clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s/%s", replicas(3), db), Cluster: clusterName})
@@ -80,6 +92,7 @@ models:
 	})
 
 	var acked, clicks int
+	var ids []string
 	began := time.Now()
 	play := func(phase string, rounds int) {
 		t.Helper()
@@ -92,6 +105,7 @@ models:
 				t.Fatalf("%s, round %d: %d failed requests, the first: %s", phase, i, res.Errors, res.FirstError)
 			}
 			acked += res.Events
+			ids = append(ids, res.EventIDs...)
 			for _, v := range res.Versions {
 				clicks += int(math.Round(v.RewardRate * float64(v.Decisions)))
 			}
@@ -101,6 +115,7 @@ models:
 	play("all up", 2)
 	testenv.KafkaClusterNode(t, "kill", 2)
 	testenv.ClickHouseClusterNode(t, "down", 1)
+	t.Logf("%s: broker 2 killed, ClickHouse node 1 down", time.Now().UTC().Format(time.RFC3339Nano))
 	restored := false
 	defer func() {
 		if !restored { // leave the shared services as they were
@@ -111,11 +126,12 @@ models:
 	play("broker 2 killed, ClickHouse node 1 (shard 1, replica 1) down", 4)
 	testenv.KafkaClusterNode(t, "up", 2)
 	testenv.ClickHouseClusterNode(t, "up", 1)
+	t.Logf("%s: both back", time.Now().UTC().Format(time.RFC3339Nano))
 	restored = true
 	play("both back", 2)
 
 	var decisions, unique, feedback uint64
-	back, logged := time.Now(), time.Now()
+	back, logged, diagnosed := time.Now(), time.Now(), false
 	waitFor(t, ctx, "every acknowledged decision and click in ClickHouse", func() bool {
 		err := conn.QueryRow(ctx, "SELECT count(), uniqExact(event_id) FROM "+db+".decisions FINAL WHERE model = 'homepage'").Scan(&decisions, &unique)
 		if err == nil {
@@ -124,6 +140,10 @@ models:
 		if time.Since(logged) > 15*time.Second {
 			logged = time.Now()
 			t.Logf("%.0fs, waiting: ClickHouse has %d decisions and %d feedback events (%v)", time.Since(began).Seconds(), decisions, feedback, err)
+			if !diagnosed && time.Since(back) > time.Minute {
+				diagnosed = true // once: where the missing events are
+				diagnoseClusterLoss(t, ctx, brokers, fmt.Sprintf("clfault%d.", suffix), host, db, urls, conn, ids)
+			}
 		}
 		return err == nil && decisions >= uint64(acked) && feedback >= uint64(clicks)
 	})
@@ -229,5 +249,104 @@ func leaveClusterClean(t *testing.T, host, db string) {
 			testenv.ClickHouseClusterNode(t, "down", n)
 			testenv.ClickHouseClusterNode(t, "up", n)
 		}
+	}
+}
+
+// diagnoseClusterLoss logs where the events the cluster fault test misses
+// are: each serving process's spool counters, the ingest group's committed
+// offsets against the log end of every partition, and each ClickHouse
+// node's own rows and replication queue.
+func diagnoseClusterLoss(t *testing.T, ctx context.Context, brokers []string, prefix, host, db string, urls []string, conn driver.Conn, ids []string) {
+	t.Helper()
+	for _, u := range urls {
+		resp, err := http.Get(u + "/metrics")
+		if err != nil {
+			t.Logf("diagnosis: %s metrics: %v", u, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "flywheel_events_") || strings.HasPrefix(line, "flywheel_spool_pending") || strings.HasPrefix(line, "flywheel_kafka_write_errors") {
+				t.Logf("diagnosis: %s %s", u, line)
+			}
+		}
+	}
+	kc := kafka.Config{Brokers: brokers, TopicPrefix: prefix}
+	topics := kc.Topics()
+	offs, err := kafka.GroupOffsets(ctx, kc, prefix+"flywheel-ingest", topics.Decisions, topics.Feedback)
+	t.Logf("diagnosis: ingest group offsets (end/committed by partition): %v (%v)", offs, err)
+	for n := 1; n <= 4; n++ {
+		c, err := clickhouse.Open(ctx, clickhouse.Config{DSN: fmt.Sprintf("clickhouse://%s:%d/default", host, 9300+n)})
+		if err != nil {
+			t.Logf("diagnosis: node %d: %v", n, err)
+			continue
+		}
+		var dec, fb, queue uint64
+		err = c.QueryRow(ctx, "SELECT (SELECT count() FROM "+db+".decisions_local FINAL), (SELECT count() FROM "+db+".feedback_local FINAL), (SELECT count() FROM system.replication_queue WHERE database = ?)", db).Scan(&dec, &fb, &queue)
+		t.Logf("diagnosis: node %d holds %d decisions and %d feedback events, %d entries in its replication queue (%v)", n, dec, fb, queue, err)
+		rows, err := c.Query(ctx, "SELECT type, new_part_name, source_replica, num_tries, last_exception FROM system.replication_queue WHERE database = ?", db)
+		if err == nil {
+			for rows.Next() {
+				var typ, part, src, exc string
+				var tries uint32
+				if rows.Scan(&typ, &part, &src, &tries, &exc) == nil {
+					t.Logf("diagnosis: node %d queue: %s %s from %s, %d tries: %s", n, typ, part, src, tries, exc)
+				}
+			}
+			rows.Close()
+		}
+		c.Close()
+	}
+	// Which acknowledged decisions are missing, on which shard, and where
+	// they are in Kafka.
+	stored := map[string]bool{}
+	rows, err := conn.Query(ctx, "SELECT event_id FROM "+db+".decisions WHERE model = 'homepage'")
+	if err != nil {
+		t.Logf("diagnosis: stored ids: %v", err)
+		return
+	}
+	for rows.Next() {
+		var id string
+		if rows.Scan(&id) == nil {
+			stored[id] = true
+		}
+	}
+	rows.Close()
+	missing := map[string]bool{}
+	for _, id := range ids {
+		if !stored[id] {
+			missing[id] = true
+		}
+	}
+	t.Logf("diagnosis: %d of %d acknowledged decisions missing", len(missing), len(ids))
+	if len(missing) == 0 {
+		return
+	}
+	for p := 0; p < 4; p++ {
+		r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topics.Decisions, Partition: p, MaxWait: 200 * time.Millisecond})
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		shown := 0
+		for {
+			m, err := r.ReadMessage(rctx)
+			if err != nil {
+				break
+			}
+			var d struct {
+				EventID string `json:"event_id"`
+			}
+			if json.Unmarshal(m.Value, &d) == nil && missing[d.EventID] {
+				if shown < 8 {
+					t.Logf("diagnosis: missing %s is at %s[%d]@%d, written %s", d.EventID, m.Topic, m.Partition, m.Offset, m.Time.UTC().Format(time.RFC3339Nano))
+				}
+				shown++
+			}
+			if m.Offset+1 >= m.HighWaterMark {
+				break
+			}
+		}
+		cancel()
+		r.Close()
+		t.Logf("diagnosis: partition %d holds %d of the missing", p, shown)
 	}
 }
