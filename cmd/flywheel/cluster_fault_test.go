@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
@@ -92,7 +93,6 @@ models:
 	})
 
 	var acked, clicks int
-	var ids []string
 	began := time.Now()
 	play := func(phase string, rounds int) {
 		t.Helper()
@@ -105,7 +105,6 @@ models:
 				t.Fatalf("%s, round %d: %d failed requests, the first: %s", phase, i, res.Errors, res.FirstError)
 			}
 			acked += res.Events
-			ids = append(ids, res.EventIDs...)
 			for _, v := range res.Versions {
 				clicks += int(math.Round(v.RewardRate * float64(v.Decisions)))
 			}
@@ -142,7 +141,7 @@ models:
 			t.Logf("%.0fs, waiting: ClickHouse has %d decisions and %d feedback events (%v)", time.Since(began).Seconds(), decisions, feedback, err)
 			if !diagnosed && time.Since(back) > time.Minute {
 				diagnosed = true // once: where the missing events are
-				diagnoseClusterLoss(t, ctx, brokers, fmt.Sprintf("clfault%d.", suffix), host, db, urls, conn, ids)
+				diagnoseClusterLoss(t, ctx, brokers, fmt.Sprintf("clfault%d.", suffix), host, db, urls, conn)
 			}
 		}
 		return err == nil && decisions >= uint64(acked) && feedback >= uint64(clicks)
@@ -256,7 +255,7 @@ func leaveClusterClean(t *testing.T, host, db string) {
 // are: each serving process's spool counters, the ingest group's committed
 // offsets against the log end of every partition, and each ClickHouse
 // node's own rows and replication queue.
-func diagnoseClusterLoss(t *testing.T, ctx context.Context, brokers []string, prefix, host, db string, urls []string, conn driver.Conn, ids []string) {
+func diagnoseClusterLoss(t *testing.T, ctx context.Context, brokers []string, prefix, host, db string, urls []string, conn driver.Conn) {
 	t.Helper()
 	for _, u := range urls {
 		resp, err := http.Get(u + "/metrics")
@@ -298,55 +297,58 @@ func diagnoseClusterLoss(t *testing.T, ctx context.Context, brokers []string, pr
 		}
 		c.Close()
 	}
-	// Which acknowledged decisions are missing, on which shard, and where
-	// they are in Kafka.
-	stored := map[string]bool{}
-	rows, err := conn.Query(ctx, "SELECT event_id FROM "+db+".decisions WHERE model = 'homepage'")
-	if err != nil {
-		t.Logf("diagnosis: stored ids: %v", err)
-		return
-	}
-	for rows.Next() {
-		var id string
-		if rows.Scan(&id) == nil {
-			stored[id] = true
+	// Which records of either topic are missing from ClickHouse, and where
+	// they are in Kafka: the first and last offset of each partition's
+	// missing ones.
+	for _, c := range []struct{ topic, query string }{
+		{topics.Decisions, "SELECT event_id, '' FROM " + db + ".decisions WHERE model = 'homepage'"},
+		{topics.Feedback, "SELECT event_id, feedback_id FROM " + db + ".feedback"},
+	} {
+		stored := map[[2]string]bool{}
+		rows, err := conn.Query(ctx, c.query)
+		if err != nil {
+			t.Logf("diagnosis: stored records: %v", err)
+			return
 		}
-	}
-	rows.Close()
-	missing := map[string]bool{}
-	for _, id := range ids {
-		if !stored[id] {
-			missing[id] = true
+		for rows.Next() {
+			var k [2]string
+			if rows.Scan(&k[0], &k[1]) == nil {
+				stored[k] = true
+			}
 		}
-	}
-	t.Logf("diagnosis: %d of %d acknowledged decisions missing", len(missing), len(ids))
-	if len(missing) == 0 {
-		return
-	}
-	for p := 0; p < 4; p++ {
-		r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topics.Decisions, Partition: p, MaxWait: 200 * time.Millisecond})
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		shown := 0
-		for {
-			m, err := r.ReadMessage(rctx)
-			if err != nil {
-				break
-			}
-			var d struct {
-				EventID string `json:"event_id"`
-			}
-			if json.Unmarshal(m.Value, &d) == nil && missing[d.EventID] {
-				if shown < 8 {
-					t.Logf("diagnosis: missing %s is at %s[%d]@%d, written %s", d.EventID, m.Topic, m.Partition, m.Offset, m.Time.UTC().Format(time.RFC3339Nano))
+		rows.Close()
+		decisions := c.topic == topics.Decisions
+		for p := 0; p < 4; p++ {
+			r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: c.topic, Partition: p, MaxWait: 200 * time.Millisecond})
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			var missing []string
+			for {
+				m, err := r.ReadMessage(rctx)
+				if err != nil {
+					break
 				}
-				shown++
+				var rec struct {
+					EventID    string `json:"event_id"`
+					FeedbackID string `json:"feedback_id"`
+				}
+				if json.Unmarshal(m.Value, &rec) == nil && !strings.HasPrefix(string(m.Value), flywheel.SpoolWatermarkPrefix) {
+					k := [2]string{rec.EventID, rec.FeedbackID}
+					if decisions {
+						k[1] = ""
+					}
+					if !stored[k] {
+						missing = append(missing, fmt.Sprintf("%d (%s, written %s)", m.Offset, rec.EventID, m.Time.UTC().Format("15:04:05.000")))
+					}
+				}
+				if m.Offset+1 >= m.HighWaterMark {
+					break
+				}
 			}
-			if m.Offset+1 >= m.HighWaterMark {
-				break
+			cancel()
+			r.Close()
+			if len(missing) > 0 {
+				t.Logf("diagnosis: %s[%d]: %d records not in ClickHouse, at offsets %s to %s", c.topic, p, len(missing), missing[0], missing[len(missing)-1])
 			}
 		}
-		cancel()
-		r.Close()
-		t.Logf("diagnosis: partition %d holds %d of the missing", p, shown)
 	}
 }
