@@ -21,8 +21,9 @@
 #                               and a ClickHouse cluster "flywheel" of 2 shards x 2 replicas
 #                               on loopback: nodes on native ports 9301-9304 (HTTP 9311-9314,
 #                               interserver 9321-9324), ZooKeeper on 9309; for the cluster tests
-#   FLYWHEEL_CLUSTER_NODE=3 scripts/services.sh cluster-node-down|cluster-node-up
-#                               stop or start one node of the cluster (node 3: shard 2, replica 1)
+#   FLYWHEEL_CLUSTER_NODE=3 scripts/services.sh cluster-node-down|cluster-node-kill|cluster-node-up
+#                               stop, kill (SIGKILL) or start one node of the cluster (node 3:
+#                               shard 2, replica 1)
 #   scripts/services.sh kafka-cluster-up|kafka-cluster-down
 #                               a Kafka cluster of 3 KRaft nodes (brokers 9391-9393, controllers
 #                               9491-9493; 3 replicas, 2 in sync), for the tests that kill a broker
@@ -913,19 +914,34 @@ case "${1:-}" in
   cluster-status)
     cluster_status
     ;;
-  cluster-node-up|cluster-node-down)
+  cluster-node-up|cluster-node-down|cluster-node-kill)
     # one node of the cluster (FLYWHEEL_CLUSTER_NODE, 1-4), for the tests
-    # that stop a replica
+    # that stop (SIGTERM) or kill (SIGKILL) a replica
     n="${FLYWHEEL_CLUSTER_NODE:-}"
     [[ "$n" =~ ^[1-4]$ ]] || die "FLYWHEEL_CLUSTER_NODE must be 1, 2, 3 or 4 (got '$n')"
     cluster_node "$n"
-    if [[ "$1" == cluster-node-up ]]; then
-      zookeeper_up
-      cluster_node_config "$n"
-      clickhouse_up
-    else
-      stop_pid "$CHDIR/clickhouse.pid" "clickhouse-server (cluster node $n)"
-    fi
+    case "$1" in
+      cluster-node-up)
+        zookeeper_up
+        cluster_node_config "$n"
+        clickhouse_up
+        ;;
+      cluster-node-kill)
+        if pid_alive "$CHDIR/clickhouse.pid"; then
+          pid="$(cat "$CHDIR/clickhouse.pid")"
+          log "killing clickhouse-server (cluster node $n) (pid $pid)"
+          kill -KILL "$pid" 2>/dev/null || true
+          for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+          done
+        fi
+        rm -f "$CHDIR/clickhouse.pid"
+        ;;
+      *)
+        stop_pid "$CHDIR/clickhouse.pid" "clickhouse-server (cluster node $n)"
+        ;;
+    esac
     ;;
   status)
     pid_alive "$DIR/clickhouse/clickhouse.pid" && echo "clickhouse: running (pid $(cat "$DIR/clickhouse/clickhouse.pid"))" || echo "clickhouse: stopped"
@@ -953,7 +969,7 @@ case "${1:-}" in
     rm -rf "$DIR"
     ;;
   *)
-    echo "usage: $0 up|down|status|reset|kafka-up|kafka-down|kafka-cluster-up|kafka-cluster-down|kafka-cluster-node-up|kafka-cluster-node-down|kafka-cluster-node-kill|clickhouse-up|clickhouse-down|clickhouse-secure-up|clickhouse-secure-down|cluster-up|cluster-down|cluster-status|cluster-node-up|cluster-node-down|browser|chdb" >&2
+    echo "usage: $0 up|down|status|reset|kafka-up|kafka-down|kafka-cluster-up|kafka-cluster-down|kafka-cluster-node-up|kafka-cluster-node-down|kafka-cluster-node-kill|clickhouse-up|clickhouse-down|clickhouse-secure-up|clickhouse-secure-down|cluster-up|cluster-down|cluster-status|cluster-node-up|cluster-node-down|cluster-node-kill|browser|chdb" >&2
     exit 2
     ;;
 esac

@@ -28,10 +28,19 @@ import (
 // in sync) and a ClickHouse cluster of 2 shards x 2 replicas, each process
 // of pair A connected to shard 1's replicas, of pair B to shard 2's. While
 // the simulator plays through both serving replicas, one broker is killed
-// (SIGKILL) and the ClickHouse replica pair A is connected to is stopped;
-// later both come back. Every request is answered, every acknowledged
-// decision and every click is in ClickHouse exactly once, the loop goes on
-// promoting, and the elected schedulers never run two retrains at once.
+// (SIGKILL) and the ClickHouse replica pair A is connected to is killed
+// (SIGKILL) too; later both come back. Every request is answered, every
+// acknowledged decision and every click is in ClickHouse exactly once, the
+// loop goes on promoting, and the elected schedulers never run two
+// retrains at once.
+//
+// The replica is killed, not stopped: ClickHouse 18.16 stopped with SIGTERM
+// keeps answering queries on open connections for its 5 s shutdown wait,
+// acknowledges the inserts it gets then, and can lose them with its
+// shutdown (a run lost 275 decisions and 50 clicks this way: ingest had
+// inserted their batch into node 1 just after its SIGTERM, node 1 restarted
+// saying no replica had that part, and the other replica merged past it).
+// docs/operations.md says how to take a replica out of service safely.
 func TestClusterLayoutRidesOutABrokerAndAReplica(t *testing.T) {
 	brokers := testenv.KafkaCluster(t)
 	node, clusterName := testenv.ClickHouseClusterExclusive(t)
@@ -113,8 +122,8 @@ models:
 	}
 	play("all up", 2)
 	testenv.KafkaClusterNode(t, "kill", 2)
-	testenv.ClickHouseClusterNode(t, "down", 1)
-	t.Logf("%s: broker 2 killed, ClickHouse node 1 down", time.Now().UTC().Format(time.RFC3339Nano))
+	testenv.ClickHouseClusterNode(t, "kill", 1)
+	t.Logf("%s: broker 2 and ClickHouse node 1 killed", time.Now().UTC().Format(time.RFC3339Nano))
 	restored := false
 	defer func() {
 		if !restored { // leave the shared services as they were
@@ -122,7 +131,7 @@ models:
 			testenv.ClickHouseClusterNode(t, "up", 1)
 		}
 	}()
-	play("broker 2 killed, ClickHouse node 1 (shard 1, replica 1) down", 4)
+	play("broker 2 and ClickHouse node 1 (shard 1, replica 1) killed", 4)
 	testenv.KafkaClusterNode(t, "up", 2)
 	testenv.ClickHouseClusterNode(t, "up", 1)
 	t.Logf("%s: both back", time.Now().UTC().Format(time.RFC3339Nano))
