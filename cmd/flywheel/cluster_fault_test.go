@@ -77,8 +77,8 @@ models:
 	// partition, rows by table) and its group's generations, assignments
 	// and commits: a failure prints them, and a record missing from
 	// ClickHouse can be traced to the batch and the generation that held
-	// it. (Once, after the group's first rebalance, two partitions' offsets
-	// 15-26 and 7-16 of feedback were committed and never inserted.)
+	// it (that is how the loss to a replica's graceful shutdown, above, was
+	// found).
 	ingestA, ingestB := config(replicas(1), "debug"), config(replicas(3), "debug")
 	addrA, addrB := freeAddr(t), freeAddr(t)
 	urls := []string{"http://" + addrA, "http://" + addrB}
