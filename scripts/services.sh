@@ -937,6 +937,12 @@ case "${1:-}" in
           done
         fi
         rm -f "$CHDIR/clickhouse.pid"
+        # After a crash a replica's local parts may differ from ZooKeeper's
+        # list (an insert written but not committed, a merge half done), and
+        # 18.16 refuses to start such a table unless told to restore: the
+        # flag makes it detach what ZooKeeper lacks and fetch what it lacks.
+        mkdir -p "$CHDIR/data/flags"
+        touch "$CHDIR/data/flags/force_restore_data"
         ;;
       *)
         stop_pid "$CHDIR/clickhouse.pid" "clickhouse-server (cluster node $n)"
