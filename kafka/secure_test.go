@@ -21,6 +21,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/flywheel-dev/flywheel"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // pki is a test certificate authority and the certificates it signed, as
@@ -96,16 +97,6 @@ func (p *pki) write(t *testing.T, name string, b []byte) string {
 	return path
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // The SASL users of the secure broker: one password for each mechanism.
 const (
 	secureUser     = "flywheel"
@@ -132,7 +123,7 @@ func startSecureBroker(t *testing.T, p *pki) string {
 		t.Fatalf("Kafka's jars are not in %s (FLYWHEEL_TEST_KAFKA_HOME): run scripts/services.sh up, which installs them: %v", home, err)
 	}
 	dir := t.TempDir()
-	port, internal, controller := freePort(t), freePort(t), freePort(t)
+	port, internal, controller := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	props := fmt.Sprintf(`process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:%[3]d

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 )
 
 // The abuse suite against `flywheel serve` (and `flywheel dev` without
@@ -142,7 +144,7 @@ func TestAbuseServe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	db := fmt.Sprintf("abuse_%d", time.Now().UnixNano())
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	base := "http://" + addr
 	cfg := abuseConfig(t, kafkaAddr, chAddr, addr, db, fmt.Sprintf(`auth: {app_keys: [%q, %q], admin_keys: [{label: ops, key: %q}]}`, abuseAppKey, abuseBurstKey, abuseAdminKey))
 	defer inProcess(t, ctx, "flywheel serve", "serve", "--config", cfg)()
@@ -254,7 +256,7 @@ func TestAbuseDevOpenMode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	db := fmt.Sprintf("abuseopen_%d", time.Now().UnixNano())
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	base := "http://" + addr
 	cfg := abuseConfig(t, kafkaAddr, chAddr, addr, db, "")
 	defer inProcess(t, ctx, "flywheel dev", "dev", "--config", cfg)()
@@ -286,7 +288,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	db := fmt.Sprintf("signal_%d", time.Now().UnixNano())
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cfg := writeConfig(t, fmt.Sprintf(`
 http: {addr: %q, read_timeout: 10m, write_timeout: 10m}
 kafka: {brokers: [%q], topic_prefix: "%s.", partitions: 2}

@@ -80,7 +80,7 @@ models:
 	// it (that is how the loss to a replica's graceful shutdown, above, was
 	// found).
 	ingestA, ingestB := config(replicas(1), "debug"), config(replicas(3), "debug")
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	urls := []string{"http://" + addrA, "http://" + addrB}
 	for _, p := range []struct{ cfg, ingest, addr string }{{cfgA, ingestA, addrA}, {cfgB, ingestB, addrB}} {
 		defer inProcess(t, ctx, "flywheel serve", "serve", "--config", p.cfg, "--addr", p.addr)()

@@ -137,7 +137,7 @@ func TestControlGroupOfAVersionThroughTheLoop(t *testing.T) {
 
 	env := maps.Clone(extra)
 	env["FLYWHEEL_MODELS_HOMEPAGE_PROMOTE_CONTROL_POLICY"] = "version 9"
-	env["FLYWHEEL_HTTP_ADDR"], env["FLYWHEEL_SERVE_SPOOL_DIR"] = freeAddr(t), t.TempDir()
+	env["FLYWHEEL_HTTP_ADDR"], env["FLYWHEEL_SERVE_SPOOL_DIR"] = testenv.FreeAddr(t), t.TempDir()
 	for _, k := range []string{"FLYWHEEL_CLICKHOUSE_DSN", "FLYWHEEL_KAFKA_TOPIC_PREFIX", "FLYWHEEL_LOG_LEVEL"} {
 		env[k] = d.getenv(k)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 	"github.com/flywheel-dev/flywheel/model"
 	"github.com/flywheel-dev/flywheel/retrain"
@@ -162,7 +163,7 @@ func TestDeployCanaryGuardrailAndReplicas(t *testing.T) {
 	defer cancel()
 	suffix := time.Now().UnixNano()
 	db := fmt.Sprintf("deploy_%d", suffix)
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	urls := []string{"http://" + addrA, "http://" + addrB}
 	cfgText := fmt.Sprintf(`
 kafka: {brokers: [%q], topic_prefix: "deploy%d.", partitions: 4}

@@ -33,7 +33,7 @@ func startDev(t *testing.T, ctx context.Context, prefix string, extra map[string
 	kafkaAddr, chAddr := strings.Join(testenv.Kafka(t), ","), testenv.ClickHouse(t)
 	suffix := time.Now().UnixNano()
 	db := fmt.Sprintf("%s_%d", prefix, suffix)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	env := map[string]string{
 		"FLYWHEEL_HTTP_ADDR":          addr,
 		"FLYWHEEL_CLICKHOUSE_DSN":     fmt.Sprintf("clickhouse://%s/%s", chAddr, db),

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,16 +39,6 @@ func testDB(t *testing.T, ctx context.Context, chAddr, db string) driver.Conn {
 		conn.Close()
 	})
 	return conn
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
@@ -113,7 +102,7 @@ func TestLoopCloses(t *testing.T) {
 	defer cancel()
 	suffix := time.Now().UnixNano()
 	db := fmt.Sprintf("e2e_%d", suffix)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	url := "http://" + addr
 	cfgPath := filepath.Join(t.TempDir(), "flywheel.yaml")
 	cfg := fmt.Sprintf(`

@@ -158,7 +158,7 @@ func TestServeRidesOutBrokerOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), outage+4*time.Minute)
 	defer cancel()
 	prefix := fmt.Sprintf("outage%d.", time.Now().UnixNano())
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cfg := faultConfig(t, broker, ch, prefix, t.TempDir(), addr)
 	url := "http://" + addr
 	defer inProcess(t, ctx, "flywheel serve", "serve", "--config", cfg)()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/kafka"
 )
 
@@ -61,7 +62,7 @@ func TestServeKill9LosesNoAcknowledgedFeedback(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	prefix := fmt.Sprintf("kill%d.", time.Now().UnixNano())
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	url := "http://" + addr
 	cfg := faultConfig(t, kafkaAddr, ch, prefix, filepath.Join(t.TempDir(), "spool"), addr)
 

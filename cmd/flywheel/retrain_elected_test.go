@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/retrain"
 )
 
@@ -26,7 +27,7 @@ func TestManualRetrainThroughTheElectedScheduler(t *testing.T) {
 	defer cancel()
 	suffix := time.Now().UnixNano()
 	db := fmt.Sprintf("elected_%d", suffix)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	url := "http://" + addr
 	cfgText := fmt.Sprintf(`
 kafka: {brokers: [%q], topic_prefix: "elected%d."}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
+	"github.com/flywheel-dev/flywheel/internal/testenv"
 	"github.com/flywheel-dev/flywheel/sim"
 )
 
@@ -49,7 +50,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 	suffix := time.Now().UnixNano()
 	db := fmt.Sprintf("ui_%d", suffix)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	url := "http://" + addr
 	cfgPath := filepath.Join(t.TempDir(), "flywheel.yaml")
 	cfg := fmt.Sprintf(`

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -289,4 +290,45 @@ func script(tb testing.TB, command string, env ...string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("%s %s: %v\n%s", s, command, err, out)
 	}
+}
+
+// handedOut holds every port FreePort has returned in this process.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// FreePort returns a loopback TCP port that nothing listens on now and that
+// this process has not been given before. The kernel may hand a port it
+// just freed to the next bind of port 0, so two calls in a row can return
+// the same number (a secure broker's two listeners once got one port and
+// Kafka refused the configuration); the set rules that out. Another process
+// can still take the port before the caller binds it.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = make(map[int]bool)
+	}
+	for range 1000 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port
+		}
+	}
+	tb.Fatal("no loopback port this process has not used in 1000 binds")
+	return 0
+}
+
+// FreeAddr is FreePort as a host:port on 127.0.0.1.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(tb)))
 }
