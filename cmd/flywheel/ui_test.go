@@ -81,9 +81,14 @@ models:
 
 	// Traffic until a retrained version went through its canary and became
 	// the champion, then a last round served by it.
+	// Which version that is depends on the machine's speed: a canary whose
+	// decisions do not close in time ends for too little data, and the next
+	// candidate goes through its own canary.
 	var last *sim.Result
+	promoted := 0
 	for i := 0; ; i++ {
 		if champ, _ := reg.Alias(ctx, "homepage", deploy.Champion); champ >= 2 {
+			promoted = champ
 			break
 		}
 		if ctx.Err() != nil {
@@ -133,7 +138,7 @@ models:
 		expect[fmt.Sprintf("v%d-%s", v, variant)] = w
 	}
 	rows.Close()
-	for _, k := range []string{"v1-champion", "v2-canary", "v2-champion"} {
+	for _, k := range []string{"v1-champion", fmt.Sprintf("v%d-canary", promoted), fmt.Sprintf("v%d-champion", promoted)} {
 		if _, ok := expect[k]; !ok {
 			t.Fatalf("ClickHouse has no %s decisions: %v", k, expect)
 		}
