@@ -69,6 +69,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeRank -fuzztime $${FUZZTIME:-30s} ./serve
 	$(GO) test -run XXX -fuzz FuzzParseFeedback -fuzztime $${FUZZTIME:-30s} ./serve
 	$(GO) test -run XXX -fuzz FuzzScanDecision -fuzztime $${FUZZTIME:-30s} ./ingest
+	$(GO) test -run XXX -fuzz FuzzScanFeatures -fuzztime $${FUZZTIME:-30s} .
 
 services-up:
 	scripts/services.sh up

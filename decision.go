@@ -108,9 +108,43 @@ type Decision struct {
 
 	// RawContext and RawActions, when set, are Context and Actions as the
 	// client sent them (already decoded and validated): the event logger
-	// writes them as they are instead of encoding the maps again.
+	// writes them as they are instead of encoding the maps again. Serving
+	// reads most requests' features without building maps
+	// (FeatureList): its decisions then have RawContext and RawActions and
+	// neither Context nor the actions' Features. Record gives the logged
+	// form either way.
 	RawContext json.RawMessage `json:"-"`
 	RawActions []RawAction     `json:"-"`
+}
+
+// Record returns d as its log record: RawContext and RawActions where set,
+// else the context's and the actions' JSON.
+func (d *Decision) Record() (*DecisionRecord, error) {
+	ctx, acts := d.RawContext, d.RawActions
+	if ctx == nil {
+		b, err := json.Marshal(d.Context)
+		if err != nil {
+			return nil, err
+		}
+		ctx = b
+	}
+	if acts == nil && len(d.Actions) > 0 {
+		acts = make([]RawAction, len(d.Actions))
+		for i, a := range d.Actions {
+			acts[i].ID = a.ID
+			if a.Features != nil {
+				b, err := json.Marshal(a.Features)
+				if err != nil {
+					return nil, err
+				}
+				acts[i].Features = b
+			}
+		}
+	}
+	return &DecisionRecord{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
+		Version: d.Version, Variant: d.Variant, Context: ctx, Actions: acts, Probabilities: d.Probabilities,
+		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward,
+		Deferred: d.Deferred, ServerID: d.ServerID}, nil
 }
 
 // RawAction is an action whose features are still the JSON they came in.

@@ -157,9 +157,11 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 	if d.RawContext == nil || (d.RawActions == nil && len(d.Actions) > 0) {
 		return sonic.Marshal(d)
 	}
-	return rawJSON.Marshal(&flywheel.DecisionRecord{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
-		Version: d.Version, Variant: d.Variant, Context: d.RawContext, Actions: d.RawActions, Probabilities: d.Probabilities,
-		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward, Deferred: d.Deferred, ServerID: d.ServerID})
+	r, err := d.Record() // the raw JSON as it is: nothing encoded again
+	if err != nil {
+		return nil, err
+	}
+	return rawJSON.Marshal(r)
 }
 
 // LogFeedback spools fs and returns once they are fsynced; it fails as

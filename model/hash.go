@@ -3,6 +3,7 @@ package model
 import (
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -36,7 +37,15 @@ func nsHash(ns string) uint64 { return fnvString(fnvOffset, ns) }
 // keyBuf holds the sorted namespace names appendFeatures needs; reused so
 // that hashing a request allocates nothing in steady state.
 type keyBuf struct {
-	nss []string
+	nss    []string
+	groups []nsGroup
+}
+
+// nsGroup is one namespace of a listed set: its name and where its features
+// are in the set.
+type nsGroup struct {
+	ns       string
+	from, to int
 }
 
 // appendFeatures hashes f's features onto dst in a stable order: namespaces
@@ -87,23 +96,73 @@ func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf, cuts map[uin
 				}
 			}
 		}
-		// Map order is random; sorting by hash makes the order, and so every
-		// floating-point sum over it, the same on every run.
-		slices.SortFunc(dst[from:], func(a, b feature) int {
-			switch {
-			case a.h < b.h:
-				return -1
-			case a.h > b.h:
-				return 1
-			case a.v < b.v:
-				return -1
-			case a.v > b.v:
-				return 1
-			}
-			return 0
-		})
+		sortFeatures(dst[from:])
 	}
 	return dst
+}
+
+// appendListed hashes a listed set (flywheel.FeatureList) onto dst exactly
+// as appendFeatures hashes the same features as Features: the same features
+// in the same order, so that a request scores the same either way.
+// Namespaces are contiguous in a set and none repeats (Scan refuses that).
+func appendListed(dst []feature, set []flywheel.ListedFeature, kb *keyBuf, cuts map[uint64][]float64) []feature {
+	if len(set) == 0 {
+		return dst
+	}
+	kb.groups = kb.groups[:0]
+	for i, f := range set {
+		if n := len(kb.groups); n == 0 || kb.groups[n-1].ns != f.NS {
+			kb.groups = append(kb.groups, nsGroup{ns: f.NS, from: i, to: i + 1})
+		} else {
+			kb.groups[n-1].to = i + 1
+		}
+	}
+	if len(kb.groups) > 1 {
+		slices.SortFunc(kb.groups, func(a, b nsGroup) int { return strings.Compare(a.ns, b.ns) })
+	}
+	for _, g := range kb.groups {
+		nh := nsHash(g.ns)
+		from := len(dst)
+		for _, f := range set[g.from:g.to] {
+			base := fnvString(fnvString(nh, "^"), f.Name)
+			switch f.Kind {
+			case flywheel.ListedString, flywheel.ListedMember:
+				dst = append(dst, feature{h: fnvString(fnvString(base, "="), f.Str), v: 1, ns: nh})
+			case flywheel.ListedNumber:
+				if f.Num != 0 {
+					dst = append(dst, feature{h: base, v: f.Num, ns: nh})
+				}
+				if c, ok := cuts[base]; ok {
+					dst = append(dst, feature{h: binHash(base, binOf(c, f.Num)), v: 1, ns: nh})
+				}
+			case flywheel.ListedBool:
+				if f.Num == 1 {
+					dst = append(dst, feature{h: base, v: 1, ns: nh})
+				}
+			}
+		}
+		sortFeatures(dst[from:])
+	}
+	return dst
+}
+
+// sortFeatures orders one namespace's features by hash, then value: map
+// order is random, and sorting makes the order, and so every floating-point
+// sum over it, the same on every run.
+func sortFeatures(fs []feature) {
+	slices.SortFunc(fs, func(a, b feature) int {
+		switch {
+		case a.h < b.h:
+			return -1
+		case a.h > b.h:
+			return 1
+		case a.v < b.v:
+			return -1
+		case a.v > b.v:
+			return 1
+		}
+		return 0
+	})
 }
 
 // cross combines the hashes of two features of an interaction.

@@ -1,13 +1,19 @@
 package serve
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"net/http/httptest"
+	"sync/atomic"
 
-	"github.com/bytedance/sonic"
-	gojson "github.com/goccy/go-json"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/bytedance/sonic"
+	gojson "github.com/goccy/go-json"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -65,4 +71,49 @@ func BenchmarkUnmarshalSonic(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkHandleRank is the whole /v1/rank handler in process, from the
+// request to the response bytes, with the decision handed to an in-memory
+// logger (the spool and Kafka are bench/serve's): where the server's CPU
+// per request goes, by `go test -bench HandleRank -cpuprofile`.
+func BenchmarkHandleRank(b *testing.B) {
+	body := benchBody(b)
+	rank := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults()
+	reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 1, mustArtifact(b, rank), nil }}
+	ev := &discardEvents{}
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank}, Open: true},
+		Options{Registry: reg, Events: ev, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.SwapAll(context.Background())
+	h := s.Handler()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest("POST", "/v1/rank", bytes.NewReader(body))
+		req.Host = "127.0.0.1:8080"
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	if ev.n.Load() == 0 {
+		b.Fatal("nothing logged")
+	}
+}
+
+// discardEvents counts what it is given and keeps nothing.
+type discardEvents struct{ n atomic.Int64 }
+
+func (d *discardEvents) LogDecision(context.Context, *flywheel.Decision) error {
+	d.n.Add(1)
+	return nil
+}
+func (d *discardEvents) LogFeedback(context.Context, []flywheel.Feedback) error {
+	d.n.Add(1)
+	return nil
 }

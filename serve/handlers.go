@@ -43,6 +43,44 @@ type rankRequest struct {
 	rawActions []flywheel.RawAction
 	// excluded is parallel to Actions (nil: none excluded)
 	excluded []bool
+	// list, when set, holds the context's and the actions' features as read
+	// from the body (set 0 the context, set 1+i action i), and Context and
+	// the actions' Features are nil: the request is scored from the list,
+	// no maps built (decodeRankListed).
+	list *flywheel.FeatureList
+	sets []int // 1, 2, ... len(Actions)
+}
+
+// context returns the request's context as Features, however it was decoded.
+func (r *rankRequest) context() flywheel.Features {
+	if r.list != nil {
+		return r.list.Features(0)
+	}
+	return r.Context
+}
+
+// actions returns the request's actions with their Features, however it was
+// decoded.
+func (r *rankRequest) actions() []flywheel.Action {
+	if r.list == nil {
+		return r.Actions
+	}
+	out := make([]flywheel.Action, len(r.Actions))
+	for i, a := range r.Actions {
+		out[i] = flywheel.Action{ID: a.ID, Features: r.list.Features(1 + i)}
+	}
+	return out
+}
+
+// unit is the key a canary or control group splits the request's traffic
+// by: the context's user.id when it has a string one.
+func (r *rankRequest) unit() string {
+	if r.list != nil {
+		u, _ := r.list.Lookup(0, "user", "id")
+		return u
+	}
+	u, _ := r.Context["user"]["id"].(string)
+	return u
 }
 
 // rankWire is a rank request with the features still JSON: decoding the
@@ -103,7 +141,7 @@ func (s *Server) readBody(c *gin.Context) ([]byte, error) {
 // decodeRank decodes and validates a rank request. It is what the fuzz test
 // drives.
 func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
-	req, ok := decodeRankFast(body)
+	req, ok := decodeRankFast(body, limits)
 	if !ok {
 		// decodeStrict names the bad field in its error
 		req = &rankRequest{}
@@ -117,8 +155,10 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 	if len(req.EventID) > maxIDBytes {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "event_id is longer than %d bytes", maxIDBytes)
 	}
-	if err := req.Context.Validate("context", limits); err != nil {
-		return nil, err
+	if req.list == nil { // a list was validated as it was read
+		if err := req.Context.Validate("context", limits); err != nil {
+			return nil, err
+		}
 	}
 	if len(req.Actions) == 0 {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "actions is empty")
@@ -139,6 +179,9 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id %q repeats actions[%d].id", p, a.ID, j)
 		}
 		seen[a.ID] = i
+		if req.list != nil {
+			continue
+		}
 		if err := a.Features.Validate(p+".features", limits); err != nil {
 			return nil, err
 		}
@@ -170,32 +213,62 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 }
 
 // decodeRankFast decodes body keeping the context's and every action's
-// features as sent; it reports false when any part does not decode (the
-// caller then decodes again, to name the field in the error).
-func decodeRankFast(body []byte) (*rankRequest, bool) {
+// features as sent, and reads them into a FeatureList (a page of slots:
+// into Features); it reports false when any part does not decode or is
+// not valid (the caller then decodes again, to name the field in the
+// error).
+func decodeRankFast(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 	var w rankWire
 	if strictJSON.Unmarshal(body, &w) != nil {
 		return nil, false
 	}
 	req := &rankRequest{Model: w.Model, EventID: w.EventID, Actions: make([]flywheel.Action, len(w.Actions)), ExcludedActions: w.ExcludedActions, Slots: w.Slots, DeferActivation: w.DeferActivation}
-	if !isNull(w.Context) {
-		if strictJSON.Unmarshal(w.Context, &req.Context) != nil {
-			return nil, false
-		}
-		req.rawContext = w.Context
-	} else {
+	req.rawContext, req.rawActions = w.Context, w.Actions
+	if isNull(w.Context) {
 		req.rawContext = []byte("{}")
 	}
 	for i, a := range w.Actions {
 		req.Actions[i].ID = a.ID
+	}
+	if w.Slots == nil && len(w.Actions) <= limits.MaxActions {
+		// Slots' contexts are built per slot from the maps (slots.go); any
+		// other request is scored from the list.
+		l := &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, len(body)/16+8), Sets: make([]flywheel.FeatureSet, 0, len(w.Actions)+1)}
+		if !scanRaw(l, w.Context, limits) {
+			return nil, false
+		}
+		req.list, req.sets = l, make([]int, len(w.Actions))
+		for i, a := range w.Actions {
+			if !scanRaw(l, a.Features, limits) {
+				return nil, false
+			}
+			req.sets[i] = 1 + i
+		}
+		return req, true
+	}
+	if !isNull(w.Context) {
+		if strictJSON.Unmarshal(w.Context, &req.Context) != nil {
+			return nil, false
+		}
+	}
+	for i, a := range w.Actions {
 		if !isNull(a.Features) {
 			if strictJSON.Unmarshal(a.Features, &req.Actions[i].Features) != nil {
 				return nil, false
 			}
 		}
 	}
-	req.rawActions = w.Actions
 	return req, true
+}
+
+// scanRaw appends raw (a features object, or null or nothing: no features)
+// to l as its next set.
+func scanRaw(l *flywheel.FeatureList, raw json.RawMessage, limits flywheel.Limits) bool {
+	if isNull(raw) {
+		l.AddEmpty()
+		return true
+	}
+	return l.Scan(raw, limits)
 }
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
@@ -219,7 +292,7 @@ func (s *Server) modelFor(c *gin.Context, name, kind string) (*holder, *live, er
 // pick chooses the version that answers a request — the champion, or the
 // canary for its share of units — gives the request an event id if it has
 // none, and records the version for the guardrails.
-func (s *Server) pick(c *gin.Context, name, kind string, f flywheel.Features, eventID *string) (*holder, *live, string, error) {
+func (s *Server) pick(c *gin.Context, name, kind, unit string, eventID *string) (*holder, *live, string, error) {
 	h, l, err := s.modelFor(c, name, kind)
 	if err != nil {
 		return nil, nil, "", err
@@ -227,7 +300,7 @@ func (s *Server) pick(c *gin.Context, name, kind string, f flywheel.Features, ev
 	if *eventID == "" {
 		*eventID = newID()
 	}
-	l, variant := s.variantFor(h, l, f, *eventID)
+	l, variant := s.variantFor(h, l, unit, *eventID)
 	c.Set("live", l)
 	return h, l, variant, nil
 }
@@ -248,11 +321,15 @@ func (s *Server) handleRank(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	if !s.checkCost(c, req.Model, req.Context, req.Actions) {
+	if req.list != nil {
+		if !s.checkCostListed(c, req.Model, req.list, req.sets) {
+			return nil
+		}
+	} else if !s.checkCost(c, req.Model, req.Context, req.Actions) {
 		return nil
 	}
 	clientID := req.EventID != ""
-	h, l, variant, err := s.pick(c, req.Model, flywheel.KindRanker, req.Context, &req.EventID)
+	h, l, variant, err := s.pick(c, req.Model, flywheel.KindRanker, req.unit(), &req.EventID)
 	if err != nil {
 		return err
 	}
@@ -274,12 +351,22 @@ func (s *Server) handleRank(c *gin.Context) error {
 			defer s.recent.release(req.Model, req.EventID) // a no-op once done
 		}
 	}
-	s.observeFeatures(h, req.Context, req.Actions) // a replayed answer is not profiled again
+	// a replayed answer is not profiled again
+	if req.list != nil {
+		s.observeListed(h, req)
+	} else {
+		s.observeFeatures(h, req.Context, req.Actions)
+	}
 	if req.Slots != nil {
 		return s.rankSlots(c, h, l, variant, req, body, clientID, now)
 	}
 	var r model.Ranking
-	if err := l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, &r); err != nil {
+	if req.list != nil {
+		err = l.model.RankListed(req.EventID, req.list, 0, req.sets, req.excluded, &r)
+	} else {
+		err = l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, &r)
+	}
+	if err != nil {
 		return err
 	}
 	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: variant,
@@ -334,7 +421,8 @@ func (s *Server) handlePredict(c *gin.Context) error {
 		return nil
 	}
 	clientID := req.EventID != ""
-	h, l, variant, err := s.pick(c, req.Model, flywheel.KindClassifier, req.Features, &req.EventID)
+	unit, _ := req.Features["user"]["id"].(string)
+	h, l, variant, err := s.pick(c, req.Model, flywheel.KindClassifier, unit, &req.EventID)
 	if err != nil {
 		return err
 	}
@@ -657,15 +745,15 @@ func (s *Server) handleRetrain(c *gin.Context) error {
 // variantFor picks the live model for a request: the canary for a stable
 // share of units — a user, by the context's user.id, or else the event — and
 // the champion for the rest. One user always sees one variant.
-func (s *Server) variantFor(h *holder, champ *live, ctx flywheel.Features, eventID string) (*live, string) {
+func (s *Server) variantFor(h *holder, champ *live, unit, eventID string) (*live, string) {
 	c := h.canary.Load()
 	share, ctl := h.cfg.Promote.Canary.Share, h.cfg.Promote.Control.Share
 	if (c == nil || share <= 0) && h.control == nil {
 		return champ, flywheel.VariantChampion
 	}
 	key := eventID
-	if u, ok := ctx["user"]["id"].(string); ok && u != "" {
-		key = u
+	if unit != "" {
+		key = unit
 	}
 	// Units below the control share are the control group's; the canary's
 	// share follows it, so the two never overlap.

@@ -134,9 +134,17 @@ func (fh *featureHealth) insert(lf *liveFeature) {
 // observe profiles one request in healthSampleEvery: its context and every
 // action's features (a prediction's features as its context).
 func (fh *featureHealth) observe(now time.Time, ctx flywheel.Features, actions []flywheel.Action) {
-	if (fh.offered.Add(1)-1)%healthSampleEvery != 0 {
-		return
+	if fh.sampled() {
+		fh.record1(now, ctx, actions)
 	}
+}
+
+// sampled counts one request offered and reports whether the profile
+// samples it.
+func (fh *featureHealth) sampled() bool { return (fh.offered.Add(1)-1)%healthSampleEvery == 0 }
+
+// record1 records one sampled request.
+func (fh *featureHealth) record1(now time.Time, ctx flywheel.Features, actions []flywheel.Action) {
 	fh.mu.Lock()
 	defer fh.mu.Unlock()
 	slot := fh.advance(now)
@@ -345,6 +353,14 @@ func (a liveCounts) plus(b liveCounts) liveCounts {
 func (s *Server) observeFeatures(h *holder, ctx flywheel.Features, actions []flywheel.Action) {
 	if fh := h.health.Load(); fh != nil {
 		fh.observe(s.now(), ctx, actions)
+	}
+}
+
+// observeListed is observeFeatures for a request read into a FeatureList:
+// the maps are built only for the requests the profile samples.
+func (s *Server) observeListed(h *holder, req *rankRequest) {
+	if fh := h.health.Load(); fh != nil && fh.sampled() {
+		fh.record1(s.now(), req.context(), req.actions())
 	}
 }
 

@@ -239,9 +239,22 @@ func (b *buckets) evict(now time.Time) {
 // hashed features (flywheel.Cost).
 func (s *Server) checkCost(c *gin.Context, name string, ctx flywheel.Features, actions []flywheel.Action) bool {
 	limit := s.cfg.Limits.MaxFeaturesPerRequest
-	if n := flywheel.Cost(ctx, actions, s.pairs[name], limit); n > limit {
+	return s.allowCost(c, flywheel.Cost(ctx, actions, s.pairs[name], limit), len(actions))
+}
+
+// checkCostListed is checkCost for a request read into a FeatureList: the
+// context is set 0, the actions the sets listed.
+func (s *Server) checkCostListed(c *gin.Context, name string, l *flywheel.FeatureList, actions []int) bool {
+	limit := s.cfg.Limits.MaxFeaturesPerRequest
+	return s.allowCost(c, flywheel.CostListed(l, 0, actions, s.pairs[name], limit), len(actions))
+}
+
+// allowCost refuses a request whose cost n is over the limit.
+func (s *Server) allowCost(c *gin.Context, n, actions int) bool {
+	limit := s.cfg.Limits.MaxFeaturesPerRequest
+	if n > limit {
 		what := "actions or features"
-		if len(actions) == 0 {
+		if actions == 0 {
 			what = "features"
 		}
 		s.refuse(c, refusedCost, flywheel.Errorf(flywheel.EINVALID,

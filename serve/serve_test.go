@@ -180,7 +180,11 @@ func TestRankLogsExactProbabilities(t *testing.T) {
 		t.Fatalf("logged decision %+v does not match the response %+v", d, resp)
 	}
 	// The logged JSON carries the request's context and actions unchanged.
-	b, err := json.Marshal(d)
+	rec, err := d.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,9 +366,18 @@ func FuzzDecodeRank(f *testing.F) {
 		}
 		// an accepted request can be ranked
 		m, _ := model.New(model.Config{Kind: flywheel.KindRanker, Bits: 8, Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: 0.1}})
-		var r model.Ranking
-		if err := m.RankExcluding("k", req.Context, req.Actions, req.excluded, &r); err != nil {
+		var r, maps model.Ranking
+		if err := m.RankExcluding("k", req.context(), req.actions(), req.excluded, &maps); err != nil {
 			t.Fatal(err)
+		}
+		r = maps
+		if req.list != nil { // scored from the list: exactly as from the maps
+			if err := m.RankListed("k", req.list, 0, req.sets, req.excluded, &r); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(r) != fmt.Sprint(maps) {
+				t.Fatalf("ranked from the list %+v, from the maps %+v", r, maps)
+			}
 		}
 		for i, x := range req.excluded {
 			if x && (r.Probabilities[i] != 0 || r.Chosen == i) {
@@ -463,11 +476,17 @@ func TestRankKeepsRawJSON(t *testing.T) {
 		if err := json.Unmarshal(logged, &acts); err != nil {
 			t.Fatalf("raw actions %s: %v", logged, err)
 		}
-		if len(req.Context) == 0 && len(ctx) == 0 {
-			ctx = req.Context
+		reqCtx, reqActs := req.context(), req.actions()
+		if len(reqCtx) == 0 && len(ctx) == 0 {
+			ctx = reqCtx
 		}
-		if fmt.Sprint(ctx) != fmt.Sprint(req.Context) || fmt.Sprint(acts) != fmt.Sprint(req.Actions) {
-			t.Fatalf("raw JSON decodes to %v %v, the request to %v %v", ctx, acts, req.Context, req.Actions)
+		for i := range acts {
+			if len(acts[i].Features) == 0 && len(reqActs[i].Features) == 0 {
+				acts[i].Features = reqActs[i].Features
+			}
+		}
+		if fmt.Sprint(ctx) != fmt.Sprint(reqCtx) || fmt.Sprint(acts) != fmt.Sprint(reqActs) {
+			t.Fatalf("raw JSON decodes to %v %v, the request to %v %v", ctx, acts, reqCtx, reqActs)
 		}
 	}
 }

@@ -532,13 +532,11 @@ func encodeImported(d *flywheel.Decision) ([]byte, error) {
 	if d.RawActions == nil {
 		return json.Marshal(d)
 	}
-	ctx, err := json.Marshal(d.Context)
+	r, err := d.Record()
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(&flywheel.DecisionRecord{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
-		Version: d.Version, Variant: d.Variant, Context: ctx, Actions: d.RawActions, Probabilities: d.Probabilities,
-		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward})
+	return json.Marshal(r)
 }
 
 // flush writes the decisions buffered, then their feedback.

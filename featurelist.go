@@ -1,0 +1,467 @@
+package flywheel
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strconv"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// FeatureList holds the features of one request, the context's and each
+// action's, as one list read straight from the request's JSON: no maps, and
+// strings that share the JSON's memory. It is what serving hashes from; a
+// consumer that wants Features asks for them (Features). Set 0 is usually
+// the context, set 1+i action i. The zero value is empty and ready; Reset
+// empties it keeping its memory.
+type FeatureList struct {
+	Feats []ListedFeature
+	Sets  []FeatureSet
+}
+
+// FeatureSet is one features object of a FeatureList: Feats[From:To],
+// namespace by namespace in the order sent, each namespace's features in
+// the order sent.
+type FeatureSet struct{ From, To int }
+
+// ListedKind is what a ListedFeature is.
+type ListedKind uint8
+
+// The kinds of a ListedFeature.
+const (
+	ListedString   ListedKind = iota // a categorical: Str
+	ListedNumber                     // a number: Num
+	ListedBool                       // a bool: Num is 1 or 0
+	ListedMember                     // one string of a bag (an array of strings): Str
+	ListedEmptyBag                   // an empty bag: named, holding nothing
+)
+
+// ListedFeature is one feature of a FeatureList; a bag is one
+// ListedMember per string, in order.
+type ListedFeature struct {
+	NS, Name string
+	Str      string
+	Num      float64
+	Kind     ListedKind
+}
+
+// Reset empties l, keeping its memory.
+func (l *FeatureList) Reset() {
+	clear(l.Feats) // drop the references into the last request's bytes
+	l.Feats, l.Sets = l.Feats[:0], l.Sets[:0]
+}
+
+// Set returns the features of set i.
+func (l *FeatureList) Set(i int) []ListedFeature {
+	s := l.Sets[i]
+	return l.Feats[s.From:s.To]
+}
+
+// AddEmpty appends a set with no features (an action sent without any).
+func (l *FeatureList) AddEmpty() {
+	l.Sets = append(l.Sets, FeatureSet{From: len(l.Feats), To: len(l.Feats)})
+}
+
+// Scan appends the features object b (namespace → name → value, as JSON)
+// to l as its next set, checking it as Features.Validate checks Features.
+// Its strings share b's memory: b must not change while l is in use. It
+// reports false, leaving l as it was, for anything Validate would refuse,
+// for JSON that is not strictly valid, and for what decoding into Features
+// would resolve in its own way (a namespace or a name given twice: the map
+// keeps the last; a string that is not valid UTF-8): the caller then decodes
+// the general way, which names what is wrong. The cost is linear in b.
+func (l *FeatureList) Scan(b []byte, lim Limits) bool {
+	feats, sets := len(l.Feats), len(l.Sets)
+	if !l.scan(b, lim) {
+		clear(l.Feats[feats:])
+		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
+		return false
+	}
+	l.Sets = append(l.Sets, FeatureSet{From: feats, To: len(l.Feats)})
+	return true
+}
+
+func (l *FeatureList) scan(b []byte, lim Limits) bool {
+	s := jscan{b: b}
+	from := len(l.Feats)
+	if !s.open('{') {
+		return false
+	}
+	nss := 0
+	for first := true; s.more('}', &first); {
+		ns, ok := s.key()
+		if !ok || ns == "" || len(ns) > lim.MaxStringBytes || !s.open('{') {
+			return false
+		}
+		if nss++; nss > lim.MaxNamespaces {
+			return false
+		}
+		nsFrom := len(l.Feats)
+		for _, f := range l.Feats[from:nsFrom] {
+			if f.NS == ns {
+				return false // a repeated namespace
+			}
+		}
+		names := 0
+		for first := true; s.more('}', &first); {
+			name, ok := s.key()
+			if !ok || name == "" || len(name) > lim.MaxStringBytes {
+				return false
+			}
+			if names++; names > lim.MaxFeaturesPerNS {
+				return false
+			}
+			for _, f := range l.Feats[nsFrom:] {
+				if f.Name == name {
+					return false // a repeated name
+				}
+			}
+			switch s.peek() {
+			case '"':
+				v, ok := s.str()
+				if !ok || len(v) > lim.MaxStringBytes {
+					return false
+				}
+				l.Feats = append(l.Feats, ListedFeature{NS: ns, Name: name, Str: v, Num: 1, Kind: ListedString})
+			case 't', 'f':
+				v, ok := s.bool()
+				if !ok {
+					return false
+				}
+				n := 0.0
+				if v {
+					n = 1
+				}
+				l.Feats = append(l.Feats, ListedFeature{NS: ns, Name: name, Num: n, Kind: ListedBool})
+			case '[':
+				s.i++
+				m := 0
+				for first := true; s.more(']', &first); m++ {
+					if m == lim.MaxBagSize || s.peek() != '"' {
+						return false
+					}
+					v, ok := s.str()
+					if !ok || len(v) > lim.MaxStringBytes {
+						return false
+					}
+					l.Feats = append(l.Feats, ListedFeature{NS: ns, Name: name, Str: v, Num: 1, Kind: ListedMember})
+				}
+				if s.bad {
+					return false
+				}
+				if m == 0 {
+					l.Feats = append(l.Feats, ListedFeature{NS: ns, Name: name, Kind: ListedEmptyBag})
+				}
+			default:
+				v, ok := s.number()
+				if !ok {
+					return false
+				}
+				l.Feats = append(l.Feats, ListedFeature{NS: ns, Name: name, Num: v, Kind: ListedNumber})
+			}
+		}
+		if s.bad {
+			return false
+		}
+	}
+	return !s.bad && s.end()
+}
+
+// Features returns set i as Features, as decoding its JSON gives them: a
+// bag is a []any of strings.
+func (l *FeatureList) Features(i int) Features {
+	set := l.Set(i)
+	if len(set) == 0 {
+		return nil
+	}
+	f := Features{}
+	for j := 0; j < len(set); j++ {
+		lf := set[j]
+		feats := f[lf.NS]
+		if feats == nil {
+			feats = map[string]any{}
+			f[lf.NS] = feats
+		}
+		switch lf.Kind {
+		case ListedString:
+			feats[lf.Name] = lf.Str
+		case ListedNumber:
+			feats[lf.Name] = lf.Num
+		case ListedBool:
+			feats[lf.Name] = lf.Num == 1
+		case ListedEmptyBag:
+			feats[lf.Name] = []any{}
+		case ListedMember:
+			bag := []any{}
+			for ; j < len(set) && set[j].Kind == ListedMember && set[j].NS == lf.NS && set[j].Name == lf.Name; j++ {
+				bag = append(bag, set[j].Str)
+			}
+			j--
+			feats[lf.Name] = bag
+		}
+	}
+	return f
+}
+
+// Lookup returns the value of the categorical feature ns^name of set i.
+func (l *FeatureList) Lookup(i int, ns, name string) (string, bool) {
+	for _, f := range l.Set(i) {
+		if f.NS == ns && f.Name == name {
+			return f.Str, f.Kind == ListedString
+		}
+	}
+	return "", false
+}
+
+// count returns how many hashed features namespace ns of set holds, as
+// Features.count counts them.
+func countListed(set []ListedFeature, ns string) int {
+	n := 0
+	for _, f := range set {
+		if f.NS != ns {
+			continue
+		}
+		switch f.Kind {
+		case ListedString, ListedMember:
+			n++
+		case ListedNumber, ListedBool:
+			if f.Num != 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// sizeListed returns how many hashed features set holds.
+func sizeListed(set []ListedFeature) int {
+	n := 0
+	for _, f := range set {
+		if f.Kind != ListedEmptyBag && (f.Num != 0 || f.Kind == ListedString || f.Kind == ListedMember) {
+			n++
+		}
+	}
+	return n
+}
+
+// CostListed is Cost for a request whose context is set ctx of l and whose
+// actions are the sets listed in actions.
+func CostListed(l *FeatureList, ctx int, actions []int, pairs [][2]string, limit int) int {
+	var small [8][2]int
+	side := small[:0]
+	cs := l.Set(ctx)
+	for _, p := range pairs {
+		side = append(side, [2]int{countListed(cs, p[0]), countListed(cs, p[1])})
+	}
+	base := sizeListed(cs)
+	if len(actions) == 0 {
+		total := base
+		for _, n := range side {
+			total += n[0] * n[1]
+		}
+		return total
+	}
+	total := 0
+	for _, a := range actions {
+		as := l.Set(a)
+		total += base + sizeListed(as)
+		for i, p := range pairs {
+			total += (side[i][0] + countListed(as, p[0])) * (side[i][1] + countListed(as, p[1]))
+		}
+		if total > limit {
+			return total
+		}
+	}
+	return total
+}
+
+// jscan reads strict JSON (RFC 8259) from b at i; bad is set by the first
+// thing it cannot read.
+type jscan struct {
+	b   []byte
+	i   int
+	bad bool
+}
+
+var jsSpace, jsSpecial = func() (sp, spec [256]bool) {
+	for _, c := range " \t\n\r" {
+		sp[c] = true
+	}
+	for c := range 256 {
+		spec[c] = c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf
+	}
+	return sp, spec
+}()
+
+func (s *jscan) peek() byte {
+	for s.i < len(s.b) && jsSpace[s.b[s.i]] {
+		s.i++
+	}
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+func (s *jscan) end() bool { return s.peek() == 0 && s.i == len(s.b) }
+
+func (s *jscan) open(c byte) bool {
+	if s.peek() != c {
+		s.bad = true
+		return false
+	}
+	s.i++
+	return true
+}
+
+// more reports whether another member or element follows in an object or
+// array closed by c, consuming the comma or the closing c; first is true
+// before the first call.
+func (s *jscan) more(c byte, first *bool) bool {
+	if s.bad {
+		return false
+	}
+	switch next := s.peek(); {
+	case next == c:
+		s.i++
+		return false
+	case *first:
+		*first = false
+		return true
+	case next == ',':
+		s.i++
+		return true
+	}
+	s.bad = true
+	return false
+}
+
+// str reads a string. One without escapes is b's bytes; one with escapes
+// is decoded (rare). One that is not valid UTF-8 is refused: decoders
+// replace what is invalid, each in its own way.
+func (s *jscan) str() (string, bool) {
+	if s.peek() != '"' {
+		s.bad = true
+		return "", false
+	}
+	start := s.i
+	i := start + 1
+	plain := true
+	for {
+		for i < len(s.b) && !jsSpecial[s.b[i]] {
+			i++
+		}
+		if i >= len(s.b) {
+			s.bad = true
+			return "", false
+		}
+		c := s.b[i]
+		if c == '"' {
+			break
+		}
+		if c < 0x20 {
+			s.bad = true
+			return "", false
+		}
+		if c == '\\' {
+			if i+1 >= len(s.b) {
+				s.bad = true
+				return "", false
+			}
+			plain = false
+			i += 2
+			continue
+		}
+		plain = false
+		i++
+	}
+	raw := s.b[start+1 : i]
+	s.i = i + 1
+	if plain || bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return unsafe.String(unsafe.SliceData(raw), len(raw)), true
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		s.bad = true // invalid UTF-8
+		return "", false
+	}
+	var v string
+	if json.Unmarshal(s.b[start:s.i], &v) != nil || !utf8.ValidString(v) || bytes.Contains(raw, []byte(`\ud`)) || bytes.Contains(raw, []byte(`\uD`)) {
+		s.bad = true // a lone or paired surrogate: left to the general decoder
+		return "", false
+	}
+	return v, true
+}
+
+func (s *jscan) key() (string, bool) {
+	k, ok := s.str()
+	if !ok || s.peek() != ':' {
+		s.bad = true
+		return "", false
+	}
+	s.i++
+	return k, true
+}
+
+func (s *jscan) bool() (bool, bool) {
+	switch {
+	case bytes.HasPrefix(s.b[s.i:], []byte("true")):
+		s.i += 4
+		return true, true
+	case bytes.HasPrefix(s.b[s.i:], []byte("false")):
+		s.i += 5
+		return false, true
+	}
+	s.bad = true
+	return false, false
+}
+
+// number reads a JSON number; one out of float64's range is refused.
+func (s *jscan) number() (float64, bool) {
+	b, i := s.b, s.i
+	start := i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	digits := func() bool {
+		from := i
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		return i > from
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && '1' <= b[i] && b[i] <= '9':
+		digits()
+	default:
+		s.bad = true
+		return 0, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if !digits() {
+			s.bad = true
+			return 0, false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if !digits() {
+			s.bad = true
+			return 0, false
+		}
+	}
+	s.i = i
+	text := b[start:i]
+	v, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(text), len(text)), 64)
+	if err != nil || math.IsInf(v, 0) {
+		s.bad = true
+		return 0, false
+	}
+	return v, true
+}
