@@ -141,7 +141,15 @@ func TestControlGroupOfAVersion(t *testing.T) {
 					continue
 				}
 				var want model.Ranking
-				if err := baseline.Rank(d.EventID, d.Context, acts, &want); err != nil {
+				rec, err := d.Record()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ctx flywheel.Features
+				if err := json.Unmarshal(rec.Context, &ctx); err != nil || ctx["user"]["id"] != fmt.Sprintf("u%d", i) {
+					t.Fatalf("logged context %s: %v", rec.Context, err)
+				}
+				if err := baseline.Rank(d.EventID, ctx, acts, &want); err != nil {
 					t.Fatal(err)
 				}
 				if d.Version != n || d.Variant != flywheel.VariantControl || !slices.Equal(d.Probabilities, want.Probabilities) || d.ChosenIndex != want.Chosen {
