@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,6 +204,31 @@ func (fh *featureHealth) record(slot int, f flywheel.Features) {
 	}
 }
 
+// recordListed is record for a listed set (a request read into a
+// FeatureList): the same counts.
+func (fh *featureHealth) recordListed(slot int, set []flywheel.ListedFeature) {
+	for _, f := range set {
+		lf := fh.byNS[f.NS][f.Name]
+		if lf == nil {
+			// the names share the request's bytes: the profile keeps copies
+			if lf = fh.addNew(strings.Clone(f.NS), strings.Clone(f.Name)); lf == nil {
+				continue
+			}
+		}
+		c := &lf.c[slot]
+		if lf.stamp != fh.stamp {
+			lf.stamp = fh.stamp
+			c.present++
+		}
+		switch f.Kind {
+		case flywheel.ListedString, flywheel.ListedMember:
+			lf.value(c, f.Str)
+		case flywheel.ListedNumber:
+			lf.number(c, f.Num)
+		}
+	}
+}
+
 // addNew adds a feature training did not have, while fewer than
 // maxNewFeatures were added; nil after.
 func (fh *featureHealth) addNew(ns, name string) *liveFeature {
@@ -356,11 +382,19 @@ func (s *Server) observeFeatures(h *holder, ctx flywheel.Features, actions []fly
 	}
 }
 
-// observeListed is observeFeatures for a request read into a FeatureList:
-// the maps are built only for the requests the profile samples.
+// observeListed is observeFeatures for a request read into a FeatureList.
 func (s *Server) observeListed(h *holder, req *rankRequest) {
-	if fh := h.health.Load(); fh != nil && fh.sampled() {
-		fh.record1(s.now(), req.context(), req.actions())
+	fh := h.health.Load()
+	if fh == nil || !fh.sampled() {
+		return
+	}
+	fh.mu.Lock()
+	defer fh.mu.Unlock()
+	slot := fh.advance(s.now())
+	fh.decisions[slot]++
+	fh.stamp++ // presence counts once per request
+	for i := range req.list.Sets {
+		fh.recordListed(slot, req.list.Set(i))
 	}
 }
 
