@@ -72,26 +72,42 @@ func (l *FeatureList) AddEmpty() {
 // keeps the last; a string that is not valid UTF-8): the caller then decodes
 // the general way, which names what is wrong. The cost is linear in b.
 func (l *FeatureList) Scan(b []byte, lim Limits) bool {
+	s := NewScanner(b)
 	feats, sets := len(l.Feats), len(l.Sets)
-	if !l.scan(b, lim) {
+	if !l.ScanFrom(&s, lim) {
+		return false
+	}
+	if !s.End() { // trailing data
 		clear(l.Feats[feats:])
 		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
+		return false
+	}
+	return true
+}
+
+// ScanFrom is Scan reading the features object at s's position, leaving s
+// after it: for a features object inside a request. On false, s is Bad.
+func (l *FeatureList) ScanFrom(s *Scanner, lim Limits) bool {
+	feats, sets := len(l.Feats), len(l.Sets)
+	if !l.scan(s, lim) {
+		clear(l.Feats[feats:])
+		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
+		s.bad = true
 		return false
 	}
 	l.Sets = append(l.Sets, FeatureSet{From: feats, To: len(l.Feats)})
 	return true
 }
 
-func (l *FeatureList) scan(b []byte, lim Limits) bool {
-	s := jscan{b: b}
+func (l *FeatureList) scan(s *Scanner, lim Limits) bool {
 	from := len(l.Feats)
-	if !s.open('{') {
+	if !s.Open('{') {
 		return false
 	}
 	nss := 0
-	for first := true; s.more('}', &first); {
-		ns, ok := s.key()
-		if !ok || ns == "" || len(ns) > lim.MaxStringBytes || !s.open('{') {
+	for first := true; s.More('}', &first); {
+		ns, ok := s.Key()
+		if !ok || ns == "" || len(ns) > lim.MaxStringBytes || !s.Open('{') {
 			return false
 		}
 		if nss++; nss > lim.MaxNamespaces {
@@ -104,8 +120,8 @@ func (l *FeatureList) scan(b []byte, lim Limits) bool {
 			}
 		}
 		names := 0
-		for first := true; s.more('}', &first); {
-			name, ok := s.key()
+		for first := true; s.More('}', &first); {
+			name, ok := s.Key()
 			if !ok || name == "" || len(name) > lim.MaxStringBytes {
 				return false
 			}
@@ -117,15 +133,15 @@ func (l *FeatureList) scan(b []byte, lim Limits) bool {
 					return false // a repeated name
 				}
 			}
-			switch s.peek() {
+			switch s.Peek() {
 			case '"':
-				v, ok := s.str()
+				v, ok := s.Str()
 				if !ok || len(v) > lim.MaxStringBytes {
 					return false
 				}
 				l.Feats = append(l.Feats, ListedFeature{NS: ns, Name: name, Str: v, Num: 1, Kind: ListedString})
 			case 't', 'f':
-				v, ok := s.bool()
+				v, ok := s.Bool()
 				if !ok {
 					return false
 				}
@@ -137,11 +153,11 @@ func (l *FeatureList) scan(b []byte, lim Limits) bool {
 			case '[':
 				s.i++
 				m := 0
-				for first := true; s.more(']', &first); m++ {
-					if m == lim.MaxBagSize || s.peek() != '"' {
+				for first := true; s.More(']', &first); m++ {
+					if m == lim.MaxBagSize || s.Peek() != '"' {
 						return false
 					}
-					v, ok := s.str()
+					v, ok := s.Str()
 					if !ok || len(v) > lim.MaxStringBytes {
 						return false
 					}
@@ -154,7 +170,7 @@ func (l *FeatureList) scan(b []byte, lim Limits) bool {
 					l.Feats = append(l.Feats, ListedFeature{NS: ns, Name: name, Kind: ListedEmptyBag})
 				}
 			default:
-				v, ok := s.number()
+				v, ok := s.Number()
 				if !ok {
 					return false
 				}
@@ -165,7 +181,7 @@ func (l *FeatureList) scan(b []byte, lim Limits) bool {
 			return false
 		}
 	}
-	return !s.bad && s.end()
+	return !s.bad
 }
 
 // Features returns set i as Features, as decoding its JSON gives them: a
@@ -276,12 +292,36 @@ func CostListed(l *FeatureList, ctx int, actions []int, pairs [][2]string, limit
 	return total
 }
 
-// jscan reads strict JSON (RFC 8259) from b at i; bad is set by the first
-// thing it cannot read.
-type jscan struct {
+// Scanner reads strict JSON (RFC 8259) from the start of a byte slice, one
+// token at a time, keeping nothing: the streaming reader that request
+// decoding builds on. The first thing it cannot read sets Bad, and every
+// later call then fails; its strings share the slice's memory.
+type Scanner struct {
 	b   []byte
 	i   int
 	bad bool
+}
+
+// NewScanner returns a Scanner at the start of b.
+func NewScanner(b []byte) Scanner { return Scanner{b: b} }
+
+// Pos is where the scanner is: the offset in b of what it reads next (after
+// white space once Peek has skipped it).
+func (s *Scanner) Pos() int { return s.i }
+
+// Bad reports whether the scanner met something it could not read.
+func (s *Scanner) Bad() bool { return s.bad }
+
+// Fail marks the scanner Bad: what it read is not what the caller accepts.
+func (s *Scanner) Fail() { s.bad = true }
+
+// Null reads the literal null if it comes next, and reports whether it did.
+func (s *Scanner) Null() bool {
+	if s.Peek() == 'n' && bytes.HasPrefix(s.b[s.i:], []byte("null")) {
+		s.i += 4
+		return true
+	}
+	return false
 }
 
 var jsSpace, jsSpecial = func() (sp, spec [256]bool) {
@@ -294,7 +334,7 @@ var jsSpace, jsSpecial = func() (sp, spec [256]bool) {
 	return sp, spec
 }()
 
-func (s *jscan) peek() byte {
+func (s *Scanner) Peek() byte {
 	for s.i < len(s.b) && jsSpace[s.b[s.i]] {
 		s.i++
 	}
@@ -304,10 +344,10 @@ func (s *jscan) peek() byte {
 	return 0
 }
 
-func (s *jscan) end() bool { return s.peek() == 0 && s.i == len(s.b) }
+func (s *Scanner) End() bool { return s.Peek() == 0 && s.i == len(s.b) }
 
-func (s *jscan) open(c byte) bool {
-	if s.peek() != c {
+func (s *Scanner) Open(c byte) bool {
+	if s.Peek() != c {
 		s.bad = true
 		return false
 	}
@@ -318,11 +358,11 @@ func (s *jscan) open(c byte) bool {
 // more reports whether another member or element follows in an object or
 // array closed by c, consuming the comma or the closing c; first is true
 // before the first call.
-func (s *jscan) more(c byte, first *bool) bool {
+func (s *Scanner) More(c byte, first *bool) bool {
 	if s.bad {
 		return false
 	}
-	switch next := s.peek(); {
+	switch next := s.Peek(); {
 	case next == c:
 		s.i++
 		return false
@@ -340,8 +380,8 @@ func (s *jscan) more(c byte, first *bool) bool {
 // str reads a string. One without escapes is b's bytes; one with escapes
 // is decoded (rare). One that is not valid UTF-8 is refused: decoders
 // replace what is invalid, each in its own way.
-func (s *jscan) str() (string, bool) {
-	if s.peek() != '"' {
+func (s *Scanner) Str() (string, bool) {
+	if s.Peek() != '"' {
 		s.bad = true
 		return "", false
 	}
@@ -393,9 +433,9 @@ func (s *jscan) str() (string, bool) {
 	return v, true
 }
 
-func (s *jscan) key() (string, bool) {
-	k, ok := s.str()
-	if !ok || s.peek() != ':' {
+func (s *Scanner) Key() (string, bool) {
+	k, ok := s.Str()
+	if !ok || s.Peek() != ':' {
 		s.bad = true
 		return "", false
 	}
@@ -403,7 +443,7 @@ func (s *jscan) key() (string, bool) {
 	return k, true
 }
 
-func (s *jscan) bool() (bool, bool) {
+func (s *Scanner) Bool() (bool, bool) {
 	switch {
 	case bytes.HasPrefix(s.b[s.i:], []byte("true")):
 		s.i += 4
@@ -417,7 +457,7 @@ func (s *jscan) bool() (bool, bool) {
 }
 
 // number reads a JSON number; one out of float64's range is refused.
-func (s *jscan) number() (float64, bool) {
+func (s *Scanner) Number() (float64, bool) {
 	b, i := s.b, s.i
 	start := i
 	if i < len(b) && b[i] == '-' {

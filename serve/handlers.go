@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bytedance/sonic"
@@ -47,14 +48,15 @@ type rankRequest struct {
 	// from the body (set 0 the context, set 1+i action i), and Context and
 	// the actions' Features are nil: the request is scored from the list,
 	// no maps built (decodeRankListed).
-	list *flywheel.FeatureList
-	sets []int // 1, 2, ... len(Actions)
+	list   *flywheel.FeatureList
+	ctxSet int   // the context's set in list
+	sets   []int // each action's set in list
 }
 
 // context returns the request's context as Features, however it was decoded.
 func (r *rankRequest) context() flywheel.Features {
 	if r.list != nil {
-		return r.list.Features(0)
+		return r.list.Features(r.ctxSet)
 	}
 	return r.Context
 }
@@ -67,7 +69,7 @@ func (r *rankRequest) actions() []flywheel.Action {
 	}
 	out := make([]flywheel.Action, len(r.Actions))
 	for i, a := range r.Actions {
-		out[i] = flywheel.Action{ID: a.ID, Features: r.list.Features(1 + i)}
+		out[i] = flywheel.Action{ID: a.ID, Features: r.list.Features(r.sets[i])}
 	}
 	return out
 }
@@ -76,7 +78,7 @@ func (r *rankRequest) actions() []flywheel.Action {
 // by: the context's user.id when it has a string one.
 func (r *rankRequest) unit() string {
 	if r.list != nil {
-		u, _ := r.list.Lookup(0, "user", "id")
+		u, _ := r.list.Lookup(r.ctxSet, "user", "id")
 		return u
 	}
 	u, _ := r.Context["user"]["id"].(string)
@@ -141,7 +143,10 @@ func (s *Server) readBody(c *gin.Context) ([]byte, error) {
 // decodeRank decodes and validates a rank request. It is what the fuzz test
 // drives.
 func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
-	req, ok := decodeRankFast(body, limits)
+	req, ok := scanRank(body, limits)
+	if !ok {
+		req, ok = decodeRankFast(body, limits)
+	}
 	if !ok {
 		// decodeStrict names the bad field in its error
 		req = &rankRequest{}
@@ -210,6 +215,190 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 		}
 	}
 	return req, nil
+}
+
+// Fields of a rank request, as bits of what scanRank has seen.
+const (
+	rankModel = 1 << iota
+	rankEventID
+	rankContext
+	rankActions
+	rankExcluded
+	rankDefer
+)
+
+// scanRank reads a rank request in one pass over body with no maps: the
+// features into a FeatureList (validated as they are read), the context and
+// each action's features kept as the spans of body they were sent as, for
+// the decision log. It reports false for anything it does not take as it
+// is — a page of slots, a key that is not a field's exact name, a field
+// given twice, more actions than limits.max_actions, anything not valid —
+// and the caller decodes the general way, which names what is wrong. The
+// request's strings share body, which must not change; the model's name and
+// the event id, which outlive the request (the recent decisions), are
+// copies.
+func scanRank(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
+	s := flywheel.NewScanner(body)
+	l := &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, len(body)/16+8), Sets: make([]flywheel.FeatureSet, 0, 24)}
+	req := &rankRequest{list: l}
+	ctxSet := -1
+	var seen uint8
+	field := func(bit uint8) bool {
+		if seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	}
+	if !s.Open('{') {
+		return nil, false
+	}
+	for first := true; s.More('}', &first); {
+		key, ok := s.Key()
+		if !ok {
+			return nil, false
+		}
+		switch key {
+		case "model":
+			if !field(rankModel) {
+				return nil, false
+			}
+			v, ok := s.Str()
+			if !ok {
+				return nil, false
+			}
+			req.Model = strings.Clone(v)
+		case "event_id":
+			if !field(rankEventID) {
+				return nil, false
+			}
+			v, ok := s.Str()
+			if !ok {
+				return nil, false
+			}
+			req.EventID = strings.Clone(v)
+		case "context":
+			if !field(rankContext) {
+				return nil, false
+			}
+			if s.Null() {
+				continue
+			}
+			s.Peek() // past white space: the span starts at the object
+			from := s.Pos()
+			ctxSet = len(l.Sets)
+			if !l.ScanFrom(&s, limits) {
+				return nil, false
+			}
+			req.rawContext = body[from:s.Pos()]
+		case "actions":
+			if !field(rankActions) || !scanActions(&s, body, l, req, limits) {
+				return nil, false
+			}
+		case "excluded_actions":
+			if !field(rankExcluded) {
+				return nil, false
+			}
+			if s.Null() {
+				continue
+			}
+			if !s.Open('[') {
+				return nil, false
+			}
+			req.ExcludedActions = []string{}
+			for first := true; s.More(']', &first); {
+				v, ok := s.Str()
+				if !ok {
+					return nil, false
+				}
+				req.ExcludedActions = append(req.ExcludedActions, v)
+			}
+		case "defer_activation":
+			if !field(rankDefer) {
+				return nil, false
+			}
+			v, ok := s.Bool()
+			if !ok {
+				return nil, false
+			}
+			req.DeferActivation = v
+		default: // slots, or a key the general decoder matches without case, or unknown
+			return nil, false
+		}
+		if s.Bad() {
+			return nil, false
+		}
+	}
+	if s.Bad() || !s.End() {
+		return nil, false
+	}
+	if ctxSet < 0 {
+		ctxSet = len(l.Sets)
+		l.AddEmpty()
+		req.rawContext = []byte("{}")
+	}
+	req.ctxSet = ctxSet
+	return req, true
+}
+
+// scanActions reads the list of actions at s into req: their ids, their
+// features into l, and the features' spans of body.
+func scanActions(s *flywheel.Scanner, body []byte, l *flywheel.FeatureList, req *rankRequest, limits flywheel.Limits) bool {
+	if s.Null() {
+		return true
+	}
+	if !s.Open('[') {
+		return false
+	}
+	for first := true; s.More(']', &first); {
+		if len(req.Actions) == limits.MaxActions {
+			return false // the general decoder says how many is too many
+		}
+		var a flywheel.RawAction
+		var seen uint8
+		set := -1
+		if !s.Open('{') {
+			return false
+		}
+		for first := true; s.More('}', &first); {
+			key, ok := s.Key()
+			if !ok {
+				return false
+			}
+			switch {
+			case key == "id" && seen&1 == 0:
+				seen |= 1
+				if a.ID, ok = s.Str(); !ok {
+					return false
+				}
+			case key == "features" && seen&2 == 0:
+				seen |= 2
+				if s.Null() {
+					continue
+				}
+				s.Peek() // past white space
+				from := s.Pos()
+				set = len(l.Sets)
+				if !l.ScanFrom(s, limits) {
+					return false
+				}
+				a.Features = body[from:s.Pos()]
+			default:
+				return false
+			}
+		}
+		if s.Bad() {
+			return false
+		}
+		if set < 0 {
+			set = len(l.Sets)
+			l.AddEmpty()
+		}
+		req.Actions = append(req.Actions, flywheel.Action{ID: a.ID})
+		req.rawActions = append(req.rawActions, a)
+		req.sets = append(req.sets, set)
+	}
+	return !s.Bad()
 }
 
 // decodeRankFast decodes body keeping the context's and every action's
@@ -322,7 +511,7 @@ func (s *Server) handleRank(c *gin.Context) error {
 		return err
 	}
 	if req.list != nil {
-		if !s.checkCostListed(c, req.Model, req.list, req.sets) {
+		if !s.checkCostListed(c, req.Model, req.list, req.ctxSet, req.sets) {
 			return nil
 		}
 	} else if !s.checkCost(c, req.Model, req.Context, req.Actions) {
@@ -362,7 +551,7 @@ func (s *Server) handleRank(c *gin.Context) error {
 	}
 	var r model.Ranking
 	if req.list != nil {
-		err = l.model.RankListed(req.EventID, req.list, 0, req.sets, req.excluded, &r)
+		err = l.model.RankListed(req.EventID, req.list, req.ctxSet, req.sets, req.excluded, &r)
 	} else {
 		err = l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, &r)
 	}

@@ -243,10 +243,10 @@ func (s *Server) checkCost(c *gin.Context, name string, ctx flywheel.Features, a
 }
 
 // checkCostListed is checkCost for a request read into a FeatureList: the
-// context is set 0, the actions the sets listed.
-func (s *Server) checkCostListed(c *gin.Context, name string, l *flywheel.FeatureList, actions []int) bool {
+// context is set ctx, the actions the sets listed.
+func (s *Server) checkCostListed(c *gin.Context, name string, l *flywheel.FeatureList, ctx int, actions []int) bool {
 	limit := s.cfg.Limits.MaxFeaturesPerRequest
-	return s.allowCost(c, flywheel.CostListed(l, 0, actions, s.pairs[name], limit), len(actions))
+	return s.allowCost(c, flywheel.CostListed(l, ctx, actions, s.pairs[name], limit), len(actions))
 }
 
 // allowCost refuses a request whose cost n is over the limit.

@@ -352,6 +352,7 @@ func FuzzDecodeRank(f *testing.F) {
 	f.Add([]byte(goodRank))
 	f.Add([]byte(`{"model": "x", "actions": [{"id": "a", "features": {"n": {"b": [1]}}}]}`))
 	f.Add([]byte(`{"model": "x", "excluded_actions": ["a"], "actions": [{"id": "a"}, {"id": "b"}]}`))
+	f.Add([]byte(`{"actions": [{"features": {"item": {"p": 1.5, "t": ["x"]}}, "id": "a"}, {"id": "b", "features": null}], "context": {"user": {"id": "u\u00e9"}}, "model": "x", "defer_activation": true}`))
 	limits := flywheel.Limits{}.WithDefaults()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := decodeRank(b, limits)
@@ -363,6 +364,40 @@ func FuzzDecodeRank(f *testing.F) {
 		}
 		if len(req.Actions) == 0 || req.Model == "" {
 			t.Fatalf("accepted %+v", req)
+		}
+		if sr, ok := scanRank(b, limits); ok { // read in one pass: the general decoder reads the same request
+			req := sr
+			var general rankRequest
+			if err := decodeStrict(b, &general); err != nil {
+				t.Fatalf("read from the bytes, but the general decoder says %v", err)
+			}
+			ctx, acts := req.context(), req.actions()
+			if ctx == nil {
+				ctx = flywheel.Features{}
+			}
+			if general.Context == nil {
+				general.Context = flywheel.Features{}
+			}
+			for ns, f := range general.Context {
+				if len(f) == 0 {
+					delete(general.Context, ns)
+				}
+			}
+			for i := range general.Actions {
+				for ns, f := range general.Actions[i].Features {
+					if len(f) == 0 {
+						delete(general.Actions[i].Features, ns)
+					}
+				}
+				if len(general.Actions[i].Features) == 0 {
+					general.Actions[i].Features = nil
+				}
+			}
+			if general.Model != req.Model || general.EventID != req.EventID || general.DeferActivation != req.DeferActivation ||
+				fmt.Sprint(general.Context) != fmt.Sprint(ctx) || fmt.Sprint(general.Actions) != fmt.Sprint(acts) ||
+				fmt.Sprint(general.ExcludedActions) != fmt.Sprint(req.ExcludedActions) {
+				t.Fatalf("read from the bytes as %+v %v %v, by the general decoder as %+v", req, ctx, acts, general)
+			}
 		}
 		// an accepted request can be ranked
 		m, _ := model.New(model.Config{Kind: flywheel.KindRanker, Bits: 8, Exploration: flywheel.Exploration{Policy: flywheel.EpsilonGreedy, Epsilon: 0.1}})
