@@ -34,9 +34,11 @@ func BenchmarkDecodeRank(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, err := decodeRank(body, limits); err != nil {
+		req, err := decodeRank(body, limits)
+		if err != nil {
 			b.Fatal(err)
 		}
+		releaseList(req.list) // as handleRank does once it has answered
 	}
 }
 

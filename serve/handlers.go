@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bytedance/sonic"
@@ -125,7 +126,7 @@ type predictResponse struct {
 
 // readBody reads the request body up to the configured limit.
 func (s *Server) readBody(c *gin.Context) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.Limits.MaxBodyBytes))
+	body, err := readAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.Limits.MaxBodyBytes), c.Request.ContentLength, s.cfg.Limits.MaxBodyBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		var ne net.Error
@@ -138,6 +139,30 @@ func (s *Server) readBody(c *gin.Context) ([]byte, error) {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "the body could not be read: the client sent less than it announced or closed the connection")
 	}
 	return body, nil
+}
+
+// readAll reads r to its end into one allocation of the announced length
+// when there is one within limit (io.ReadAll grows its buffer from 512
+// bytes, copying as it goes); a body longer than announced still reads
+// whole, up to the reader's limit.
+func readAll(r io.Reader, announced, limit int64) ([]byte, error) {
+	if announced <= 0 || announced > limit {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, announced+1) // +1: the end shows without growing
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than announced: grow as io.ReadAll does
+		}
+	}
 }
 
 // decodeRank decodes and validates a rank request. It is what the fuzz test
@@ -239,8 +264,14 @@ const (
 // copies.
 func scanRank(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 	s := flywheel.NewScanner(body)
-	l := &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, len(body)/16+8), Sets: make([]flywheel.FeatureSet, 0, 24)}
+	l := listPool.Get().(*flywheel.FeatureList)
 	req := &rankRequest{list: l}
+	ok := false
+	defer func() {
+		if !ok {
+			releaseList(l)
+		}
+	}()
 	ctxSet := -1
 	var seen uint8
 	field := func(bit uint8) bool {
@@ -338,7 +369,25 @@ func scanRank(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 		req.rawContext = []byte("{}")
 	}
 	req.ctxSet = ctxSet
+	ok = true
 	return req, true
+}
+
+// listPool holds FeatureLists for scanRank: a request's list is returned
+// once its answer is written (handleRank), as nothing keeps it after.
+var listPool = sync.Pool{New: func() any {
+	return &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, 256), Sets: make([]flywheel.FeatureSet, 0, 32)}
+}}
+
+// releaseList empties l (dropping its views of the request's bytes) and
+// returns it to the pool; lists grown past bounds are left to the
+// collector so that one huge request does not pin its memory.
+func releaseList(l *flywheel.FeatureList) {
+	if l == nil || cap(l.Feats) > 1<<14 {
+		return
+	}
+	l.Reset()
+	listPool.Put(l)
 }
 
 // scanActions reads the list of actions at s into req: their ids, their
@@ -510,6 +559,7 @@ func (s *Server) handleRank(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	defer releaseList(req.list) // after the answer: nothing keeps the list
 	if req.list != nil {
 		if !s.checkCostListed(c, req.Model, req.list, req.ctxSet, req.sets) {
 			return nil
