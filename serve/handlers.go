@@ -196,23 +196,39 @@ func decodeRank(body []byte, limits flywheel.Limits) (*rankRequest, error) {
 	if len(req.Actions) > limits.MaxActions {
 		return nil, flywheel.Errorf(flywheel.EINVALID, "actions has %d entries; the limit is %d", len(req.Actions), limits.MaxActions)
 	}
-	seen := make(map[string]int, len(req.Actions))
+	// Ids are looked up by a map when excluded actions or slots name them,
+	// or when there are many; a short list is searched (no allocation).
+	var seen map[string]int
+	if len(req.ExcludedActions) > 0 || req.Slots != nil || len(req.Actions) > 32 {
+		seen = make(map[string]int, len(req.Actions))
+	}
+	path := func(i int) string { return "actions[" + strconv.Itoa(i) + "]" }
 	for i, a := range req.Actions {
-		p := "actions[" + strconv.Itoa(i) + "]"
 		if a.ID == "" {
-			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id is empty", p)
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id is empty", path(i))
 		}
 		if len(a.ID) > limits.MaxStringBytes {
-			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id is longer than %d bytes", p, limits.MaxStringBytes)
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id is longer than %d bytes", path(i), limits.MaxStringBytes)
 		}
-		if j, dup := seen[a.ID]; dup {
-			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id %q repeats actions[%d].id", p, a.ID, j)
+		j, dup := -1, false
+		if seen != nil {
+			j, dup = seen[a.ID]
+			seen[a.ID] = i
+		} else {
+			for k := range i {
+				if req.Actions[k].ID == a.ID {
+					j, dup = k, true
+					break
+				}
+			}
 		}
-		seen[a.ID] = i
+		if dup {
+			return nil, flywheel.Errorf(flywheel.EINVALID, "%s.id %q repeats actions[%d].id", path(i), a.ID, j)
+		}
 		if req.list != nil {
 			continue
 		}
-		if err := a.Features.Validate(p+".features", limits); err != nil {
+		if err := a.Features.Validate(path(i)+".features", limits); err != nil {
 			return nil, err
 		}
 	}
@@ -398,6 +414,11 @@ func scanActions(s *flywheel.Scanner, body []byte, l *flywheel.FeatureList, req 
 	}
 	if !s.Open('[') {
 		return false
+	}
+	// "id" once per action, and maybe in features: room for every action
+	// without growing.
+	if n := min(bytes.Count(body[s.Pos():], []byte(`"id"`)), limits.MaxActions); n > 0 {
+		req.Actions, req.rawActions, req.sets = make([]flywheel.Action, 0, n), make([]flywheel.RawAction, 0, n), make([]int, 0, n)
 	}
 	for first := true; s.More(']', &first); {
 		if len(req.Actions) == limits.MaxActions {
