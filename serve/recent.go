@@ -23,22 +23,48 @@ type recentIDs struct {
 	seed maphash.Seed
 	mu   sync.Mutex
 	max  int
-	m    map[recentKey]*recentEntry
-	ring []recentKey // insertion order, for eviction
-	next int
+	// ids holds every decision remembered, by the hash of its model and
+	// event id (key): when it was decided, in Unix nanoseconds. Neither
+	// keys nor values hold pointers, so the garbage collector never scans
+	// it. A map of strings to entries, as this was, made 100,000 recent
+	// ids (the default bound) most of what every collection marked: a few
+	// milliseconds in which a server on one core answered nothing.
+	ids map[uint64]int64
+	// claims holds the ids clients chose (a small share, usually none),
+	// with their model and id, checked on every use, so that two keys of
+	// one hash are never taken for each other's.
+	claims map[uint64]*recentEntry
+	ring   []uint64 // insertion order, for eviction
+	next   int
 }
 
-type recentKey struct{ model, eventID string }
-
 type recentEntry struct {
-	hash     uint64        // of the request's body
-	decided  time.Time     // the decision's time
-	response []byte        // the answer, once logged; nil while in flight
-	settled  chan struct{} // closed when the claim is done or released; nil for remembered ids
+	model, eventID string
+	hash           uint64        // of the request's body
+	response       []byte        // the answer, once logged; nil while in flight
+	settled        chan struct{} // closed when the claim is done or released
 }
 
 func newRecentIDs(max int) *recentIDs {
-	return &recentIDs{seed: maphash.MakeSeed(), max: max, m: make(map[recentKey]*recentEntry, min(max, 1<<16))}
+	return &recentIDs{seed: maphash.MakeSeed(), max: max, ids: make(map[uint64]int64, min(max, 1<<16)), claims: map[uint64]*recentEntry{}}
+}
+
+// key hashes a model and an event id.
+func (r *recentIDs) key(model, eventID string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	h.WriteString(model)
+	h.WriteByte(0)
+	h.WriteString(eventID)
+	return h.Sum64()
+}
+
+// claimOf returns the claim of (model, eventID), under r.mu; nil if none.
+func (r *recentIDs) claimOf(k uint64, model, eventID string) *recentEntry {
+	if e := r.claims[k]; e != nil && e.model == model && e.eventID == eventID {
+		return e
+	}
+	return nil
 }
 
 // claimOutcome says what claim found.
@@ -58,10 +84,10 @@ func (r *recentIDs) claim(model, eventID string, body []byte, now time.Time) (cl
 		return unchecked, nil
 	}
 	h := maphash.Bytes(r.seed, body)
-	k := recentKey{model, eventID}
+	k := r.key(model, eventID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.m[k]; ok {
+	if e := r.claimOf(k, model, eventID); e != nil {
 		switch {
 		case e.hash != h:
 			return conflict, nil
@@ -70,7 +96,10 @@ func (r *recentIDs) claim(model, eventID string, body []byte, now time.Time) (cl
 		}
 		return inflight, nil
 	}
-	r.add(k, &recentEntry{hash: h, decided: now, settled: make(chan struct{})})
+	if _, ok := r.ids[k]; ok && r.claims[k] == nil {
+		return conflict, nil // an id the server chose for a decision
+	}
+	r.add(k, now, &recentEntry{model: model, eventID: eventID, hash: h, settled: make(chan struct{})})
 	return claimed, nil
 }
 
@@ -80,6 +109,7 @@ func (r *recentIDs) claim(model, eventID string, body []byte, now time.Time) (cl
 // claims again, so that the retry gets the first attempt's answer, or
 // serves the decision itself if the first attempt logged nothing.
 func (r *recentIDs) claimWait(ctx context.Context, model, eventID string, body []byte, now time.Time) (claimOutcome, []byte, error) {
+	k := r.key(model, eventID)
 	for {
 		out, prev := r.claim(model, eventID, body, now)
 		if out != inflight {
@@ -87,7 +117,7 @@ func (r *recentIDs) claimWait(ctx context.Context, model, eventID string, body [
 		}
 		r.mu.Lock()
 		var settled chan struct{}
-		if e, ok := r.m[recentKey{model, eventID}]; ok {
+		if e := r.claimOf(k, model, eventID); e != nil {
 			settled = e.settled
 		}
 		r.mu.Unlock()
@@ -108,27 +138,36 @@ func (r *recentIDs) remember(model, eventID string, decided time.Time) {
 	if r.max <= 0 {
 		return
 	}
+	k := r.key(model, eventID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := recentKey{model, eventID}
-	if _, ok := r.m[k]; !ok {
-		r.add(k, &recentEntry{decided: decided, response: []byte{}})
+	if _, ok := r.ids[k]; !ok {
+		r.add(k, decided, nil)
 	}
 }
 
-// add inserts under r.mu, evicting the oldest entry past the bound.
-func (r *recentIDs) add(k recentKey, e *recentEntry) {
+// add inserts under r.mu, evicting the oldest entry past the bound; e is
+// the claim of a client's id, nil for an id the server chose.
+func (r *recentIDs) add(k uint64, decided time.Time, e *recentEntry) {
 	if len(r.ring) < r.max {
 		r.ring = append(r.ring, k)
 	} else {
-		if old, ok := r.m[r.ring[r.next]]; ok {
-			old.settle() // a request waiting on it claims again
-			delete(r.m, r.ring[r.next])
+		old := r.ring[r.next]
+		delete(r.ids, old)
+		if c := r.claims[old]; c != nil {
+			c.settle() // a request waiting on it claims again
+			delete(r.claims, old)
 		}
 		r.ring[r.next] = k
 		r.next = (r.next + 1) % r.max
 	}
-	r.m[k] = e
+	r.ids[k] = decided.UnixNano()
+	if e != nil {
+		if c := r.claims[k]; c != nil { // another key of the same hash: forgotten, as if evicted
+			c.settle()
+		}
+		r.claims[k] = e
+	}
 }
 
 // done stores the answer of a claimed id.
@@ -136,9 +175,10 @@ func (r *recentIDs) done(model, eventID string, response []byte) {
 	if r.max <= 0 {
 		return
 	}
+	k := r.key(model, eventID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.m[recentKey{model, eventID}]; ok && e.response == nil {
+	if e := r.claimOf(k, model, eventID); e != nil && e.response == nil {
 		e.response = response
 		e.settle()
 	}
@@ -157,12 +197,13 @@ func (r *recentIDs) release(model, eventID string) {
 	if r.max <= 0 {
 		return
 	}
+	k := r.key(model, eventID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := recentKey{model, eventID}
-	if e, ok := r.m[k]; ok && e.response == nil {
+	if e := r.claimOf(k, model, eventID); e != nil && e.response == nil {
 		e.settle()
-		delete(r.m, k) // its ring slot stays until evicted: deleting a missing key is harmless
+		delete(r.claims, k) // its ring slot stays until evicted: deleting a missing key is harmless
+		delete(r.ids, k)
 	}
 }
 
@@ -175,8 +216,8 @@ func (r *recentIDs) lookup(eventID string, models []string) (found []string, dec
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, m := range models {
-		if e, ok := r.m[recentKey{m, eventID}]; ok {
-			found, decided = append(found, m), append(decided, e.decided)
+		if ns, ok := r.ids[r.key(m, eventID)]; ok {
+			found, decided = append(found, m), append(decided, time.Unix(0, ns).UTC())
 		}
 	}
 	return found, decided
