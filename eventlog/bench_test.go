@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bytedance/sonic"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flywheel-dev/flywheel"
@@ -57,5 +58,30 @@ func BenchmarkLogDecision(b *testing.B) {
 	l.Close(time.Second)
 	if !strings.Contains(string(rec), `"context":{"user"`) {
 		b.Fatalf("record %s", rec)
+	}
+}
+
+// BenchmarkEncodeDecision is the record's encoding alone.
+func BenchmarkEncodeDecision(b *testing.B) {
+	d := benchDecision()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeDecision(d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeDecisionSonic is the encoding the logger used before
+// DecisionRecord.AppendJSON, for comparison.
+func BenchmarkEncodeDecisionSonic(b *testing.B) {
+	d := benchDecision()
+	enc := sonic.Config{NoValidateJSONMarshaler: true}.Froze()
+	b.ReportAllocs()
+	for b.Loop() {
+		r, _ := d.Record()
+		if _, err := enc.Marshal(r); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -149,10 +149,6 @@ func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
 	return l.append([]Record{{Kind: KindDecision, Key: []byte(d.EventID), Value: v}}, false)
 }
 
-// rawJSON writes json.RawMessage fields as they are: they were decoded, so
-// they are valid.
-var rawJSON = sonic.Config{NoValidateJSONMarshaler: true}.Froze()
-
 func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 	if d.RawContext == nil || (d.RawActions == nil && len(d.Actions) > 0) {
 		return sonic.Marshal(d)
@@ -161,7 +157,11 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rawJSON.Marshal(r)
+	n := len(r.Context) + 256 + 16*len(r.Probabilities)
+	for _, a := range r.Actions {
+		n += len(a.Features) + 2*len(a.ID) + 24
+	}
+	return r.AppendJSON(make([]byte, 0, n))
 }
 
 // LogFeedback spools fs and returns once they are fsynced; it fails as
