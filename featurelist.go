@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -89,7 +91,7 @@ func (l *FeatureList) Scan(b []byte, lim Limits) bool {
 // after it: for a features object inside a request. On false, s is Bad.
 func (l *FeatureList) ScanFrom(s *Scanner, lim Limits) bool {
 	feats, sets := len(l.Feats), len(l.Sets)
-	if !l.scan(s, lim) {
+	if !l.scan(s, lim, true) {
 		clear(l.Feats[feats:])
 		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
 		s.bad = true
@@ -99,7 +101,9 @@ func (l *FeatureList) ScanFrom(s *Scanner, lim Limits) bool {
 	return true
 }
 
-func (l *FeatureList) scan(s *Scanner, lim Limits) bool {
+// scan reads a features object; check applies Validate's checks of
+// names (not empty, not too long) and of the limits.
+func (l *FeatureList) scan(s *Scanner, lim Limits, check bool) bool {
 	from := len(l.Feats)
 	if !s.Open('{') {
 		return false
@@ -107,7 +111,7 @@ func (l *FeatureList) scan(s *Scanner, lim Limits) bool {
 	nss := 0
 	for first := true; s.More('}', &first); {
 		ns, ok := s.Key()
-		if !ok || ns == "" || len(ns) > lim.MaxStringBytes || !s.Open('{') {
+		if !ok || check && (ns == "" || len(ns) > lim.MaxStringBytes) || !s.Open('{') {
 			return false
 		}
 		if nss++; nss > lim.MaxNamespaces {
@@ -122,7 +126,7 @@ func (l *FeatureList) scan(s *Scanner, lim Limits) bool {
 		names := 0
 		for first := true; s.More('}', &first); {
 			name, ok := s.Key()
-			if !ok || name == "" || len(name) > lim.MaxStringBytes {
+			if !ok || check && (name == "" || len(name) > lim.MaxStringBytes) {
 				return false
 			}
 			if names++; names > lim.MaxFeaturesPerNS {
@@ -219,6 +223,67 @@ func (l *FeatureList) Features(i int) Features {
 	}
 	return f
 }
+
+// Flatten lists set i as Features.Flatten lists the same features:
+// namespaces, then names, then bag members in their order, each name as
+// "ns^name".
+func (l *FeatureList) Flatten(i int) (names, values []string, numbers []float64) {
+	set := l.Set(i)
+	order := make([]int, 0, len(set))
+	for j, f := range set {
+		if f.Kind != ListedEmptyBag {
+			order = append(order, j)
+		}
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		if c := strings.Compare(set[a].NS, set[b].NS); c != 0 {
+			return c
+		}
+		return strings.Compare(set[a].Name, set[b].Name)
+	})
+	names, values, numbers = make([]string, len(order)), make([]string, len(order)), make([]float64, len(order))
+	for k, j := range order {
+		f := set[j]
+		names[k], values[k], numbers[k] = f.NS+"^"+f.Name, f.Str, f.Num
+	}
+	return names, values, numbers
+}
+
+// ScanLogged is Scan for features read back from the log, which serving
+// checked when it took them: nothing is bounded and empty names are taken
+// (a record imported from elsewhere may have them), as decoding into
+// Features takes them; what is not valid JSON, a repeated key and a string
+// that is not valid UTF-8 are still refused.
+func (l *FeatureList) ScanLogged(b []byte) bool {
+	feats, sets := len(l.Feats), len(l.Sets)
+	end, ok := l.ScanLoggedPrefix(b)
+	if !ok {
+		return false
+	}
+	if s := NewScanner(b[end:]); !s.End() { // trailing data
+		clear(l.Feats[feats:])
+		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
+		return false
+	}
+	return true
+}
+
+// ScanLoggedPrefix is ScanLogged for the features object at the start of b,
+// which may go on after it: it returns where the object ended.
+func (l *FeatureList) ScanLoggedPrefix(b []byte) (end int, ok bool) {
+	s := NewScanner(b)
+	feats, sets := len(l.Feats), len(l.Sets)
+	if !l.scan(&s, unbounded, false) {
+		clear(l.Feats[feats:])
+		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
+		return 0, false
+	}
+	l.Sets = append(l.Sets, FeatureSet{From: feats, To: len(l.Feats)})
+	return s.Pos(), true
+}
+
+var unbounded = Limits{MaxActions: math.MaxInt, MaxFeaturesPerNS: math.MaxInt, MaxNamespaces: math.MaxInt, MaxBagSize: math.MaxInt,
+	MaxStringBytes: math.MaxInt, MaxFeedbackPerBatch: math.MaxInt, MaxBodyBytes: math.MaxInt64, MaxFeaturesPerRequest: math.MaxInt}
 
 // Lookup returns the value of the categorical feature ns^name of set i.
 func (l *FeatureList) Lookup(i int, ns, name string) (string, bool) {

@@ -3,6 +3,7 @@ package flywheel
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -43,6 +44,14 @@ func checkScan(t *testing.T, b []byte, lim Limits) (scanned bool) {
 	}
 	if !reflect.DeepEqual(got, f) {
 		t.Fatalf("%s: listed %v, decoded %v", b, got, f)
+	}
+	names, values, numbers := l.Flatten(1)
+	var fl []Flat
+	for i := range names {
+		fl = append(fl, Flat{Name: names[i], Value: values[i], Number: numbers[i]})
+	}
+	if want := f.Flatten(); !reflect.DeepEqual(fl, want) && len(fl)+len(want) > 0 {
+		t.Fatalf("%s: flattened %v, Features.Flatten %v", b, fl, want)
 	}
 	return true
 }
@@ -115,4 +124,27 @@ func FuzzScanFeatures(f *testing.F) {
 	}
 	lim := Limits{MaxNamespaces: 4, MaxFeaturesPerNS: 8, MaxBagSize: 4, MaxStringBytes: 16}.WithDefaults()
 	f.Fuzz(func(t *testing.T, b []byte) { checkScan(t, b, lim) })
+}
+
+// ScanLogged takes what the log may hold (empty names, no bounds) and
+// refuses trailing data and repeated keys, leaving the list as it was.
+func TestFeatureListScanLogged(t *testing.T) {
+	var l FeatureList
+	for _, tc := range []struct {
+		json string
+		ok   bool
+	}{
+		{`{"":{"":"x"}}`, true},
+		{`{"u":{"a":1}} x`, false},
+		{`{"u":{"a":1,"a":2}}`, false},
+		{`{"u":{"a":"` + strings.Repeat("x", 5000) + `"}}`, true},
+	} {
+		before := len(l.Sets)
+		if got := l.ScanLogged([]byte(tc.json)); got != tc.ok {
+			t.Errorf("%.40s: %v, want %v", tc.json, got, tc.ok)
+		}
+		if !tc.ok && len(l.Sets) != before {
+			t.Errorf("%.40s: a refused scan left a set", tc.json)
+		}
+	}
 }

@@ -694,95 +694,26 @@ func (s *scanner) reward() (rule flywheel.RewardRule) {
 	return rule
 }
 
-// flatFeature is one feature as Features.Flatten lists it, before sorting;
-// member is its position in a bag, or -1 for an empty bag (named, not listed).
-type flatFeature struct {
-	ns, name []byte
-	value    string
-	number   float64
-	member   int
+// features flattens an object of namespaces in Features.Flatten's order
+// (namespaces, then names, then bag members in order), read by the
+// FeatureList that serving reads requests with; it says no (bad) for what
+// that refuses, and the record is then decoded the general way.
+func (s *scanner) features() (names, values []string, numbers []float64) {
+	start := s.at()
+	l := listPool.Get().(*flywheel.FeatureList)
+	defer func() {
+		l.Reset()
+		listPool.Put(l)
+	}()
+	end, ok := l.ScanLoggedPrefix(s.b[start:])
+	if !ok {
+		s.bad = true
+		return nil, nil, nil
+	}
+	s.i = start + end
+	return l.Flatten(0)
 }
 
-// features flattens an object of namespaces in Features.Flatten's order:
-// namespaces, then names, then bag members in order.
-func (s *scanner) features() (names, values []string, numbers []float64) {
-	fs := make([]flatFeature, 0, 16)
-	if !s.open('{') {
-		return nil, nil, nil
-	}
-	for first := true; s.more('}', &first); {
-		ns := s.key()
-		if !s.open('{') {
-			return nil, nil, nil
-		}
-		from := len(fs)
-		for first := true; s.more('}', &first); {
-			name := s.key()
-			if s.bad {
-				return nil, nil, nil
-			}
-			for _, f := range fs[from:] {
-				if string(f.name) == string(name) {
-					s.bad = true // a repeated name: the general decoder keeps the last
-					return nil, nil, nil
-				}
-			}
-			switch s.peek() {
-			case '"':
-				fs = append(fs, flatFeature{ns: ns, name: name, value: s.str(), number: 1})
-			case 't', 'f':
-				n := 0.0
-				if s.bool() {
-					n = 1
-				}
-				fs = append(fs, flatFeature{ns: ns, name: name, number: n})
-			case '[':
-				s.i++
-				m := 0
-				for first := true; s.more(']', &first); m++ {
-					if s.peek() != '"' {
-						s.bad = true
-						return nil, nil, nil
-					}
-					fs = append(fs, flatFeature{ns: ns, name: name, value: s.str(), number: 1, member: m})
-				}
-				if m == 0 {
-					fs = append(fs, flatFeature{ns: ns, name: name, member: -1})
-				}
-			default:
-				fs = append(fs, flatFeature{ns: ns, name: name, number: s.float()})
-			}
-		}
-		for _, f := range fs[:from] {
-			if string(f.ns) == string(ns) {
-				s.bad = true // a repeated namespace
-				break
-			}
-		}
-	}
-	if s.bad {
-		return nil, nil, nil
-	}
-	slices.SortStableFunc(fs, func(a, b flatFeature) int {
-		if c := bytes.Compare(a.ns, b.ns); c != 0 {
-			return c
-		}
-		return bytes.Compare(a.name, b.name)
-	})
-	n := 0
-	for _, f := range fs {
-		if f.member >= 0 {
-			n++
-		}
-	}
-	names, values, numbers = make([]string, 0, n), make([]string, 0, n), make([]float64, 0, n)
-	for _, f := range fs {
-		if f.member < 0 {
-			continue
-		}
-		names = append(names, string(f.ns)+"^"+string(f.name))
-		values = append(values, f.value)
-		numbers = append(numbers, f.number)
-	}
-	return names, values, numbers
-}
+// listPool holds the FeatureLists features reads into; what it returns are
+// new slices (of strings that share the record), so a list is reused at once.
+var listPool = sync.Pool{New: func() any { return &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, 64)} }}
