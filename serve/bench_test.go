@@ -21,8 +21,11 @@ import (
 	"github.com/flywheel-dev/flywheel"
 )
 
-func benchBody(b *testing.B) []byte {
-	lua, err := os.ReadFile("../bench/serve/rank.lua")
+func benchBody(b *testing.B) []byte { return luaBody(b, "../bench/serve/rank.lua") }
+
+// luaBody is the wrk.body of a wrk script.
+func luaBody(b *testing.B, file string) []byte {
+	lua, err := os.ReadFile(file)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,12 +85,17 @@ func BenchmarkUnmarshalSonic(b *testing.B) {
 // request to the response bytes, with the decision handed to an in-memory
 // logger (the spool and Kafka are bench/serve's): where the server's CPU
 // per request goes, by `go test -bench HandleRank -cpuprofile`.
-func BenchmarkHandleRank(b *testing.B) {
-	body := benchBody(b)
-	rank := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}}}.WithDefaults()
+func BenchmarkHandleRank(b *testing.B) { benchHandle(b, benchBody(b)) }
+
+// BenchmarkHandleRankPage is BenchmarkHandleRank for bench/serve's page of
+// three slots.
+func BenchmarkHandleRankPage(b *testing.B) { benchHandle(b, luaBody(b, "../bench/serve/page.lua")) }
+
+func benchHandle(b *testing.B, body []byte) {
+	rank := flywheel.ModelConfig{Kind: flywheel.KindRanker, Interactions: [][]string{{"user", "item"}, {"slot", "item"}}}.WithDefaults()
 	reg := &fakeRegistry{champion: func(context.Context, string) (int, []byte, error) { return 1, mustArtifact(b, rank), nil }}
 	ev := &discardEvents{}
-	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank}, Open: true},
+	s, err := New(Config{Addr: "127.0.0.1:0", Models: map[string]flywheel.ModelConfig{"homepage": rank, "page": rank}, Open: true},
 		Options{Registry: reg, Events: ev, Admin: Admin{}, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)

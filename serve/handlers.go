@@ -489,10 +489,9 @@ func decodeRankFast(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 	for i, a := range w.Actions {
 		req.Actions[i].ID = a.ID
 	}
-	if w.Slots == nil && len(w.Actions) <= limits.MaxActions {
-		// Slots' contexts are built per slot from the maps (slots.go); any
-		// other request is scored from the list.
-		l := &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, len(body)/16+8), Sets: make([]flywheel.FeatureSet, 0, len(w.Actions)+1)}
+	if len(w.Actions) <= limits.MaxActions {
+		// Scored from the list; a page's slots add a set each (slots.go).
+		l := &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, len(body)/16+8), Sets: make([]flywheel.FeatureSet, 0, len(w.Actions)+1+len(w.Slots))}
 		if !scanRaw(l, w.Context, limits) {
 			return nil, false
 		}

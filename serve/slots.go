@@ -1,8 +1,10 @@
 package serve
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -81,7 +83,15 @@ func (req *rankRequest) validateSlots(seen map[string]int, limits flywheel.Limit
 	case len(req.ExcludedActions) > 0:
 		return flywheel.Errorf(flywheel.EINVALID, "excluded_actions applies to a single slot; with slots, give each slot its excluded_actions")
 	}
-	if _, ok := req.Context[SlotNamespace]; ok {
+	reserved := false
+	if req.list != nil {
+		for _, f := range req.list.Set(req.ctxSet) {
+			reserved = reserved || f.NS == SlotNamespace
+		}
+	} else {
+		_, reserved = req.Context[SlotNamespace]
+	}
+	if reserved {
 		return flywheel.Errorf(flywheel.EINVALID, "context.%s is reserved for each slot's features in a request with slots", SlotNamespace)
 	}
 	ids := make(map[string]int, n)
@@ -141,6 +151,13 @@ func slotContext(ctx flywheel.Features, sl *slotRequest) flywheel.Features {
 	for ns, f := range ctx {
 		out[ns] = f
 	}
+	out[SlotNamespace] = slotFeatures(sl)
+	return out
+}
+
+// slotFeatures returns the features of slot sl's namespace: its own, its
+// id and its baseline.
+func slotFeatures(sl *slotRequest) map[string]any {
 	f := make(map[string]any, len(sl.Features)+2)
 	for k, v := range sl.Features {
 		f[k] = v
@@ -149,8 +166,63 @@ func slotContext(ctx flywheel.Features, sl *slotRequest) flywheel.Features {
 	if sl.BaselineAction != "" {
 		f["baseline"] = sl.BaselineAction
 	}
-	out[SlotNamespace] = f
-	return out
+	return f
+}
+
+// addSlotSet appends to l a set for slot sl: the context's features (set
+// ctx) and the slot's namespace, as slotContext makes them; it returns the
+// set and the slot's context as JSON (the request's, with the slot's
+// namespace in front), for the log.
+func addSlotSet(l *flywheel.FeatureList, ctx int, rawContext []byte, sl *slotRequest) (int, []byte, error) {
+	f := slotFeatures(sl)
+	from := len(l.Feats)
+	l.Feats = append(l.Feats, l.Set(ctx)...)
+	names := make([]string, 0, len(f))
+	for k := range f {
+		names = append(names, k)
+	}
+	slices.Sort(names) // a stable order: the hashes are sorted anyway, the list need not be
+	for _, k := range names {
+		lf := flywheel.ListedFeature{NS: SlotNamespace, Name: k}
+		switch v := f[k].(type) {
+		case string:
+			lf.Kind, lf.Str, lf.Num = flywheel.ListedString, v, 1
+		case float64:
+			lf.Kind, lf.Num = flywheel.ListedNumber, v
+		case bool:
+			lf.Kind = flywheel.ListedBool
+			if v {
+				lf.Num = 1
+			}
+		case []any:
+			if len(v) == 0 {
+				lf.Kind = flywheel.ListedEmptyBag
+				l.Feats = append(l.Feats, lf)
+				continue
+			}
+			for _, e := range v {
+				s, _ := e.(string) // validated: a bag holds strings
+				l.Feats = append(l.Feats, flywheel.ListedFeature{NS: SlotNamespace, Name: k, Str: s, Num: 1, Kind: flywheel.ListedMember})
+			}
+			continue
+		}
+		l.Feats = append(l.Feats, lf)
+	}
+	l.Sets = append(l.Sets, flywheel.FeatureSet{From: from, To: len(l.Feats)})
+	ns, err := sonic.Marshal(f)
+	if err != nil {
+		return 0, nil, fmt.Errorf("encode slot %s: %w", sl.ID, err)
+	}
+	raw := make([]byte, 0, len(rawContext)+len(ns)+16)
+	raw = append(raw, `{"`+SlotNamespace+`":`...)
+	raw = append(raw, ns...)
+	if rest := bytes.TrimSpace(bytes.TrimSpace(rawContext)[1:]); len(rest) > 0 && rest[0] != '}' {
+		raw = append(raw, ',')
+		raw = append(raw, rest...)
+	} else {
+		raw = append(raw, '}')
+	}
+	return len(l.Sets) - 1, raw, nil
 }
 
 // rankSlots answers a multi-slot rank request (its event id claimed, its
@@ -176,10 +248,29 @@ func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, r
 				avail, index = append(avail, a), append(index, j)
 			}
 		}
-		ctx := slotContext(req.Context, sl)
 		eventID := slotEventID(req.EventID, sl.ID)
-		if err := l.model.RankExcluding(eventID, ctx, avail, nil, &r); err != nil {
-			return err
+		var ctx flywheel.Features
+		var rawCtx []byte
+		var rawActs []flywheel.RawAction
+		if req.list != nil { // scored from the list, logged from the request's bytes
+			set, raw, err := addSlotSet(req.list, req.ctxSet, req.rawContext, sl)
+			if err != nil {
+				return err
+			}
+			sets := make([]int, len(index))
+			rawActs = make([]flywheel.RawAction, len(index))
+			for k, j := range index {
+				sets[k], rawActs[k] = req.sets[j], req.rawActions[j]
+			}
+			rawCtx = raw
+			if err := l.model.RankListed(eventID, req.list, set, sets, nil, &r); err != nil {
+				return err
+			}
+		} else {
+			ctx = slotContext(req.Context, sl)
+			if err := l.model.RankExcluding(eventID, ctx, avail, nil, &r); err != nil {
+				return err
+			}
 		}
 		taken[index[r.Chosen]] = true
 		order := make([]string, len(r.Order))
@@ -191,7 +282,7 @@ func (s *Server) rankSlots(c *gin.Context, h *holder, l *live, variant string, r
 			Schema: flywheel.SchemaVersion, EventID: eventID, Time: now, Model: req.Model, Kind: flywheel.KindRanker,
 			Version: l.version, Variant: variant, Context: ctx, Actions: avail, Probabilities: append([]float64(nil), r.Probabilities...),
 			Ranking: order, ChosenIndex: r.Chosen, Chosen: avail[r.Chosen].ID, Explored: r.Explored, Reward: h.cfg.RewardRule(),
-			Deferred: req.DeferActivation, ServerID: !clientID,
+			Deferred: req.DeferActivation, ServerID: !clientID, RawContext: rawCtx, RawActions: rawActs,
 		})
 	}
 	for _, d := range decisions {

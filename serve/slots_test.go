@@ -56,6 +56,16 @@ func TestRankSlots(t *testing.T) {
 		}
 		pairs[[2]string{resp.Slots[0].Chosen, resp.Slots[1].Chosen}]++
 		ds := ev.decisions[len(ev.decisions)-3:]
+		ctxs := make([]flywheel.Features, len(ds)) // each slot's context as logged
+		for k, d := range ds {
+			rec, err := d.Record()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(rec.Context, &ctxs[k]); err != nil {
+				t.Fatalf("slot %d context %s: %v", k, rec.Context, err)
+			}
+		}
 		for k, d := range ds {
 			sl := resp.Slots[k]
 			if d.EventID != resp.EventID+"#"+sl.ID || sl.EventID != d.EventID || d.Chosen != sl.Chosen || d.Probabilities[d.ChosenIndex] != sl.Probability || d.Validate() != nil {
@@ -73,12 +83,12 @@ func TestRankSlots(t *testing.T) {
 			if math.Abs(sum-1) > 1e-12 || len(d.Actions) != []int{4, 3, 3}[k] {
 				t.Fatalf("slot %s logged %d actions with probabilities summing to %v", sl.ID, len(d.Actions), sum)
 			}
-			if d.Context["slot"]["id"] != sl.ID || d.Context["user"]["seg"] != "x" {
-				t.Fatalf("slot %s context %v", sl.ID, d.Context)
+			if ctxs[k]["slot"]["id"] != sl.ID || ctxs[k]["user"]["seg"] != "x" {
+				t.Fatalf("slot %s context %v", sl.ID, ctxs[k])
 			}
 		}
-		if ds[0].Context["slot"]["size"] != "big" || ds[0].Context["slot"]["w"] != 2.0 || ds[0].Context["slot"]["baseline"] != "a" {
-			t.Fatalf("hero context %v", ds[0].Context)
+		if ctxs[0]["slot"]["size"] != "big" || ctxs[0]["slot"]["w"] != 2.0 || ctxs[0]["slot"]["baseline"] != "a" {
+			t.Fatalf("hero context %v", ctxs[0])
 		}
 	}
 	// 12 ordered pairs, each with probability 1/4 · 1/3.
@@ -261,5 +271,63 @@ func TestRankSlotsFollowTheirProbabilities(t *testing.T) {
 			}
 			t.Logf("%d triples drawn, carrying probability %.4f; a, b, c drawn %d times of %d (probability %.4f)", len(seen), total, seen["abc"], pages, probs["abc"])
 		})
+	}
+}
+
+// A page's slots ranked from the request's listed features get exactly
+// what they get from maps (slotContext), and each slot's logged context
+// is that context.
+func TestSlotsFromListMatchMaps(t *testing.T) {
+	t.Parallel()
+	cfg := model.Config{Kind: flywheel.KindRanker, Bits: 18, Interactions: [][2]string{{"slot", "item"}, {"user", "item"}},
+		Exploration: flywheel.Exploration{Policy: flywheel.SquareCB, GammaScale: 10, GammaExponent: 0.5}}
+	m, err := model.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := model.NewTrainer(m, model.TrainConfig{})
+	for i := range 3000 {
+		acts := []flywheel.Action{{ID: "a", Features: flywheel.Features{"item": {"c": fmt.Sprint(i % 3), "p": float64(i % 7)}}},
+			{ID: "b", Features: flywheel.Features{"item": {"c": "x", "t": []any{"u", "v"}}}}}
+		ex := flywheel.Example{EventID: fmt.Sprint(i), Context: flywheel.Features{"user": {"seg": fmt.Sprint(i % 4)}, "slot": {"id": []string{"hero", "side"}[i%2]}},
+			Actions: acts, Probabilities: []float64{0.5, 0.5}, ChosenIndex: i % 2, Reward: float64((i / 3) % 2)}
+		if err := tr.LearnRanker(&ex); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m = tr.Model()
+	limits := flywheel.Limits{}.WithDefaults()
+	body := []byte(`{"model":"homepage","event_id":"p","context":{"user":{"seg":"2","age":30}},
+		"actions":[{"id":"a","features":{"item":{"c":"1","p":3}}},{"id":"b","features":{"item":{"c":"x","t":["u"]}}},{"id":"c"}],
+		"slots":[{"id":"hero","features":{"size":"big","w":2,"tags":["p","q"],"on":true},"baseline_action":"a"},{"id":"side","excluded_actions":["c"]}]}`)
+	req, err := decodeRank(body, limits)
+	if err != nil || req.list == nil {
+		t.Fatalf("%v, listed %v", err, req != nil && req.list != nil)
+	}
+	var maps rankRequest
+	if err := decodeStrict(body, &maps); err != nil {
+		t.Fatal(err)
+	}
+	for i := range req.Slots {
+		sl := &req.Slots[i]
+		set, raw, err := addSlotSet(req.list, req.ctxSet, req.rawContext, sl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := slotContext(maps.Context, &maps.Slots[i])
+		var logged flywheel.Features
+		if err := json.Unmarshal(raw, &logged); err != nil || fmt.Sprint(logged) != fmt.Sprint(ctx) {
+			t.Fatalf("slot %s: logged context %s (%v), want %v", sl.ID, raw, err, ctx)
+		}
+		var a, b model.Ranking
+		if err := m.RankExcluding("k"+sl.ID, ctx, maps.Actions, nil, &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.RankListed("k"+sl.ID, req.list, set, req.sets, nil, &b); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Fatalf("slot %s: from maps %+v, from the list %+v", sl.ID, a, b)
+		}
 	}
 }
