@@ -28,17 +28,17 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"schema":`...)
 	b = strconv.AppendInt(b, int64(r.Schema), 10)
 	b = append(b, `,"event_id":`...)
-	b = appendJSONString(b, r.EventID)
+	b = AppendJSONString(b, r.EventID)
 	b = append(b, `,"ts":"`...)
 	b = r.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","model":`...)
-	b = appendJSONString(b, r.Model)
+	b = AppendJSONString(b, r.Model)
 	b = append(b, `,"kind":`...)
-	b = appendJSONString(b, r.Kind)
+	b = AppendJSONString(b, r.Kind)
 	b = append(b, `,"model_version":`...)
 	b = strconv.AppendInt(b, int64(r.Version), 10)
 	b = append(b, `,"variant":`...)
-	b = appendJSONString(b, r.Variant)
+	b = AppendJSONString(b, r.Variant)
 	b = append(b, `,"context":`...)
 	if len(r.Context) == 0 {
 		b = append(b, "null"...)
@@ -52,7 +52,7 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 				b = append(b, ',')
 			}
 			b = append(b, `{"id":`...)
-			b = appendJSONString(b, a.ID)
+			b = AppendJSONString(b, a.ID)
 			if len(a.Features) > 0 {
 				b = append(b, `,"features":`...)
 				b = append(b, a.Features...)
@@ -67,7 +67,7 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONFloat(b, p)
+			b = AppendJSONFloat(b, p)
 		}
 		b = append(b, ']')
 	}
@@ -77,7 +77,7 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, id)
+			b = AppendJSONString(b, id)
 		}
 		b = append(b, ']')
 	}
@@ -85,20 +85,20 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 	b = strconv.AppendInt(b, int64(r.ChosenIndex), 10)
 	if r.Chosen != "" {
 		b = append(b, `,"chosen":`...)
-		b = appendJSONString(b, r.Chosen)
+		b = AppendJSONString(b, r.Chosen)
 	}
 	b = append(b, `,"explored":`...)
 	b = strconv.AppendBool(b, r.Explored)
 	if r.Score != 0 {
 		b = append(b, `,"score":`...)
-		b = appendJSONFloat(b, r.Score)
+		b = AppendJSONFloat(b, r.Score)
 	}
 	b = append(b, `,"reward":{"window_s":`...)
 	b = strconv.AppendInt(b, r.Reward.WindowSeconds, 10)
 	b = append(b, `,"default":`...)
-	b = appendJSONFloat(b, r.Reward.Default)
+	b = AppendJSONFloat(b, r.Reward.Default)
 	b = append(b, `,"aggregate":`...)
-	b = appendJSONString(b, r.Reward.Aggregate)
+	b = AppendJSONString(b, r.Reward.Aggregate)
 	if r.Reward.LateWindowSeconds != 0 {
 		b = append(b, `,"late_window_s":`...)
 		b = strconv.AppendInt(b, r.Reward.LateWindowSeconds, 10)
@@ -113,9 +113,9 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendJSONFloat formats f as encoding/json does: the shortest form that
+// AppendJSONFloat appends f formatted as encoding/json formats it: the shortest form that
 // reads back as f, with an exponent only for very small or large numbers.
-func appendJSONFloat(b []byte, f float64) []byte {
+func AppendJSONFloat(b []byte, f float64) []byte {
 	format := byte('f')
 	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
 		format = 'e'
@@ -130,10 +130,10 @@ func appendJSONFloat(b []byte, f float64) []byte {
 	return b
 }
 
-// appendJSONString appends s quoted: quotes, backslashes and control
+// AppendJSONString appends s quoted: quotes, backslashes and control
 // characters escaped, as are U+2028 and U+2029; invalid UTF-8 becomes
 // U+FFFD, as encoding/json makes it.
-func appendJSONString(b []byte, s string) []byte {
+func AppendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0

@@ -19,7 +19,7 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 	for trial := range 2000 {
 		r := DecisionRecord{Schema: rng.IntN(3), EventID: str(), Time: time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC(), Model: str(), Kind: str(),
 			Version: rng.IntN(100), Variant: str(), ChosenIndex: rng.IntN(5), Chosen: str(), Explored: rng.IntN(2) == 0,
-			Reward: RewardRule{WindowSeconds: rng.Int64N(1000), Default: floats[rng.IntN(len(floats))], Aggregate: str(), LateWindowSeconds: rng.Int64N(2) * 60},
+			Reward:   RewardRule{WindowSeconds: rng.Int64N(1000), Default: floats[rng.IntN(len(floats))], Aggregate: str(), LateWindowSeconds: rng.Int64N(2) * 60},
 			Deferred: rng.IntN(2) == 0, ServerID: rng.IntN(2) == 0}
 		if rng.IntN(2) == 0 {
 			r.Context = json.RawMessage(`{"user":{"a":1,"t":["x"]}}`)

@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bytedance/sonic"
 	"github.com/gin-gonic/gin"
 
 	"github.com/flywheel-dev/flywheel"
@@ -645,7 +644,7 @@ func (s *Server) handleRank(c *gin.Context) error {
 		return err
 	}
 	s.metrics.decisions.WithLabelValues(req.Model, strconv.FormatBool(r.Explored)).Inc()
-	out, err := sonic.Marshal(&resp)
+	out, err := resp.appendJSON(make([]byte, 0, 128+48*len(resp.Ranking)))
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}

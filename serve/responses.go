@@ -1,6 +1,12 @@
 package serve
 
-import "github.com/flywheel-dev/flywheel"
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/flywheel-dev/flywheel"
+)
 
 // The bodies of the API's answers, each described in openapi.json (the
 // schema named in its comment). The rank, slots and predict answers are in
@@ -88,4 +94,38 @@ type ReplicaStats struct {
 type ReferencesResponse struct {
 	Model      string             `json:"model"`
 	References map[string]float64 `json:"references"`
+}
+
+// appendJSON appends r's JSON, as json.Marshal writes it up to how strings
+// are escaped, in one pass: the answer to every rank request.
+func (r *rankResponse) appendJSON(b []byte) ([]byte, error) {
+	for _, x := range r.Ranking {
+		if math.IsNaN(x.Probability) || math.IsInf(x.Probability, 0) {
+			return b, fmt.Errorf("probability of %s is %v", x.ID, x.Probability)
+		}
+	}
+	b = append(b, `{"event_id":`...)
+	b = flywheel.AppendJSONString(b, r.EventID)
+	b = append(b, `,"model":`...)
+	b = flywheel.AppendJSONString(b, r.Model)
+	b = append(b, `,"model_version":`...)
+	b = strconv.AppendInt(b, int64(r.ModelVersion), 10)
+	b = append(b, `,"variant":`...)
+	b = flywheel.AppendJSONString(b, r.Variant)
+	b = append(b, `,"ranking":[`...)
+	for i, x := range r.Ranking {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = flywheel.AppendJSONString(b, x.ID)
+		b = append(b, `,"probability":`...)
+		b = flywheel.AppendJSONFloat(b, x.Probability)
+		b = append(b, '}')
+	}
+	b = append(b, `],"chosen":`...)
+	b = flywheel.AppendJSONString(b, r.Chosen)
+	b = append(b, `,"explored":`...)
+	b = strconv.AppendBool(b, r.Explored)
+	return append(b, '}'), nil
 }

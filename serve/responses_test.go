@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/flywheel-dev/flywheel"
 )
 
 // Every typed answer has exactly the fields its schema in openapi.json
@@ -48,5 +50,28 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 				t.Fatalf("%T has the fields %v; openapi.json's %s describes %v", v, declared, schema, documented)
 			}
 		})
+	}
+}
+
+// A rank response written by appendJSON reads back as json.Marshal's.
+func TestRankResponseAppendJSON(t *testing.T) {
+	for _, r := range []rankResponse{
+		{EventID: "e\"1\u2028", Model: "m", ModelVersion: 3, Variant: "champion", Chosen: "b<&>",
+			Ranking: []flywheel.Ranked{{ID: "b<&>", Probability: 0.95}, {ID: "a\x01é", Probability: 1e-9}, {ID: "c", Probability: 0}}},
+		{EventID: "x", Model: "m", Variant: "canary", Chosen: "only", Explored: true, Ranking: []flywheel.Ranked{{ID: "only", Probability: 1}}},
+	} {
+		got, err := r.appendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(&r)
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("\n%s\n%s", got, want)
+		}
 	}
 }
