@@ -329,32 +329,10 @@ func sizeListed(set []ListedFeature) int {
 // CostListed is Cost for a request whose context is set ctx of l and whose
 // actions are the sets listed in actions.
 func CostListed(l *FeatureList, ctx int, actions []int, pairs [][2]string, limit int) int {
-	var small [8][2]int
-	side := small[:0]
 	cs := l.Set(ctx)
-	for _, p := range pairs {
-		side = append(side, [2]int{countListed(cs, p[0]), countListed(cs, p[1])})
-	}
-	base := sizeListed(cs)
-	if len(actions) == 0 {
-		total := base
-		for _, n := range side {
-			total += n[0] * n[1]
-		}
-		return total
-	}
-	total := 0
-	for _, a := range actions {
-		as := l.Set(a)
-		total += base + sizeListed(as)
-		for i, p := range pairs {
-			total += (side[i][0] + countListed(as, p[0])) * (side[i][1] + countListed(as, p[1]))
-		}
-		if total > limit {
-			return total
-		}
-	}
-	return total
+	return cost(sizeListed(cs), func(ns string) int { return countListed(cs, ns) }, len(actions),
+		func(a int) int { return sizeListed(l.Set(actions[a])) },
+		func(a int, ns string) int { return countListed(l.Set(actions[a]), ns) }, pairs, limit)
 }
 
 // Scanner reads strict JSON (RFC 8259) from the start of a byte slice, one

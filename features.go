@@ -246,24 +246,30 @@ func validateValue(p string, v any, l Limits) error {
 // once per interaction pair, so the cost of Cost is linear in the size of
 // the request whatever it holds. f must be valid (Validate).
 func Cost(ctx Features, actions []Action, pairs [][2]string, limit int) int {
+	return cost(ctx.size(), ctx.count, len(actions), func(a int) int { return actions[a].Features.size() },
+		func(a int, ns string) int { return actions[a].Features.count(ns) }, pairs, limit)
+}
+
+// cost is Cost for features of any form: the context's size and count per
+// namespace, and n actions' (size(a), count(a, ns)).
+func cost(ctxSize int, ctxCount func(ns string) int, n int, size func(a int) int, count func(a int, ns string) int, pairs [][2]string, limit int) int {
 	var small [8][2]int
 	side := small[:0]
 	for _, p := range pairs {
-		side = append(side, [2]int{ctx.count(p[0]), ctx.count(p[1])})
+		side = append(side, [2]int{ctxCount(p[0]), ctxCount(p[1])})
 	}
-	base := ctx.size()
-	if len(actions) == 0 {
-		total := base
-		for _, n := range side {
-			total += n[0] * n[1]
+	if n == 0 {
+		total := ctxSize
+		for _, c := range side {
+			total += c[0] * c[1]
 		}
 		return total
 	}
 	total := 0
-	for _, a := range actions {
-		total += base + a.Features.size()
+	for a := range n {
+		total += ctxSize + size(a)
 		for i, p := range pairs {
-			total += (side[i][0] + a.Features.count(p[0])) * (side[i][1] + a.Features.count(p[1]))
+			total += (side[i][0] + count(a, p[0])) * (side[i][1] + count(a, p[1]))
 		}
 		if total > limit {
 			return total

@@ -192,17 +192,9 @@ func (m *Model) Rank(key string, ctx flywheel.Features, actions []flywheel.Actio
 // alone, so their probabilities sum to 1. It returns an EINVALID error if no
 // action is left.
 func (m *Model) RankExcluding(key string, ctx flywheel.Features, actions []flywheel.Action, excluded []bool, out *Ranking) error {
-	if m.cfg.Kind != flywheel.KindRanker {
-		return flywheel.Errorf(flywheel.EINVALID, "model is a %s, not a ranker", m.cfg.Kind)
+	if err := m.prepare(len(actions), excluded, out); err != nil {
+		return err
 	}
-	if len(actions) == 0 {
-		return flywheel.Errorf(flywheel.EINVALID, "actions is empty")
-	}
-	if excluded != nil && len(excluded) != len(actions) {
-		return flywheel.Errorf(flywheel.EINVALID, "excluded has %d entries for %d actions", len(excluded), len(actions))
-	}
-	out.Scores = resize(out.Scores, len(actions))
-	out.Probabilities = resize(out.Probabilities, len(actions))
 	m.scores(ctx, actions, out.Scores)
 	return m.draw(key, excluded, out)
 }
@@ -212,17 +204,9 @@ func (m *Model) RankExcluding(key string, ctx flywheel.Features, actions []flywh
 // ctx of l and action i is set actions[i]. It gives exactly what
 // RankExcluding gives for the same features as maps.
 func (m *Model) RankListed(key string, l *flywheel.FeatureList, ctx int, actions []int, excluded []bool, out *Ranking) error {
-	if m.cfg.Kind != flywheel.KindRanker {
-		return flywheel.Errorf(flywheel.EINVALID, "model is a %s, not a ranker", m.cfg.Kind)
+	if err := m.prepare(len(actions), excluded, out); err != nil {
+		return err
 	}
-	if len(actions) == 0 {
-		return flywheel.Errorf(flywheel.EINVALID, "actions is empty")
-	}
-	if excluded != nil && len(excluded) != len(actions) {
-		return flywheel.Errorf(flywheel.EINVALID, "excluded has %d entries for %d actions", len(excluded), len(actions))
-	}
-	out.Scores = resize(out.Scores, len(actions))
-	out.Probabilities = resize(out.Probabilities, len(actions))
 	sc := m.scratch.Get().(*scratch)
 	sc.cf = appendListed(sc.cf[:0], l.Set(ctx), &sc.keys, m.cuts)
 	for i, a := range actions {
@@ -231,6 +215,23 @@ func (m *Model) RankListed(key string, l *flywheel.FeatureList, ctx int, actions
 	}
 	m.scratch.Put(sc)
 	return m.draw(key, excluded, out)
+}
+
+// prepare checks a ranking's arguments (a ranker, n > 0 actions, excluded
+// nil or one entry per action) and sizes out for n actions.
+func (m *Model) prepare(n int, excluded []bool, out *Ranking) error {
+	if m.cfg.Kind != flywheel.KindRanker {
+		return flywheel.Errorf(flywheel.EINVALID, "model is a %s, not a ranker", m.cfg.Kind)
+	}
+	if n == 0 {
+		return flywheel.Errorf(flywheel.EINVALID, "actions is empty")
+	}
+	if excluded != nil && len(excluded) != n {
+		return flywheel.Errorf(flywheel.EINVALID, "excluded has %d entries for %d actions", len(excluded), n)
+	}
+	out.Scores = resize(out.Scores, n)
+	out.Probabilities = resize(out.Probabilities, n)
+	return nil
 }
 
 // draw turns out.Scores into the exploration policy's probabilities, draws

@@ -305,24 +305,16 @@ func scanRank(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 			return nil, false
 		}
 		switch key {
-		case "model":
-			if !field(rankModel) {
-				return nil, false
+		case "model", "event_id":
+			bit, dst := uint8(rankModel), &req.Model
+			if key == "event_id" {
+				bit, dst = rankEventID, &req.EventID
 			}
 			v, ok := s.Str()
-			if !ok {
+			if !field(bit) || !ok {
 				return nil, false
 			}
-			req.Model = strings.Clone(v)
-		case "event_id":
-			if !field(rankEventID) {
-				return nil, false
-			}
-			v, ok := s.Str()
-			if !ok {
-				return nil, false
-			}
-			req.EventID = strings.Clone(v)
+			*dst = strings.Clone(v)
 		case "context":
 			if !field(rankContext) {
 				return nil, false
