@@ -77,16 +77,20 @@ const (
 
 // shardedTables are the tables sharded by event_id; every other table is
 // replicated on every node.
-var shardedTables = map[string]bool{"decisions": true, "feedback": true}
+var shardedTables = map[string]bool{"decisions": true, "feedback": true, "decisions_by_time": true, "feedback_by_time": true}
 
 // ShardedTables lists the tables that cluster mode shards by event_id
 // (the others are replicated on every node), for documentation and tests.
-func ShardedTables() []string { return []string{"decisions", "feedback"} }
+func ShardedTables() []string {
+	return []string{"decisions", "feedback", "decisions_by_time", "feedback_by_time"}
+}
 
 var (
 	reCreateDatabase = regexp.MustCompile(`^CREATE DATABASE IF NOT EXISTS \{db\}$`)
 	reCreateTable    = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS \{db\}\.(\w+) (\(.*\))\s*ENGINE = (\w*MergeTree)\(([^)]*)\)(.*)$`)
 	reCreateView     = regexp.MustCompile(`(?s)^CREATE VIEW IF NOT EXISTS \{db\}\.(\w+) AS\b(.*)$`)
+	reCreateMatView  = regexp.MustCompile(`(?s)^CREATE MATERIALIZED VIEW IF NOT EXISTS \{db\}\.(\w+) TO \{db\}\.(\w+) AS\b(.*) FROM \{db\}\.(\w+)$`)
+	reInsertSelect   = regexp.MustCompile(`(?s)^INSERT INTO \{db\}\.\w+ \(.*\) SELECT .* FROM \{db\}\.\w+$`)
 	reDropTable      = regexp.MustCompile(`^DROP TABLE IF EXISTS \{db\}\.(\w+)$`)
 	reAlterTable     = regexp.MustCompile(`(?s)^ALTER TABLE (\w+)\.(\w+) (.*)$`)
 )
@@ -119,6 +123,23 @@ func clusterForm(stmt, cluster string) ([]string, error) {
 	case reCreateView.MatchString(stmt):
 		m := reCreateView.FindStringSubmatch(stmt)
 		return []string{"CREATE VIEW IF NOT EXISTS {db}." + m[1] + on + " AS" + m[2]}, nil
+	case reCreateMatView.MatchString(stmt):
+		// A materialized view fires on the inserts into the node's local
+		// table, which only the shard's node that takes the insert gets
+		// (a replica fetches the part instead), and writes to the local
+		// table of its shard: each row once per shard, replicated from there.
+		m := reCreateMatView.FindStringSubmatch(stmt)
+		view, to, sel, from := m[1], m[2], m[3], m[4]
+		if shardedTables[to] {
+			to += localSuffix
+		}
+		if shardedTables[from] {
+			from += localSuffix
+		}
+		return []string{fmt.Sprintf("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.%s%s TO {db}.%s AS%s FROM {db}.%s", view, on, to, sel, from)}, nil
+	case reInsertSelect.MatchString(stmt):
+		// Sent once, to the Distributed tables: the rows go to their shards.
+		return []string{stmt}, nil
 	case reDropTable.MatchString(stmt):
 		table := reDropTable.FindStringSubmatch(stmt)[1]
 		out := []string{stmt + on}

@@ -55,8 +55,16 @@ func TestEveryMigrationHasAClusterForm(t *testing.T) {
 	}
 	distributed := map[string]bool{}
 	for _, s := range stmts {
-		if !strings.Contains(s.SQL, " ON CLUSTER prod") {
+		switch {
+		case strings.HasPrefix(s.SQL, "INSERT INTO"):
+			// a copy, sent once, from and to the Distributed tables
+			if strings.Contains(s.SQL, localSuffix) {
+				t.Errorf("%s copies between local tables: %s", s.Name, s.SQL)
+			}
+		case !strings.Contains(s.SQL, " ON CLUSTER prod"):
 			t.Errorf("%s is not sent to the cluster: %s", s.Name, s.SQL)
+		case strings.HasPrefix(s.SQL, "CREATE MATERIALIZED VIEW") && strings.Count(s.SQL, localSuffix) != 2:
+			t.Errorf("%s: a materialized view reads and writes the local tables: %s", s.Name, s.SQL)
 		}
 		if strings.Contains(s.SQL, "{db}") {
 			t.Errorf("%s: {db} left in %s", s.Name, s.SQL)
@@ -326,6 +334,10 @@ func checkSchemaEverywhere(t *testing.T, ctx context.Context, db string, single 
 			case engine == "View" || strings.HasPrefix(engine, "CREATE VIEW"):
 				if got[name] != engine {
 					t.Errorf("node %s: view %s is\n%s\non one server\n%s", nodes[i], name, got[name], engine)
+				}
+			case engine == "MaterializedView":
+				if got[name] != engine {
+					t.Errorf("node %s: materialized view %s is %q", nodes[i], name, got[name])
 				}
 			case got[name] != "Replicated"+engine:
 				t.Errorf("node %s: %s is %q, on one server %q", nodes[i], name, got[name], engine)

@@ -642,6 +642,19 @@ func bounded(name, db, model string, fromMs, toMs uint64, want string) step {
 	q := strings.ReplaceAll(expand("SELECT event_id, feedback_count, reward FROM {examples}", db), closedByArg, expand(closedCondition, db))
 	args := examplesArgs(model, fromMs, toMs, 0)
 	args = append(args[1:7:7], args[8:]...) // without the two closing times
+	return boundStep(name, q, args, want)
+}
+
+// recent is bounded's check of the recent examples query ({recent}), over
+// the time-ordered companions: it must answer as the view and {examples}.
+func recent(name, db, model string, fromMs, toMs uint64, want string) step {
+	q := strings.ReplaceAll(expand("SELECT event_id, feedback_count, reward FROM {recent}", db), closedByArg, expand(closedCondition, db))
+	args := recentArgs(model, fromMs, toMs, 0)
+	args = append(args[1:6:6], args[7:]...) // without the two closing times
+	return boundStep(name+" (recent)", q, args, want)
+}
+
+func boundStep(name, q string, args []any, want string) step {
 	sql, err := bindStatement(Statement{SQL: q, Args: args})
 	if err != nil {
 		panic(err)
@@ -697,6 +710,11 @@ func fixtureChecks(db string) []step {
 		bounded("check bounded examples of homepage's second hour", db, "homepage", uint64(fixtureBase.Add(time.Hour).UnixMilli()),
 			uint64(fixtureBase.Add(time.Hour+3*time.Second).UnixMilli()), "e3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne7\t1\t1"),
 		bounded("check bounded examples of ctr", db, "ctr", 0, math.MaxUint64, "c1\t1\t1\nc2\t0\t0\nc3\t0\t0"),
+		recent("check bounded examples of homepage", db, "homepage", 0, math.MaxUint64,
+			"e1\t2\t1.5\ne2\t2\t0.2\ne3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne6\t0\t0\ne7\t1\t1"),
+		recent("check bounded examples of homepage's second hour", db, "homepage", uint64(fixtureBase.Add(time.Hour).UnixMilli()),
+			uint64(fixtureBase.Add(time.Hour+3*time.Second).UnixMilli()), "e3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne7\t1\t1"),
+		recent("check bounded examples of ctr", db, "ctr", 0, math.MaxUint64, "c1\t1\t1\nc2\t0\t0\nc3\t0\t0"),
 		{name: "check reward_by_version", query: true,
 			sql: "SELECT model, version, variant, hour, decisions, round(reward_sum, 6), with_feedback, round(join_rate, 6) FROM " + db + ".reward_by_version",
 			want: strings.NewReplacer("H0", h0, "H1", h1).Replace("ctr\t1\tchampion\tH0\t3\t1\t1\t0.333333\n" +
@@ -726,6 +744,8 @@ func fixtureChecks(db string) []step {
 			sql:  "SELECT count() FROM " + db + ".examples WHERE event_id = 'e9'",
 			want: "0"},
 		bounded("check bounded examples of homepage held by the decisions watermark", db, "homepage", 0, math.MaxUint64,
+			"e1\t2\t1.5\ne2\t2\t0.2\ne3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne6\t0\t0\ne7\t1\t1"),
+		recent("check bounded examples of homepage held by the decisions watermark", db, "homepage", 0, math.MaxUint64,
 			"e1\t2\t1.5\ne2\t2\t0.2\ne3\t2\t0.9\ne4\t3\t0.7\ne5\t0\t0.25\ne6\t0\t0\ne7\t1\t1"),
 		watermarkOf(StreamDecisions, "decisions watermark past e9", fixtureBase.Add(4*time.Hour)),
 		{name: "check e9 closed once its decision's topic is in", query: true,
@@ -789,6 +809,7 @@ func lateChecks(db string) []step {
 			sql:  "SELECT event_id, feedback_count, reward FROM " + db + ".examples WHERE event_id = 'e10'",
 			want: "e10\t2\t1.5"},
 		bounded("check bounded examples with a late window", db, "homepage", ms, ms, "e10\t2\t1.5"),
+		recent("check bounded examples with a late window", db, "homepage", ms, ms, "e10\t2\t1.5"),
 		// homepage's feedback: 17 on its decisions; late: e6's, e7's
 		// second and e10's two; re-scoring: e10's first late one.
 		{name: "check late feedback of homepage", query: true, sql: late, want: "17\t4\t1"},

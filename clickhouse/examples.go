@@ -37,3 +37,73 @@ func examplesArgs(model string, fromMs, toMs, throughMs uint64) []any {
 	}
 	return []any{throughMs, model, fromMs, fromMs, toMs, lo, lo, throughMs, model, fromMs, fromMs, toMs}
 }
+
+// The queries of a recent range (the canary judge's, the dashboard's) name
+// {recent}: the examples of one model's decisions of the range, with the
+// columns event_id, ts, ts_ms, model, kind, version, variant, explored,
+// score, feedback_count and reward, read from the time-ordered companions
+// of decisions and feedback (migration 15) as the subquery aliased e. Its
+// rows are those of {examples} over the same range; it reads the granules
+// of the range (and the feedback from feedbackSkewMs before it on), where
+// {examples} reads every decision of the model in the range's months once
+// merges have made each month one part (bench/queries).
+//
+// Its arguments, in order, are recentArgs(model, fromMs, toMs, throughMs).
+//
+// A feedback event delivered twice at different times (a client's retry
+// without a time of its own) is two rows of feedback_by_time: the one
+// ingested last counts, as FINAL keeps it in feedback.
+const recentExamples = `(SELECT
+			event_id, ts, ts_ms, model, kind, version, variant, explored, score, feedback_count,
+			multiIf(
+				feedback_count = 0, reward_default,
+				reward_aggregate = 'first', f_first,
+				reward_aggregate = 'last', f_last,
+				reward_aggregate = 'max', f_max,
+				f_sum) AS reward
+		FROM
+		(
+			SELECT event_id, ts, ts_ms, model, kind, version, variant, explored, score, reward_default, reward_aggregate
+			FROM {db}.decisions_by_time FINAL
+			WHERE ` + closedByArg + ` AND ` + recentActivated + ` AND model = ? AND ts_ms >= ? AND ts_ms <= ?
+		) AS d
+		ALL LEFT JOIN
+		(
+			SELECT
+				event_id, d_model AS model,
+				count() AS feedback_count,
+				argMin(f_reward, f_ts_ms) AS f_first,
+				argMax(f_reward, f_ts_ms) AS f_last,
+				max(f_reward) AS f_max,
+				sum(f_reward) AS f_sum
+			FROM
+			(
+				SELECT event_id, argMax(model, ingested_at) AS f_model, argMax(ts_ms, ingested_at) AS f_ts_ms, argMax(reward, ingested_at) AS f_reward
+				FROM {db}.feedback_by_time
+				WHERE type != 'flywheel.activation' AND ts_ms >= ?
+				GROUP BY event_id, feedback_id
+			) AS fb
+			ALL INNER JOIN
+			(
+				SELECT event_id, model AS d_model, max(` + lateDeadline + `) AS deadline_ms
+				FROM {db}.decisions_by_time FINAL
+				WHERE ` + closedByArg + ` AND model = ? AND ts_ms >= ? AND ts_ms <= ?
+				GROUP BY event_id, model
+			) AS dl USING event_id
+			WHERE f_ts_ms <= deadline_ms AND (f_model = '' OR f_model = d_model)
+			GROUP BY event_id, d_model
+		) AS f USING (event_id, model)) AS e`
+
+// recentActivated is activatedCondition over the activations received from
+// the range's feedback bound on (an activation follows its decision).
+const recentActivated = `(deferred = 0 OR splitByChar('#', event_id)[1] IN (SELECT event_id FROM {db}.feedback_by_time WHERE type = 'flywheel.activation' AND ts_ms >= ?))`
+
+// recentArgs are the arguments of {recent}: model's decisions with
+// fromMs <= ts_ms <= toMs whose window ends by throughMs (closedThroughMs).
+func recentArgs(model string, fromMs, toMs, throughMs uint64) []any {
+	lo := uint64(0)
+	if fromMs > feedbackSkewMs {
+		lo = fromMs - feedbackSkewMs
+	}
+	return []any{throughMs, lo, model, fromMs, toMs, lo, throughMs, model, fromMs, toMs}
+}

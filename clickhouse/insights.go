@@ -186,7 +186,7 @@ func Insights(ctx context.Context, conn driver.Conn, db, model string, window ti
 func zoom(ctx context.Context, conn driver.Conn, db, model string, window time.Duration, now time.Time) (time.Time, time.Duration, error) {
 	from := now.Add(-window)
 	var first uint64
-	if err := conn.QueryRow(ctx, expand(sqlFirstDecision, db), model, uint64(from.UnixMilli()), uint64(from.UnixMilli())).Scan(&first); err != nil {
+	if err := conn.QueryRow(ctx, expand(sqlFirstDecision, db), model, uint64(from.UnixMilli())).Scan(&first); err != nil {
 		return time.Time{}, 0, fmt.Errorf("first decision: %w", err)
 	}
 	if t := time.UnixMilli(int64(first)); first > 0 && t.After(from) {
@@ -244,7 +244,7 @@ func liftOf(t int64, treated, control moments) (LiftPoint, bool) {
 // holds page decisions.
 func (o *Overview) rewards(ctx context.Context, conn driver.Conn, db, model string, bucket time.Duration) (slotted bool, err error) {
 	bms := uint64(bucket / time.Millisecond)
-	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64, o.ClosedThroughMs)...)...)
+	rows, err := conn.Query(ctx, expand(sqlRewardSeries, db), append([]any{bms, bms}, recentArgs(model, uint64(o.FromMs), math.MaxUint64, o.ClosedThroughMs)...)...)
 	if err != nil {
 		return false, fmt.Errorf("reward over time: %w", err)
 	}
@@ -333,7 +333,7 @@ func (o *Overview) lift(arms map[int64]*[2]moments) {
 // page (the sum over its slots) over the window.
 func (o *Overview) slots(ctx context.Context, conn driver.Conn, db, model string, bucket time.Duration) error {
 	bms := uint64(bucket / time.Millisecond)
-	args := append([]any{bms, bms}, examplesArgs(model, uint64(o.FromMs), math.MaxUint64, o.ClosedThroughMs)...)
+	args := append([]any{bms, bms}, recentArgs(model, uint64(o.FromMs), math.MaxUint64, o.ClosedThroughMs)...)
 	for _, q := range []struct{ what, sql string }{{"reward by slot", sqlSlotSeries}, {"reward by page", sqlPageSeries}} {
 		if err := o.slotSeries(ctx, conn, expand(q.sql, db), args); err != nil {
 			return fmt.Errorf("%s: %w", q.what, err)
@@ -467,36 +467,37 @@ func SetReferences(ctx context.Context, conn driver.Conn, db, model string, refs
 
 // The dashboard's statements.
 const (
-	// The bound on ts, the partition key, skips the parts of older
-	// decisions (ts_ms alone is no key: every part would be read).
-	sqlFirstDecision = `SELECT min(ts_ms) FROM {db}.decisions WHERE model = ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?`
-	// The closed examples of the window ({examples}: the model and the
-	// range pushed into the decisions and feedback read), per bucket.
+	// decisions_by_time is sorted by model and ts_ms: the read is of the
+	// window's granules.
+	sqlFirstDecision = `SELECT min(ts_ms) FROM {db}.decisions_by_time WHERE model = ? AND ts_ms >= ?`
+	// The closed examples of the window ({recent}: the model and the
+	// range pushed into the time-ordered decisions and feedback), per bucket.
 	sqlRewardSeries = `SELECT intDiv(ts_ms, ?) * ? AS t, version, variant, count(), sum(reward), sum(reward * reward),
 			countIf(feedback_count > 0), sum(explored), countIf(position(event_id, '#') > 0)
-		FROM {examples} GROUP BY t, version, variant ORDER BY version, variant, t`
+		FROM {recent} GROUP BY t, version, variant ORDER BY version, variant, t`
 	// The reward of each slot of a model's pages (decisions EVENT_ID#SLOT)
 	// and of its pages (the sum over the page's slots, in the bucket of its
 	// first slot; the slot column is ''), with the rows of sqlRewardSeries.
 	sqlSlotSeries = `SELECT intDiv(ts_ms, ?) * ? AS t, splitByChar('#', event_id)[2] AS slot, count(), sum(reward), sum(reward * reward)
-		FROM {examples} WHERE position(event_id, '#') > 0 GROUP BY t, slot ORDER BY slot, t`
+		FROM {recent} WHERE position(event_id, '#') > 0 GROUP BY t, slot ORDER BY slot, t`
 	sqlPageSeries = `SELECT intDiv(page_ms, ?) * ? AS t, '' AS slot, count(), sum(page_reward), sum(page_reward * page_reward)
 		FROM
 		(
 			SELECT splitByChar('#', event_id)[1] AS page, min(ts_ms) AS page_ms, sum(reward) AS page_reward
-			FROM {examples} WHERE position(event_id, '#') > 0 GROUP BY page
+			FROM {recent} WHERE position(event_id, '#') > 0 GROUP BY page
 		) AS p
 		GROUP BY t ORDER BY t`
 	sqlRetrainRuns = `SELECT started_ms, took_ms, outcome, reason, version, champion, train_rows, holdout_rows, comparison
 		FROM {db}.retrain_runs WHERE model = ? ORDER BY started_ms DESC LIMIT 50`
-	// The flow reads the decisions and feedback of the last day (their
-	// partitions' parts; a decision or feedback ingested now that was made
-	// more than a day ago, from a spool that was cut off that long, is not
-	// counted), and the newest decision of all time only when the model
-	// made none in it.
-	sqlDecisionFlow   = `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM {db}.decisions WHERE model = ? AND ts >= now() - 86400`
-	sqlNewestDecision = `SELECT max(ts_ms) FROM {db}.decisions WHERE model = ?`
-	sqlFeedbackFlow   = `SELECT countIf(ingested_at >= now() - 60) FROM {db}.feedback WHERE ts >= now() - 86400`
+	// The flow reads the decisions and feedback of the last day (the
+	// granules of the time-ordered tables; a decision or feedback ingested
+	// now that was made more than a day ago, from a spool that was cut off
+	// that long, is not counted), and the newest decision of all time only
+	// when the model made none in it.
+	sqlDecisionFlow = `SELECT countIf(ingested_at >= now() - 60), max(ts_ms) FROM {db}.decisions_by_time
+		WHERE model = ? AND ts_ms >= (toUInt64(toUInt32(now())) - 86400) * 1000`
+	sqlNewestDecision = `SELECT max(ts_ms) FROM {db}.decisions_by_time WHERE model = ?`
+	sqlFeedbackFlow   = `SELECT countIf(ingested_at >= now() - 60) FROM {db}.feedback_by_time WHERE ts_ms >= (toUInt64(toUInt32(now())) - 86400) * 1000`
 	sqlReferences     = `SELECT name, argMax(value, ts_ms), argMax(source, ts_ms), max(ts_ms)
 		FROM {db}.model_references WHERE model = ? GROUP BY name ORDER BY name`
 	sqlSetReference = `INSERT INTO {db}.model_references (model, name, value, source, ts, ts_ms) SELECT ?, ?, ?, ?, ?, ?`
@@ -523,11 +524,11 @@ const (
 func dashboardStatements(db string) []Statement {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	return []Statement{
-		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0), uint64(0)}, Query: true},
-		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(3600000), uint64(3600000)}, examplesArgs("homepage", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
-		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("ctr", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
-		{Name: "dashboard.slot_series", SQL: expand(sqlSlotSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
-		{Name: "dashboard.page_series", SQL: expand(sqlPageSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, examplesArgs("page", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.first_decision", SQL: expand(sqlFirstDecision, db), Args: []any{"homepage", uint64(0)}, Query: true},
+		{Name: "dashboard.reward_series", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(3600000), uint64(3600000)}, recentArgs("homepage", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.reward_series.classifier", SQL: expand(sqlRewardSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, recentArgs("ctr", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.slot_series", SQL: expand(sqlSlotSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, recentArgs("page", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
+		{Name: "dashboard.page_series", SQL: expand(sqlPageSeries, db), Args: append([]any{uint64(60000), uint64(60000)}, recentArgs("page", 0, math.MaxUint64, math.MaxUint64)...), Query: true},
 		{Name: "dashboard.retrain_runs", SQL: expand(sqlRetrainRuns, db), Args: []any{"homepage"}, Query: true},
 		// counts of the last minute: the fixture's ingested_at is fixed
 		{Name: "dashboard.decision_flow", SQL: expand(sqlDecisionFlow, db), Args: []any{"homepage"}, Query: true},

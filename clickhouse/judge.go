@@ -32,7 +32,7 @@ func NewRewards(conn driver.Conn, db string) *Rewards { return &Rewards{conn: co
 // over the closed examples decided in [from, to) (Unix ms). The order makes
 // the answer the same on every server; the judge does not depend on it.
 const sqlOnlineReward = `SELECT version, variant, count(), avg(reward), stddevSamp(reward)
-		FROM {examples} GROUP BY version, variant ORDER BY version, variant`
+		FROM {recent} GROUP BY version, variant ORDER BY version, variant`
 
 // sqlOnlineLogLoss is the log loss of the scores every version and variant
 // of a classifier served, against the outcomes (reward above 0), over the
@@ -42,7 +42,7 @@ const sqlOnlineLogLoss = `SELECT version, variant, count(), avg(loss), stddevSam
 		FROM (
 			SELECT version, variant,
 				if(reward > 0, -log(greatest(least(score, 1 - 1e-15), 1e-15)), -log(greatest(least(1 - score, 1 - 1e-15), 1e-15))) AS loss
-			FROM {examples}
+			FROM {recent}
 		) AS l
 		GROUP BY version, variant ORDER BY version, variant`
 
@@ -61,13 +61,13 @@ func (r *Rewards) OnlineLogLoss(ctx context.Context, model string, fromMs, toMs 
 	return r.query(ctx, "online log loss", sqlOnlineLogLoss, model, fromMs, toMs)
 }
 
-// halfOpen are the arguments of {examples} for model's decisions in
+// halfOpen are the arguments of {recent} for model's decisions in
 // [fromMs, toMs).
 func halfOpen(model string, fromMs, toMs, throughMs uint64) []any {
 	if toMs == 0 {
-		return examplesArgs(model, 1, 0, throughMs) // nothing
+		return recentArgs(model, 1, 0, throughMs) // nothing
 	}
-	return examplesArgs(model, fromMs, toMs-1, throughMs)
+	return recentArgs(model, fromMs, toMs-1, throughMs)
 }
 
 func (r *Rewards) query(ctx context.Context, what, sql, model string, fromMs, toMs uint64) ([]VersionReward, error) {

@@ -51,10 +51,12 @@ func Statements(db string) []Statement {
 }
 
 // expand puts the bounded examples query (examplesOfModel) in place of
-// {examples} in sql, then database db in place of {db}.
+// {examples} in sql and the recent one (recentExamples) in place of
+// {recent}, then database db in place of {db}.
 func expand(sql, db string) string {
 	if strings.Contains(sql, "{examples}") {
 		sql = strings.ReplaceAll(sql, "{examples}", examplesOfModel())
 	}
+	sql = strings.ReplaceAll(sql, "{recent}", recentExamples)
 	return strings.ReplaceAll(sql, "{db}", db)
 }

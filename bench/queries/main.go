@@ -77,7 +77,7 @@ func runOne(addr string, n, perHour, repeat int, keep bool) error {
 	genTook := time.Since(gen)
 	for _, state := range []string{"merged", "optimized"} {
 		if state == "optimized" {
-			for _, t := range []string{"decisions", "feedback"} {
+			for _, t := range []string{"decisions", "feedback", "decisions_by_time", "feedback_by_time"} {
 				if err := conn.Exec(ctx, "OPTIMIZE TABLE "+db+"."+t+" FINAL"); err != nil {
 					return fmt.Errorf("optimize %s: %w", t, err)
 				}
