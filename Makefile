@@ -70,6 +70,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParseFeedback -fuzztime $${FUZZTIME:-30s} ./serve
 	$(GO) test -run XXX -fuzz FuzzScanDecision -fuzztime $${FUZZTIME:-30s} ./ingest
 	$(GO) test -run XXX -fuzz FuzzScanFeatures -fuzztime $${FUZZTIME:-30s} .
+	$(GO) test -run XXX -fuzz FuzzScanLoggedActions -fuzztime $${FUZZTIME:-30s} .
 
 services-up:
 	scripts/services.sh up

@@ -267,17 +267,38 @@ func (f *Feedback) Validate() error {
 
 // Example is one logged ranker decision with its outcome: what training and
 // off-policy evaluation read.
+//
+// The actions' features are either Actions or, read from the log without
+// building maps, sets of a FeatureList: action i is ActionList's set
+// ActionSets[i], and Actions is nil (the model learns and scores the same
+// from either). NumActions and ActionFeatures read both.
 type Example struct {
 	EventID       string
 	Time          time.Time
 	Version       int
 	Context       Features
 	Actions       []Action
+	ActionList    *FeatureList
+	ActionSets    []int
 	Probabilities []float64
 	ChosenIndex   int
 	Reward        float64
 	HasFeedback   bool
 }
+
+// NumActions returns how many actions the example offered.
+func (ex *Example) NumActions() int {
+	if ex.ActionList != nil {
+		return len(ex.ActionSets)
+	}
+	return len(ex.Actions)
+}
+
+// Listed reports whether the actions' features are sets of ActionList.
+func (ex *Example) Listed() bool { return ex.ActionList != nil }
+
+// ActionSet returns the features of action i of a listed example.
+func (ex *Example) ActionSet(i int) []ListedFeature { return ex.ActionList.Set(ex.ActionSets[i]) }
 
 // ModelRef names one version of one model.
 type ModelRef struct {

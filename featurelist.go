@@ -282,6 +282,69 @@ func (l *FeatureList) ScanLoggedPrefix(b []byte) (end int, ok bool) {
 	return s.Pos(), true
 }
 
+// ScanLoggedActions appends the features of every action of b, an actions
+// array as logged ([{"id": …, "features": {…}}, …]), to l as one set per
+// action, and returns sets with the actions' set indexes appended. Each
+// action is an object of "id" (a string) and "features" (ScanLogged's
+// object, or null, or absent: no features), each at most once; anything
+// else, decoding into []Action takes its own way (keys matched without
+// case, a null id), so it reports false, l and sets as they were, and the
+// caller decodes the general way. Strings share b's memory.
+func (l *FeatureList) ScanLoggedActions(b []byte, sets []int) ([]int, bool) {
+	s := NewScanner(b)
+	feats, nsets, n0 := len(l.Feats), len(l.Sets), len(sets)
+	fail := func() ([]int, bool) {
+		clear(l.Feats[feats:])
+		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:nsets]
+		return sets[:n0], false
+	}
+	if !s.Open('[') {
+		return fail()
+	}
+	for first := true; s.More(']', &first); {
+		if !s.Open('{') {
+			return fail()
+		}
+		id, features, withFeatures := false, false, false
+		for firstKey := true; s.More('}', &firstKey); {
+			k, ok := s.Key()
+			switch {
+			case !ok:
+				return fail()
+			case k == "id" && !id:
+				id = true
+				if _, ok := s.Str(); !ok {
+					return fail()
+				}
+			case k == "features" && !features:
+				features = true
+				if s.Null() {
+					continue
+				}
+				withFeatures = true
+				from := len(l.Feats)
+				if !l.scan(&s, unbounded, false) {
+					return fail()
+				}
+				l.Sets = append(l.Sets, FeatureSet{From: from, To: len(l.Feats)})
+			default:
+				return fail()
+			}
+		}
+		if s.Bad() {
+			return fail()
+		}
+		if !withFeatures {
+			l.AddEmpty()
+		}
+		sets = append(sets, len(l.Sets)-1)
+	}
+	if s.Bad() || !s.End() {
+		return fail()
+	}
+	return sets, true
+}
+
 var unbounded = Limits{MaxActions: math.MaxInt, MaxFeaturesPerNS: math.MaxInt, MaxNamespaces: math.MaxInt, MaxBagSize: math.MaxInt,
 	MaxStringBytes: math.MaxInt, MaxFeedbackPerBatch: math.MaxInt, MaxBodyBytes: math.MaxInt64, MaxFeaturesPerRequest: math.MaxInt}
 

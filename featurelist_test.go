@@ -148,3 +148,75 @@ func TestFeatureListScanLogged(t *testing.T) {
 		}
 	}
 }
+
+// checkScanActions compares ScanLoggedActions with decoding into []Action:
+// what it takes, the decoder takes too, and it reads every action's
+// features exactly as the maps hold them; what it refuses leaves the list
+// and the sets as they were.
+func checkScanActions(t *testing.T, b []byte) (scanned bool) {
+	t.Helper()
+	var l FeatureList
+	l.ScanLogged([]byte(`{"pre":{"x":1}}`)) // a set before: the scan appends
+	sets, ok := l.ScanLoggedActions(b, []int{0})
+	if !ok {
+		if len(l.Sets) != 1 || len(l.Feats) != 1 || len(sets) != 1 {
+			t.Fatalf("%q: a refused scan left %d sets, %d features, %d indexes", b, len(l.Sets), len(l.Feats), len(sets))
+		}
+		return false
+	}
+	var acts []Action
+	if err := json.Unmarshal(b, &acts); err != nil {
+		t.Fatalf("%q: listed, but decoding refuses it: %v", b, err)
+	}
+	if len(sets) != 1+len(acts) {
+		t.Fatalf("%q: %d sets for %d actions", b, len(sets)-1, len(acts))
+	}
+	for i, a := range acts {
+		got := l.Features(sets[1+i])
+		for ns, feats := range a.Features { // an empty namespace holds nothing to list
+			if len(feats) == 0 {
+				delete(a.Features, ns)
+			}
+		}
+		if len(got) == 0 && len(a.Features) == 0 {
+			continue
+		}
+		if !reflect.DeepEqual(got, a.Features) {
+			t.Fatalf("%q: action %d listed as %v, decoded as %v", b, i, got, a.Features)
+		}
+	}
+	return true
+}
+
+func TestScanLoggedActions(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		ok   bool
+	}{
+		{`[]`, true},
+		{`[{"id":"a","features":{"item":{"price":12.5,"cat":"x","tags":["p","q"],"new":true,"none":[]}}},{"id":"b"},{"id":"c","features":null},{"features":{}}]`, true},
+		{` [ {"features":{"i":{"p":1}}, "id":"a"} ] `, true},
+		{`[{"id":"a","ID":"b"}]`, false},                                 // a key the decoder matches without case
+		{`[{"id":"a","id":"b"}]`, false},                                 // repeated
+		{`[{"id":"a","features":null,"features":{"i":{"p":1}}}]`, false}, // repeated
+		{`[{"id":null}]`, false},
+		{`[{"id":"a","extra":1}]`, false},
+		{`[{"id":"a","features":{"i":{"p":1,"p":2}}}]`, false},
+		{`[{"id":"a"}] x`, false},
+		{`[{"id":"a"},]`, false},
+		{`{"id":"a"}`, false},
+	} {
+		if got := checkScanActions(t, []byte(tc.json)); got != tc.ok {
+			t.Errorf("%s: listed %v, want %v", tc.json, got, tc.ok)
+		}
+	}
+}
+
+// FuzzScanLoggedActions checks ScanLoggedActions against decoding into
+// []Action (checkScanActions).
+func FuzzScanLoggedActions(f *testing.F) {
+	for _, s := range []string{`[]`, `[{"id":"a","features":{"u":{"s":"b","n":31,"t":["x"],"b":true}}},{"id":"b"}]`, `[{"id":"a","features":null}]`, `[{"features":{"u":{"a":"caf\u00e9"}},"id":"x"}]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) { checkScanActions(t, b) })
+}

@@ -83,6 +83,15 @@ func eachNumber(f flywheel.Features, fn func(base uint64, v float64)) {
 	}
 }
 
+// eachListedNumber is eachNumber for a listed set.
+func eachListedNumber(set []flywheel.ListedFeature, fn func(base uint64, v float64)) {
+	for _, f := range set {
+		if f.Kind == flywheel.ListedNumber && !math.IsNaN(f.Num) && !math.IsInf(f.Num, 0) {
+			fn(fnvString(fnvString(nsHash(f.NS), "^"), f.Name), f.Num)
+		}
+	}
+}
+
 // fitBins returns the cut points of at most bins bins of about equal
 // frequency for every numeric feature of the examples (contexts and every
 // action), at most maxBinned features. Walking a feature's sorted values,
@@ -102,6 +111,11 @@ func fitBins(bins int, exs []pending) map[uint64][]float64 {
 		eachNumber(exs[i].ex.Context, add)
 		for _, a := range exs[i].ex.Actions {
 			eachNumber(a.Features, add)
+		}
+		if exs[i].ex.Listed() {
+			for a := range exs[i].ex.ActionSets {
+				eachListedNumber(exs[i].ex.ActionSet(a), add)
+			}
 		}
 	}
 	keys := make([]uint64, 0, len(vals))

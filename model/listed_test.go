@@ -132,3 +132,95 @@ func TestRankListedAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per ranking", n)
 	}
 }
+
+// listedCopy returns ex with its actions listed: their JSON read into a
+// FeatureList, as retraining reads decisions whose actions vary.
+func listedCopy(t *testing.T, ex flywheel.Example) flywheel.Example {
+	t.Helper()
+	b, err := json.Marshal(ex.Actions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l flywheel.FeatureList
+	sets, ok := l.ScanLoggedActions(b, nil)
+	if !ok || len(sets) != len(ex.Actions) {
+		t.Fatalf("ScanLoggedActions refused %s (%d sets)", b, len(sets))
+	}
+	ex.Actions, ex.ActionList, ex.ActionSets = nil, &l, sets
+	return ex
+}
+
+// A trainer that learns from listed actions learns exactly what it learns
+// from the same actions as maps: the same artifact to the last byte (the
+// weights, the optimizer state, the fitted bins, the name dictionary), the
+// same feature profile, and the same policy on new examples; under every
+// objective, with interactions and bins.
+func TestLearnListedMatchesMaps(t *testing.T) {
+	t.Parallel()
+	for _, objective := range []string{MTR, IPS, DR} {
+		rng := rand.New(rand.NewPCG(3, 5))
+		cfg := Config{Kind: flywheel.KindRanker, Bits: 16, Bins: 8, Interactions: [][2]string{{"user", "item"}, {"ctx", "item"}, {"a", "a"}},
+			Exploration: Exploration{Policy: SquareCB, GammaScale: 10, GammaExponent: 0.5}}
+		maps := NewTrainer(mustModel(t, cfg), TrainConfig{Objective: objective, Names: DefaultNames})
+		listed := NewTrainer(mustModel(t, cfg), TrainConfig{Objective: objective, Names: DefaultNames})
+		pm, pl := NewProfiler(), NewProfiler()
+		var later []flywheel.Example
+		for i := range FitExamples + 1500 {
+			acts := make([]flywheel.Action, 1+rng.IntN(6))
+			probs := make([]float64, len(acts))
+			for j := range acts {
+				acts[j] = flywheel.Action{ID: fmt.Sprintf("a%d", j), Features: randomFeatures(rng)}
+				if j%4 == 3 {
+					acts[j].Features = nil // an action without features
+				}
+				probs[j] = 1 / float64(len(acts))
+			}
+			ex := flywheel.Example{EventID: fmt.Sprint(i), Context: randomFeatures(rng), Actions: acts, Probabilities: probs,
+				ChosenIndex: rng.IntN(len(acts)), Reward: float64(rng.IntN(2))}
+			lx := listedCopy(t, ex)
+			if i >= FitExamples+1000 {
+				later = append(later, ex)
+				continue
+			}
+			if err := maps.LearnRanker(&ex); err != nil {
+				t.Fatal(err)
+			}
+			if err := listed.LearnRanker(&lx); err != nil {
+				t.Fatal(err)
+			}
+			pm.AddExample(&ex)
+			pl.AddExample(&lx)
+		}
+		bm, err := maps.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bl, err := listed.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(bm) != string(bl) {
+			t.Fatalf("%s: the trainer's artifact from listed actions differs from the one from maps (%d and %d bytes)", objective, len(bl), len(bm))
+		}
+		if listed.Model().BinnedFeatures() == 0 {
+			t.Fatalf("%s: no feature binned: the test does not test the bins", objective)
+		}
+		jm, _ := json.Marshal(pm.Profile())
+		jl, _ := json.Marshal(pl.Profile())
+		if string(jm) != string(jl) {
+			t.Fatalf("%s: profiles differ:\nmaps   %s\nlisted %s", objective, jm, jl)
+		}
+		m := maps.Model()
+		var rm, rl Ranking
+		for _, ex := range later {
+			lx := listedCopy(t, ex)
+			m.PolicyExample(&ex, &rm)
+			m.PolicyExample(&lx, &rl)
+			for k := range rm.Scores {
+				if rm.Scores[k] != rl.Scores[k] || rm.Probabilities[k] != rl.Probabilities[k] {
+					t.Fatalf("%s: action %d of %s: score %v p %v from maps, %v %v listed", objective, k, ex.EventID, rm.Scores[k], rm.Probabilities[k], rl.Scores[k], rl.Probabilities[k])
+				}
+			}
+		}
+	}
+}

@@ -345,6 +345,29 @@ func (m *Model) Policy(ctx flywheel.Features, actions []flywheel.Action, out *Ra
 	explore(e, out.Scores, out.Probabilities)
 }
 
+// PolicyExample is Policy for the context and actions of a logged example,
+// whose actions may be listed (flywheel.Example.ActionList): the same
+// scores and probabilities either way.
+func (m *Model) PolicyExample(ex *flywheel.Example, out *Ranking) {
+	if !ex.Listed() {
+		m.Policy(ex.Context, ex.Actions, out)
+		return
+	}
+	k := ex.NumActions()
+	out.Scores = resize(out.Scores, k)
+	out.Probabilities = resize(out.Probabilities, k)
+	sc := m.scratch.Get().(*scratch)
+	sc.cf = appendFeatures(sc.cf[:0], ex.Context, &sc.keys, m.cuts)
+	for i := range k {
+		sc.af = appendListed(sc.af[:0], ex.ActionSet(i), &sc.keys, m.cuts)
+		out.Scores[i] = m.score(sc.cf, sc.af, &sc.cb)
+	}
+	m.scratch.Put(sc)
+	e := m.cfg.Exploration
+	e.Gamma = m.Gamma()
+	explore(e, out.Scores, out.Probabilities)
+}
+
 // scores fills dst (one entry per action) with the actions' scores.
 func (m *Model) scores(ctx flywheel.Features, actions []flywheel.Action, dst []float64) {
 	sc := m.scratch.Get().(*scratch)

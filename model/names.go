@@ -60,7 +60,9 @@ func (d *names) add(e nameEntry) {
 // hashed features cf and af of the raw features ctx and act, crossed by m's
 // pairs. While the dictionary has room, names of hashes it lacks are built
 // from ctx and act; afterwards observing costs a map look-up per feature.
-func (t *Trainer) observe(ctx, act flywheel.Features) {
+//
+// A listed action (actSet not nil) is named from its set instead of act.
+func (t *Trainer) observe(ctx, act flywheel.Features, actSet []flywheel.ListedFeature) {
 	d := t.names
 	if d == nil {
 		return
@@ -75,7 +77,11 @@ func (t *Trainer) observe(ctx, act flywheel.Features) {
 		if missing {
 			clear(d.named)
 			eachNamed(ctx, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
-			eachNamed(act, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
+			if actSet != nil {
+				eachNamedListed(actSet, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
+			} else {
+				eachNamed(act, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
+			}
 			d.missing = d.missing[:0]
 			t.eachCross(func(h uint64, _ float64, a, b *feature) {
 				if _, ok := d.idx[h]; ok {
@@ -159,6 +165,28 @@ func eachNamed(f flywheel.Features, cuts map[uint64][]float64, fn func(h uint64,
 					cat(s)
 				}
 			}
+		}
+	}
+}
+
+// eachNamedListed is eachNamed for a listed set (flywheel.FeatureList):
+// the same hashes and names as eachNamed gives the same features as
+// Features.
+func eachNamedListed(set []flywheel.ListedFeature, cuts map[uint64][]float64, fn func(h uint64, name string)) {
+	for _, f := range set {
+		base := fnvString(fnvString(nsHash(f.NS), "^"), f.Name)
+		key := f.NS + "^" + f.Name
+		switch f.Kind {
+		case flywheel.ListedString, flywheel.ListedMember:
+			fn(fnvString(fnvString(base, "="), f.Str), cutName(key+"="+f.Str))
+		case flywheel.ListedNumber:
+			fn(base, cutName(key))
+			if c, ok := cuts[base]; ok {
+				k := binOf(c, f.Num)
+				fn(binHash(base, k), binName(key, c, k))
+			}
+		case flywheel.ListedBool:
+			fn(base, cutName(key))
 		}
 	}
 }

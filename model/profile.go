@@ -138,13 +138,15 @@ type Profiler struct {
 	values    int // distinct values kept, all features
 	full      bool
 	fresh     []ProfiledFeature // scratch: this example's new features
+	room      bool              // at the example's start, the profile had room for more features
 }
 
 type profiling struct {
 	ProfiledFeature
-	stamp  uint64 // the example that last counted it present
-	values map[string]struct{}
-	sample []float64
+	admitted bool   // admitted by the example being profiled, not recorded yet
+	stamp    uint64 // the example that last counted it present
+	values   map[string]struct{}
+	sample   []float64
 }
 
 // NewProfiler returns an empty profiler.
@@ -152,63 +154,82 @@ func NewProfiler() *Profiler { return &Profiler{index: map[string]map[string]*pr
 
 // Add profiles one example: its context and every action's features (a
 // classifier's example has a context only).
-func (p *Profiler) Add(ctx flywheel.Features, actions []flywheel.Action) {
-	p.examples++
-	p.full = p.values >= ProfileTotalValues // at the example's start: deterministic
-	if p.count < ProfileFeatures {
-		p.admit(ctx, actions)
+func (p *Profiler) Add(ctx flywheel.Features, actions []flywheel.Action) { p.add(ctx, actions, nil) }
+
+// AddExample profiles a logged ranker example as Add profiles its context
+// and actions, whether they are maps or listed (flywheel.Example.ActionList):
+// the same profile either way.
+func (p *Profiler) AddExample(ex *flywheel.Example) {
+	if ex.Listed() {
+		p.add(ex.Context, nil, ex)
+		return
 	}
-	p.record(ctx)
-	for i := range actions {
-		p.record(actions[i].Features)
-	}
+	p.add(ex.Context, ex.Actions, nil)
 }
 
-// admit adds the features of one example the profile lacks, by namespace
-// and name, while there is room.
-func (p *Profiler) admit(ctx flywheel.Features, actions []flywheel.Action) {
+// add profiles a context with actions, or with the listed actions of
+// listed when it is not nil. The features the profile lacks are noted as
+// the example is recorded, admitted (sorted, while there is room) and then
+// recorded: as if admitted first, at the cost of one walk over an example
+// that brings nothing new.
+func (p *Profiler) add(ctx flywheel.Features, actions []flywheel.Action, listed *flywheel.Example) {
+	p.examples++
+	p.full = p.values >= ProfileTotalValues // at the example's start: deterministic
+	p.room = p.count < ProfileFeatures
 	p.fresh = p.fresh[:0]
-	find := func(f flywheel.Features) {
-		for ns, feats := range f {
-			for name := range feats {
-				if p.index[ns][name] == nil && !slices.ContainsFunc(p.fresh, func(x ProfiledFeature) bool { return x.Namespace == ns && x.Name == name }) {
-					p.fresh = append(p.fresh, ProfiledFeature{Namespace: ns, Name: name})
-				}
-			}
-		}
-	}
-	find(ctx)
-	for i := range actions {
-		find(actions[i].Features)
+	p.walk(ctx, actions, listed, false)
+	if len(p.fresh) == 0 {
+		return
 	}
 	slices.SortFunc(p.fresh, func(a, b ProfiledFeature) int { return compareFeatures(&a, &b) })
+	admitted := 0
 	for _, f := range p.fresh {
 		if p.count >= ProfileFeatures {
 			p.truncated = true
-			return
+			break
 		}
 		byName := p.index[f.Namespace]
 		if byName == nil {
 			byName = map[string]*profiling{}
 			p.index[f.Namespace] = byName
 		}
-		byName[f.Name] = &profiling{ProfiledFeature: f}
+		byName[f.Name] = &profiling{ProfiledFeature: f, admitted: true}
 		p.count++
+		admitted++
+	}
+	if admitted > 0 {
+		p.walk(ctx, actions, listed, true)
 	}
 }
 
-func (p *Profiler) record(f flywheel.Features) {
+// walk records the example's features; admitted: only those just
+// admitted, which it marks recorded.
+func (p *Profiler) walk(ctx flywheel.Features, actions []flywheel.Action, listed *flywheel.Example, admitted bool) {
+	p.record(ctx, admitted)
+	for i := range actions {
+		p.record(actions[i].Features, admitted)
+	}
+	if listed != nil {
+		for i := range listed.ActionSets {
+			p.recordListed(listed.ActionSet(i), admitted)
+		}
+	}
+	if admitted {
+		for _, f := range p.fresh {
+			if pf := p.index[f.Namespace][f.Name]; pf != nil {
+				pf.admitted = false
+			}
+		}
+	}
+}
+
+func (p *Profiler) record(f flywheel.Features, admitted bool) {
 	for ns, feats := range f {
 		byName := p.index[ns]
 		for name, v := range feats {
-			pf := byName[name]
+			pf := p.present(byName, ns, name, admitted)
 			if pf == nil {
-				p.truncated = true
 				continue
-			}
-			if pf.stamp != p.examples {
-				pf.stamp = p.examples
-				pf.Present++
 			}
 			switch v := v.(type) {
 			case string:
@@ -228,6 +249,55 @@ func (p *Profiler) record(f flywheel.Features) {
 			}
 		}
 	}
+}
+
+// recordListed is record for a listed set: a bag's strings are one
+// feature, present once.
+func (p *Profiler) recordListed(set []flywheel.ListedFeature, admitted bool) {
+	var byName map[string]*profiling
+	ns := ""
+	for i, f := range set {
+		if i == 0 || f.NS != ns {
+			ns, byName = f.NS, p.index[f.NS]
+		}
+		pf := p.present(byName, f.NS, f.Name, admitted)
+		if pf == nil {
+			continue
+		}
+		switch f.Kind {
+		case flywheel.ListedString, flywheel.ListedMember:
+			p.addValue(pf, f.Str)
+		case flywheel.ListedNumber:
+			pf.addNumber(f.Num)
+		}
+	}
+}
+
+// present returns the profile's feature ns^name (byName is ns's), counted
+// present in this example, or nil: on the first walk for a feature the
+// profile lacks (noted in fresh while there is room, else marking the
+// profile truncated); on the second (admitted) for all but those just
+// admitted.
+func (p *Profiler) present(byName map[string]*profiling, ns, name string, admitted bool) *profiling {
+	pf := byName[name]
+	switch {
+	case admitted:
+		if pf == nil || !pf.admitted {
+			return nil
+		}
+	case pf == nil:
+		if !p.room {
+			p.truncated = true
+		} else if !slices.ContainsFunc(p.fresh, func(x ProfiledFeature) bool { return x.Namespace == ns && x.Name == name }) {
+			p.fresh = append(p.fresh, ProfiledFeature{Namespace: ns, Name: name})
+		}
+		return nil
+	}
+	if pf.stamp != p.examples {
+		pf.stamp = p.examples
+		pf.Present++
+	}
+	return pf
 }
 
 func (p *Profiler) addValue(pf *profiling, s string) {

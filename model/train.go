@@ -109,7 +109,7 @@ func (t *Trainer) Model() *Model {
 // maps and slices: the caller must not modify an example it has passed),
 // fits the bins on them and then learns them in order.
 func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
-	if len(ex.Actions) == 0 || ex.ChosenIndex < 0 || ex.ChosenIndex >= len(ex.Actions) || ex.ChosenIndex >= len(ex.Probabilities) {
+	if n := ex.NumActions(); n == 0 || ex.ChosenIndex < 0 || ex.ChosenIndex >= n || ex.ChosenIndex >= len(ex.Probabilities) {
 		return flywheel.Errorf(flywheel.EINVALID, "example %s: chosen action is out of range", ex.EventID)
 	}
 	p := ex.Probabilities[ex.ChosenIndex]
@@ -133,9 +133,8 @@ func (t *Trainer) learnRanker(ex *flywheel.Example) {
 	t.cf = appendFeatures(t.cf[:0], ex.Context, &t.keys, t.m.cuts)
 	switch t.cfg.Objective {
 	case IPS, DR:
-		for a := range ex.Actions {
-			t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys, t.m.cuts)
-			t.observe(ex.Context, ex.Actions[a].Features)
+		for a := range ex.NumActions() {
+			t.action(ex, a)
 			pred := t.m.score(t.cf, t.af, &t.cb)
 			target := 0.0
 			if t.cfg.Objective == DR {
@@ -147,13 +146,25 @@ func (t *Trainer) learnRanker(ex *flywheel.Example) {
 			t.step(pred - target)
 		}
 	default:
-		iw := math.Min(1/(float64(len(ex.Actions))*p), t.cfg.MaxImportanceWeight)
-		t.af = appendFeatures(t.af[:0], ex.Actions[ex.ChosenIndex].Features, &t.keys, t.m.cuts)
-		t.observe(ex.Context, ex.Actions[ex.ChosenIndex].Features)
+		iw := math.Min(1/(float64(ex.NumActions())*p), t.cfg.MaxImportanceWeight)
+		t.action(ex, ex.ChosenIndex)
 		pred := t.m.score(t.cf, t.af, &t.cb)
 		t.step(iw * (pred - ex.Reward))
 	}
 	t.m.trained++
+}
+
+// action hashes action a of ex into t.af (its map or its listed set, the
+// same features either way) and notes its names.
+func (t *Trainer) action(ex *flywheel.Example, a int) {
+	if ex.Listed() {
+		set := ex.ActionSet(a)
+		t.af = appendListed(t.af[:0], set, &t.keys, t.m.cuts)
+		t.observe(ex.Context, nil, set)
+		return
+	}
+	t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys, t.m.cuts)
+	t.observe(ex.Context, ex.Actions[a].Features, nil)
 }
 
 // LearnClassifier learns one labelled example with logistic loss by
@@ -174,7 +185,7 @@ func (t *Trainer) learnClassifier(f flywheel.Features, label bool) {
 	}
 	t.cf = appendFeatures(t.cf[:0], f, &t.keys, t.m.cuts)
 	t.af = t.af[:0]
-	t.observe(f, nil)
+	t.observe(f, nil, nil)
 	y := 0.0
 	if label {
 		y = 1

@@ -152,12 +152,12 @@ func (p *policyMemo) policy(ex *flywheel.Example) *model.Ranking {
 		return &p.r
 	}
 	p.ex = ex
-	p.logged = p.version > 0 && ex.Version == p.version && len(ex.Probabilities) == len(ex.Actions)
+	p.logged = p.version > 0 && ex.Version == p.version && len(ex.Probabilities) == ex.NumActions()
 	if p.logged {
 		p.r.Probabilities = append(p.r.Probabilities[:0], ex.Probabilities...)
 		p.r.Scores = p.r.Scores[:0]
 	} else {
-		p.m.Policy(ex.Context, ex.Actions, &p.r)
+		p.m.PolicyExample(ex, &p.r)
 	}
 	return &p.r
 }
@@ -168,7 +168,7 @@ func (c *comparer) add(ex *flywheel.Example) {
 	rc, rh := c.cand.policy(ex), c.champ.policy(ex)
 	q := rc // the reward model is usually the candidate: its scores are at hand
 	if c.q != c.cand.m || c.cand.logged {
-		c.q.Policy(ex.Context, ex.Actions, &c.rq)
+		c.q.PolicyExample(ex, &c.rq)
 		q = &c.rq
 	}
 	term := func(r *model.Ranking) (w, wr, dr float64) {

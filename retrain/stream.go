@@ -8,9 +8,11 @@ import (
 	"hash"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/bytedance/sonic"
 
@@ -122,10 +124,14 @@ func (r *Retrainer) scan(ctx context.Context, name string, fromMs, toMs uint64, 
 
 const chunkRows = 256
 
-// chunk is rows read from ClickHouse, decoded by a worker.
+// chunk is rows read from ClickHouse, decoded by a worker. Rows whose
+// actions vary from decision to decision have them listed in list (sets
+// indexed by idx), not decoded into maps.
 type chunk struct {
 	rows []rawExample
 	done chan struct{}
+	list flywheel.FeatureList
+	idx  []int
 }
 
 type rawExample struct {
@@ -155,6 +161,14 @@ const (
 	// after this many lookups, a hit rate below a tenth turns the cache off
 	judgeAfter = 2048
 )
+
+// varies reports whether the cache found the candidates varying, and so
+// turned itself off.
+func (a *actionSets) varies() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.off
+}
 
 func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 	a.mu.Lock()
@@ -284,6 +298,7 @@ func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
 			continue
 		}
 		switch {
+		case x.actJSON != "" && sets.varies() && c.listActions(ex, x.actJSON):
 		case x.actJSON != "":
 			acts, err := sets.decode(x.actJSON)
 			if err != nil {
@@ -298,8 +313,32 @@ func (c *chunk) decode(log *slog.Logger, sets *actionSets) {
 		x.ctxJSON, x.actJSON = "", ""
 		ex.Time = time.UnixMilli(int64(x.tsMs)).UTC()
 		ex.Version, ex.ChosenIndex, ex.HasFeedback = int(x.version), int(x.chosen), x.fbCount > 0
-		x.ok = ex.ChosenIndex < len(ex.Actions) && len(ex.Probabilities) == len(ex.Actions)
+		x.ok = ex.ChosenIndex < ex.NumActions() && len(ex.Probabilities) == ex.NumActions()
 	}
+}
+
+// listActions lists the actions of js, a decision's actions array, as
+// sets of the chunk's list: no maps for what varies from decision to
+// decision, learned from as from maps (model.Trainer, Model.PolicyExample).
+// It reports false for what the general decoder must take.
+func (c *chunk) listActions(ex *flywheel.Example, js string) bool {
+	start, first := len(c.idx), len(c.list.Sets) == 0
+	idx, ok := c.list.ScanLoggedActions(unsafe.Slice(unsafe.StringData(js), len(js)), c.idx)
+	if !ok {
+		return false
+	}
+	c.idx = idx
+	if first {
+		// Room for the chunk's rows at this row's size and a fifth more,
+		// at once: growing a list of pointers by doubling, chunk after
+		// chunk, cost more than scanning it.
+		rows := len(c.rows) + len(c.rows)/5
+		c.list.Feats = slices.Grow(c.list.Feats, len(c.list.Feats)*rows)
+		c.list.Sets = slices.Grow(c.list.Sets, len(c.list.Sets)*rows)
+		c.idx = slices.Grow(c.idx, len(c.idx)*rows)
+	}
+	ex.Actions, ex.ActionList, ex.ActionSets = nil, &c.list, c.idx[start:len(c.idx):len(c.idx)]
+	return true
 }
 
 // read sends the rows in chunks to send until it returns false.
@@ -382,7 +421,7 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 		fn := func(ex *flywheel.Example) {
 			if pass == 0 {
 				fp.add(ex)
-				prof.Add(ex.Context, ex.Actions)
+				prof.AddExample(ex)
 			}
 			if learn(ex) != nil {
 				skipped++
