@@ -211,11 +211,24 @@ func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 // decoded actions are shared read-only by the rows), and the action lists
 // of up to maxStoredSets distinct lists of keys (a catalogue offers the same
 // list to many users: one lookup then serves the row).
+//
+// A key not in the table is read again, every missingRetryEvery, for up to
+// missingWait in all over the scan: on a ClickHouse cluster the actions
+// table is replicated, and the node read may not have fetched yet the
+// actions that the decisions read from another replica name (a node back
+// from a restart catches up in seconds). Only a key still missing after
+// that leaves its rows unkeyed (skipped, with a warning).
 type actionStore struct {
-	src  Examples
-	acts map[string]flywheel.Action
-	sets map[string][]flywheel.Action
+	src    Examples
+	acts   map[string]flywheel.Action
+	sets   map[string][]flywheel.Action
+	waited time.Duration // of missingWait, over the scan
 }
+
+var (
+	missingWait       = 15 * time.Second
+	missingRetryEvery = 500 * time.Millisecond
+)
 
 const (
 	maxStoredActions = 1 << 17
@@ -250,6 +263,19 @@ func (a *actionStore) resolve(ctx context.Context, c *chunk) error {
 		return a.resolve(ctx, c)
 	}
 	err := a.read(ctx, missing)
+	for err == nil && a.waited < missingWait {
+		missing = slices.DeleteFunc(missing, func(k string) bool { _, ok := a.acts[k]; return ok })
+		if len(missing) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(missingRetryEvery):
+		}
+		a.waited += missingRetryEvery
+		err = a.read(ctx, missing)
+	}
 	for i := range c.rows {
 		x := &c.rows[i]
 		if x.actJSON != "" || x.keys == "" || x.keyed {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/model"
@@ -17,10 +18,29 @@ import (
 type rowsStore struct {
 	Store
 	rows []fakeRow
+	// actions by key, found by the Actions calls from the hiddenFor+1st on
+	actions     map[string]string
+	hiddenFor   int
+	actionCalls int
+}
+
+func (s *rowsStore) Actions(ctx context.Context, keys []string, fn func(key, actionJSON string) error) error {
+	s.actionCalls++
+	if s.actionCalls <= s.hiddenFor {
+		return nil
+	}
+	for _, k := range keys {
+		if js, ok := s.actions[k]; ok {
+			if err := fn(k, js); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 type fakeRow struct {
-	id, ctxJSON, actJSON string
+	id, ctxJSON, actJSON, keys string
 	probs                []float64
 	chosen               uint16
 	reward               float64
@@ -37,7 +57,7 @@ func (s *rowsStore) Rankers(ctx context.Context, _ string, fromMs, toMs uint64, 
 			*dst[2].(*uint32) = 1
 			*dst[3].(*string) = r.ctxJSON
 			*dst[4].(*string) = r.actJSON
-			*dst[5].(*string) = ""
+			*dst[5].(*string) = r.keys
 			*dst[6].(*[]float64) = r.probs
 			*dst[7].(*uint16) = r.chosen
 			*dst[8].(*float64) = r.reward
@@ -129,4 +149,40 @@ func TestScanListsVaryingActions(t *testing.T) {
 		t.Fatalf("the model trained on the scan (%d listed) differs from the one trained on decoded maps", listed)
 	}
 	t.Logf("%d examples, %d listed; the same model as from maps", n, listed)
+}
+
+// Actions named by key that the actions table does not have yet (a cluster
+// node still fetching them from another replica) are read again until they
+// come, and the examples are trained on with them; a key that never comes
+// leaves its examples skipped once the wait is over.
+func TestScanWaitsForActionsStillReplicating(t *testing.T) {
+	defer func(w, e time.Duration) { missingWait, missingRetryEvery = w, e }(missingWait, missingRetryEvery)
+	missingWait, missingRetryEvery = 2*time.Second, 10*time.Millisecond
+	store := &rowsStore{actions: map[string]string{"k1": `{"id":"a","features":{"item":{"c":"x"}}}`, "k2": `{"id":"b"}`}, hiddenFor: 3}
+	for i := range 10 {
+		keys := "k1 k2"
+		if i == 7 {
+			keys = "k1 k3" // k3 never comes
+		}
+		store.rows = append(store.rows, fakeRow{id: fmt.Sprint(i), ctxJSON: `{"user":{"s":"y"}}`, keys: keys, probs: []float64{0.5, 0.5}, reward: 1})
+	}
+	r := &Retrainer{store: store, log: slog.New(slog.DiscardHandler)}
+	var got []string
+	start := time.Now()
+	err := r.scan(context.Background(), "m", 0, 1<<62, func(ex *flywheel.Example) {
+		if ex.NumActions() != 2 || ex.Actions[0].Features["item"]["c"] != "x" {
+			t.Fatalf("%s: actions %+v", ex.EventID, ex.Actions)
+		}
+		got = append(got, ex.EventID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[0 1 2 3 4 5 6 8 9]" || store.actionCalls < 4 {
+		t.Fatalf("delivered %v after %d reads of the actions; want all but 7 (its k3 never came)", got, store.actionCalls)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the scan took %v: the wait for missing actions is not bounded", took)
+	}
+	t.Logf("%d examples after %d reads of the actions table", len(got), store.actionCalls)
 }
