@@ -321,6 +321,30 @@ func (r *Registry) exists(ctx context.Context, name string, version int) error {
 	return nil
 }
 
+// registeredWait bounds how long registered waits for a version to show.
+var registeredWait = 30 * time.Second
+
+// registered is exists for a version the caller has just registered: on a
+// ClickHouse cluster the models table is replicated, and the node read may
+// not have fetched the version yet (a replica back from a restart catches
+// up once its ZooKeeper session is renewed, which can take half a minute),
+// so a version above the latest one read is looked for again, every 250 ms,
+// for up to registeredWait.
+func (r *Registry) registered(ctx context.Context, name string, version int) error {
+	deadline := time.Now().Add(registeredWait)
+	for {
+		err := r.exists(ctx, name, version)
+		if flywheel.ErrorCode(err) != flywheel.ENOTFOUND || version < 1 || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // Promote makes version the champion of name, records who and why, and
 // publishes the event; a canary of that version ends. It returns ENOTFOUND
 // if the version does not exist.
@@ -351,7 +375,7 @@ func (r *Registry) StartCanaryFrom(ctx context.Context, name string, version, ch
 }
 
 func (r *Registry) deployFrom(ctx context.Context, name string, version, champion int, actor, reason, alias string) error {
-	if err := r.exists(ctx, name, version); err != nil {
+	if err := r.registered(ctx, name, version); err != nil {
 		return err
 	}
 	return r.move(ctx, name, actor, reason, func(h *aliasHistory) (step, error) {

@@ -460,7 +460,11 @@ func TestRegistryPromoteFrom(t *testing.T) {
 	if err := r.PromoteFrom(ctx, "m", 4, 2, "retrain", "x"); flywheel.ErrorCode(err) != flywheel.ECONFLICT || !strings.Contains(err.Error(), "canary v3") {
 		t.Fatalf("promotion beside a canary: %v", err)
 	}
-	if err := r.PromoteFrom(ctx, "m", 9, 2, "retrain", "x"); flywheel.ErrorCode(err) != flywheel.ENOTFOUND {
+	// A version not (yet) registered is waited for, briefly here, then not found.
+	defer func(d time.Duration) { registeredWait = d }(registeredWait)
+	registeredWait = 300 * time.Millisecond
+	began := time.Now()
+	if err := r.PromoteFrom(ctx, "m", 9, 2, "retrain", "x"); flywheel.ErrorCode(err) != flywheel.ENOTFOUND || time.Since(began) < registeredWait {
 		t.Fatalf("promotion of a missing version: %v", err)
 	}
 	if c, _ := r.Alias(ctx, "m", Champion); c != 2 {

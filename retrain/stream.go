@@ -216,8 +216,9 @@ func (a *actionSets) decode(js string) ([]flywheel.Action, error) {
 // missingWait in all over the scan: on a ClickHouse cluster the actions
 // table is replicated, and the node read may not have fetched yet the
 // actions that the decisions read from another replica name (a node back
-// from a restart catches up in seconds). Only a key still missing after
-// that leaves its rows unkeyed (skipped, with a warning).
+// from a restart catches up once its ZooKeeper session is renewed, which
+// can take half a minute). Only a key still missing after that leaves its
+// rows unkeyed (skipped, with a warning).
 type actionStore struct {
 	src    Examples
 	acts   map[string]flywheel.Action
@@ -226,7 +227,7 @@ type actionStore struct {
 }
 
 var (
-	missingWait       = 15 * time.Second
+	missingWait       = 45 * time.Second
 	missingRetryEvery = 500 * time.Millisecond
 )
 

@@ -41,9 +41,9 @@ func (s *rowsStore) Actions(ctx context.Context, keys []string, fn func(key, act
 
 type fakeRow struct {
 	id, ctxJSON, actJSON, keys string
-	probs                []float64
-	chosen               uint16
-	reward               float64
+	probs                      []float64
+	chosen                     uint16
+	reward                     float64
 }
 
 func (s *rowsStore) Rankers(ctx context.Context, _ string, fromMs, toMs uint64, row func(scan func(dst ...any) error) error) error {
