@@ -55,12 +55,7 @@ func examplesArgs(model string, fromMs, toMs, throughMs uint64) []any {
 // ingested last counts, as FINAL keeps it in feedback.
 const recentExamples = `(SELECT
 			event_id, ts, ts_ms, model, kind, version, variant, explored, score, feedback_count,
-			multiIf(
-				feedback_count = 0, reward_default,
-				reward_aggregate = 'first', f_first,
-				reward_aggregate = 'last', f_last,
-				reward_aggregate = 'max', f_max,
-				f_sum) AS reward
+			` + rewardOfExample + `
 		FROM
 		(
 			SELECT event_id, ts, ts_ms, model, kind, version, variant, explored, score, reward_default, reward_aggregate
@@ -71,11 +66,7 @@ const recentExamples = `(SELECT
 		(
 			SELECT
 				event_id, d_model AS model,
-				count() AS feedback_count,
-				argMin(f_reward, f_ts_ms) AS f_first,
-				argMax(f_reward, f_ts_ms) AS f_last,
-				max(f_reward) AS f_max,
-				sum(f_reward) AS f_sum
+				` + feedbackAggregates + `
 			FROM
 			(
 				SELECT event_id, argMax(model, ingested_at) AS f_model, argMax(ts_ms, ingested_at) AS f_ts_ms, argMax(reward, ingested_at) AS f_reward

@@ -456,6 +456,24 @@ func examplesSelectOf(tmpl, actions, closed, deadline, dcond, fbcond string) str
 	return strings.NewReplacer("{actions}", actions, "{closed}", closed, "{deadline}", deadline, "{dcond}", dcond, "{fbcond}", fbcond).Replace(tmpl)
 }
 
+// rewardOfExample is an example's reward, from its decision's default and
+// rule and the aggregates of its feedback (feedbackAggregates): the
+// examples view's, and {recent}'s.
+const rewardOfExample = `multiIf(
+				feedback_count = 0, reward_default,
+				reward_aggregate = 'first', f_first,
+				reward_aggregate = 'last', f_last,
+				reward_aggregate = 'max', f_max,
+				f_sum) AS reward`
+
+// feedbackAggregates are the aggregates of a decision's feedback that
+// rewardOfExample reads.
+const feedbackAggregates = `count() AS feedback_count,
+				argMin(f_reward, f_ts_ms) AS f_first,
+				argMax(f_reward, f_ts_ms) AS f_last,
+				max(f_reward) AS f_max,
+				sum(f_reward) AS f_sum`
+
 // The examples' SQL before migration 13 (the views of migrations 5 to 12
 // are made with it) and since.
 const (
@@ -463,12 +481,7 @@ const (
 			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 			context_numbers, feedback_count,
-			multiIf(
-				feedback_count = 0, reward_default,
-				reward_aggregate = 'first', f_first,
-				reward_aggregate = 'last', f_last,
-				reward_aggregate = 'max', f_max,
-				f_sum) AS reward
+			` + rewardOfExample + `
 		FROM
 		(
 			SELECT
@@ -482,11 +495,7 @@ const (
 		(
 			SELECT
 				event_id,
-				count() AS feedback_count,
-				argMin(f_reward, f_ts_ms) AS f_first,
-				argMax(f_reward, f_ts_ms) AS f_last,
-				max(f_reward) AS f_max,
-				sum(f_reward) AS f_sum
+				` + feedbackAggregates + `
 			FROM
 			(
 				SELECT event_id, ts_ms AS f_ts_ms, reward AS f_reward
@@ -506,12 +515,7 @@ const (
 			event_id, ts, ts_ms, model, kind, version, variant, {actions}, probabilities, chosen, chosen_index,
 			chosen_probability, explored, score, context_json, actions_json, context_names, context_values,
 			context_numbers, feedback_count,
-			multiIf(
-				feedback_count = 0, reward_default,
-				reward_aggregate = 'first', f_first,
-				reward_aggregate = 'last', f_last,
-				reward_aggregate = 'max', f_max,
-				f_sum) AS reward
+			` + rewardOfExample + `
 		FROM
 		(
 			SELECT
@@ -525,11 +529,7 @@ const (
 		(
 			SELECT
 				event_id, d_model AS model,
-				count() AS feedback_count,
-				argMin(f_reward, f_ts_ms) AS f_first,
-				argMax(f_reward, f_ts_ms) AS f_last,
-				max(f_reward) AS f_max,
-				sum(f_reward) AS f_sum
+				` + feedbackAggregates + `
 			FROM
 			(
 				SELECT event_id, model AS f_model, ts_ms AS f_ts_ms, reward AS f_reward
