@@ -20,6 +20,15 @@ package clickhouse
 // before its decision.
 const feedbackSkewMs = 3600 * 1000
 
+// feedbackFrom is the oldest feedback time (Unix ms) the bounded reads of
+// decisions from fromMs on read: feedbackSkewMs before it.
+func feedbackFrom(fromMs uint64) uint64 {
+	if fromMs > feedbackSkewMs {
+		return fromMs - feedbackSkewMs
+	}
+	return 0
+}
+
 // examplesOfModel is the bounded examples query of one model's decisions
 // with fromMs <= ts_ms <= toMs, as a subquery aliased e.
 func examplesOfModel() string {
@@ -31,10 +40,7 @@ func examplesOfModel() string {
 // examplesArgs are the arguments of {examples}: model's decisions with
 // fromMs <= ts_ms <= toMs whose window ends by throughMs (closedThroughMs).
 func examplesArgs(model string, fromMs, toMs, throughMs uint64) []any {
-	lo := uint64(0)
-	if fromMs > feedbackSkewMs {
-		lo = fromMs - feedbackSkewMs
-	}
+	lo := feedbackFrom(fromMs)
 	return []any{throughMs, model, fromMs, fromMs, toMs, lo, lo, throughMs, model, fromMs, fromMs, toMs}
 }
 
@@ -92,9 +98,6 @@ const recentActivated = `(deferred = 0 OR splitByChar('#', event_id)[1] IN (SELE
 // recentArgs are the arguments of {recent}: model's decisions with
 // fromMs <= ts_ms <= toMs whose window ends by throughMs (closedThroughMs).
 func recentArgs(model string, fromMs, toMs, throughMs uint64) []any {
-	lo := uint64(0)
-	if fromMs > feedbackSkewMs {
-		lo = fromMs - feedbackSkewMs
-	}
+	lo := feedbackFrom(fromMs)
 	return []any{throughMs, lo, model, fromMs, toMs, lo, throughMs, model, fromMs, toMs}
 }
