@@ -65,13 +65,18 @@ type ModelConfig struct {
 	Interactions [][]string `yaml:"interactions"`
 	// NumericBins is how many quantile bins every numeric feature is also
 	// learned by, beside its value, so that its effect and its interactions
-	// can take any shape (model/bins.go); 0 turns binning off. Unset: 16.
-	NumericBins *int          `yaml:"numeric_bins" json:",omitempty"`
-	Exploration Exploration   `yaml:"exploration"`
-	Reward      RewardConfig  `yaml:"reward"`
-	Retrain     RetrainConfig `yaml:"retrain"`
-	Promote     PromoteConfig `yaml:"promote"`
-	Guardrails  Guardrails    `yaml:"guardrails"`
+	// can take any shape (model/bins.go); 0 turns binning off. Unset: 8.
+	NumericBins *int `yaml:"numeric_bins" json:",omitempty"`
+	// NumericBinShape is how a number's bins are learned: "linear" (the
+	// default), the cut points as knots of a piecewise-linear function, or
+	// "onehot", one feature per bin. Empty in a version's manifest written
+	// before it existed: one-hot.
+	NumericBinShape string        `yaml:"numeric_bin_shape" json:",omitempty"`
+	Exploration     Exploration   `yaml:"exploration"`
+	Reward          RewardConfig  `yaml:"reward"`
+	Retrain         RetrainConfig `yaml:"retrain"`
+	Promote         PromoteConfig `yaml:"promote"`
+	Guardrails      Guardrails    `yaml:"guardrails"`
 }
 
 // RewardConfig is the reward rule as configured.
@@ -127,6 +132,21 @@ type RetrainConfig struct {
 	Passes       int     `yaml:"passes"`
 	LearningRate float64 `yaml:"learning_rate"`
 	Objective    string  `yaml:"objective"` // rankers: mtr | ips | dr
+	// PriorSteps damps a ranker's first steps on every weight
+	// (model.TrainConfig.PriorSteps). Unset: DefaultPriorSteps; nil in a
+	// version's manifest written before it existed, which trained with none.
+	PriorSteps *float64 `yaml:"prior_steps" json:",omitempty"`
+}
+
+// DefaultPriorSteps is retrain.prior_steps when unset.
+const DefaultPriorSteps = 10
+
+// Prior returns prior_steps as set, 0 when unset.
+func (r RetrainConfig) Prior() float64 {
+	if r.PriorSteps == nil {
+		return 0
+	}
+	return *r.PriorSteps
 }
 
 // Training objectives of a ranker (retrain.objective), as model/ learns
@@ -269,6 +289,9 @@ func (c ModelConfig) withShapeDefaults() ModelConfig {
 		b := DefaultNumericBins
 		c.NumericBins = &b
 	}
+	if c.NumericBinShape == "" {
+		c.NumericBinShape = BinShapeLinear
+	}
 	return c
 }
 
@@ -323,13 +346,17 @@ func (r RetrainConfig) withDefaults() RetrainConfig {
 		r.MinNewExamples = 1000
 	}
 	if r.LearningRate == 0 {
-		r.LearningRate = 0.25 // batch passes over a window want smaller steps than online learning
+		r.LearningRate = 0.2 // batch passes over a window want smaller steps than online learning
 	}
 	if r.Objective == "" {
 		r.Objective = ObjectiveMTR
 	}
 	if r.Passes == 0 {
-		r.Passes = 1
+		r.Passes = 2 // with 0.2 and prior_steps 10: the backtests' best (docs/operations.md, "Backtests")
+	}
+	if r.PriorSteps == nil {
+		p := float64(DefaultPriorSteps)
+		r.PriorSteps = &p
 	}
 	return r
 }
@@ -418,6 +445,9 @@ func (c ModelConfig) validateShape(path string) error {
 	if b := c.Bins(); b < 0 || b == 1 || b > 64 {
 		return Errorf(EINVALID, "%s.numeric_bins must be 0 (off) or in [2, 64]; got %d", path, b)
 	}
+	if s := c.NumericBinShape; s != "" && s != BinShapeLinear && s != BinShapeOneHot {
+		return Errorf(EINVALID, "%s.numeric_bin_shape must be %s or %s; got %q", path, BinShapeLinear, BinShapeOneHot, s)
+	}
 	for i, p := range c.Interactions {
 		if len(p) != 2 || p[0] == "" || p[1] == "" {
 			return Errorf(EINVALID, "%s.interactions[%d] must name two namespaces", path, i)
@@ -440,6 +470,9 @@ func (r RetrainConfig) validate(path string) error {
 	}
 	if r.MinNewExamples < 0 || r.Passes < 1 || r.Passes > 100 {
 		return Errorf(EINVALID, "%s: min_new_examples must be >= 0 and passes in [1, 100]", path)
+	}
+	if p := r.Prior(); !(p >= 0 && p <= 1e6) {
+		return Errorf(EINVALID, "%s.prior_steps must be in [0, 1e6]; got %v", path, p)
 	}
 	switch r.Objective {
 	case ObjectiveMTR, ObjectiveIPS, ObjectiveDR:
@@ -515,7 +548,14 @@ func (c ModelConfig) RewardRule() RewardRule {
 }
 
 // DefaultNumericBins is numeric_bins when unset.
-const DefaultNumericBins = 16
+const DefaultNumericBins = 8
+
+// Bin shapes (numeric_bin_shape), as model/ learns them (model.BinsLinear,
+// model.BinsOneHot).
+const (
+	BinShapeLinear = "linear"
+	BinShapeOneHot = "onehot"
+)
 
 // Bins returns numeric_bins as set, 0 when unset: a configuration written
 // before numeric_bins existed (a version's manifest) binned nothing.

@@ -108,3 +108,31 @@ func checkValidation(t *testing.T, err error, want string) {
 		t.Fatalf("error %v, want an EINVALID error containing %q", err, want)
 	}
 }
+
+// The learner's defaults (linear bins, prior steps) fill in, a manifest
+// written before them keeps meaning one-hot bins and no prior, and bad
+// values are refused naming the field.
+func TestLearnerDefaults(t *testing.T) {
+	t.Parallel()
+	c := ModelConfig{}.WithDefaults()
+	if c.Bins() != DefaultNumericBins || c.NumericBinShape != BinShapeLinear || c.Retrain.Prior() != DefaultPriorSteps {
+		t.Fatalf("defaults: %d bins, shape %q, prior %v", c.Bins(), c.NumericBinShape, c.Retrain.Prior())
+	}
+	var old ModelConfig // a manifest's config from before: no shape, no prior
+	if old.NumericBinShape != "" || old.Retrain.Prior() != 0 {
+		t.Fatal("an old manifest's config reads as something")
+	}
+	zero := 0.0
+	off := ModelConfig{Retrain: RetrainConfig{PriorSteps: &zero}}.WithDefaults()
+	if off.Retrain.Prior() != 0 {
+		t.Fatalf("prior_steps: 0 became %v", off.Retrain.Prior())
+	}
+	bad := ModelConfig{NumericBinShape: "spline"}.WithDefaults()
+	checkValidation(t, bad.Validate("models.m"), `models.m.numeric_bin_shape must be linear or onehot; got "spline"`)
+	neg := -1.0
+	bad = ModelConfig{Retrain: RetrainConfig{PriorSteps: &neg}}.WithDefaults()
+	checkValidation(t, bad.Validate("models.m"), "models.m.retrain.prior_steps must be in [0, 1e6]; got -1")
+	nan := math.NaN()
+	bad = ModelConfig{Retrain: RetrainConfig{PriorSteps: &nan}}.WithDefaults()
+	checkValidation(t, bad.Validate("models.m"), "prior_steps must be in [0, 1e6]")
+}

@@ -58,8 +58,84 @@ func binOf(cuts []float64, v float64) int {
 	return lo
 }
 
-// binName is the readable name of bin k of feature key.
-func binName(key string, cuts []float64, k int) string {
+// Bin shapes (Config.BinShape): how a binned number's bins are features.
+const (
+	// BinsOneHot makes a number one feature, value 1, for the bin it falls
+	// in: a step function of the value. It is the shape of artifacts
+	// written before BinsLinear, and what an empty BinShape means.
+	BinsOneHot = flywheel.BinShapeOneHot
+	// BinsLinear makes the cut points knots of a piecewise-linear function:
+	// a value between two cuts is both knots' feature, each weighted by how
+	// near the value is to it (the weights sum to 1), and a value beyond the
+	// first or the last cut is that knot's alone. A number's effect is then
+	// continuous in its value, an example teaches the two knots around it,
+	// and a cross of two binned numbers interpolates bilinearly between the
+	// cells around the pair: a smooth surface learned from fewer examples
+	// than a grid of independent cells (piecewise-linear encoding, as in
+	// Gorishniy et al. 2022, "On Embeddings for Numerical Features in
+	// Tabular Deep Learning").
+	BinsLinear = flywheel.BinShapeLinear
+)
+
+// binning is how a model turns numbers into bin features: its fitted cut
+// points by feature hash (nil when it bins none) and its bin shape.
+type binning struct {
+	cuts   map[uint64][]float64
+	linear bool
+}
+
+func (m *Model) binning() binning {
+	return binning{cuts: m.cuts, linear: m.cfg.BinShape == BinsLinear}
+}
+
+// knot returns the knots of v among the ascending cuts c under BinsLinear:
+// knot k with weight 1-t and, when t > 0, knot k+1 with weight t.
+func knot(c []float64, v float64) (k int, t float64) {
+	switch j := binOf(c, v); {
+	case j == 0:
+		return 0, 0
+	case j == len(c):
+		return j - 1, 0
+	default: // c[j-1] <= v < c[j]
+		return j - 1, (v - c[j-1]) / (c[j] - c[j-1])
+	}
+}
+
+// eachBin calls fn with the index and value of every bin feature of v
+// among the ascending cuts c: the bin it falls in, with 1 (one-hot); or
+// the one or two knots around it, with weights summing to 1 (linear).
+func (bn binning) eachBin(c []float64, v float64, fn func(k int, w float64)) {
+	if !bn.linear {
+		fn(binOf(c, v), 1)
+		return
+	}
+	k, t := knot(c, v)
+	fn(k, 1-t)
+	if t > 0 {
+		fn(k+1, t)
+	}
+}
+
+// appendBins appends the bin features (eachBin) of value v of the numeric
+// feature base in namespace nh, whose cuts are c.
+func (bn binning) appendBins(dst []feature, base uint64, c []float64, v float64, nh uint64) []feature {
+	if !bn.linear {
+		return append(dst, feature{h: binHash(base, binOf(c, v)), v: 1, ns: nh})
+	}
+	k, t := knot(c, v)
+	dst = append(dst, feature{h: binHash(base, k), v: 1 - t, ns: nh})
+	if t > 0 {
+		dst = append(dst, feature{h: binHash(base, k+1), v: t, ns: nh})
+	}
+	return dst
+}
+
+// binName is the readable name of bin k of feature key: the range of a
+// one-hot bin, or the knot's value.
+func (bn binning) binName(key string, cuts []float64, k int) string {
+	if bn.linear {
+		return cutName(key + " ~ " + strconv.FormatFloat(cuts[k], 'g', 6, 64))
+	}
 	lo, hi := "-inf", "+inf"
 	if k > 0 {
 		lo = strconv.FormatFloat(cuts[k-1], 'g', 6, 64)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -225,4 +226,170 @@ func le64(x uint64) []byte {
 func reseal(body []byte) []byte {
 	s := sha256.Sum256(body)
 	return append(body, s[:]...)
+}
+
+// Linear bins: a value between two cuts is both knots, weighted by
+// nearness; beyond the cuts, the end knot alone. A trained model's score is
+// then continuous in the value, where one-hot bins jump at every cut.
+func TestLinearBinsInterpolate(t *testing.T) {
+	t.Parallel()
+	c := []float64{10, 20, 40}
+	for _, tc := range []struct {
+		v    float64
+		want map[int]float64
+	}{
+		{-5, map[int]float64{0: 1}}, {10, map[int]float64{0: 1}}, {15, map[int]float64{0: 0.5, 1: 0.5}},
+		{25, map[int]float64{1: 0.75, 2: 0.25}}, {40, map[int]float64{2: 1}}, {1e9, map[int]float64{2: 1}},
+	} {
+		got := map[int]float64{}
+		binning{linear: true}.eachBin(c, tc.v, func(k int, w float64) { got[k] = w })
+		if !maps.Equal(got, tc.want) {
+			t.Errorf("knots of %v: %v, want %v", tc.v, got, tc.want)
+		}
+		var fs []feature
+		fs = binning{linear: true}.appendBins(fs, 7, c, tc.v, 1)
+		sum := 0.0
+		for _, f := range fs {
+			if w, ok := tc.want[knotOf(f.h, 7, len(c))]; !ok || w != f.v {
+				t.Errorf("appendBins(%v): feature %v not among %v", tc.v, f, tc.want)
+			}
+			sum += f.v
+		}
+		if len(fs) != len(tc.want) || sum != 1 {
+			t.Errorf("appendBins(%v): %d features summing to %v, want %d summing to 1", tc.v, len(fs), sum, len(tc.want))
+		}
+	}
+	exs := bumpExamples(6000, 5)
+	jump := func(shape string) float64 {
+		cfg := Config{Kind: flywheel.KindRanker, Bits: 16, Interactions: [][2]string{{"user", "item"}},
+			Exploration: Exploration{Policy: EpsilonGreedy, Epsilon: 0.05}, Bins: 8, BinShape: shape}
+		tr := NewTrainer(mustModel(t, cfg), TrainConfig{LearningRate: 0.25})
+		for i := range exs {
+			if err := tr.LearnRanker(&exs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := tr.Model()
+		var worst float64
+		var r1, r2 Ranking
+		for b := 10.0; b < 80; b += 10 { // the budgets are the cuts: just below and just above each
+			_ = m.Rank("k", flywheel.Features{"user": {"budget": b - 1e-9}}, exs[0].Actions, &r1)
+			_ = m.Rank("k", flywheel.Features{"user": {"budget": b + 1e-9}}, exs[0].Actions, &r2)
+			for i := range r1.Scores {
+				worst = max(worst, math.Abs(r1.Scores[i]-r2.Scores[i]))
+			}
+		}
+		return worst
+	}
+	lin, hot := jump(BinsLinear), jump(BinsOneHot)
+	t.Logf("largest jump of a score across a cut: %.2g linear, %.2g one-hot", lin, hot)
+	if lin > 1e-6 || hot < 0.01 {
+		t.Fatalf("largest jump across a cut: %.2g linear (want ~0), %.2g one-hot (want a step)", lin, hot)
+	}
+}
+
+// knotOf returns k such that h is binHash(base, k), or -1.
+func knotOf(h, base uint64, n int) int {
+	for k := range n + 1 {
+		if binHash(base, k) == h {
+			return k
+		}
+	}
+	return -1
+}
+
+// A linear-binned artifact keeps its shape: it decodes to the same scores
+// and resumes bit for bit as linear; resuming it as one-hot, or a one-hot
+// artifact (or one written before bin shapes, which is one-hot) as linear,
+// is a change of shape.
+func TestLinearBinsArtifact(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][2]string{{"user", "item"}},
+		Exploration: Exploration{Policy: SquareCB, GammaScale: 10, GammaExponent: 0.5}, Bins: 8, BinShape: BinsLinear}
+	tc := TrainConfig{LearningRate: 0.2, PriorSteps: 10, Names: 200}
+	exs := rankerExamples(6000, 13)
+	learn := func(tr *Trainer, exs []flywheel.Example) {
+		for i := range exs {
+			if err := tr.LearnRanker(&exs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	whole := NewTrainer(mustModel(t, cfg), tc)
+	learn(whole, exs)
+	want, _ := whole.MarshalBinary()
+	first := NewTrainer(mustModel(t, cfg), tc)
+	learn(first, exs[:FitExamples+700])
+	half, _ := first.MarshalBinary()
+	resumed, err := Resume(half, cfg, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	learn(resumed, exs[FitExamples+700:])
+	if got, _ := resumed.MarshalBinary(); !bytes.Equal(got, want) {
+		t.Fatal("resumed linear-binned trainer: artifact differs from learning all at once")
+	}
+	m, err := DecodeAs(mustMarshal(t, whole.Model()), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Config().BinShape != BinsLinear {
+		t.Fatalf("decoded bin shape %q, want linear", m.Config().BinShape)
+	}
+	var r1, r2 Ranking
+	for i := 0; i < 50; i++ {
+		_ = m.Rank("k", exs[i].Context, exs[i].Actions, &r1)
+		_ = whole.Model().Rank("k", exs[i].Context, exs[i].Actions, &r2)
+		if !slices.Equal(r1.Scores, r2.Scores) {
+			t.Fatalf("decoded scores %v, trained %v", r1.Scores, r2.Scores)
+		}
+	}
+	for _, shape := range []string{BinsOneHot, ""} {
+		other := cfg
+		other.BinShape = shape
+		if _, err := Resume(want, other, tc); !errors.Is(err, ErrShape) {
+			t.Fatalf("resume linear bins as %q: %v, want ErrShape", shape, err)
+		}
+		hot := NewTrainer(mustModel(t, other), tc)
+		learn(hot, exs[:FitExamples+10])
+		b, _ := hot.MarshalBinary()
+		if _, err := Resume(b, cfg, tc); !errors.Is(err, ErrShape) {
+			t.Fatalf("resume %q bins as linear: %v, want ErrShape", shape, err)
+		}
+		if _, err := Resume(b, other, tc); err != nil {
+			t.Fatalf("resume %q bins as %q: %v", shape, shape, err)
+		}
+	}
+}
+
+// PriorSteps damps a weight's first step to 1/sqrt(1+PriorSteps) of an
+// undamped one, whatever the reward's scale, and later steps less and less.
+func TestPriorStepsDampFirstSteps(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Kind: flywheel.KindRanker, Bits: 10, Exploration: Exploration{Policy: EpsilonGreedy, Epsilon: 0.1}}
+	ex := func(r float64) *flywheel.Example {
+		return &flywheel.Example{EventID: "e", Context: flywheel.Features{"user": {"seg": "a"}},
+			Actions:       []flywheel.Action{{ID: "x", Features: flywheel.Features{"item": {"id": "x"}}}, {ID: "y", Features: flywheel.Features{"item": {"id": "y"}}}},
+			Probabilities: []float64{0.5, 0.5}, Reward: r}
+	}
+	first := func(prior, reward float64, steps int) float64 {
+		tr := NewTrainer(mustModel(t, cfg), TrainConfig{LearningRate: 1, PriorSteps: prior})
+		for range steps {
+			if err := tr.LearnRanker(ex(reward)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return tr.Model().Predict(flywheel.Features{"user": {"seg": "a"}, "item": {"id": "x"}})
+	}
+	free, damped := first(0, 1, 1), first(10, 1, 1)
+	if ratio := damped / free; math.Abs(ratio-1/math.Sqrt(11)) > 1e-6 {
+		t.Fatalf("first step damped by %.6f, want 1/sqrt(11) = %.6f", ratio, 1/math.Sqrt(11))
+	}
+	if a, b := damped/free, first(10, 100, 1)/first(0, 100, 1); math.Abs(a-b) > 1e-9 {
+		t.Fatalf("first step damped by %v for a reward of 1 and by %v for one of 100: the damping depends on the scale", a, b)
+	}
+	// Many steps on the same reward: both converge to it.
+	if f, d := first(0, 1, 400), first(10, 1, 400); math.Abs(f-1) > 0.05 || math.Abs(d-1) > 0.05 {
+		t.Fatalf("after 400 steps: %v undamped, %v damped; want both near the reward 1", f, d)
+	}
 }

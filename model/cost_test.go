@@ -53,10 +53,10 @@ func TestCostCountsWhatScoringTouches(t *testing.T) {
 		}
 		var kb keyBuf
 		var cb crossBuf
-		cf := appendFeatures(nil, ctx, &kb, nil)
+		cf := appendFeatures(nil, ctx, &kb, binning{})
 		touched := 0
 		for _, a := range actions {
-			af := appendFeatures(nil, a.Features, &kb, nil)
+			af := appendFeatures(nil, a.Features, &kb, binning{})
 			m.visit(cf, af, &cb, func(uint64, float64) { touched++ })
 			touched-- // the bias, which Cost leaves out
 		}

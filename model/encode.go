@@ -32,7 +32,8 @@ import (
 // numeric features (bins.go) after the interactions:
 //
 //	u8 sections (1: the optimizer state follows the weights; 2: and the name
-//	dictionary follows it) | u16 bins | u32 binned features by hash, each:
+//	dictionary follows it; 4: the bins are linear, BinsLinear, rather than
+//	one-hot) | u16 bins | u32 binned features by hash, each:
 //	u64 hash, u16 cuts, f64 each (ascending)
 //
 // Format 2 adds SquareCB's γ schedule. MarshalBinary writes format 1 for a
@@ -131,6 +132,9 @@ func (m *Model) encode(format uint16, t *Trainer) []byte {
 			if t.names != nil {
 				sections = 3
 			}
+		}
+		if m.cfg.BinShape == BinsLinear {
+			sections |= 4
 		}
 		put(sections)
 		put(uint16(m.cfg.Bins))
@@ -270,6 +274,9 @@ func Resume(b []byte, want Config, cfg TrainConfig) (*Trainer, error) {
 	}
 	if h.cfg.Bins != want.Bins {
 		return nil, fmt.Errorf("%w: numeric_bins %d, expected %d", ErrShape, h.cfg.Bins, want.Bins)
+	}
+	if g, w := binShape(h.cfg), binShape(want); g != w {
+		return nil, fmt.Errorf("%w: numeric_bin_shape %s, expected %s", ErrShape, g, w)
 	}
 	if m.cfg.Kind == flywheel.KindRanker {
 		m.cfg.Exploration = want.Exploration
@@ -620,8 +627,11 @@ func (h *header) parseBins(r *reader) error {
 	if r.err != nil {
 		return r.err
 	}
-	if sections != 0 && sections != 1 && sections != 3 {
+	if st := sections &^ 4; st != 0 && st != 1 && st != 3 {
 		return fmt.Errorf("%w: unknown sections %#x", ErrCorrupt, sections)
+	}
+	if sections&4 != 0 {
+		h.cfg.BinShape = BinsLinear
 	}
 	h.hasState, h.hasNames = sections&1 != 0, sections&2 != 0
 	if bins < 2 || bins > MaxBins || uint64(n)*18 > uint64(len(r.b)) {
@@ -648,4 +658,16 @@ func (h *header) parseBins(r *reader) error {
 		h.cuts[hash], prev = cuts, hash
 	}
 	return r.err
+}
+
+// binShape is c's bin shape as it scores: BinsOneHot for an empty one, and
+// "" for a model that bins nothing.
+func binShape(c Config) string {
+	switch {
+	case c.Bins == 0:
+		return ""
+	case c.BinShape == "":
+		return BinsOneHot
+	}
+	return c.BinShape
 }

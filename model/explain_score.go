@@ -36,14 +36,14 @@ func (m *Model) ExplainScores(ctx flywheel.Features, actions []flywheel.Action) 
 	var r Ranking
 	m.Policy(ctx, actions, &r)
 	named := map[uint64]string{}
-	eachNamed(ctx, m.cuts, func(h uint64, name string) { named[h] = name })
+	eachNamed(ctx, m.binning(), func(h uint64, name string) { named[h] = name })
 	var kb keyBuf
 	var cb crossBuf
-	cf := appendFeatures(nil, ctx, &kb, m.cuts)
+	cf := appendFeatures(nil, ctx, &kb, m.binning())
 	out := make([]ActionScore, len(actions))
 	for i, a := range actions {
-		eachNamed(a.Features, m.cuts, func(h uint64, name string) { named[h] = name })
-		af := appendFeatures(nil, a.Features, &kb, m.cuts)
+		eachNamed(a.Features, m.binning(), func(h uint64, name string) { named[h] = name })
+		af := appendFeatures(nil, a.Features, &kb, m.binning())
 		as := ActionScore{Index: i, Score: r.Scores[i], Probability: r.Probabilities[i]}
 		term := func(h uint64, name string, v float64) {
 			idx := h & m.mask

@@ -50,10 +50,9 @@ type nsGroup struct {
 
 // appendFeatures hashes f's features onto dst in a stable order: namespaces
 // by name, features within one by hash. A categorical is ns^name=value with value 1; a number
-// is ns^name with its value, and, when cuts has its cut points, ns^name#k
-// with value 1 for the bin k its value is in (bins.go); a bool is ns^name
-// with 0 or 1.
-func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf, cuts map[uint64][]float64) []feature {
+// is ns^name with its value, and, when bn has its cut points, its bin
+// features (binning.appendBins); a bool is ns^name with 0 or 1.
+func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf, bn binning) []feature {
 	if len(f) == 0 {
 		return dst
 	}
@@ -77,8 +76,8 @@ func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf, cuts map[uin
 				if v != 0 {
 					dst = append(dst, feature{h: base, v: v, ns: nh})
 				}
-				if c, ok := cuts[base]; ok {
-					dst = append(dst, feature{h: binHash(base, binOf(c, v)), v: 1, ns: nh})
+				if c, ok := bn.cuts[base]; ok {
+					dst = bn.appendBins(dst, base, c, v, nh)
 				}
 			case bool:
 				if v {
@@ -105,7 +104,7 @@ func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf, cuts map[uin
 // as appendFeatures hashes the same features as Features: the same features
 // in the same order, so that a request scores the same either way.
 // Namespaces are contiguous in a set and none repeats (Scan refuses that).
-func appendListed(dst []feature, set []flywheel.ListedFeature, kb *keyBuf, cuts map[uint64][]float64) []feature {
+func appendListed(dst []feature, set []flywheel.ListedFeature, kb *keyBuf, bn binning) []feature {
 	if len(set) == 0 {
 		return dst
 	}
@@ -132,8 +131,8 @@ func appendListed(dst []feature, set []flywheel.ListedFeature, kb *keyBuf, cuts 
 				if f.Num != 0 {
 					dst = append(dst, feature{h: base, v: f.Num, ns: nh})
 				}
-				if c, ok := cuts[base]; ok {
-					dst = append(dst, feature{h: binHash(base, binOf(c, f.Num)), v: 1, ns: nh})
+				if c, ok := bn.cuts[base]; ok {
+					dst = bn.appendBins(dst, base, c, f.Num, nh)
 				}
 			case flywheel.ListedBool:
 				if f.Num == 1 {

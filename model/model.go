@@ -29,6 +29,9 @@ type Config struct {
 	// Bins is how many quantile bins every numeric feature is also learned
 	// by (bins.go); 0 learns numbers by their value only.
 	Bins int
+	// BinShape is how the bins are features: BinsOneHot (or empty, the
+	// shape before BinsLinear) or BinsLinear.
+	BinShape string
 }
 
 // Validate reports an EINVALID error naming the bad field.
@@ -47,6 +50,9 @@ func (c Config) Validate() error {
 	}
 	if c.Bins < 0 || c.Bins == 1 || c.Bins > MaxBins {
 		return flywheel.Errorf(flywheel.EINVALID, "numeric_bins must be 0 (off) or in [2, %d]; got %d", MaxBins, c.Bins)
+	}
+	if c.BinShape != "" && c.BinShape != BinsOneHot && c.BinShape != BinsLinear {
+		return flywheel.Errorf(flywheel.EINVALID, "numeric_bin_shape must be %s or %s; got %q", BinsLinear, BinsOneHot, c.BinShape)
 	}
 	for i, p := range c.Interactions {
 		if p[0] == "" || p[1] == "" {
@@ -208,9 +214,9 @@ func (m *Model) RankListed(key string, l *flywheel.FeatureList, ctx int, actions
 		return err
 	}
 	sc := m.scratch.Get().(*scratch)
-	sc.cf = appendListed(sc.cf[:0], l.Set(ctx), &sc.keys, m.cuts)
+	sc.cf = appendListed(sc.cf[:0], l.Set(ctx), &sc.keys, m.binning())
 	for i, a := range actions {
-		sc.af = appendListed(sc.af[:0], l.Set(a), &sc.keys, m.cuts)
+		sc.af = appendListed(sc.af[:0], l.Set(a), &sc.keys, m.binning())
 		out.Scores[i] = m.score(sc.cf, sc.af, &sc.cb)
 	}
 	m.scratch.Put(sc)
@@ -357,9 +363,9 @@ func (m *Model) PolicyExample(ex *flywheel.Example, out *Ranking) {
 	out.Scores = resize(out.Scores, k)
 	out.Probabilities = resize(out.Probabilities, k)
 	sc := m.scratch.Get().(*scratch)
-	sc.cf = appendFeatures(sc.cf[:0], ex.Context, &sc.keys, m.cuts)
+	sc.cf = appendFeatures(sc.cf[:0], ex.Context, &sc.keys, m.binning())
 	for i := range k {
-		sc.af = appendListed(sc.af[:0], ex.ActionSet(i), &sc.keys, m.cuts)
+		sc.af = appendListed(sc.af[:0], ex.ActionSet(i), &sc.keys, m.binning())
 		out.Scores[i] = m.score(sc.cf, sc.af, &sc.cb)
 	}
 	m.scratch.Put(sc)
@@ -371,9 +377,9 @@ func (m *Model) PolicyExample(ex *flywheel.Example, out *Ranking) {
 // scores fills dst (one entry per action) with the actions' scores.
 func (m *Model) scores(ctx flywheel.Features, actions []flywheel.Action, dst []float64) {
 	sc := m.scratch.Get().(*scratch)
-	sc.cf = appendFeatures(sc.cf[:0], ctx, &sc.keys, m.cuts) // the context is hashed once per request
+	sc.cf = appendFeatures(sc.cf[:0], ctx, &sc.keys, m.binning()) // the context is hashed once per request
 	for i, a := range actions {
-		sc.af = appendFeatures(sc.af[:0], a.Features, &sc.keys, m.cuts)
+		sc.af = appendFeatures(sc.af[:0], a.Features, &sc.keys, m.binning())
 		dst[i] = m.score(sc.cf, sc.af, &sc.cb)
 	}
 	m.scratch.Put(sc)
@@ -438,7 +444,7 @@ func explore(e Exploration, scores, probs []float64) {
 // ranker's raw score for the features as a single action with no context.
 func (m *Model) Predict(f flywheel.Features) float64 {
 	sc := m.scratch.Get().(*scratch)
-	sc.cf = appendFeatures(sc.cf[:0], f, &sc.keys, m.cuts)
+	sc.cf = appendFeatures(sc.cf[:0], f, &sc.keys, m.binning())
 	s := m.score(sc.cf, nil, &sc.cb)
 	m.scratch.Put(sc)
 	if m.cfg.Kind == flywheel.KindClassifier {
@@ -493,5 +499,5 @@ func FromConfig(mc flywheel.ModelConfig) (*Model, error) {
 
 // Shape returns the model shape a model's configuration describes.
 func Shape(mc flywheel.ModelConfig) Config {
-	return Config{Kind: mc.Kind, Bits: mc.Bits, Interactions: mc.InteractionPairs(), Exploration: mc.Exploration, Bins: max(mc.Bins(), 0)}
+	return Config{Kind: mc.Kind, Bits: mc.Bits, Interactions: mc.InteractionPairs(), Exploration: mc.Exploration, Bins: max(mc.Bins(), 0), BinShape: mc.NumericBinShape}
 }

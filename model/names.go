@@ -76,11 +76,11 @@ func (t *Trainer) observe(ctx, act flywheel.Features, actSet []flywheel.ListedFe
 		})
 		if missing {
 			clear(d.named)
-			eachNamed(ctx, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
+			eachNamed(ctx, t.m.binning(), func(h uint64, name string) { d.named[h] = name })
 			if actSet != nil {
-				eachNamedListed(actSet, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
+				eachNamedListed(actSet, t.m.binning(), func(h uint64, name string) { d.named[h] = name })
 			} else {
-				eachNamed(act, t.m.cuts, func(h uint64, name string) { d.named[h] = name })
+				eachNamed(act, t.m.binning(), func(h uint64, name string) { d.named[h] = name })
 			}
 			d.missing = d.missing[:0]
 			t.eachCross(func(h uint64, _ float64, a, b *feature) {
@@ -136,7 +136,7 @@ func (t *Trainer) eachCross(fn func(h uint64, v float64, a, b *feature)) {
 // hashed as appendFeatures hashes them: ns^name=value for a categorical (and
 // each string of a bag), ns^name for a number or a true bool, and
 // "ns^name in [lo, hi)" for a number's bin when cuts bins it.
-func eachNamed(f flywheel.Features, cuts map[uint64][]float64, fn func(h uint64, name string)) {
+func eachNamed(f flywheel.Features, bn binning, fn func(h uint64, name string)) {
 	for ns, feats := range f {
 		nh := nsHash(ns)
 		for name, val := range feats {
@@ -148,9 +148,8 @@ func eachNamed(f flywheel.Features, cuts map[uint64][]float64, fn func(h uint64,
 				cat(v)
 			case float64:
 				fn(base, cutName(key))
-				if c, ok := cuts[base]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
-					k := binOf(c, v)
-					fn(binHash(base, k), binName(key, c, k))
+				if c, ok := bn.cuts[base]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+					bn.eachBin(c, v, func(k int, _ float64) { fn(binHash(base, k), bn.binName(key, c, k)) })
 				}
 			case bool:
 				fn(base, cutName(key))
@@ -172,7 +171,7 @@ func eachNamed(f flywheel.Features, cuts map[uint64][]float64, fn func(h uint64,
 // eachNamedListed is eachNamed for a listed set (flywheel.FeatureList):
 // the same hashes and names as eachNamed gives the same features as
 // Features.
-func eachNamedListed(set []flywheel.ListedFeature, cuts map[uint64][]float64, fn func(h uint64, name string)) {
+func eachNamedListed(set []flywheel.ListedFeature, bn binning, fn func(h uint64, name string)) {
 	for _, f := range set {
 		base := fnvString(fnvString(nsHash(f.NS), "^"), f.Name)
 		key := f.NS + "^" + f.Name
@@ -181,9 +180,8 @@ func eachNamedListed(set []flywheel.ListedFeature, cuts map[uint64][]float64, fn
 			fn(fnvString(fnvString(base, "="), f.Str), cutName(key+"="+f.Str))
 		case flywheel.ListedNumber:
 			fn(base, cutName(key))
-			if c, ok := cuts[base]; ok {
-				k := binOf(c, f.Num)
-				fn(binHash(base, k), binName(key, c, k))
+			if c, ok := bn.cuts[base]; ok {
+				bn.eachBin(c, f.Num, func(k int, _ float64) { fn(binHash(base, k), bn.binName(key, c, k)) })
 			}
 		case flywheel.ListedBool:
 			fn(base, cutName(key))

@@ -190,17 +190,17 @@ func TestNamedHashesMatch(t *testing.T) {
 	f := flywheel.Features{"user": {"segment": "b", "age": 31.0, "vip": true, "tags": []any{"x", "y"}, "more": []string{"z"}}, "item": {"category": "shoes"}}
 	var kb keyBuf
 	var want []uint64
-	for _, ft := range appendFeatures(nil, f, &kb, nil) {
+	for _, ft := range appendFeatures(nil, f, &kb, binning{}) {
 		want = append(want, ft.h)
 	}
 	got := map[uint64]string{}
-	eachNamed(f, nil, func(h uint64, name string) { got[h] = name })
+	eachNamed(f, binning{}, func(h uint64, name string) { got[h] = name })
 	for _, h := range want {
 		if _, ok := got[h]; !ok {
 			t.Errorf("hash %x has no name (names %v)", h, got)
 		}
 	}
-	if got[appendFeatures(nil, flywheel.Features{"user": {"tags": []any{"x"}}}, &kb, nil)[0].h] != "user^tags=x" {
+	if got[appendFeatures(nil, flywheel.Features{"user": {"tags": []any{"x"}}}, &kb, binning{})[0].h] != "user^tags=x" {
 		t.Errorf("bag member misnamed: %v", got)
 	}
 }

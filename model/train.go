@@ -36,6 +36,16 @@ type TrainConfig struct {
 	MaxImportanceWeight float64
 	// L2 is an L2 penalty per step; default 0.
 	L2 float64
+	// PriorSteps damps a ranker's first steps on each weight: its AdaGrad
+	// sum starts at PriorSteps times the square of the first gradient it
+	// sees, as if the weight had already taken that many steps like it, so
+	// that its first step is 1/sqrt(1+PriorSteps) of a full one. Without it
+	// (0) a weight's first step moves it the whole learning rate, whatever
+	// the evidence, and the many weights of crosses that few examples touch
+	// learn those examples' noise. It is scale-free (a reward in cents damps
+	// as one in dollars) and leaves a resumed weight, which has its sum,
+	// alone.
+	PriorSteps float64
 	// Names bounds the dictionary of readable names behind the hashed
 	// features and crosses that the trainer keeps (VW's --invert_hash): the
 	// first Names distinct ones it sees, with how often it saw them.
@@ -130,7 +140,7 @@ func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 // learnRanker learns a valid example.
 func (t *Trainer) learnRanker(ex *flywheel.Example) {
 	p := ex.Probabilities[ex.ChosenIndex]
-	t.cf = appendFeatures(t.cf[:0], ex.Context, &t.keys, t.m.cuts)
+	t.cf = appendFeatures(t.cf[:0], ex.Context, &t.keys, t.m.binning())
 	switch t.cfg.Objective {
 	case IPS, DR:
 		for a := range ex.NumActions() {
@@ -159,11 +169,11 @@ func (t *Trainer) learnRanker(ex *flywheel.Example) {
 func (t *Trainer) action(ex *flywheel.Example, a int) {
 	if ex.Listed() {
 		set := ex.ActionSet(a)
-		t.af = appendListed(t.af[:0], set, &t.keys, t.m.cuts)
+		t.af = appendListed(t.af[:0], set, &t.keys, t.m.binning())
 		t.observe(ex.Context, nil, set)
 		return
 	}
-	t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys, t.m.cuts)
+	t.af = appendFeatures(t.af[:0], ex.Actions[a].Features, &t.keys, t.m.binning())
 	t.observe(ex.Context, ex.Actions[a].Features, nil)
 }
 
@@ -183,7 +193,7 @@ func (t *Trainer) learnClassifier(f flywheel.Features, label bool) {
 	if t.z == nil {
 		t.z, t.n = make([]float64, len(t.m.weights)), make([]float64, len(t.m.weights))
 	}
-	t.cf = appendFeatures(t.cf[:0], f, &t.keys, t.m.cuts)
+	t.cf = appendFeatures(t.cf[:0], f, &t.keys, t.m.binning())
 	t.af = t.af[:0]
 	t.observe(f, nil, nil)
 	y := 0.0
@@ -216,7 +226,7 @@ func (t *Trainer) learnClassifier(f flywheel.Features, label bool) {
 // squared normalized norm, so the number of active features does not make
 // predictions jump), as in VW's default learner.
 func (t *Trainer) step(g float64) {
-	w, g2, sc, l2 := t.m.weights, t.g2, t.sc, t.cfg.L2
+	w, g2, sc, l2, prior := t.m.weights, t.g2, t.sc, t.cfg.L2, t.cfg.PriorSteps
 	var norm float64
 	t.m.visit(t.cf, t.af, &t.cb, func(i uint64, v float64) {
 		a := math.Abs(v)
@@ -233,6 +243,9 @@ func (t *Trainer) step(g float64) {
 		gi := g*v + l2*float64(w[i])
 		if gi == 0 || sc[i] == 0 {
 			return
+		}
+		if g2[i] == 0 {
+			g2[i] = float32(prior * gi * gi)
 		}
 		g2[i] += float32(gi * gi)
 		w[i] -= float32(lr * gi / (math.Sqrt(float64(g2[i])) * float64(sc[i])))

@@ -400,7 +400,7 @@ func (b *backtest) run(at time.Time) BacktestRun {
 		return out
 	}
 	refs := b.references()
-	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective}
+	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective, PriorSteps: mc.Retrain.Prior()}
 	tr, link := b.resume(tc)
 	out.Training = TrainedFull
 	if tr != nil {

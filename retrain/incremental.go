@@ -75,7 +75,7 @@ func IncrementalOn(rc flywheel.RetrainConfig) bool { return rc.Incremental || rc
 // readable names behind the hashed features (model.DefaultNames of them),
 // stored in the artifact for `flywheel models explain`.
 func trainConfig(mc flywheel.ModelConfig) model.TrainConfig {
-	return model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective, Names: model.DefaultNames}
+	return model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective, PriorSteps: mc.Retrain.Prior(), Names: model.DefaultNames}
 }
 
 func shapeOf(mc flywheel.ModelConfig) model.Config {
@@ -119,6 +119,9 @@ func (r *Retrainer) startFrom(ctx context.Context, name string, mc flywheel.Mode
 	}
 	if got, want := man.Config.Retrain.LearningRate, mc.Retrain.LearningRate; got != want {
 		return full(fmt.Sprintf("retrain.learning_rate changed: champion v%d learned at %v, configured %v", champV, got, want))
+	}
+	if got, want := man.Config.Retrain.Prior(), mc.Retrain.Prior(); got != want {
+		return full(fmt.Sprintf("retrain.prior_steps changed: champion v%d learned with %v, configured %v", champV, got, want))
 	}
 	tr, err := model.Resume(v.Artifact, shapeOf(mc), trainConfig(mc))
 	switch {
