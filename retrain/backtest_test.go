@@ -27,7 +27,7 @@ func TestBacktestPromotesAndLearns(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	o := BacktestOptions{Model: backtestModel(), World: sim.NewWorld(1), Decisions: 8000, Every: 2000, Seed: 7}
+	o := BacktestOptions{Model: backtestModel(), World: sim.NewWorld(1), Decisions: 16000, Every: 4000, Seed: 7}
 	res, err := Backtest(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +41,7 @@ func TestBacktestPromotesAndLearns(t *testing.T) {
 	if res.Promotions < 2 {
 		t.Errorf("%d promotions, want at least 2", res.Promotions)
 	}
-	if len(res.Windows) != 4 || res.Windows[3].To != 8000 {
+	if len(res.Windows) != 4 || res.Windows[3].To != 16000 {
 		t.Fatalf("windows %+v", res.Windows)
 	}
 	last := res.Windows[3]
@@ -185,7 +185,7 @@ func TestBacktestIncrementalMatchesFull(t *testing.T) {
 		mc := backtestModel()
 		noBins := 0
 		mc.NumericBins = &noBins
-		mc.Retrain.Incremental = incremental
+		mc.Retrain.Incremental, mc.Retrain.Passes = incremental, 1 // with two passes, a full retrain relearns the old rows twice
 		res, err := Backtest(ctx, BacktestOptions{Model: mc, World: sim.NewWorld(2), Decisions: 6000, Every: 2000})
 		if err != nil {
 			t.Fatal(err)

@@ -83,7 +83,7 @@ func TestIncrementalChainReproduced(t *testing.T) {
 	insertLearnable(t, ctx, conn, db, start, 0, 3000)
 	res := mustRun(t, ctx, rt, "v2")
 	v2 := mustManifest(t, ctx, reg, res.Version)
-	if v2.Training != TrainedFull || !strings.Contains(v2.FullReason, "bootstrap") || v2.TrainRows != 2400 || v2.CutoffMs != t0+2400 || v2.Learned != 2400 {
+	if v2.Training != TrainedFull || !strings.Contains(v2.FullReason, "bootstrap") || v2.TrainRows != 2400 || v2.CutoffMs != t0+2400 || v2.Learned != 2400*uint64(mc.Retrain.Passes) {
 		t.Fatalf("v2's chain: %+v", v2.Chain)
 	}
 
@@ -108,8 +108,8 @@ func TestIncrementalChainReproduced(t *testing.T) {
 			t.Fatalf("v%d learned from %d, its parent's cutoff is %d", version, man.DataFromMs, prev.CutoffMs)
 		case uint64(man.TrainRows) != newClosed || man.TrainRows != trainedOf(0, fresh):
 			t.Fatalf("v%d learned %d examples; %d closed decisions lie between v%d's cutoff and the holdout (want %d of the %d after it)", version, man.TrainRows, newClosed, version-1, trainedOf(0, fresh), fresh)
-		case man.Learned != prev.Learned+uint64(man.TrainRows):
-			t.Fatalf("v%d learned %d over its chain; want %d + %d", version, man.Learned, prev.Learned, man.TrainRows)
+		case man.Learned != prev.Learned+uint64(man.TrainRows*mc.Retrain.Passes): // every pass counts
+			t.Fatalf("v%d learned %d over its chain; want %d + %d × %d passes", version, man.Learned, prev.Learned, man.TrainRows, mc.Retrain.Passes)
 		case man.FeatureProfile == nil || man.FeatureProfile.Examples != prev.FeatureProfile.Examples+uint64(man.TrainRows):
 			t.Fatalf("v%d's feature profile %+v does not cover its chain: %d + %d rows", version, man.FeatureProfile, prev.FeatureProfile.Examples, man.TrainRows)
 		}
