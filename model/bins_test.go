@@ -393,3 +393,27 @@ func TestPriorStepsDampFirstSteps(t *testing.T) {
 		t.Fatalf("after 400 steps: %v undamped, %v damped; want both near the reward 1", f, d)
 	}
 }
+
+// A unit-scale feature (a knot of linear bins) first seen at a fraction of
+// its weight is normalised as 1: its first step moves a full-valued
+// example's score no more than a string's would. A raw number keeps its own
+// scale, so that the scale of a number does not change how fast it learns.
+func TestUnitScaleOfAFractionalKnot(t *testing.T) {
+	t.Parallel()
+	first := func(f feature) float64 {
+		tr := NewTrainer(mustModel(t, Config{Kind: flywheel.KindRanker, Bits: 10, Exploration: Exploration{Policy: EpsilonGreedy, Epsilon: 0.1}}),
+			TrainConfig{LearningRate: 1, PriorSteps: 10})
+		tr.cf, tr.af = []feature{f}, nil
+		tr.step(-1) // the score is 1 too low
+		return float64(tr.m.weights[f.h&tr.m.mask])
+	}
+	knot, raw := first(feature{h: 77, v: 0.05}), first(feature{h: 77, v: 0.05, raw: true})
+	if lim := 1 / math.Sqrt(11); knot <= 0 || knot > lim*1.001 {
+		t.Fatalf("a knot seen at 0.05 learned weight %v; want at most a damped full step, %v", knot, lim)
+	}
+	// The raw number is at its own full scale: with the bias, the example's
+	// normalised norm is 2, which halves the step.
+	if d, want := raw*0.05, 0.5/math.Sqrt(11); math.Abs(d-want) > 1e-6 {
+		t.Fatalf("a raw number 0.05 moved its score by %v; want %v, as any number's first step", d, want)
+	}
+}

@@ -57,7 +57,7 @@ func TestCostCountsWhatScoringTouches(t *testing.T) {
 		touched := 0
 		for _, a := range actions {
 			af := appendFeatures(nil, a.Features, &kb, binning{})
-			m.visit(cf, af, &cb, func(uint64, float64) { touched++ })
+			m.visit(cf, af, &cb, func(uint64, float64, bool) { touched++ })
 			touched-- // the bias, which Cost leaves out
 		}
 		if got := flywheel.Cost(ctx, actions, pairs, 1<<30); got != touched {

@@ -29,6 +29,11 @@ type feature struct {
 	h  uint64
 	v  float64
 	ns uint64
+	// raw marks a number's own value, whose scale the trainer learns (the
+	// largest magnitude seen); every other feature (a string, a bool, a
+	// bin or a knot of linear bins) is on the unit scale, whatever
+	// fraction of it one example has.
+	raw bool
 }
 
 // nsHash hashes a namespace name; features of the namespace hash from it.
@@ -74,7 +79,7 @@ func appendFeatures(dst []feature, f flywheel.Features, kb *keyBuf, bn binning) 
 					break
 				}
 				if v != 0 {
-					dst = append(dst, feature{h: base, v: v, ns: nh})
+					dst = append(dst, feature{h: base, v: v, ns: nh, raw: true})
 				}
 				if c, ok := bn.cuts[base]; ok {
 					dst = bn.appendBins(dst, base, c, v, nh)
@@ -129,7 +134,7 @@ func appendListed(dst []feature, set []flywheel.ListedFeature, kb *keyBuf, bn bi
 				dst = append(dst, feature{h: fnvString(fnvString(base, "="), f.Str), v: 1, ns: nh})
 			case flywheel.ListedNumber:
 				if f.Num != 0 {
-					dst = append(dst, feature{h: base, v: f.Num, ns: nh})
+					dst = append(dst, feature{h: base, v: f.Num, ns: nh, raw: true})
 				}
 				if c, ok := bn.cuts[base]; ok {
 					dst = bn.appendBins(dst, base, c, f.Num, nh)

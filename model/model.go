@@ -153,20 +153,22 @@ func (m *Model) score(ctx, act []feature, cb *crossBuf) float64 {
 }
 
 // visit calls fn with the weight index and value of every feature of the
-// example, interactions included, in the same order as score.
-func (m *Model) visit(ctx, act []feature, cb *crossBuf, fn func(i uint64, v float64)) {
-	fn(biasHash&m.mask, 1)
+// example, interactions included, in the same order as score, and whether
+// the value is of a raw number (feature.raw; a cross is when either side
+// is).
+func (m *Model) visit(ctx, act []feature, cb *crossBuf, fn func(i uint64, v float64, raw bool)) {
+	fn(biasHash&m.mask, 1, false)
 	for _, f := range ctx {
-		fn(f.h&m.mask, f.v)
+		fn(f.h&m.mask, f.v, f.raw)
 	}
 	for _, f := range act {
-		fn(f.h&m.mask, f.v)
+		fn(f.h&m.mask, f.v, f.raw)
 	}
 	for _, p := range m.pairs {
 		cb.l, cb.r = gather(cb.l[:0], p[0], ctx, act), gather(cb.r[:0], p[1], ctx, act)
 		for _, a := range cb.l {
 			for _, b := range cb.r {
-				fn(cross(a.h, b.h)&m.mask, a.v*b.v)
+				fn(cross(a.h, b.h)&m.mask, a.v*b.v, a.raw || b.raw)
 			}
 		}
 	}

@@ -204,7 +204,7 @@ func (t *Trainer) learnClassifier(f flywheel.Features, label bool) {
 	// for every coordinate touched so far, so prediction is just a dot product.
 	g := sigmoid(t.m.score(t.cf, nil, &t.cb)) - y
 	w, z, n, c := t.m.weights, t.z, t.n, t.cfg
-	t.m.visit(t.cf, t.af, &t.cb, func(i uint64, v float64) {
+	t.m.visit(t.cf, t.af, &t.cb, func(i uint64, v float64, _ bool) {
 		gi := g * v
 		sigma := (math.Sqrt(n[i]+gi*gi) - math.Sqrt(n[i])) / c.Alpha
 		z[i] += gi - sigma*float64(w[i])
@@ -228,8 +228,14 @@ func (t *Trainer) learnClassifier(f flywheel.Features, label bool) {
 func (t *Trainer) step(g float64) {
 	w, g2, sc, l2, prior := t.m.weights, t.g2, t.sc, t.cfg.L2, t.cfg.PriorSteps
 	var norm float64
-	t.m.visit(t.cf, t.af, &t.cb, func(i uint64, v float64) {
+	t.m.visit(t.cf, t.af, &t.cb, func(i uint64, v float64, raw bool) {
 		a := math.Abs(v)
+		if !raw {
+			// A unit-scale feature (a knot of linear bins at a fraction
+			// of its weight) is normalised as 1: the first example's
+			// fraction is not its scale.
+			a = max(a, 1)
+		}
 		if float32(a) > sc[i] {
 			sc[i] = float32(a)
 		}
@@ -239,7 +245,7 @@ func (t *Trainer) step(g float64) {
 	t.normSum += norm
 	t.steps++
 	lr := t.cfg.LearningRate * float64(t.steps) / t.normSum
-	t.m.visit(t.cf, t.af, &t.cb, func(i uint64, v float64) {
+	t.m.visit(t.cf, t.af, &t.cb, func(i uint64, v float64, _ bool) {
 		gi := g*v + l2*float64(w[i])
 		if gi == 0 || sc[i] == 0 {
 			return
