@@ -126,13 +126,7 @@ func TestBinsArtifact(t *testing.T) {
 		Exploration: Exploration{Policy: SquareCB, GammaScale: 10, GammaExponent: 0.5}, Bins: 16}
 	tc := TrainConfig{LearningRate: 0.25, Names: 200}
 	exs := rankerExamples(6000, 11)
-	learn := func(tr *Trainer, exs []flywheel.Example) {
-		for i := range exs {
-			if err := tr.LearnRanker(&exs[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	learn := func(tr *Trainer, exs []flywheel.Example) { learnRankerAll(t, tr, exs) }
 	whole := NewTrainer(mustModel(t, cfg), tc)
 	learn(whole, exs)
 	want, err := whole.MarshalBinary()
@@ -308,13 +302,7 @@ func TestLinearBinsArtifact(t *testing.T) {
 		Exploration: Exploration{Policy: SquareCB, GammaScale: 10, GammaExponent: 0.5}, Bins: 8, BinShape: BinsLinear}
 	tc := TrainConfig{LearningRate: 0.2, PriorSteps: 10, Names: 200}
 	exs := rankerExamples(6000, 13)
-	learn := func(tr *Trainer, exs []flywheel.Example) {
-		for i := range exs {
-			if err := tr.LearnRanker(&exs[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	learn := func(tr *Trainer, exs []flywheel.Example) { learnRankerAll(t, tr, exs) }
 	whole := NewTrainer(mustModel(t, cfg), tc)
 	learn(whole, exs)
 	want, _ := whole.MarshalBinary()
@@ -415,5 +403,16 @@ func TestUnitScaleOfAFractionalKnot(t *testing.T) {
 	// normalised norm is 2, which halves the step.
 	if d, want := raw*0.05, 0.5/math.Sqrt(11); math.Abs(d-want) > 1e-6 {
 		t.Fatalf("a raw number 0.05 moved its score by %v; want %v, as any number's first step", d, want)
+	}
+}
+
+// learnRankerAll has tr learn every example of exs, failing t on the first
+// that is refused.
+func learnRankerAll(t *testing.T, tr *Trainer, exs []flywheel.Example) {
+	t.Helper()
+	for i := range exs {
+		if err := tr.LearnRanker(&exs[i]); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
