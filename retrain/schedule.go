@@ -15,8 +15,18 @@ func cronParser() cron.Parser {
 	return cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 }
 
-// ParseSchedule checks a schedule spec; the error names the field.
+// ScheduleManual is the schedule of a model that is retrained only when
+// asked (`flywheel retrain --now`, the admin API), e.g. by an orchestrator
+// of the operators' own: the scheduler runs nothing for it on its own, but
+// its elected instance still answers the requests.
+const ScheduleManual = "manual"
+
+// ParseSchedule checks a schedule spec (a cron spec or ScheduleManual); the
+// error names the field.
 func ParseSchedule(field, spec string) error {
+	if spec == ScheduleManual {
+		return nil
+	}
 	if _, err := cronParser().Parse(spec); err != nil {
 		return fmt.Errorf("%s %q: %w", field, spec, err)
 	}
@@ -46,6 +56,10 @@ func (r *Retrainer) Schedule(ctx context.Context) error {
 	c := cron.New(cron.WithParser(cronParser()), cron.WithChain(cron.SkipIfStillRunning(logger), cron.Recover(logger)))
 	for name, mc := range r.models {
 		name := name
+		if mc.Retrain.Schedule == ScheduleManual {
+			r.log.Info("retrain on request only", "model", name, "schedule", ScheduleManual)
+			continue
+		}
 		if _, err := c.AddFunc(mc.Retrain.Schedule, func() {
 			rctx := ctx
 			if r.leader != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -219,5 +220,56 @@ func TestSchedulerRunIsCancelledWhenLeadershipIsLost(t *testing.T) {
 	stopSched()
 	if n := reg.calls.Load(); n != 1 {
 		t.Fatalf("%d runs, want 1: the scheduler ran without the leadership", n)
+	}
+}
+
+// namedRegistry counts the runs of each model (each starts by asking for
+// the champion).
+type namedRegistry struct {
+	countingRegistry
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func (n *namedRegistry) Champion(_ context.Context, name string) (int, []byte, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.runs[name]++
+	return 0, nil, errors.New("no champion in this test")
+}
+
+func (n *namedRegistry) count(name string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.runs[name]
+}
+
+// A model scheduled "manual" is never run by the scheduler, while another
+// model of the same scheduler runs on its schedule; a bad spec is refused
+// naming the field.
+func TestManualScheduleRunsNothingByItself(t *testing.T) {
+	if err := ParseSchedule("models.m.retrain.schedule", ScheduleManual); err != nil {
+		t.Fatalf("manual refused: %v", err)
+	}
+	if err := ParseSchedule("models.m.retrain.schedule", "manually"); err == nil || !strings.Contains(err.Error(), "models.m.retrain.schedule") {
+		t.Fatalf("a bad spec gives %v; want an error naming the field", err)
+	}
+	reg := &namedRegistry{runs: map[string]int{}}
+	models := map[string]flywheel.ModelConfig{
+		"auto":  flywheel.ModelConfig{Kind: flywheel.KindRanker, Retrain: flywheel.RetrainConfig{Schedule: "@every 1s"}}.WithDefaults(),
+		"asked": flywheel.ModelConfig{Kind: flywheel.KindRanker, Retrain: flywheel.RetrainConfig{Schedule: ScheduleManual}}.WithDefaults(),
+	}
+	rt, err := New(Options{Models: models, Store: clickhouse.NewTraining(nil, "default"), Registry: reg, CodeVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rt.Schedule(ctx) }()
+	waitFor(t, 10*time.Second, "two scheduled runs of auto", func() bool { return reg.count("auto") >= 2 })
+	cancel()
+	<-done
+	if n := reg.count("asked"); n != 0 {
+		t.Fatalf("the manual model ran %d times by itself; auto ran %d", n, reg.count("auto"))
 	}
 }

@@ -269,6 +269,9 @@ func scheduleSpec(sch string, rate float64) (string, error) {
 		}
 		spec = "@every " + (time.Duration(float64(n) / rate * float64(time.Second))).String()
 	}
+	if spec == retrain.ScheduleManual {
+		return "", flywheel.Errorf(flywheel.EINVALID, "backtest: --schedule %q runs no retrain; give a cron spec, @every D or a number of decisions", sch)
+	}
 	if err := retrain.ParseSchedule("--schedule", spec); err != nil {
 		return "", flywheel.Errorf(flywheel.EINVALID, "backtest: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	flywheel "github.com/flywheel-dev/flywheel"
 	"github.com/flywheel-dev/flywheel/clickhouse"
 	"github.com/flywheel-dev/flywheel/deploy"
 	"github.com/flywheel-dev/flywheel/kafka"
@@ -74,6 +75,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		g.Go(func() error { return el.Run(gctx) })
 	}
 	g.Go(func() error { return in.Run(gctx) })
+	// dev is the retrain scheduler: it answers `retrain --now` and the
+	// admin API of other processes, so that their runs never overlap its own.
+	rt.AnswerWith(p.events)
+	g.Go(func() error {
+		return deploy.Watch(gctx, e.cfg.Kafka, e.log, func(ev flywheel.ModelEvent) { rt.OnModelEvent(gctx, ev) })
+	})
 	g.Go(func() error { return rt.Schedule(gctx) })
 	g.Go(func() error { return judge.Run(gctx, e.cfg.Deploy.CheckInterval) })
 	return g.Wait()

@@ -40,6 +40,10 @@ func startDev(t *testing.T, ctx context.Context, prefix string, extra map[string
 		"FLYWHEEL_KAFKA_TOPIC_PREFIX": fmt.Sprintf("%s%d.", prefix, suffix),
 		"FLYWHEEL_SERVE_SPOOL_DIR":    t.TempDir(),
 		"FLYWHEEL_LOG_LEVEL":          "warn",
+		// Runs only when a test asks: a cron tick (the default is every 15
+		// minutes of the wall clock) landing inside a test would take the
+		// examples its own `retrain --now` is to learn.
+		"FLYWHEEL_MODELS_HOMEPAGE_RETRAIN_SCHEDULE": "manual",
 	}
 	for k, v := range extra {
 		env[k] = v
