@@ -134,6 +134,10 @@ func (in *Ingester) Run(ctx context.Context) error {
 	// sending batch N's inserts then committing its offsets, in order.
 	g, gctx := errgroup.WithContext(ctx)
 	decoded, ready := make(chan *batch, 1), make(chan *batch, 1)
+	// A batch written as the run stops is still committed, so that a clean
+	// stop (a rolling restart) does not deliver it again.
+	cctx, stopCommits := afterEnd(gctx, commitGrace)
+	defer stopCommits()
 	g.Go(func() error {
 		for b := range ready {
 			if err := in.write(gctx, b); err != nil {
@@ -147,7 +151,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 			if in.log.Enabled(gctx, slog.LevelDebug) {
 				in.log.Debug("batch written", "records", len(b.msgs), "inserts", b.rowsByTable(), "offsets", offsetRanges(b.msgs))
 			}
-			if err := r.CommitMessages(gctx, last...); err != nil {
+			if err := r.CommitMessages(cctx, last...); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -425,6 +429,18 @@ func (k *knownActions) set(key [16]byte, st uint8) {
 		k.cur, k.old = map[[16]byte]uint8{}, k.cur
 	}
 	k.cur[key] = st
+}
+
+// commitGrace is how long the offsets of a batch written as the run stops
+// may take to commit.
+const commitGrace = 5 * time.Second
+
+// afterEnd returns a context that ends grace after ctx ends (or when the
+// CancelFunc is called).
+func afterEnd(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return c, func() { stop(); cancel() }
 }
 
 // tp names a topic-partition.
