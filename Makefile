@@ -71,6 +71,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzScanDecision -fuzztime $${FUZZTIME:-30s} ./ingest
 	$(GO) test -run XXX -fuzz FuzzScanFeatures -fuzztime $${FUZZTIME:-30s} .
 	$(GO) test -run XXX -fuzz FuzzScanLoggedActions -fuzztime $${FUZZTIME:-30s} .
+	$(GO) test -run XXX -fuzz FuzzScannerSkip -fuzztime $${FUZZTIME:-30s} .
 
 services-up:
 	scripts/services.sh up

@@ -1,14 +1,9 @@
 package flywheel
 
 import (
-	"bytes"
-	"encoding/json"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
-	"unicode/utf8"
-	"unsafe"
 )
 
 // FeatureList holds the features of one request, the context's and each
@@ -272,14 +267,25 @@ func (l *FeatureList) ScanLogged(b []byte) bool {
 // which may go on after it: it returns where the object ended.
 func (l *FeatureList) ScanLoggedPrefix(b []byte) (end int, ok bool) {
 	s := NewScanner(b)
-	feats, sets := len(l.Feats), len(l.Sets)
-	if !l.scan(&s, unbounded, false) {
-		clear(l.Feats[feats:])
-		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
+	if !l.ScanLoggedFrom(&s) {
 		return 0, false
 	}
-	l.Sets = append(l.Sets, FeatureSet{From: feats, To: len(l.Feats)})
 	return s.Pos(), true
+}
+
+// ScanLoggedFrom is ScanLogged reading the features object at s's
+// position, leaving s after it: for features inside a logged record. On
+// false, l is as it was and s is Bad.
+func (l *FeatureList) ScanLoggedFrom(s *Scanner) bool {
+	feats, sets := len(l.Feats), len(l.Sets)
+	if !l.scan(s, unbounded, false) {
+		clear(l.Feats[feats:])
+		l.Feats, l.Sets = l.Feats[:feats], l.Sets[:sets]
+		s.bad = true
+		return false
+	}
+	l.Sets = append(l.Sets, FeatureSet{From: feats, To: len(l.Feats)})
+	return true
 }
 
 // ScanLoggedActions appends the features of every action of b, an actions
@@ -396,218 +402,4 @@ func CostListed(l *FeatureList, ctx int, actions []int, pairs [][2]string, limit
 	return cost(sizeListed(cs), func(ns string) int { return countListed(cs, ns) }, len(actions),
 		func(a int) int { return sizeListed(l.Set(actions[a])) },
 		func(a int, ns string) int { return countListed(l.Set(actions[a]), ns) }, pairs, limit)
-}
-
-// Scanner reads strict JSON (RFC 8259) from the start of a byte slice, one
-// token at a time, keeping nothing: the streaming reader that request
-// decoding builds on. The first thing it cannot read sets Bad, and every
-// later call then fails; its strings share the slice's memory.
-type Scanner struct {
-	b   []byte
-	i   int
-	bad bool
-}
-
-// NewScanner returns a Scanner at the start of b.
-func NewScanner(b []byte) Scanner { return Scanner{b: b} }
-
-// Pos is where the scanner is: the offset in b of what it reads next (after
-// white space once Peek has skipped it).
-func (s *Scanner) Pos() int { return s.i }
-
-// Bad reports whether the scanner met something it could not read.
-func (s *Scanner) Bad() bool { return s.bad }
-
-// Fail marks the scanner Bad: what it read is not what the caller accepts.
-func (s *Scanner) Fail() { s.bad = true }
-
-// Null reads the literal null if it comes next, and reports whether it did.
-func (s *Scanner) Null() bool {
-	if s.Peek() == 'n' && bytes.HasPrefix(s.b[s.i:], []byte("null")) {
-		s.i += 4
-		return true
-	}
-	return false
-}
-
-var jsSpace, jsSpecial = func() (sp, spec [256]bool) {
-	for _, c := range " \t\n\r" {
-		sp[c] = true
-	}
-	for c := range 256 {
-		spec[c] = c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf
-	}
-	return sp, spec
-}()
-
-func (s *Scanner) Peek() byte {
-	for s.i < len(s.b) && jsSpace[s.b[s.i]] {
-		s.i++
-	}
-	if s.i < len(s.b) {
-		return s.b[s.i]
-	}
-	return 0
-}
-
-func (s *Scanner) End() bool { return s.Peek() == 0 && s.i == len(s.b) }
-
-func (s *Scanner) Open(c byte) bool {
-	if s.Peek() != c {
-		s.bad = true
-		return false
-	}
-	s.i++
-	return true
-}
-
-// more reports whether another member or element follows in an object or
-// array closed by c, consuming the comma or the closing c; first is true
-// before the first call.
-func (s *Scanner) More(c byte, first *bool) bool {
-	if s.bad {
-		return false
-	}
-	switch next := s.Peek(); {
-	case next == c:
-		s.i++
-		return false
-	case *first:
-		*first = false
-		return true
-	case next == ',':
-		s.i++
-		return true
-	}
-	s.bad = true
-	return false
-}
-
-// str reads a string. One without escapes is b's bytes; one with escapes
-// is decoded (rare). One that is not valid UTF-8 is refused: decoders
-// replace what is invalid, each in its own way.
-func (s *Scanner) Str() (string, bool) {
-	if s.Peek() != '"' {
-		s.bad = true
-		return "", false
-	}
-	start := s.i
-	i := start + 1
-	plain := true
-	for {
-		for i < len(s.b) && !jsSpecial[s.b[i]] {
-			i++
-		}
-		if i >= len(s.b) {
-			s.bad = true
-			return "", false
-		}
-		c := s.b[i]
-		if c == '"' {
-			break
-		}
-		if c < 0x20 {
-			s.bad = true
-			return "", false
-		}
-		if c == '\\' {
-			if i+1 >= len(s.b) {
-				s.bad = true
-				return "", false
-			}
-			plain = false
-			i += 2
-			continue
-		}
-		plain = false
-		i++
-	}
-	raw := s.b[start+1 : i]
-	s.i = i + 1
-	if plain || bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
-		return unsafe.String(unsafe.SliceData(raw), len(raw)), true
-	}
-	if bytes.IndexByte(raw, '\\') < 0 {
-		s.bad = true // invalid UTF-8
-		return "", false
-	}
-	var v string
-	if json.Unmarshal(s.b[start:s.i], &v) != nil || !utf8.ValidString(v) || bytes.Contains(raw, []byte(`\ud`)) || bytes.Contains(raw, []byte(`\uD`)) {
-		s.bad = true // a lone or paired surrogate: left to the general decoder
-		return "", false
-	}
-	return v, true
-}
-
-func (s *Scanner) Key() (string, bool) {
-	k, ok := s.Str()
-	if !ok || s.Peek() != ':' {
-		s.bad = true
-		return "", false
-	}
-	s.i++
-	return k, true
-}
-
-func (s *Scanner) Bool() (bool, bool) {
-	switch {
-	case bytes.HasPrefix(s.b[s.i:], []byte("true")):
-		s.i += 4
-		return true, true
-	case bytes.HasPrefix(s.b[s.i:], []byte("false")):
-		s.i += 5
-		return false, true
-	}
-	s.bad = true
-	return false, false
-}
-
-// number reads a JSON number; one out of float64's range is refused.
-func (s *Scanner) Number() (float64, bool) {
-	b, i := s.b, s.i
-	start := i
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	digits := func() bool {
-		from := i
-		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-			i++
-		}
-		return i > from
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && '1' <= b[i] && b[i] <= '9':
-		digits()
-	default:
-		s.bad = true
-		return 0, false
-	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		if !digits() {
-			s.bad = true
-			return 0, false
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if !digits() {
-			s.bad = true
-			return 0, false
-		}
-	}
-	s.i = i
-	text := b[start:i]
-	v, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(text), len(text)), 64)
-	if err != nil || math.IsInf(v, 0) {
-		s.bad = true
-		return 0, false
-	}
-	return v, true
 }

@@ -1,15 +1,10 @@
 package ingest
 
 import (
-	"bytes"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 	"unsafe"
-
-	"github.com/bytedance/sonic"
 
 	"github.com/flywheel-dev/flywheel"
 )
@@ -23,42 +18,45 @@ import (
 // only in case, a repeated key, a feature value that is not a string,
 // number, bool or list of strings, a malformed record) it says no, and
 // decodeDecision decodes the record the general way, which also names what
-// is wrong. FuzzScanDecision checks that the two agree.
+// is wrong. FuzzScanDecision checks that the two agree. It reads with
+// flywheel.Scanner, the JSON reader serving decodes requests with, and the
+// features with flywheel.FeatureList, as serving and retraining do.
 func scanDecision(b []byte) (*row, bool) {
 	// The actions are read into scratch space: the row keeps their ids and
 	// their JSON, not the list.
 	sc := actionScratchPool.Get().(*actionScratch)
 	defer sc.release()
-	s := scanner{b: b, scratch: sc}
+	s := recordScanner{Scanner: flywheel.NewScanner(b), b: b, scratch: sc}
 	r := &row{}
 	d := &r.d
 	var ctxSpan, actSpan []byte
 	var seen uint32
-	if !s.open('{') {
+	if !s.Open('{') {
 		return nil, false
 	}
-	for first := true; s.more('}', &first); {
-		key := s.key()
-		bit, known := topFields[unsafeString(key)]
+	for first := true; s.More('}', &first); {
+		key, ok := s.Key()
+		bit, known := topFields[key]
 		switch {
-		case s.bad:
+		case !ok:
 		case !known:
 			if foldsToField(key) {
 				return nil, false
 			}
-			s.skip()
+			s.Skip()
 		case seen&bit != 0:
 			return nil, false
 		default:
 			seen |= bit
-			switch unsafeString(key) {
+			switch key {
 			case "schema":
 				d.Schema = s.int()
 			case "event_id":
 				d.EventID = s.str()
 			case "ts":
-				if q := s.quoted(); !s.bad && d.Time.UnmarshalJSON(q) != nil {
-					s.bad = true
+				start := s.at()
+				if _, ok := s.Str(); ok && d.Time.UnmarshalJSON(b[start:s.Pos()]) != nil {
+					s.Fail()
 				}
 			case "model":
 				d.Model = s.str()
@@ -71,11 +69,11 @@ func scanDecision(b []byte) (*row, bool) {
 			case "context":
 				start := s.at()
 				r.ctxNames, r.ctxValues, r.ctxNumbers = s.features()
-				ctxSpan = b[start:s.i]
+				ctxSpan = b[start:s.Pos()]
 			case "actions":
 				start := s.at()
 				d.Actions, r.actionJSON = s.actions()
-				actSpan = b[start:s.i]
+				actSpan = b[start:s.Pos()]
 			case "probabilities":
 				d.Probabilities = s.numbers()
 			case "ranking":
@@ -96,11 +94,11 @@ func scanDecision(b []byte) (*row, bool) {
 				d.Reward = s.reward()
 			}
 		}
-		if s.bad {
+		if s.Bad() {
 			return nil, false
 		}
 	}
-	if s.bad || !s.end() {
+	if s.Bad() || !s.End() {
 		return nil, false
 	}
 	if ctxSpan == nil {
@@ -119,9 +117,9 @@ func scanDecision(b []byte) (*row, bool) {
 	r.chNames, r.chValues, r.chNumbers = []string{}, []string{}, []float64{}
 	if d.Kind == flywheel.KindRanker {
 		if f := d.Actions[d.ChosenIndex].Features; len(f) > 0 {
-			c := scanner{b: f}
+			c := recordScanner{Scanner: flywheel.NewScanner(f), b: f}
 			r.chNames, r.chValues, r.chNumbers = c.features()
-			if c.bad || !c.end() {
+			if c.Bad() || !c.End() {
 				return nil, false
 			}
 		}
@@ -158,455 +156,83 @@ var topFields = func() map[string]uint32 {
 
 // foldsToField reports whether key would match one of the record's fields
 // when compared without case, as the general decoder compares them.
-func foldsToField(key []byte) bool {
+func foldsToField(key string) bool {
 	for k := range topFields {
-		if strings.EqualFold(k, string(key)) {
+		if strings.EqualFold(k, key) {
 			return true
 		}
 	}
 	for _, k := range []string{"id", "features", "window_s", "default", "aggregate", "late_window_s"} {
-		if strings.EqualFold(k, string(key)) {
+		if strings.EqualFold(k, key) {
 			return true
 		}
 	}
 	return false
 }
 
-// scanner reads JSON strictly (RFC 8259) from b at i. A method that finds
-// something it cannot read sets bad; later calls then do nothing useful.
-type scanner struct {
+// recordScanner is flywheel.Scanner with what reading a logged record needs
+// besides: the record's bytes, for the spans kept as they were logged, and
+// scratch space for its actions. Its readers of one value return the zero
+// value when the scanner is Bad, which the caller checks once per field.
+type recordScanner struct {
+	flywheel.Scanner
 	b       []byte
-	i       int
-	bad     bool
 	scratch *actionScratch // for actions
 }
 
-var space, special = func() (sp, spec [256]bool) {
-	for _, c := range " \t\n\r" {
-		sp[c] = true
-	}
-	for c := range 256 {
-		spec[c] = c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf
-	}
-	return sp, spec
-}()
-
-func (s *scanner) ws() {
-	b, i := s.b, s.i
-	if i < len(b) && b[i] > ' ' {
-		return
-	}
-	for i < len(b) && space[b[i]] {
-		i++
-	}
-	s.i = i
-}
-
 // at skips white space and returns where the next value starts.
-func (s *scanner) at() int {
-	s.ws()
-	return s.i
+func (s *recordScanner) at() int {
+	s.Peek()
+	return s.Pos()
 }
 
-// end reports whether only white space is left.
-func (s *scanner) end() bool {
-	s.ws()
-	return s.i == len(s.b)
-}
-
-// peek returns the next byte that is not white space, or 0.
-func (s *scanner) peek() byte {
-	s.ws()
-	if s.i < len(s.b) {
-		return s.b[s.i]
-	}
-	return 0
-}
-
-// open consumes c ('{' or '['), which must come next.
-func (s *scanner) open(c byte) bool {
-	if s.peek() != c {
-		s.bad = true
-		return false
-	}
-	s.i++
-	return true
-}
-
-// more reports whether another member or element follows in an object or
-// array closed by c, consuming the comma or the closing c. first is true
-// before the first call.
-func (s *scanner) more(c byte, first *bool) bool {
-	if s.bad {
-		return false
-	}
-	next := s.peek()
-	if next == c {
-		s.i++
-		return false
-	}
-	if *first {
-		*first = false
-		return true
-	}
-	if next == ',' {
-		s.i++
-		return true
-	}
-	s.bad = true
-	return false
-}
-
-// key reads an object key and its colon. Keys with escapes (rare) are
-// unescaped by the general decoder.
-func (s *scanner) key() []byte {
-	if s.peek() != '"' {
-		s.bad = true
-		return nil
-	}
-	start := s.i
-	key, plain := s.rawString()
-	if !plain && !s.bad && (bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key)) {
-		var k string
-		if sonic.Unmarshal(s.b[start:s.i], &k) != nil {
-			s.bad = true
-		}
-		key = []byte(k)
-	}
-	if s.bad || s.peek() != ':' {
-		s.bad = true
-		return nil
-	}
-	s.i++
-	return key
-}
-
-// rawString reads a string at s.i and returns its contents as they are
-// written; plain says they contain no escapes and only ASCII, so they are
-// the string's value too.
-func (s *scanner) rawString() (raw []byte, plain bool) {
-	end, plain := scanString(s.b, s.i)
-	if end < 0 {
-		s.bad = true
-		return nil, false
-	}
-	raw, s.i = s.b[s.i+1:end-1], end
-	return raw, plain
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// quoted reads a string and returns it with its quotes, as written.
-func (s *scanner) quoted() []byte {
-	if s.peek() != '"' {
-		s.bad = true
-		return nil
-	}
-	start := s.i
-	s.rawString()
-	return s.b[start:s.i]
-}
-
-// str reads a string value. Strings with escapes or invalid UTF-8 are
-// decoded by the general decoder, so they come out exactly as it makes them.
-func (s *scanner) str() string {
-	if s.peek() != '"' {
-		s.bad = true
-		return ""
-	}
-	start := s.i
-	raw, plain := s.rawString()
-	switch {
-	case s.bad:
-		return ""
-	case plain || bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw):
-		return unsafeString(raw)
-	}
-	var v string
-	if sonic.Unmarshal(s.b[start:s.i], &v) != nil {
-		s.bad = true
-	}
+func (s *recordScanner) str() string {
+	v, _ := s.Str()
 	return v
 }
 
-// number returns the text of a number at s.i.
-func (s *scanner) number() []byte {
-	s.ws()
-	start := s.i
-	end := skipNumber(s.b, s.i)
-	if end < 0 {
-		s.bad = true
-		return nil
-	}
-	s.i = end
-	return s.b[start:end]
+func (s *recordScanner) int() int {
+	v, _ := s.Int()
+	return int(v)
 }
 
-func (s *scanner) float() float64 {
-	n := s.number()
-	if s.bad {
-		return 0
-	}
-	f, err := strconv.ParseFloat(unsafeString(n), 64)
-	if err != nil {
-		s.bad = true
-	}
-	return f
-}
-
-func (s *scanner) int64() int64 {
-	n := s.number()
-	if s.bad {
-		return 0
-	}
-	v, err := strconv.ParseInt(unsafeString(n), 10, 64)
-	if err != nil {
-		s.bad = true
-	}
+func (s *recordScanner) int64() int64 {
+	v, _ := s.Int()
 	return v
 }
 
-func (s *scanner) int() int { return int(s.int64()) }
-
-func (s *scanner) literal(word string) {
-	if !bytes.HasPrefix(s.b[s.i:], []byte(word)) {
-		s.bad = true
-		return
-	}
-	s.i += len(word)
+func (s *recordScanner) float() float64 {
+	v, _ := s.Number()
+	return v
 }
 
-func (s *scanner) bool() bool {
-	switch s.peek() {
-	case 't':
-		s.literal("true")
-		return true
-	case 'f':
-		s.literal("false")
-		return false
-	}
-	s.bad = true
-	return false
+func (s *recordScanner) bool() bool {
+	v, _ := s.Bool()
+	return v
 }
 
-// skip reads any value, nested at most 64 deep, checking it as strictly as
-// the rest. It is one loop with its own stack (a bit per level: 1 for an
-// object, 0 for an array), as most of a record's bytes are skipped: the
-// features of every action but the chosen one.
-func (s *scanner) skip() {
-	b, i := s.b, s.i
-	var stack uint64
-	depth := 0
-value:
-	for i < len(b) && space[b[i]] {
-		i++
-	}
-	if i >= len(b) {
-		goto bad
-	}
-	switch b[i] {
-	case '{', '[':
-		if depth == 64 {
-			goto bad
-		}
-		obj := b[i] == '{'
-		stack <<= 1
-		if obj {
-			stack |= 1
-		}
-		depth++
-		i++
-		for i < len(b) && space[b[i]] {
-			i++
-		}
-		if i < len(b) && (obj && b[i] == '}' || !obj && b[i] == ']') {
-			i++
-			depth--
-			stack >>= 1
-			goto after
-		}
-		if obj {
-			goto key
-		}
-		goto value
-	case '"':
-		if i, _ = scanString(b, i); i < 0 {
-			goto bad
-		}
-	case 't':
-		if !bytes.HasPrefix(b[i:], []byte("true")) {
-			goto bad
-		}
-		i += 4
-	case 'f':
-		if !bytes.HasPrefix(b[i:], []byte("false")) {
-			goto bad
-		}
-		i += 5
-	case 'n':
-		if !bytes.HasPrefix(b[i:], []byte("null")) {
-			goto bad
-		}
-		i += 4
-	default:
-		if i = skipNumber(b, i); i < 0 {
-			goto bad
-		}
-	}
-after:
-	if depth == 0 {
-		s.i = i
-		return
-	}
-	for i < len(b) && space[b[i]] {
-		i++
-	}
-	if i >= len(b) {
-		goto bad
-	}
-	switch c := b[i]; {
-	case c == ',':
-		i++
-		if stack&1 == 1 {
-			goto key
-		}
-		goto value
-	case c == '}' && stack&1 == 1, c == ']' && stack&1 == 0:
-		i++
-		depth--
-		stack >>= 1
-		goto after
-	}
-	goto bad
-key:
-	for i < len(b) && space[b[i]] {
-		i++
-	}
-	if i >= len(b) || b[i] != '"' {
-		goto bad
-	}
-	if i, _ = scanString(b, i); i < 0 {
-		goto bad
-	}
-	for i < len(b) && space[b[i]] {
-		i++
-	}
-	if i >= len(b) || b[i] != ':' {
-		goto bad
-	}
-	i++
-	goto value
-bad:
-	s.bad = true
-}
-
-// scanString returns where the string at b[i] ends (after its closing
-// quote), or -1 if it is not a valid JSON string; plain says it has no
-// escapes and only ASCII.
-func scanString(b []byte, i int) (end int, plain bool) {
-	i++
-	plain = true
-	for {
-		for i < len(b) && !special[b[i]] {
-			i++
-		}
-		if i >= len(b) {
-			return -1, false
-		}
-		switch c := b[i]; {
-		case c == '"':
-			return i + 1, plain
-		case c < 0x20:
-			return -1, false
-		case c == '\\':
-			plain = false
-			if i+1 >= len(b) {
-				return -1, false
-			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+5 >= len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
-					return -1, false
-				}
-				i += 6
-			default:
-				return -1, false
-			}
-		default: // a byte of a multi-byte character
-			plain = false
-			i++
-		}
-	}
-}
-
-// skipNumber returns where the number at b[i] ends, or -1 if it is not a
-// valid JSON number.
-func skipNumber(b []byte, i int) int {
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && '1' <= b[i] && b[i] <= '9':
-		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-			i++
-		}
-	default:
-		return -1
-	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		start := i
-		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-			i++
-		}
-		if i == start {
-			return -1
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		start := i
-		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-			i++
-		}
-		if i == start {
-			return -1
-		}
-	}
-	return i
-}
-
-func (s *scanner) numbers() []float64 {
+func (s *recordScanner) numbers() []float64 {
 	out := make([]float64, 0, 32)
-	if !s.open('[') {
+	if !s.Open('[') {
 		return nil
 	}
-	for first := true; s.more(']', &first); {
+	for first := true; s.More(']', &first); {
 		out = append(out, s.float())
 	}
 	return out
 }
 
 // strings reads a list of strings and keeps none of them.
-func (s *scanner) strings() {
-	if !s.open('[') {
+func (s *recordScanner) strings() {
+	if !s.Open('[') {
 		return
 	}
-	for first := true; s.more(']', &first); {
-		if s.peek() != '"' {
-			s.bad = true
+	for first := true; s.More(']', &first); {
+		if s.Peek() != '"' {
+			s.Fail()
 			return
 		}
-		s.rawString()
+		s.Str()
 	}
 }
 
@@ -627,68 +253,68 @@ func (sc *actionScratch) release() {
 
 // actions reads a list of actions, and returns each one's JSON as well,
 // both in the scanner's scratch space.
-func (s *scanner) actions() ([]flywheel.RawAction, []string) {
+func (s *recordScanner) actions() ([]flywheel.RawAction, []string) {
 	out, spans := s.scratch.acts[:0], s.scratch.spans[:0]
 	defer func() { s.scratch.acts, s.scratch.spans = out[:0], spans[:0] }()
-	if !s.open('[') {
+	if !s.Open('[') {
 		return nil, nil
 	}
-	for first := true; s.more(']', &first); {
+	for first := true; s.More(']', &first); {
 		var a flywheel.RawAction
 		var seen uint8
 		start := s.at()
-		if !s.open('{') {
+		if !s.Open('{') {
 			return nil, nil
 		}
-		for first := true; s.more('}', &first); {
-			key := s.key()
+		for first := true; s.More('}', &first); {
+			key, ok := s.Key()
 			switch {
-			case s.bad:
-			case string(key) == "id" && seen&1 == 0:
+			case !ok:
+			case key == "id" && seen&1 == 0:
 				seen |= 1
 				a.ID = s.str()
-			case string(key) == "features" && seen&2 == 0 && s.peek() == '{':
+			case key == "features" && seen&2 == 0 && s.Peek() == '{':
 				seen |= 2
-				start := s.i
-				s.skip()
-				a.Features = s.b[start:s.i]
+				start := s.Pos()
+				s.Skip()
+				a.Features = s.b[start:s.Pos()]
 			case foldsToField(key):
-				s.bad = true
+				s.Fail()
 			default:
-				s.skip()
+				s.Skip()
 			}
 		}
 		out = append(out, a)
-		spans = append(spans, unsafeString(s.b[start:s.i]))
+		spans = append(spans, unsafeString(s.b[start:s.Pos()]))
 	}
 	return out, spans
 }
 
-func (s *scanner) reward() (rule flywheel.RewardRule) {
+func (s *recordScanner) reward() (rule flywheel.RewardRule) {
 	var seen uint8
-	if !s.open('{') {
+	if !s.Open('{') {
 		return rule
 	}
-	for first := true; s.more('}', &first); {
-		key := s.key()
+	for first := true; s.More('}', &first); {
+		key, ok := s.Key()
 		switch {
-		case s.bad:
-		case string(key) == "window_s" && seen&1 == 0:
+		case !ok:
+		case key == "window_s" && seen&1 == 0:
 			seen |= 1
 			rule.WindowSeconds = s.int64()
-		case string(key) == "default" && seen&2 == 0:
+		case key == "default" && seen&2 == 0:
 			seen |= 2
 			rule.Default = s.float()
-		case string(key) == "aggregate" && seen&4 == 0:
+		case key == "aggregate" && seen&4 == 0:
 			seen |= 4
 			rule.Aggregate = s.str()
-		case string(key) == "late_window_s" && seen&8 == 0:
+		case key == "late_window_s" && seen&8 == 0:
 			seen |= 8
 			rule.LateWindowSeconds = s.int64()
 		case foldsToField(key):
-			s.bad = true
+			s.Fail()
 		default:
-			s.skip()
+			s.Skip()
 		}
 	}
 	return rule
@@ -698,19 +324,15 @@ func (s *scanner) reward() (rule flywheel.RewardRule) {
 // (namespaces, then names, then bag members in order), read by the
 // FeatureList that serving reads requests with; it says no (bad) for what
 // that refuses, and the record is then decoded the general way.
-func (s *scanner) features() (names, values []string, numbers []float64) {
-	start := s.at()
+func (s *recordScanner) features() (names, values []string, numbers []float64) {
 	l := listPool.Get().(*flywheel.FeatureList)
 	defer func() {
 		l.Reset()
 		listPool.Put(l)
 	}()
-	end, ok := l.ScanLoggedPrefix(s.b[start:])
-	if !ok {
-		s.bad = true
+	if !l.ScanLoggedFrom(&s.Scanner) {
 		return nil, nil, nil
 	}
-	s.i = start + end
 	return l.Flatten(0)
 }
 
