@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -139,19 +140,27 @@ func kindName(k byte) string {
 func (l *Logger) LogDecision(ctx context.Context, d *flywheel.Decision) error {
 	defer l.inflight.done(l.inflight.addTime(d.Time)) // until it is in the spool: the spool watermark waits for it
 	l.after(&d.Time)
-	v, err := encodeDecision(d)
+	bp := getBuf(0)
+	defer putBuf(bp)
+	v, err := appendDecision(*bp, d)
 	if err != nil {
 		return fmt.Errorf("encode decision %s: %w", d.EventID, err)
 	}
+	*bp = v
 	if n := len(v) + len(d.EventID); n > kafka.MaxRecordBytes {
 		return flywheel.Errorf(flywheel.ETOOLARGE, "the decision's log record would be %d bytes, more than the %d a Kafka record takes: send fewer or smaller actions", n, kafka.MaxRecordBytes)
 	}
-	return l.append([]Record{{Kind: KindDecision, Key: []byte(d.EventID), Value: v}}, false)
+	rec := [1]Record{{Kind: KindDecision, Key: []byte(d.EventID), Value: v}}
+	return l.append(rec[:], false) // the spool copies the record and keeps nothing of it
 }
 
-func encodeDecision(d *flywheel.Decision) ([]byte, error) {
+func encodeDecision(d *flywheel.Decision) ([]byte, error) { return appendDecision(nil, d) }
+
+// appendDecision appends d's log record (its JSON) to dst.
+func appendDecision(dst []byte, d *flywheel.Decision) ([]byte, error) {
 	if d.RawContext == nil || (d.RawActions == nil && len(d.Actions) > 0) {
-		return sonic.Marshal(d)
+		v, err := sonic.Marshal(d)
+		return append(dst, v...), err
 	}
 	r, err := d.Record() // the raw JSON as it is: nothing encoded again
 	if err != nil {
@@ -161,7 +170,7 @@ func encodeDecision(d *flywheel.Decision) ([]byte, error) {
 	for _, a := range r.Actions {
 		n += len(a.Features) + 2*len(a.ID) + 24
 	}
-	return r.AppendJSON(make([]byte, 0, n))
+	return r.AppendJSON(slices.Grow(dst, n))
 }
 
 // LogFeedback spools fs and returns once they are fsynced; it fails as

@@ -325,7 +325,7 @@ func (s *Spool) quarantine(f io.ReaderAt, seg, from, to int64, what string) (str
 
 // appendRecord appends rec, framed, to b.
 func appendRecord(b []byte, rec Record) []byte {
-	body := 1 + 4 + len(rec.Key) + len(rec.Value)
+	body := recordBytes(rec) - headerBytes
 	start := len(b)
 	b = append(b, syncMarker[:]...)
 	b = binary.LittleEndian.AppendUint32(b, uint32(body))
@@ -337,6 +337,34 @@ func appendRecord(b []byte, rec Record) []byte {
 	r := b[start:]
 	binary.LittleEndian.PutUint32(r[8:], checksum(r[4:8], r[headerBytes:]))
 	return b
+}
+
+// recordBytes is the size of rec in the spool, its header included.
+func recordBytes(rec Record) int { return headerBytes + 1 + 4 + len(rec.Key) + len(rec.Value) }
+
+// bufs holds the buffers records are encoded into on their way to the
+// spool file (a decision's is a few KiB): Append writes them and keeps none.
+var bufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBuf bounds the buffers kept in bufs, so that one huge batch does
+// not pin its memory.
+const maxPooledBuf = 1 << 20
+
+// getBuf returns an empty buffer of at least n bytes' capacity.
+func getBuf(n int) *[]byte {
+	bp := bufs.Get().(*[]byte)
+	if cap(*bp) < n {
+		*bp = make([]byte, 0, n)
+	}
+	*bp = (*bp)[:0]
+	return bp
+}
+
+// putBuf returns bp to bufs.
+func putBuf(bp *[]byte) {
+	if cap(*bp) <= maxPooledBuf {
+		bufs.Put(bp)
+	}
 }
 
 func checksum(length, body []byte) uint32 {
@@ -501,10 +529,17 @@ const lazySync = 50 * time.Millisecond
 // error for another failed write or fsync, ErrSpoolClosed after Close. A
 // failure does not outlast its cause: the next Append tries again.
 func (s *Spool) Append(recs []Record, durable bool) (Position, error) {
-	var buf []byte
+	n := 0
+	for _, r := range recs {
+		n += recordBytes(r)
+	}
+	bp := getBuf(n)
+	defer putBuf(bp)
+	buf := *bp
 	for _, r := range recs {
 		buf = appendRecord(buf, r)
 	}
+	*bp = buf
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
