@@ -2,8 +2,12 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,5 +134,91 @@ func TestLoggerRidesOutKafkaOutage(t *testing.T) {
 		if len(seen) != want {
 			t.Errorf("%s: %d distinct events, want %d", topic, len(seen), want)
 		}
+	}
+}
+
+// counted counts the messages and the calls a writer takes.
+type counted struct {
+	mu          sync.Mutex
+	calls, msgs int
+}
+
+func (c *counted) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	c.msgs += len(msgs)
+	return nil
+}
+
+func (c *counted) Close() error { return nil }
+
+func (c *counted) count() (calls, msgs int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls, c.msgs
+}
+
+// The shipper does not write its cursor after every batch (a create, an
+// fsync and a rename each) but at most every cursorEvery, and Close writes
+// where it got: a restart after a clean stop ships nothing again.
+func TestCursorIsSavedSparinglyAndAtClose(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dec := &counted{}
+	l, err := NewLoggerWith(SpoolOptions{Dir: dir}, dec, discard{}, nil, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.cursorEvery = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(rctx) }()
+	const n = 40
+	for i := range n {
+		d := &flywheel.Decision{Schema: 1, EventID: fmt.Sprintf("d%03d", i), Time: time.Now(), Model: "m", Kind: "ranker", Version: 1}
+		if err := l.LogDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 { // let a batch go before the next ones
+			for _, m := dec.count(); m < i+1; _, m = dec.count() {
+				select {
+				case <-ctx.Done():
+					t.Fatalf("%d of %d decisions shipped", m, i+1)
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
+	}
+	calls, msgs := dec.count()
+	if calls < 4 || msgs != n {
+		t.Fatalf("%d decisions shipped in %d batches, want %d in at least 4", msgs, calls, n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "CURSOR")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the cursor was written while shipping within cursorEvery (stat: %v)", err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	end := l.spool.End()
+	if err := l.Close(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if calls2, _ := dec.count(); calls2 != calls {
+		t.Fatalf("Close shipped %d more batches of what was shipped", calls2-calls)
+	}
+	s, err := OpenSpool(SpoolOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if c, err := s.LoadCursor(); err != nil || c != end {
+		t.Fatalf("cursor after Close %v (%v), want the end %v", c, err, end)
+	}
+	if p := s.Pending(end); p != 0 {
+		t.Fatalf("%d bytes pending after a clean stop", p)
 	}
 }
