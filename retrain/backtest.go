@@ -75,6 +75,14 @@ type BacktestResult struct {
 	Rejections int              `json:"rejections"`
 	Skips      int              `json:"skips"`
 	Champion   int              `json:"champion"` // at the end
+	// The gate's record against the truth (BacktestRun.CandidateValue):
+	// promotions of a candidate truly worse than the champion it replaced,
+	// at all and by more than the margin (promote.margin, a share of the
+	// champion's value), and rejections of one truly better by more than
+	// the margin.
+	WorsePromotions       int `json:"worse_promotions"`
+	WorseBeyondMargin     int `json:"worse_beyond_margin_promotions"`
+	BetterBeyondMarginOut int `json:"better_beyond_margin_rejections"`
 
 	value, random, oracle []float64 // prefix sums per decision
 }
@@ -104,6 +112,88 @@ type BacktestRun struct {
 	Training    string        `json:"training,omitempty"` // TrainedFull or TrainedIncremental
 	TrainRows   int           `json:"train_rows,omitempty"`
 	HoldoutRows int           `json:"holdout_rows,omitempty"`
+	// CandidateValue and ChampionValue are the true expected reward of the
+	// candidate's policy and of the champion's, exploration included, on
+	// the same fixed sample of the world's requests (truthContexts of
+	// them): what the gate estimated from logged data, known exactly.
+	// Both are set for a run that trained a candidate and for a canary
+	// verdict.
+	CandidateValue float64 `json:"candidate_true_value,omitempty"`
+	ChampionValue  float64 `json:"champion_true_value,omitempty"`
+}
+
+// truthContexts is how many requests of the world the true values of the
+// candidates are measured on: the same ones for every model, so that a
+// difference between two models is not sampling noise.
+const truthContexts = 2000
+
+// truthSample is a fixed sample of a world's requests with their truth.
+type truthSample struct {
+	ctx     []flywheel.Features
+	actions [][]flywheel.Action
+	truth   [][]float64
+	values  map[int]float64 // by version
+	rk      model.Ranking
+}
+
+func newTruthSample(w World, seed uint64) *truthSample {
+	rng := rand.New(rand.NewPCG(seed, 0x7e57ed))
+	t := &truthSample{values: map[int]float64{}}
+	for range truthContexts {
+		c, a, tr := w.Draw(rng)
+		t.ctx, t.actions, t.truth = append(t.ctx, c), append(t.actions, a), append(t.truth, tr)
+	}
+	return t
+}
+
+// value returns the expected reward of version v's policy, m, on the
+// sample (cached by version), or NaN if m cannot rank a request of it.
+func (t *truthSample) value(v int, m *model.Model) float64 {
+	if x, ok := t.values[v]; ok {
+		return x
+	}
+	sum := 0.0
+	for i := range t.ctx {
+		if err := m.Rank(fmt.Sprintf("truth-%d", i), t.ctx[i], t.actions[i], &t.rk); err != nil {
+			return math.NaN()
+		}
+		for j, pr := range t.truth[i] {
+			sum += t.rk.Probabilities[j] * pr
+		}
+	}
+	x := sum / float64(len(t.ctx))
+	t.values[v] = x
+	return x
+}
+
+// score sets run's true values, candidate cand (version run.Version) and
+// the champion's, and counts in res a promotion of a worse candidate or a
+// rejection of a better one (by the margin, a share of the champion's
+// value, as the gate's is of its estimate).
+func (b *backtest) score(run *BacktestRun, cand *model.Model, res *BacktestResult) {
+	if cand == nil || b.truth == nil {
+		return
+	}
+	champ := b.versions[run.Champion]
+	if champ == nil {
+		return
+	}
+	run.CandidateValue = b.truth.value(run.Version, cand)
+	run.ChampionValue = b.truth.value(run.Champion, champ.m)
+	margin := b.mc.Promote.Margin * run.ChampionValue
+	switch run.Outcome {
+	case Promoted:
+		if run.CandidateValue < run.ChampionValue {
+			res.WorsePromotions++
+		}
+		if run.CandidateValue < run.ChampionValue-margin {
+			res.WorseBeyondMargin++
+		}
+	case Rejected:
+		if run.CandidateValue > run.ChampionValue+margin {
+			res.BetterBeyondMarginOut++
+		}
+	}
 }
 
 // Mean returns the mean expected reward of the served policy, of random
@@ -142,6 +232,8 @@ type backtest struct {
 	lag      time.Duration
 	canaried []bool    // per decision of log: served by the canary
 	canary   *btCanary // the live canary, nil without one
+	truth    *truthSample
+	cand     *model.Model // the last run's candidate, for score
 }
 
 // btCanary is a backtest's live canary.
@@ -247,7 +339,7 @@ func newPlayer(o BacktestOptions) (*player, error) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	return &player{
 		o:       o,
-		b:       &backtest{mc: mc, shape: boot.Config(), versions: map[int]*btVersion{1: {m: boot, anchor: 1}}, champV: 1, latest: 1, lag: o.IngestLag},
+		b:       &backtest{mc: mc, shape: boot.Config(), versions: map[int]*btVersion{1: {m: boot, anchor: 1}}, champV: 1, latest: 1, lag: o.IngestLag, truth: newTruthSample(o.World, o.Seed)},
 		res:     &BacktestResult{value: []float64{0}, random: []float64{0}, oracle: []float64{0}},
 		sched:   sched,
 		start:   start,
@@ -262,8 +354,10 @@ func newPlayer(o BacktestOptions) (*player, error) {
 // counts their outcomes.
 func (p *player) runsDue(i int, at time.Time) {
 	for !p.next.After(at) {
+		p.b.cand = nil
 		run := p.b.run(p.next)
 		run.Decision, run.At = i, p.next.Sub(p.start)
+		p.b.score(&run, p.b.cand, p.res)
 		switch run.Outcome {
 		case Promoted:
 			p.res.Promotions++
@@ -422,6 +516,7 @@ func (b *backtest) run(at time.Time) BacktestRun {
 		return out
 	}
 	cand := tr.Model()
+	b.cand = cand
 	dec := b.judge(cand, refs, holdout)
 	out.Outcome, out.Reason = dec.Outcome, dec.Reason
 	if out.Outcome == Inconclusive && mc.Promote.Canary.Share == 0 {
@@ -458,6 +553,13 @@ func (p *player) checkDue(i int, at time.Time) error {
 		return err
 	}
 	run := BacktestRun{Decision: i, At: at.Sub(p.start), Version: b.canary.v, Champion: b.champV, Reason: "canary judge: " + reason}
+	cand := b.versions[b.canary.v].m
+	if action == deploy.ActionPromoted {
+		run.Outcome = Promoted
+	} else {
+		run.Outcome = Rejected
+	}
+	b.score(&run, cand, p.res)
 	if action == deploy.ActionPromoted {
 		b.champV = b.canary.v
 		run.Outcome = Promoted

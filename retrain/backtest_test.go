@@ -211,3 +211,71 @@ func TestBacktestIncrementalMatchesFull(t *testing.T) {
 		t.Errorf("%d incremental runs; windows full %s, incremental %s", n, a, b)
 	}
 }
+
+// Every candidate a backtest trains is scored against the world's truth on
+// one fixed sample of requests: the first learned version is far better
+// than the bootstrap one, a champion's value is the one it was promoted
+// with, and the counts of worse promotions and better rejections are those
+// of the runs.
+func TestBacktestScoresTheGateAgainstTheTruth(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mc := backtestModel()
+	res, err := Backtest(ctx, BacktestOptions{Model: mc, World: sim.NewShop(3), Decisions: 16000, Every: 4000, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	margin := mc.WithDefaults().Promote.Margin
+	value := map[int]float64{}
+	worse, beyond, better, scored := 0, 0, 0, 0
+	for _, r := range res.Runs {
+		t.Logf("decision %5d: %s v%d (champion v%d): true %.4f vs %.4f", r.Decision, r.Outcome, r.Version, r.Champion, r.CandidateValue, r.ChampionValue)
+		if r.Outcome == Skipped {
+			if r.CandidateValue != 0 {
+				t.Errorf("a skipped run has a true value %v", r.CandidateValue)
+			}
+			continue
+		}
+		scored++
+		if !(r.CandidateValue > 0 && r.ChampionValue > 0) {
+			t.Fatalf("run at %d: true values %v and %v", r.Decision, r.CandidateValue, r.ChampionValue)
+		}
+		if v, ok := value[r.Champion]; ok && v != r.ChampionValue {
+			t.Errorf("champion v%d valued %v, promoted with %v", r.Champion, r.ChampionValue, v)
+		}
+		if r.Champion == 1 {
+			value[1] = r.ChampionValue
+		}
+		switch r.Outcome {
+		case Promoted:
+			value[r.Version] = r.CandidateValue
+			if r.CandidateValue < r.ChampionValue {
+				worse++
+			}
+			if r.CandidateValue < r.ChampionValue*(1-margin) {
+				beyond++
+			}
+		case Rejected:
+			if r.CandidateValue > r.ChampionValue*(1+margin) {
+				better++
+			}
+		}
+	}
+	if scored < 3 {
+		t.Fatalf("%d runs trained a candidate", scored)
+	}
+	var first BacktestRun
+	for _, r := range res.Runs {
+		if r.Outcome != Skipped {
+			first = r
+			break
+		}
+	}
+	if first.Champion != 1 || first.CandidateValue < first.ChampionValue+0.05 {
+		t.Errorf("the first candidate is worth %.4f against the bootstrap version's %.4f", first.CandidateValue, first.ChampionValue)
+	}
+	if res.WorsePromotions != worse || res.WorseBeyondMargin != beyond || res.BetterBeyondMarginOut != better {
+		t.Errorf("counts %d, %d, %d; the runs say %d, %d, %d", res.WorsePromotions, res.WorseBeyondMargin, res.BetterBeyondMarginOut, worse, beyond, better)
+	}
+}

@@ -423,6 +423,12 @@ func printBacktest(w io.Writer, bw backtestWorld, decisions int, rate float64, r
 		fmt.Fprintf(tw, "\t%d/%d (%d rejected)", r.Result.Promotions, len(r.Result.Runs)-r.Result.Skips, r.Result.Rejections)
 	}
 	fmt.Fprintln(tw)
+	fmt.Fprint(tw, "against the truth\t\t")
+	for _, r := range bw.Runs {
+		res := r.Result
+		fmt.Fprintf(tw, "\t%d worse promoted (%d beyond the margin), %d better beyond the margin rejected", res.WorsePromotions, res.WorseBeyondMargin, res.BetterBeyondMarginOut)
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprint(tw, "took\t\t")
 	for _, r := range bw.Runs {
 		fmt.Fprintf(tw, "\t%s", r.Took)
