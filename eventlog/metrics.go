@@ -56,6 +56,12 @@ func newMetrics(reg prometheus.Registerer, sp *Spool) (metrics, error) {
 			Name: "flywheel_spool_max_bytes", Help: "The spool's size cap (serve.spool_max_bytes).",
 		}, func() float64 { return float64(sp.MaxBytes()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flywheel_spool_appends_total", Help: "Appends the spool took (a decision, or a request's feedback events).",
+		}, stat(func(s SpoolStats) int64 { return s.Appends })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flywheel_spool_writes_total", Help: "Writes to the spool's segment files: appends that arrive together are written with one (below flywheel_spool_appends_total under load).",
+		}, stat(func(s SpoolStats) int64 { return s.Writes })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "flywheel_spool_write_errors_total", Help: "Spool writes and fsyncs the disk failed (each is retried by the next event).",
 		}, stat(func(s SpoolStats) int64 { return s.WriteErrors })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

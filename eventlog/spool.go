@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,6 +69,8 @@ type SpoolOptions struct {
 type SpoolStats struct {
 	Bytes            int64 // in segment files on disk: what MaxBytes caps
 	WriteErrors      int64 // writes and fsyncs that failed
+	Appends          int64 // Append calls the spool took
+	Writes           int64 // writes of appends to segment files: a group of appends is one
 	Quarantined      int64 // corrupt stretches of a segment moved aside
 	QuarantinedBytes int64
 	TornBytes        int64 // cut off the end of the last segment at open
@@ -107,6 +110,7 @@ type Spool struct {
 	now          func() time.Time
 
 	mu        sync.Mutex // guards the fields below and writes to f
+	group     *group     // the appends gathering for one write, nil when none
 	f         *os.File
 	end       Position // where the next record goes
 	durable   Position // everything before it is fsynced
@@ -520,7 +524,7 @@ func validAt(f io.ReaderAt, off, limit int64) (bool, error) {
 const lazySync = 50 * time.Millisecond
 
 // Append writes recs to the spool, in order, and returns the position after
-// them. With durable set it returns only once they are fsynced; without, once
+// them (or after the appends written with them in one group, later). With durable set it returns only once they are fsynced; without, once
 // they are written to the operating system (a process crash loses nothing;
 // a machine crash may lose what was not yet synced, which the next group
 // commit covers within lazySync). It returns an error if the spool did not
@@ -545,15 +549,20 @@ func (s *Spool) Append(recs []Record, durable bool) (Position, error) {
 	if s.closed {
 		return Position{}, ErrSpoolClosed
 	}
-	if s.size+int64(len(buf)) > s.maxBytes {
+	gathered := 0
+	if s.group != nil {
+		gathered = len(s.group.buf)
+	}
+	if s.size+int64(gathered+len(buf)) > s.maxBytes {
 		s.full, s.fullBytes = true, int64(len(buf))
-		return Position{}, fmt.Errorf("%w: %d bytes are spooled and the cap is %d", ErrSpoolFull, s.size, s.maxBytes)
+		return Position{}, fmt.Errorf("%w: %d bytes are spooled and the cap is %d", ErrSpoolFull, s.size+int64(gathered), s.maxBytes)
 	}
 	s.full = false
-	if err := s.writeLocked(buf); err != nil {
+	s.stats.Appends++
+	end, err := s.writeGroupLocked(buf)
+	if err != nil {
 		return Position{}, err
 	}
-	end := s.end
 	if !durable {
 		s.kickLaterLocked()
 		return end, nil
@@ -570,6 +579,50 @@ func (s *Spool) Append(recs []Record, durable bool) (Position, error) {
 		s.cond.Wait()
 	}
 	return end, nil
+}
+
+// group is the appends one write takes (flat combining): the first append
+// that finds no write under way leads, yields once so that the appends
+// runnable meanwhile join it (under load a server's handlers reach the
+// spool together), then writes them all with one write. A write costs
+// serving more than copying a record does: 12 us of CPU per decision when
+// each was its own pwrite, at 3,000 requests a second.
+type group struct {
+	buf  []byte
+	done bool
+	end  Position // after the whole group
+	err  error
+}
+
+// writeGroupLocked writes buf, in a group with the appends that come
+// meanwhile, and returns the position after the group (at or after buf's
+// own end) or the error that failed the group's write (none of it is then
+// in the spool).
+func (s *Spool) writeGroupLocked(buf []byte) (Position, error) {
+	if g := s.group; g != nil { // a leader is gathering: join it
+		g.buf = append(g.buf, buf...)
+		for !g.done {
+			s.cond.Wait()
+		}
+		return g.end, g.err
+	}
+	g := &group{buf: buf}
+	s.group = g
+	s.mu.Unlock()
+	runtime.Gosched()
+	s.mu.Lock()
+	s.group = nil
+	if s.closed {
+		g.err = ErrSpoolClosed
+	} else {
+		s.stats.Writes++
+		g.err = s.writeLocked(g.buf)
+	}
+	g.done, g.end = true, s.end
+	if len(g.buf) > len(buf) { // someone joined
+		s.cond.Broadcast()
+	}
+	return g.end, g.err
 }
 
 // writeLocked writes buf at the end of the spool, rolling over to a new
