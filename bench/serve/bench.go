@@ -74,7 +74,7 @@ func (o *benchOptions) flags() {
 	flag.IntVar(&o.rounds, "rounds", 3, "driver: rounds (every measure once per round)")
 	flag.Float64Var(&o.seconds, "seconds", 8, "driver: measured seconds per run")
 	flag.Float64Var(&o.warmup, "warmup", 2, "driver: warm-up seconds before each measured run")
-	flag.StringVar(&o.fractions, "fractions", "0.25,0.5,0.75", "driver: offered rates as fractions of the flywheel server's peak (round 1); 0.5 is always included")
+	flag.StringVar(&o.fractions, "fractions", "0.25,0.5,0.75", "driver: offered rates as fractions of the lower of the two servers' closed-loop peaks (round 1), a load both sustain; 0.5 is always included")
 	flag.IntVar(&o.conns, "conns", 32, "driver: closed-loop connections for the peak")
 	flag.IntVar(&o.serverCPU, "server-cpu", 0, "driver: the CPU of the servers, Kafka and ClickHouse")
 	flag.IntVar(&o.loadCPU, "load-cpu", 1, "driver: the CPU of the load generator (and the driver)")
@@ -280,6 +280,7 @@ func (o *benchOptions) run(brokers string) error {
 	var runs []runResult
 	var rates []float64
 	var peakFly, peakFlyPage, pageRate float64
+	peakLow, pageLow := math.Inf(1), math.Inf(1) // the lower of the two servers' peaks, round 1
 	serverStats := []map[string]any{}
 	idleStats := []map[string]any{}
 	port := o.basePort
@@ -408,6 +409,9 @@ func (o *benchOptions) run(brokers string) error {
 			if s.mode == "flywheel" && round == 1 {
 				peakFly = r.RPS
 			}
+			if round == 1 {
+				peakLow = math.Min(peakLow, r.RPS)
+			}
 		}
 		// the page's peak, closed loop, on both servers
 		if o.pageLua != "" {
@@ -419,13 +423,16 @@ func (o *benchOptions) run(brokers string) error {
 				runs = append(runs, r)
 				if s.mode == "flywheel" && round == 1 {
 					peakFlyPage = r.RPS
-					pageRate = math.Max(50, math.Round(0.5*peakFlyPage/10)*10)
+				}
+				if round == 1 {
+					pageLow = math.Min(pageLow, r.RPS)
+					pageRate = math.Max(50, math.Round(0.5*pageLow/10)*10)
 				}
 			}
 		}
 		if round == 1 {
 			for _, f := range fractions {
-				rates = append(rates, math.Max(50, math.Round(f*peakFly/10)*10))
+				rates = append(rates, math.Max(50, math.Round(f*peakLow/10)*10))
 			}
 		}
 		half := rates[slices.Index(fractions, 0.5)]
@@ -524,7 +531,7 @@ func (o *benchOptions) run(brokers string) error {
 			}
 		}
 	}
-	rep := o.report(runs, peakFly, rates, fractions, pins, serverStats, idleStats, reqBytes, time.Since(started))
+	rep := o.report(runs, peakFly, peakLow, rates, fractions, pins, serverStats, idleStats, reqBytes, time.Since(started))
 	if o.pageLua != "" {
 		o.reportPage(rep, runs, peakFlyPage, pageRate, pageBytes, pageSlots, pageActions)
 	}
@@ -891,7 +898,7 @@ func sameRunRatios(f func(runResult) float64, a, b []runResult) ratioSet {
 	return ratioSet{Median: math.Round(median(rs)*1000) / 1000, Pairs: rs}
 }
 
-func (o *benchOptions) report(runs []runResult, peakFly float64, rates, fractions []float64, pins []pinned, stats, idleStats []map[string]any, reqBytes int, took time.Duration) map[string]any {
+func (o *benchOptions) report(runs []runResult, peakFly, peakLow float64, rates, fractions []float64, pins []pinned, stats, idleStats []map[string]any, reqBytes int, took time.Duration) map[string]any {
 	pick := func(phase, server string, rate float64) []runResult {
 		return pickRuns(runs, phase, server, "single", rate)
 	}
@@ -957,7 +964,7 @@ func (o *benchOptions) report(runs []runResult, peakFly float64, rates, fraction
 			"every decision spooled and shipped to Kafka; bare = a gin handler binding the same JSON into the same request " +
 			"types with encoding/json and answering a ranking of the same shape. Each round starts both servers and measures, " +
 			"alternating which goes first: the closed-loop peak (" + strconv.Itoa(o.conns) + " connections), then open-loop runs at " +
-			"fixed offered rates (fractions of round 1's flywheel peak) where every request is sent at its scheduled time " +
+			"fixed offered rates (fractions of the lower of round 1's two closed-loop peaks, so that both servers sustain every rate and their tails compare at one load) where every request is sent at its scheduled time " +
 			"whatever the earlier ones did and its latency is measured from that scheduled time (coordinated omission corrected), " +
 			"and at half of that peak, in interleaved pairs of short slices (order alternating), bare vs flywheel and the " +
 			"flywheel server steady vs while a new model version is swapped in every second (same process, SIGUSR1/SIGUSR2). The load generator runs SCHED_FIFO priority 1 where permitted (it is the clock " +
@@ -978,6 +985,7 @@ func (o *benchOptions) report(runs []runResult, peakFly float64, rates, fraction
 			"request_bytes": reqBytes, "actions": 20, "after_swap_window_ms": o.afterSwap.Milliseconds(),
 		},
 		"peak_rps_flywheel_round1": peakFly,
+		"rates_from_peak_rps":      peakLow,
 		"offered_rates":            rates,
 		"table":                    table,
 		"ratios":                   ratios,

@@ -109,7 +109,7 @@ func printPage(w io.Writer, rep map[string]any) {
 	if !ok {
 		return
 	}
-	fmt.Fprintf(w, "\n%d-slot page of %d actions (%s, %d bytes, model %s): closed-loop peak, then at %.0f/s (half of the flywheel page peak) the single-slot request and the page on both servers, in groups of slices\n",
+	fmt.Fprintf(w, "\n%d-slot page of %d actions (%s, %d bytes, model %s): closed-loop peak, then at %.0f/s (half of the lower of the two servers' page peaks) the single-slot request and the page on both servers, in groups of slices\n",
 		page["slots"], page["actions"], page["request"], page["request_bytes"], pageModel, page["offered_rps"])
 	fmt.Fprintf(w, "%-10s%-10s%-8s%9s%9s%9s%9s%10s%12s%10s%12s%8s\n", "phase", "server", "request", "offered", "req/s", "p50 ms", "p99 ms", "p999 ms", "server µs/r", "-idle", "kafka µs/r", "errors")
 	for _, r := range page["table"].([]row) {
