@@ -82,14 +82,14 @@ func (o *benchOptions) reportPage(rep map[string]any, runs []runResult, peakFlyP
 		ratios[k] = v
 	}
 	rep["page"] = map[string]any{
-		"request":                        o.pageLua,
-		"request_bytes":                  reqBytes,
-		"actions":                        actions,
-		"slots":                          slots,
-		"model":                          pageModel + ": interactions [user, item] and [slot, item]",
-		"peak_rps_flywheel_page_round1":  peakFlyPage,
-		"offered_rps":                    rate,
-		"fraction_of_flywheel_page_peak": 0.5,
+		"request":                       o.pageLua,
+		"request_bytes":                 reqBytes,
+		"actions":                       actions,
+		"slots":                         slots,
+		"model":                         pageModel + ": interactions [user, item] and [slot, item]",
+		"peak_rps_flywheel_page_round1": peakFlyPage,
+		"offered_rps":                   rate,
+		"fraction_of_lower_page_peak":   0.5, // of the lower of the two servers' page peaks
 		"bare_reference": "the bare gin handler decoding the same page body into the same request and slot types " +
 			"(encoding/json) and answering a response of the same slots shape (each slot the first action no earlier " +
 			"slot took and the slot does not exclude)",
@@ -99,7 +99,7 @@ func (o *benchOptions) reportPage(rep map[string]any, runs []runResult, peakFlyP
 		strconv.Itoa(actions) + " actions as the single-slot request ranked as " + strconv.Itoa(slots) +
 		" slots with small features of their own (model " + pageModel + ", with a [slot, item] interaction; every slot " +
 		"logged as a decision of its own); each round measures its closed-loop peak on both servers (phase page_peak), " +
-		"then, at half of round 1's flywheel page peak, groups of four slices (phase page, order rotating): bare and " +
+		"then, at half of the lower of round 1's two page peaks, groups of four slices (phase page, order rotating): bare and " +
 		"flywheel, single-slot and page, at that one offered rate; the page ratios are taken per group."
 }
 
