@@ -47,7 +47,7 @@ type Logger struct {
 
 	cursor atomic.Pointer[Position] // how far Run got, for Close
 
-	cursorEvery time.Duration // cursorEvery; tests set it
+	cursorEvery time.Duration // the const cursorEvery; tests set it
 	curMu       sync.Mutex    // guards the three below: Run and Close both save
 	saved       Position      // the cursor last written to the spool's CURSOR file
 	savedAt     time.Time
@@ -249,10 +249,10 @@ func (l *Logger) Run(ctx context.Context) error {
 	l.curMu.Lock()
 	l.saved, l.savedAt = cur, time.Now()
 	l.curMu.Unlock()
+	start := cur
+	l.cursor.Store(&start)
 	retry := 100 * time.Millisecond
 	for {
-		c := cur
-		l.cursor.Store(&c)
 		l.note()
 		next, n, err := l.shipOnce(ctx, cur)
 		if ctx.Err() != nil {
@@ -266,7 +266,7 @@ func (l *Logger) Run(ctx context.Context) error {
 			retry = 100 * time.Millisecond
 			moved := next != cur
 			cur = next
-			c := cur // for Close, which saves it: saveCursor may not have
+			c := cur // how far Run got, for Close: saveCursor may not have saved it
 			l.cursor.Store(&c)
 			l.reached(ctx, cur)
 			if n >= shipBatch || moved {

@@ -524,7 +524,8 @@ func validAt(f io.ReaderAt, off, limit int64) (bool, error) {
 const lazySync = 50 * time.Millisecond
 
 // Append writes recs to the spool, in order, and returns the position after
-// them (or after the appends written with them in one group, later). With durable set it returns only once they are fsynced; without, once
+// them (or after the appends written with them in one group, later). With
+// durable set it returns only once they are fsynced; without, once
 // they are written to the operating system (a process crash loses nothing;
 // a machine crash may lose what was not yet synced, which the next group
 // commit covers within lazySync). It returns an error if the spool did not

@@ -129,6 +129,7 @@ const truthContexts = 2000
 
 // truthSample is a fixed sample of a world's requests with their truth.
 type truthSample struct {
+	ids     []string
 	ctx     []flywheel.Features
 	actions [][]flywheel.Action
 	truth   [][]float64
@@ -141,6 +142,7 @@ func newTruthSample(w World, seed uint64) *truthSample {
 	t := &truthSample{values: map[int]float64{}}
 	for range truthContexts {
 		c, a, tr := w.Draw(rng)
+		t.ids = append(t.ids, fmt.Sprintf("truth-%d", len(t.ids)))
 		t.ctx, t.actions, t.truth = append(t.ctx, c), append(t.actions, a), append(t.truth, tr)
 	}
 	return t
@@ -154,7 +156,7 @@ func (t *truthSample) value(v int, m *model.Model) float64 {
 	}
 	sum := 0.0
 	for i := range t.ctx {
-		if err := m.Rank(fmt.Sprintf("truth-%d", i), t.ctx[i], t.actions[i], &t.rk); err != nil {
+		if err := m.Rank(t.ids[i], t.ctx[i], t.actions[i], &t.rk); err != nil {
 			return math.NaN()
 		}
 		for j, pr := range t.truth[i] {
@@ -233,7 +235,6 @@ type backtest struct {
 	canaried []bool    // per decision of log: served by the canary
 	canary   *btCanary // the live canary, nil without one
 	truth    *truthSample
-	cand     *model.Model // the last run's candidate, for score
 }
 
 // btCanary is a backtest's live canary.
@@ -354,10 +355,9 @@ func newPlayer(o BacktestOptions) (*player, error) {
 // counts their outcomes.
 func (p *player) runsDue(i int, at time.Time) {
 	for !p.next.After(at) {
-		p.b.cand = nil
-		run := p.b.run(p.next)
+		run, cand := p.b.run(p.next)
 		run.Decision, run.At = i, p.next.Sub(p.start)
-		p.b.score(&run, p.b.cand, p.res)
+		p.b.score(&run, cand, p.res)
 		switch run.Outcome {
 		case Promoted:
 			p.res.Promotions++
@@ -478,20 +478,21 @@ func (b *backtest) cut(closed int, fromMs, toMs, offset uint64) (cutMs, before u
 }
 
 // run is one scheduled run at virtual time at, as Retrainer.run does it
-// against ClickHouse and the registry.
-func (b *backtest) run(at time.Time) BacktestRun {
+// against ClickHouse and the registry; it returns the candidate it trained
+// too (nil when it trained none), for score.
+func (b *backtest) run(at time.Time) (BacktestRun, *model.Model) {
 	mc := b.mc
 	out := BacktestRun{Champion: b.champV}
 	if b.canary != nil {
 		out.Outcome, out.Reason = Skipped, fmt.Sprintf("canary v%d is being judged; the next candidate waits for its verdict", b.canary.v)
-		return out
+		return out, nil
 	}
 	nowMs := uint64(at.UnixMilli())
 	closed := b.closed(at)
 	if _, fresh := b.span(closed, b.dataTo+1, math.MaxUint64); fresh < mc.Retrain.MinNewExamples {
 		out.Outcome = Skipped
 		out.Reason = fmt.Sprintf("%d new examples with a closed reward window since the last version; %d needed", fresh, mc.Retrain.MinNewExamples)
-		return out
+		return out, nil
 	}
 	refs := b.references()
 	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective, PriorSteps: mc.Retrain.Prior()}
@@ -503,7 +504,7 @@ func (b *backtest) run(at time.Time) BacktestRun {
 	win, lo, skip := b.plan(closed, nowMs, refs, tr != nil)
 	if skip != "" {
 		out.Outcome, out.Reason = Skipped, skip
-		return out
+		return out, nil
 	}
 	// Training (trainOn) and judging (evaluation) on the same rows:
 	// incremental from the champion's state on what it has not learned, or
@@ -513,10 +514,9 @@ func (b *backtest) run(at time.Time) BacktestRun {
 	tr, err := b.train(tr, tc, train)
 	if err != nil {
 		out.Outcome, out.Reason = Failed, err.Error()
-		return out
+		return out, nil
 	}
 	cand := tr.Model()
-	b.cand = cand
 	dec := b.judge(cand, refs, holdout)
 	out.Outcome, out.Reason = dec.Outcome, dec.Reason
 	if out.Outcome == Inconclusive && mc.Promote.Canary.Share == 0 {
@@ -527,7 +527,7 @@ func (b *backtest) run(at time.Time) BacktestRun {
 	if out.Outcome == Canaried {
 		b.canary = &btCanary{v: out.Version, since: at, strict: dec.Outcome == Inconclusive}
 	}
-	return out
+	return out, cand
 }
 
 // closed is how many decisions of the log have closed at virtual time at:
