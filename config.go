@@ -113,12 +113,24 @@ func (r RewardConfig) CheckReward(field string, v float64) error {
 	return nil
 }
 
+// What a candidate is judged on (retrain.evidence).
+const (
+	EvidenceProgressive = "progressive" // the default
+	EvidenceHoldout     = "holdout"
+)
+
 // RetrainConfig says when and on what a model is retrained.
 type RetrainConfig struct {
-	Schedule       string        `yaml:"schedule"`
-	Window         time.Duration `yaml:"window"`
-	Holdout        float64       `yaml:"holdout"`
-	MinNewExamples int           `yaml:"min_new_examples"`
+	Schedule string        `yaml:"schedule"`
+	Window   time.Duration `yaml:"window"`
+	// Evidence is what a candidate is judged on (retrain/evidence.go):
+	// EvidenceProgressive (the default), every example since the references'
+	// cutoff, each scored by the candidate before it learns it; or
+	// EvidenceHoldout, the newest Holdout share of them, which the candidate
+	// does not learn.
+	Evidence       string  `yaml:"evidence"`
+	Holdout        float64 `yaml:"holdout"` // EvidenceHoldout's share
+	MinNewExamples int     `yaml:"min_new_examples"`
 	// Incremental makes a retrain go on from the champion's weights and
 	// optimizer state over the examples after the champion's cutoff, rather
 	// than learn the whole window from zero (retrain/incremental.go). WarmStart is
@@ -339,6 +351,9 @@ func (r RetrainConfig) withDefaults() RetrainConfig {
 	if r.Window == 0 {
 		r.Window = 168 * time.Hour
 	}
+	if r.Evidence == "" {
+		r.Evidence = EvidenceProgressive
+	}
 	if r.Holdout == 0 {
 		r.Holdout = 0.2
 	}
@@ -459,6 +474,9 @@ func (c ModelConfig) validateShape(path string) error {
 // validate reports an EINVALID error naming the bad field under path
 // (models.NAME.retrain).
 func (r RetrainConfig) validate(path string) error {
+	if r.Evidence != EvidenceProgressive && r.Evidence != EvidenceHoldout {
+		return Errorf(EINVALID, "%s.evidence must be progressive or holdout; got %q", path, r.Evidence)
+	}
 	if !(r.Holdout > 0 && r.Holdout < 1) {
 		return Errorf(EINVALID, "%s.holdout must be in (0, 1); got %v", path, r.Holdout)
 	}

@@ -135,4 +135,9 @@ func TestLearnerDefaults(t *testing.T) {
 	nan := math.NaN()
 	bad = ModelConfig{Retrain: RetrainConfig{PriorSteps: &nan}}.WithDefaults()
 	checkValidation(t, bad.Validate("models.m"), "prior_steps must be in [0, 1e6]")
+	if c.Retrain.Evidence != EvidenceProgressive || c.Retrain.Holdout != 0.2 {
+		t.Fatalf("evidence default %q, holdout %v", c.Retrain.Evidence, c.Retrain.Holdout)
+	}
+	bad = ModelConfig{Retrain: RetrainConfig{Evidence: "split"}}.WithDefaults()
+	checkValidation(t, bad.Validate("models.m"), `models.m.retrain.evidence must be progressive or holdout; got "split"`)
 }

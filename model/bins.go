@@ -30,6 +30,8 @@ const (
 	// FitExamples is how many examples a trainer holds back to fit the
 	// bins of a model that has none yet, before it learns them.
 	FitExamples = 4096
+	// MinFitExamples is the fewest examples Trainer.Fit fits the bins on.
+	MinFitExamples = 1024
 	// MaxBins bounds Config.Bins.
 	MaxBins = 64
 	// maxBinned bounds how many numeric features get bins: those with the

@@ -108,6 +108,28 @@ func (t *Trainer) Model() *Model {
 	return t.m
 }
 
+// Learning returns the model as learned so far without fitting its bins,
+// for scoring an example before it is learned (progressive validation); nil
+// while the trainer holds examples back for its bins, when the model cannot
+// score yet. It is the trainer's own model: it changes with every example
+// learned, and is valid until Model is called.
+func (t *Trainer) Learning() *Model {
+	if t.needsFit() {
+		return nil
+	}
+	return t.m
+}
+
+// Fit fits the numeric bins now, on the examples held for them so far (at
+// least MinFitExamples), and learns those, if the trainer has not fitted
+// them yet: so that it can score an example before it learns it
+// (Learning). It does nothing when fewer are held.
+func (t *Trainer) Fit() {
+	if t.needsFit() && len(t.pending) >= MinFitExamples {
+		t.fit()
+	}
+}
+
 // LearnRanker learns the reward of the chosen action of one logged decision
 // by importance-weighted squared-loss regression: the weight is 1/(K·p),
 // clipped, so uniformly logged data has weight 1. It returns an EINVALID
@@ -119,6 +141,21 @@ func (t *Trainer) Model() *Model {
 // maps and slices: the caller must not modify an example it has passed),
 // fits the bins on them and then learns them in order.
 func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
+	if err := CheckRanker(ex); err != nil {
+		return err
+	}
+	if t.needsFit() {
+		t.hold(pending{ex: *ex})
+		return nil
+	}
+	t.learnRanker(ex)
+	return nil
+}
+
+// CheckRanker returns an EINVALID error for a logged decision a ranker
+// cannot learn from or be judged on: no actions, chosen index out of range,
+// probability not in (0, 1], reward not finite.
+func CheckRanker(ex *flywheel.Example) error {
 	if n := ex.NumActions(); n == 0 || ex.ChosenIndex < 0 || ex.ChosenIndex >= n || ex.ChosenIndex >= len(ex.Probabilities) {
 		return flywheel.Errorf(flywheel.EINVALID, "example %s: chosen action is out of range", ex.EventID)
 	}
@@ -129,11 +166,6 @@ func (t *Trainer) LearnRanker(ex *flywheel.Example) error {
 	if math.IsNaN(ex.Reward) || math.IsInf(ex.Reward, 0) {
 		return flywheel.Errorf(flywheel.EINVALID, "example %s: reward is not finite", ex.EventID)
 	}
-	if t.needsFit() {
-		t.hold(pending{ex: *ex})
-		return nil
-	}
-	t.learnRanker(ex)
 	return nil
 }
 

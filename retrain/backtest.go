@@ -112,6 +112,7 @@ type BacktestRun struct {
 	Training    string        `json:"training,omitempty"` // TrainedFull or TrainedIncremental
 	TrainRows   int           `json:"train_rows,omitempty"`
 	HoldoutRows int           `json:"holdout_rows,omitempty"`
+	JudgedRows  int           `json:"judged_rows,omitempty"` // the evidence: the holdout, or the examples judged progressively
 	// CandidateValue and ChampionValue are the true expected reward of the
 	// candidate's policy and of the champion's, exploration included, on
 	// the same fixed sample of the world's requests (truthContexts of
@@ -498,31 +499,55 @@ func (b *backtest) run(at time.Time) (BacktestRun, *model.Model) {
 	tc := model.TrainConfig{LearningRate: mc.Retrain.LearningRate, Objective: mc.Retrain.Objective, PriorSteps: mc.Retrain.Prior()}
 	tr, link := b.resume(tc)
 	out.Training = TrainedFull
-	if tr != nil {
+	incremental := tr != nil
+	if incremental {
 		out.Training = TrainedIncremental
+	} else {
+		m, err := model.FromConfig(b.mc)
+		if err != nil {
+			out.Outcome, out.Reason = Failed, err.Error()
+			return out, nil
+		}
+		tr = model.NewTrainer(m, tc)
 	}
-	win, lo, skip := b.plan(closed, nowMs, refs, tr != nil)
+	win, lo, skip := b.plan(closed, nowMs, refs, incremental, tr.Learning() != nil)
 	if skip != "" {
 		out.Outcome, out.Reason = Skipped, skip
 		return out, nil
 	}
 	// Training (trainOn) and judging (evaluation) on the same rows:
 	// incremental from the champion's state on what it has not learned, or
-	// full over the window.
+	// full over the window; judged as it learns (progressive validation)
+	// or on the holdout once trained.
 	train := b.log[lo : lo+win.trainRows]
 	holdout := b.log[lo+win.trainRows : lo+win.rows]
-	tr, err := b.train(tr, tc, train)
-	if err != nil {
-		out.Outcome, out.Reason = Failed, err.Error()
-		return out, nil
+	var ev evaluation
+	var pv *progressive
+	if win.progressive {
+		pv = &progressive{from: win.evidenceFrom, tr: tr, newJudge: func(m *model.Model) judge { return ev.judges(b.mc, m, refs) }}
 	}
+	b.train(tr, train, pv)
 	cand := tr.Model()
-	dec := b.judge(cand, refs, holdout)
+	if pv == nil {
+		j := ev.judges(b.mc, cand, refs)
+		for i := range holdout {
+			j.add(&holdout[i])
+		}
+	}
+	var dec Decision
+	if pv != nil && pv.judge == nil {
+		dec = Decision{Rule: b.mc.Promote.Rule, Outcome: Rejected, Reason: "no usable example since the references' cutoff to judge the candidate on"}
+	} else {
+		dec = ev.decide(b.mc, refs, &Result{}, map[string]any{})
+	}
 	out.Outcome, out.Reason = dec.Outcome, dec.Reason
 	if out.Outcome == Inconclusive && mc.Promote.Canary.Share == 0 {
 		out.Outcome, out.Reason = Rejected, out.Reason+"; no canary is configured to decide on live traffic (promote.canary.share)"
 	}
-	out.TrainRows, out.HoldoutRows = len(train), len(holdout)
+	out.TrainRows, out.HoldoutRows, out.JudgedRows = len(train), len(holdout), len(holdout)
+	if pv != nil {
+		out.JudgedRows = pv.judged
+	}
 	b.register(&out, cand, tr, link, dec.Anchor, win.holdFrom, b.ts[lo+win.rows-1])
 	if out.Outcome == Canaried {
 		b.canary = &btCanary{v: out.Version, since: at, strict: dec.Outcome == Inconclusive}
@@ -638,15 +663,15 @@ func (b *backtest) resume(tc model.TrainConfig) (*model.Trainer, int) {
 // from the champion's cutoff on when the run is incremental (startFrom),
 // and the index in the log of its first example; or why the run is
 // skipped.
-func (b *backtest) plan(closed int, nowMs uint64, refs refs, incremental bool) (win window, lo int, skip string) {
+func (b *backtest) plan(closed int, nowMs uint64, refs refs, incremental, ready bool) (win window, lo int, skip string) {
 	mc := b.mc
 	fromMs := nowMs - min(nowMs, uint64(mc.Retrain.Window/time.Millisecond))
 	if incremental {
 		fromMs = max(fromMs, b.versions[b.champV].cutoff)
 	}
-	win, newRows, _ := planWindow(logSizer{b, closed}, fromMs, refs.cutoff, mc.Retrain.Holdout) // a log's sizer never fails
+	win, newRows, _ := planEvidence(logSizer{b, closed}, fromMs, refs.cutoff, mc.Retrain, ready) // a log's sizer never fails
 	lo, _ = b.span(closed, win.fromMs, math.MaxUint64)
-	if win.trainRows == 0 || win.rows == win.trainRows {
+	if !win.progressive && (win.trainRows == 0 || win.rows == win.trainRows) {
 		return win, lo, "too few examples to split into training and holdout"
 	}
 	if newRows == 0 {
@@ -655,34 +680,17 @@ func (b *backtest) plan(closed int, nowMs uint64, refs refs, incremental bool) (
 	return win, lo, ""
 }
 
-// train returns tr, or a trainer of a model from zero when tr is nil,
-// after retrain.passes passes over train; or an error if the model cannot
-// be made.
-func (b *backtest) train(tr *model.Trainer, tc model.TrainConfig, train []flywheel.Example) (*model.Trainer, error) {
-	if tr == nil {
-		m, err := model.FromConfig(b.mc)
-		if err != nil {
-			return nil, err
-		}
-		tr = model.NewTrainer(m, tc)
-	}
-	for range b.mc.Retrain.Passes {
+// train makes retrain.passes passes of tr over train, judging the first
+// pass's evidence before learning it when pv is not nil.
+func (b *backtest) train(tr *model.Trainer, train []flywheel.Example, pv *progressive) {
+	for pass := range b.mc.Retrain.Passes {
 		for i := range train {
+			if pass == 0 {
+				pv.before(&train[i])
+			}
 			_ = tr.LearnRanker(&train[i]) // unusable examples are skipped, as a run does
 		}
 	}
-	return tr, nil
-}
-
-// judge returns the gate's decision on cand against refs on holdout.
-func (b *backtest) judge(cand *model.Model, refs refs, holdout []flywheel.Example) Decision {
-	var ev evaluation
-	j := ev.judges(b.mc, cand, refs)
-	for i := range holdout {
-		j.add(&holdout[i])
-	}
-	var res Result
-	return ev.decide(b.mc, refs, &res, map[string]any{})
 }
 
 // register registers cand, trained by tr, as the next version, its data up

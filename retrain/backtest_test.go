@@ -279,3 +279,64 @@ func TestBacktestScoresTheGateAgainstTheTruth(t *testing.T) {
 		t.Errorf("counts %d, %d, %d; the runs say %d, %d, %d", res.WorsePromotions, res.WorseBeyondMargin, res.BetterBeyondMarginOut, worse, beyond, better)
 	}
 }
+
+// Progressive validation (the default) judges a candidate on every example
+// since its champion's cutoff and holds none out: the first run after the
+// bootstrap version, whose trainer has too few examples before the cutoff
+// to fit its bins on, falls back to a holdout; the later runs hold nothing
+// out, and while one champion stays, each next candidate is judged on more.
+// Under evidence: holdout every run is judged on its holdout.
+func TestBacktestProgressiveEvidence(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := func(evidence string) []BacktestRun {
+		mc := backtestModel()
+		mc.Retrain.Evidence = evidence
+		res, err := Backtest(ctx, BacktestOptions{Model: mc, World: sim.NewShop(3), Decisions: 20000, Every: 5000, Seed: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []BacktestRun
+		for _, r := range res.Runs {
+			if r.Outcome != Skipped && r.TrainRows > 0 {
+				t.Logf("%s: decision %5d: %s v%d (champion v%d): trained on %d, held out %d, judged on %d; true %.3f vs %.3f: %.120s", evidence, r.Decision, r.Outcome, r.Version, r.Champion, r.TrainRows, r.HoldoutRows, r.JudgedRows, r.CandidateValue, r.ChampionValue, r.Reason)
+				out = append(out, r)
+			}
+		}
+		if len(out) < 3 {
+			t.Fatalf("%s: %d runs trained a candidate; want 3 or more", evidence, len(out))
+		}
+		return out
+	}
+	prog := run(flywheel.EvidenceProgressive)
+	grew := false
+	for i, r := range prog {
+		if r.Champion == 1 { // the bootstrap version: nothing before its cutoff
+			if r.HoldoutRows == 0 || r.JudgedRows != r.HoldoutRows {
+				t.Errorf("run at decision %d against the bootstrap version: held out %d, judged on %d; want judged on its holdout", r.Decision, r.HoldoutRows, r.JudgedRows)
+			}
+			continue
+		}
+		if r.HoldoutRows != 0 || r.JudgedRows == 0 {
+			t.Errorf("run at decision %d: held out %d, judged on %d; want none held out, judged progressively", r.Decision, r.HoldoutRows, r.JudgedRows)
+		}
+		if i == 0 {
+			continue
+		}
+		if prev := prog[i-1]; prev.Champion == r.Champion {
+			if r.JudgedRows <= prev.JudgedRows {
+				t.Errorf("champion v%d stayed from decision %d to %d, but the evidence went from %d to %d examples", r.Champion, prev.Decision, r.Decision, prev.JudgedRows, r.JudgedRows)
+			}
+			grew = true
+		}
+	}
+	if !grew {
+		t.Log("no champion stayed over two progressive runs: the growth of the evidence was not observed")
+	}
+	for _, r := range run(flywheel.EvidenceHoldout) {
+		if r.HoldoutRows == 0 || r.JudgedRows != r.HoldoutRows {
+			t.Errorf("evidence holdout: run at decision %d held out %d, judged on %d", r.Decision, r.HoldoutRows, r.JudgedRows)
+		}
+	}
+}

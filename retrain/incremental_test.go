@@ -34,7 +34,7 @@ func mustRun(t *testing.T, ctx context.Context, rt *Retrainer, what string) *Res
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-	t.Logf("%s: v%d %s, %s (%s); trained on %d, judged on %d", what, res.Version, res.Training, res.Outcome, res.FullReason, res.TrainRows, res.Holdout)
+	t.Logf("%s: v%d %s, %s (%s); trained on %d, judged on %d (%s)", what, res.Version, res.Training, res.Outcome, res.FullReason, res.TrainRows, res.Judged, res.Evidence)
 	if res.Outcome != Promoted {
 		t.Fatalf("%s: %+v; want a promoted candidate", what, res)
 	}
@@ -51,11 +51,25 @@ func closedAfter(t *testing.T, ctx context.Context, store *clickhouse.Training, 
 	return int(n)
 }
 
-// trainedOf is how many examples a candidate learns of a window of old
-// examples its references learned and fresh ones after their cutoff: the
-// newest fifth of the fresh ones (the default holdout) is held out.
-func trainedOf(old, fresh int) int {
+// trainedOf is how many examples a candidate judged on evidence (its
+// manifest's) learns of a window of old examples its references learned
+// and fresh ones after their cutoff: all of them under progressive
+// validation; under a holdout the newest fifth of the fresh ones (the
+// default holdout) is held out.
+func trainedOf(evidence string, old, fresh int) int {
+	if evidence == flywheel.EvidenceProgressive {
+		return old + fresh
+	}
 	return old + int(float64(fresh)*(1-0.2))
+}
+
+// judgedOf is how many examples a candidate judged on evidence is judged
+// on, of fresh ones after its references' cutoff.
+func judgedOf(evidence string, fresh int) int {
+	if evidence == flywheel.EvidenceProgressive {
+		return fresh
+	}
+	return fresh - int(float64(fresh)*(1-0.2))
 }
 
 // An incremental chain: v2 is full (its champion, the bootstrap, learned
@@ -83,14 +97,17 @@ func TestIncrementalChainReproduced(t *testing.T) {
 	insertLearnable(t, ctx, conn, db, start, 0, 3000)
 	res := mustRun(t, ctx, rt, "v2")
 	v2 := mustManifest(t, ctx, reg, res.Version)
-	if v2.Training != TrainedFull || !strings.Contains(v2.FullReason, "bootstrap") || v2.TrainRows != 2400 || v2.CutoffMs != t0+2400 || v2.Learned != 2400*uint64(mc.Retrain.Passes) {
-		t.Fatalf("v2's chain: %+v", v2.Chain)
+	// v2's trainer, from zero, cannot score before it has fitted its bins
+	// on 4,096 examples, more than the window holds: it is judged on a
+	// holdout, and learns 2,400 of the 3,000.
+	if v2.Evidence != flywheel.EvidenceHoldout || v2.Training != TrainedFull || !strings.Contains(v2.FullReason, "bootstrap") || v2.TrainRows != 2400 || v2.CutoffMs != t0+2400 || v2.Learned != 2400*uint64(mc.Retrain.Passes) {
+		t.Fatalf("v2 judged on %s; its chain: %+v", v2.Evidence, v2.Chain)
 	}
 
-	// Each step adds 1,000 decisions: the holdout is the newest fifth of
-	// the decisions after the champion's cutoff (its own holdout and the
-	// new ones: 600 + 1,000 for v3, 320 + 1,000 for v4), and the candidate
-	// learns the rest of them, 1,280 and 1,056.
+	// Each step adds 1,000 decisions. An incremental trainer can score
+	// from its first example: the candidate is judged progressively on
+	// every decision after the champion's cutoff (v2's holdout and the new
+	// ones: 600 + 1,000 for v3, 1,000 for v4) and learns all of them.
 	prev := v2
 	for i, version := range []int{3, 4} {
 		insertLearnable(t, ctx, conn, db, start, 3000+1000*i, 1000)
@@ -106,8 +123,10 @@ func TestIncrementalChainReproduced(t *testing.T) {
 			t.Fatalf("v%d: %+v; want incremental from v%d, link %d", res.Version, man.Chain, version-1, version-2)
 		case man.ParentCutoffMs != prev.CutoffMs || man.DataFromMs < prev.CutoffMs:
 			t.Fatalf("v%d learned from %d, its parent's cutoff is %d", version, man.DataFromMs, prev.CutoffMs)
-		case uint64(man.TrainRows) != newClosed || man.TrainRows != trainedOf(0, fresh):
-			t.Fatalf("v%d learned %d examples; %d closed decisions lie between v%d's cutoff and the holdout (want %d of the %d after it)", version, man.TrainRows, newClosed, version-1, trainedOf(0, fresh), fresh)
+		case man.Evidence != flywheel.EvidenceProgressive || man.EvidenceFromMs != prev.CutoffMs || man.JudgedRows != fresh || res.Judged != fresh:
+			t.Fatalf("v%d judged on %s from %d, %d examples; want progressive validation from v%d's cutoff %d on all %d after it", version, man.Evidence, man.EvidenceFromMs, man.JudgedRows, version-1, prev.CutoffMs, fresh)
+		case uint64(man.TrainRows) != newClosed || man.TrainRows != trainedOf(man.Evidence, 0, fresh):
+			t.Fatalf("v%d learned %d examples; %d closed decisions lie between v%d's cutoff and the holdout (want %d of the %d after it)", version, man.TrainRows, newClosed, version-1, trainedOf(man.Evidence, 0, fresh), fresh)
 		case man.Learned != prev.Learned+uint64(man.TrainRows*mc.Retrain.Passes): // every pass counts
 			t.Fatalf("v%d learned %d over its chain; want %d + %d × %d passes", version, man.Learned, prev.Learned, man.TrainRows, mc.Retrain.Passes)
 		case man.FeatureProfile == nil || man.FeatureProfile.Examples != prev.FeatureProfile.Examples+uint64(man.TrainRows):
@@ -121,8 +140,10 @@ func TestIncrementalChainReproduced(t *testing.T) {
 	fresh := closedAfter(t, ctx, store, prev.CutoffMs)
 	res = mustRun(t, ctx, rt, "v5")
 	v5 := mustManifest(t, ctx, reg, res.Version)
-	if v5.Training != TrainedFull || !strings.Contains(v5.FullReason, "full_every 3") || v5.Link != 0 || v5.TrainRows != trainedOf(6000-fresh, fresh) || v5.FeatureProfile.Examples != uint64(v5.TrainRows) {
-		t.Fatalf("v5 after a chain of three: %+v, %d trained; want full (full_every) over the window", v5.Chain, v5.TrainRows)
+	// Its trainer, from zero, has fitted its bins on the 5,000 decisions
+	// before v4's cutoff by the time it reaches it: progressive.
+	if v5.Evidence != flywheel.EvidenceProgressive || v5.JudgedRows != fresh || v5.Training != TrainedFull || !strings.Contains(v5.FullReason, "full_every 3") || v5.Link != 0 || v5.TrainRows != trainedOf(v5.Evidence, 6000-fresh, fresh) || v5.FeatureProfile.Examples != uint64(v5.TrainRows) {
+		t.Fatalf("v5 after a chain of three: %+v, %d trained, judged on %s (%d); want full (full_every) over the window, judged progressively on %d", v5.Chain, v5.TrainRows, v5.Evidence, v5.JudgedRows, fresh)
 	}
 	for v := 2; v <= 5; v++ {
 		rep, err := rt.Reproduce(ctx, "homepage", v)
@@ -178,7 +199,7 @@ func TestShapeChangeForcesFullRetrain(t *testing.T) {
 	if man.Training != TrainedFull || !strings.Contains(man.FullReason, "shape changed") || !strings.Contains(man.FullReason, "bits 12, expected 13") || man.Parent != 0 {
 		t.Fatalf("v4 after bits changed: %+v; want full, for the shape", man.Chain)
 	}
-	if want := trainedOf(5000-fresh, fresh); man.TrainRows != want {
+	if want := trainedOf(man.Evidence, 5000-fresh, fresh); man.TrainRows != want {
 		t.Fatalf("v4 learned %d examples; a full retrain learns the window's %d before the holdout (the newest fifth of the %d after v3's cutoff)", man.TrainRows, want, fresh)
 	}
 	rt := newRetrainer(mc)

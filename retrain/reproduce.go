@@ -58,7 +58,8 @@ func (r *Retrainer) Reproduce(ctx context.Context, name string, version int) (*R
 	if err != nil {
 		return nil, err
 	}
-	win := window{fromMs: man.DataFromMs, toMs: man.DataToMs, holdFrom: man.HoldoutFrom}
+	win := window{fromMs: man.DataFromMs, toMs: man.DataToMs, holdFrom: man.HoldoutFrom,
+		progressive: man.Evidence == flywheel.EvidenceProgressive, evidenceFrom: man.EvidenceFromMs}
 	tr, got, err := r.trainOn(ctx, name, man.Config, tr, win, nil)
 	if err != nil {
 		return nil, err

@@ -34,13 +34,17 @@ const (
 
 // Result is what one run did and why.
 type Result struct {
-	Model      string      `json:"model"`
-	Outcome    string      `json:"outcome"`
-	Reason     string      `json:"reason"`
-	Version    int         `json:"version,omitempty"`
-	Champion   int         `json:"champion"`
-	TrainRows  int         `json:"train_rows"`
-	Holdout    int         `json:"holdout_rows"`
+	Model     string `json:"model"`
+	Outcome   string `json:"outcome"`
+	Reason    string `json:"reason"`
+	Version   int    `json:"version,omitempty"`
+	Champion  int    `json:"champion"`
+	TrainRows int    `json:"train_rows"`
+	Holdout   int    `json:"holdout_rows"` // examples held out of training (0 under progressive validation)
+	// Evidence is what the candidate was judged on (flywheel.EvidenceProgressive
+	// or EvidenceHoldout, evidence.go), Judged how many examples.
+	Evidence   string      `json:"evidence,omitempty"`
+	Judged     int         `json:"judged_rows"`
 	Comparison *Comparison `json:"comparison,omitempty"`
 	// Estimator is promote.estimator, which the gate read Comparison by.
 	Estimator string `json:"estimator,omitempty"`
@@ -66,14 +70,21 @@ type Manifest struct {
 	// Order is how the rows were fed to the learner. Training draws no
 	// random numbers (exploration draws are keyed by event id), so the order
 	// and the data determine the weights: there is no seed to record.
-	Order       string               `json:"order"`
-	HoldoutFrom uint64               `json:"holdout_from_ms"`
-	Rows        int                  `json:"rows"`
-	DataSHA256  string               `json:"data_sha256"` // of the event ids and rewards, in training order
-	TrainRows   int                  `json:"train_rows"`
-	HoldoutRows int                  `json:"holdout_rows"`
-	ConfigHash  string               `json:"config_hash"`
-	Config      flywheel.ModelConfig `json:"config"`
+	Order       string `json:"order"`
+	HoldoutFrom uint64 `json:"holdout_from_ms"`
+	Rows        int    `json:"rows"`
+	DataSHA256  string `json:"data_sha256"` // of the event ids and rewards, in training order
+	TrainRows   int    `json:"train_rows"`
+	HoldoutRows int    `json:"holdout_rows"`
+	// Evidence is what the version was judged on (evidence.go): under
+	// progressive validation the JudgedRows examples from EvidenceFromMs
+	// on, each before it learned it; under a holdout the HoldoutRows from
+	// HoldoutFrom on.
+	Evidence       string               `json:"evidence,omitempty"`
+	EvidenceFromMs uint64               `json:"evidence_from_ms,omitempty"`
+	JudgedRows     int                  `json:"judged_rows,omitempty"`
+	ConfigHash     string               `json:"config_hash"`
+	Config         flywheel.ModelConfig `json:"config"`
 	// WarmStartFrom is the version whose weights (not its optimizer state)
 	// a version trained before incremental training started from; new
 	// versions record their Chain instead.
@@ -306,11 +317,11 @@ func (r *Retrainer) prepare(ctx context.Context, name string, mc flywheel.ModelC
 	if err != nil {
 		return nil, err
 	}
-	if p.win, p.newRows, err = planWindow(storeSizer{ctx, r.store, name, mc.Kind}, fromMs, p.refs.cutoff, mc.Retrain.Holdout); err != nil {
+	if p.win, p.newRows, err = planEvidence(storeSizer{ctx, r.store, name, mc.Kind}, fromMs, p.refs.cutoff, mc.Retrain, p.tr.Learning() != nil); err != nil {
 		return nil, err
 	}
 	p.win.ingestedThrough = ingested
-	if p.win.trainRows == 0 || p.win.rows == p.win.trainRows {
+	if !p.win.progressive && (p.win.trainRows == 0 || p.win.rows == p.win.trainRows) {
 		return skip("too few examples to split into training and holdout")
 	}
 	if p.newRows == 0 {
@@ -345,9 +356,16 @@ func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.
 	} else {
 		progress(fmt.Sprintf("training on %d examples, %d passes, streamed from ClickHouse (full: %s)", p.win.trainRows, mc.Retrain.Passes, p.chain.FullReason))
 	}
+	evidence := flywheel.EvidenceHoldout
+	if p.win.progressive {
+		evidence = flywheel.EvidenceProgressive
+		progress(fmt.Sprintf("judging each of the %d examples since the cutoff as the candidate learns it (progressive validation)", p.newRows))
+	}
 	var ev evaluation
 	tr, seen, err := r.trainOn(ctx, name, mc, p.tr, p.win, func(m *model.Model) judge {
-		progress(fmt.Sprintf("evaluating on %d holdout examples", p.win.rows-p.win.trainRows))
+		if !p.win.progressive {
+			progress(fmt.Sprintf("evaluating on %d holdout examples", p.win.rows-p.win.trainRows))
+		}
 		return ev.judges(mc, m, p.refs)
 	})
 	if err != nil {
@@ -355,8 +373,14 @@ func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.
 	}
 	r.rowsRead.WithLabelValues(name).Add(float64(seen.rows))
 	res.TrainRows, res.Holdout = seen.trainRows, seen.rows-seen.trainRows
-	metrics := map[string]any{"against": p.champV}
-	dec := ev.decide(mc, p.refs, res, metrics)
+	res.Evidence, res.Judged = evidence, seen.judged
+	metrics := map[string]any{"against": p.champV, "evidence": evidence, "judged_rows": seen.judged}
+	var dec Decision
+	if seen.judge == nil { // every example since the cutoff was unusable
+		dec = Decision{Rule: mc.Promote.Rule, Outcome: Rejected, Reason: "no usable example since the references' cutoff to judge the candidate on"}
+	} else {
+		dec = ev.decide(mc, p.refs, res, metrics)
+	}
 	res.Gate = &dec
 	metrics["gate"] = dec
 	res.Outcome, res.Reason = dec.Outcome, dec.Reason
@@ -374,9 +398,12 @@ func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.
 	man := Manifest{
 		DataFromMs: seen.firstMs, DataToMs: seen.lastMs, HoldoutFrom: p.win.holdFrom,
 		Rows: seen.rows, DataSHA256: seen.hash,
-		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
+		TrainRows: seen.trainRows, HoldoutRows: seen.rows - seen.trainRows, Evidence: evidence, JudgedRows: seen.judged, ConfigHash: hex.EncodeToString(h[:8]), Config: mc,
 		Chain: chain, Passes: mc.Retrain.Passes, CodeVersion: r.codeVersion, TrainedAt: r.now().UTC(),
 		IngestedThrough: p.win.ingestedThrough, Order: "ts_ms, event_id", FeatureProfile: p.chain.parentProfile.Merge(seen.profile),
+	}
+	if p.win.progressive {
+		man.EvidenceFromMs = p.win.evidenceFrom
 	}
 	return art, man, metrics, nil
 }

@@ -247,7 +247,7 @@ func TestHoldoutAfterTheChampionsCutoff(t *testing.T) {
 	conn, db, reg := testRegistry(t, ctx, base, "rth")
 	mc := flywheel.ModelConfig{Kind: flywheel.KindRanker, Bits: 12, Interactions: [][]string{{"user", "item"}},
 		Reward:  flywheel.RewardConfig{Window: time.Minute},
-		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100}}.WithDefaults()
+		Retrain: flywheel.RetrainConfig{Schedule: "@hourly", MinNewExamples: 100, Evidence: flywheel.EvidenceHoldout}}.WithDefaults()
 	if err := reg.Bootstrap(ctx, "homepage", mc); err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,10 @@ type window struct {
 	rows, trainRows int
 	holdFrom        uint64
 	ingestedThrough time.Time
+	// progressive: the candidate is judged on the examples at or after
+	// evidenceFrom as it learns them (evidence.go), and holds none out.
+	progressive  bool
+	evidenceFrom uint64
 }
 
 // scan calls fn with every closed example of name with fromMs <= ts_ms <=
@@ -404,7 +408,8 @@ type seen struct {
 	rows, trainRows int
 	firstMs, lastMs uint64
 	hash            string
-	judge           judge
+	judge           judge // nil when no example was judged
+	judged          int   // examples judged
 	// profile is the feature profile of the training rows (nil: none).
 	profile *model.FeatureProfile
 }
@@ -443,12 +448,17 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 	}
 	fp := &fingerprint{h: sha256.New()}
 	prof := model.NewProfiler()
+	var pv *progressive
+	if win.progressive {
+		pv = &progressive{from: win.evidenceFrom, classifier: mc.Kind == flywheel.KindClassifier, tr: tr, newJudge: newJudge}
+	}
 	skipped := 0
 	for pass := 0; pass < mc.Retrain.Passes; pass++ {
 		fn := func(ex *flywheel.Example) {
 			if pass == 0 {
 				fp.add(ex)
 				prof.AddExample(ex)
+				pv.before(ex)
 			}
 			if learn(ex) != nil {
 				skipped++
@@ -465,7 +475,10 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 	}
 	out := &seen{trainRows: fp.n, profile: prof.Profile()}
 	m := tr.Model()
-	if newJudge != nil {
+	switch {
+	case pv != nil:
+		out.judge, out.judged = pv.judge, pv.judged
+	case newJudge != nil:
 		out.judge = newJudge(m)
 	}
 	if win.holdFrom <= win.toMs {
@@ -473,6 +486,7 @@ func (r *Retrainer) trainOn(ctx context.Context, name string, mc flywheel.ModelC
 			fp.add(ex)
 			if out.judge != nil {
 				out.judge.add(ex)
+				out.judged++
 			}
 		})
 		if err != nil {

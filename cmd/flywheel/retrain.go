@@ -218,7 +218,7 @@ func printResult(w io.Writer, r *retrain.Result) {
 		}
 		tw.Flush()
 		fmt.Fprint(w, r.Comparison.SlotsTable(r.Estimator, r.Version, r.Champion))
-		fmt.Fprintf(w, "  trained on %d examples, judged on %d\n", r.TrainRows, r.Holdout)
+		fmt.Fprintf(w, "  trained on %d examples, judged on %d (%s)\n", r.TrainRows, r.Judged, evidenceName(r))
 	}
 	if c := r.Classification; c != nil {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -230,8 +230,16 @@ func printResult(w io.Writer, r *retrain.Result) {
 			fmt.Fprintf(tw, "  %s\t%s\t%.4f\t%.4f\t%.4f / %.4f\n", row.name, est(row.ev.LogLoss), row.ev.AUC, row.ev.ECE, row.ev.MeanPredicted, row.ev.PositiveRate)
 		}
 		tw.Flush()
-		fmt.Fprintf(w, "  log loss difference (paired) %s; trained on %d examples, judged on %d\n", est(c.LogLossDiff), r.TrainRows, r.Holdout)
+		fmt.Fprintf(w, "  log loss difference (paired) %s; trained on %d examples, judged on %d (%s)\n", est(c.LogLossDiff), r.TrainRows, r.Judged, evidenceName(r))
 	}
+}
+
+// evidenceName says what r's candidate was judged on.
+func evidenceName(r *retrain.Result) string {
+	if r.Evidence == flywheel.EvidenceProgressive {
+		return "progressive validation: each example since the cutoff before learning it"
+	}
+	return "a holdout it did not learn"
 }
 
 func est(e retrain.Estimate) string {
