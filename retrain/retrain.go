@@ -451,7 +451,7 @@ func (r *Retrainer) record(ctx context.Context, res *Result, start time.Time) {
 	defer cancel()
 	err := r.store.RecordRun(ctx, clickhouse.RunRecord{
 		Model: res.Model, Started: start, Took: time.Since(start), Outcome: res.Outcome, Reason: res.Reason,
-		Version: res.Version, Champion: res.Champion, TrainRows: res.TrainRows, Holdout: res.Holdout, Comparison: string(cmp)})
+		Version: res.Version, Champion: res.Champion, TrainRows: res.TrainRows, Holdout: res.Judged, Comparison: string(cmp)}) // holdout_rows: the evidence
 	if err != nil {
 		r.log.Warn("recording the retrain run failed", "model", res.Model, "err", err)
 	}
