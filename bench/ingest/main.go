@@ -45,6 +45,7 @@ func main() {
 	feedback := flag.Int("feedback", 100000, "feedback events to ingest")
 	features := flag.String("action-features", "4,30", "features of each action of a decision: one decisions run per number")
 	runs := flag.Int("runs", 3, "runs of each pipeline (alternating); medians are reported")
+	flag.IntVar(&batchRows, "batch-rows", 0, "ingest.batch_rows (0: its default)")
 	flag.BoolVar(&uniqueActions, "unique-actions", false, "give every action of every decision a price of its own, so that no action recurs (the default is a catalogue: the same 20 actions in every decision)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of Flywheel's ingest (its runs only) here")
 	flag.IntVar(&serverPID, "clickhouse-pid", 0, "the ClickHouse server's process id, if it runs here: its CPU time is reported for each pipeline")
@@ -395,6 +396,9 @@ func itemFeatures(a, n int) flywheel.Features {
 
 // timeOurs returns the time from start (group join included) to the last
 // row, and the rate after the first batch (the steady rate).
+// batchRows is ingest.batch_rows for Flywheel's runs (-batch-rows).
+var batchRows int
+
 func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, group, kind string, n int) (time.Duration, float64, int64, error) {
 	conn, err := clickhouse.Open(ctx, ccfg)
 	if err != nil {
@@ -402,7 +406,7 @@ func timeOurs(ctx context.Context, kcfg kafka.Config, ccfg clickhouse.Config, gr
 	}
 	defer conn.Close()
 	reg := prometheus.NewRegistry()
-	in, err := ingest.New(ingest.Config{Group: group}, ingest.Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, ccfg.Database()), Registerer: reg})
+	in, err := ingest.New(ingest.Config{Group: group, BatchRows: batchRows}, ingest.Options{Kafka: kcfg, Inserts: clickhouse.NewInserts(conn, ccfg.Database()), Registerer: reg})
 	if err != nil {
 		return 0, 0, 0, err
 	}
