@@ -44,7 +44,7 @@ func BenchmarkDecodeRank(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		releaseList(req.list) // as handleRank does once it has answered
+		req.release() // as handleRank does once it has answered
 	}
 }
 

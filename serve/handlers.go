@@ -51,7 +51,14 @@ type rankRequest struct {
 	list   *flywheel.FeatureList
 	ctxSet int   // the context's set in list
 	sets   []int // each action's set in list
+	// bufs, when set, is the pooled memory list, Actions, rawActions and
+	// sets live in (scanRank), returned by release once answered.
+	bufs *scanBufs
 }
+
+// release returns the request's pooled memory, if it has any: once its
+// answer is written, as nothing keeps the request after.
+func (r *rankRequest) release() { r.bufs.release() }
 
 // context returns the request's context as Features, however it was decoded.
 func (r *rankRequest) context() flywheel.Features {
@@ -279,12 +286,13 @@ const (
 // copies.
 func scanRank(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 	s := flywheel.NewScanner(body)
-	l := listPool.Get().(*flywheel.FeatureList)
-	req := &rankRequest{list: l}
+	b := bufPool.Get().(*scanBufs)
+	l := &b.list
+	req := &rankRequest{list: l, bufs: b}
 	ok := false
 	defer func() {
 		if !ok {
-			releaseList(l)
+			b.release()
 		}
 	}()
 	ctxSet := -1
@@ -380,21 +388,34 @@ func scanRank(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 	return req, true
 }
 
-// listPool holds FeatureLists for scanRank: a request's list is returned
-// once its answer is written (handleRank), as nothing keeps it after.
-var listPool = sync.Pool{New: func() any {
-	return &flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, 256), Sets: make([]flywheel.FeatureSet, 0, 32)}
+// scanBufs are what scanRank reads a request into: its FeatureList and its
+// actions' slices, kept from one request to the next (bufPool) so that a
+// request of as many actions as the last allocates none of them.
+type scanBufs struct {
+	list    flywheel.FeatureList
+	actions []flywheel.Action
+	raw     []flywheel.RawAction
+	sets    []int
+}
+
+// bufPool holds scanBufs for scanRank: a request's are returned once its
+// answer is written (handleRank), as nothing keeps them after.
+var bufPool = sync.Pool{New: func() any {
+	return &scanBufs{list: flywheel.FeatureList{Feats: make([]flywheel.ListedFeature, 0, 256), Sets: make([]flywheel.FeatureSet, 0, 32)}}
 }}
 
-// releaseList empties l (dropping its views of the request's bytes) and
-// returns it to the pool; lists grown past bounds are left to the
+// release empties b (dropping its views of the request's bytes) and
+// returns it to the pool; buffers grown past bounds are left to the
 // collector so that one huge request does not pin its memory.
-func releaseList(l *flywheel.FeatureList) {
-	if l == nil || cap(l.Feats) > 1<<14 {
+func (b *scanBufs) release() {
+	if b == nil || cap(b.list.Feats) > 1<<14 || cap(b.actions) > 1<<12 {
 		return
 	}
-	l.Reset()
-	listPool.Put(l)
+	b.list.Reset()
+	clear(b.actions[:cap(b.actions)])
+	clear(b.raw[:cap(b.raw)])
+	b.actions, b.raw, b.sets = b.actions[:0], b.raw[:0], b.sets[:0]
+	bufPool.Put(b)
 }
 
 // scanActions reads the list of actions at s into req: their ids, their
@@ -406,10 +427,11 @@ func scanActions(s *flywheel.Scanner, body []byte, l *flywheel.FeatureList, req 
 	if !s.Open('[') {
 		return false
 	}
-	// "id" once per action, and maybe in features: room for every action
+	// The pooled slices: as many actions as the last request they served
 	// without growing.
-	if n := min(bytes.Count(body[s.Pos():], []byte(`"id"`)), limits.MaxActions); n > 0 {
-		req.Actions, req.rawActions, req.sets = make([]flywheel.Action, 0, n), make([]flywheel.RawAction, 0, n), make([]int, 0, n)
+	if b := req.bufs; b != nil {
+		req.Actions, req.rawActions, req.sets = b.actions[:0], b.raw[:0], b.sets[:0]
+		defer func() { b.actions, b.raw, b.sets = req.Actions[:0], req.rawActions[:0], req.sets[:0] }()
 	}
 	for first := true; s.More(']', &first); {
 		if len(req.Actions) == limits.MaxActions {
@@ -570,7 +592,7 @@ func (s *Server) handleRank(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	defer releaseList(req.list) // after the answer: nothing keeps the list
+	defer req.release() // after the answer: nothing keeps the request
 	if req.list != nil {
 		if !s.checkCostListed(c, req.Model, req.list, req.ctxSet, req.sets) {
 			return nil

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -80,7 +81,9 @@ func (f *fakeEvents) LogDecision(_ context.Context, d *flywheel.Decision) error 
 	if f.fail != nil {
 		return f.fail
 	}
-	f.decisions = append(f.decisions, d)
+	c := *d // serving reuses the slices once this returns (EventLogger)
+	c.Actions, c.RawActions = slices.Clone(d.Actions), slices.Clone(d.RawActions)
+	f.decisions = append(f.decisions, &c)
 	return nil
 }
 
