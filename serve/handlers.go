@@ -272,13 +272,15 @@ const (
 	rankActions
 	rankExcluded
 	rankDefer
+	rankSlots
 )
 
 // scanRank reads a rank request in one pass over body with no maps: the
 // features into a FeatureList (validated as they are read), the context and
 // each action's features kept as the spans of body they were sent as, for
-// the decision log. It reports false for anything it does not take as it
-// is — a page of slots, a key that is not a field's exact name, a field
+// the decision log; a page's slots, small and few, are decoded by the
+// general decoder from their span. It reports false for anything it does
+// not take as it is — a key that is not a field's exact name, a field
 // given twice, more actions than limits.max_actions, anything not valid —
 // and the caller decodes the general way, which names what is wrong. The
 // request's strings share body, which must not change; the model's name and
@@ -368,7 +370,19 @@ func scanRank(body []byte, limits flywheel.Limits) (*rankRequest, bool) {
 				return nil, false
 			}
 			req.DeferActivation = v
-		default: // slots, or a key the general decoder matches without case, or unknown
+		case "slots":
+			if !field(rankSlots) {
+				return nil, false
+			}
+			if s.Null() {
+				continue
+			}
+			s.Peek() // past white space: the span starts at the array
+			from := s.Pos()
+			if !s.Skip() || strictJSON.Unmarshal(body[from:s.Pos()], &req.Slots) != nil {
+				return nil, false
+			}
+		default: // a key the general decoder matches without case, or unknown
 			return nil, false
 		}
 		if s.Bad() {

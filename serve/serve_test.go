@@ -356,6 +356,7 @@ func FuzzDecodeRank(f *testing.F) {
 	f.Add([]byte(`{"model": "x", "actions": [{"id": "a", "features": {"n": {"b": [1]}}}]}`))
 	f.Add([]byte(`{"model": "x", "excluded_actions": ["a"], "actions": [{"id": "a"}, {"id": "b"}]}`))
 	f.Add([]byte(`{"actions": [{"features": {"item": {"p": 1.5, "t": ["x"]}}, "id": "a"}, {"id": "b", "features": null}], "context": {"user": {"id": "u\u00e9"}}, "model": "x", "defer_activation": true}`))
+	f.Add([]byte(`{"model": "x", "actions": [{"id": "a"}, {"id": "b"}], "slots": [{"id": "hero", "features": {"size": "l", "position": 1}, "baseline_action": "a"}, {"id": "side", "excluded_actions": ["a"]}]}`))
 	limits := flywheel.Limits{}.WithDefaults()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := decodeRank(b, limits)
@@ -398,7 +399,7 @@ func FuzzDecodeRank(f *testing.F) {
 			}
 			if general.Model != req.Model || general.EventID != req.EventID || general.DeferActivation != req.DeferActivation ||
 				fmt.Sprint(general.Context) != fmt.Sprint(ctx) || fmt.Sprint(general.Actions) != fmt.Sprint(acts) ||
-				fmt.Sprint(general.ExcludedActions) != fmt.Sprint(req.ExcludedActions) {
+				fmt.Sprint(general.ExcludedActions) != fmt.Sprint(req.ExcludedActions) || fmt.Sprint(general.Slots) != fmt.Sprint(req.Slots) {
 				t.Fatalf("read from the bytes as %+v %v %v, by the general decoder as %+v", req, ctx, acts, general)
 			}
 		}
@@ -563,6 +564,27 @@ func TestInternalErrorsLoggedAndCounted(t *testing.T) {
 	for code, want := range map[string]float64{flywheel.EINTERNAL: 1, flywheel.EINVALID: 1} {
 		if n := testutil.ToFloat64(s.metrics.errors.WithLabelValues(code)); n != want {
 			t.Errorf("flywheel_http_errors_total{code=%q} = %v, want %v", code, n, want)
+		}
+	}
+}
+
+// A page's request is read in one pass too: scanRank takes its slots
+// (decoding only their span the general way), as the general decoder does.
+func TestScanRankReadsAPage(t *testing.T) {
+	body := []byte(`{"model": "x", "actions": [{"id": "a", "features": {"item": {"p": 1}}}, {"id": "b"}], "slots": [{"id": "hero", "features": {"size": "l"}, "baseline_action": "a"}, {"id": "side", "excluded_actions": ["a"]}], "event_id": "e1"}`)
+	limits := flywheel.Limits{}.WithDefaults()
+	req, ok := scanRank(body, limits)
+	if !ok {
+		t.Fatal("scanRank did not take a page")
+	}
+	defer req.release()
+	if len(req.Slots) != 2 || req.Slots[0].ID != "hero" || req.Slots[0].BaselineAction != "a" || fmt.Sprint(req.Slots[1].ExcludedActions) != "[a]" || req.EventID != "e1" || len(req.Actions) != 2 {
+		t.Fatalf("read %+v, slots %+v", req, req.Slots)
+	}
+	for _, bad := range []string{`"slots": 5`, `"slots": [{"id": "s", "size": 1}]`, `"slots": [], "slots": []`} {
+		b := []byte(`{"model": "x", "actions": [{"id": "a"}], ` + bad + `}`)
+		if _, ok := scanRank(b, limits); ok {
+			t.Errorf("scanRank took %s", b)
 		}
 	}
 }
