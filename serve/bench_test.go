@@ -48,6 +48,22 @@ func BenchmarkDecodeRank(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodePage decodes bench/serve/page.lua's request: the same
+// context and 20 actions as BenchmarkDecodeRank's, ranked as 3 slots.
+func BenchmarkDecodePage(b *testing.B) {
+	body := luaBody(b, "../bench/serve/page.lua")
+	limits := flywheel.Limits{}.WithDefaults()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		req, err := decodeRank(body, limits)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.release()
+	}
+}
+
 func BenchmarkUnmarshalPlain(b *testing.B) {
 	body := benchBody(b)
 	b.SetBytes(int64(len(body)))
