@@ -185,15 +185,20 @@ func TestIngestIdempotentWithDeadLetters(t *testing.T) {
 	// Its actions are in the actions table, by key. Every decision offered
 	// the same two actions: each run wrote them once, when it saw them the
 	// second time, not with each of its 100 or 200 decisions; the one
-	// decision a run saw them in first carries their JSON as well.
+	// decision a run saw them in first carries their JSON as well. Which
+	// copy of that decision FINAL keeps depends on the delivery: when the
+	// first run stopped before committing its last offsets, the second
+	// reads those decisions again, and a later copy without the JSON
+	// (written once the actions were known) replaces the first. So at most
+	// one decision per run carries it, and the actions table has them all.
 	if actJSON != "" {
 		var inline []flywheel.Action
 		if json.Unmarshal([]byte(actJSON), &inline) != nil || fmt.Sprint(inline) != fmt.Sprint(decision("ev-007", old).Actions) {
 			t.Errorf("inline actions JSON %s is not the logged actions", actJSON)
 		}
 	}
-	if n := count("SELECT count() FROM " + db + ".decisions FINAL WHERE actions_json != ''"); n != 1 {
-		t.Errorf("%d decisions carry their actions' JSON, want 1 (the first of the run)", n)
+	if n := count("SELECT count() FROM " + db + ".decisions FINAL WHERE actions_json != ''"); n > 2 {
+		t.Errorf("%d decisions carry their actions' JSON, want at most 2 (the first of each run)", n)
 	}
 	if n := count("SELECT count() FROM " + db + ".actions FINAL"); n != 2 {
 		t.Errorf("actions FINAL has %d rows, want 2", n)
