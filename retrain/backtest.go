@@ -536,7 +536,7 @@ func (b *backtest) run(at time.Time) (BacktestRun, *model.Model) {
 	}
 	var dec Decision
 	if pv != nil && pv.judge == nil {
-		dec = Decision{Rule: b.mc.Promote.Rule, Outcome: Rejected, Reason: "no usable example since the references' cutoff to judge the candidate on"}
+		dec = noEvidence(b.mc.Promote.Rule)
 	} else {
 		dec = ev.decide(b.mc, refs, &Result{}, map[string]any{})
 	}

@@ -88,3 +88,9 @@ func (p *progressive) before(ex *flywheel.Example) {
 	p.judge.add(ex)
 	p.judged++
 }
+
+// noEvidence is the decision on a candidate that no usable example since
+// the references' cutoff judged.
+func noEvidence(rule string) Decision {
+	return Decision{Rule: rule, Outcome: Rejected, Reason: "no usable example since the references' cutoff to judge the candidate on"}
+}

@@ -377,7 +377,7 @@ func (r *Retrainer) trainAndJudge(ctx context.Context, name string, mc flywheel.
 	metrics := map[string]any{"against": p.champV, "evidence": evidence, "judged_rows": seen.judged}
 	var dec Decision
 	if seen.judge == nil { // every example since the cutoff was unusable
-		dec = Decision{Rule: mc.Promote.Rule, Outcome: Rejected, Reason: "no usable example since the references' cutoff to judge the candidate on"}
+		dec = noEvidence(mc.Promote.Rule)
 	} else {
 		dec = ev.decide(mc, p.refs, res, metrics)
 	}
