@@ -395,10 +395,66 @@ func sizeListed(set []ListedFeature) int {
 	return n
 }
 
+// maxTallyPairs is the most interaction pairs tallyListed counts for.
+const maxTallyPairs = 8
+
+// tallyListed returns how many hashed features set holds (sizeListed) and
+// adds to c[i] how many of them are in each namespace of pairs[i]
+// (countListed), in one pass.
+func tallyListed(set []ListedFeature, pairs [][2]string, c *[maxTallyPairs][2]int) int {
+	n := 0
+	for _, f := range set {
+		switch f.Kind {
+		case ListedString, ListedMember:
+		case ListedNumber, ListedBool:
+			if f.Num == 0 {
+				continue
+			}
+		default:
+			continue
+		}
+		n++
+		for i, p := range pairs {
+			if f.NS == p[0] {
+				c[i][0]++
+			}
+			if f.NS == p[1] {
+				c[i][1]++
+			}
+		}
+	}
+	return n
+}
+
 // CostListed is Cost for a request whose context is set ctx of l and whose
 // actions are the sets listed in actions.
 func CostListed(l *FeatureList, ctx int, actions []int, pairs [][2]string, limit int) int {
 	cs := l.Set(ctx)
+	if len(pairs) <= maxTallyPairs {
+		// One pass over each set, counting its features and each pair's
+		// namespaces at once.
+		var side [maxTallyPairs][2]int
+		ctxSize := tallyListed(cs, pairs, &side)
+		if len(actions) == 0 {
+			total := ctxSize
+			for i := range pairs {
+				total += side[i][0] * side[i][1]
+			}
+			return total
+		}
+		total := 0
+		for _, a := range actions {
+			var own [maxTallyPairs][2]int
+			total += ctxSize + tallyListed(l.Set(a), pairs, &own)
+			for i := range pairs {
+				total += (side[i][0] + own[i][0]) * (side[i][1] + own[i][1])
+			}
+			if total > limit {
+				return total
+			}
+		}
+		return total
+	}
 	return cost(sizeListed(cs), func(ns string) int { return countListed(cs, ns) }, len(actions),
 		func(a int) int { return sizeListed(l.Set(actions[a])) },
 		func(a int, ns string) int { return countListed(l.Set(actions[a]), ns) }, pairs, limit)

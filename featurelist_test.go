@@ -3,6 +3,7 @@ package flywheel
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -115,6 +116,13 @@ func TestCostListedMatchesCost(t *testing.T) {
 	}
 	if got, want := CostListed(&l, 0, nil, pairs, 1000), Cost(f, nil, pairs, 1000); got != want {
 		t.Fatalf("without actions: CostListed %d, Cost %d", got, want)
+	}
+	many := slices.Repeat(pairs, 5) // more pairs than one pass tallies
+	if got, want := CostListed(&l, 0, sets, many, 1000), Cost(f, as, many, 1000); got != want || got == 0 {
+		t.Fatalf("%d pairs: CostListed %d, Cost %d", len(many), got, want)
+	}
+	if got, want := CostListed(&l, 0, sets, pairs, 3), Cost(f, as, pairs, 3); got != want {
+		t.Fatalf("past the limit: CostListed %d, Cost %d", got, want)
 	}
 }
 

@@ -410,6 +410,30 @@ type scanBufs struct {
 	actions []flywheel.Action
 	raw     []flywheel.RawAction
 	sets    []int
+	answer  answerBufs
+}
+
+// answerBufs are what handleRank answers a request with: the ranking, the
+// response's entries, the logged order and decision, and the response's
+// bytes. A request read into scanBufs answers with theirs; nothing keeps
+// them once the answer is written (LogDecision encodes the decision before
+// it returns), except the response's bytes of a request with its own event
+// id, which the recent answers keep (those are not pooled).
+type answerBufs struct {
+	rank     model.Ranking
+	ranked   []flywheel.Ranked
+	order    []string
+	decision flywheel.Decision
+	out      []byte
+}
+
+// reset drops the answer's views of the request (ids, features) and keeps
+// its slices' memory.
+func (a *answerBufs) reset() {
+	clear(a.ranked)
+	clear(a.order)
+	a.decision = flywheel.Decision{}
+	a.ranked, a.order, a.out = a.ranked[:0], a.order[:0], a.out[:0]
 }
 
 // bufPool holds scanBufs for scanRank: a request's are returned once its
@@ -422,10 +446,11 @@ var bufPool = sync.Pool{New: func() any {
 // returns it to the pool; buffers grown past bounds are left to the
 // collector so that one huge request does not pin its memory.
 func (b *scanBufs) release() {
-	if b == nil || cap(b.list.Feats) > 1<<14 || cap(b.actions) > 1<<12 {
+	if b == nil || cap(b.list.Feats) > 1<<14 || cap(b.actions) > 1<<12 || cap(b.answer.out) > 1<<18 {
 		return
 	}
 	b.list.Reset()
+	b.answer.reset()
 	clear(b.actions[:cap(b.actions)])
 	clear(b.raw[:cap(b.raw)])
 	b.actions, b.raw, b.sets = b.actions[:0], b.raw[:0], b.sets[:0]
@@ -646,23 +671,29 @@ func (s *Server) handleRank(c *gin.Context) error {
 	if req.Slots != nil {
 		return s.rankSlots(c, h, l, variant, req, body, clientID, now)
 	}
-	var r model.Ranking
+	a := &answerBufs{}
+	if req.bufs != nil {
+		a = &req.bufs.answer
+	}
+	r := &a.rank
 	if req.list != nil {
-		err = l.model.RankListed(req.EventID, req.list, req.ctxSet, req.sets, req.excluded, &r)
+		err = l.model.RankListed(req.EventID, req.list, req.ctxSet, req.sets, req.excluded, r)
 	} else {
-		err = l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, &r)
+		err = l.model.RankExcluding(req.EventID, req.Context, req.Actions, req.excluded, r)
 	}
 	if err != nil {
 		return err
 	}
-	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: variant,
-		Chosen: req.Actions[r.Chosen].ID, Explored: r.Explored, Ranking: make([]flywheel.Ranked, len(r.Order))}
-	order := make([]string, len(r.Order))
-	for i, idx := range r.Order {
-		resp.Ranking[i] = flywheel.Ranked{ID: req.Actions[idx].ID, Probability: r.Probabilities[idx]}
-		order[i] = req.Actions[idx].ID
+	ranked, order := a.ranked[:0], a.order[:0]
+	for _, idx := range r.Order {
+		ranked = append(ranked, flywheel.Ranked{ID: req.Actions[idx].ID, Probability: r.Probabilities[idx]})
+		order = append(order, req.Actions[idx].ID)
 	}
-	d := &flywheel.Decision{
+	a.ranked, a.order = ranked, order
+	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: variant,
+		Chosen: req.Actions[r.Chosen].ID, Explored: r.Explored, Ranking: ranked}
+	d := &a.decision
+	*d = flywheel.Decision{
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: now, Model: req.Model, Kind: flywheel.KindRanker,
 		Version: l.version, Variant: resp.Variant, Context: req.Context, Actions: req.Actions, Probabilities: r.Probabilities,
 		Ranking: order, ChosenIndex: r.Chosen, Chosen: resp.Chosen, Explored: r.Explored, Reward: h.cfg.RewardRule(),
@@ -672,9 +703,16 @@ func (s *Server) handleRank(c *gin.Context) error {
 		return err
 	}
 	s.metrics.decisions.WithLabelValues(req.Model, strconv.FormatBool(r.Explored)).Inc()
-	out, err := resp.appendJSON(make([]byte, 0, 128+48*len(resp.Ranking)))
+	buf := a.out[:0]
+	if clientID || cap(buf) == 0 { // the recent answers keep a client id's answer
+		buf = make([]byte, 0, 128+48*len(resp.Ranking))
+	}
+	out, err := resp.appendJSON(buf)
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)
+	}
+	if !clientID {
+		a.out = out
 	}
 	if clientID {
 		s.recent.done(req.Model, req.EventID, out)

@@ -99,7 +99,7 @@ func (s *Server) guardOpen() gin.HandlerFunc {
 		}
 		switch r.Method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			if ct := r.Header.Get("Content-Type"); ct != "application/json" && !isJSONMediaType(ct) {
 				s.refuse(c, refusedContentType, flywheel.Errorf(flywheel.EUNSUPPORTED,
 					"the API runs without keys: a %s needs Content-Type: application/json (even with an empty body); got %.80q", r.Method, r.Header.Get("Content-Type")))
 				return
@@ -263,4 +263,11 @@ func (s *Server) allowCost(c *gin.Context, n, actions int) bool {
 		return false
 	}
 	return true
+}
+
+// isJSONMediaType says whether a Content-Type names application/json, with
+// or without parameters.
+func isJSONMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
 }

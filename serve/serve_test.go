@@ -83,6 +83,7 @@ func (f *fakeEvents) LogDecision(_ context.Context, d *flywheel.Decision) error 
 	}
 	c := *d // serving reuses the slices once this returns (EventLogger)
 	c.Actions, c.RawActions = slices.Clone(d.Actions), slices.Clone(d.RawActions)
+	c.Probabilities, c.Ranking = slices.Clone(d.Probabilities), slices.Clone(d.Ranking)
 	f.decisions = append(f.decisions, &c)
 	return nil
 }

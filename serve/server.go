@@ -57,10 +57,11 @@ type Registry interface {
 }
 
 // EventLogger logs what serving answered and the feedback it received. A nil
-// error means the events are durably logged. LogDecision must not keep d's
-// slices (Actions, RawActions) once it returns: serving reuses their
-// memory for its next request (eventlog.Logger encodes d before it
-// returns); an implementation that keeps the decision keeps a copy.
+// error means the events are durably logged. LogDecision must keep neither
+// d nor its slices (Actions, RawActions, Probabilities, Ranking) once it
+// returns: serving reuses their memory for its next request
+// (eventlog.Logger encodes d before it returns); an implementation that
+// keeps the decision keeps a copy.
 type EventLogger interface {
 	LogDecision(ctx context.Context, d *flywheel.Decision) error
 	LogFeedback(ctx context.Context, fs []flywheel.Feedback) error
