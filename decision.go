@@ -115,6 +115,10 @@ type Decision struct {
 	// form either way.
 	RawContext json.RawMessage `json:"-"`
 	RawActions []RawAction     `json:"-"`
+	// RawProbabilities, when set, is Probabilities' JSON array as
+	// AppendJSONFloats writes it: serving formats the probabilities once,
+	// for its answer and for the log.
+	RawProbabilities []byte `json:"-"`
 }
 
 // Record returns d as its log record: RawContext and RawActions where set,
@@ -144,7 +148,7 @@ func (d *Decision) Record() (*DecisionRecord, error) {
 	return &DecisionRecord{Schema: d.Schema, EventID: d.EventID, Time: d.Time, Model: d.Model, Kind: d.Kind,
 		Version: d.Version, Variant: d.Variant, Context: ctx, Actions: acts, Probabilities: d.Probabilities,
 		Ranking: d.Ranking, ChosenIndex: d.ChosenIndex, Chosen: d.Chosen, Explored: d.Explored, Score: d.Score, Reward: d.Reward,
-		Deferred: d.Deferred, ServerID: d.ServerID}, nil
+		Deferred: d.Deferred, ServerID: d.ServerID, RawProbabilities: d.RawProbabilities}, nil
 }
 
 // RawAction is an action whose features are still the JSON they came in.
@@ -176,6 +180,9 @@ type DecisionRecord struct {
 	Reward        RewardRule      `json:"reward"`
 	Deferred      bool            `json:"deferred,omitempty"`
 	ServerID      bool            `json:"server_id,omitempty"`
+	// RawProbabilities, when set, is Probabilities formatted
+	// (AppendJSONFloats), which AppendJSON writes as it is.
+	RawProbabilities []byte `json:"-"`
 }
 
 // FeedbackActivation is the feedback type of an activation: the product

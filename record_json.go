@@ -62,14 +62,12 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 		b = append(b, ']')
 	}
 	if len(r.Probabilities) > 0 {
-		b = append(b, `,"probabilities":[`...)
-		for i, p := range r.Probabilities {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = AppendJSONFloat(b, p)
+		b = append(b, `,"probabilities":`...)
+		if r.RawProbabilities != nil {
+			b = append(b, r.RawProbabilities...)
+		} else {
+			b, _ = AppendJSONFloats(b, r.Probabilities, nil)
 		}
-		b = append(b, ']')
 	}
 	if len(r.Ranking) > 0 {
 		b = append(b, `,"ranking":[`...)
@@ -111,6 +109,22 @@ func (r *DecisionRecord) AppendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"server_id":true`...)
 	}
 	return append(b, '}'), nil
+}
+
+// AppendJSONFloats appends xs as a JSON array of AppendJSONFloat's numbers,
+// and appends to ends, for each number, its end's offset in the returned
+// slice: number i is b[ends[i-1]+1:ends[i]] (b[start+1:ends[0]] for the
+// first, start being len(b) on entry).
+func AppendJSONFloats(b []byte, xs []float64, ends []int) ([]byte, []int) {
+	b = append(b, '[')
+	for i, x := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendJSONFloat(b, x)
+		ends = append(ends, len(b))
+	}
+	return append(b, ']'), ends
 }
 
 // AppendJSONFloat appends f formatted as encoding/json formats it: the shortest form that

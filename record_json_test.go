@@ -52,6 +52,17 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 		if !reflect.DeepEqual(g, w) {
 			t.Fatalf("trial %d:\n%s\n%s", trial, got, want)
 		}
+		// The probabilities formatted beforehand are written as they are,
+		// and give the same bytes.
+		var ends []int
+		r.RawProbabilities, ends = AppendJSONFloats([]byte("x"), r.Probabilities, nil)
+		r.RawProbabilities = r.RawProbabilities[1:]
+		if len(ends) != len(r.Probabilities) {
+			t.Fatalf("trial %d: %d ends for %d numbers", trial, len(ends), len(r.Probabilities))
+		}
+		if pre, _ := r.AppendJSON(nil); len(r.Probabilities) > 0 && string(pre) != string(got) {
+			t.Fatalf("trial %d: with RawProbabilities\n%s\nwithout\n%s", trial, pre, got)
+		}
 	}
 	bad := DecisionRecord{Probabilities: []float64{math.NaN()}}
 	if _, err := bad.AppendJSON(nil); err == nil {

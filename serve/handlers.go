@@ -114,6 +114,14 @@ type rankResponse struct {
 	Ranking      []flywheel.Ranked `json:"ranking"`
 	Chosen       string            `json:"chosen"`
 	Explored     bool              `json:"explored"`
+
+	// probs, when set, holds the probabilities as formatted for the log
+	// (flywheel.AppendJSONFloats, action by action, ends their ends) and
+	// order each ranked entry's action: the answer writes those bytes
+	// instead of formatting the numbers again.
+	probs []byte
+	ends  []int
+	order []int
 }
 
 type predictRequest struct {
@@ -425,6 +433,8 @@ type answerBufs struct {
 	order    []string
 	decision flywheel.Decision
 	out      []byte
+	probs    []byte
+	ends     []int
 }
 
 // reset drops the answer's views of the request (ids, features) and keeps
@@ -433,7 +443,7 @@ func (a *answerBufs) reset() {
 	clear(a.ranked)
 	clear(a.order)
 	a.decision = flywheel.Decision{}
-	a.ranked, a.order, a.out = a.ranked[:0], a.order[:0], a.out[:0]
+	a.ranked, a.order, a.out, a.probs, a.ends = a.ranked[:0], a.order[:0], a.out[:0], a.probs[:0], a.ends[:0]
 }
 
 // bufPool holds scanBufs for scanRank: a request's are returned once its
@@ -690,14 +700,16 @@ func (s *Server) handleRank(c *gin.Context) error {
 		order = append(order, req.Actions[idx].ID)
 	}
 	a.ranked, a.order = ranked, order
+	a.probs, a.ends = flywheel.AppendJSONFloats(a.probs[:0], r.Probabilities, a.ends[:0])
 	resp := rankResponse{EventID: req.EventID, Model: req.Model, ModelVersion: l.version, Variant: variant,
-		Chosen: req.Actions[r.Chosen].ID, Explored: r.Explored, Ranking: ranked}
+		Chosen: req.Actions[r.Chosen].ID, Explored: r.Explored, Ranking: ranked, probs: a.probs, ends: a.ends, order: r.Order}
 	d := &a.decision
 	*d = flywheel.Decision{
 		Schema: flywheel.SchemaVersion, EventID: req.EventID, Time: now, Model: req.Model, Kind: flywheel.KindRanker,
 		Version: l.version, Variant: resp.Variant, Context: req.Context, Actions: req.Actions, Probabilities: r.Probabilities,
 		Ranking: order, ChosenIndex: r.Chosen, Chosen: resp.Chosen, Explored: r.Explored, Reward: h.cfg.RewardRule(),
 		RawContext: req.rawContext, RawActions: req.rawActions, Deferred: req.DeferActivation, ServerID: !clientID,
+		RawProbabilities: a.probs,
 	}
 	if err := s.events.LogDecision(c.Request.Context(), d); err != nil {
 		return err

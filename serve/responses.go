@@ -120,7 +120,16 @@ func (r *rankResponse) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `{"id":`...)
 		b = flywheel.AppendJSONString(b, x.ID)
 		b = append(b, `,"probability":`...)
-		b = flywheel.AppendJSONFloat(b, x.Probability)
+		if r.probs != nil {
+			idx := r.order[i]
+			start := 1 // after the '['
+			if idx > 0 {
+				start = r.ends[idx-1] + 1 // after the ','
+			}
+			b = append(b, r.probs[start:r.ends[idx]]...)
+		} else {
+			b = flywheel.AppendJSONFloat(b, x.Probability)
+		}
 		b = append(b, '}')
 	}
 	b = append(b, `],"chosen":`...)

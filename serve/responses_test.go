@@ -64,6 +64,19 @@ func TestRankResponseAppendJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// With the probabilities formatted for the log, action by action
+		// (here the ranked entries reversed), the same bytes.
+		pre := r
+		pre.order = make([]int, len(r.Ranking))
+		probs := make([]float64, len(r.Ranking))
+		for i, x := range r.Ranking {
+			pre.order[i] = len(r.Ranking) - 1 - i
+			probs[pre.order[i]] = x.Probability
+		}
+		pre.probs, pre.ends = flywheel.AppendJSONFloats(nil, probs, nil)
+		if b, err := pre.appendJSON(nil); err != nil || string(b) != string(got) {
+			t.Fatalf("with the log's probabilities:\n%s (%v)\nwithout:\n%s", b, err, got)
+		}
 		want, _ := json.Marshal(&r)
 		var g, w any
 		if err := json.Unmarshal(got, &g); err != nil {

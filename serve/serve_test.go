@@ -83,7 +83,7 @@ func (f *fakeEvents) LogDecision(_ context.Context, d *flywheel.Decision) error 
 	}
 	c := *d // serving reuses the slices once this returns (EventLogger)
 	c.Actions, c.RawActions = slices.Clone(d.Actions), slices.Clone(d.RawActions)
-	c.Probabilities, c.Ranking = slices.Clone(d.Probabilities), slices.Clone(d.Ranking)
+	c.Probabilities, c.Ranking, c.RawProbabilities = slices.Clone(d.Probabilities), slices.Clone(d.Ranking), slices.Clone(d.RawProbabilities)
 	f.decisions = append(f.decisions, &c)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -412,7 +413,7 @@ func (s *Server) observe() gin.HandlerFunc {
 		name, _ := model.(string)
 		took := time.Since(start)
 		status := c.Writer.Status()
-		s.metrics.latency.WithLabelValues(route, name, fmt.Sprint(status)).Observe(took.Seconds())
+		s.metrics.latency.WithLabelValues(route, name, strconv.Itoa(status)).Observe(took.Seconds())
 		if code, ok := c.Get(errorCodeKey); ok {
 			s.metrics.errors.WithLabelValues(code.(string)).Inc()
 		}
