@@ -92,8 +92,10 @@ fi
 # ingest: Flywheel's ingest against kcat | clickhouse-client (JSONEachRow), the
 # same records from the same topics, decisions and feedback separately; and
 # against clickhouse-client inserting, from a JSONEachRow file, the very rows
-# (the columns ingest inserts) Flywheel wrote in that run, into a table made AS
-# Flywheel's: rows/s, bytes/s and CPU a row of the same work.
+# (the columns ingest inserts) Flywheel wrote in that run, into a database
+# migrated as Flywheel's (its insert feeds the same materialized views), and
+# into a bare table made AS Flywheel's: rows/s, bytes/s and CPU a row of the
+# same work.
 if [[ -z "$ONLY" || "$ONLY" == ingest ]]; then
 if ! command -v kcat >/dev/null; then
   echo "bench: installing kcat from Debian's packages" >&2
@@ -120,8 +122,10 @@ json.dump({"benchmark": "ingest", "when": datetime.datetime.utcnow().isoformat()
            "reference": "kcat -C -e | clickhouse-client INSERT ... FORMAT JSONEachRow into a table of the records' scalar fields only "
                         "(nested ones skipped: ~100-byte rows, not the rows Flywheel writes); reference_* fields",
            "same_rows_reference": "after each Flywheel run, SELECT <the columns ingest inserts> FROM db.decisions (or db.feedback) FORMAT JSONEachRow "
-                                  "to a file (untimed), CREATE TABLE refdb.t AS db.t, then timed: clickhouse-client --query "
-                                  "'INSERT INTO refdb.t (<columns>) FORMAT JSONEachRow' < file; same_rows_* fields; its bytes are the file's, "
+                                  "to a file (untimed), a database refdb migrated as Flywheel's (so that the insert feeds the same materialized views, "
+                                  "the time-ordered companion tables), then timed: clickhouse-client --query "
+                                  "'INSERT INTO refdb.t (<columns>) FORMAT JSONEachRow' < file; same_rows_* fields (same_rows_bare_*: the same into a "
+                                  "bare table made AS db.t, no views); its bytes are the file's, "
                                   "and flywheel_jsoneachrow_bytes_per_second is that file's size over Flywheel's time (flywheel_kafka_bytes_per_second: "
                                   "the Kafka records Flywheel read); CPU is clickhouse-client's + the server's (merges included); "
                                   "same_rows_ratio and same_rows_cpu_ratio are flywheel/reference. Flywheel's decisions runs also write the "
